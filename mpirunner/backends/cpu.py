@@ -1,0 +1,70 @@
+"""CPU backend: PyTorch eval + inference_mode, one replica per rank, oneDNN kernels."""
+import time
+
+import torch
+
+from mpirunner.backends.base import Backend
+
+
+def cpu_has_bf16():
+    """True when this CPU runs bfloat16 natively (AVX512-BF16 / AMX), as oneDNN reports it."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    used_options = frozenset({"channels_last", "compile", "model_cache_path"})
+
+    def __init__(self, config, world):
+        super().__init__(config, world)
+        self.model = None
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+
+    def half_dtype(self):
+        if self.config.half_dtype:
+            return getattr(torch, self.config.half_dtype)
+        return torch.bfloat16 if cpu_has_bf16() else torch.float16
+
+    def prepare(self, model, image_size):
+        self.model = model.to(memory_format=self.memory_format)
+
+    def to_device(self, host_input):
+        if host_input.dim() == 4:
+            return host_input.contiguous(memory_format=self.memory_format)
+        return host_input
+
+    def make_step(self, batch_size, example_input):
+        model = self.model
+        to_device = self.to_device
+
+        def step(step_input):
+            latencies = []
+            outputs = []
+            with torch.inference_mode():
+                for micro_batch in step_input.split(batch_size):
+                    start = time.perf_counter_ns()
+                    outputs.append(model(to_device(micro_batch)))
+                    latencies.append((time.perf_counter_ns() - start) * 1e-9)
+            return torch.cat(outputs), latencies
+
+        return step
+
+    def metadata(self):
+        return {"device_name": cpu_name(), "cpu_bf16": cpu_has_bf16(),
+                "mkldnn": torch.backends.mkldnn.is_available()}

