@@ -91,16 +91,12 @@ def _run(config, world):
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
     _decide_together(world, lambda: check_output_writable(path, config.overwrite))
 
-    import numpy as np
     import torch
 
-    from models import build_model, default_resolution
-    from models.normalization import WithInputNormalization
+    from models.benchmark import build_benchmark_model
     from mpirunner.backends import create_backend
-    from mpirunner.bench import measure
-    from mpirunner.data import make_input_source, step_shape
-    from mpirunner.results import RunResult, gather_timings, write_results
-    from mpirunner.stats import log_histogram, summarize
+    from mpirunner.placement import place_this_rank
+    from mpirunner.results import write_results
     from mpirunner.world import detect_launcher
 
     backend = create_backend(config, world)
@@ -109,18 +105,13 @@ def _run(config, world):
         log.warning("the %s backend does not use: %s", backend.name, ", ".join("--" + u.replace("_", "-") for u in unused))
     if config.random_weights and not config.weights:
         log.info("--random-weights: weights are random and seeded (--seed %d) on every rank", config.seed)
+    placement = place_this_rank(config, world, preferred_node=backend.preferred_numa_node())
 
-    torch.manual_seed(config.seed)
-    model = build_model(config.model)
-    image_size = config.image_size or default_resolution(config.model)
-    if config.eight_bit_io or config.normalization_location == "device":
-        model = WithInputNormalization(model)
-    compute_dtype = backend.half_dtype() if config.activations_bits == 16 else torch.float32
-    model = model.to(compute_dtype).eval()
-    input_dtype = torch.uint8 if config.eight_bit_io else compute_dtype
-    backend.prepare(model, image_size)
+    model = build_benchmark_model(config, backend.half_dtype())
+    backend.prepare(model.module, model.image_size)
 
-    rank_row = {"rank": world.rank, "host": world.host, "local_rank": world.local_rank, **backend.rank_info()}
+    rank_row = {"rank": world.rank, "host": world.host, "local_rank": world.local_rank, **placement,
+                **backend.rank_info()}
     rank_rows = world.gather(rank_row)
     root_attrs = {
         "mpirunner_version": __version__,
@@ -137,47 +128,63 @@ def _run(config, world):
         "mpi_version": _mpi_version(),
         "poptorch_version": "",
         "git_commit": _git_commit(),
-        "dtype": str(compute_dtype).replace("torch.", ""),
-        "image_size": image_size,
+        "dtype": str(model.compute_dtype).replace("torch.", ""),
+        "image_size": model.image_size,
         **backend.metadata(),
     }
     root_attrs.setdefault("device_name", backend.name)
 
     runs = []
-    local_replicas = backend.local_replicas()
     for batch_size in config.batch_sizes:
-        micro_batches = config.device_iterations * local_replicas
-        samples_per_step = batch_size * micro_batches
-        shape = step_shape(batch_size, micro_batches, image_size)
-        source = make_input_source(config, backend, shape, input_dtype, world.rank)
-        step = backend.make_step(batch_size, source.next_input())
-        bar = _progress(world, config, config.iterations, f"batch {batch_size}")
-        timings = measure(step, source, config.iterations, config.warmup_iterations, world.barrier,
-                          on_step=(lambda _i: bar.update(1)) if bar else None)
-        if bar:
-            bar.close()
-        gathered = gather_timings(world, timings)
-        if not world.is_root:
-            continue
-        summary = summarize(gathered["step_start"], gathered["step_seconds"], gathered["batch_latency"],
-                            samples_per_step)
-        counts, edges = log_histogram(gathered["batch_latency"][~np.isnan(gathered["batch_latency"])])
-        attrs = {
-            "batch_size": batch_size, "device_iterations": config.device_iterations,
-            "local_replicas": local_replicas, "samples_per_step": samples_per_step, "model": config.model,
-            "data": config.data, "precision": config.precision, "dtype": root_attrs["dtype"],
-            "image_size": image_size, "iterations": config.iterations, "warmup": config.warmup_iterations,
-            "compile_seconds_max": float(np.max(gathered["compile_seconds"])),
-            "valid": True, "validity_reason": [],
-            **summary, **backend.run_info(batch_size),
-        }
-        runs.append(RunResult(name=f"bs{batch_size:05d}", attrs=attrs,
-                              extra_datasets={"histogram/counts": counts, "histogram/edges": edges}, **gathered))
-        write_results(path, root_attrs, rank_rows, runs)
-        _print_run(attrs, world.size)
+        run = _measure_one_batch_size(config, world, backend, model, batch_size)
+        if world.is_root:
+            run.attrs["dtype"] = root_attrs["dtype"]
+            runs.append(run)
+            write_results(path, root_attrs, rank_rows, runs)
+            _print_run(run.attrs, world.size)
     if world.is_root:
         _print_table(runs)
         print(f"results written to {path}", flush=True)
+
+
+def _measure_one_batch_size(config, world, backend, model, batch_size):
+    """Measure one point of the sweep on every rank; rank 0 gets its RunResult, the others None."""
+    import numpy as np
+
+    from mpirunner.bench import measure
+    from mpirunner.data import make_input_source, step_shape
+    from mpirunner.results import RunResult, gather_timings
+    from mpirunner.stats import log_histogram, summarize
+
+    local_replicas = backend.local_replicas()
+    micro_batches = config.device_iterations * local_replicas
+    samples_per_step = batch_size * micro_batches
+    shape = step_shape(batch_size, micro_batches, model.image_size)
+    source = make_input_source(config, backend, shape, model.input_dtype, world.rank)
+    step = backend.make_step(batch_size, source.next_input())
+    bar = _progress(world, config, config.iterations, f"batch {batch_size}")
+    timings = measure(step, source, config.iterations, config.warmup_iterations, world.barrier,
+                      on_step=(lambda _i: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    gathered = gather_timings(world, timings)
+    if not world.is_root:
+        return None
+    summary = summarize(gathered["step_start"], gathered["step_seconds"], gathered["batch_latency"],
+                        samples_per_step)
+    latencies = gathered["batch_latency"]
+    counts, edges = log_histogram(latencies[~np.isnan(latencies)])
+    attrs = {
+        "batch_size": batch_size, "device_iterations": config.device_iterations,
+        "local_replicas": local_replicas, "samples_per_step": samples_per_step, "model": config.model,
+        "data": config.data, "precision": config.precision,
+        "image_size": model.image_size, "iterations": config.iterations, "warmup": config.warmup_iterations,
+        "compile_seconds_max": float(np.max(gathered["compile_seconds"])),
+        "valid": True, "validity_reason": [],
+        **summary, **backend.run_info(batch_size),
+    }
+    return RunResult(name=f"bs{batch_size:05d}", attrs=attrs,
+                     extra_datasets={"histogram/counts": counts, "histogram/edges": edges}, **gathered)
 
 
 def _mpi_version():

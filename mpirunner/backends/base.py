@@ -47,6 +47,10 @@ class Backend(ABC):
     def to_device(self, host_input):
         """Hand a host tensor to the device (used by synthetic data to place its input once)."""
 
+    def preferred_numa_node(self):
+        """NUMA node this rank should be pinned to (a GPU's own node), or None to let placement decide."""
+        return None
+
     def local_replicas(self):
         return 1
 
