@@ -5,6 +5,7 @@ bench -> stats -> results. Rank 0 alone prints and writes; every rank measures.
 """
 import datetime
 import logging
+import os
 import sys
 import traceback
 
@@ -124,6 +125,7 @@ def _run(config, world):
         "hosts": sorted({row["host"] for row in rank_rows}) if world.is_root else [],
         "backend": backend.name,
         "launcher": detect_launcher(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
         "torch_version": torch.__version__,
         "mpi_version": _mpi_version(),
         "poptorch_version": "",
@@ -145,16 +147,20 @@ def _run(config, world):
     if world.is_root:
         _print_table(runs)
         print(f"results written to {path}", flush=True)
+    invalid = world.bcast([f"{run.name} ({_verdict_text(run.attrs)})" for run in runs if not run.attrs["valid"]]
+                          if world.is_root else None)
+    if config.strict and invalid:  # after the file is written, on every rank alike
+        raise InvalidRunError(f"--strict: {len(invalid)} invalid run(s): " + ", ".join(invalid))
 
 
 def _measure_one_batch_size(config, world, backend, model, batch_size):
     """Measure one point of the sweep on every rank; rank 0 gets its RunResult, the others None."""
     import numpy as np
 
-    from mpirunner.bench import measure
+    from mpirunner.bench import STABLE_WINDOWS, measure, min_duration_rule, until_stable_rule
     from mpirunner.data import make_input_source, step_shape
     from mpirunner.results import RunResult, gather_timings
-    from mpirunner.stats import log_histogram, summarize
+    from mpirunner.stats import log_histogram, summarize, verdict
 
     local_replicas = backend.local_replicas()
     micro_batches = config.device_iterations * local_replicas
@@ -162,29 +168,51 @@ def _measure_one_batch_size(config, world, backend, model, batch_size):
     shape = step_shape(batch_size, micro_batches, model.image_size)
     source = make_input_source(config, backend, shape, model.input_dtype, world.rank)
     step = backend.make_step(batch_size, source.next_input())
-    bar = _progress(world, config, config.iterations, f"batch {batch_size}")
+    stop_rule, keep_last_chunks = None, None  # stop rules (validity): all ranks agree via world.max
+    if config.until_stable:
+        stop_rule = until_stable_rule(config.iterations, config.stability_percentage, config.max_windows)
+        keep_last_chunks = STABLE_WINDOWS
+    elif config.min_duration:
+        stop_rule = min_duration_rule(config.min_duration)
+    bar = _progress(world, config, None if stop_rule else config.iterations, f"batch {batch_size}")
     timings = measure(step, source, config.iterations, config.warmup_iterations, world.barrier,
-                      on_step=(lambda _i: bar.update(1)) if bar else None)
+                      on_step=(lambda _i: bar.update(1)) if bar else None,
+                      stop_rule=stop_rule, decide=world.max, keep_last_chunks=keep_last_chunks)
     if bar:
         bar.close()
     gathered = gather_timings(world, timings)
+    barrier_waits = world.gather(timings.barrier_wait_seconds)
+    hosts = world.gather(world.host)
     if not world.is_root:
         return None
+    barrier_skew = float(max(barrier_waits) - min(barrier_waits))
     summary = summarize(gathered["step_start"], gathered["step_seconds"], gathered["batch_latency"],
-                        samples_per_step)
+                        samples_per_step, barrier_skew_seconds=barrier_skew)
     latencies = gathered["batch_latency"]
     counts, edges = log_histogram(latencies[~np.isnan(latencies)])
     attrs = {
         "batch_size": batch_size, "device_iterations": config.device_iterations,
         "local_replicas": local_replicas, "samples_per_step": samples_per_step, "model": config.model,
         "data": config.data, "precision": config.precision,
-        "image_size": model.image_size, "iterations": config.iterations, "warmup": config.warmup_iterations,
+        "image_size": model.image_size, "iterations": int(gathered["step_seconds"].shape[1]),
+        "iterations_requested": config.iterations, "measured_steps": timings.measured_steps,
+        "windows": timings.chunks if config.until_stable else 0,
+        "windows_kept": timings.kept_chunks if config.until_stable else 0,
+        "warmup": config.warmup_iterations,
         "compile_seconds_max": float(np.max(gathered["compile_seconds"])),
         "valid": True, "validity_reason": [],
         **summary, **backend.run_info(batch_size),
     }
+    attrs["valid"], attrs["validity_reason"] = verdict(
+        gathered["step_seconds"], timed_seconds=attrs["timed_seconds"], min_iterations=config.min_iterations,
+        max_cv_percent=config.max_cv, min_duration=config.min_duration, hosts=hosts,
+        until_stable=config.until_stable, window_steps=config.iterations,
+        stability_percentage=config.stability_percentage, windows=attrs["windows"], max_windows=config.max_windows,
+        existing_reasons=attrs.get("validity_reason", []), output_check_passed=attrs.get("output_check_passed"))
     return RunResult(name=f"bs{batch_size:05d}", attrs=attrs,
-                     extra_datasets={"histogram/counts": counts, "histogram/edges": edges}, **gathered)
+                     extra_datasets={"histogram/counts": counts, "histogram/edges": edges,
+                                     "barrier_wait_seconds": np.asarray(barrier_waits, dtype=np.float64)},
+                     **gathered)
 
 
 def _mpi_version():
@@ -200,13 +228,32 @@ def _print_run(attrs, world_size):
     print(f"latency ms: min {attrs['latency_min']:.3f}  p50 {attrs['latency_p50']:.3f}  "
           f"p90 {attrs['latency_p90']:.3f}  p99 {attrs['latency_p99']:.3f}  max {attrs['latency_max']:.3f}")
     print(f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}%")
+    print(f"95% CI: throughput {attrs['throughput']:.2f} ± {attrs['throughput_ci95']:.2f} samples/sec   "
+          f"p50 {attrs['latency_p50']:.3f} ± {attrs['latency_p50_ci95']:.3f} ms   "
+          f"p99 {attrs['latency_p99']:.3f} ± {attrs['latency_p99_ci95']:.3f} ms   "
+          f"({attrs['iterations']} steps, {attrs['timed_seconds']:.2f} s"
+          + (f", {attrs['windows']} windows" if attrs.get("windows") else "") + ")")
+    print(_verdict_text(attrs))
     print(f"throughput: {attrs['throughput']:.2f} samples/sec")
     print(f"latency avg: {attrs['latency_mean']:.3f} ms", flush=True)
 
 
+def _verdict_text(attrs):
+    """`VALID`, or `INVALID: <reason>; <reason>` (the validity verdict of stats.verdict)."""
+    reasons = attrs.get("validity_reason") or []
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    return "VALID" if attrs["valid"] else "INVALID: " + "; ".join(reasons)
+
+
 def _print_table(runs):
-    print("\n batch  samples/step  throughput (samples/s)  sum of ranks  lat p50 ms  lat p99 ms  cv %   valid")
+    """The sweep summary: one row per batch size, every estimate as `x ± y` (95% CI), then the verdict."""
+    print("\n batch  samples/step    throughput (samples/s)  sum of ranks        lat p50 ms        lat p99 ms  "
+          "cv %  verdict")
     for run in runs:
         a = run.attrs
-        print(f"{a['batch_size']:6d}  {a['samples_per_step']:12d}  {a['throughput']:22.2f}  {a['throughput_sum']:12.2f}"
-              f"  {a['latency_p50']:10.3f}  {a['latency_p99']:10.3f}  {100 * a['step_cv']:5.1f}  {str(a['valid']):>5s}")
+        throughput = f"{a['throughput']:.2f} ± {a['throughput_ci95']:.2f}"
+        p50 = f"{a['latency_p50']:.3f} ± {a['latency_p50_ci95']:.3f}"
+        p99 = f"{a['latency_p99']:.3f} ± {a['latency_p99_ci95']:.3f}"
+        print(f"{a['batch_size']:6d}  {a['samples_per_step']:12d}  {throughput:>24s}  {a['throughput_sum']:12.2f}"
+              f"  {p50:>16s}  {p99:>16s}  {100 * a['step_cv']:5.1f}  {_verdict_text(a)}")

@@ -1,0 +1,75 @@
+#!/bin/bash
+# The four reference IPU-M2000 inference benchmarks (Graphcore's ipu-inference-benchmarks.md), each
+# run as ONE poprun job that sweeps the whole batch-size range into ONE HDF5 file, instead of one job
+# per batch size. The poprun arguments and the runner flags are the reference ones, with
+# `python -m mpirunner` in place of `python run_benchmark.py`.
+#
+#   jobs/poprun-reference.sh                             # all four, one after the other
+#   jobs/poprun-reference.sh resnet50 resnext101         # just these
+#   OUTPUT_DIR=/data/runs PYTHON=$PWD/.venv/bin/python jobs/poprun-reference.sh efficientnet-b4
+#
+# For minimum latency at some cost in throughput, as the reference says:
+#   POPLAR_ENGINE_OPTIONS='{"exchange.enablePrefetch": "false"}' jobs/poprun-reference.sh resnet50
+# (or mpirunner's --min-latency, passed through EXTRA_ARGS).
+
+set -euo pipefail
+
+PYTHON="${PYTHON:-python3}"
+OUTPUT_DIR="${OUTPUT_DIR:-results}"
+EXTRA_ARGS="${EXTRA_ARGS:-}"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+SWEEPS=(resnet50 efficientnet-b0 efficientnet-b4 resnext101)
+
+read -r -a extra_args <<< "$EXTRA_ARGS"
+
+# The reference poprun line: 4 instances, each pinned to its NUMA node, 4 replicas of 1 IPU.
+# $1 is the variable the reference forwards to every instance; the rest are mpirunner flags.
+poprun_reference() {
+    local forwarded="$1"
+    shift
+    poprun \
+        --mpi-global-args="--allow-run-as-root --tag-output" \
+        --mpi-local-args="-x $forwarded" \
+        --num-instances=4 \
+        --numa-aware=yes \
+        --num-replicas=4 \
+        --ipus-per-replica=1 \
+        "$PYTHON" -m mpirunner "$@" ${extra_args[@]+"${extra_args[@]}"}
+}
+
+run_sweep() {
+    local output="$OUTPUT_DIR/$1-sweep-$STAMP.h5"
+    case "$1" in
+        resnet50)
+            poprun_reference POPLAR_ENGINE_OPTIONS \
+                --config resnet50-mk2 --data generated --batch-size 1..80 --iterations 20 \
+                --num-io-tiles 64 --output "$output" ;;
+        efficientnet-b0)
+            poprun_reference POPLAR_RUNTIME_OPTIONS \
+                --config efficientnet-b0-mk2 --data generated --batch-size 1..48 --iterations 20 \
+                --num-io-tiles 64 --output "$output" ;;
+        efficientnet-b4)
+            poprun_reference POPLAR_RUNTIME_OPTIONS \
+                --config efficientnet-b4-mk2 --data generated --batch-size 1..10 --iterations 20 \
+                --num-io-tiles 0 --output "$output" ;;
+        resnext101)
+            poprun_reference POPLAR_RUNTIME_OPTIONS \
+                --data generated --batch-size 1..16 --model resnext101 --device-iterations 128 \
+                --norm-type batch --precision 16.16 --half-partial --eight-bit-io \
+                --normalization-location ipu --iterations 20 --num-io-tiles 32 --output "$output" ;;
+    esac
+}
+
+if (($# == 0)); then
+    set -- "${SWEEPS[@]}"
+fi
+for name in "$@"; do  # check every name before running anything
+    if [[ " ${SWEEPS[*]} " != *" $name "* ]]; then
+        echo "poprun-reference.sh: unknown sweep '$name'; choose from: ${SWEEPS[*]}" >&2
+        exit 2
+    fi
+done
+mkdir -p "$OUTPUT_DIR"
+for name in "$@"; do
+    run_sweep "$name"
+done
