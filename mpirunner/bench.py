@@ -2,31 +2,107 @@
 
 bench returns raw timings only; every statistic is derived later from these arrays (stats.py).
 Inputs are fetched before each step's clock starts, so making data is never timed.
+
+How long to measure is not decided here. As in torch.utils.benchmark's adaptive_autorange, a
+*stop rule* is a function handed to the loop: after each chunk of steps it says how many more
+steps this rank wants (0 = enough), and `decide` (the job passes an MPI max-reduction) turns the
+ranks' wishes into one answer, so every rank always runs the same number of steps. This module
+knows nothing about MPI: `barrier` and `decide` are plain callables.
 """
+import math
 import time
 from dataclasses import dataclass, field
 from typing import List
 
 import numpy as np
 
+STABLE_WINDOWS = 3  # --until-stable: this many consecutive windows must agree, and only they are kept
+
 
 @dataclass
 class Timings:
-    """Raw timings of one rank for one run. Times in seconds; step_start relative to the barrier exit."""
+    """Raw timings of one rank for one run. Times in seconds; step_start relative to the barrier exit.
+
+    barrier_wait_seconds: how long this rank waited in a second barrier right after reading its
+    origin; across ranks, max - min of it estimates the skew of the origins (see measure).
+    chunks: how many chunks of steps were measured (with --until-stable: windows); kept_chunks of
+    them are in the arrays. measured_steps counts every timed step, kept or not.
+    """
 
     compile_seconds: float
     step_start: np.ndarray
     step_seconds: np.ndarray
     batch_latency: np.ndarray
     barrier_exit_ns: int = 0
+    barrier_wait_seconds: float = 0.0
+    chunks: int = 1
+    kept_chunks: int = 1
+    measured_steps: int = 0
     extra: dict = field(default_factory=dict)
 
 
-def measure(step, source, iterations, warmup_iterations, barrier, on_step=None):
+def windows_agree(windows, percentage):
+    """True when every window's mean and median step time lie within `percentage` % of the windows' average.
+
+    The mean stands for throughput and the median for latency, the two quantities perf_analyzer
+    requires to agree across its last three measurement windows.
+    """
+    if len(windows) < 2:
+        return False
+    limit = percentage / 100.0
+    for centre in (np.mean, np.median):
+        values = np.array([centre(np.asarray(window, dtype=np.float64)) for window in windows])
+        average = values.mean()
+        if average <= 0 or np.max(np.abs(values - average)) > limit * average:
+            return False
+    return True
+
+
+def min_duration_rule(min_seconds, margin=0.05):
+    """Stop rule for --min-duration: ask for enough further steps (at the pace so far, +5%) to fill it."""
+
+    def more_steps(chunk_seconds, elapsed_seconds):
+        if elapsed_seconds >= min_seconds:
+            return 0
+        done = sum(len(chunk) for chunk in chunk_seconds)
+        seconds_per_step = elapsed_seconds / max(done, 1)
+        if seconds_per_step <= 0:
+            return done
+        return max(1, math.ceil((min_seconds - elapsed_seconds) * (1 + margin) / seconds_per_step))
+
+    return more_steps
+
+
+def until_stable_rule(window_steps, percentage, max_windows, agree=windows_agree):
+    """Stop rule for --until-stable: one more window until the last three agree or max_windows were run."""
+
+    def more_steps(chunk_seconds, elapsed_seconds):
+        if len(chunk_seconds) >= max_windows:
+            return 0
+        if len(chunk_seconds) >= STABLE_WINDOWS and agree(chunk_seconds[-STABLE_WINDOWS:], percentage):
+            return 0
+        return window_steps
+
+    return more_steps
+
+
+def _no_reduction(wanted):
+    return wanted
+
+
+def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
+            stop_rule=None, decide=_no_reduction, keep_last_chunks=None):
     """Run and time one configuration on this rank.
 
     step(input) -> (outputs, micro-batch latencies); source.next_input() -> the next step's input;
     barrier() aligns the ranks before timing starts; on_step(i) reports progress.
+    stop_rule(chunk_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`);
+    decide(wanted) -> the steps every rank runs next (must be called on all ranks alike);
+    keep_last_chunks: keep only the steps of the last N chunks in the returned arrays.
+
+    Clock: perf_counter_ns on each rank; the origin is read right after the barrier. A second
+    barrier follows: the rank whose origin was earliest waits longest in it, so max - min of the
+    waits over ranks estimates the origin skew on each rank's own clock (no common clock needed).
     """
     first_input = source.next_input()
     start = time.perf_counter_ns()
@@ -36,25 +112,45 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None):
     for _ in range(warmup_iterations):
         step(source.next_input())
 
-    starts_ns: List[int] = []
-    durations_ns: List[int] = []
-    latencies: List[float] = []
+    chunks: List[dict] = []
     barrier()
     origin_ns = time.perf_counter_ns()
-    for index in range(iterations):
-        step_input = source.next_input()
-        begin = time.perf_counter_ns()
-        _, micro_batch_latencies = step(step_input)
-        end = time.perf_counter_ns()
-        starts_ns.append(begin - origin_ns)
-        durations_ns.append(end - begin)
-        latencies.extend(micro_batch_latencies)
-        if on_step is not None:
-            on_step(index)
+    barrier()
+    barrier_wait_ns = time.perf_counter_ns() - origin_ns
+    first_begin_ns = None
+    wanted = iterations
+    index = 0
+    while wanted > 0:
+        chunk = {"starts": [], "durations": [], "latencies": []}
+        for _ in range(wanted):
+            step_input = source.next_input()
+            begin = time.perf_counter_ns()
+            _, micro_batch_latencies = step(step_input)
+            end = time.perf_counter_ns()
+            if first_begin_ns is None:
+                first_begin_ns = begin
+            chunk["starts"].append(begin - origin_ns)
+            chunk["durations"].append(end - begin)
+            chunk["latencies"].extend(micro_batch_latencies)
+            if on_step is not None:
+                on_step(index)
+            index += 1
+        chunks.append(chunk)
+        if stop_rule is None:
+            break
+        elapsed_seconds = (time.perf_counter_ns() - first_begin_ns) * 1e-9
+        chunk_seconds = [np.asarray(c["durations"], dtype=np.float64) * 1e-9 for c in chunks]
+        wanted = int(decide(int(stop_rule(chunk_seconds, elapsed_seconds))))
+
+    kept = chunks[-keep_last_chunks:] if keep_last_chunks else chunks
     return Timings(
         compile_seconds=compile_seconds,
-        step_start=np.asarray(starts_ns, dtype=np.float64) * 1e-9,
-        step_seconds=np.asarray(durations_ns, dtype=np.float64) * 1e-9,
-        batch_latency=np.asarray(latencies, dtype=np.float64),
+        step_start=np.asarray([s for c in kept for s in c["starts"]], dtype=np.float64) * 1e-9,
+        step_seconds=np.asarray([d for c in kept for d in c["durations"]], dtype=np.float64) * 1e-9,
+        batch_latency=np.asarray([v for c in kept for v in c["latencies"]], dtype=np.float64),
         barrier_exit_ns=origin_ns,
+        barrier_wait_seconds=barrier_wait_ns * 1e-9,
+        chunks=len(chunks),
+        kept_chunks=len(kept),
+        measured_steps=index,
     )

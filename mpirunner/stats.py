@@ -1,19 +1,57 @@
-"""Statistics derived from the raw timing arrays: throughput, latency percentiles, histograms.
+"""Statistics derived from the raw timing arrays: throughput, latency percentiles, histograms,
+95% confidence intervals and the validity verdict.
 
 Nothing here is accumulated during the run; every value is recomputed from the stored arrays, so
 a reader of the HDF5 file can check each one (report.py does exactly that). No torch, no MPI.
+
+Confidence intervals (95%):
+- throughput: batch means. The timed steps are cut, by step index, into BATCHES contiguous
+  batches (fewer when there are fewer steps); each batch owns the time from its first step's
+  earliest start to the next batch's earliest start, so the batches partition the headline window
+  exactly. The headline is the ratio estimator sum(samples) / sum(window); its standard error comes
+  from the batch residuals (delta method) and a Student t quantile with batches - 1 degrees of
+  freedom. Deterministic; no random numbers.
+- latency p50 / p99: percentile bootstrap over all micro-batch latencies (BOOTSTRAP_RESAMPLES
+  resamples, numpy default_rng seeded with BOOTSTRAP_SEED, so the same file always gives the same
+  interval). Above BOOTSTRAP_MAX_VALUES values each resample draws that many and its deviation from
+  the estimate is scaled by sqrt(m / n) (m-out-of-n bootstrap), which bounds the cost.
 """
 import numpy as np
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 
+BATCHES = 10
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_MAX_VALUES = 20000
+STRAGGLER_PERCENT = 25.0
+WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors ...
+WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median is a trend, not noise
+CI_METHOD = (f"throughput: batch means ({BATCHES} batches, ratio estimator, t quantile); latency p50/p99: "
+             f"percentile bootstrap ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})")
 
-def throughput(step_start, step_seconds, samples_per_step):
-    """Headline throughput: all samples of all ranks / (latest step end - earliest step start)."""
+# two-sided 95% Student t quantiles (0.975) for 1..30 degrees of freedom
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+          2.045, 2.042)
+
+
+def _t_975(degrees_of_freedom):
+    if degrees_of_freedom < 1:
+        return float("nan")
+    return _T_975[degrees_of_freedom - 1] if degrees_of_freedom <= len(_T_975) else 1.96
+
+
+def throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0):
+    """Headline throughput: all samples of all ranks / (latest step end - earliest step start + barrier skew).
+
+    The ranks' clocks are aligned by a barrier whose exit is not simultaneous; widening the window
+    by the measured skew keeps the headline from gaining from that misalignment (0 on one rank).
+    """
     step_start = np.atleast_2d(step_start)
     step_seconds = np.atleast_2d(step_seconds)
-    window = float(np.max(step_start + step_seconds) - np.min(step_start))
-    total_samples = samples_per_step * step_seconds.size
+    window = float(np.nanmax(step_start + step_seconds) - np.nanmin(step_start)) + barrier_skew_seconds
+    total_samples = samples_per_step * int(np.count_nonzero(~np.isnan(step_seconds)))
     return total_samples / window if window > 0 else float("nan")
 
 
@@ -68,16 +106,162 @@ def log_histogram(latency_seconds, bins_per_decade=20):
     return counts.astype(np.int64), edges
 
 
-def summarize(step_start, step_seconds, batch_latency, samples_per_step):
+def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0, batches=BATCHES):
+    """95% interval (low, high) of the headline throughput by batch means; (nan, nan) below 2 steps."""
+    starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
+    durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    steps = starts.shape[1]
+    count = min(batches, steps)
+    if count < 2:
+        return float("nan"), float("nan")
+    edges = [int(block[0]) for block in np.array_split(np.arange(steps), count)] + [steps]
+    samples = np.empty(count)
+    windows = np.empty(count)
+    for b in range(count):
+        first, stop = edges[b], edges[b + 1]
+        samples[b] = samples_per_step * np.count_nonzero(~np.isnan(durations[:, first:stop]))
+        end = np.nanmin(starts[:, stop]) if stop < steps else np.nanmax(starts + durations)
+        windows[b] = end - np.nanmin(starts[:, first])
+    if windows.sum() <= 0:
+        return float("nan"), float("nan")
+    ratio = samples.sum() / windows.sum()
+    residuals = samples - ratio * windows
+    standard_error = np.sqrt(np.sum(residuals ** 2) / (count * (count - 1))) / windows.mean()
+    relative = _t_975(count - 1) * standard_error / ratio
+    headline = throughput(starts, durations, samples_per_step, barrier_skew_seconds)
+    return float(headline * (1 - relative)), float(headline * (1 + relative))
+
+
+def percentile_interval(values, q, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
+                        max_values=BOOTSTRAP_MAX_VALUES):
+    """95% percentile-bootstrap interval (low, high) of the q-th percentile of values; (nan, nan) below 2 values."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    n = values.size
+    if n < 2:
+        return float("nan"), float("nan")
+    estimate = np.percentile(values, q)
+    drawn = min(n, max_values)
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, 4_000_000 // drawn)
+    boot = []
+    for first in range(0, resamples, per_chunk):
+        rows = min(per_chunk, resamples - first)
+        boot.append(np.percentile(values[rng.integers(0, n, size=(rows, drawn))], q, axis=1))
+    deviations = (np.concatenate(boot) - estimate) * np.sqrt(drawn / n)
+    low, high = np.percentile(deviations, [2.5, 97.5])
+    return float(estimate + low), float(estimate + high)
+
+
+def half_width(estimate, low, high):
+    """The y of `x ± y`: the larger distance from the estimate to an end of its interval."""
+    return float(max(estimate - low, high - estimate))
+
+
+def confidence(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds=0.0):
+    """The interval attributes of a run group: <name>_ci95_low/_high and <name>_ci95 (± half-width).
+
+    Throughput in samples/s, latencies in ms, as the estimates they belong to.
+    """
+    result = {"ci_method": CI_METHOD}
+    estimate = throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds)
+    low, high = throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds)
+    result.update(throughput_ci95_low=low, throughput_ci95_high=high, throughput_ci95=half_width(estimate, low, high))
+    latency_ms = np.asarray(batch_latency, dtype=np.float64).ravel() * 1e3
+    latency_ms = latency_ms[np.isfinite(latency_ms)]
+    for name in ("p50", "p99"):
+        q = PERCENTILES[name]
+        estimate = float(np.percentile(latency_ms, q)) if latency_ms.size else float("nan")
+        low, high = percentile_interval(latency_ms, q)
+        result.update({f"latency_{name}_ci95_low": low, f"latency_{name}_ci95_high": high,
+                       f"latency_{name}_ci95": half_width(estimate, low, high)})
+    return result
+
+
+def _median_standard_error(values):
+    """Standard error of a median from the MAD (normal approximation: 1.2533 * sigma / sqrt(n))."""
+    sigma = 1.4826 * np.median(np.abs(values - np.median(values)))
+    return 1.2533 * sigma / np.sqrt(values.size)
+
+
+def _rank_name(rank, hosts):
+    return f"rank {rank} on {hosts[rank]}" if hosts is not None and rank < len(hosts) else f"rank {rank}"
+
+
+def verdict(step_seconds, *, timed_seconds, min_iterations, max_cv_percent, min_duration=None, hosts=None,
+            until_stable=False, window_steps=0, stability_percentage=10.0, windows=0, max_windows=0,
+            existing_reasons=(), output_check_passed=None):
+    """Decide whether a run can be trusted: (valid, reasons), every reason a line a user can act on.
+
+    step_seconds: [ranks, steps] (NaN-padded). Reasons already present (existing_reasons, e.g. from
+    the output check) are kept first; the output check reason is added only if none mentions it.
+    """
+    from mpirunner.bench import STABLE_WINDOWS, windows_agree
+
+    steps = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    reasons = list(existing_reasons)
+    counts = np.count_nonzero(~np.isnan(steps), axis=1) if steps.size else np.zeros(1, dtype=int)
+    if int(counts.min()) < min_iterations:
+        reasons.append(f"too few timed steps: {int(counts.min())} < --min-iterations {min_iterations}")
+    if min_duration and timed_seconds < min_duration:
+        reasons.append(f"too short: timed {timed_seconds:.3g} s < --min-duration {min_duration:g} s")
+
+    for rank, row in enumerate(steps):
+        row = row[~np.isnan(row)]
+        if row.size >= 2 and row.mean() > 0:
+            cv_percent = 100.0 * row.std(ddof=1) / row.mean()
+            if cv_percent > max_cv_percent:
+                where = f" on {_rank_name(rank, hosts)}" if steps.shape[0] > 1 else ""
+                reasons.append(f"unstable: step-time cv {cv_percent:.1f}%{where} > --max-cv {max_cv_percent:g}%")
+                break
+
+    series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)
+    third = series.size // 3
+    if third >= 2:
+        first, last = series[:third], series[-third:]
+        first_median, last_median = np.median(first), np.median(last)
+        noise = WARMUP_NOISE_SIGMAS * np.hypot(_median_standard_error(first), _median_standard_error(last))
+        difference = first_median - last_median
+        if abs(difference) > noise and abs(difference) > WARMUP_MIN_PERCENT / 100.0 * last_median:
+            change = 100.0 * difference / last_median
+            label = "not warmed up" if difference > 0 else "slowing down"
+            reasons.append(f"{label}: median step of the first third {1e3 * first_median:.3f} ms vs last third "
+                           f"{1e3 * last_median:.3f} ms ({change:+.1f}%, beyond the noise)")
+
+    if steps.shape[0] > 1:
+        medians = np.nanmedian(steps, axis=1)
+        for rank, median in enumerate(medians):
+            others = np.median(np.delete(medians, rank))
+            if others > 0 and median > (1 + STRAGGLER_PERCENT / 100.0) * others:
+                reasons.append(f"straggler: {_rank_name(rank, hosts)} median step {1e3 * median:.3f} ms vs "
+                               f"{1e3 * others:.3f} ms on the others (+{100 * (median / others - 1):.0f}%)")
+
+    if until_stable and window_steps > 0 and steps.shape[1] >= STABLE_WINDOWS * window_steps:
+        kept = steps[:, -STABLE_WINDOWS * window_steps:]
+        unstable = [rank for rank, row in enumerate(kept)
+                    if not windows_agree(np.split(row, STABLE_WINDOWS), stability_percentage)]
+        if unstable:
+            reasons.append(f"not stable: the last {STABLE_WINDOWS} of {windows} windows (--max-windows {max_windows}) "
+                           f"differ by more than --stability-percentage {stability_percentage:g}% on "
+                           + ", ".join(_rank_name(rank, hosts) for rank in unstable))
+
+    if output_check_passed is False and not any("output check" in reason.lower() for reason in reasons):
+        reasons.append("output check failed")
+    return not reasons, reasons
+
+
+def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds=0.0):
     """The attributes of one run group, derived from the gathered arrays ([ranks, steps])."""
     summary = {
-        "throughput": throughput(step_start, step_seconds, samples_per_step),
+        "throughput": throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds),
         "throughput_sum": float(np.sum(per_rank_throughput(step_start, step_seconds, samples_per_step))),
         "step_cv": step_cv(step_seconds),
-        "timed_seconds": float(np.max(np.atleast_2d(step_start) + np.atleast_2d(step_seconds))
-                               - np.min(step_start)),
+        "timed_seconds": float(np.nanmax(np.atleast_2d(step_start) + np.atleast_2d(step_seconds))
+                               - np.nanmin(step_start)),
+        "barrier_skew_seconds": float(barrier_skew_seconds),
     }
     summary.update(latency_summary(batch_latency))
     summary["cv"] = summary["step_cv"]
     summary["std"] = summary.get("latency_std", 0.0)
+    summary.update(confidence(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds))
     return summary
