@@ -1,0 +1,142 @@
+"""PNG figures for `mpirunner-report --plot` (matplotlib, Agg backend; the `plot` extra).
+
+One run: its latency histogram on a log-x axis (log-spaced bins) with p50 and p99 marked, one
+colour per rank with --ranks. Several runs (a sweep, or several files): throughput vs batch size
+and throughput vs p99 latency, the latency-throughput curve used to pick a batch size.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from mpirunner import stats
+from mpirunner.errors import UsageError
+from mpirunner.report import finite_rows, run_latency, sorted_runs, summary_row
+
+FIGURE_SIZE_INCHES = (12.0, 5.0)
+DPI = 100  # -> 1200 x 500 pixels
+
+
+def check_plot_available():
+    """Raise UsageError before any work when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'mpirunner[plot]'")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(files, path, per_rank=False):
+    """Write the figure that fits the files (one run -> histogram, several -> sweep curves); return the path."""
+    runs = [(data, name) for data in files for name in sorted_runs(data)]
+    if not runs:
+        raise UsageError("--plot: the files hold no runs")
+    plt = _pyplot()
+    if len(runs) == 1:
+        figure = _histogram_figure(plt, *runs[0], per_rank=per_rank)
+    else:
+        figure = _sweep_figure(plt, files)
+    path = Path(path)
+    try:
+        figure.savefig(path, format="png", dpi=DPI)
+    except OSError as error:
+        raise UsageError(f"cannot write --plot {path}: {error.strerror or error}")
+    finally:
+        plt.close(figure)
+    return path
+
+
+def _title(data, run_attrs):
+    a = data["attrs"]
+    return (f"{run_attrs.get('model', '?')}, batch {run_attrs.get('batch_size', '?')}, "
+            f"{run_attrs.get('precision', '?')} ({run_attrs.get('dtype', a.get('dtype', '?'))}), "
+            f"{a.get('backend', '?')} on {a.get('device_name', '?')}, {a.get('world_size', '?')} rank(s)")
+
+
+def _histogram_figure(plt, data, name, per_rank):
+    run = data["runs"][name]
+    latency = run_latency(run)
+    latency = latency[latency > 0]
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE_INCHES)
+    if latency.size == 0:
+        axes.text(0.5, 0.5, "no latencies stored", ha="center", transform=axes.transAxes)
+        return figure
+    _counts, edges = stats.log_histogram(latency)
+    edges_ms = edges * 1e3
+    rows = finite_rows(run["batch_latency"]) if run.get("batch_latency") is not None else []
+    if per_rank and len(rows) > 1:
+        colours = plt.get_cmap("tab10" if len(rows) <= 10 else "viridis")
+        per_rank_ms = [row[row > 0] * 1e3 for row in rows]
+        axes.hist(per_rank_ms, bins=edges_ms, stacked=True, label=[f"rank {index}" for index in range(len(rows))],
+                  color=[colours(index % 10 if len(rows) <= 10 else index / (len(rows) - 1)) for index in range(len(rows))])
+    else:
+        axes.hist(latency * 1e3, bins=edges_ms, color="tab:blue", label="all ranks")
+    for label, q, style in (("p50", 50, "--"), ("p99", 99, ":")):
+        value_ms = float(np.percentile(latency, q) * 1e3)
+        axes.axvline(value_ms, color="black", linestyle=style, linewidth=1.5, label=f"{label} {value_ms:.3f} ms")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("batch latency (ms, log scale)")
+    axes.set_ylabel("micro-batches (count)")
+    axes.set_title(f"Latency histogram: {_title(data, run['attrs'])}, {latency.size} micro-batches")
+    axes.legend(loc="best", fontsize="small")
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _sweep_figure(plt, files):
+    figure, (by_batch, by_latency) = plt.subplots(1, 2, figsize=FIGURE_SIZE_INCHES)
+    several = len(files) > 1
+    for data in files:
+        rows = [summary_row(data, name) for name in sorted_runs(data)]
+        rows = [row for row in rows if isinstance(row.get("throughput"), float) and np.isfinite(row["throughput"])]
+        if not rows:
+            continue
+        batch = [row["batch_size"] for row in rows]
+        rate = [row["throughput"] for row in rows]
+        p99 = [row.get("latency_p99", float("nan")) for row in rows]
+        label = Path(data["path"]).name if several else "throughput (all ranks)"
+        line, = by_batch.plot(batch, rate, marker="o", label=label)
+        by_latency.plot(p99, rate, marker="o", color=line.get_color(), label=Path(data["path"]).name if several else None)
+        for size, x, y in zip(batch, p99, rate):
+            by_latency.annotate(f"bs {size}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+    sizes = sorted({row_size for data in files for row_size in
+                    (data["runs"][name]["attrs"].get("batch_size") for name in data["runs"]) if row_size})
+    by_batch.set_xscale("log", base=2)
+    if sizes:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        by_batch.set_xticks(sizes)
+        by_batch.xaxis.set_major_formatter(ScalarFormatter())
+        by_batch.xaxis.set_minor_formatter(NullFormatter())
+    by_batch.margins(x=0.08)
+    by_latency.margins(0.1)
+    first = files[0]
+    first_attrs = first["runs"][sorted_runs(first)[0]]["attrs"] if first["runs"] else {}
+    figure.suptitle(f"Sweep: {first_attrs.get('model', '?')}, {first_attrs.get('precision', '?')}, "
+                    f"{first['attrs'].get('backend', '?')} on {first['attrs'].get('device_name', '?')}, "
+                    f"{first['attrs'].get('world_size', '?')} rank(s)")
+    by_batch.set_xlabel("batch size (samples per micro-batch, log2 scale)")
+    by_batch.set_ylabel("throughput (samples/s)")
+    by_batch.set_title("Throughput vs batch size")
+    by_latency.set_xlabel("p99 batch latency (ms)")
+    by_latency.set_ylabel("throughput (samples/s)")
+    by_latency.set_title("Throughput vs p99 latency")
+    for axes in (by_batch, by_latency):
+        axes.grid(True, which="both", alpha=0.3)
+        if several or axes is by_batch:
+            axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure

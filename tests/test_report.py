@@ -1,0 +1,345 @@
+"""mpirunner-report as a user runs it: tables, histograms, plots, CSV/JSON and compare, from HDF5 files alone.
+
+Most files are written directly with results.write_results from generated timings (fast, no model);
+one test reads what a real tiny run writes.
+"""
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from mpirunner import report, stats
+from mpirunner.results import RunResult, write_results
+from tests.conftest import REPO, run_cli
+
+
+def make_timings(rng, ranks, steps, step_ms=10.0, scale=1.0, slow_rank=None):
+    """Lognormal step times [ranks, steps] (s) and their starts, as the runner would gather them."""
+    seconds = rng.lognormal(np.log(step_ms / 1e3), 0.1, size=(ranks, steps)) * scale
+    if slow_rank is not None:
+        seconds[slow_rank] *= 1.5
+    starts = np.concatenate([np.zeros((ranks, 1)), np.cumsum(seconds, axis=1)[:, :-1]], axis=1)
+    starts += rng.uniform(0, 1e-4, size=(ranks, 1))  # ranks leave the barrier at slightly different times
+    return seconds, starts
+
+
+def make_file(path, batch_sizes=(4,), ranks=2, steps=40, scale=1.0, seed=0, slow_rank=None,
+              rank_rows=None, root_extra=None, run_extra=None):
+    """A results file with generated timings; step = one micro-batch, so batch_latency = step_seconds."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for batch_size in batch_sizes:
+        seconds, starts = make_timings(rng, ranks, steps, step_ms=2.0 * batch_size + 5, scale=scale,
+                                       slow_rank=slow_rank)
+        attrs = {"batch_size": batch_size, "device_iterations": 1, "samples_per_step": batch_size,
+                 "model": "resnet18", "precision": "32.32", "dtype": "float32", "data": "generated",
+                 "iterations": steps, "warmup": 1, "valid": True, "validity_reason": "",
+                 **stats.summarize(starts, seconds, seconds, batch_size), **(run_extra or {})}
+        counts, edges = stats.log_histogram(seconds)
+        runs.append(RunResult(name=f"bs{batch_size:05d}", attrs=attrs, step_seconds=seconds, step_start=starts,
+                              batch_latency=seconds.copy(), compile_seconds=rng.uniform(1, 2, ranks),
+                              extra_datasets={"histogram/counts": counts, "histogram/edges": edges}))
+    if rank_rows is None:
+        rank_rows = [{"rank": r, "host": f"node{r // 2}", "local_rank": r % 2, "numa_node": r % 2,
+                      "cpus": f"{8 * r}-{8 * r + 7}", "device": "cpu"} for r in range(ranks)]
+    root = {"mpirunner_version": "0.1.0", "created": "2026-11-29T12:00:00+00:00", "world_size": ranks,
+            "hosts": sorted({row["host"] for row in rank_rows}), "backend": "cpu", "device_name": "Test CPU",
+            "dtype": "float32", **(root_extra or {})}
+    return write_results(path, root, rank_rows, runs)
+
+
+def run_report(capsys, *argv):
+    """main(argv) in process: (exit status, stdout, stderr)."""
+    status = report.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def table_row(out, batch_size):
+    """The numbers of the table row of one batch size."""
+    for line in out.splitlines():
+        cells = line.split()
+        if len(cells) == 13 and cells[0] == str(batch_size) and cells[-1] in ("yes", "NO"):
+            return [float(cell) for cell in cells[:-1]]
+    raise AssertionError(f"no table row for batch {batch_size} in:\n{out}")
+
+
+def test_table_matches_numpy_on_the_stored_arrays(tmp_path, capsys):
+    path = make_file(tmp_path / "sweep.h5", batch_sizes=(1, 4, 16), ranks=3, steps=30)
+    status, out, _ = run_report(capsys, path)
+    assert status == 0
+    assert "model resnet18, precision 32.32 (float32)" in out
+    assert "backend cpu on Test CPU, 3 rank(s) on node0; node1" in out
+    with h5py.File(path) as h5:
+        for name in h5["runs"]:
+            run = h5["runs"][name]
+            seconds, starts = run["step_seconds"][()], run["step_start"][()]
+            latency_ms = run["batch_latency"][()].ravel() * 1e3
+            batch = int(run.attrs["batch_size"])
+            expected_throughput = batch * seconds.size / ((starts + seconds).max() - starts.min())
+            per_rank = batch * seconds.shape[1] / ((starts + seconds).max(axis=1) - starts.min(axis=1))
+            row = table_row(out, batch)
+            assert row[:2] == [batch, batch]
+            assert row[2] == pytest.approx(expected_throughput, abs=0.006)
+            assert row[3] == pytest.approx(per_rank.sum(), abs=0.006)
+            expected_ms = [latency_ms.min(), latency_ms.mean(), *np.percentile(latency_ms, [50, 90, 99, 99.9]),
+                           latency_ms.max()]
+            assert row[4:11] == pytest.approx(expected_ms, abs=6e-4)
+            assert row[11] == pytest.approx(100 * seconds.std(ddof=1) / seconds.mean(), abs=0.06)
+    batches = [int(line.split()[0]) for line in out.splitlines() if line.split() and line.split()[-1] == "yes"]
+    assert batches == [1, 4, 16]
+
+
+def test_ranks_names_hosts_numa_and_the_straggler(tmp_path, capsys):
+    path = make_file(tmp_path / "four.h5", ranks=4, slow_rank=2)
+    status, out, _ = run_report(capsys, "report", path, "--ranks")
+    assert status == 0
+    rank_lines = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"], ["3"])
+                  and "node" in line]
+    assert [cells[:4] for cells in rank_lines] == [["0", "node0", "0", "0-7"], ["1", "node0", "1", "8-15"],
+                                                   ["2", "node1", "0", "16-23"], ["3", "node1", "1", "24-31"]]
+    slowest = [cells[0] for cells in rank_lines if "slowest" in cells]
+    assert slowest == ["2"]
+    with h5py.File(path) as h5:
+        seconds = h5["runs/bs00004/step_seconds"][()]
+        starts = h5["runs/bs00004/step_start"][()]
+    expected = 4 * seconds.shape[1] / ((starts + seconds).max(axis=1) - starts.min(axis=1))
+    assert [float(cells[4]) for cells in rank_lines] == pytest.approx(expected, abs=0.006)
+
+
+def test_terminal_histogram_counts_every_latency_and_marks_percentiles(tmp_path, capsys):
+    path = make_file(tmp_path / "one.h5", ranks=2, steps=300)
+    status, out, _ = run_report(capsys, path, "--histogram")
+    assert status == 0
+    bins = [line for line in out.splitlines() if " |" in line]
+    counts = [int(line.split("|")[1][50:].split()[0]) for line in bins]  # after the 50-character bar
+    assert sum(counts) == 600
+    assert "600 micro-batches" in out
+    for marker in ("p50", "p90", "p99", "p99.9"):
+        assert sum(marker in line.split("<-")[-1].strip().split(", ") for line in bins if "<-" in line) == 1, marker
+    # the p50 marker sits on the bin holding the median
+    median_ms = np.median(h5py.File(path)["runs/bs00004/batch_latency"][()]) * 1e3
+    p50_line = next(line for line in bins if "<-" in line and "p50" in line.split("<-")[1].strip().split(", "))
+    low, high = (float(value) for value in p50_line.split("|")[0].split(" - "))
+    assert low <= median_ms <= high
+
+
+def test_histogram_bin_counts_sum_to_the_latencies():
+    rng = np.random.default_rng(3)
+    latency = np.concatenate([rng.lognormal(np.log(0.01), 0.05, 500), [0.5, 2.0]])  # two far outliers
+    text = report.terminal_histogram(latency)
+    counts = [int(line.split("|")[1][50:].split()[0]) for line in text.splitlines() if " |" in line]
+    assert sum(counts) == latency.size
+    assert "empty bins" in text  # the gap before the outliers is one row, not dozens
+
+
+def test_plot_single_run_is_a_png_of_the_expected_size(tmp_path, capsys):
+    from PIL import Image
+
+    path = make_file(tmp_path / "one.h5", ranks=3)
+    png = tmp_path / "hist.png"
+    status, out, _ = run_report(capsys, path, "--plot", png, "--ranks")
+    assert status == 0 and f"plot written to {png}" in out
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (1200, 500)
+        colours = len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+    assert colours > 20  # something was drawn
+
+
+def test_plot_sweep_of_two_files(tmp_path, capsys):
+    from PIL import Image
+
+    base = make_file(tmp_path / "base.h5", batch_sizes=(1, 2, 4, 8))
+    new = make_file(tmp_path / "new.h5", batch_sizes=(1, 2, 4, 8), scale=1.3, seed=1)
+    png = tmp_path / "sweep.png"
+    status, _, _ = run_report(capsys, base, new, "--plot", png)
+    assert status == 0
+    with Image.open(png) as image:
+        assert image.size == (1200, 500)
+
+
+def test_csv_and_json_round_trip(tmp_path, capsys):
+    path = make_file(tmp_path / "sweep.h5", batch_sizes=(2, 8), run_extra={"utilization_hosts": ["a", "b"]})
+    csv_path, json_path = tmp_path / "rows.csv", tmp_path / "rows.json"
+    status, _, _ = run_report(capsys, path, "--csv", csv_path, "--json", json_path)
+    assert status == 0
+    with open(csv_path, newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    json_rows = json.loads(json_path.read_text())
+    assert [row["batch_size"] for row in json_rows] == [2, 8]
+    assert len(csv_rows) == 2
+    data = report.load(path)
+    for csv_row, json_row, name in zip(csv_rows, json_rows, report.sorted_runs(data)):
+        expected = report.summary_row(data, name)
+        assert list(csv_row) == list(json_row) == list(expected)
+        for key, value in expected.items():
+            if isinstance(value, bool):
+                assert json_row[key] is value and csv_row[key] == str(value)
+            elif isinstance(value, (int, float)):
+                assert json_row[key] == pytest.approx(value) and float(csv_row[key]) == pytest.approx(value)
+            else:
+                assert json_row[key] == value and csv_row[key] == value
+        run = data["runs"][name]
+        assert json_row["latency_p99"] == pytest.approx(np.percentile(run["batch_latency"] * 1e3, 99))
+        assert json_row["utilization_hosts"] == csv_row["utilization_hosts"] == "a; b"
+
+
+def test_compare_flags_timings_scaled_by_1_2(tmp_path, capsys):
+    base = make_file(tmp_path / "base.h5", batch_sizes=(1, 8), seed=5)
+    slower = make_file(tmp_path / "slower.h5", batch_sizes=(1, 8), seed=5, scale=1.2)
+    status, out, _ = run_report(capsys, "compare", base, slower)
+    assert status == 1
+    assert out.count("REGRESSED") == 2 and "REGRESSION at batch size 1, 8" in out
+    status, out, _ = run_report(capsys, "compare", base, slower, "--threshold", "25")
+    assert status == 0 and "no regression" in out
+    status, out, _ = run_report(capsys, "compare", slower, base)
+    assert status == 0 and out.count("improved") == 2
+
+
+def test_compare_does_not_flag_the_same_distribution(tmp_path, capsys):
+    base = make_file(tmp_path / "base.h5", batch_sizes=(1, 4, 16), seed=11)
+    again = make_file(tmp_path / "again.h5", batch_sizes=(1, 4, 16), seed=12)
+    status, out, _ = run_report(capsys, "compare", base, again)
+    assert status == 0, out
+    assert "REGRESSED" not in out and "no regression" in out
+    ratios = [float(line.split()[-5].rstrip("x")) for line in out.splitlines() if line.split()[-1:] == ["same"]]
+    assert len(ratios) == 3 and all(abs(ratio - 1) < 0.05 for ratio in ratios)
+
+
+def test_compare_one_slow_batch_size_and_unmatched_runs(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base = make_file(tmp_path / "base.h5", batch_sizes=(1, 2), seed=2)
+    new = make_file(tmp_path / "new.h5", batch_sizes=(1, 2, 4), seed=3)
+    with h5py.File(new, "r+") as h5:  # only batch 2 gets slower
+        h5["runs/bs00002/step_seconds"][...] = h5["runs/bs00002/step_seconds"][()] * rng.uniform(1.3, 1.4)
+    status, out, _ = run_report(capsys, "compare", base, new)
+    assert status == 1
+    verdicts = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])}
+    assert verdicts == {"1": "same", "2": "REGRESSED"}
+    assert any(line.split() == ["4", "only", "in", "new"] for line in out.splitlines())
+
+
+def test_compare_without_common_batch_size_is_a_usage_error(tmp_path, capsys):
+    base = make_file(tmp_path / "base.h5", batch_sizes=(1,))
+    new = make_file(tmp_path / "new.h5", batch_sizes=(2,))
+    status, _, err = run_report(capsys, "compare", base, new)
+    assert status == 2 and "no batch size in common" in err
+
+
+def _bad_files(tmp_path):
+    good = make_file(tmp_path / "good.h5")
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5 at all\n")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5.create_dataset("x", data=np.arange(3))
+    newer = make_file(tmp_path / "newer.h5")
+    with h5py.File(newer, "r+") as h5:
+        h5.attrs["schema"] = "mpirunner/2"
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return {text: "not a readable HDF5 file", foreign: "not an mpirunner results file",
+            newer: "schema mpirunner/2 is newer than mpirunner/1", truncated: "truncated",
+            tmp_path / "missing.h5": "no such file"}
+
+
+def test_bad_files_exit_2_with_one_line(tmp_path, capsys):
+    for path, message in _bad_files(tmp_path).items():
+        status, out, err = run_report(capsys, path)
+        assert status == 2, path
+        assert err.count("\n") == 1 and message in err and str(path) in err, err
+        status, _, err = run_report(capsys, "compare", tmp_path / "good.h5", path)
+        assert status == 2 and message in err
+
+
+def test_older_file_without_placement_columns_and_with_reasons(tmp_path, capsys):
+    rank_rows = [{"rank": 0, "host": "a", "local_rank": 0, "device": "cpu"},
+                 {"rank": 1, "host": "a", "local_rank": 1, "device": "cpu"}]
+    path = make_file(tmp_path / "old.h5", rank_rows=rank_rows,
+                     run_extra={"valid": False, "validity_reason": ["cv 12.0% > 10%", "only 4 steps"]})
+    with h5py.File(path, "r+") as h5:
+        del h5["runs/bs00004/histogram"]
+        del h5.attrs["hosts"]
+    status, out, _ = run_report(capsys, path, "--ranks", "--histogram")
+    assert status == 0
+    assert "batch 4: INVALID: cv 12.0% > 10%; only 4 steps" in out
+    assert table_row(out, 4)[0] == 4 and " NO" in out
+    rank_lines = [line.split() for line in out.splitlines() if line.split()[:2] in (["0", "a"], ["1", "a"])]
+    assert [cells[2:4] for cells in rank_lines] == [["-", "-"], ["-", "-"]]
+
+
+def test_ragged_ranks_padded_with_nan(tmp_path, capsys):
+    path = make_file(tmp_path / "ragged.h5", ranks=2, steps=20)
+    with h5py.File(path, "r+") as h5:  # rank 1 stopped 5 steps early: the gather pads with NaN
+        for name in ("step_seconds", "step_start", "batch_latency"):
+            data = h5[f"runs/bs00004/{name}"][()]
+            data[1, 15:] = np.nan
+            h5[f"runs/bs00004/{name}"][...] = data
+    status, out, _ = run_report(capsys, path, "--json", "-")
+    assert status == 0
+    row = json.loads(out)[0]  # with --json -, stdout holds the JSON alone
+    with h5py.File(path) as h5:
+        seconds, starts = h5["runs/bs00004/step_seconds"][()], h5["runs/bs00004/step_start"][()]
+    finite = np.isfinite(seconds)
+    assert row["throughput"] == pytest.approx(4 * finite.sum() / (np.nanmax(starts + seconds) - np.nanmin(starts)))
+    assert row["latency_p50"] == pytest.approx(np.median(seconds[finite]) * 1e3)
+    assert all(math.isfinite(row[key]) for key in ("latency_max", "throughput_sum", "step_cv"))
+
+
+def test_intervals_and_flops_are_shown_when_present_and_absent_otherwise(tmp_path, capsys):
+    extra = {"throughput_ci95": 2.5, "throughput_ci95_low": 97.5, "throughput_ci95_high": 102.5,
+             "latency_p50_ci95": 0.25, "latency_p50_ci95_low": 9.75, "latency_p50_ci95_high": 10.25,
+             "latency_p99_ci95": float("nan"), "latency_p99_ci95_low": float("nan"),
+             "latency_p99_ci95_high": float("nan"),
+             "flops_per_sample": 3_640_000_000, "achieved_flops": 1.5e12, "peak_flops": 6.0e12,
+             "utilization": 0.25, "utilization_hosts": ["node0", "node1"], "utilization_per_host": [0.2, 0.3]}
+    path = make_file(tmp_path / "new-fields.h5", run_extra=extra)
+    status, out, _ = run_report(capsys, path)
+    assert status == 0
+    assert ("batch 4: 95% CI: throughput ± 2.50 [97.50, 102.50] samples/s, p50 ± 0.250 [9.750, 10.250] ms\n"
+            in out)  # p99 has no interval (NaN): left out, not shown as nan
+    assert ("batch 4: 3.640 GFLOP/sample, achieved 1.500 TFLOP/s, utilisation 25.0% of peak 6.000 TFLOP/s "
+            "(node0 20.0%, node1 30.0%)") in out
+    plain = make_file(tmp_path / "plain.h5")
+    with h5py.File(plain, "r+") as h5:  # a file from before intervals existed
+        for key in [key for key in h5["runs/bs00004"].attrs if "ci95" in key]:
+            del h5["runs/bs00004"].attrs[key]
+    status, out, _ = run_report(capsys, plain)
+    assert status == 0 and "95% CI" not in out and "FLOP" not in out
+
+
+def test_report_imports_neither_torch_nor_mpi4py(tmp_path):
+    path = make_file(tmp_path / "one.h5")
+    code = ("import sys; from mpirunner import report; "
+            f"status = report.main([{str(path)!r}, '--ranks', '--histogram', '--json', '-', '--plot', "
+            f"{str(tmp_path / 'p.png')!r}]); "
+            f"status |= report.main(['compare', {str(path)!r}, {str(path)!r}]); "
+            "print('LOADED', sorted(m for m in ('torch', 'mpi4py') if m in sys.modules), status)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED [] 0" in result.stdout
+
+
+def test_reads_what_the_runner_writes(tmp_path, tiny_args):
+    output = tmp_path / "real.h5"
+    result = run_cli([*tiny_args, "--batch-size", "1,2", "--iterations", "4", "--output", output])
+    assert result.returncode == 0, result.stderr
+    shown = run_cli([output, "--ranks", "--csv", "-"], module="mpirunner.report")
+    assert shown.returncode == 0, shown.stderr
+    rows = list(csv.DictReader(shown.stdout.splitlines()))
+    with h5py.File(output) as h5:
+        for row in rows:
+            stored = h5["runs"][row["run"]].attrs
+            assert float(row["throughput"]) == pytest.approx(stored["throughput"], rel=1e-9)
+            assert float(row["latency_p99"]) == pytest.approx(stored["latency_p99"], rel=1e-9)
+    assert [row["batch_size"] for row in rows] == ["1", "2"]
+    table = run_cli([output, "--ranks"], module="mpirunner.report")
+    assert table.returncode == 0 and "model resnet18" in table.stdout
+    assert table_row(table.stdout, 2)[2] == pytest.approx(float(rows[1]["throughput"]), abs=0.006)
+    compared = run_cli(["compare", output, output], module="mpirunner.report")
+    assert compared.returncode == 0 and "no regression" in compared.stdout
