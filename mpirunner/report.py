@@ -170,19 +170,27 @@ def sorted_runs(data):
 # ---------------------------------------------------------------------------------- text output
 
 def headline(data):
-    """The metadata of one file in two lines: what ran, where, when."""
+    """The metadata of one file in two or three lines: what ran, where, when (fields a file lacks are left out)."""
     a = data["attrs"]
     first = data["runs"][sorted_runs(data)[0]]["attrs"] if data["runs"] else {}
-    hosts = _text(a.get("hosts", "")) or _text(sorted({r.get("host", "") for r in data["ranks"]} - {""})) or "?"
+    hosts = (", ".join(_text(a.get("hosts", "")).split("; ")) if _text(a.get("hosts", ""))
+             else ", ".join(sorted({_text(r.get("host", "")) for r in data["ranks"]} - {""})) or "?")
     world = a.get("world_size", len(data["ranks"]))
-    lines = [f"== {data['path']}",
-             f"   model {first.get('model', '?')}, precision {first.get('precision', '?')} "
-             f"({first.get('dtype', a.get('dtype', '?'))}), data {first.get('data', '?')}, "
-             f"image {first.get('image_size', a.get('image_size', '?'))} px",
-             f"   backend {a.get('backend', '?')} on {a.get('device_name', '?')}, {world} rank(s) on {hosts}, "
-             f"launcher {a.get('launcher', '?') or '?'}, created {a.get('created', '?')}"]
-    if a.get("slurm_job_id"):
-        lines.append(f"   SLURM job {a['slurm_job_id']}, git {(_text(a.get('git_commit', '')) or '?')[:12]}")
+    image_size = first.get("image_size", a.get("image_size"))
+    what = [f"model {first.get('model', '?')}",
+            f"precision {first.get('precision', '?')} ({first.get('dtype', a.get('dtype', '?'))})",
+            f"data {first['data']}" if first.get("data") else "",
+            f"image {image_size} px" if image_size else ""]
+    where = [f"backend {a.get('backend', '?')} on {a.get('device_name', '?')}", f"{world} rank(s) on {hosts}",
+             f"launcher {a['launcher']}" if a.get("launcher") else "", f"created {a.get('created', '?')}"]
+    lines = [f"== {data['path']}", "   " + ", ".join(part for part in what if part),
+             "   " + ", ".join(part for part in where if part)]
+    provenance = [f"SLURM job {a['slurm_job_id']}" if a.get("slurm_job_id") else "",
+                  f"mpirunner {a['mpirunner_version']}" if a.get("mpirunner_version") else "",
+                  f"git {_text(a['git_commit'])[:12]}" if a.get("git_commit") else "",
+                  f"torch {a['torch_version']}" if a.get("torch_version") else ""]
+    if any(provenance):
+        lines.append("   " + ", ".join(part for part in provenance if part))
     return "\n".join(lines)
 
 
@@ -367,7 +375,7 @@ def report(args):
     if args.plot:
         from mpirunner.report_plot import check_plot_available
 
-        check_plot_available()
+        check_plot_available(args.plot)
     to_stdout = "-" in (args.csv, args.json)
     all_rows = []
     for data in files:

@@ -16,12 +16,15 @@ FIGURE_SIZE_INCHES = (12.0, 5.0)
 DPI = 100  # -> 1200 x 500 pixels
 
 
-def check_plot_available():
-    """Raise UsageError before any work when matplotlib is missing."""
+def check_plot_available(path):
+    """Raise UsageError before any work when matplotlib is missing or the PNG's folder does not exist."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install 'mpirunner[plot]'")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write --plot {path}: folder {folder} does not exist")
 
 
 def _pyplot():

@@ -74,7 +74,7 @@ def test_table_matches_numpy_on_the_stored_arrays(tmp_path, capsys):
     status, out, _ = run_report(capsys, path)
     assert status == 0
     assert "model resnet18, precision 32.32 (float32)" in out
-    assert "backend cpu on Test CPU, 3 rank(s) on node0; node1" in out
+    assert "backend cpu on Test CPU, 3 rank(s) on node0, node1" in out
     with h5py.File(path) as h5:
         for name in h5["runs"]:
             run = h5["runs"][name]
@@ -343,3 +343,11 @@ def test_reads_what_the_runner_writes(tmp_path, tiny_args):
     assert table_row(table.stdout, 2)[2] == pytest.approx(float(rows[1]["throughput"]), abs=0.006)
     compared = run_cli(["compare", output, output], module="mpirunner.report")
     assert compared.returncode == 0 and "no regression" in compared.stdout
+
+
+def test_unwritable_outputs_exit_2_before_printing(tmp_path, capsys):
+    path = make_file(tmp_path / "one.h5")
+    status, out, err = run_report(capsys, path, "--plot", tmp_path / "missing" / "p.png")
+    assert status == 2 and out == "" and "folder" in err and err.count("\n") == 1
+    status, _, err = run_report(capsys, path, "--csv", tmp_path / "missing" / "rows.csv")
+    assert status == 2 and "cannot write --csv" in err
