@@ -306,7 +306,10 @@ def place_this_rank(config, world, preferred_node=None, sysfs_root="/sys"):
     notes = []
     mem_policy = "none"
     if config.numa_aware == "yes":
-        set_affinity_of_all_threads(plan.cpus)
+        try:
+            set_affinity_of_all_threads(plan.cpus)
+        except OSError as error:  # e.g. the share lies outside this rank's own cgroup
+            notes.append(f"could not pin to CPUs {format_cpu_list(plan.cpus)} ({error}); kept the CPUs it had")
         if plan.kept_launcher_binding:
             notes.append(f"kept the launcher's binding to CPUs {format_cpu_list(plan.cpus)} "
                          "(narrower than the planned share)")
@@ -314,19 +317,19 @@ def place_this_rank(config, world, preferred_node=None, sysfs_root="/sys"):
             notes.append("more ranks than CPUs on the node: ranks share CPUs")
         if not topology.from_sysfs:
             notes.append("no NUMA nodes in sysfs: one node of all allowed CPUs, memory policy left alone")
-        elif plan.node != NO_NODE:
+        elif plan.node == NO_NODE:
+            notes.append("the rank's CPUs span NUMA nodes: memory policy left alone")
+        else:
             try:
                 mem_policy = set_preferred_memory_node(plan.node)
             except OSError as error:
                 notes.append(f"memory policy not set ({error})")
         set_threads(plan.threads)
-        threads = plan.threads
-    else:
-        if config.threads:
-            set_threads(config.threads)
-        import torch
+    elif config.threads:
+        set_threads(config.threads)
+    import torch
 
-        threads = torch.get_num_threads()
+    threads = torch.get_num_threads()
     cpus = tuple(sorted(os.sched_getaffinity(0)))
     row = {
         "numa_node": topology.node_of(cpus) if topology.from_sysfs else NO_NODE,
