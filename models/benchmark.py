@@ -1,10 +1,33 @@
-"""The benchmarked model of a run: registry model + input normalisation + dtype, per the RunConfig."""
+"""The benchmarked model of a run: registry model + variants + weights + input normalisation + precision.
+
+Precision is `weights.activations` (`--precision`):
+- 32.32: float32 weights and activations.
+- 16.16: weights and activations in the device's half dtype (`backend.half_dtype()`: float16 on CUDA/IPU,
+  bfloat16 on a CPU that has it, `--half-dtype` overrides).
+- 16.32: weights rounded to the half dtype, then held and computed in float32. The numbers are those of
+  16-bit weights; the speed is that of float32 compute (no CPU kernel mixes the two). Recorded as
+  weights_dtype=<half>, dtype=float32 and spelled out in `precision_detail`.
+The float32 network before any rounding is what `--check-outputs` compares against (build_reference_model).
+"""
+import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
-from models.normalization import WithInputNormalization
-from models.registry import build_model, default_resolution
+from models.normalization import WithInputNormalization, normalization_location
+from models.registry import build_model, default_resolution, torchvision_name
+from models.variants import (DEFAULT_EXPAND_RATIO, efficientnet_expand_ratio, is_efficientnet,
+                             set_depthwise_group_dim, swap_norm_layers)
+from models.weights import load_weights
+from mpirunner.config import DEFAULTS
+from mpirunner.errors import UsageError
+
+log = logging.getLogger("mpirunner")
+
+
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
 
 
 @dataclass
@@ -13,16 +36,76 @@ class BenchmarkModel:
     image_size: int
     compute_dtype: torch.dtype
     input_dtype: torch.dtype
+    weights_dtype: torch.dtype = torch.float32
+    normalization_location: str = "host"
+    precision_detail: str = ""
+
+    def precision_attrs(self, backend=None, config=None):
+        """Root attributes of the HDF5 file saying which numerics were actually used."""
+        attrs = {
+            "dtype": dtype_name(self.compute_dtype),
+            "weights_dtype": dtype_name(self.weights_dtype),
+            "input_dtype": dtype_name(self.input_dtype),
+            "precision_detail": self.precision_detail,
+            "normalization_location_used": self.normalization_location,
+        }
+        if backend is not None and config is not None:
+            attrs["half_dtype"] = dtype_name(backend.half_dtype())
+            attrs["half_partial_used"] = bool(config.half_partial and "half_partial" in backend.used_options)
+        return attrs
+
+
+def build_network(config):
+    """The float32 eval-mode network of the run: registry model, EfficientNet variant, norm swap, weights.
+
+    Seeded with --seed, so every rank (and the output check's reference) builds the same weights.
+    """
+    torch.manual_seed(config.seed)
+    name = torchvision_name(config.model)
+    group_dim, expand_ratio = config.efficientnet_group_dim, config.efficientnet_expand_ratio
+    if not is_efficientnet(name) and (group_dim != 1 or expand_ratio != DEFAULT_EXPAND_RATIO):
+        raise UsageError(f"--efficientnet-group-dim / --efficientnet-expand-ratio apply to efficientnet-b0..b7 only "
+                         f"(this run's model is {config.model})")
+    ratio = efficientnet_expand_ratio(expand_ratio) if expand_ratio != DEFAULT_EXPAND_RATIO else contextlib.nullcontext()
+    with ratio:
+        network = build_model(config.model)
+    set_depthwise_group_dim(network, group_dim)
+    swap_norm_layers(network, config.norm_type, config.norm_num_groups, config.norm_eps)
+    if config.weights:
+        load_weights(network, config.weights, config.model)
+    return network.eval()
+
+
+def _with_normalization(network, location):
+    return WithInputNormalization(network) if location == "device" else network
+
+
+def build_reference_model(config):
+    """float32 eager model of the same weights as the benchmarked one, on the host (for --check-outputs)."""
+    return _with_normalization(build_network(config), normalization_location(config)).float().eval()
 
 
 def build_benchmark_model(config, half_dtype):
     """Build the model every rank benchmarks (seeded, so identical on all ranks), on the host."""
-    torch.manual_seed(config.seed)
-    module = build_model(config.model)
+    if config.eight_bit_io and config.normalization_location == "host":
+        log.warning("--eight-bit-io: inputs are uint8 and are normalised on the device; "
+                    "--normalization-location host switched to device")
+    if config.norm_type != "group" and (config.norm_num_groups != DEFAULTS["norm_num_groups"]
+                                        or config.norm_eps != DEFAULTS["norm_eps"]):
+        log.warning("--norm-num-groups / --norm-eps are used only with --norm-type group (this run: %s)", config.norm_type)
+    location = normalization_location(config)
+    network = build_network(config)
     image_size = config.image_size or default_resolution(config.model)
-    if config.eight_bit_io or config.normalization_location == "device":
-        module = WithInputNormalization(module)
+    half = config.weights_bits == 16
     compute_dtype = half_dtype if config.activations_bits == 16 else torch.float32
-    module = module.to(compute_dtype).eval()
+    weights_dtype = half_dtype if half else torch.float32
+    if half and compute_dtype == torch.float32:  # 16.32: 16-bit weights, float32 compute
+        network = network.to(weights_dtype).to(torch.float32)
+        detail = f"16.32: weights rounded to {dtype_name(weights_dtype)}, held and computed in float32"
+    elif half:
+        detail = f"16.16: weights and activations in {dtype_name(compute_dtype)}"
+    else:
+        detail = "32.32: weights and activations in float32"
+    module = _with_normalization(network, location).to(compute_dtype).eval()
     input_dtype = torch.uint8 if config.eight_bit_io else compute_dtype
-    return BenchmarkModel(module, image_size, compute_dtype, input_dtype)
+    return BenchmarkModel(module, image_size, compute_dtype, input_dtype, weights_dtype, location, detail)

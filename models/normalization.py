@@ -23,6 +23,24 @@ class NormalizeInput(torch.nn.Module):
         return images * self.scale + self.shift
 
 
+def normalization_location(config):
+    """Where this run normalises its inputs: host, device or none ('ipu' was already made 'device').
+
+    8-bit IO with 'host' becomes 'device', as in the reference: uint8 bytes cannot carry normalised values
+    (build_benchmark_model logs the switch). 8-bit IO with 'none' is refused in config.py.
+    """
+    if config.eight_bit_io and config.normalization_location == "host":
+        return "device"
+    return config.normalization_location
+
+
+def normalize_on_host(images):
+    """uint8 (or float 0..255) NCHW -> float32 (x/255 - mean) / std, the way torchvision's Normalize does it."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images.to(torch.float32) / 255.0 - mean) / std
+
+
 class WithInputNormalization(torch.nn.Sequential):
     """The benchmarked network preceded by NormalizeInput."""
 

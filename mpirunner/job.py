@@ -132,6 +132,7 @@ def _run(config, world):
         "git_commit": _git_commit(),
         "dtype": str(model.compute_dtype).replace("torch.", ""),
         "image_size": model.image_size,
+        **model.precision_attrs(backend, config),
         **backend.metadata(),
     }
     root_attrs.setdefault("device_name", backend.name)
@@ -158,7 +159,9 @@ def _measure_one_batch_size(config, world, backend, model, batch_size):
     import numpy as np
 
     from mpirunner.bench import STABLE_WINDOWS, measure, min_duration_rule, until_stable_rule
+    from mpirunner.accuracy import gather_accuracy
     from mpirunner.data import make_input_source, step_shape
+    from mpirunner.output_check import apply_output_check_verdict, run_output_check
     from mpirunner.results import RunResult, gather_timings
     from mpirunner.stats import log_histogram, summarize, verdict
 
@@ -166,7 +169,7 @@ def _measure_one_batch_size(config, world, backend, model, batch_size):
     micro_batches = config.device_iterations * local_replicas
     samples_per_step = batch_size * micro_batches
     shape = step_shape(batch_size, micro_batches, model.image_size)
-    source = make_input_source(config, backend, shape, model.input_dtype, world.rank)
+    source = make_input_source(config, backend, shape, model.input_dtype, world.rank, world_size=world.size)
     step = backend.make_step(batch_size, source.next_input())
     stop_rule, keep_last_chunks = None, None  # stop rules (validity): all ranks agree via world.max
     if config.until_stable:
@@ -175,12 +178,14 @@ def _measure_one_batch_size(config, world, backend, model, batch_size):
     elif config.min_duration:
         stop_rule = min_duration_rule(config.min_duration)
     bar = _progress(world, config, None if stop_rule else config.iterations, f"batch {batch_size}")
-    timings = measure(step, source, config.iterations, config.warmup_iterations, world.barrier,
+    timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations, world.barrier,
                       on_step=(lambda _i: bar.update(1)) if bar else None,
                       stop_rule=stop_rule, decide=world.max, keep_last_chunks=keep_last_chunks)
     if bar:
         bar.close()
     gathered = gather_timings(world, timings)
+    accuracy = gather_accuracy(world, source)  # labelled real data only; counted outside the timed steps
+    output_check = run_output_check(config, world, backend, model, step, source) if config.check_outputs else None
     barrier_waits = world.gather(timings.barrier_wait_seconds)
     hosts = world.gather(world.host)
     if not world.is_root:
@@ -201,8 +206,9 @@ def _measure_one_batch_size(config, world, backend, model, batch_size):
         "warmup": config.warmup_iterations,
         "compile_seconds_max": float(np.max(gathered["compile_seconds"])),
         "valid": True, "validity_reason": [],
-        **summary, **backend.run_info(batch_size),
+        **summary, **backend.run_info(batch_size), **(accuracy or {}), **(output_check or {}),
     }
+    apply_output_check_verdict(attrs)
     attrs["valid"], attrs["validity_reason"] = verdict(
         gathered["step_seconds"], timed_seconds=attrs["timed_seconds"], min_iterations=config.min_iterations,
         max_cv_percent=config.max_cv, min_duration=config.min_duration, hosts=hosts,

@@ -1,0 +1,55 @@
+"""--weights FILE: load a saved state_dict into the benchmarked network, strictly.
+
+A mismatch is a UsageError that names the first missing and unexpected keys (and shape
+mismatches), so a user sees at once whether the file belongs to another model or variant.
+"""
+from mpirunner.errors import UsageError
+
+SHOWN_KEYS = 5
+
+
+def _first(keys):
+    keys = sorted(keys)
+    more = f" (+{len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
+    return ", ".join(keys[:SHOWN_KEYS]) + more
+
+
+def read_state_dict(path):
+    """A state_dict from `torch.save(model.state_dict(), path)`; also accepted: {'state_dict': ...} checkpoints
+    and keys prefixed 'module.' by DataParallel/DDP (the prefix is dropped when every key has it)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle that is not a plain state_dict, or not a torch file at all
+        raise UsageError(f"--weights {path} is not a loadable state_dict file: {str(error).splitlines()[0]}") from None
+    if isinstance(state, dict) and set(state) == {"state_dict"} and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        raise UsageError(f"--weights {path} does not hold a state_dict (a mapping of parameter names to tensors)")
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    return state
+
+
+def load_weights(network, path, model_name):
+    """Load `path` into `network` (strict). Raises UsageError naming the first mismatching keys."""
+    state = read_state_dict(path)
+    expected = network.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_first(unexpected)}")
+    shapes = [key for key in sorted(set(expected) & set(state))
+              if tuple(getattr(state[key], "shape", ())) != tuple(expected[key].shape)]
+    if shapes:
+        key = shapes[0]
+        problems.append(f"shape of {key} is {tuple(state[key].shape)} in the file, {tuple(expected[key].shape)} "
+                        f"in the model" + (f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""))
+    if problems:
+        raise UsageError(f"--weights {path} does not match model {model_name}: " + "; ".join(problems))
+    network.load_state_dict(state, strict=True)
+    return network
