@@ -22,8 +22,16 @@ def _d(name):
     return f" (default: {value})" if value not in (None, False) else ""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are UsageErrors: one line, printed by rank 0 only (argparse's own
+    error prints the usage block on every rank of an mpiexec job)."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m mpirunner",
         description="Benchmark CNN inference on every MPI rank and write one HDF5 file on rank 0. "
         "Run it alone, or under mpiexec / mpirun / srun / poprun for one instance per rank.",
@@ -142,7 +150,10 @@ def _configure_logging(level_name):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    given = vars(parser.parse_args(argv))
+    try:
+        given = vars(parser.parse_args(argv))
+    except UsageError as error:
+        return _usage_error(error)
     if given.get("list_configs"):
         print(describe_configs())
         return 0

@@ -70,27 +70,34 @@ def _progress(world, config, total, description):
 
 
 def run_job(config):
+    from mpirunner.guard import start_guard
     from mpirunner.world import init_world
 
     world = init_world()
     _setup_rank_logging(world, config.log_level)
+    guard = start_guard(world, config)  # --timeout watchdog, SIGTERM/SIGINT, MPIRUNNER_FAULT
     try:
-        _run(config, world)
+        _run(config, world, guard)
     except (UsageError, InvalidRunError, KeyboardInterrupt):
         raise
     except Exception:  # a bug or a device failure on this rank: never leave the others waiting
         log.error("rank %d on %s failed:\n%s", world.rank, world.host, traceback.format_exc())
         if world.size > 1:
-            world.abort(1)
+            guard.fail()  # MPI_Abort: the job ends within seconds; rank 0 says which runs the file keeps
         raise
+    finally:
+        guard.stop()
 
 
-def _run(config, world):
+def _run(config, world, guard):
     from mpirunner.results import check_output_writable, output_path
 
     created = datetime.datetime.now(datetime.timezone.utc)
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
     _decide_together(world, lambda: check_output_writable(path, config.overwrite))
+    from models.registry import check_model_name
+
+    check_model_name(config.model)  # every rank alike, before placement or the backend log anything
 
     import torch
 
@@ -139,12 +146,15 @@ def _run(config, world):
 
     runs = []
     for batch_size in config.batch_sizes:
-        run = _measure_one_batch_size(config, world, backend, model, batch_size)
+        guard.run_started(f"bs{batch_size:05d}")
+        run = _measure_one_batch_size(config, world, backend, model, batch_size, guard)
         if world.is_root:
             run.attrs["dtype"] = root_attrs["dtype"]
             runs.append(run)
-            write_results(path, root_attrs, rank_rows, runs)
+            with guard.writing(run.name, path):  # a signal waits for the write, then keeps this run
+                write_results(path, root_attrs, rank_rows, runs)
             _print_run(run.attrs, world.size)
+        guard.run_finished()
     if world.is_root:
         _print_table(runs)
         print(f"results written to {path}", flush=True)
@@ -154,7 +164,7 @@ def _run(config, world):
         raise InvalidRunError(f"--strict: {len(invalid)} invalid run(s): " + ", ".join(invalid))
 
 
-def _measure_one_batch_size(config, world, backend, model, batch_size):
+def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
     """Measure one point of the sweep on every rank; rank 0 gets its RunResult, the others None."""
     import numpy as np
 
@@ -170,7 +180,7 @@ def _measure_one_batch_size(config, world, backend, model, batch_size):
     samples_per_step = batch_size * micro_batches
     shape = step_shape(batch_size, micro_batches, model.image_size)
     source = make_input_source(config, backend, shape, model.input_dtype, world.rank, world_size=world.size)
-    step = backend.make_step(batch_size, source.next_input())
+    step = guard.wrap_step(backend.make_step(batch_size, source.next_input()))  # MPIRUNNER_FAULT (tests)
     stop_rule, keep_last_chunks = None, None  # stop rules (validity): all ranks agree via world.max
     if config.until_stable:
         stop_rule = until_stable_rule(config.iterations, config.stability_percentage, config.max_windows)
@@ -178,11 +188,13 @@ def _measure_one_batch_size(config, world, backend, model, batch_size):
     elif config.min_duration:
         stop_rule = min_duration_rule(config.min_duration)
     bar = _progress(world, config, None if stop_rule else config.iterations, f"batch {batch_size}")
-    timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations, world.barrier,
+    timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
+                      guard.at_checkpoint(world.barrier),
                       on_step=(lambda _i: bar.update(1)) if bar else None,
-                      stop_rule=stop_rule, decide=world.max, keep_last_chunks=keep_last_chunks)
+                      stop_rule=stop_rule, decide=guard.at_checkpoint(world.max), keep_last_chunks=keep_last_chunks)
     if bar:
         bar.close()
+    guard.checkpoint()  # for --timeout: this rank's steps are done
     gathered = gather_timings(world, timings)
     accuracy = gather_accuracy(world, source)  # labelled real data only; counted outside the timed steps
     output_check = run_output_check(config, world, backend, model, step, source) if config.check_outputs else None

@@ -1,7 +1,7 @@
 """Gather every rank's timings to rank 0, and write / read the HDF5 file (schema mpirunner/1).
 
-The file is always written whole to a temporary name in the same folder, fsynced and renamed over
-the target, so the file on disk is complete and valid at every moment. A sweep rewrites it after
+The file is always built whole in memory, written to a temporary file in the same folder, fsynced
+and renamed over the target, so the file on disk is complete and valid at every moment. A sweep rewrites it after
 each finished run. Reading needs only h5py and numpy (report.py uses it on machines without torch).
 """
 import os
@@ -13,6 +13,7 @@ import numpy as np
 from mpirunner import SCHEMA
 
 STRING_COLUMNS = ("host", "cpus", "device", "mem_policy", "launcher_binding")
+NUMBERS = (bool, int, float, np.number, np.bool_)
 
 
 @dataclass
@@ -37,18 +38,30 @@ def _stack_rows(rows):
     return table
 
 
+TIMING_ARRAYS = ("step_seconds", "step_start", "batch_latency")
+
+
 def gather_timings(world, timings):
-    """Gatherv each array of this rank's Timings to rank 0. Returns a dict of [ranks, ...] arrays there, else None."""
-    gathered = {}
-    for name in ("step_seconds", "step_start", "batch_latency"):
-        rows = world.gather_rows(getattr(timings, name))
-        if rows is not None:
-            gathered[name] = _stack_rows(rows)
-    compile_rows = world.gather_rows(np.array([timings.compile_seconds]))
-    if compile_rows is None:
+    """Gather this rank's Timings to rank 0 in one Gatherv. Returns a dict of [ranks, ...] arrays there, else None.
+
+    Each rank packs [compile_seconds, the three array lengths, the three arrays] into one float64
+    row, so the cost is one message per rank whatever the number of steps (64 ranks x 10,000 steps:
+    about 15 MB, well under a second).
+    """
+    arrays = [np.asarray(getattr(timings, name), dtype=np.float64).ravel() for name in TIMING_ARRAYS]
+    packed = np.concatenate([[timings.compile_seconds], [array.size for array in arrays], *arrays])
+    rows = world.gather_rows(packed)
+    if rows is None:
         return None
-    gathered["compile_seconds"] = np.concatenate(compile_rows)
-    return gathered
+    gathered = {name: [] for name in TIMING_ARRAYS}
+    for row in rows:
+        sizes = row[1:1 + len(TIMING_ARRAYS)].astype(np.int64)
+        offsets = np.cumsum(np.concatenate([[1 + len(TIMING_ARRAYS)], sizes]))
+        for index, name in enumerate(TIMING_ARRAYS):
+            gathered[name].append(row[offsets[index]:offsets[index + 1]])
+    result = {name: _stack_rows(pieces) for name, pieces in gathered.items()}
+    result["compile_seconds"] = np.array([row[0] for row in rows])
+    return result
 
 
 def output_path(config, now):
@@ -104,62 +117,128 @@ def _set_attrs(node, attrs):
 
 
 def _ranks_table(rows):
-    """List of per-rank dicts -> numpy structured array with one column per key (strings as UTF-8)."""
+    """List of per-rank dicts -> structured array, one column per key (first-seen order).
+
+    A column is text when any value is not a number (or it is named in STRING_COLUMNS), else bool,
+    int or float from its values; missing values become '' / False / -1.
+    """
     import h5py
 
-    columns = []
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     fields = []
     for key in columns:
-        sample = next((row[key] for row in rows if row.get(key) is not None), "")
-        if isinstance(sample, str) or key in STRING_COLUMNS:
-            fields.append((key, h5py.string_dtype()))
-        elif isinstance(sample, bool):
-            fields.append((key, np.bool_))
-        elif isinstance(sample, float):
-            fields.append((key, np.float64))
+        values = [row.get(key) for row in rows if row.get(key) is not None]
+        if key in STRING_COLUMNS or not all(isinstance(value, NUMBERS) for value in values):
+            fields.append((key, h5py.string_dtype(), ""))
+        elif values and all(isinstance(value, (bool, np.bool_)) for value in values):
+            fields.append((key, np.bool_, False))
+        elif any(isinstance(value, (float, np.floating)) for value in values):
+            fields.append((key, np.float64, -1.0))
         else:
-            fields.append((key, np.int64))
-    table = np.zeros(len(rows), dtype=fields)
-    for index, row in enumerate(rows):
-        for key, dtype in fields:
-            value = row.get(key)
-            if value is None:
-                value = "" if dtype is not np.float64 and not np.issubdtype(np.dtype(dtype), np.number) else -1
-            table[index][key] = str(value) if dtype not in (np.bool_, np.float64, np.int64) else value
-    return table
+            fields.append((key, np.int64, -1))
+    records = [tuple(_cell(row.get(key), dtype, missing) for key, dtype, missing in fields) for row in rows]
+    return np.array(records, dtype=[(key, dtype) for key, dtype, _ in fields])
+
+
+def _cell(value, dtype, missing):
+    if value is None:
+        return missing
+    return str(value) if dtype not in (np.bool_, np.float64, np.int64) else value
+
+
+def _hdf5_image(root_attrs, rank_rows, runs):
+    """The whole file, built in memory: nothing reaches the disk until it is complete."""
+    import io
+
+    import h5py
+
+    image = io.BytesIO()
+    with h5py.File(image, "w") as h5:
+        _set_attrs(h5, {"schema": SCHEMA, **root_attrs})
+        h5.create_dataset("ranks", data=_ranks_table(rank_rows))
+        runs_group = h5.create_group("runs")
+        for run in runs:
+            group = runs_group.create_group(run.name)
+            _set_attrs(group, run.attrs)
+            for name in ("step_seconds", "step_start", "batch_latency", "compile_seconds"):
+                group.create_dataset(name, data=getattr(run, name))
+            for name, data in run.extra_datasets.items():
+                group.create_dataset(name, data=data)
+    return image.getbuffer()
+
+
+def _write_all(handle, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(handle, view):]
 
 
 def write_results(path, root_attrs, rank_rows, runs):
-    """Write the whole file atomically: temporary file in the same folder, fsync, rename."""
-    import h5py
+    """Write the whole file atomically: build it in memory, write a temporary file in the same folder,
+    fsync, rename over the target.
 
+    On Linux the temporary file is unnamed (O_TMPFILE) until it is complete, so a process killed
+    mid-write (SIGKILL from MPI_Abort, the OOM killer) leaves nothing behind; it gets a name only
+    for the instant between link and rename. Elsewhere a named '.<name>.tmp-<pid>' file is used,
+    and stale ones of dead processes are removed on the next write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = _hdf5_image(root_attrs, rank_rows, runs)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_stale_temporaries(path)
+    temporary.unlink(missing_ok=True)  # left by an earlier process that had this pid
+    unnamed = _open_unnamed(path.parent)
+    handle = unnamed
     try:
-        with h5py.File(temporary, "w") as h5:
-            _set_attrs(h5, {"schema": SCHEMA, **root_attrs})
-            h5.create_dataset("ranks", data=_ranks_table(rank_rows))
-            runs_group = h5.create_group("runs")
-            for run in runs:
-                group = runs_group.create_group(run.name)
-                _set_attrs(group, run.attrs)
-                for name in ("step_seconds", "step_start", "batch_latency", "compile_seconds"):
-                    group.create_dataset(name, data=getattr(run, name))
-                for name, data in run.extra_datasets.items():
-                    group.create_dataset(name, data=data)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
+        if handle is None:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        _write_all(handle, data)
+        os.fsync(handle)
+        if unnamed is not None:
+            _link_unnamed(handle, temporary)
         os.replace(temporary, path)
         _fsync_folder(path.parent)
     finally:
+        if handle is not None:
+            os.close(handle)
         if temporary.exists():
             temporary.unlink()
     return path
+
+
+def _open_unnamed(folder):
+    """An unnamed file in `folder` (Linux O_TMPFILE), or None where the OS or file system lacks it."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY, 0o666)
+    except OSError:
+        return None
+
+
+def _link_unnamed(handle, name):
+    """Give the unnamed file a name: linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/<handle>.
+
+    A directory fd is passed so that Python calls linkat (plain link() would not follow the link).
+    """
+    proc = os.open("/proc/self/fd", os.O_RDONLY)
+    try:
+        os.link(str(handle), name, src_dir_fd=proc, follow_symlinks=True)
+    finally:
+        os.close(proc)
+
+
+def _remove_stale_temporaries(path):
+    """Remove '.<name>.tmp-<pid>' files of this target left by processes that no longer run on this host."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            os.kill(int(stale.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except (ValueError, PermissionError, OSError):
+            continue
 
 
 def _fsync_folder(folder):

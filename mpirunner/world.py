@@ -55,19 +55,27 @@ class World:
         from mpi4py import MPI
 
         row = np.ascontiguousarray(array, dtype=np.float64).ravel()
-        counts = self.comm.gather(row.size, root=0)
+        counts = np.zeros(self.size, dtype=np.int64) if self.is_root else None
+        self.comm.Gather(np.array([row.size], dtype=np.int64), counts, root=0)
         if not self.is_root:
             self.comm.Gatherv(row, None, root=0)
             return None
-        flat = np.empty(sum(counts), dtype=np.float64)
+        flat = np.empty(int(counts.sum()), dtype=np.float64)
         self.comm.Gatherv(row, (flat, counts), root=0)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         return [flat[offsets[i]:offsets[i + 1]] for i in range(self.size)]
 
     def abort(self, code=1):
-        """End every rank of the job now (MPI_Abort): a failing rank must never leave others waiting."""
-        sys.stdout.flush()
-        sys.stderr.flush()
+        """End every rank of the job now (MPI_Abort): a failing rank must never leave others waiting.
+
+        The launcher returns `code` as the job's exit status (MPICH's mpiexec does) and kills the
+        other ranks. Callable from any thread (mpi4py initialises MPI_THREAD_MULTIPLE).
+        """
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
         self.comm.Abort(code)
 
 

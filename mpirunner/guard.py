@@ -1,0 +1,326 @@
+"""Keep a job from hanging or losing results: the --timeout watchdog, clean ends on SIGTERM/SIGINT,
+and the test-only fault injection switch (MPIRUNNER_FAULT).
+
+One guard thread runs on every rank. It sleeps in select() on the signal wake-up socket, with a
+timeout set by the current run's deadline, so it reacts even while the main thread is blocked
+inside an MPI collective or a long device call (where Python signal handlers cannot run).
+
+- Timeout: rank 0's thread, at the deadline, names the run and the ranks that did not report
+  (each rank reports every collective it reaches and the end of its steps, with a small message
+  on a private communicator; the ranks behind the others are the ones everyone waits for) and
+  calls MPI_Abort. The other ranks' threads act 5 s later, in case rank 0 itself is stuck.
+- SIGTERM/SIGINT: rank 0's thread waits for a file write in progress to finish (writes are atomic),
+  says which finished runs the file keeps, and ends the job (MPI_Abort with 128 + signal number).
+  The other ranks wait for rank 0 to do that, and end the job themselves after 3 s if it does not.
+"""
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from mpirunner.errors import UsageError
+
+log = logging.getLogger("mpirunner")
+
+EXIT_FAILED = 1      # an exception or a crash on some rank
+EXIT_TIMEOUT = 4     # a run exceeded --timeout
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+BACKSTOP_SECONDS = 5.0   # other ranks act this long after rank 0 should have, for a timeout
+SIGNAL_GRACE_SECONDS = 3.0
+FAULT_VARIABLE = "MPIRUNNER_FAULT"
+FAULT_KINDS = ("raise", "hang", "exit", "sleep")
+
+
+# ---------------------------------------------------------------- fault injection (tests only)
+
+@dataclass(frozen=True)
+class Fault:
+    """MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C]; omitted rank/step/run = every one.
+
+    step S is the S-th call of the step function in a run (1 = the first call, which compiles);
+    run N is the N-th run of a sweep (1-based). sleep waits X seconds (default 1) in each matching
+    step; exit ends the process at once with status C (default 7), as a crash would.
+    """
+
+    kind: str
+    rank: Optional[int] = None
+    step: Optional[int] = None
+    run: Optional[int] = None
+    seconds: float = 1.0
+    code: int = 7
+
+    def matches(self, rank, run, step):
+        return all(want is None or want == have for want, have in ((self.rank, rank), (self.run, run), (self.step, step)))
+
+
+def parse_fault(text):
+    """Parse MPIRUNNER_FAULT (None or '' -> None); a malformed value is a UsageError."""
+    if not text:
+        return None
+    kind, *options = text.strip().split(":")
+    if kind not in FAULT_KINDS:
+        raise UsageError(f"{FAULT_VARIABLE}={text}: unknown fault '{kind}' (valid: {', '.join(FAULT_KINDS)})")
+    values = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        try:
+            if key in ("rank", "step", "run", "code"):
+                values[key] = int(value)
+            elif key == "seconds":
+                values[key] = float(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"{FAULT_VARIABLE}={text}: bad option '{option}' "
+                             f"(valid: rank=R, step=S, run=N, seconds=X, code=C)") from None
+    return Fault(kind, **values)
+
+
+def _inject(fault, rank, host, run, step):
+    where = f"rank {rank} on {host}, run {run}, step {step}"
+    if fault.kind == "raise":
+        raise RuntimeError(f"{FAULT_VARIABLE}: injected failure on {where}")
+    if fault.kind == "exit":
+        print(f"[rank {rank} {host}] {FAULT_VARIABLE}: exiting with status {fault.code} on {where}",
+              file=sys.stderr, flush=True)
+        os._exit(fault.code)
+    if fault.kind == "hang":
+        while True:  # sleeps in short pieces, like a process stuck waiting
+            time.sleep(1.0)
+    time.sleep(fault.seconds)
+
+
+# ---------------------------------------------------------------- the guard
+
+class Guard:
+    """The per-rank watchdog and signal handler of one job; see the module docstring."""
+
+    def __init__(self, world, timeout=None, fault=None):
+        self.world = world
+        self.timeout = timeout
+        self.fault = fault
+        self.run_name = None        # the run in progress (None: between runs)
+        self.run_index = 0          # 1-based index of the current run
+        self.kept = []              # names of the runs in the file (rank 0)
+        self.path = None            # the file (rank 0)
+        self._deadline = None
+        self._progress = [0] * world.size
+        self._sends = []            # non-root: (request, buffer) of checkpoint messages to rank 0
+        self._step_calls = 0
+        self._state = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._hosts = None
+        self._comm = None
+        self._thread = None
+        self._old_handlers = {}
+        self._old_wakeup = -1
+        self._wake_read = self._wake_write = None
+
+    # ---- life cycle (main thread)
+
+    def start(self):
+        """Collective: every rank calls it once, right after the world is set up."""
+        if self.world.size > 1:
+            self._comm = self.world.comm.Dup()
+            self._hosts = self._comm.allgather(self.world.host)
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_write.setblocking(False)
+        if threading.current_thread() is threading.main_thread():
+            self._old_wakeup = signal.set_wakeup_fd(self._wake_write.fileno(), warn_on_full_buffer=False)
+            for signum in SIGNALS:
+                self._old_handlers[signum] = signal.signal(signum, _note_signal)
+        self._thread = threading.Thread(target=self._watch, name="mpirunner-guard", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._old_handlers:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for signum, handler in self._old_handlers.items():
+                signal.signal(signum, handler)
+            self._old_handlers = {}
+        for sock in (self._wake_read, self._wake_write):
+            if sock is not None:
+                sock.close()
+        self._wake_read = self._wake_write = None
+
+    # ---- runs (main thread)
+
+    def run_started(self, name):
+        """A run begins: arm the deadline and clear the ranks' progress."""
+        with self._state:
+            self.run_index += 1
+            self.run_name = name
+            self._step_calls = 0
+            self._progress = [0] * self.world.size
+            self._deadline = time.monotonic() + self.timeout if self.timeout else None
+
+    def checkpoint(self):
+        """This rank reached a point every rank must reach (a collective, the end of its steps).
+
+        With --timeout, non-root ranks tell rank 0 (a non-blocking one-number message on the
+        guard's own communicator), so that at the deadline rank 0 can name the ranks that are
+        behind: the ones the others are waiting for.
+        """
+        with self._state:
+            self._progress[self.world.rank] += 1
+            if self._comm is not None and not self.world.is_root and self.timeout:
+                import numpy as np
+
+                buffer = np.array([self._progress[self.world.rank]], dtype=np.int64)
+                self._sends.append((self._comm.Isend(buffer, dest=0, tag=self.run_index), buffer))
+
+    def at_checkpoint(self, collective):
+        """`collective`, preceded by a checkpoint (for the barrier and the stop-rule reduction of bench)."""
+
+        def checked(*args):
+            self.checkpoint()
+            return collective(*args)
+
+        return checked
+
+    def writing(self, name, path):
+        """Context for rank 0's write of the file: a signal waits until it is done; then `name` is kept."""
+        guard = self
+
+        class _Writing:
+            def __enter__(self):
+                guard._write_lock.acquire()
+
+            def __exit__(self, kind, value, traceback):
+                if kind is None:
+                    guard.kept.append(name)
+                    guard.path = path
+                guard._write_lock.release()
+                return False
+
+        return _Writing()
+
+    def run_finished(self):
+        with self._state:
+            self._deadline = None
+            self.run_name = None
+            for request, _buffer in self._sends:
+                request.Wait()  # one small message each: sent eagerly, done at once
+            self._sends = []
+
+    def wrap_step(self, step):
+        """The step function, with MPIRUNNER_FAULT applied (unchanged when it is not set)."""
+        if self.fault is None:
+            return step
+
+        def faulty_step(step_input):
+            self._step_calls += 1
+            if self.fault.matches(self.world.rank, self.run_index, self._step_calls):
+                _inject(self.fault, self.world.rank, self.world.host, self.run_index, self._step_calls)
+            return step(step_input)
+
+        return faulty_step
+
+    def kept_text(self):
+        """What the file holds now, for messages on rank 0."""
+        if not self.kept:
+            return "no run had finished; nothing was written"
+        return f"kept the finished run(s) {', '.join(self.kept)} in {self.path}"
+
+    def fail(self, code=EXIT_FAILED):
+        """After an exception on this rank (already logged): end every rank of the job now."""
+        if self.world.is_root and self.world.size > 1:
+            print(f"mpirunner: ending the job; {self.kept_text()}", file=sys.stderr, flush=True)
+        self._end(code)
+
+    # ---- the guard thread
+
+    def _watch(self):
+        while not self._stopping.is_set():
+            with self._state:
+                deadline = self._deadline
+            if deadline is not None and not self.world.is_root:
+                deadline += BACKSTOP_SECONDS
+            wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+            try:
+                ready, _, _ = select.select([self._wake_read], [], [], wait)
+            except (OSError, ValueError):
+                return  # the socket was closed by stop()
+            if ready:
+                data = self._wake_read.recv(16)
+                if data:
+                    self._on_signal(data[0])
+            elif deadline is not None and time.monotonic() >= deadline:
+                self._on_timeout()
+
+    def _missing_ranks(self):
+        """Rank 0: the ranks (with hosts) that are behind the others in the current run."""
+        if self._comm is not None:
+            import numpy as np
+            from mpi4py import MPI
+
+            status, buffer = MPI.Status(), np.zeros(1, dtype=np.int64)
+            while self._comm.Iprobe(source=MPI.ANY_SOURCE, tag=self.run_index, status=status):
+                source = status.Get_source()
+                self._comm.Recv(buffer, source=source, tag=self.run_index)
+                self._progress[source] = max(self._progress[source], int(buffer[0]))
+        hosts = self._hosts or [self.world.host]
+        furthest = max(self._progress)
+        behind = [rank for rank, done in enumerate(self._progress) if done < furthest]
+        names = ", ".join(f"{rank} ({hosts[rank]})" for rank in behind or range(self.world.size))
+        return names if behind else f"none behind the others; every rank is still in the same stage: {names}"
+
+    def _on_timeout(self):
+        with self._state:
+            if self._deadline is None:
+                return  # the run finished meanwhile
+            name = self.run_name
+            missing = self._missing_ranks() if self.world.is_root else ""
+        if self.world.is_root:
+            with self._write_lock:
+                print(f"mpirunner: run {name} exceeded --timeout {self.timeout:g} s; rank(s) that did not report: "
+                      f"{missing}; aborting the job; {self.kept_text()}", file=sys.stderr, flush=True)
+                self._end(EXIT_TIMEOUT)
+        log.error("run %s exceeded --timeout %g s (+%g s backstop) and rank 0 did not end the job; aborting it",
+                  name, self.timeout, BACKSTOP_SECONDS)
+        self._end(EXIT_TIMEOUT)
+
+    def _on_signal(self, signum):
+        name = signal.Signals(signum).name if signum in set(SIGNALS) else f"signal {signum}"
+        code = 128 + signum
+        if self.world.is_root:
+            with self._write_lock:
+                running = self.run_name
+                during = f" during run {running}" if running else ""
+                discarded = f"; discarded the unfinished run {running}" if running else ""
+                print(f"mpirunner: stopped by {name}{during}; {self.kept_text()}{discarded}",
+                      file=sys.stderr, flush=True)
+                self._end(code)
+        if self._stopping.wait(SIGNAL_GRACE_SECONDS):
+            return
+        log.error("stopped by %s; rank 0 did not end the job, so this rank does", name)
+        self._end(code)
+
+    def _end(self, code):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if self.world.size > 1:
+            self.world.abort(code)
+        os._exit(code)
+
+
+def _note_signal(signum, frame):
+    """Python-level handler: the guard thread acts on the wake-up byte; the main thread carries on."""
+
+
+def start_guard(world, config, environ=None):
+    """Parse MPIRUNNER_FAULT (same verdict on every rank) and start this rank's guard."""
+    env = os.environ if environ is None else environ
+    fault = parse_fault(env.get(FAULT_VARIABLE))
+    return Guard(world, timeout=config.timeout, fault=fault).start()
