@@ -148,16 +148,18 @@ def _run(config, world, guard):
     for batch_size in config.batch_sizes:
         guard.run_started(f"bs{batch_size:05d}")
         run = _measure_one_batch_size(config, world, backend, model, batch_size, guard)
-        if world.is_root:
+        if world.is_root and run is not None:
             run.attrs["dtype"] = root_attrs["dtype"]
             runs.append(run)
             with guard.writing(run.name, path):  # a signal waits for the write, then keeps this run
                 write_results(path, root_attrs, rank_rows, runs)
             _print_run(run.attrs, world.size)
         guard.run_finished()
-    if world.is_root:
+    if world.is_root and runs:
         _print_table(runs)
         print(f"results written to {path}", flush=True)
+    elif world.is_root:
+        print("--compile-only: compiled every batch size; nothing measured, no file written", flush=True)
     invalid = world.bcast([f"{run.name} ({_verdict_text(run.attrs)})" for run in runs if not run.attrs["valid"]]
                           if world.is_root else None)
     if config.strict and invalid:  # after the file is written, on every rank alike
@@ -181,6 +183,9 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
     shape = step_shape(batch_size, micro_batches, model.image_size)
     source = make_input_source(config, backend, shape, model.input_dtype, world.rank, world_size=world.size)
     step = guard.wrap_step(backend.make_step(batch_size, source.next_input()))  # MPIRUNNER_FAULT (tests)
+    if config.compile_only and "compile_only" in backend.used_options:  # IPU: build the executable (cache), no timing
+        log.info("--compile-only: compiled for batch size %d; nothing measured", batch_size)
+        return None
     stop_rule, keep_last_chunks = None, None  # stop rules (validity): all ranks agree via world.max
     if config.until_stable:
         stop_rule = until_stable_rule(config.iterations, config.stability_percentage, config.max_windows)

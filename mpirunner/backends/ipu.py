@@ -1,9 +1,33 @@
-"""IPU backend through poptorch (imported only when used). Implemented by the IPU backend issue."""
+"""IPU backend: each rank's replicas as one poptorch inference model, alone or under poprun (popdist).
+
+poptorch and popdist ship only with the Poplar SDK and are imported inside functions, so this module
+imports on any machine. It is written against their documented API and has been verified only
+against the recording stand-in in tests/fake_poptorch, never on IPU hardware (see README).
+
+What a step is here: one call of the inference model with micro-batch x device_iterations x local
+replicas samples; poptorch splits it over the replicas and device iterations. The batch latency is
+poptorch's own getLatency() average for that call (one value per step).
+"""
+import json
+import logging
+import os
+import re
+import time
+
+import torch
+
+from mpirunner.backends.base import Backend
 from mpirunner.errors import UsageError
+
+log = logging.getLogger("mpirunner")
+
+PREFETCH_BUFFERING_DEPTH = 3  # with IO tiles, as the reference set it
+MIN_LATENCY_ENGINE_OPTIONS = {"exchange.enablePrefetch": "false"}  # the reference README's low-latency advice
+IO_TILES_RANGE = (32, 192)  # poptorch accepts an even number in this range
 
 
 def hardware_available():
-    """True when poptorch imports and reports IPU hardware."""
+    """True when poptorch imports and reports IPU hardware (what `--device auto` asks)."""
     try:
         import poptorch
     except ImportError:
@@ -11,6 +35,251 @@ def hardware_available():
     return bool(poptorch.ipuHardwareIsAvailable())
 
 
-class IpuBackend:
+def _import_poptorch():
+    try:
+        import poptorch
+    except ImportError as error:
+        raise UsageError(f"--device ipu needs poptorch from the Poplar SDK, which does not import here ({error}); "
+                         f"enable the SDK and install its poptorch wheel, or use --device cpu/cuda") from None
+    return poptorch
+
+
+def _popdist_if_under_poprun():
+    """The popdist module when this process was started by poprun, else None."""
+    try:
+        import popdist
+        import popdist.poptorch  # noqa: F401  (the Options factory used below)
+    except ImportError as error:
+        if any(key.startswith("POPDIST_") for key in os.environ):
+            raise UsageError(f"started by poprun, but popdist does not import ({error}); "
+                             f"enable the Poplar SDK in the environment poprun passes on") from None
+        return None
+    return popdist if popdist.isPopdistEnvSet() else None
+
+
+def engine_options_from_env(environ, min_latency):
+    """POPLAR_ENGINE_OPTIONS as the engine will read it: the user's JSON, with --min-latency's merged in."""
+    text = environ.get("POPLAR_ENGINE_OPTIONS", "")
+    user_options = {}
+    if text.strip():
+        try:
+            user_options = json.loads(text)
+        except ValueError:
+            raise UsageError(f"POPLAR_ENGINE_OPTIONS is not valid JSON: {text!r}") from None
+        if not isinstance(user_options, dict):
+            raise UsageError(f"POPLAR_ENGINE_OPTIONS must be a JSON object, not {text!r}")
+    if not min_latency:
+        return user_options
+    for key, value in MIN_LATENCY_ENGINE_OPTIONS.items():
+        if key in user_options and str(user_options[key]).lower() != value:
+            log.warning("--min-latency overrides POPLAR_ENGINE_OPTIONS %s=%s with %s", key, user_options[key], value)
+    return {**user_options, **MIN_LATENCY_ENGINE_OPTIONS}
+
+
+def _sdk_version(sdk_path):
+    """Version from the SDK folder name that POPLAR_SDK_ENABLED points into ('' when unknown)."""
+    match = re.search(r"(\d+\.\d+\.\d+(?:\+\d+)?)", sdk_path or "")
+    return match.group(1) if match else ""
+
+
+def _popart_version():
+    try:
+        import popart
+    except ImportError:
+        return ""
+    return str(popart.versionString())
+
+
+class OverlappedIO(torch.nn.Module):
+    """The network with its input and output marked for host IO overlapped with compute (IO tiles)."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images):
+        import poptorch
+
+        mode = poptorch.OverlapMode.OverlapAccumulationLoop
+        images = poptorch.set_overlap_for_input(images, mode)
+        return poptorch.set_overlap_for_output(self.network(images), mode)
+
+
+class IpuBackend(Backend):
+    name = "ipu"
+    used_options = frozenset({"replicas", "num_io_tiles", "half_partial", "exchange_memory_target", "min_latency",
+                              "compile_only", "offline_target_ipu_version", "model_cache_path"})
+
     def __init__(self, config, world):
-        raise UsageError("--device ipu needs poptorch (Poplar SDK), which is not installed here")
+        super().__init__(config, world)
+        self.poptorch = _import_poptorch()
+        self._check_config()
+        self.popdist = _popdist_if_under_poprun()
+        if self.popdist is not None:
+            self.popdist.init()
+            self.replicas_here = int(self.popdist.getNumLocalReplicas())
+            self.total_replicas = int(self.popdist.getNumTotalReplicas())
+            self.ipus_per_replica = int(self.popdist.getNumIpusPerReplica())
+            if self.total_replicas != config.replicas * world.size and world.is_root:
+                log.warning("poprun runs %d replicas in all (%d per instance); --replicas %d is overridden",
+                            self.total_replicas, self.replicas_here, config.replicas)
+        else:
+            self.replicas_here = config.replicas
+            self.total_replicas = config.replicas * world.size
+            self.ipus_per_replica = 1
+        self.hardware = bool(self.poptorch.ipuHardwareIsAvailable())
+        self.offline_ipu_version = self._offline_target()
+        # Poplar reads POPLAR_ENGINE_OPTIONS when the engine is built (compile), so set it now.
+        self.env_engine_options = engine_options_from_env(os.environ, config.min_latency)
+        if config.min_latency:
+            os.environ["POPLAR_ENGINE_OPTIONS"] = json.dumps(self.env_engine_options, sort_keys=True)
+        self.engine_options = {"opt.internalExchangeOptimisationTarget": config.exchange_memory_target}
+        if config.data == "synthetic" and world.is_root:
+            log.warning("--data synthetic on IPU: no host IO, so latency values are not meaningful (marked in the file)")
+        self.model = None
+        self.inference_model = None
+        self.compile_seconds = {}
+        self.latencies = {}
+
+    def _check_config(self):
+        config = self.config
+        low, high = IO_TILES_RANGE
+        if config.num_io_tiles and not (low <= config.num_io_tiles <= high and config.num_io_tiles % 2 == 0):
+            raise UsageError(f"--num-io-tiles {config.num_io_tiles}: poptorch needs 0 or an even number "
+                             f"from {low} to {high}")
+        if config.half_dtype == "bfloat16":
+            raise UsageError("--half-dtype bfloat16: the IPU's 16-bit type is float16; drop --half-dtype")
+
+    def _offline_target(self):
+        """IPU version to compile for without attaching (--compile-only), or None to run on the hardware."""
+        config = self.config
+        if not config.compile_only:
+            if not self.hardware and not os.environ.get("POPTORCH_IPU_MODEL"):
+                raise UsageError("--device ipu: poptorch sees no IPU on this host; run on an IPU system, or build "
+                                 "the executable cache with --compile-only --offline-target-ipu-version 2")
+            return None
+        if config.offline_target_ipu_version:
+            return config.offline_target_ipu_version
+        version = int(self.poptorch.ipuHardwareVersion()) if self.hardware else 0
+        if version < 1:
+            raise UsageError("--compile-only on a host without IPUs needs --offline-target-ipu-version "
+                             "(2 for IPU-M2000)")
+        return version
+
+    # ------------------------------------------------------------ Backend interface
+
+    def half_dtype(self):
+        return torch.float16
+
+    def local_replicas(self):
+        return self.replicas_here
+
+    def prepare(self, model, image_size):
+        if self.config.activations_bits == 16:
+            model = model.half()
+        if self.config.num_io_tiles > 0:
+            model = OverlappedIO(model)
+        self.model = model.eval()
+
+    def to_device(self, host_input):
+        """Nothing to place: poptorch streams host tensors, and with synthetic data none at all."""
+        return host_input
+
+    def options(self):
+        """The poptorch.Options of one inference model, as the reference set them."""
+        poptorch = self.poptorch
+        config = self.config
+        if self.popdist is not None:
+            opts = self.popdist.poptorch.Options(ipus_per_replica=self.ipus_per_replica)
+        else:
+            opts = poptorch.Options()
+            opts.replicationFactor(config.replicas)
+        opts.deviceIterations(config.device_iterations)
+        opts.Precision.setPartialsType(torch.float16 if config.half_partial else torch.float32)
+        if config.num_io_tiles > 0:
+            opts.setExecutionStrategy(poptorch.ShardedExecution())
+            opts._Popart.set("defaultPrefetchBufferingDepth", PREFETCH_BUFFERING_DEPTH)
+            opts.TensorLocations.numIOTiles(config.num_io_tiles)
+        if config.model_cache_path:
+            opts.enableExecutableCaching(config.model_cache_path)
+        if config.data == "synthetic":
+            opts.enableSyntheticData(True)
+        opts._Popart.set("engineOptions", dict(self.engine_options))
+        if self.offline_ipu_version is not None:
+            opts.useOfflineIpuTarget(self.offline_ipu_version)
+        return opts
+
+    def _release_device(self):
+        """Detach the previous batch size's model so the next one can attach to the same IPUs."""
+        previous, self.inference_model = self.inference_model, None
+        if previous is not None and previous.isAttachedToDevice():
+            previous.detachFromDevice()
+
+    def _compile(self, batch_size, inference_model, example_input):
+        start = time.perf_counter()
+        inference_model.compile(example_input)
+        self.compile_seconds[batch_size] = time.perf_counter() - start
+        log.info("compiled for batch size %d (%s, %s) in %.1f s", batch_size, tuple(example_input.shape),
+                 example_input.dtype, self.compile_seconds[batch_size])
+
+    def make_step(self, batch_size, example_input):
+        """A new inference model per batch size. The step's first call compiles it explicitly, then runs.
+
+        bench.py times that first call as compile_seconds (compile + first run, as on every backend);
+        the explicit compile alone is kept as ipu_compile_seconds. --compile-only compiles here.
+        """
+        self._release_device()
+        inference_model = self.poptorch.inferenceModel(self.model, self.options())
+        self.inference_model = inference_model
+        latencies = self.latencies.setdefault(batch_size, [])
+        if self.config.compile_only:
+            self._compile(batch_size, inference_model, example_input)
+
+        def step(step_input):
+            if batch_size not in self.compile_seconds:
+                self._compile(batch_size, inference_model, step_input)
+            outputs = inference_model(step_input)
+            min_seconds, max_seconds, avg_seconds = inference_model.getLatency()
+            latencies.append((float(min_seconds), float(max_seconds), float(avg_seconds)))
+            return outputs, [float(avg_seconds)]
+
+        return step
+
+    # ------------------------------------------------------------ what goes into the file
+
+    def metadata(self):
+        sdk_path = os.environ.get("POPLAR_SDK_ENABLED", "")
+        effective = {**self.engine_options, **self.env_engine_options}
+        return {
+            "device_name": f"Graphcore IPU x{self.total_replicas * self.ipus_per_replica}",
+            "poptorch_version": str(getattr(self.poptorch, "__version__", "")),
+            "popart_version": _popart_version(),
+            "poplar_sdk_path": sdk_path,
+            "poplar_sdk_version": _sdk_version(sdk_path),
+            "ipu_count": self.total_replicas * self.ipus_per_replica,
+            "ipus_per_replica": self.ipus_per_replica,
+            "local_replicas": self.replicas_here,
+            "total_replicas": self.total_replicas,
+            "popdist": self.popdist is not None,
+            "ipu_offline_target": self.offline_ipu_version or 0,
+            "ipu_engine_options": json.dumps(self.engine_options, sort_keys=True),
+            "poplar_engine_options_env": json.dumps(self.env_engine_options, sort_keys=True),
+            "ipu_engine_options_effective": json.dumps(effective, sort_keys=True),
+        }
+
+    def rank_info(self):
+        return {"device": f"ipu x{self.replicas_here * self.ipus_per_replica}", "ipu_replicas": self.replicas_here}
+
+    def run_info(self, batch_size):
+        """Rank 0's poptorch view of one run: explicit compile time, latency extremes, latency meaning."""
+        timed = self.latencies.get(batch_size, [])[1 + self.config.warmup_iterations:]
+        synthetic = self.config.data == "synthetic"
+        return {
+            "ipu_compile_seconds": self.compile_seconds.get(batch_size, float("nan")),
+            "batch_latency_source": "poptorch getLatency(): average micro-batch latency of each step",
+            "ipu_latency_min_ms": 1000.0 * min((t[0] for t in timed), default=float("nan")),
+            "ipu_latency_max_ms": 1000.0 * max((t[1] for t in timed), default=float("nan")),
+            "latency_meaningful": not synthetic,
+            "latency_note": ("synthetic data: no host IO, so the latency values are not meaningful"
+                             if synthetic else ""),
+        }

@@ -1,0 +1,285 @@
+"""A recording stand-in for poptorch, for tests only (never installed, never shipped).
+
+poptorch ships only with the Poplar SDK, so mpirunner's IPU backend is tested against this module.
+It implements the slice of poptorch's documented API the backend uses, with poptorch's own argument
+checks where they matter (numIOTiles: even, 32..192; partials: float16/float32), and records every
+call: in `RECORD` (this process) and, when FAKE_POPTORCH_RECORD names a file, as one JSON line per
+call in that file (so tests can read what a `python -m mpirunner` subprocess did).
+
+Behaviour switches (environment):
+  FAKE_POPTORCH_HARDWARE=0   ipuHardwareIsAvailable() is False (default: True), ipuHardwareVersion() 0
+  FAKE_POPTORCH_RECORD=PATH  append every recorded call to PATH as JSON lines
+
+An inference model computes its outputs with the wrapped torch model on the CPU, in float32 for
+speed (a float16 model is copied to float32 and its outputs cast back to float16), and getLatency()
+reports numbers derived from the wall time of the last call.
+"""
+import copy
+import enum
+import json
+import os
+import time
+
+import torch
+
+__version__ = "3.3.0+fake"
+
+RECORD = []
+_TRACING = []  # non-empty while compile traces the model: the wrappers are recorded once per compile
+
+
+def _plain(value):
+    """A JSON-friendly form of a recorded argument."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, torch.Tensor):
+        return {"tensor": str(value.dtype), "shape": list(value.shape)}
+    return type(value).__name__
+
+
+def _record(call, *args, **kwargs):
+    event = {"call": call, "args": [_plain(arg) for arg in args],
+             "kwargs": {key: _plain(item) for key, item in kwargs.items()}}
+    RECORD.append(event)
+    path = os.environ.get("FAKE_POPTORCH_RECORD")
+    if path:
+        rank = os.environ.get("POPDIST_INSTANCE_INDEX", os.environ.get("PMI_RANK", "0"))
+        with open(path, "a") as record_file:
+            record_file.write(json.dumps({**event, "pid": os.getpid(), "rank": int(rank)}) + "\n")
+    return event
+
+
+def calls(prefix=""):
+    """The recorded calls (of this process) whose name starts with prefix."""
+    return [event for event in RECORD if event["call"].startswith(prefix)]
+
+
+def ipuHardwareIsAvailable(num_ipus=1):
+    return os.environ.get("FAKE_POPTORCH_HARDWARE", "1") != "0"
+
+
+def ipuHardwareVersion():
+    return 2 if ipuHardwareIsAvailable() else 0
+
+
+class OverlapMode(enum.Enum):
+    NoOverlap = "no_overlap"
+    OverlapAccumulationLoop = "overlap_accumulation_loop"
+    OverlapDeviceIterationLoop = "overlap_device_iteration_loop"
+
+
+class _IExecutionStrategy:
+    pass
+
+
+class PipelinedExecution(_IExecutionStrategy):
+    def __init__(self, *args):
+        self.args = args
+
+
+class ShardedExecution(PipelinedExecution):
+    pass
+
+
+class _Precision:
+    def __init__(self, options):
+        self._options = options
+
+    def setPartialsType(self, dtype):
+        if dtype not in (torch.float16, torch.float32):
+            raise ValueError(f"setPartialsType accepts torch.float16 or torch.float32, not {dtype}")
+        _record("Options.Precision.setPartialsType", dtype)
+        self._options.values["partials_type"] = dtype
+        return self
+
+
+class _TensorLocations:
+    def __init__(self, options):
+        self._options = options
+
+    def numIOTiles(self, num_tiles):
+        assert isinstance(num_tiles, int) and not isinstance(num_tiles, bool)
+        assert 32 <= num_tiles <= 192 and num_tiles % 2 == 0, "numIOTiles must be an even number between 32 and 192."
+        _record("Options.TensorLocations.numIOTiles", num_tiles)
+        self._options.values["num_io_tiles"] = num_tiles
+        return self
+
+
+class _PopartOptions:
+    def __init__(self, options):
+        self._options = options
+
+    def set(self, key, value):
+        _record("Options._Popart.set", key, value)
+        self._options.values.setdefault("popart", {})[key] = value
+        return self
+
+
+class Options:
+    """poptorch.Options: every call is recorded; unknown methods raise AttributeError as usual."""
+
+    def __init__(self):
+        self.values = {"replication_factor": 1, "device_iterations": 1}
+        self.Precision = _Precision(self)
+        self.TensorLocations = _TensorLocations(self)
+        self._Popart = _PopartOptions(self)
+        if type(self) is Options:
+            _record("poptorch.Options")
+
+    @property
+    def replication_factor(self):
+        return self.values["replication_factor"]
+
+    @property
+    def device_iterations(self):
+        return self.values["device_iterations"]
+
+    def deviceIterations(self, device_iterations):
+        assert isinstance(device_iterations, int) and device_iterations >= 1
+        _record("Options.deviceIterations", device_iterations)
+        self.values["device_iterations"] = device_iterations
+        return self
+
+    def replicationFactor(self, replication_factor):
+        assert isinstance(replication_factor, int) and replication_factor >= 1
+        _record("Options.replicationFactor", replication_factor)
+        self.values["replication_factor"] = replication_factor
+        return self
+
+    def setExecutionStrategy(self, strategy):
+        assert isinstance(strategy, _IExecutionStrategy)
+        _record("Options.setExecutionStrategy", strategy)
+        self.values["execution_strategy"] = type(strategy).__name__
+        return self
+
+    def enableExecutableCaching(self, path):
+        _record("Options.enableExecutableCaching", path)
+        self.values["executable_cache"] = path
+        return self
+
+    def enableSyntheticData(self, enabled):
+        assert isinstance(enabled, bool)
+        _record("Options.enableSyntheticData", enabled)
+        self.values["synthetic_data"] = enabled
+        return self
+
+    def useOfflineIpuTarget(self, ipu_version=2):
+        assert isinstance(ipu_version, int)
+        _record("Options.useOfflineIpuTarget", ipu_version)
+        self.values["offline_ipu_version"] = ipu_version
+        return self
+
+
+def set_overlap_for_input(input_tensors, mode):
+    assert isinstance(mode, OverlapMode)
+    if _TRACING:
+        _record("set_overlap_for_input", input_tensors, mode)
+    return input_tensors
+
+
+def set_overlap_for_output(output_tensors, mode):
+    assert isinstance(mode, OverlapMode)
+    if _TRACING:
+        _record("set_overlap_for_output", output_tensors, mode)
+    return output_tensors
+
+
+def _model_dtype(model):
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _for_cpu(inputs):
+    """Float inputs in float32 for the CPU copy of the model; uint8 stays uint8 (the model normalises it)."""
+    return inputs.float() if inputs.is_floating_point() else inputs
+
+
+class PoplarExecutor:
+    """What poptorch.inferenceModel returns: compile(), __call__, getLatency(), attach/detach."""
+
+    def __init__(self, model, options):
+        self.model = model
+        self.options = options
+        self.compiled_shape = None
+        self.last_latency = None
+        self.attached = False
+        self.dtype = _model_dtype(model)
+        self._cpu_model = None
+
+    def _check_input(self, inputs):
+        micro_batch_groups = self.options.device_iterations * self.options.replication_factor
+        if inputs.shape[0] % micro_batch_groups:
+            raise ValueError(f"input batch dimension {inputs.shape[0]} is not a multiple of device iterations x "
+                             f"replication factor ({micro_batch_groups})")
+
+    def _build(self, inputs, how):
+        self._check_input(inputs)
+        _record(how, inputs, model_dtype=self.dtype, replication_factor=self.options.replication_factor,
+                device_iterations=self.options.device_iterations, options=self.options.values,
+                poplar_engine_options=os.environ.get("POPLAR_ENGINE_OPTIONS", ""))
+        self._cpu_model = copy.deepcopy(self.model).float().eval()
+        _TRACING.append(True)
+        try:  # poptorch traces the model once, with one micro-batch of the input; so does the stand-in
+            micro_batch = inputs.shape[0] // (self.options.device_iterations * self.options.replication_factor)
+            with torch.no_grad():
+                self._cpu_model(_for_cpu(inputs[:micro_batch]))
+        finally:
+            _TRACING.pop()
+        self.compiled_shape = tuple(inputs.shape)
+        self.attached = "offline_ipu_version" not in self.options.values
+
+    def compile(self, *args):
+        self._build(args[0], "PoplarExecutor.compile")
+
+    def __call__(self, *args):
+        inputs = args[0]
+        if self.compiled_shape is None:
+            self._build(inputs, "PoplarExecutor.implicit_compile")
+        if not self.attached:
+            raise RuntimeError("the executor is not attached to an IPU (offline target or detached)")
+        if tuple(inputs.shape) != self.compiled_shape:
+            raise ValueError(f"input shape {tuple(inputs.shape)} differs from the compiled {self.compiled_shape}")
+        _record("PoplarExecutor.__call__", inputs)
+        start = time.perf_counter()
+        with torch.no_grad():
+            outputs = self._cpu_model(_for_cpu(inputs))
+        elapsed = time.perf_counter() - start
+        average = elapsed / self.options.device_iterations
+        self.last_latency = (0.9 * average, 1.2 * average, average)
+        return outputs.to(self.dtype)
+
+    def getLatency(self):
+        if self.last_latency is None:
+            raise RuntimeError("getLatency() needs a run of the model first")
+        return self.last_latency
+
+    def isAttachedToDevice(self):
+        return self.attached
+
+    def detachFromDevice(self):
+        if not self.attached:
+            raise RuntimeError("the executor is not attached")
+        _record("PoplarExecutor.detachFromDevice")
+        self.attached = False
+
+    def attachToDevice(self):
+        self.attached = True
+
+
+def inferenceModel(model, options=None):
+    assert isinstance(model, torch.nn.Module)
+    options = Options() if options is None else options
+    assert isinstance(options, Options)
+    _record("poptorch.inferenceModel", type(model).__name__, options_type=type(options).__module__ + "." +
+            type(options).__name__)
+    return PoplarExecutor(model, options)
