@@ -78,14 +78,14 @@ def test_eight_bit_io_with_no_normalisation_is_an_error():
         resolve_config({"eight_bit_io": True, "normalization_location": "none"})
 
 
-def test_list_configs_lists_the_eight_configs():
+def test_list_configs_lists_the_twelve_configs():
     result = run_cli(["--list-configs"])
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
     assert sorted(listed) == sorted(config_names())
     assert set(listed) == {f"{m}-{kind}" for m in ("resnet50", "efficientnet-b0", "efficientnet-b4", "resnext101")
-                           for kind in ("cpu", "mk2")}
-    assert len(list(CONFIG_DIR.glob("*.yaml"))) == 8
+                           for kind in ("cpu", "gpu", "mk2")}
+    assert len(list(CONFIG_DIR.glob("*.yaml"))) == 12
 
 
 def test_bad_batch_size_exits_2_with_one_line():
