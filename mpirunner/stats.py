@@ -236,7 +236,10 @@ def verdict(step_seconds, *, timed_seconds, min_iterations, max_cv_percent, min_
                 reasons.append(f"straggler: {_rank_name(rank, hosts)} median step {1e3 * median:.3f} ms vs "
                                f"{1e3 * others:.3f} ms on the others (+{100 * (median / others - 1):.0f}%)")
 
-    if until_stable and window_steps > 0 and steps.shape[1] >= STABLE_WINDOWS * window_steps:
+    if until_stable and window_steps > 0 and steps.shape[1] < STABLE_WINDOWS * window_steps:
+        reasons.append(f"not stable: only {windows} window(s) measured (--max-windows {max_windows}); "
+                       f"{STABLE_WINDOWS} must agree")
+    elif until_stable and window_steps > 0:
         kept = steps[:, -STABLE_WINDOWS * window_steps:]
         unstable = [rank for rank, row in enumerate(kept)
                     if not windows_agree(np.split(row, STABLE_WINDOWS), stability_percentage)]

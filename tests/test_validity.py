@@ -74,6 +74,9 @@ def test_until_stable_verdict_checks_the_kept_windows():
     valid, reasons = _verdict(steps, until_stable=True, window_steps=10, windows=10, max_windows=10,
                               max_cv_percent=100.0)
     assert not valid and any(reason.startswith("not stable") for reason in reasons), reasons
+    valid, reasons = _verdict(steps[:, :20], until_stable=True, window_steps=10, windows=2, max_windows=2,
+                              max_cv_percent=100.0)
+    assert not valid and any("only 2 window(s)" in reason for reason in reasons), reasons
 
 
 def test_until_stable_rule_asks_for_windows_until_three_agree_or_the_limit():
