@@ -142,6 +142,7 @@ class Guard:
 
     def stop(self):
         self._stopping.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(2.0)
         if self._old_handlers:
@@ -164,6 +165,7 @@ class Guard:
             self._step_calls = 0
             self._progress = [0] * self.world.size
             self._deadline = time.monotonic() + self.timeout if self.timeout else None
+        self._wake()
 
     def checkpoint(self):
         """This rank reached a point every rank must reach (a collective, the end of its steps).
@@ -213,6 +215,21 @@ class Guard:
             for request, _buffer in self._sends:
                 request.Wait()  # one small message each: sent eagerly, done at once
             self._sends = []
+            if self._comm is not None and self.world.is_root and self.timeout:
+                self._receive_checkpoints(any_tag=True)  # drop this run's reports: rank 0 needs them no more
+
+    def _receive_checkpoints(self, any_tag=False):
+        """Rank 0: take the checkpoint messages that have arrived (this run's, or all with any_tag)."""
+        import numpy as np
+        from mpi4py import MPI
+
+        tag = MPI.ANY_TAG if any_tag else self.run_index
+        status, buffer = MPI.Status(), np.zeros(1, dtype=np.int64)
+        while self._comm.Iprobe(source=MPI.ANY_SOURCE, tag=tag, status=status):
+            source = status.Get_source()
+            self._comm.Recv(buffer, source=source, tag=status.Get_tag())
+            if status.Get_tag() == self.run_index:
+                self._progress[source] = max(self._progress[source], int(buffer[0]))
 
     def wrap_step(self, step):
         """The step function, with MPIRUNNER_FAULT applied (unchanged when it is not set)."""
@@ -241,35 +258,37 @@ class Guard:
 
     # ---- the guard thread
 
+    def _wake(self):
+        """Make the guard thread look at the deadline again (a zero byte: not a signal number)."""
+        try:
+            self._wake_write.send(b"\0")
+        except (AttributeError, OSError):
+            pass
+
+    def _backstop(self, deadline):
+        return deadline if self.world.is_root else deadline + BACKSTOP_SECONDS
+
     def _watch(self):
+        """Sleep until a signal, a wake-up or the deadline; no periodic wake-ups while runs are timed."""
         while not self._stopping.is_set():
             with self._state:
                 deadline = self._deadline
-            if deadline is not None and not self.world.is_root:
-                deadline += BACKSTOP_SECONDS
-            wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+            wait = None if deadline is None else max(0.0, self._backstop(deadline) - time.monotonic())
             try:
                 ready, _, _ = select.select([self._wake_read], [], [], wait)
             except (OSError, ValueError):
                 return  # the socket was closed by stop()
             if ready:
-                data = self._wake_read.recv(16)
-                if data:
-                    self._on_signal(data[0])
-            elif deadline is not None and time.monotonic() >= deadline:
+                for signum in self._wake_read.recv(64):
+                    if signum:
+                        self._on_signal(signum)
+            elif deadline is not None:
                 self._on_timeout()
 
     def _missing_ranks(self):
         """Rank 0: the ranks (with hosts) that are behind the others in the current run."""
         if self._comm is not None:
-            import numpy as np
-            from mpi4py import MPI
-
-            status, buffer = MPI.Status(), np.zeros(1, dtype=np.int64)
-            while self._comm.Iprobe(source=MPI.ANY_SOURCE, tag=self.run_index, status=status):
-                source = status.Get_source()
-                self._comm.Recv(buffer, source=source, tag=self.run_index)
-                self._progress[source] = max(self._progress[source], int(buffer[0]))
+            self._receive_checkpoints()
         hosts = self._hosts or [self.world.host]
         furthest = max(self._progress)
         behind = [rank for rank, done in enumerate(self._progress) if done < furthest]
@@ -278,8 +297,8 @@ class Guard:
 
     def _on_timeout(self):
         with self._state:
-            if self._deadline is None:
-                return  # the run finished meanwhile
+            if self._deadline is None or time.monotonic() < self._backstop(self._deadline):
+                return  # the run finished meanwhile, or a new one began
             name = self.run_name
             missing = self._missing_ranks() if self.world.is_root else ""
         if self.world.is_root:
@@ -287,6 +306,7 @@ class Guard:
                 print(f"mpirunner: run {name} exceeded --timeout {self.timeout:g} s; rank(s) that did not report: "
                       f"{missing}; aborting the job; {self.kept_text()}", file=sys.stderr, flush=True)
                 self._end(EXIT_TIMEOUT)
+            return
         log.error("run %s exceeded --timeout %g s (+%g s backstop) and rank 0 did not end the job; aborting it",
                   name, self.timeout, BACKSTOP_SECONDS)
         self._end(EXIT_TIMEOUT)
@@ -302,6 +322,7 @@ class Guard:
                 print(f"mpirunner: stopped by {name}{during}; {self.kept_text()}{discarded}",
                       file=sys.stderr, flush=True)
                 self._end(code)
+            return
         if self._stopping.wait(SIGNAL_GRACE_SECONDS):
             return
         log.error("stopped by %s; rank 0 did not end the job, so this rank does", name)

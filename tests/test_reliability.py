@@ -175,6 +175,39 @@ def test_fault_switch_parses_and_rejects():
         parse_fault("raise:rank=one")
 
 
+class _OneRank:
+    rank, size, is_root, host, comm = 0, 1, True, "here", None
+
+
+def test_timeout_is_per_run_and_fires_only_past_the_current_deadline(capsys):
+    from mpirunner.guard import Guard
+
+    guard = Guard(_OneRank(), timeout=0.5)
+    ended = []
+
+    def record(code):
+        ended.append((code, time.monotonic()))
+        guard._deadline = None  # stand in for the end of the process
+
+    guard._end = record
+    guard.start()
+    try:
+        guard.run_started("bs00001")
+        time.sleep(0.3)
+        guard.run_finished()
+        guard.run_started("bs00002")
+        started = time.monotonic()
+        time.sleep(0.35)  # past the first run's deadline: nothing happens
+        assert ended == []
+        time.sleep(0.5)
+        assert [code for code, _ in ended] == [EXIT_TIMEOUT]
+        assert 0.45 < ended[0][1] - started < 0.75
+    finally:
+        guard.stop()
+    message = capsys.readouterr().err
+    assert "run bs00002 exceeded --timeout 0.5 s" in message and "no run had finished" in message
+
+
 # ---------------------------------------------------------------- faults: the job ends, the file survives
 
 def test_exception_on_rank_1_aborts_within_seconds_and_an_earlier_file_survives(tmp_path):
