@@ -101,7 +101,9 @@ def _run(config, world, guard):
 
     import torch
 
-    from models.benchmark import build_benchmark_model
+    from models.benchmark import build_benchmark_model, dtype_name
+    from mpirunner.flops import count_flops_per_sample
+    from mpirunner.peak import measure_gemm_peak
     from mpirunner.backends import create_backend
     from mpirunner.placement import place_this_rank
     from mpirunner.results import write_results
@@ -116,7 +118,12 @@ def _run(config, world, guard):
     placement = place_this_rank(config, world, preferred_node=backend.preferred_numa_node())
 
     model = build_benchmark_model(config, backend.half_dtype())
+    flops_per_sample = world.bcast(  # counted once, on the host model, before the backend takes it
+        count_flops_per_sample(model.module, model.image_size, model.input_dtype) if world.is_root else None)
     backend.prepare(model.module, model.image_size)
+    if config.measure_peak and "measure_peak" in backend.used_options:
+        log.info("--measure-peak: timing %s GEMMs on every rank's CPUs", dtype_name(model.compute_dtype))
+        placement["gemm_peak_flops"] = measure_gemm_peak(model.compute_dtype)
 
     rank_row = {"rank": world.rank, "host": world.host, "local_rank": world.local_rank, **placement,
                 **backend.rank_info()}
@@ -150,6 +157,7 @@ def _run(config, world, guard):
         run = _measure_one_batch_size(config, world, backend, model, batch_size, guard)
         if world.is_root and run is not None:
             run.attrs["dtype"] = root_attrs["dtype"]
+            run.attrs.update(_compute_attrs(run, rank_rows, flops_per_sample))
             runs.append(run)
             with guard.writing(run.name, path):  # a signal waits for the write, then keeps this run
                 write_results(path, root_attrs, rank_rows, runs)
@@ -238,6 +246,17 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
                      **gathered)
 
 
+def _compute_attrs(run, rank_rows, flops_per_sample):
+    """FLOPs per sample, achieved FLOP/s and, with --measure-peak, utilisation of the measured GEMM peak."""
+    from mpirunner.flops import utilization_attrs
+    from mpirunner.stats import per_rank_throughput
+
+    rank_throughputs = per_rank_throughput(run.step_start, run.step_seconds, run.attrs["samples_per_step"])
+    peaks = [row["gemm_peak_flops"] for row in rank_rows] if "gemm_peak_flops" in rank_rows[0] else None
+    return utilization_attrs(flops_per_sample, run.attrs["throughput"], list(rank_throughputs),
+                             [row["host"] for row in rank_rows], peaks)
+
+
 def _mpi_version():
     from mpi4py import MPI
 
@@ -256,6 +275,11 @@ def _print_run(attrs, world_size):
           f"p99 {attrs['latency_p99']:.3f} ± {attrs['latency_p99_ci95']:.3f} ms   "
           f"({attrs['iterations']} steps, {attrs['timed_seconds']:.2f} s"
           + (f", {attrs['windows']} windows" if attrs.get("windows") else "") + ")")
+    compute = f"compute: {attrs['achieved_flops'] / 1e9:.1f} GFLOP/s ({attrs['flops_per_sample'] / 1e9:.3f} GFLOP/sample)"
+    if "utilization" in attrs:
+        compute += (f", utilisation {100 * attrs['utilization']:.1f}% of the measured GEMM peak "
+                    f"{attrs['peak_flops'] / 1e9:.1f} GFLOP/s")
+    print(compute)
     print(_verdict_text(attrs))
     print(f"throughput: {attrs['throughput']:.2f} samples/sec")
     print(f"latency avg: {attrs['latency_mean']:.3f} ms", flush=True)

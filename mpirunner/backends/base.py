@@ -12,7 +12,7 @@ DEVICE_SPECIFIC_OPTIONS = {
     "replicas": 1, "num_io_tiles": 0, "half_partial": False, "exchange_memory_target": "cycles",
     "min_latency": False, "compile_only": False, "offline_target_ipu_version": None,
     "cuda_graphs": False, "allow_gpu_sharing": False, "compile": "none", "channels_last": False,
-    "model_cache_path": None,
+    "model_cache_path": None, "measure_peak": False,
 }
 
 
