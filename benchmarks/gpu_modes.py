@@ -36,13 +36,13 @@ def compare(outputs, reference):
 
 def float32_references(model_name, batch_sizes, image_size, seed):
     """Inputs (float32, host) and float32 logits of each batch size, computed on the GPU with TF32 off."""
-    from models.benchmark import build_benchmark_model
+    from models.benchmark import build_reference_model
     from mpirunner.config import resolve_config
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     config = resolve_config({"model": model_name, "device": "cuda", "precision": "32.32", "seed": seed})
-    model = build_benchmark_model(config, torch.float32).module.cuda()
+    model = build_reference_model(config).cuda()  # the same weights as the benchmarked model, in float32
     inputs, references = {}, {}
     with torch.inference_mode():
         for batch in batch_sizes:

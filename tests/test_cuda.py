@@ -316,6 +316,21 @@ def test_io_overlap_copies_the_next_input_while_the_previous_one_runs():
     assert runtime.log[-1] == ("synchronize", step.copy_stream.name)
 
 
+@pytest.mark.parametrize("use_graphs", [False, True])
+def test_the_output_check_after_timing_gets_its_own_outputs(use_graphs):
+    # --check-outputs hands the timed step a device tensor (backend.to_device) after the timed steps
+    runtime = FakeRuntime()
+    step, _ = make_step(runtime, overlap=True, use_graphs=use_graphs)
+    for x in inputs(3):
+        step(x)
+    check = torch.full((2, 3, 4, 4), 7.0)
+    runtime.device_tensors.add(check.data_ptr())
+    assert torch.equal(step(check)[0], sums(check))
+    again = inputs(1)[0] * 5
+    assert torch.equal(step(again)[0], sums(again))  # the pipeline starts again from this host input
+    assert step.captures == (2 if use_graphs else 0)
+
+
 def test_min_latency_turns_the_overlap_off():
     step, _ = make_step(FakeRuntime(), overlap=False)
     assert not step.overlap and step.output_lag_steps == 0 and step.copy_stream is step.compute_stream
@@ -373,6 +388,92 @@ def test_device_input_is_used_in_place(use_graphs):
     assert step.device_inputs[0] is device_input
 
 
+@pytest.fixture
+def cpu_double_of_cuda(monkeypatch):
+    """torch.cuda answered by a pretend node with two GPUs; tensors stay on the CPU. Restores everything."""
+    import mpirunner.backends.cuda as cuda_module
+
+    properties = [SimpleNamespace(name="Pretend GPU", total_memory=80 * 2**30, major=9, minor=0,
+                                  multi_processor_count=132, uuid=f"GPU-{index}", pci_domain_id=0,
+                                  pci_bus_id=0x3B + index, pci_device_id=0) for index in range(2)]
+    fakes = {"is_available": lambda: True, "device_count": lambda: 2, "get_device_properties": properties.__getitem__,
+             "set_device": lambda device: None, "synchronize": lambda device=None: None,
+             "is_bf16_supported": lambda: True, "memory_allocated": lambda device=None: 123,
+             "reset_peak_memory_stats": lambda device=None: None, "max_memory_allocated": lambda device=None: 456,
+             "max_memory_reserved": lambda device=None: 789, "graph_pool_handle": lambda: ("pool",)}
+    for name, fake in fakes.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    monkeypatch.setattr(cuda_module, "DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(cuda_module, "CudaRuntime", FakeRuntime)
+    monkeypatch.setattr(cuda_module, "numa_node_of_pci_device", {"0000:3c:00.0": 1}.get)
+    flags = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "allow_tf32"),
+             (torch.backends.cuda.matmul, "allow_tf32"),
+             (torch.backends.cuda.matmul, "allow_fp16_reduced_precision_reduction"),
+             (torch.backends.cuda.matmul, "allow_bf16_reduced_precision_reduction")]
+    saved = [getattr(module, flag) for module, flag in flags]
+    yield
+    for (module, flag), value in zip(flags, saved):  # the backend sets these process-wide
+        setattr(module, flag, value)
+
+
+def pretend_world(rank, local_size):
+    """Rank `rank` of `local_size` ranks on one node; the other ranks see what this one sees and say what it says."""
+
+    def allgather(value):
+        if isinstance(value, GpuView):
+            return [GpuView(i, "node1", i, local_size, value.visible, value.visibility) for i in range(local_size)]
+        return [value] * local_size
+
+    return SimpleNamespace(rank=rank, host="node1", local_rank=rank, local_size=local_size, is_root=rank == 0,
+                           allgather=allgather)
+
+
+@pytest.mark.parametrize("options", [{}, {"cuda_graphs": True, "device_iterations": 2}],
+                         ids=["eager", "graphs"])
+def test_backend_wiring_on_a_cpu_double_of_cuda(cpu_double_of_cuda, options):
+    """Every backend method a job calls, in a job's order, on rank 1 of 2 of a pretend two-GPU node."""
+    from models.benchmark import build_benchmark_model
+    from mpirunner.bench import measure
+    from mpirunner.data import make_input_source, step_shape
+    from mpirunner.results import _ranks_table
+
+    config = resolve_config({"model": "resnet18", "device": "cuda", "image_size": 32, "precision": "16.16",
+                             "channels_last": True, "half_partial": True, "iterations": 3, **options})
+    backend = CudaBackend(config, pretend_world(1, 2))
+    assert backend.device == torch.device("cpu", 1)  # local rank 1 -> GPU 1
+    assert backend.preferred_numa_node() == 1  # from GPU 1's PCI id, 0000:3c:00.0
+    assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+    assert torch.backends.cudnn.allow_tf32  # 16-bit activations: TF32 allowed (32.32 turns it off)
+    assert backend.half_dtype() == torch.float16
+    model = build_benchmark_model(config, backend.half_dtype())
+    model.module.float()  # CPU kernels: the pretend GPU computes in float32
+    backend.prepare(model.module, model.image_size)
+    micro = config.device_iterations
+    source = make_input_source(config, backend, step_shape(2, micro, 32), torch.float32, 1)
+    step = backend.make_step(2, source.next_input())
+    timings = measure(step, source, config.iterations, 1, lambda: None)
+    assert timings.step_seconds.shape == (3,) and timings.batch_latency.shape == (3 * micro,)
+    assert step.overlap and step.output_lag_steps == 1 and step.captures == (2 if config.cuda_graphs else 0)
+    root = backend.metadata()
+    assert (root["device_name"], root["gpu_compute_capability"], root["io_overlap"]) == ("Pretend GPU", "9.0", True)
+    row = backend.rank_info()
+    assert (row["device"], row["gpu_pci_id"], row["gpu_numa_node"], row["gpu_uuid"]) == \
+        ("cuda:1", "0000:3c:00.0", 1, "GPU-1")
+    _ranks_table([{"rank": 1, **row}])  # every column fits the /ranks table
+    run = backend.run_info(2)
+    assert run["gpu_peak_memory_allocated_bytes_rank0"] == 456 and run["output_lag_steps"] == 1
+    assert backend.rank_run_values(2) == {"gpu_peak_memory_allocated_bytes": 456}
+
+
+def test_backend_refuses_crowded_gpus_on_every_rank(cpu_double_of_cuda):
+    config = resolve_config({"model": "resnet18", "device": "cuda"})
+    for rank in range(3):  # three local ranks, two GPUs: every rank raises the same one line
+        with pytest.raises(UsageError, match="local ranks 0 and 2 would share GPU 0"):
+            CudaBackend(config, pretend_world(rank, 3))
+    allowed = resolve_config({"model": "resnet18", "device": "cuda", "allow_gpu_sharing": True})
+    assert CudaBackend(allowed, pretend_world(2, 3)).index == 0
+
+
 # ---------------------------------------------------------------- on a GPU (python -m pytest -m cuda tests)
 
 def text(value):
@@ -397,13 +498,13 @@ def _gpu_step(config_values, batch_size=4, image_size=32):
                                      {"cuda_graphs": True, "min_latency": True, "device_iterations": 3}],
                          ids=["eager-overlap", "graphs-overlap", "eager", "graphs-3-micro-batches"])
 def test_gpu_step_matches_float32(options):
-    from models.benchmark import build_benchmark_model
+    from models.benchmark import build_reference_model
 
     config, backend, model = _gpu_step({"precision": "16.16", "channels_last": True, **options})
     micro = config.device_iterations
     steps = [torch.randn(4 * micro, 3, 32, 32, generator=torch.Generator().manual_seed(k)).half() for k in range(4)]
     step = backend.make_step(4, steps[0])
-    reference_model = build_benchmark_model(resolve_config({"model": "resnet18", "image_size": 32}), torch.float32)
+    reference_model = build_reference_model(config)  # float32, same weights, on the host
     outputs, latencies = [], []
     for x in steps:
         out, lat = step(x)
@@ -413,7 +514,7 @@ def test_gpu_step_matches_float32(options):
     expected = [steps[0]] + steps[:-1] if lag else steps
     with torch.inference_mode():
         for got, x in zip(outputs, expected):
-            reference = reference_model.module(x.float())
+            reference = reference_model(x.float())
             assert (got - reference).abs().max() <= 2e-2 * reference.abs().max()
     assert all(len(lat) == micro and all(0 < value < 10 for value in lat) for lat in latencies)
     assert backend.run_info(4)["gpu_peak_memory_allocated_bytes_rank0"] > 0

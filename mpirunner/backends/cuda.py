@@ -37,6 +37,7 @@ from mpirunner.errors import UsageError
 log = logging.getLogger("mpirunner")
 
 GRAPH_WARMUP_CALLS = 3  # forward passes on a side stream before capture, as the CUDA graphs docs ask
+DEVICE_TYPE = "cuda"  # tests run the backend's wiring on a CPU double of torch.cuda with "cpu" here
 
 
 # ---------------------------------------------------------------- which GPU (pure, tested without a GPU)
@@ -265,7 +266,8 @@ class CudaStep:
     """One batch size's step on this rank's GPU; call it with one step's input (host or device tensor).
 
     Returns (outputs in pinned host memory, valid until the next call; seconds of each micro-batch).
-    With `overlap` the outputs are those of the previous call's input (output_lag_steps = 1).
+    With `overlap` the outputs of a host input are those of the previous call's input (output_lag_steps = 1);
+    a device tensor is always computed at once (how --check-outputs hands its input over).
     """
 
     def __init__(self, forward_module, batch_size, example_input, device, memory_format=torch.contiguous_format,
@@ -360,21 +362,26 @@ class CudaStep:
             self.device_inputs[0].copy_(step_input, non_blocking=True)
         return 0
 
-    def _load(self, step_input, first_call):
-        """Hand this step's input to the device; return the buffer whose forward runs now."""
-        if not self.host_input:
-            return self._adopt_device_input(step_input)
+    def _load(self, step_input):
+        """Hand this step's input to the device; return (buffer whose forward runs now, buffer pending after it)."""
+        if self.runtime.is_device_tensor(step_input):
+            if not self.host_input:
+                return self._adopt_device_input(step_input), None
+            # a device tensor handed to a host-input step (the output check after the timed steps): computed
+            # now, in buffer 0, so its outputs are its own; the pipeline starts again with the next host input
+            self.device_inputs[0].copy_(step_input, non_blocking=True)
+            return 0, None
         if not self.overlap:
             self.device_inputs[0].copy_(self._stage(step_input, 0), non_blocking=True)
-            return 0
-        if first_call:
+            return 0, None
+        if self.pending is None:
             # prime the pipeline: this input goes into both buffers (so both can be captured) and is computed
             # now; it stays pending, so the next step computes it again while copying its own input
             for buffer in range(len(self.device_inputs)):
                 self.device_inputs[buffer].copy_(self._stage(step_input, buffer), non_blocking=True)
-            if self.use_graphs:
+            if self.use_graphs and self.graphs[1] is None:
                 self._capture(1)
-            return 0
+            return 0, 0
         index = self.pending
         incoming = 1 - index
         staged = self._stage(step_input, incoming)
@@ -382,19 +389,16 @@ class CudaStep:
             self.device_inputs[incoming].copy_(staged, non_blocking=True)
             self.copied[incoming].record()
         self.compute_stream.wait_event(self.copied[index])
-        return index
+        return index, incoming
 
     def __call__(self, step_input):
-        first_call = self.calls == 0
         self.calls += 1
         with torch.inference_mode(), self.runtime.use_device(self.device), self.runtime.use_stream(self.compute_stream):
-            index = self._load(step_input, first_call)
+            index, self.pending = self._load(step_input)
             device_output = self._compute(index)
             if self.host_output is None:
                 self.host_output = self.runtime.pinned_empty(tuple(device_output.shape), device_output.dtype)
             self.host_output.copy_(device_output, non_blocking=True)
-            if self.overlap:
-                self.pending = index if first_call else 1 - index
             self.compute_stream.synchronize()
             if self.copy_stream is not self.compute_stream:
                 self.copy_stream.synchronize()
@@ -425,7 +429,7 @@ class CudaBackend(Backend):
                 log.warning("--allow-gpu-sharing: ranks %s share GPU %s on %s; their timings compete",
                             ", ".join(map(str, ranks)), gpu, host)
         self.index = indices[world.rank]
-        self.device = torch.device("cuda", self.index)
+        self.device = torch.device(DEVICE_TYPE, self.index)
         torch.cuda.set_device(self.device)
         self.properties = torch.cuda.get_device_properties(self.index)
         self.pci = pci_id(self.properties)
@@ -437,9 +441,9 @@ class CudaBackend(Backend):
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = None
         self.forward_module = None
-        self.graph_pool = None
         self.memory_after_load = 0
-        self.peak_allocated = {}
+        self.runtime = CudaRuntime()
+        self._last_step = None
         self._configure_numerics()
 
     def _configure_numerics(self):
@@ -465,8 +469,6 @@ class CudaBackend(Backend):
         self.forward_module = self.model
         if self.config.compile == "inductor":
             self.forward_module = compile_module(self.model, self.config.batch_sizes, self.config.model_cache_path)
-        if self.config.cuda_graphs:
-            self.graph_pool = torch.cuda.graph_pool_handle()
         torch.cuda.synchronize(self.device)
         self.memory_after_load = torch.cuda.memory_allocated(self.device)
 
@@ -481,12 +483,19 @@ class CudaBackend(Backend):
         """Pinned copy of a host tensor, for data sources that want their steps' inputs ready for DMA."""
         return host_input.pin_memory()
 
+    def io_overlap(self):
+        """Whether steps copy the next input during the current forward: generated data without --min-latency."""
+        return self.config.data == "generated" and not self.config.min_latency
+
     def make_step(self, batch_size, example_input):
+        """A fresh step (own buffers, own graph memory pool); the previous size's is released first."""
+        self._last_step = None
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        overlap = self.config.data == "generated" and not self.config.min_latency
+        pool = torch.cuda.graph_pool_handle() if self.config.cuda_graphs else None
         step = CudaStep(self.forward_module, batch_size, example_input, self.device, self.memory_format,
-                        overlap=overlap, use_graphs=self.config.cuda_graphs, graph_pool=self.graph_pool)
+                        overlap=self.io_overlap(), use_graphs=self.config.cuda_graphs, graph_pool=pool,
+                        runtime=self.runtime)
         self._last_step = step
         return step
 
@@ -514,7 +523,7 @@ class CudaBackend(Backend):
             "memory_format": "channels_last" if self.memory_format == torch.channels_last else "contiguous",
             "cuda_graphs": bool(self.config.cuda_graphs),
             "compile": self.config.compile,
-            "io_overlap": not self.config.min_latency,
+            "io_overlap": self.io_overlap(),
         }
 
     def rank_info(self):
@@ -531,7 +540,7 @@ class CudaBackend(Backend):
         }
 
     def run_info(self, batch_size):
-        step = getattr(self, "_last_step", None)
+        step = self._last_step
         info = {
             "gpu_peak_memory_allocated_bytes_rank0": self.peak_memory_allocated(),
             "gpu_peak_memory_reserved_bytes_rank0": int(torch.cuda.max_memory_reserved(self.device)),
@@ -539,6 +548,7 @@ class CudaBackend(Backend):
         }
         if step is not None:
             info["io_overlap"] = bool(step.overlap)
+            info["output_lag_steps"] = step.output_lag_steps
             info["batch_latency_source"] = step.latency_source
         return info
 
