@@ -213,6 +213,7 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
     output_check = run_output_check(config, world, backend, model, step, source) if config.check_outputs else None
     barrier_waits = world.gather(timings.barrier_wait_seconds)
     hosts = world.gather(world.host)
+    rank_values = world.gather(backend.rank_run_values(batch_size))  # e.g. each rank's GPU peak memory
     if not world.is_root:
         return None
     barrier_skew = float(max(barrier_waits) - min(barrier_waits))
@@ -242,7 +243,8 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
         existing_reasons=attrs.get("validity_reason", []), output_check_passed=attrs.get("output_check_passed"))
     return RunResult(name=f"bs{batch_size:05d}", attrs=attrs,
                      extra_datasets={"histogram/counts": counts, "histogram/edges": edges,
-                                     "barrier_wait_seconds": np.asarray(barrier_waits, dtype=np.float64)},
+                                     "barrier_wait_seconds": np.asarray(barrier_waits, dtype=np.float64),
+                                     **{key: np.asarray([row[key] for row in rank_values]) for key in rank_values[0]}},
                      **gathered)
 
 

@@ -575,6 +575,8 @@ def test_gpu_run_records_the_gpu_per_rank(tmp_path, tiny_args):
         for name in ("bs00002", "bs00004"):
             run = h5["runs"][name]
             assert run.attrs["gpu_peak_memory_allocated_bytes_rank0"] > 0
+            peaks = run["gpu_peak_memory_allocated_bytes"][()]  # every rank's, gathered per run
+            assert peaks.shape == (2,) and (peaks > 0).all()
             assert run["step_seconds"].shape == (2, 4)
 
 

@@ -63,5 +63,9 @@ class Backend(ABC):
         return {"device": self.name}
 
     def run_info(self, batch_size):
-        """Attributes for one run group that only the backend knows (e.g. engine options)."""
+        """Attributes for one run group that only the backend knows (e.g. engine options). Called on rank 0 only."""
+        return {}
+
+    def rank_run_values(self, batch_size):
+        """Numbers of this rank for one run, called on every rank: each key becomes a [world_size] dataset."""
         return {}
