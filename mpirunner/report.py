@@ -219,15 +219,23 @@ def flops_line(row):
     if _finite(row, "flops_per_sample"):
         parts.append(f"{row['flops_per_sample'] / 1e9:.3f} GFLOP/sample")
     if _finite(row, "achieved_flops"):
-        parts.append(f"achieved {row['achieved_flops'] / 1e12:.3f} TFLOP/s")
+        parts.append(f"achieved {_si_flops(row['achieved_flops'])}/s")
     if _finite(row, "utilization", "peak_flops"):
         hosts = _text(row.get("utilization_hosts", "")).split("; ")
         shares = str(row.get("utilization_per_host", "")).split("; ")
         per_host = ", ".join(f"{host} {100 * float(share):.1f}%" for host, share in zip(hosts, shares)
                              if host and _is_number(share))
-        parts.append(f"utilisation {100 * row['utilization']:.1f}% of peak {row['peak_flops'] / 1e12:.3f} TFLOP/s"
+        parts.append(f"utilisation {100 * row['utilization']:.1f}% of peak {_si_flops(row['peak_flops'])}/s"
                      + (f" ({per_host})" if len(hosts) > 1 and per_host else ""))
     return ", ".join(parts)
+
+
+def _si_flops(value):
+    """1.5e12 -> '1.500 TFLOP', 3.2e9 -> '3.200 GFLOP': the largest prefix that keeps the number >= 1."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3f} {prefix}FLOP"
+    return f"{value:.0f} FLOP"
 
 
 def _is_number(text):
