@@ -66,16 +66,18 @@ class GeneratedInput(InputSource):
 
     mode = "generated"
 
-    def __init__(self, shape, dtype, seed):
+    def __init__(self, shape, dtype, seed, pin=None):
         self.shape = shape
         self.dtype = dtype
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.steps_made = 0
+        self.pin = pin  # backend.pin (CUDA): made in pinned memory, outside the timed step, for non-blocking copies
 
     def next_input(self):
         self.steps_made += 1
-        return random_images(self.shape, self.dtype, self.generator)
+        images = random_images(self.shape, self.dtype, self.generator)
+        return self.pin(images) if self.pin else images
 
     def check_input(self):
         return random_images(self.shape, host_reference_dtype(self.dtype), torch.Generator().manual_seed(self.seed))
@@ -224,7 +226,7 @@ def make_input_source(config, backend, shape, dtype, rank, world_size=1, image_s
     if config.data == "synthetic":
         return SyntheticInput(shape, dtype, seed, backend.to_device)
     if config.data == "generated":
-        return GeneratedInput(shape, dtype, seed)
+        return GeneratedInput(shape, dtype, seed, pin=getattr(backend, "pin", None))
     if config.data == "real":
         images, labels, _classes = load_image_set(str(config.data_path), image_size or shape[-1], rank, world_size)
         return RealInput(images, labels, shape, dtype, normalization_location(config))

@@ -240,6 +240,7 @@ class FakeRuntime:
         self.names = itertools.count()
         self.current = []
         self.device_tensors = set()
+        self.pinned = set()
         self.graphs = []
 
     def stream(self, device):
@@ -268,11 +269,16 @@ class FakeRuntime:
     def pinned_empty(self, shape, dtype):
         return torch.empty(shape, dtype=dtype)
 
+    def pin(self, tensor):
+        pinned = tensor.clone()
+        self.pinned.add(pinned.data_ptr())
+        return pinned
+
     def is_device_tensor(self, tensor):
         return tensor.data_ptr() in self.device_tensors
 
     def is_pinned(self, tensor):
-        return False
+        return tensor.data_ptr() in self.pinned
 
 
 class SampleSums(torch.nn.Module):
@@ -451,7 +457,10 @@ def test_backend_wiring_on_a_cpu_double_of_cuda(cpu_double_of_cuda, options):
     micro = config.device_iterations
     source = make_input_source(config, backend, step_shape(2, micro, 32), torch.float32, 1)
     step = backend.make_step(2, source.next_input())
+    staged = []
+    step._stage = lambda tensor, index, stage=step._stage: staged.append(stage(tensor, index) is tensor) or tensor
     timings = measure(step, source, config.iterations, 1, lambda: None)
+    assert staged and all(staged)  # generated data comes pinned: steps copy it without staging it first
     assert timings.step_seconds.shape == (3,) and timings.batch_latency.shape == (3 * micro,)
     assert step.overlap and step.output_lag_steps == 1 and step.captures == (2 if config.cuda_graphs else 0)
     root = backend.metadata()

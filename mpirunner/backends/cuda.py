@@ -242,6 +242,9 @@ class CudaRuntime:
     def pinned_empty(self, shape, dtype):
         return torch.empty(shape, dtype=dtype, pin_memory=True)
 
+    def pin(self, tensor):
+        return tensor.pin_memory()
+
     def is_device_tensor(self, tensor):
         return tensor.is_cuda
 
@@ -480,8 +483,9 @@ class CudaBackend(Backend):
         return device_input
 
     def pin(self, host_input):
-        """Pinned copy of a host tensor, for data sources that want their steps' inputs ready for DMA."""
-        return host_input.pin_memory()
+        """Pinned copy of a host tensor: data.py makes generated inputs with it, outside the timed step, so a
+        step copies them to the GPU without blocking (the step stages any other host input itself)."""
+        return self.runtime.pin(host_input)
 
     def io_overlap(self):
         """Whether steps copy the next input during the current forward: generated data without --min-latency."""
