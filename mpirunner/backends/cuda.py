@@ -235,7 +235,8 @@ class CudaRuntime:
     def capture(self, forward, pool, stream):
         """Capture forward() into a CUDA graph on `stream`; return (graph, its static output)."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool, stream=stream):
+        # thread_local: other threads of the rank (the --timeout guard, MPI progress) may use CUDA meanwhile
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
             output = forward()
         return graph, output
 
@@ -362,6 +363,7 @@ class CudaStep:
         if not self.use_graphs or self.graphs[0] is None:
             self.device_inputs[0] = step_input  # eager: use it as it is; graphs: capture on this very tensor
         elif step_input.data_ptr() != self.device_inputs[0].data_ptr():
+            # another device tensor (the output check after the timed steps): into the captured buffer
             self.device_inputs[0].copy_(step_input, non_blocking=True)
         return 0
 
