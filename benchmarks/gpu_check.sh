@@ -9,7 +9,8 @@
 # Usage (from any folder):  bash benchmarks/gpu_check.sh
 # Environment: PYTHON (interpreter; default python3, else python), OUT (a folder that receives the log and
 # RESULTS.md; default: none), GPU_CHECK_PYLIB (a folder of pure-Python packages, e.g. pytest, put on
-# PYTHONPATH when the machine lacks them; default .gpu_check_pylib in the checkout).
+# PYTHONPATH when the machine lacks them; default .gpu_check_pylib in the checkout), and the time limits
+# of the three parts in seconds, TESTS_LIMIT (170), MODES_LIMIT (250), RUN_LIMIT (60): 8 minutes in all.
 # The checkout is used as it is (PYTHONPATH=checkout), so `pip install` is not needed.
 # Exit status: 0 when every part passed, else the number of parts that failed.
 
@@ -58,14 +59,14 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,
 
 say "== 1. CUDA-marked tests"
 if "$python_bin" -c 'import pytest' 2> /dev/null; then
-    run 170 "$python_bin" -m pytest -q -p no:cacheprovider -m cuda --continue-on-collection-errors tests || failed=$((failed + 1))
+    run "${TESTS_LIMIT:-170}" "$python_bin" -m pytest -q -p no:cacheprovider -m cuda --continue-on-collection-errors tests || failed=$((failed + 1))
 else
     say "!! pytest is not installed here and not in $pylib: CUDA tests not run"
     failed=$((failed + 1))
 fi
 
 say "== 2. ResNet-50 float16: eager vs CUDA graphs vs torch.compile, batch 1, 32, 128, 256 (after $((SECONDS - start))s)"
-run 260 "$python_bin" benchmarks/gpu_modes.py --batch-sizes 1,32,128,256 --iterations 30 --warmup 5 \
+run "${MODES_LIMIT:-250}" "$python_bin" benchmarks/gpu_modes.py --batch-sizes 1,32,128,256 --iterations 30 --warmup 5 \
     --results benchmarks/RESULTS.md || failed=$((failed + 1))
 
 say "== 3. acceptance: one rank per GPU with --config resnet50-gpu (after $((SECONDS - start))s)"
@@ -82,7 +83,7 @@ else
     say "no mpiexec here: one process (one GPU) instead"
 fi
 result_file=$(mktemp -u /tmp/gpu_check_resnet50_XXXXXX.h5)
-run 45 ${launcher[@]+"${launcher[@]}"} "$python_bin" -m mpirunner --config resnet50-gpu --iterations 20 --no-progress \
+run "${RUN_LIMIT:-60}" ${launcher[@]+"${launcher[@]}"} "$python_bin" -m mpirunner --config resnet50-gpu --iterations 20 --no-progress \
     --output "$result_file" || failed=$((failed + 1))
 
 if [ -n "$out" ]; then

@@ -134,8 +134,9 @@ def test_cuda_uses_its_flags_and_names_the_ipu_ones():
 
 
 def test_cuda_graphs_on_cpu_is_an_error():
-    with pytest.raises(UsageError, match="--cuda-graphs needs --device cuda"):
-        resolve_config({"device": "cpu", "cuda_graphs": True})
+    for device in ("cpu", "ipu"):
+        with pytest.raises(UsageError, match=f"--cuda-graphs needs --device cuda or auto .*--device {device}"):
+            resolve_config({"device": device, "cuda_graphs": True})
     result = run_cli(["--device", "cpu", "--cuda-graphs"])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -472,6 +473,13 @@ def test_backend_wiring_on_a_cpu_double_of_cuda(cpu_double_of_cuda, options):
     run = backend.run_info(2)
     assert run["gpu_peak_memory_allocated_bytes_rank0"] == 456 and run["output_lag_steps"] == 1
     assert backend.rank_run_values(2) == {"gpu_peak_memory_allocated_bytes": 456}
+
+
+def test_bfloat16_on_a_gpu_without_it_is_a_usage_error(cpu_double_of_cuda, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    config = resolve_config({"model": "resnet18", "device": "cuda", "precision": "16.16", "half_dtype": "bfloat16"})
+    with pytest.raises(UsageError, match="--half-dtype bfloat16: Pretend GPU has no bfloat16 support; use float16"):
+        CudaBackend(config, pretend_world(0, 1))
 
 
 def test_backend_refuses_crowded_gpus_on_every_rank(cpu_double_of_cuda):
