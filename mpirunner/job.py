@@ -162,6 +162,7 @@ def _run(config, world, guard):
             with guard.writing(run.name, path):  # a signal waits for the write, then keeps this run
                 write_results(path, root_attrs, rank_rows, runs)
             _print_run(run.attrs, world.size)
+        guard.at_checkpoint(world.barrier)()  # the run is on disk before any rank starts the next: a crash there keeps it
         guard.run_finished()
     if world.is_root and runs:
         _print_table(runs)

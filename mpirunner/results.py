@@ -196,7 +196,14 @@ def write_results(path, root_attrs, rank_rows, runs):
         _write_all(handle, data)
         os.fsync(handle)
         if unnamed is not None:
-            _link_unnamed(handle, temporary)
+            try:
+                _link_unnamed(handle, temporary)
+            except OSError:  # /proc or linkat refused (some containers): write a named temporary instead
+                os.close(handle)
+                handle = None
+                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                _write_all(handle, data)
+                os.fsync(handle)
         os.replace(temporary, path)
         _fsync_folder(path.parent)
     finally:

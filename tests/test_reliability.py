@@ -385,3 +385,15 @@ def test_stale_temporary_of_a_dead_process_is_removed(tmp_path):
     stale.write_bytes(b"half")
     _good_file(tmp_path / "kept.h5")
     assert _files(tmp_path) == ["kept.h5"]
+
+
+def test_write_falls_back_to_a_named_temporary_when_linking_is_refused(tmp_path, monkeypatch):
+    import mpirunner.results as results
+
+    def refused(handle, name):
+        raise PermissionError("linkat refused")
+
+    monkeypatch.setattr(results, "_link_unnamed", refused)
+    _good_file(tmp_path / "kept.h5")
+    assert list(read_results(tmp_path / "kept.h5")["runs"]) == ["bs00004"]
+    assert _files(tmp_path) == ["kept.h5"]
