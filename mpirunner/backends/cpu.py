@@ -43,6 +43,10 @@ class CpuBackend(Backend):
 
     def prepare(self, model, image_size):
         self.model = model.to(memory_format=self.memory_format)
+        if self.config.compile == "inductor":
+            from mpirunner.backends.compiling import compile_module
+
+            self.model = compile_module(self.model, self.config.batch_sizes, self.config.model_cache_path)
 
     def to_device(self, host_input):
         if host_input.dim() == 4:
