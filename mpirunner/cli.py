@@ -143,6 +143,20 @@ def _usage_error(error):
     return EXIT_USAGE
 
 
+def _agree_on_problem(problem):
+    """Under a launcher, every rank learns whether any rank found bad input, so all exit 2 together
+    (config files and folders may differ between hosts). Alone, no MPI is started for this."""
+    from mpirunner.world import detect_launcher, first_error
+
+    if detect_launcher() == "none":
+        return problem
+    found = first_error(None if problem is None else str(problem))
+    if found is None:
+        return None
+    rank, host, message = found
+    return problem if problem is not None else UsageError(f"{message} (seen by rank {rank} on {host})")
+
+
 def _configure_logging(level_name):
     logging.basicConfig(level=getattr(logging, level_name.upper()), format="%(message)s", stream=sys.stderr)
 
@@ -158,9 +172,12 @@ def main(argv=None):
         print(describe_configs())
         return 0
     try:
-        config = resolve_config(given, argv=["python -m mpirunner"] + argv)
+        config, problem = resolve_config(given, argv=["python -m mpirunner"] + argv), None
     except UsageError as error:
-        return _usage_error(error)
+        config, problem = None, error
+    problem = _agree_on_problem(problem)
+    if problem is not None:
+        return _usage_error(problem)
     _configure_logging(config.log_level)
     from mpirunner.job import run_job  # heavy imports (torch, mpi4py) start here
 

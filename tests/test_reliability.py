@@ -148,6 +148,22 @@ def test_bad_input_gives_one_line_exit_2_and_no_file_under_mpiexec(tmp_path, cas
     assert seconds < 60
 
 
+def test_bad_input_seen_by_one_rank_only_still_ends_every_rank(tmp_path):
+    """As when a config file exists on one host only: MPICH would leave the other rank in MPI_Init."""
+    good = tmp_path / "here.yaml"
+    good.write_text("model: resnet18\n")
+    rank_args = [sys.executable, "-m", "mpirunner", *TINY, "--output", tmp_path / "out.h5", "--config"]
+    command = [mpiexec_path(), "-n", "1", *rank_args, good, ":", "-n", "1", *rank_args, tmp_path / "elsewhere.yaml"]
+    started = time.monotonic()
+    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"mpirunner: error: config file {tmp_path / 'elsewhere.yaml'} does not exist (seen by rank 1 on "
+        f"{__import__('socket').gethostname()})"]
+    assert time.monotonic() - started < 60
+    assert _files(tmp_path) == ["here.yaml"]
+
+
 def test_weights_that_do_not_fit_are_one_line_on_every_rank(tmp_path):
     torch = pytest.importorskip("torch")
     if not (REPO / "models" / "weights.py").exists():
