@@ -16,10 +16,10 @@ import torch
 
 from mpirunner.backends import select_backend_name
 from mpirunner.backends.base import Backend
-from mpirunner.backends.cuda import (GRAPH_WARMUP_CALLS, CudaBackend, CudaStep, GpuView, compile_module,
-                                     describe_visibility, format_cuda_version, gpu_index_for_rank,
-                                     numa_node_of_pci_device, parse_nvidia_driver_version, pci_id, plan_gpus,
-                                     shared_gpus)
+from mpirunner.backends.compiling import compile_module
+from mpirunner.backends.cuda import (GRAPH_WARMUP_CALLS, CudaBackend, CudaStep, GpuView, describe_visibility,
+                                     format_cuda_version, gpu_index_for_rank, numa_node_of_pci_device,
+                                     parse_nvidia_driver_version, pci_id, plan_gpus, shared_gpus)
 from mpirunner.config import resolve_config
 from mpirunner.errors import UsageError
 from tests.conftest import run_cli

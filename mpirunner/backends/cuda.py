@@ -14,7 +14,7 @@ on the host, so step time always includes the device work; the events give each 
 device latency. Options:
 
 - --cuda-graphs: the whole step (all micro-batches) is captured once, in the first call, and replayed.
-- --compile inductor: torch.compile (inductor, static shapes, weight freezing); compiled in the first call.
+- --compile inductor: torch.compile through backends/compiling.py (shared with the CPU backend); compiled in the first call.
 - IO overlap (default with --data generated, off with --min-latency): the copy of the input handed to
   step N runs on a side stream while the forward of step N-1's input runs, the CUDA analogue of IPU IO
   tiles. The outputs a step returns are therefore those of the previous step's input (the first call
@@ -27,11 +27,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
 from mpirunner.backends.base import Backend
+from mpirunner.backends.compiling import compile_module
 from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
@@ -184,29 +185,6 @@ def _decide_on_every_rank(world, local_message):
     first = next((message for message in messages if message), None)
     if first:
         raise UsageError(first)
-
-
-# ---------------------------------------------------------------- torch.compile (shared shape of the CPU path)
-
-def compile_module(module, batch_sizes, cache_path=None):
-    """torch.compile with inductor for inference: static shapes, weight freezing, one graph per batch size.
-
-    Each batch size of a sweep is one more specialisation of the same code object, so the recompile
-    limit (default 8, past which dynamo silently falls back to eager) is raised to cover the sweep.
-    --model-cache-path keeps inductor's cache (FX graphs, Triton kernels) there, so a second run starts fast.
-    """
-    import torch._dynamo
-    import torch._inductor.config as inductor_config
-
-    if cache_path:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_path) / "inductor")
-    wanted = 2 * len(batch_sizes) + 8
-    for name in ("recompile_limit", "cache_size_limit"):  # the older torch spelling second
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), wanted))
-            break
-    inductor_config.freezing = True
-    return torch.compile(module, backend="inductor", dynamic=False)
 
 
 # ---------------------------------------------------------------- the torch.cuda calls a step makes (a seam)
