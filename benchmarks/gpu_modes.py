@@ -96,7 +96,7 @@ def table(rows, metadata, args, failures):
     eager = {row["batch"]: row["throughput"] for row in rows if row["mode"] == "eager"}
     lines = [
         BEGIN,
-        "## CUDA backend: ResNet-50 float16, eager vs CUDA graphs vs torch.compile (benchmarks/gpu_check.sh)",
+        f"## CUDA backend: {args.model} float16, eager vs CUDA graphs vs torch.compile (benchmarks/gpu_check.sh)",
         "",
         f"GPU: **{metadata.get('device_name', '?')}** ({metadata.get('gpu_total_memory_bytes', 0) / 2**30:.0f} GiB), "
         f"driver {metadata.get('nvidia_driver_version') or '?'}, CUDA runtime {metadata.get('cuda_runtime_version')}, "
@@ -106,8 +106,8 @@ def table(rows, metadata, args, failures):
         f"{args.warmup} warm-up steps; first call = compile / graph capture / cuDNN autotune, timed alone. "
         f"Check: the first call's outputs vs float32 (TF32 off) on the same input, ok when max abs error "
         f"<= {MAX_RELATIVE_ERROR:g} x max |fp32 logit| and top-1 agreement >= {MIN_TOP1_AGREEMENT:g}.",
-        f"Command: `bash benchmarks/gpu_check.sh` (this table: `python benchmarks/gpu_modes.py --batch-sizes "
-        f"{','.join(map(str, args.batch_sizes))} --iterations {args.iterations} --warmup {args.warmup}`).",
+        f"Command: `bash benchmarks/gpu_check.sh` (this table: `python benchmarks/gpu_modes.py --model {args.model} "
+        f"--batch-sizes {','.join(map(str, args.batch_sizes))} --iterations {args.iterations} --warmup {args.warmup}`).",
         "",
         "| batch | mode | img/s | vs eager | step p50 ms | batch latency p50 ms | first call s | peak GiB "
         "| max rel err | top-1 agree | check |",

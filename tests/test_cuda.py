@@ -635,7 +635,7 @@ def test_gpu_results_replace_only_their_own_section(tmp_path):
     results.write_text("# Benchmark results\n\n## CPU\nkept\n")
     row = {"batch": 32, "mode": "eager", "throughput": 1000.0, "step_p50_ms": 32.0, "latency_p50_ms": 31.0,
            "first_call_s": 2.0, "peak_gib": 1.5, "relative_error": 1e-3, "top1_agreement": 1.0, "check": "ok"}
-    args = SimpleNamespace(iterations=30, warmup=5, batch_sizes=[32])
+    args = SimpleNamespace(model="resnet50", iterations=30, warmup=5, batch_sizes=[32])
     gpu_modes.write_section(results, gpu_modes.table([row], {"device_name": "GPU-A"}, args, {}))
     graphs = dict(row, mode="cuda-graphs", throughput=1500.0)
     gpu_modes.write_section(results, gpu_modes.table([row, graphs], {"device_name": "GPU-B"}, args, {}))
