@@ -269,7 +269,8 @@ class CudaStep:
         shape, dtype = tuple(example_input.shape), example_input.dtype
         self.compute_stream = self.runtime.stream(device)
         self.copy_stream = self.runtime.stream(device) if self.overlap else self.compute_stream
-        self.device_inputs = [torch.empty(shape, dtype=dtype, device=device) for _ in range(buffers)]
+        self.device_inputs = ([torch.empty(shape, dtype=dtype, device=device) for _ in range(buffers)]
+                              if self.host_input else [example_input])  # device data is computed where it is
         self.pinned_inputs = ([self.runtime.pinned_empty(shape, dtype) for _ in range(buffers)]
                               if self.host_input else [])
         self.copied = [self.runtime.event() for _ in range(buffers)]
