@@ -33,6 +33,11 @@ def bare_loop(config_name, iterations, warmup):
     if config.eight_bit_io:
         model = WithInputNormalization(model)
     model = model.to(dtype).to(memory_format=layout).eval()
+    if config.compile == "inductor":
+        import torch._inductor.config
+
+        torch._inductor.config.freezing = True
+        model = torch.compile(model, backend="inductor", dynamic=False)
     if config.eight_bit_io:
         images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     else:

