@@ -1,4 +1,5 @@
 """torch.compile for inference, shared by the CPU and CUDA backends (`--compile inductor`)."""
+import logging
 import os
 from pathlib import Path
 
@@ -25,4 +26,6 @@ def compile_module(module, batch_sizes, cache_path=None):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), wanted))
             break
     inductor_config.freezing = True
+    # inductor's C++ toolchain lookup warns "No CUDA runtime is found" on CPU-only hosts: noise for a CPU run
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return torch.compile(module, backend="inductor", dynamic=False)
