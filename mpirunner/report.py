@@ -201,15 +201,16 @@ def _finite(row, *keys):
 
 
 def interval_line(row):
-    """'95% CI: throughput ± ... [low, high] samples/s, p50 ± ... ms, p99 ± ... ms' when the file stores intervals."""
+    """'95% CI: throughput x ± y [low, high] samples/s, p50 x ± y ms, p99 x ± y ms' when the file stores intervals."""
     parts = []
-    if _finite(row, "throughput_ci95", "throughput_ci95_low", "throughput_ci95_high"):
-        parts.append(f"throughput ± {row['throughput_ci95']:.2f} [{row['throughput_ci95_low']:.2f}, "
-                     f"{row['throughput_ci95_high']:.2f}] samples/s")
+    if _finite(row, "throughput", "throughput_ci95", "throughput_ci95_low", "throughput_ci95_high"):
+        parts.append(f"throughput {row['throughput']:.2f} ± {row['throughput_ci95']:.2f} "
+                     f"[{row['throughput_ci95_low']:.2f}, {row['throughput_ci95_high']:.2f}] samples/s")
     for name in ("p50", "p99"):
         key = f"latency_{name}_ci95"
-        if _finite(row, key, f"{key}_low", f"{key}_high"):
-            parts.append(f"{name} ± {row[key]:.3f} [{row[key + '_low']:.3f}, {row[key + '_high']:.3f}] ms")
+        if _finite(row, f"latency_{name}", key, f"{key}_low", f"{key}_high"):
+            parts.append(f"{name} {row[f'latency_{name}']:.3f} ± {row[key]:.3f} "
+                         f"[{row[key + '_low']:.3f}, {row[key + '_high']:.3f}] ms")
     return "95% CI: " + ", ".join(parts) if parts else ""
 
 
