@@ -61,12 +61,26 @@ def _setup_rank_logging(world, level_name):
 
 
 def _progress(world, config, total, description):
-    """A tqdm bar on rank 0 (stderr), or a no-op elsewhere / with --no-progress."""
+    """on_step callback drawing a tqdm bar on rank 0 (stderr); None elsewhere or with --no-progress.
+
+    The bar's clock restarts at the first timed step, so its rate is not diluted by the first call
+    (compilation) and the warm-up, which it shows as a phase of their own.
+    """
     if not world.is_root or config.no_progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=f"{description}: compile + warm-up", unit="step", leave=False, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def on_step(index):
+        if index == 0:
+            bar.set_description(description)
+            bar.reset(total=total)
+        bar.update(1)
+
+    on_step.close = bar.close
+    return on_step
 
 
 def run_job(config):
@@ -201,13 +215,13 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
         keep_last_chunks = STABLE_WINDOWS
     elif config.min_duration:
         stop_rule = min_duration_rule(config.min_duration)
-    bar = _progress(world, config, None if stop_rule else config.iterations, f"batch {batch_size}")
+    progress = _progress(world, config, None if stop_rule else config.iterations, f"batch {batch_size}")
     timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
                       guard.at_checkpoint(world.barrier),
-                      on_step=(lambda _i: bar.update(1)) if bar else None,
+                      on_step=progress,
                       stop_rule=stop_rule, decide=guard.at_checkpoint(world.max), keep_last_chunks=keep_last_chunks)
-    if bar:
-        bar.close()
+    if progress:
+        progress.close()
     guard.checkpoint()  # for --timeout: this rank's steps are done
     gathered = gather_timings(world, timings)
     accuracy = gather_accuracy(world, source)  # labelled real data only; counted outside the timed steps
