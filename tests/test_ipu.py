@@ -310,6 +310,14 @@ def test_device_ipu_without_poptorch_is_one_line_error(tmp_path):
     assert not output.exists()
 
 
+def test_compile_only_with_auto_means_ipu_never_a_cpu_benchmark(tmp_path):
+    output = tmp_path / "never.h5"
+    result = run_cli([*TINY, "--compile-only", "--iterations", "2", "--output", output], env=_env_without_fake())
+    assert result.returncode == 2, result.stderr
+    assert "poptorch" in result.stderr and "throughput:" not in result.stdout
+    assert not output.exists()
+
+
 # ---------------------------------------------------------------- end to end through the CLI
 
 

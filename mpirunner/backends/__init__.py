@@ -29,7 +29,8 @@ def select_backend_name(device, ipu_available=_ipu_available, cuda_available=_cu
 
 def create_backend(config, world):
     """Build the backend object for this rank (imports the device's library only now)."""
-    name = select_backend_name(config.device)
+    # --compile-only builds an IPU executable cache, typically on a host without IPUs: auto means ipu then
+    name = "ipu" if config.compile_only and config.device == "auto" else select_backend_name(config.device)
     if name == "cpu":
         from mpirunner.backends.cpu import CpuBackend
 
