@@ -49,6 +49,26 @@ def _decide_together(world, check):
         raise UsageError(message)
 
 
+def _agreed(world, build):
+    """Run a step that reads files (which may differ between hosts) and agree on its UsageError.
+
+    A rank that alone returned with a usage error would leave the others waiting in the next
+    collective; instead every rank raises the first rank's error, and all exit 2 together.
+    """
+    from mpirunner.world import first_error
+
+    result, problem = None, None
+    try:
+        result = build()
+    except UsageError as error:
+        problem = str(error)
+    found = first_error(problem) if world.size > 1 else (problem and (world.rank, world.host, problem))
+    if found:
+        rank, host, message = found
+        raise UsageError(message if message == problem else f"{message} (seen by rank {rank} on {host})")
+    return result
+
+
 def _setup_rank_logging(world, level_name):
     """Rank 0 logs at the chosen level; other ranks only warnings, prefixed with rank and host."""
     handler = logging.StreamHandler(sys.stderr)
@@ -131,7 +151,7 @@ def _run(config, world, guard):
         log.info("--random-weights: weights are random and seeded (--seed %d) on every rank", config.seed)
     placement = place_this_rank(config, world, preferred_node=backend.preferred_numa_node())
 
-    model = build_benchmark_model(config, backend.half_dtype())
+    model = _agreed(world, lambda: build_benchmark_model(config, backend.half_dtype()))  # reads --weights
     flops_per_sample = world.bcast(  # counted once, on the host model, before the backend takes it
         count_flops_per_sample(model.module, model.image_size, model.input_dtype) if world.is_root else None)
     backend.prepare(model.module, model.image_size)
@@ -204,7 +224,8 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
     micro_batches = config.device_iterations * local_replicas
     samples_per_step = batch_size * micro_batches
     shape = step_shape(batch_size, micro_batches, model.image_size)
-    source = make_input_source(config, backend, shape, model.input_dtype, world.rank, world_size=world.size)
+    source = _agreed(world, lambda: make_input_source(config, backend, shape, model.input_dtype, world.rank,
+                                                       world_size=world.size))  # reads --data-path
     step = guard.wrap_step(backend.make_step(batch_size, source.next_input()))  # MPIRUNNER_FAULT (tests)
     if config.compile_only and "compile_only" in backend.used_options:  # IPU: build the executable (cache), no timing
         log.info("--compile-only: compiled for batch size %d; nothing measured", batch_size)

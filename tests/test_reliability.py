@@ -164,6 +164,28 @@ def test_bad_input_seen_by_one_rank_only_still_ends_every_rank(tmp_path):
     assert _files(tmp_path) == ["here.yaml"]
 
 
+def test_weights_that_fit_on_one_host_only_end_every_rank(tmp_path):
+    """Checks that read files after MPI starts (--weights, --data-path) are agreed too: no rank waits."""
+    torch = pytest.importorskip("torch")
+    import torchvision
+
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, good)
+    state.pop("fc.weight")
+    torch.save(state, bad)
+    rank_args = [sys.executable, "-m", "mpirunner", *TINY, "--iterations", "2", "--output", tmp_path / "out.h5",
+                 "--weights"]
+    command = [mpiexec_path(), "-n", "1", *rank_args, good, ":", "-n", "1", *rank_args, bad]
+    started = time.monotonic()
+    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mpirunner: error:")]
+    assert len(errors) == 1 and "fc.weight" in errors[0] and "seen by rank 1" in errors[0]
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out.h5").exists()
+
+
 def test_weights_that_do_not_fit_are_one_line_on_every_rank(tmp_path):
     torch = pytest.importorskip("torch")
     if not (REPO / "models" / "weights.py").exists():
