@@ -81,8 +81,6 @@ def _prepared_backend(config, world):
 
 
 def _step_input(config, backend, model, batch_size):
-    import torch
-
     from mpirunner.data import image_generator, random_images, step_shape
 
     shape = step_shape(batch_size, config.device_iterations * backend.local_replicas(), model.image_size)
