@@ -11,7 +11,7 @@ knows nothing about MPI: `barrier` and `decide` are plain callables.
 """
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List
 
 import numpy as np
@@ -33,12 +33,10 @@ class Timings:
     step_start: np.ndarray
     step_seconds: np.ndarray
     batch_latency: np.ndarray
-    barrier_exit_ns: int = 0
     barrier_wait_seconds: float = 0.0
     chunks: int = 1
     kept_chunks: int = 1
     measured_steps: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def windows_agree(windows, percentage):
@@ -148,7 +146,6 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
         step_start=np.asarray([s for c in kept for s in c["starts"]], dtype=np.float64) * 1e-9,
         step_seconds=np.asarray([d for c in kept for d in c["durations"]], dtype=np.float64) * 1e-9,
         batch_latency=np.asarray([v for c in kept for v in c["latencies"]], dtype=np.float64),
-        barrier_exit_ns=origin_ns,
         barrier_wait_seconds=barrier_wait_ns * 1e-9,
         chunks=len(chunks),
         kept_chunks=len(kept),

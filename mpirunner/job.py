@@ -49,6 +49,11 @@ def _decide_together(world, check):
         raise UsageError(message)
 
 
+def run_name(batch_size):
+    """Name of a batch size's run group in the HDF5 file (zero-padded, so names sort by size)."""
+    return f"bs{batch_size:05d}"
+
+
 def _agreed(world, build):
     """Run a step that reads files (which may differ between hosts) and agree on its UsageError.
 
@@ -178,16 +183,15 @@ def _run(config, world, guard):
         "mpi_version": _mpi_version(),
         "poptorch_version": "",
         "git_commit": _git_commit(),
-        "dtype": str(model.compute_dtype).replace("torch.", ""),
         "image_size": model.image_size,
-        **model.precision_attrs(backend, config),
+        **model.precision_attrs(backend, config),  # dtype, weights_dtype, input_dtype, ...
         **backend.metadata(),
     }
     root_attrs.setdefault("device_name", backend.name)
 
     runs = []
     for batch_size in config.batch_sizes:
-        guard.run_started(f"bs{batch_size:05d}")
+        guard.run_started(run_name(batch_size))
         run = _measure_one_batch_size(config, world, backend, model, batch_size, guard)
         if world.is_root and run is not None:
             run.attrs["dtype"] = root_attrs["dtype"]
@@ -277,7 +281,7 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
         until_stable=config.until_stable, window_steps=config.iterations,
         stability_percentage=config.stability_percentage, windows=attrs["windows"], max_windows=config.max_windows,
         existing_reasons=attrs.get("validity_reason", []), output_check_passed=attrs.get("output_check_passed"))
-    return RunResult(name=f"bs{batch_size:05d}", attrs=attrs,
+    return RunResult(name=run_name(batch_size), attrs=attrs,
                      extra_datasets={"histogram/counts": counts, "histogram/edges": edges,
                                      "barrier_wait_seconds": np.asarray(barrier_waits, dtype=np.float64),
                                      **{key: np.asarray([row[key] for row in rank_values]) for key in rank_values[0]}},
