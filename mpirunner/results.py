@@ -173,6 +173,16 @@ def _write_all(handle, data):
         view = view[os.write(handle, view):]
 
 
+def _write_named(temporary, data):
+    """Write and fsync a new named temporary file (never an existing one)."""
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        _write_all(handle, data)
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def write_results(path, root_attrs, rank_rows, runs):
     """Write the whole file atomically: build it in memory, write a temporary file in the same folder,
     fsync, rename over the target.
@@ -189,26 +199,22 @@ def write_results(path, root_attrs, rank_rows, runs):
     _remove_stale_temporaries(path)
     temporary.unlink(missing_ok=True)  # left by an earlier process that had this pid
     unnamed = _open_unnamed(path.parent)
-    handle = unnamed
     try:
-        if handle is None:
-            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        _write_all(handle, data)
-        os.fsync(handle)
-        if unnamed is not None:
+        if unnamed is None:
+            _write_named(temporary, data)
+        else:
             try:
-                _link_unnamed(handle, temporary)
-            except OSError:  # /proc or linkat refused (some containers): write a named temporary instead
-                os.close(handle)
-                handle = None
-                handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-                _write_all(handle, data)
-                os.fsync(handle)
+                _write_all(unnamed, data)
+                os.fsync(unnamed)
+                try:
+                    _link_unnamed(unnamed, temporary)
+                except OSError:  # /proc or linkat refused (some containers): write a named temporary instead
+                    _write_named(temporary, data)
+            finally:
+                os.close(unnamed)
         os.replace(temporary, path)
         _fsync_folder(path.parent)
     finally:
-        if handle is not None:
-            os.close(handle)
         if temporary.exists():
             temporary.unlink()
     return path
