@@ -46,7 +46,10 @@ def build_parser():
     g = p.add_argument_group("what to run (reference run_benchmark.py flags)")
     g.add_argument("--config", help="a named config (see --list-configs) or a path to a YAML file")
     g.add_argument("--model", help="model name: resnet50, resnext101, efficientnet-b0..b7 or any torchvision classification model" + _d("model"))
-    g.add_argument("--data", choices=["generated", "synthetic", "real"], help="input source" + _d("data"))
+    g.add_argument("--data", choices=["generated", "synthetic", "real"], help="input source: generated = random batches made before timing, copied host->device in every "
+                        "step (host IO counted); synthetic = one batch placed on the device once (no host IO); "
+                        "real = --data-path images decoded and staged before timing, copied in every step; "
+                        "see docs/input-path.md" + _d("data"))
     g.add_argument("--batch-size", dest="batch_size", metavar="SIZES",
                    help="micro-batch size: one size (8), a list (1,2,4,8), a range (1..80) or a stepped range (8..80/8); "
                         "several sizes make a sweep, one run group each" + _d("batch_size"))
@@ -75,6 +78,10 @@ def build_parser():
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "ipu"], help="device family; auto picks ipu > cuda > cpu" + _d("device"))
     g.add_argument("--image-size", dest="image_size", type=int, help="input resolution (default: the model's own)")
     g.add_argument("--data-path", dest="data_path", metavar="DIR", help="image folder for --data real (class folders or flat)")
+    g.add_argument("--input-pool-mib", dest="input_pool_mib", type=int, metavar="MIB",
+                   help="host memory per rank for the inputs made before timing: generated data keeps at most 4 "
+                        "distinct steps, real data a ring of staged steps, within this bound (always at least "
+                        "one step)" + _d("input_pool_mib"))
     g.add_argument("--half-dtype", dest="half_dtype", choices=["float16", "bfloat16"], help="16-bit type (default: the device's native one)")
     g.add_argument("--weights", metavar="FILE", help="load a state_dict (strict) instead of seeded random weights")
     g.add_argument("--check-outputs", dest="check_outputs", action="store_true",

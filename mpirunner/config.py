@@ -38,6 +38,7 @@ DEFAULTS = {
     "device": "auto",
     "image_size": None,
     "data_path": None,
+    "input_pool_mib": 1024,
     "half_dtype": None,
     "weights": None,
     "check_outputs": False,
@@ -83,7 +84,7 @@ CHOICES = {
 }
 
 POSITIVE_INTS = ("iterations", "device_iterations", "replicas", "norm_num_groups", "efficientnet_group_dim",
-                 "efficientnet_expand_ratio", "min_iterations", "max_windows")
+                 "efficientnet_expand_ratio", "min_iterations", "max_windows", "input_pool_mib")
 NON_NEGATIVE_INTS = ("num_io_tiles", "warmup_iterations", "seed")
 OPTIONAL_POSITIVE_INTS = ("image_size", "threads", "cpus_per_rank", "offline_target_ipu_version")
 OPTIONAL_POSITIVE_FLOATS = ("min_duration", "timeout")
@@ -123,6 +124,7 @@ class RunConfig:
     device: str
     image_size: Optional[int]
     data_path: Optional[str]
+    input_pool_mib: int
     half_dtype: Optional[str]
     weights: Optional[str]
     check_outputs: bool

@@ -1,10 +1,11 @@
-"""Input sources: each gives the input of one step, made outside the timed region.
+"""Input sources: each gives the input of one step, made before the barrier, so the window never times them.
 
-- generated: fresh random host data for every step; handing it to the device is part of the step.
+- generated: a pool of up to POOL_MAX_STEPS distinct random host steps (within --input-pool-mib), made
+  once per batch size; steps cycle through it; handing it to the device is part of the step.
 - synthetic: one input placed on the device once; steps do no host IO.
 - real: images of --data-path (an ImageFolder tree of class folders, or a flat folder), decoded once per
-  job, resized to size*256/224 and center-cropped to the model's size (as the reference), held in memory
-  as uint8 and cycled through the steps. Ranks take disjoint shares (every world_size-th file). Class
+  job, resized to size*256/224 and center-cropped to the model's size (as the reference), then staged
+  as a ring of ready steps (RealInput) that the steps cycle through. Ranks take disjoint shares (every world_size-th file). Class
   folders give labels (sorted folder names -> 0, 1, ..., as torchvision's ImageFolder), and then the
   source counts top-1/top-5 accuracy outside the timed region (see accuracy.py).
 
@@ -79,24 +80,48 @@ class InputSource:
         return None
 
 
+POOL_MAX_STEPS = 4  # generated data: distinct steps kept; enough that no two neighbouring steps share an input
+
+
+def steps_within(step_bytes, limit_bytes, most=None):
+    """How many steps of `step_bytes` fit in `limit_bytes` (at least one; at most `most` when given)."""
+    count = max(1, int(limit_bytes // max(step_bytes, 1)))
+    return min(count, most) if most else count
+
+
+def tensor_bytes(tensor):
+    return tensor.numel() * tensor.element_size()
+
+
 class GeneratedInput(InputSource):
-    """Fresh host data for each step (seeded per rank, so runs are reproducible)."""
+    """A pool of distinct random steps, made once before timing (seeded per rank); steps cycle through it.
+
+    The pool is already in the model's input dtype and layout, and pinned on CUDA (backend.pin), so a
+    step's input is handed out as it is: nothing is drawn, cast or allocated between timed steps. Its
+    host->device copy stays inside the step (that is what generated data measures).
+    """
 
     mode = "generated"
 
-    def __init__(self, shape, dtype, seed, pin=None, channels_last=False):
+    def __init__(self, shape, dtype, seed, pin=None, channels_last=False, limit_bytes=1 << 30):
         self.shape = shape
         self.dtype = dtype
         self.seed = seed
-        self.channels_last = channels_last
-        self.generator = image_generator(seed)
+        generator = image_generator(seed)
+        first = self._make(generator, pin, channels_last)
+        count = steps_within(tensor_bytes(first), limit_bytes, POOL_MAX_STEPS)
+        self.pool = [first] + [self._make(generator, pin, channels_last) for _ in range(count - 1)]
+        self.pool_bytes = sum(tensor_bytes(tensor) for tensor in self.pool)
         self.steps_made = 0
-        self.pin = pin  # backend.pin (CUDA): made in pinned memory, outside the timed step, for non-blocking copies
+
+    def _make(self, generator, pin, channels_last):
+        images = random_images(self.shape, self.dtype, generator, channels_last)
+        return pin(images) if pin else images
 
     def next_input(self):
+        images = self.pool[self.steps_made % len(self.pool)]
         self.steps_made += 1
-        images = random_images(self.shape, self.dtype, self.generator, self.channels_last)
-        return self.pin(images) if self.pin else images
+        return images
 
     def check_input(self):
         return random_images(self.shape, host_reference_dtype(self.dtype), image_generator(self.seed))
@@ -110,6 +135,8 @@ class SyntheticInput(InputSource):
     def __init__(self, shape, dtype, seed, to_device):
         self.shape, self.dtype, self.seed = shape, dtype, seed
         self.device_input = to_device(random_images(shape, dtype, image_generator(seed)))
+        self.pool = [self.device_input]
+        self.pool_bytes = tensor_bytes(self.device_input)  # on the device
         self.steps_made = 1
 
     def next_input(self):
@@ -183,37 +210,78 @@ def prepare_images(images, dtype, location):
     return images.to(dtype)
 
 
+ACCURACY_PENDING_BYTES = 256 << 20  # outputs kept for counting after the timed steps, per rank
+
+
+def ring_plan(image_count, samples_per_step, step_bytes, limit_bytes):
+    """Steps in the real-data ring: one full cycle through the images (image_count / gcd steps), or as many
+    of its first steps as fit in `limit_bytes` (at least one)."""
+    import math
+
+    cycle = image_count // math.gcd(image_count, samples_per_step)
+    return min(cycle, steps_within(step_bytes, limit_bytes))
+
+
 class RealInput(InputSource):
-    """Decoded images held in memory and cycled through the steps; with labels it counts accuracy."""
+    """Decoded images staged before timing as a ring of ready steps; with labels it counts accuracy.
+
+    Step k of the run takes images k*S .. k*S+S-1 (modulo the image count N, S = samples per step). The
+    ring holds the first R steps of that sequence, each contiguous, in the model's input dtype and
+    layout (uint8 with 8-bit IO), pinned on CUDA; step k uses ring entry k mod R. R is the whole cycle
+    (N / gcd(N, S) steps) when it fits in the memory bound, else as many steps as fit.
+
+    Accuracy: a step's outputs are kept (a copy when the backend reuses its output buffer) and counted
+    after the timed steps; only past ACCURACY_PENDING_BYTES are older outputs counted between steps.
+    `output_lag_steps` (CUDA IO overlap: a step returns the previous input's outputs) pairs them with
+    the right labels.
+    """
 
     mode = "real"
 
-    def __init__(self, images, labels, shape, dtype, location):
+    def __init__(self, images, labels, shape, dtype, location, pin=None, channels_last=False, limit_bytes=1 << 30):
         from mpirunner.accuracy import TopKCounter
 
-        self.images, self.labels = images, labels
         self.samples_per_step = shape[0]
         self.dtype, self.location = dtype, location
-        self.position = 0
+        self.images, self.labels = images, labels
+        per_sample = prepare_images(images[:1], dtype, location)
+        steps = ring_plan(images.shape[0], self.samples_per_step, tensor_bytes(per_sample) * self.samples_per_step,
+                          limit_bytes)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.ring, self.ring_labels = [], []
+        for step in range(steps):
+            indices = self._indices(step * self.samples_per_step)
+            staged = prepare_images(images[indices], dtype, location).contiguous(memory_format=memory_format)
+            self.ring.append(pin(staged) if pin else staged)
+            self.ring_labels.append(labels[indices] if labels is not None else None)
+        self.pool = self.ring
+        self.pool_bytes = sum(tensor_bytes(tensor) for tensor in self.ring)
         self.steps_made = 0
         self.counter = TopKCounter() if labels is not None else None
-        self._labels_in_flight = None
+        self.output_lag_steps = 0
+        self.outputs_reused = True  # keep a copy unless the job knows the step returns fresh tensors
         self._pending = []  # (outputs, labels) of steps not counted yet
+        self._pending_bytes = 0
+        self._ring_entry = {tensor.data_ptr(): index for index, tensor in enumerate(self.ring)}
+        self._previous_entry = None
 
     def _indices(self, start):
         return (start + torch.arange(self.samples_per_step)) % self.images.shape[0]
 
     def next_input(self):
-        self._count_pending()
-        indices = self._indices(self.position)
-        self.position = (self.position + self.samples_per_step) % self.images.shape[0]
+        staged = self.ring[self.steps_made % len(self.ring)]
         self.steps_made += 1
-        if self.labels is not None:
-            self._labels_in_flight = self.labels[indices]
-        return prepare_images(self.images[indices], self.dtype, self.location)
+        return staged
 
     def check_input(self):
         return prepare_images(self.images[self._indices(0)], host_reference_dtype(self.dtype), self.location)
+
+    def _labels_returned(self, step_input):
+        """Labels of the input whose outputs this call returns (the previous call's input under IO overlap)."""
+        entry = self._ring_entry.get(step_input.data_ptr())
+        returned = self._previous_entry if self.output_lag_steps and self._previous_entry is not None else entry
+        self._previous_entry = entry
+        return None if returned is None else self.ring_labels[returned]
 
     def observe(self, step):
         if self.counter is None:
@@ -221,7 +289,14 @@ class RealInput(InputSource):
 
         def observed_step(step_input):
             outputs, latencies = step(step_input)
-            self._pending.append((outputs, self._labels_in_flight))  # a reference only: counted later, untimed
+            labels = self._labels_returned(step_input)
+            if labels is None:  # not a ring input (e.g. the output check's): not counted
+                return outputs, latencies
+            kept = outputs.clone() if self.outputs_reused else outputs
+            self._pending.append((kept, labels))
+            self._pending_bytes += tensor_bytes(kept)
+            if self._pending_bytes > ACCURACY_PENDING_BYTES:
+                self._count_pending()
             return outputs, latencies
 
         return observed_step
@@ -230,6 +305,7 @@ class RealInput(InputSource):
         for outputs, labels in self._pending:
             self.counter.add(outputs, labels)
         self._pending.clear()
+        self._pending_bytes = 0
 
     def accuracy_counts(self):
         if self.counter is None:
@@ -241,11 +317,14 @@ class RealInput(InputSource):
 def make_input_source(config, backend, shape, dtype, rank, world_size=1, image_size=None):
     """The source of --data for one batch size. `dtype` is the model's input dtype (uint8 with 8-bit IO)."""
     seed = config.seed * 1000003 + rank
+    limit_bytes = config.input_pool_mib << 20
+    pin = getattr(backend, "pin", None)
     if config.data == "synthetic":
         return SyntheticInput(shape, dtype, seed, backend.to_device)
     if config.data == "generated":
-        return GeneratedInput(shape, dtype, seed, pin=getattr(backend, "pin", None), channels_last=config.channels_last)
+        return GeneratedInput(shape, dtype, seed, pin=pin, channels_last=config.channels_last, limit_bytes=limit_bytes)
     if config.data == "real":
         images, labels, _classes = load_image_set(str(config.data_path), image_size or shape[-1], rank, world_size)
-        return RealInput(images, labels, shape, dtype, normalization_location(config))
+        return RealInput(images, labels, shape, dtype, normalization_location(config), pin=pin,
+                         channels_last=config.channels_last, limit_bytes=limit_bytes)
     raise ValueError(f"unknown data mode {config.data}")

@@ -222,7 +222,7 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
     from mpirunner.data import make_input_source, step_shape
     from mpirunner.output_check import apply_output_check_verdict, run_output_check
     from mpirunner.results import RunResult, gather_timings
-    from mpirunner.stats import log_histogram, summarize, verdict
+    from mpirunner.stats import input_shares, log_histogram, summarize, verdict
 
     local_replicas = backend.local_replicas()
     micro_batches = config.device_iterations * local_replicas
@@ -230,7 +230,10 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
     shape = step_shape(batch_size, micro_batches, model.image_size)
     source = _agreed(world, lambda: make_input_source(config, backend, shape, model.input_dtype, world.rank,
                                                        world_size=world.size))  # reads --data-path
-    step = guard.wrap_step(backend.make_step(batch_size, source.next_input()))  # MPIRUNNER_FAULT (tests)
+    backend_step = backend.make_step(batch_size, source.next_input())
+    source.output_lag_steps = getattr(backend_step, "output_lag_steps", 0)  # real data pairs outputs with labels
+    source.outputs_reused = getattr(backend_step, "reuses_outputs", True)
+    step = guard.wrap_step(backend_step)  # MPIRUNNER_FAULT (tests)
     if config.compile_only and "compile_only" in backend.used_options:  # IPU: build the executable (cache), no timing
         log.info("--compile-only: compiled for batch size %d; nothing measured", batch_size)
         return None
@@ -253,16 +256,24 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
     output_check = run_output_check(config, world, backend, model, step, source) if config.check_outputs else None
     barrier_waits = world.gather(timings.barrier_wait_seconds)
     hosts = world.gather(world.host)
+    pools = world.gather((len(source.pool), source.pool_bytes))  # inputs made before timing: steps, bytes
     rank_values = world.gather(backend.rank_run_values(batch_size))  # e.g. each rank's GPU peak memory
     if not world.is_root:
         return None
     barrier_skew = float(max(barrier_waits) - min(barrier_waits))
     summary = summarize(gathered["step_start"], gathered["step_seconds"], gathered["batch_latency"],
                         samples_per_step, barrier_skew_seconds=barrier_skew)
+    host_gap, device_busy = input_shares(gathered["step_start"], gathered["step_seconds"], gathered["batch_latency"])
+    if not backend.batch_latency_is_device_time():
+        device_busy = np.full_like(device_busy, np.nan)
     latencies = gathered["batch_latency"]
     counts, edges = log_histogram(latencies[~np.isnan(latencies)])
     attrs = {
         "batch_size": batch_size, "device_iterations": config.device_iterations,
+        "input_pool_steps": int(pools[0][0]), "input_pool_bytes": int(max(row[1] for row in pools)),
+        "input_pool_limit_bytes": config.input_pool_mib << 20,
+        "host_gap_max": float(np.nanmax(host_gap)),
+        "device_busy_min": float(np.nanmin(device_busy)) if np.any(np.isfinite(device_busy)) else float("nan"),
         "local_replicas": local_replicas, "samples_per_step": samples_per_step, "model": config.model,
         "data": config.data, "precision": config.precision,
         "image_size": model.image_size, "iterations": int(gathered["step_seconds"].shape[1]),
@@ -280,10 +291,13 @@ def _measure_one_batch_size(config, world, backend, model, batch_size, guard):
         max_cv_percent=config.max_cv, min_duration=config.min_duration, hosts=hosts,
         until_stable=config.until_stable, window_steps=config.iterations,
         stability_percentage=config.stability_percentage, windows=attrs["windows"], max_windows=config.max_windows,
-        existing_reasons=attrs.get("validity_reason", []), output_check_passed=attrs.get("output_check_passed"))
+        existing_reasons=attrs.get("validity_reason", []), output_check_passed=attrs.get("output_check_passed"),
+        host_gap=host_gap, device_busy=device_busy if np.any(np.isfinite(device_busy)) else None)
     return RunResult(name=run_name(batch_size), attrs=attrs,
                      extra_datasets={"histogram/counts": counts, "histogram/edges": edges,
                                      "barrier_wait_seconds": np.asarray(barrier_waits, dtype=np.float64),
+                                     "host_gap": np.asarray(host_gap, dtype=np.float64),
+                                     "device_busy": np.asarray(device_busy, dtype=np.float64),
                                      **{key: np.asarray([row[key] for row in rank_values]) for key in rank_values[0]}},
                      **gathered)
 
@@ -312,6 +326,10 @@ def _print_run(attrs, world_size):
     print(f"latency ms: min {attrs['latency_min']:.3f}  p50 {attrs['latency_p50']:.3f}  "
           f"p90 {attrs['latency_p90']:.3f}  p99 {attrs['latency_p99']:.3f}  max {attrs['latency_max']:.3f}")
     print(f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}%")
+    busy = attrs["device_busy_min"]
+    print(f"input: host gap {100 * attrs['host_gap_max']:.2f}% of the window (worst rank)   device busy "
+          + (f"{100 * busy:.1f}% (least busy rank)" if busy == busy else "n/a (batch latency is not device time)")
+          + f"   pool {attrs['input_pool_steps']} step(s), {attrs['input_pool_bytes'] / 2**20:.1f} MiB per rank")
     print(f"95% CI: throughput {attrs['throughput']:.2f} ± {attrs['throughput_ci95']:.2f} samples/sec   "
           f"p50 {attrs['latency_p50']:.3f} ± {attrs['latency_p50_ci95']:.3f} ms   "
           f"p99 {attrs['latency_p99']:.3f} ± {attrs['latency_p99_ci95']:.3f} ms   "

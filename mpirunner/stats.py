@@ -63,6 +63,26 @@ def per_rank_throughput(step_start, step_seconds, samples_per_step):
     return samples_per_step * step_seconds.shape[1] / windows
 
 
+HOST_GAP_LIMIT = 0.02      # more of a rank's window between steps than this: the runner measured itself
+DEVICE_BUSY_LIMIT = 0.8    # less of a rank's window in batch latency than this: the device waited for input
+
+
+def input_shares(step_start, step_seconds, batch_latency):
+    """(host_gap, device_busy), one value per rank, over each rank's own first-start-to-last-end window.
+
+    host_gap: the share of the window between steps (the runner's own cost: fetching inputs, the loop).
+    device_busy: the sum of the rank's batch latencies over its window (how much the device worked).
+    """
+    starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
+    durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    latencies = np.atleast_2d(np.asarray(batch_latency, dtype=np.float64))
+    windows = np.nanmax(starts + durations, axis=1) - np.nanmin(starts, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        host_gap = np.clip(1.0 - np.nansum(durations, axis=1) / windows, 0.0, 1.0)
+        device_busy = np.nansum(latencies, axis=1) / windows
+    return np.where(windows > 0, host_gap, np.nan), np.where(windows > 0, device_busy, np.nan)
+
+
 def latency_summary(latency_seconds):
     """mean/min/max/std and percentiles in milliseconds, plus the coefficient of variation."""
     values_ms = np.asarray(latency_seconds, dtype=np.float64).ravel() * 1e3
@@ -188,13 +208,32 @@ def _rank_name(rank, hosts):
     return f"rank {rank} on {hosts[rank]}" if hosts is not None and rank < len(hosts) else f"rank {rank}"
 
 
+def input_reasons(host_gap=None, device_busy=None, hosts=None):
+    """Reasons of the input path: the runner's own gaps above HOST_GAP_LIMIT, a device busy below
+    DEVICE_BUSY_LIMIT (pass device_busy only where batch latency is device time). One line each, for
+    the worst rank."""
+    def where(rank):
+        return f"rank {rank} ({hosts[rank]})" if hosts is not None and rank < len(hosts) else f"rank {rank}"
+
+    reasons = []
+    if host_gap is not None and np.any(np.asarray(host_gap) > HOST_GAP_LIMIT):
+        rank = int(np.nanargmax(host_gap))
+        reasons.append(f"runner overhead: {100 * host_gap[rank]:.1f}% of the window between steps on {where(rank)}")
+    if device_busy is not None and np.any(np.asarray(device_busy) < DEVICE_BUSY_LIMIT):
+        rank = int(np.nanargmin(device_busy))
+        reasons.append(f"input-bound: device busy {100 * device_busy[rank]:.0f}% of the window on {where(rank)}")
+    return reasons
+
+
 def verdict(step_seconds, *, timed_seconds, min_iterations, max_cv_percent, min_duration=None, hosts=None,
             until_stable=False, window_steps=0, stability_percentage=10.0, windows=0, max_windows=0,
-            existing_reasons=(), output_check_passed=None):
+            existing_reasons=(), output_check_passed=None, host_gap=None, device_busy=None):
     """Decide whether a run can be trusted: (valid, reasons), every reason a line a user can act on.
 
     step_seconds: [ranks, steps] (NaN-padded). Reasons already present (existing_reasons, e.g. from
     the output check) are kept first; the output check reason is added only if none mentions it.
+    host_gap / device_busy: per-rank shares of input_shares (device_busy None where batch latency is
+    not device time) -> the runner-overhead and input-bound reasons.
     """
     from mpirunner.bench import STABLE_WINDOWS, windows_agree
 
@@ -248,6 +287,7 @@ def verdict(step_seconds, *, timed_seconds, min_iterations, max_cv_percent, min_
                            f"differ by more than --stability-percentage {stability_percentage:g}% on "
                            + ", ".join(_rank_name(rank, hosts) for rank in unstable))
 
+    reasons.extend(input_reasons(host_gap, device_busy, hosts))
     if output_check_passed is False and not any("output check" in reason.lower() for reason in reasons):
         reasons.append("output check failed")
     return not reasons, reasons

@@ -66,6 +66,10 @@ class Backend(ABC):
         """Attributes for one run group that only the backend knows (e.g. engine options). Called on rank 0 only."""
         return {}
 
+    def batch_latency_is_device_time(self):
+        """Whether a step's batch latencies time the device's work (then device_busy is meaningful)."""
+        return True
+
     def rank_run_values(self, batch_size):
         """Numbers of this rank for one run, called on every rank: each key becomes a [world_size] dataset."""
         return {}

@@ -67,6 +67,7 @@ class CpuBackend(Backend):
                     latencies.append((time.perf_counter_ns() - start) * 1e-9)
             return torch.cat(outputs), latencies
 
+        step.reuses_outputs = False  # torch.cat makes a fresh tensor every call
         return step
 
     def metadata(self):

@@ -15,11 +15,14 @@ device latency. Options:
 
 - --cuda-graphs: the whole step (all micro-batches) is captured once, in the first call, and replayed.
 - --compile inductor: torch.compile through backends/compiling.py (shared with the CPU backend); compiled in the first call.
-- IO overlap (default with --data generated, off with --min-latency): the copy of the input handed to
-  step N runs on a side stream while the forward of step N-1's input runs, the CUDA analogue of IPU IO
-  tiles. The outputs a step returns are therefore those of the previous step's input (the first call
-  computes its own input, which the second step computes again). Real data never overlaps, so its
-  accuracy sees each input's own outputs; synthetic data is on the device already.
+- IO overlap (default with --data generated and real, off with --min-latency): the copy of the input
+  handed to step N runs on a side stream while the forward of step N-1's input runs, the CUDA analogue
+  of IPU IO tiles. The outputs a step returns are therefore those of the previous step's input (the
+  first call computes its own input, which the second step computes again); real data's accuracy pairs
+  them with that input's labels (data.RealInput). Synthetic data is on the device already.
+- Both host sources come pinned (data.py makes them with `pin`, before timing), so a step copies them
+  without staging. The step returns one pinned host output buffer, reused by the next call
+  (`reuses_outputs`): whoever keeps outputs must copy them.
 """
 import ctypes
 import logging
@@ -285,6 +288,7 @@ class CudaStep:
         self.host_output = None
         self.pending = None  # overlap: the buffer holding an input whose forward has not run yet
         self.calls = 0
+        self.reuses_outputs = True  # host_output is overwritten by the next call
 
     def _event_pairs(self, inside_graph):
         return [(self.runtime.event(timing=True, inside_graph=inside_graph),
@@ -469,8 +473,8 @@ class CudaBackend(Backend):
         return self.runtime.pin(host_input)
 
     def io_overlap(self):
-        """Whether steps copy the next input during the current forward: generated data without --min-latency."""
-        return self.config.data == "generated" and not self.config.min_latency
+        """Whether steps copy the next input during the current forward: host data without --min-latency."""
+        return self.config.data in ("generated", "real") and not self.config.min_latency
 
     def make_step(self, batch_size, example_input):
         """A fresh step (own buffers, own graph memory pool); the previous size's is released first."""
