@@ -1,4 +1,4 @@
-"""The MPI world: rank, size, local rank/size on this host, host name, gather and abort.
+"""The MPI world: rank, size, local rank/size on this host, host name, gather, abort and agree.
 
 Works as a singleton without any launcher. Local rank and size come from an MPI shared-memory
 split, never from one launcher's environment variables.
@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+from mpirunner.errors import UsageError
 
 
 @dataclass
@@ -46,6 +48,10 @@ class World:
         from mpi4py import MPI
 
         return self.comm.allreduce(value, op=MPI.MAX)
+
+    def agree(self, check):
+        """Run check() on every rank and raise the first rank's UsageError on all of them (see agree)."""
+        return agree(check, self.comm)
 
     def gather_rows(self, array):
         """Gatherv of one float64 row per rank (rows may differ in length) -> list of rows on rank 0, else None.
@@ -103,6 +109,37 @@ def first_error(message):
 
     found = MPI.COMM_WORLD.allgather(None if message is None else (socket.gethostname(), message))
     return next(((rank, *item) for rank, item in enumerate(found) if item is not None), None)
+
+
+def agree(check, comm=None):
+    """Run check() on every rank; if any rank raised UsageError, raise the first such rank's error on every rank.
+
+    The one consensus primitive for bad input that only some ranks can see (a config file, --data-path or
+    --weights that differ between hosts): a rank that exited alone would leave the others waiting in the
+    next collective (MPICH's mpiexec does not end them), so the ranks compare before anyone acts. Another
+    rank's error gets " (seen by rank R on HOST)". Without a launcher and with no comm, check() just runs
+    (MPI is not started for it). Returns check()'s result. A rank-0-only check is
+    `agree(lambda: check() if world.is_root else None, world.comm)`.
+    """
+    if comm is None and detect_launcher() == "none":
+        return check()
+    if comm is None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    result, problem = None, None
+    try:
+        result = check()
+    except UsageError as error:
+        problem = error
+    reports = comm.allgather(None if problem is None else (socket.gethostname(), str(problem)))
+    first = next((rank for rank, report in enumerate(reports) if report is not None), None)
+    if first is None:
+        return result
+    if first == comm.Get_rank():
+        raise problem
+    host, message = reports[first]
+    raise UsageError(f"{message} (seen by rank {first} on {host})")
 
 
 def init_world():
