@@ -7,38 +7,70 @@
 #   jobs/poprun-reference.sh                             # all four, one after the other
 #   jobs/poprun-reference.sh resnet50 resnext101         # just these
 #   OUTPUT_DIR=/data/runs PYTHON=$PWD/.venv/bin/python jobs/poprun-reference.sh efficientnet-b4
+#   DRY_RUN=1 jobs/poprun-reference.sh                   # print the poprun commands, run nothing
 #
 # For minimum latency at some cost in throughput, as the reference says:
 #   POPLAR_ENGINE_OPTIONS='{"exchange.enablePrefetch": "false"}' jobs/poprun-reference.sh resnet50
 # (or mpirunner's --min-latency, passed through EXTRA_ARGS).
+#
+# What this script adds to the reference flags (batch sizes and --iterations 20 are the reference's):
+#   - --model-cache-path "$MODEL_CACHE_PATH": compiled executables are kept, so a rerun does not
+#     compile again;
+#   - --timeout "$TIMEOUT_SECONDS" per batch size (compilation included): a stuck instance ends the
+#     job instead of holding the IPUs;
+#   - --no-progress: no progress-bar frames in the job log;
+#   - --output "$OUTPUT_DIR/<sweep>-sweep.h5", named without a time stamp so a rerun finds the file.
+#     mpirunner refuses an existing file: move it away, or add --overwrite through EXTRA_ARGS.
+# --resume: added with issue 15 (a rerun would then continue the sweep in that file).
+#
+# Site options: where IPUs are allocated through SLURM, run this script inside an allocation and add
+# the site's options there, e.g. `salloc --partition=NAME --account=NAME jobs/poprun-reference.sh`;
+# poprun's own site options (--vipu-server-host, --vipu-partition, --host) go in POPRUN_ARGS.
 
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
 OUTPUT_DIR="${OUTPUT_DIR:-results}"
-EXTRA_ARGS="${EXTRA_ARGS:-}"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+EXTRA_ARGS="${EXTRA_ARGS:-}"              # more mpirunner flags, e.g. "--min-latency"
+POPRUN_ARGS="${POPRUN_ARGS:-}"            # more poprun flags, e.g. "--vipu-partition=NAME"
+MODEL_CACHE_PATH="${MODEL_CACHE_PATH:-$OUTPUT_DIR/model-cache}"
+TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-3600}"  # per batch size, IPU compilation included
+DRY_RUN="${DRY_RUN:-}"                    # 1: print the commands instead of running them
 SWEEPS=(resnet50 efficientnet-b0 efficientnet-b4 resnext101)
 
 read -r -a extra_args <<< "$EXTRA_ARGS"
+read -r -a poprun_args <<< "$POPRUN_ARGS"
+
+# Run a command, or with DRY_RUN=1 print it shell-quoted, one command per line.
+run() {
+    if [[ "$DRY_RUN" == 1 ]]; then
+        local quoted
+        quoted=$(printf '%q ' "$@")
+        echo "${quoted% }"
+    else
+        "$@"
+    fi
+}
 
 # The reference poprun line: 4 instances, each pinned to its NUMA node, 4 replicas of 1 IPU.
 # $1 is the variable the reference forwards to every instance; the rest are mpirunner flags.
 poprun_reference() {
     local forwarded="$1"
     shift
-    poprun \
+    run poprun ${poprun_args[@]+"${poprun_args[@]}"} \
         --mpi-global-args="--allow-run-as-root --tag-output" \
         --mpi-local-args="-x $forwarded" \
         --num-instances=4 \
         --numa-aware=yes \
         --num-replicas=4 \
         --ipus-per-replica=1 \
-        "$PYTHON" -m mpirunner "$@" ${extra_args[@]+"${extra_args[@]}"}
+        "$PYTHON" -m mpirunner "$@" \
+        --model-cache-path "$MODEL_CACHE_PATH" --timeout "$TIMEOUT_SECONDS" --no-progress \
+        ${extra_args[@]+"${extra_args[@]}"}
 }
 
 run_sweep() {
-    local output="$OUTPUT_DIR/$1-sweep-$STAMP.h5"
+    local output="$OUTPUT_DIR/$1-sweep.h5"
     case "$1" in
         resnet50)
             poprun_reference POPLAR_ENGINE_OPTIONS \
@@ -69,7 +101,7 @@ for name in "$@"; do  # check every name before running anything
         exit 2
     fi
 done
-mkdir -p "$OUTPUT_DIR"
+run mkdir -p "$OUTPUT_DIR"
 for name in "$@"; do
     run_sweep "$name"
 done
