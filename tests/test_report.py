@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mpirunner import report, stats
+from mpirunner.report import rows as report_rows, text as report_text
 from mpirunner.results import RunResult, write_results
 from tests.conftest import REPO, run_cli
 
@@ -133,7 +134,7 @@ def test_terminal_histogram_counts_every_latency_and_marks_percentiles(tmp_path,
 def test_histogram_bin_counts_sum_to_the_latencies():
     rng = np.random.default_rng(3)
     latency = np.concatenate([rng.lognormal(np.log(0.01), 0.05, 500), [0.5, 2.0]])  # two far outliers
-    text = report.terminal_histogram(latency)
+    text = report_text.terminal_histogram(latency)
     counts = [int(line.split("|")[1][50:].split()[0]) for line in text.splitlines() if " |" in line]
     assert sum(counts) == latency.size
     assert "empty bins" in text  # the gap before the outliers is one row, not dozens
@@ -174,9 +175,9 @@ def test_csv_and_json_round_trip(tmp_path, capsys):
     json_rows = json.loads(json_path.read_text())
     assert [row["batch_size"] for row in json_rows] == [2, 8]
     assert len(csv_rows) == 2
-    data = report.load(path)
-    for csv_row, json_row, name in zip(csv_rows, json_rows, report.sorted_runs(data)):
-        expected = report.summary_row(data, name)
+    data = report_rows.load(path)
+    for csv_row, json_row, name in zip(csv_rows, json_rows, report_rows.sorted_runs(data)):
+        expected = report_rows.summary_row(data, name)
         assert list(csv_row) == list(json_row) == list(expected)
         for key, value in expected.items():
             if isinstance(value, bool):

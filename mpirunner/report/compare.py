@@ -5,10 +5,11 @@ the time per sample of each step (step_seconds / samples_per_step, every rank) i
 a seeded bootstrap (numpy only, no scipy) to get a 95% interval of median(NEW) / median(BASE).
 A run has regressed when that ratio exceeds 1 + threshold AND the whole interval lies above 1
 (the slow-down is larger than the threshold and not explained by noise); improved symmetrically.
+The numbers only: mpirunner.report.text prints them.
 """
 import numpy as np
 
-from mpirunner.report import finite_rows, run_latency, sorted_runs, summary_row
+from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sorted_runs, summary_row
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -48,7 +49,7 @@ def time_ratio_interval(base_values, new_values, seed=0, resamples=RESAMPLES, co
     return float(np.median(new_values) / np.median(base_values)), float(low), float(high)
 
 
-def verdict(ratio, low, high, threshold):
+def regression_verdict(ratio, low, high, threshold):
     """'regressed', 'improved' or 'same' from the time ratio, its interval and the threshold (a fraction)."""
     if ratio > 1.0 + threshold and low > 1.0:
         return "regressed"
@@ -65,13 +66,13 @@ def _by_batch_size(data):
 
 
 def compare_files(base, new, threshold, seed=0):
-    """One result dict per batch size found in either file; 'verdict' is regressed / improved / same / only in ..."""
+    """One result dict per batch size in either file; 'regression_verdict': regressed / improved / same / only in ..."""
     base_runs, new_runs = _by_batch_size(base), _by_batch_size(new)
     results = []
     for batch_size in sorted(set(base_runs) | set(new_runs), key=lambda size: (size is None, size)):
         if batch_size not in new_runs or batch_size not in base_runs:
             results.append({"batch_size": batch_size,
-                            "verdict": "only in base" if batch_size in base_runs else "only in new"})
+                            "regression_verdict": "only in base" if batch_size in base_runs else "only in new"})
             continue
         base_run, new_run = base["runs"][base_runs[batch_size]], new["runs"][new_runs[batch_size]]
         base_row, new_row = summary_row(base, base_runs[batch_size]), summary_row(new, new_runs[batch_size])
@@ -84,10 +85,11 @@ def compare_files(base, new, threshold, seed=0):
             result[f"{name}_ratio"] = (_ratio(np.percentile(new_latency, q), np.percentile(base_latency, q))
                                        if base_latency.size and new_latency.size else float("nan"))
         if base_values.size == 0 or new_values.size == 0:
-            result.update(time_ratio=float("nan"), low=float("nan"), high=float("nan"), verdict="no timings")
+            result.update(time_ratio=float("nan"), low=float("nan"), high=float("nan"), regression_verdict="no timings")
         else:
             ratio, low, high = time_ratio_interval(base_values, new_values, seed=seed)
-            result.update(time_ratio=ratio, low=low, high=high, verdict=verdict(ratio, low, high, threshold))
+            result.update(time_ratio=ratio, low=low, high=high,
+                          regression_verdict=regression_verdict(ratio, low, high, threshold))
         results.append(result)
     return results
 
@@ -100,37 +102,10 @@ def _ratio(new, base):
 
 
 def metadata_differences(base, new):
-    """Lines naming what differs between the two files beyond timing (a comparison across them may be unfair)."""
-    lines = []
-    for key in COMPARED_METADATA:
-        if str(base["attrs"].get(key, "")) != str(new["attrs"].get(key, "")):
-            lines.append(f"note: {key} differs: {base['attrs'].get(key, '?')} (base) vs {new['attrs'].get(key, '?')} (new)")
-    first = lambda data: data["runs"][sorted_runs(data)[0]]["attrs"] if data["runs"] else {}  # noqa: E731
-    base_first, new_first = first(base), first(new)
-    for key in COMPARED_RUN_METADATA:
-        if str(base_first.get(key, "")) != str(new_first.get(key, "")):
-            lines.append(f"note: {key} differs: {base_first.get(key, '?')} (base) vs {new_first.get(key, '?')} (new)")
-    return lines
-
-
-def format_comparison(base, new, results, threshold_percent):
-    """The comparison as a table: throughput and latency ratios (NEW/BASE), time ratio with interval, verdict."""
-    lines = [f"base: {base['path']}", f"new:  {new['path']}",
-             f"regressed = NEW's median time per sample is more than {threshold_percent:g}% above BASE's and its "
-             f"{100 * CONFIDENCE:.0f}% bootstrap interval lies above 1",
-             *metadata_differences(base, new),
-             f"{'batch':>6}  {'base/s':>10}  {'new/s':>10}  {'thr new/base':>12}  {'p50 ratio':>9}  {'p99 ratio':>9}"
-             f"  {'time ratio [95% interval]':>26}  verdict"]
-    for result in results:
-        if "time_ratio" not in result and "base_throughput" not in result:
-            lines.append(f"{result['batch_size']!s:>6}  {'':>10}  {'':>10}  {'':>12}  {'':>9}  {'':>9}  {'':>26}  "
-                         f"{result['verdict']}")
-            continue
-        interval = f"{result['time_ratio']:.3f} [{result['low']:.3f}, {result['high']:.3f}]"
-        shown = result["verdict"].upper() if result["verdict"] == "regressed" else result["verdict"]
-        lines.append(f"{result['batch_size']!s:>6}  {result['base_throughput']:>10.2f}  {result['new_throughput']:>10.2f}"
-                     f"  {result['throughput_ratio']:>11.3f}x  {result['p50_ratio']:>8.3f}x  {result['p99_ratio']:>8.3f}x"
-                     f"  {interval:>26}  {shown}")
-    regressed = [str(r["batch_size"]) for r in results if r["verdict"] == "regressed"]
-    lines.append(f"REGRESSION at batch size {', '.join(regressed)}" if regressed else "no regression")
-    return "\n".join(lines)
+    """(key, base value, new value) for what differs beyond timing (a comparison across them may be unfair)."""
+    differences = [(key, base["attrs"].get(key, "?"), new["attrs"].get(key, "?")) for key in COMPARED_METADATA
+                   if str(base["attrs"].get(key, "")) != str(new["attrs"].get(key, ""))]
+    base_first, new_first = first_run_attrs(base), first_run_attrs(new)
+    differences += [(key, base_first.get(key, "?"), new_first.get(key, "?")) for key in COMPARED_RUN_METADATA
+                    if str(base_first.get(key, "")) != str(new_first.get(key, ""))]
+    return differences

@@ -10,7 +10,7 @@ import numpy as np
 
 from mpirunner import stats
 from mpirunner.errors import UsageError
-from mpirunner.report import finite_rows, run_latency, sorted_runs, summary_row
+from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sorted_runs, summary_row
 
 FIGURE_SIZE_INCHES = (12.0, 5.0)
 DPI = 100  # -> 1200 x 500 pixels
@@ -127,7 +127,7 @@ def _sweep_figure(plt, files):
     by_batch.margins(x=0.08)
     by_latency.margins(0.1)
     first = files[0]
-    first_attrs = first["runs"][sorted_runs(first)[0]]["attrs"] if first["runs"] else {}
+    first_attrs = first_run_attrs(first)
     figure.suptitle(f"Sweep: {first_attrs.get('model', '?')}, {first_attrs.get('precision', '?')}, "
                     f"{first['attrs'].get('backend', '?')} on {first['attrs'].get('device_name', '?')}, "
                     f"{first['attrs'].get('world_size', '?')} rank(s)")

@@ -1,0 +1,277 @@
+"""Every line mpirunner prints about results: the runner's per-run block and sweep table, and mpirunner-report's text.
+
+The runner (job.py) and mpirunner-report share this one module, so a run reads the same while it
+runs and afterwards. Everything works on run attributes as stored in a run group (flat dicts).
+"""
+import math
+
+import numpy as np
+
+from mpirunner import stats
+from mpirunner.report.compare import CONFIDENCE
+from mpirunner.report.rows import finite_rows, first_run_attrs, rank_throughputs, run_latency, text_value
+
+
+# ----------------------------------------------------------------------------- the runner's lines
+
+def verdict_text(attrs):
+    """`VALID`, or `INVALID: <reason>; <reason>` (the validity verdict stored with the run)."""
+    reasons = attrs.get("validity_reason")
+    if reasons is None or isinstance(reasons, (str, bytes)):
+        reasons = [reasons] if reasons else []  # one reason, or '' as stored for none
+    return "VALID" if attrs["valid"] else "INVALID: " + "; ".join(text_value(reason) for reason in reasons)
+
+
+def format_run_block(attrs, world_size):
+    """The runner's block for one run; its last two lines match the reference harness's regexes
+    (`throughput: *(.*?) samples/sec`, `latency avg: *(.*?) ms`)."""
+    windows = f", {attrs['windows']} windows" if attrs.get("windows") else ""
+    compute = (f"compute: {attrs['achieved_flops'] / 1e9:.1f} GFLOP/s "
+               f"({attrs['flops_per_sample'] / 1e9:.3f} GFLOP/sample)")
+    if "utilization" in attrs:
+        compute += (f", utilisation {100 * attrs['utilization']:.1f}% of the measured GEMM peak "
+                    f"{attrs['peak_flops'] / 1e9:.1f} GFLOP/s")
+    lines = [
+        "",
+        f"== {attrs['model']} batch {attrs['batch_size']} x {attrs['device_iterations']} device iterations, "
+        f"{world_size} rank(s), {attrs['precision']} ({attrs['dtype']}), data {attrs['data']}",
+        f"latency ms: min {attrs['latency_min']:.3f}  p50 {attrs['latency_p50']:.3f}  "
+        f"p90 {attrs['latency_p90']:.3f}  p99 {attrs['latency_p99']:.3f}  max {attrs['latency_max']:.3f}",
+        f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}%",
+        f"95% CI: throughput {attrs['throughput']:.2f} ± {attrs['throughput_ci95']:.2f} samples/sec   "
+        f"p50 {attrs['latency_p50']:.3f} ± {attrs['latency_p50_ci95']:.3f} ms   "
+        f"p99 {attrs['latency_p99']:.3f} ± {attrs['latency_p99_ci95']:.3f} ms   "
+        f"({attrs['iterations']} steps, {attrs['timed_seconds']:.2f} s{windows})",
+        compute,
+        verdict_text(attrs),
+        f"throughput: {attrs['throughput']:.2f} samples/sec",
+        f"latency avg: {attrs['latency_mean']:.3f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def format_sweep_table(runs_attrs):
+    """The sweep summary: one row per batch size, every estimate as `x ± y` (95% CI), then the verdict."""
+    lines = ["",
+             " batch  samples/step    throughput (samples/s)  sum of ranks        lat p50 ms        lat p99 ms  "
+             "cv %  verdict"]
+    for a in runs_attrs:
+        throughput = f"{a['throughput']:.2f} ± {a['throughput_ci95']:.2f}"
+        p50 = f"{a['latency_p50']:.3f} ± {a['latency_p50_ci95']:.3f}"
+        p99 = f"{a['latency_p99']:.3f} ± {a['latency_p99_ci95']:.3f}"
+        lines.append(f"{a['batch_size']:6d}  {a['samples_per_step']:12d}  {throughput:>24s}  {a['throughput_sum']:12.2f}"
+                     f"  {p50:>16s}  {p99:>16s}  {100 * a['step_cv']:5.1f}  {verdict_text(a)}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- mpirunner-report's text
+
+def headline(data):
+    """The metadata of one file in two or three lines: what ran, where, when (fields a file lacks are left out)."""
+    a = data["attrs"]
+    first = first_run_attrs(data)
+    hosts = (", ".join(text_value(a.get("hosts", "")).split("; ")) if text_value(a.get("hosts", ""))
+             else ", ".join(sorted({text_value(r.get("host", "")) for r in data["ranks"]} - {""})) or "?")
+    world = a.get("world_size", len(data["ranks"]))
+    image_size = first.get("image_size", a.get("image_size"))
+    what = [f"model {first.get('model', '?')}",
+            f"precision {first.get('precision', '?')} ({first.get('dtype', a.get('dtype', '?'))})",
+            f"data {first['data']}" if first.get("data") else "",
+            f"image {image_size} px" if image_size else ""]
+    where = [f"backend {a.get('backend', '?')} on {a.get('device_name', '?')}", f"{world} rank(s) on {hosts}",
+             f"launcher {a['launcher']}" if a.get("launcher") else "", f"created {a.get('created', '?')}"]
+    lines = [f"== {data['path']}", "   " + ", ".join(part for part in what if part),
+             "   " + ", ".join(part for part in where if part)]
+    provenance = [f"SLURM job {a['slurm_job_id']}" if a.get("slurm_job_id") else "",
+                  f"mpirunner {a['mpirunner_version']}" if a.get("mpirunner_version") else "",
+                  f"git {text_value(a['git_commit'])[:12]}" if a.get("git_commit") else "",
+                  f"torch {a['torch_version']}" if a.get("torch_version") else ""]
+    if any(provenance):
+        lines.append("   " + ", ".join(part for part in provenance if part))
+    return "\n".join(lines)
+
+
+def _finite(row, *keys):
+    """True when every key holds a finite number (older files lack newer fields)."""
+    return all(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
+               and math.isfinite(row[key]) for key in keys)
+
+
+def interval_line(row):
+    """'95% CI: throughput x ± y [low, high] samples/s, p50 x ± y ms, p99 x ± y ms' when the file stores intervals."""
+    parts = []
+    if _finite(row, "throughput", "throughput_ci95", "throughput_ci95_low", "throughput_ci95_high"):
+        parts.append(f"throughput {row['throughput']:.2f} ± {row['throughput_ci95']:.2f} "
+                     f"[{row['throughput_ci95_low']:.2f}, {row['throughput_ci95_high']:.2f}] samples/s")
+    for name in ("p50", "p99"):
+        key = f"latency_{name}_ci95"
+        if _finite(row, f"latency_{name}", key, f"{key}_low", f"{key}_high"):
+            parts.append(f"{name} {row[f'latency_{name}']:.3f} ± {row[key]:.3f} "
+                         f"[{row[key + '_low']:.3f}, {row[key + '_high']:.3f}] ms")
+    return "95% CI: " + ", ".join(parts) if parts else ""
+
+
+def flops_line(row):
+    """FLOPs per sample, achieved FLOP/s and utilisation of the measured peak, when the file stores them."""
+    parts = []
+    if _finite(row, "flops_per_sample"):
+        parts.append(f"{row['flops_per_sample'] / 1e9:.3f} GFLOP/sample")
+    if _finite(row, "achieved_flops"):
+        parts.append(f"achieved {_si_flops(row['achieved_flops'])}/s")
+    if _finite(row, "utilization", "peak_flops"):
+        hosts = text_value(row.get("utilization_hosts", "")).split("; ")
+        shares = str(row.get("utilization_per_host", "")).split("; ")
+        per_host = ", ".join(f"{host} {100 * float(share):.1f}%" for host, share in zip(hosts, shares)
+                             if host and _is_number(share))
+        parts.append(f"utilisation {100 * row['utilization']:.1f}% of peak {_si_flops(row['peak_flops'])}/s"
+                     + (f" ({per_host})" if len(hosts) > 1 and per_host else ""))
+    return ", ".join(parts)
+
+
+def _si_flops(value):
+    """1.5e12 -> '1.500 TFLOP', 3.2e9 -> '3.200 GFLOP': the largest prefix that keeps the number >= 1."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3f} {prefix}FLOP"
+    return f"{value:.0f} FLOP"
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+TABLE_COLUMNS = (("batch", "batch_size", 6, ""), ("samples/step", "samples_per_step", 12, ""),
+                 ("throughput/s", "throughput", 12, ".2f"), ("sum of ranks", "throughput_sum", 12, ".2f"),
+                 ("min ms", "latency_min", 9, ".3f"), ("mean ms", "latency_mean", 9, ".3f"),
+                 ("p50 ms", "latency_p50", 9, ".3f"), ("p90 ms", "latency_p90", 9, ".3f"),
+                 ("p99 ms", "latency_p99", 9, ".3f"), ("p99.9 ms", "latency_p99.9", 9, ".3f"),
+                 ("max ms", "latency_max", 9, ".3f"), ("cv %", "step_cv", 6, ".1f"), ("valid", "valid", 5, ""))
+
+
+def run_table(rows):
+    """The per-run table of one file, then a line per run for invalid verdicts and extra (CI, FLOPs) fields."""
+    header = "  ".join(f"{title:>{width}}" for title, _key, width, _spec in TABLE_COLUMNS)
+    lines = [header]
+    notes = []
+    for row in rows:
+        cells = []
+        for _title, key, width, spec in TABLE_COLUMNS:
+            value = row.get(key, "")
+            value = 100 * value if key == "step_cv" and isinstance(value, (int, float)) else value
+            value = ("yes" if value else "NO") if key == "valid" else value
+            try:
+                cells.append(f"{value:>{width}{spec}}")
+            except (ValueError, TypeError):
+                cells.append(f"{str(value) or '-':>{width}}")
+        lines.append("  ".join(cells))
+        if not row["valid"] or row["validity_reason"]:
+            verdict = "valid" if row["valid"] else "INVALID"
+            notes.append(f"   batch {row['batch_size']}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
+        for extra in (interval_line(row), flops_line(row)):
+            if extra:
+                notes.append(f"   batch {row['batch_size']}: {extra}")
+    return "\n".join(lines + notes)
+
+
+def rank_table(data, name):
+    """A row per rank of one run: where it ran and how fast, the slowest rank marked, so a straggler stands out."""
+    run = data["runs"][name]
+    throughputs = rank_throughputs(run)
+    steps = finite_rows(run["step_seconds"]) if run.get("step_seconds") is not None else []
+    latencies = finite_rows(run["batch_latency"]) if run.get("batch_latency") is not None else []
+    by_rank = {int(row.get("rank", index)): row for index, row in enumerate(data["ranks"])}
+    median = float(np.nanmedian(throughputs)) if throughputs.size else float("nan")
+    slowest = int(np.nanargmin(throughputs)) if throughputs.size > 1 and np.isfinite(throughputs).any() else None
+    lines = [f"   batch {run['attrs'].get('batch_size', name)}, per rank:",
+             f"   {'rank':>4}  {'host':<16} {'numa':>4}  {'cpus':<14} {'throughput/s':>12}  {'vs median':>9}"
+             f"  {'step p50 ms':>11}  {'lat p50 ms':>10}  {'lat p99 ms':>10}"]
+    for index in range(max(len(throughputs), len(steps))):
+        info = by_rank.get(index, {})
+        numa = info.get("numa_node", "")
+        numa = "-" if numa in ("", None) or (isinstance(numa, int) and numa < 0) else numa
+        rate = throughputs[index] if index < len(throughputs) else float("nan")
+        step_ms = np.median(steps[index]) * 1e3 if index < len(steps) and steps[index].size else float("nan")
+        lat = latencies[index] if index < len(latencies) else np.zeros(0)
+        p50, p99 = (np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3) if lat.size else (float("nan"),) * 2
+        versus = f"{100 * (rate / median - 1):+8.1f}%" if median and np.isfinite(median) else f"{'-':>9}"
+        mark = "  <- slowest" if index == slowest else ""
+        lines.append(f"   {index:>4}  {text_value(info.get('host', '?')) or '?':<16} {numa!s:>4}  "
+                     f"{text_value(info.get('cpus', '-')) or '-':<14} {rate:>12.2f}  {versus}  {step_ms:>11.3f}"
+                     f"  {p50:>10.3f}  {p99:>10.3f}{mark}")
+    return "\n".join(lines)
+
+
+def terminal_histogram(latency_seconds, width=50, max_rows=40):
+    """Latency histogram as text: log-spaced bins (ms), a bar per bin, its count, and p50/p90/p99/p99.9 markers."""
+    values = np.asarray(latency_seconds, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return "   (no latencies)"
+    decades = max(np.log10(values.max() / values.min()), 1e-9)
+    counts, edges = stats.log_histogram(values, bins_per_decade=int(max(1, min(20, max_rows // max(decades, 1)))))
+    markers = {name: np.percentile(values, q) for name, q in
+               (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))}
+    tallest = max(int(counts.max()), 1)
+    lines = [f"   latency histogram, {values.size} micro-batches, log bins (ms):"]
+    index = 0
+    while index < len(counts):
+        empty_end = index
+        while empty_end < len(counts) and counts[empty_end] == 0:
+            empty_end += 1
+        # a long gap of empty bins is one row, so a few outliers do not scroll the screen
+        following = empty_end if empty_end - index >= 3 else index + 1
+        low, high = edges[index], edges[following]
+        last = following == len(counts)
+        inside = [name for name, value in markers.items() if low <= value < high or (last and value == high)]
+        count = int(counts[index:following].sum())
+        bar = "#" * max(1, int(round(width * count / tallest))) if count else ""
+        mark = ("  <- " + ", ".join(inside)) if inside else ""
+        gap = f"  ({following - index} empty bins)" if following - index > 1 else ""
+        lines.append(f"   {low * 1e3:>10.3f} - {high * 1e3:<10.3f} |{bar:<{width}} {count:>7d}{gap}{mark}")
+        index = following
+    return "\n".join(lines)
+
+
+def file_text(data, names, rows, ranks=False, histogram=False):
+    """Everything `mpirunner-report FILE` prints for one file: headline, run table, --ranks and --histogram."""
+    parts = [headline(data)]
+    if not rows:
+        parts.append("   (no runs stored)")
+    else:
+        parts.append(run_table(rows))
+    for name in names:
+        if ranks:
+            parts.append(rank_table(data, name))
+        if histogram:
+            parts.append(f"   batch {data['runs'][name]['attrs'].get('batch_size', name)}:")
+            parts.append(terminal_histogram(run_latency(data["runs"][name])))
+    return "\n".join(parts) + "\n"
+
+
+def format_comparison(base, new, results, threshold_percent, differences):
+    """The comparison as a table: throughput and latency ratios (NEW/BASE), time ratio with interval, verdict."""
+    lines = [f"base: {base['path']}", f"new:  {new['path']}",
+             f"regressed = NEW's median time per sample is more than {threshold_percent:g}% above BASE's and its "
+             f"{100 * CONFIDENCE:.0f}% bootstrap interval lies above 1",
+             *(f"note: {key} differs: {base_value} (base) vs {new_value} (new)"
+               for key, base_value, new_value in differences),
+             f"{'batch':>6}  {'base/s':>10}  {'new/s':>10}  {'thr new/base':>12}  {'p50 ratio':>9}  {'p99 ratio':>9}"
+             f"  {'time ratio [95% interval]':>26}  verdict"]
+    for result in results:
+        verdict = result["regression_verdict"]
+        if "time_ratio" not in result and "base_throughput" not in result:
+            lines.append(f"{result['batch_size']!s:>6}  {'':>10}  {'':>10}  {'':>12}  {'':>9}  {'':>9}  {'':>26}  "
+                         f"{verdict}")
+            continue
+        interval = f"{result['time_ratio']:.3f} [{result['low']:.3f}, {result['high']:.3f}]"
+        shown = verdict.upper() if verdict == "regressed" else verdict
+        lines.append(f"{result['batch_size']!s:>6}  {result['base_throughput']:>10.2f}  {result['new_throughput']:>10.2f}"
+                     f"  {result['throughput_ratio']:>11.3f}x  {result['p50_ratio']:>8.3f}x  {result['p99_ratio']:>8.3f}x"
+                     f"  {interval:>26}  {shown}")
+    regressed = [str(r["batch_size"]) for r in results if r["regression_verdict"] == "regressed"]
+    lines.append(f"REGRESSION at batch size {', '.join(regressed)}" if regressed else "no regression")
+    return "\n".join(lines)
