@@ -17,7 +17,7 @@ import pytest
 from mpirunner import report, stats
 from mpirunner.report import rows as report_rows, text as report_text
 from mpirunner.results import RunResult, write_results
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, TINY, run_cli
 
 
 def make_timings(rng, ranks, steps, step_ms=10.0, scale=1.0, slow_rank=None):
@@ -327,10 +327,17 @@ def test_report_imports_neither_torch_nor_mpi4py(tmp_path):
     assert "LOADED [] 0" in result.stdout
 
 
-def test_reads_what_the_runner_writes(tmp_path, tiny_args):
-    output = tmp_path / "real.h5"
-    result = run_cli([*tiny_args, "--batch-size", "1,2", "--iterations", "4", "--output", output])
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """A real tiny sweep (batch sizes 1 and 2) run once for this module: (HDF5 path, the runner's stdout)."""
+    output = tmp_path_factory.mktemp("real") / "real.h5"
+    result = run_cli([*TINY, "--batch-size", "1,2", "--iterations", "4", "--output", output])
     assert result.returncode == 0, result.stderr
+    return output, result.stdout
+
+
+def test_reads_what_the_runner_writes(real_run):
+    output, _ = real_run
     shown = run_cli([output, "--ranks", "--csv", "-"], module="mpirunner.report")
     assert shown.returncode == 0, shown.stderr
     rows = list(csv.DictReader(shown.stdout.splitlines()))
@@ -353,3 +360,66 @@ def test_unwritable_outputs_exit_2_before_printing(tmp_path, capsys):
     assert status == 2 and out == "" and "folder" in err and err.count("\n") == 1
     status, _, err = run_report(capsys, path, "--csv", tmp_path / "missing" / "rows.csv")
     assert status == 2 and "cannot write --csv" in err
+
+
+def test_runner_block_and_table_reprinted_from_the_stored_attrs(real_run):
+    output, printed = real_run
+    data = report_rows.load(output)
+    runs = [data["runs"][name]["attrs"] for name in report_rows.sorted_runs(data)]
+    assert [attrs["batch_size"] for attrs in runs] == [1, 2]
+    for attrs in runs:
+        block = report_text.format_run_block(attrs, data["attrs"]["world_size"])
+        assert block + "\n" in printed  # the runner printed exactly this, from the same numbers
+        *_, throughput_line, latency_line = block.splitlines()
+        # the reference harness's regexes read the last two lines
+        assert float(re.search(r"throughput: *(.*?) samples\/sec", throughput_line).group(1)) == pytest.approx(
+            attrs["throughput"], abs=0.005)
+        assert float(re.search(r"latency avg: *(.*?) ms", latency_line).group(1)) == pytest.approx(
+            attrs["latency_mean"], abs=0.0005)
+        assert block.startswith(f"\n== resnet18 batch {attrs['batch_size']} x 1 device iterations, 1 rank(s)")
+    table = report_text.format_sweep_table(runs)
+    assert table + "\n" in printed
+    assert [line.split()[:2] for line in table.splitlines()[2:]] == [["1", "1"], ["2", "2"]]
+
+
+def _block_attrs(**changes):
+    """Run attributes with every field the runner's block reads (made-up numbers, chosen to read back)."""
+    attrs = {"model": "resnet50", "batch_size": 8, "device_iterations": 2, "precision": "16.16", "dtype": "float16",
+             "data": "generated", "latency_min": 1.0, "latency_p50": 2.0, "latency_p90": 3.0, "latency_p99": 4.0,
+             "latency_max": 5.0, "latency_mean": 2.25, "compile_seconds_max": 12.5, "step_cv": 0.031,
+             "host_gap_max": 0.0123, "device_busy_min": 0.975, "input_pool_steps": 3, "input_pool_bytes": 3 << 20,
+             "throughput": 1234.5678, "throughput_ci95": 10.0, "latency_p50_ci95": 0.1, "latency_p99_ci95": 0.2,
+             "iterations": 40, "timed_seconds": 0.52, "windows": 0, "achieved_flops": 5.0e12,
+             "flops_per_sample": 4.1e9, "valid": True, "validity_reason": "", "throughput_sum": 1240.0,
+             "samples_per_step": 16}
+    attrs.update(changes)
+    return attrs
+
+
+def test_run_block_lines_for_invalid_runs_windows_peak_and_no_device_time():
+    block = report_text.format_run_block(
+        _block_attrs(valid=False, validity_reason=["cv 12.0% > 10%", "only 4 steps"], windows=3,
+                     device_busy_min=float("nan"), utilization=0.25, peak_flops=2.0e13), world_size=4)
+    lines = block.splitlines()
+    assert lines[0] == "" and lines[1] == ("== resnet50 batch 8 x 2 device iterations, 4 rank(s), 16.16 (float16), "
+                                           "data generated")
+    assert "device busy n/a (batch latency is not device time)" in lines[4]
+    assert lines[4].startswith("input: host gap 1.23% of the window (worst rank)")
+    assert lines[5].endswith("(40 steps, 0.52 s, 3 windows)")
+    assert lines[6] == ("compute: 5000.0 GFLOP/s (4.100 GFLOP/sample), utilisation 25.0% of the measured GEMM peak "
+                        "20000.0 GFLOP/s")
+    assert lines[7] == "INVALID: cv 12.0% > 10%; only 4 steps"
+    assert lines[-2:] == ["throughput: 1234.57 samples/sec", "latency avg: 2.250 ms"]
+    valid = report_text.format_run_block(_block_attrs(), world_size=1).splitlines()
+    assert "device busy 97.5% (least busy rank)" in valid[4] and "windows" not in valid[5]
+    assert valid[7] == "VALID" and "utilisation" not in valid[6]
+
+
+def test_sweep_table_one_row_per_run_with_intervals_and_verdict():
+    table = report_text.format_sweep_table([_block_attrs(), _block_attrs(batch_size=16, samples_per_step=32,
+                                                                         valid=False, validity_reason="too short")])
+    lines = table.splitlines()
+    assert lines[0] == "" and lines[1].split()[:2] == ["batch", "samples/step"]
+    assert lines[2].split() == ["8", "16", "1234.57", "±", "10.00", "1240.00", "2.000", "±", "0.100", "4.000", "±",
+                                "0.200", "3.1", "VALID"]
+    assert lines[3].split()[:2] == ["16", "32"] and lines[3].endswith("INVALID: too short")

@@ -26,6 +26,9 @@ def format_run_block(attrs, world_size):
     """The runner's block for one run; its last two lines match the reference harness's regexes
     (`throughput: *(.*?) samples/sec`, `latency avg: *(.*?) ms`)."""
     windows = f", {attrs['windows']} windows" if attrs.get("windows") else ""
+    busy = attrs["device_busy_min"]
+    busy = (f"{100 * busy:.1f}% (least busy rank)" if not math.isnan(busy)
+            else "n/a (batch latency is not device time)")
     compute = (f"compute: {attrs['achieved_flops'] / 1e9:.1f} GFLOP/s "
                f"({attrs['flops_per_sample'] / 1e9:.3f} GFLOP/sample)")
     if "utilization" in attrs:
@@ -38,6 +41,8 @@ def format_run_block(attrs, world_size):
         f"latency ms: min {attrs['latency_min']:.3f}  p50 {attrs['latency_p50']:.3f}  "
         f"p90 {attrs['latency_p90']:.3f}  p99 {attrs['latency_p99']:.3f}  max {attrs['latency_max']:.3f}",
         f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}%",
+        f"input: host gap {100 * attrs['host_gap_max']:.2f}% of the window (worst rank)   device busy {busy}"
+        f"   pool {attrs['input_pool_steps']} step(s), {attrs['input_pool_bytes'] / 2**20:.1f} MiB per rank",
         f"95% CI: throughput {attrs['throughput']:.2f} ± {attrs['throughput_ci95']:.2f} samples/sec   "
         f"p50 {attrs['latency_p50']:.3f} ± {attrs['latency_p50_ci95']:.3f} ms   "
         f"p99 {attrs['latency_p99']:.3f} ± {attrs['latency_p99_ci95']:.3f} ms   "
