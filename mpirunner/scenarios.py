@@ -1,0 +1,373 @@
+"""Load scenarios: who issues queries when, and what each query waited (single-stream, server, peak search).
+
+Offline (steps back to back) is bench.measure. The two scenarios here issue *queries* instead:
+- single-stream: one query at a time, the next issued when the previous one completes;
+- server: queries arrive on a seeded Poisson schedule; while the device is busy they queue, and when
+  it is free the waiting ones are batched (up to a maximum, waiting at most a set time for more).
+  A query's latency runs from its SCHEDULED arrival to its completion, so time spent queued behind
+  a slow step counts (no coordinated omission).
+
+Like bench, this module knows nothing about MPI or torch: the device is a `step(batch_size)`
+callable, time comes from a Clock (PerfClock for real runs, VirtualClock in tests, where a fake
+step advances the clock by its service time, so queueing is checked exactly and without sleeping),
+and the peak-QPS search takes the cross-rank part (every rank agreeing on a point's global
+percentile) as a plain callable. Results are raw per-query timestamps (QueryLog); the summary and
+its verdict reasons are derived from them afterwards, as LoadGen does from its log.
+"""
+import bisect
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+
+SCHEDULE_STREAM = 0x5C4ED  # keeps the arrival stream apart from the data stream of the same seed
+UNIT_GAPS_PER_DRAW = 4096  # gaps are drawn in fixed blocks, so a seed gives the same stream at every rate
+DRAIN_MIN_SECONDS = 2.0    # after issuing stops, queued queries are served for at most
+DRAIN_SLOWEST_STEPS = 10   # max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS x the slowest prepared step)
+SPIN_SECONDS = 0.0005      # PerfClock sleeps until this close to an arrival, then spins
+KEEP_UP_SHARE = 0.95       # served QPS below this share of the offered QPS: "did not keep up"
+PEAK_RESOLUTION = 0.02     # the peak search stops when its bracket is this narrow (relative)
+PEAK_MAX_POINTS = 24
+
+
+# ---------------------------------------------------------------------------------------- clocks
+
+class PerfClock:
+    """The run's clock on real hardware: seconds of perf_counter since `origin` (read after the barrier)."""
+
+    def __init__(self, origin=None):
+        self.origin = time.perf_counter() if origin is None else origin
+
+    def now(self):
+        return time.perf_counter() - self.origin
+
+    def wait_until(self, seconds):
+        """Sleep until SPIN_SECONDS before `seconds`, then spin: sleep alone overshoots by ~0.1 ms."""
+        while True:
+            remaining = seconds - self.now()
+            if remaining <= 0:
+                return
+            if remaining > SPIN_SECONDS:
+                time.sleep(remaining - SPIN_SECONDS)
+
+
+class VirtualClock:
+    """A clock that moves only when told: waiting jumps to the instant, a fake step advances it."""
+
+    def __init__(self, start=0.0):
+        self.seconds = float(start)
+
+    def now(self):
+        return self.seconds
+
+    def wait_until(self, seconds):
+        self.seconds = max(self.seconds, float(seconds))
+
+    def advance(self, seconds):
+        self.seconds += float(seconds)
+
+
+# -------------------------------------------------------------------------------------- schedules
+
+def schedule_rng(seed, rank):
+    """The arrival generator of one rank: seeded per rank (as data is), apart from the data stream."""
+    return np.random.default_rng([int(seed), int(rank), SCHEDULE_STREAM])
+
+
+def poisson_schedule(rate_per_second, duration_seconds, rng):
+    """Arrival instants (s) of a Poisson process of the given rate on [0, duration), sorted.
+
+    Exponential unit gaps scaled by 1/rate: one seed gives the same pattern stretched to any rate
+    (common random numbers), so the points of a peak search differ by their rate only.
+    """
+    if rate_per_second <= 0 or duration_seconds <= 0:
+        return np.zeros(0, dtype=np.float64)
+    horizon = rate_per_second * duration_seconds
+    blocks, total = [], 0.0
+    while total < horizon:
+        block = np.cumsum(rng.exponential(1.0, UNIT_GAPS_PER_DRAW)) + total
+        blocks.append(block)
+        total = float(block[-1])
+    unit_arrivals = np.concatenate(blocks)
+    return unit_arrivals[unit_arrivals < horizon] / rate_per_second
+
+
+def rank_share(total_qps, world_size):
+    """Each rank's arrival rate: an equal share of the total."""
+    return float(total_qps) / int(world_size)
+
+
+def prepared_batch_sizes(max_batch):
+    """The batch sizes the server may run: powers of two below max_batch, and max_batch itself."""
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return sizes + [int(max_batch)]
+
+
+def drain_bound_seconds(slowest_step_seconds):
+    """How long queued queries are still served after issuing stops (see DRAIN_* above)."""
+    return max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS * float(slowest_step_seconds))
+
+
+# --------------------------------------------------------------------------------- per-query log
+
+@dataclass
+class QueryLog:
+    """Raw per-query record of one rank (or of several, concatenated). Seconds on the run's clock.
+
+    batch_size: the prepared size the query's batch ran at (padding included); batch_queries: how
+    many real queries that batch held. Unserved queries have served False and start/end NaN.
+    """
+
+    scheduled: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    batch_size: np.ndarray
+    batch_queries: np.ndarray
+    served: np.ndarray
+    rank: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        if self.rank is None:
+            self.rank = np.zeros(len(self.scheduled), dtype=np.int64)
+
+    def __len__(self):
+        return len(self.scheduled)
+
+    def latency(self):
+        """end - scheduled per query; +inf for an unserved query (it is over any bound)."""
+        return np.where(self.served, self.end - self.scheduled, np.inf)
+
+    def wait(self):
+        """start - scheduled per query (time queued before its batch began); +inf when unserved."""
+        return np.where(self.served, self.start - self.scheduled, np.inf)
+
+
+def concatenate_logs(logs):
+    """One QueryLog of several ranks' logs, each query keeping its rank."""
+    return QueryLog(**{name: np.concatenate([getattr(log, name) for log in logs])
+                       for name in ("scheduled", "start", "end", "batch_size", "batch_queries", "served", "rank")})
+
+
+def _empty_log(scheduled, rank):
+    count = len(scheduled)
+    return QueryLog(scheduled=np.asarray(scheduled, dtype=np.float64), start=np.full(count, np.nan),
+                    end=np.full(count, np.nan), batch_size=np.zeros(count, dtype=np.int64),
+                    batch_queries=np.zeros(count, dtype=np.int64), served=np.zeros(count, dtype=bool),
+                    rank=np.full(count, rank, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------------------- engines
+
+def run_single_stream(step, clock, queries, query_size=1, rank=0):
+    """Issue `queries` queries of `query_size` samples one at a time; each is scheduled when issued."""
+    log = _empty_log(np.zeros(queries), rank)
+    for index in range(queries):
+        begin = clock.now()
+        step(query_size)
+        finish = clock.now()
+        log.scheduled[index] = log.start[index] = begin
+        log.end[index] = finish
+    log.batch_size[:] = query_size
+    log.batch_queries[:] = 1
+    log.served[:] = True
+    return log
+
+
+def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, duration_seconds,
+               drain_seconds, rank=0):
+    """Serve queries arriving at `scheduled` (sorted, all before duration_seconds) on one device.
+
+    When the device is free and queries wait: if fewer than max_batch wait and more are still to
+    come, wait for more until the oldest waiting query has waited max_batch_wait_seconds (as
+    Triton's dynamic batcher; the batcher does not peek at future arrivals). Then run the oldest
+    min(waiting, max_batch) queries as one step, padded to the next prepared batch size.
+    Issuing stops at duration_seconds; no batch starts after duration + drain_seconds, so the run
+    ends at most one step later, and queries not started by then are unserved.
+    """
+    arrivals = [float(t) for t in scheduled]
+    log = _empty_log(arrivals, rank)
+    sizes = prepared_batch_sizes(max_batch)
+    deadline = duration_seconds + drain_seconds
+    count, head = len(arrivals), 0
+    while head < count:
+        now = clock.now()
+        if now >= deadline:
+            break
+        if arrivals[head] > now:
+            clock.wait_until(min(arrivals[head], deadline))
+            continue
+        arrived = bisect.bisect_right(arrivals, now, lo=head)
+        waiting = arrived - head
+        if waiting < max_batch and arrived < count:
+            batch_deadline = arrivals[head] + max_batch_wait_seconds
+            if now < batch_deadline:
+                clock.wait_until(min(batch_deadline, arrivals[arrived], deadline))
+                continue
+        taken = min(waiting, max_batch)
+        padded = sizes[bisect.bisect_left(sizes, taken)]
+        begin = clock.now()
+        step(padded)
+        finish = clock.now()
+        batch = slice(head, head + taken)
+        log.start[batch], log.end[batch] = begin, finish
+        log.batch_size[batch], log.batch_queries[batch] = padded, taken
+        log.served[batch] = True
+        head += taken
+    return log
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+def latency_percentile(latency_seconds, percentile):
+    """Linear-interpolated percentile that keeps +inf (unserved) honest: inf once the rank reaches one."""
+    values = np.sort(np.asarray(latency_seconds, dtype=np.float64).ravel())
+    if values.size == 0:
+        return float("nan")
+    position = percentile / 100.0 * (values.size - 1)
+    low, high = int(math.floor(position)), int(math.ceil(position))
+    if low == high or values[low] == values[high]:
+        return float(values[low])
+    if math.isinf(values[high]):
+        return float("inf")
+    return float(values[low] + (values[high] - values[low]) * (position - low))
+
+
+def minimum_queries(percentile):
+    """Queries needed for the percentile to rest on at least one query beyond it."""
+    return int(math.ceil(100.0 / (100.0 - percentile))) if percentile < 100 else 1
+
+
+def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_seconds=None,
+                      target_qps=None, latency_bound_seconds=None, bound_percentile=99.0):
+    """Flat summary of a (global) QueryLog: counts, QPS, latency percentiles (ms), padding, bound share.
+
+    server: offered_qps = queries scheduled / duration (the realised Poisson load), achieved_qps =
+    queries served / max(duration, last completion); keep_up = achieved / offered.
+    single-stream: achieved_qps = queries / (last completion - first issue).
+    """
+    latency = log.latency()
+    served = int(np.count_nonzero(log.served))
+    summary = {"scenario": scenario, "queries": len(log), "queries_served": served,
+               "queries_unserved": len(log) - served}
+    if served:
+        summary["query_latency_mean"] = float(np.mean(latency[log.served])) * 1e3
+        summary["query_wait_mean"] = float(np.mean(log.wait()[log.served])) * 1e3
+    for q in percentiles:
+        summary[f"query_latency_p{q:g}"] = latency_percentile(latency, q) * 1e3
+    slots = log.batch_size[log.served].astype(np.float64) / np.maximum(log.batch_queries[log.served], 1)
+    summary["padding_share"] = float(1.0 - served / slots.sum()) if served else 0.0
+    if scenario == "server":
+        last_end = float(np.nanmax(log.end)) if served else 0.0
+        window = max(float(duration_seconds), last_end)
+        summary["duration_seconds"] = float(duration_seconds)
+        summary["target_qps"] = float(target_qps) if target_qps is not None else float("nan")
+        summary["offered_qps"] = len(log) / float(duration_seconds)
+        summary["achieved_qps"] = served / window if window > 0 else float("nan")
+        summary["keep_up"] = summary["achieved_qps"] / summary["offered_qps"] if len(log) else float("nan")
+    elif served:
+        window = float(np.nanmax(log.end) - np.nanmin(log.start))
+        summary["achieved_qps"] = served / window if window > 0 else float("nan")
+    if latency_bound_seconds is not None:
+        summary["latency_bound"] = float(latency_bound_seconds) * 1e3
+        summary["bound_percentile"] = float(bound_percentile)
+        summary["bound_latency"] = latency_percentile(latency, bound_percentile) * 1e3
+        summary["share_over_bound"] = float(np.mean(latency > latency_bound_seconds)) if len(log) else 0.0
+    return summary
+
+
+def scenario_reasons(summary, drain_seconds=None):
+    """The summary's verdict reasons, each with a remedy; empty when the scenario's rules hold."""
+    reasons = []
+    if summary.get("queries_unserved"):
+        drain = f" ({drain_seconds:.1f} s after issuing stopped)" if drain_seconds is not None else ""
+        reasons.append(f"{summary['queries_unserved']} of {summary['queries']} queries unserved when the drain "
+                       f"bound{drain} ran out — lower --target-qps or add instances")
+    keep_up = summary.get("keep_up")
+    if keep_up is not None and not keep_up >= KEEP_UP_SHARE:
+        reasons.append(f"did not keep up: achieved {keep_up:.2f} of the offered load "
+                       f"({summary['achieved_qps']:.1f} of {summary['offered_qps']:.1f} QPS, "
+                       f"target {summary['target_qps']:g}) — lower --target-qps or add instances")
+    if "latency_bound" in summary:
+        name = f"p{summary['bound_percentile']:g}"
+        needed = minimum_queries(summary["bound_percentile"])
+        if summary["queries"] < needed:
+            reasons.append(f"only {summary['queries']} queries: too few for a {name} (needs {needed}) "
+                           "— raise --min-duration")
+        if not summary["bound_latency"] <= summary["latency_bound"]:
+            reasons.append(f"{name} query latency {summary['bound_latency']:.3f} ms over the bound "
+                           f"{summary['latency_bound']:.3f} ms — lower --target-qps or --max-batch-wait-ms, "
+                           "or add instances")
+    return reasons
+
+
+# -------------------------------------------------------------------------------------- peak search
+
+@dataclass
+class PeakPoint:
+    """One measured point of a peak search: total QPS offered, its global percentile (s), pass/fail."""
+
+    total_qps: float
+    percentile_seconds: float
+    within_bound: bool
+    result: object = None
+
+
+@dataclass
+class PeakSearch:
+    """The search's outcome: the highest passing total QPS (None if even the lowest failed) and every point."""
+
+    peak_qps: Optional[float]
+    points: List[PeakPoint]
+
+
+def _local_percentile(latency_seconds, percentile):
+    return latency_percentile(latency_seconds, percentile)
+
+
+def find_peak_qps(run_point: Callable, start_qps, latency_bound_seconds, percentile=99.0,
+                  global_percentile: Callable = _local_percentile, resolution=PEAK_RESOLUTION,
+                  max_points=PEAK_MAX_POINTS, min_qps=None):
+    """Highest total QPS whose global percentile latency stays within the bound: bracket, then bisect.
+
+    run_point(total_qps) -> this rank's QueryLog for a server run at that total load (the caller
+    writes each point down as it likes); global_percentile(latency_seconds, percentile) -> the
+    percentile over every rank's queries (an MPI gather in the job; local by default), so every
+    rank sees the same number and takes the same path. Bracketing doubles (or halves) from
+    start_qps until a pass and a fail are found; bisection stops when the bracket is narrower
+    than `resolution` of its low end or after max_points points. Assumes latency grows with load.
+    """
+    floor = start_qps / 1024.0 if min_qps is None else min_qps
+    points: List[PeakPoint] = []
+
+    def measure(total_qps):
+        log = run_point(total_qps)
+        value = float(global_percentile(log.latency(), percentile))
+        point = PeakPoint(total_qps, value, value <= latency_bound_seconds, log)
+        points.append(point)
+        return point.within_bound
+
+    passing, failing = None, None
+    qps = float(start_qps)
+    while len(points) < max_points and (passing is None or failing is None):
+        if measure(qps):
+            passing = qps
+            qps *= 2.0
+        else:
+            failing = qps
+            if qps / 2.0 < floor:
+                break
+            qps /= 2.0
+    if passing is None:
+        return PeakSearch(None, points)
+    while failing is not None and len(points) < max_points and (failing - passing) > resolution * passing:
+        middle = (passing + failing) / 2.0
+        if measure(middle):
+            passing = middle
+        else:
+            failing = middle
+    return PeakSearch(passing, points)
