@@ -5,12 +5,16 @@
 #   2. ResNet-50 float16, batch 1, 32, 128, 256: eager vs CUDA graphs vs torch.compile, each checked
 #      against float32 on the same input; the table goes into benchmarks/RESULTS.md with the GPU name
 #   3. the acceptance command: mpiexec -n <GPUs> python -m mpirunner --config resnet50-gpu
+#   4. the input path (issue 13): --config resnet50-gpu with generated, real and synthetic data at batch 1, 32
+#      and 256, with CUDA graphs and with --compile inductor, plus a bare eager loop that copies a pinned
+#      uint8 batch every step; the table goes into benchmarks/RESULTS.md (input_path_gpu markers)
 #
 # Usage (from any folder):  bash benchmarks/gpu_check.sh
 # Environment: PYTHON (interpreter; default python3, else python), OUT (a folder that receives the log and
 # RESULTS.md; default: none), GPU_CHECK_PYLIB (a folder of pure-Python packages, e.g. pytest, put on
 # PYTHONPATH when the machine lacks them; default .gpu_check_pylib in the checkout), and the time limits
-# of the three parts in seconds, TESTS_LIMIT (170), MODES_LIMIT (250), RUN_LIMIT (60): 8 minutes in all.
+# of the four parts in seconds, TESTS_LIMIT (100), MODES_LIMIT (130), RUN_LIMIT (45), INPUT_LIMIT (190):
+# under 8 minutes in all.
 # The checkout is used as it is (PYTHONPATH=checkout), so `pip install` is not needed.
 # Exit status: 0 when every part passed, else the number of parts that failed.
 
@@ -59,14 +63,14 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,
 
 say "== 1. CUDA-marked tests"
 if "$python_bin" -c 'import pytest' 2> /dev/null; then
-    run "${TESTS_LIMIT:-170}" "$python_bin" -m pytest -q -p no:cacheprovider -m cuda --continue-on-collection-errors tests || failed=$((failed + 1))
+    run "${TESTS_LIMIT:-100}" "$python_bin" -m pytest -q -p no:cacheprovider -m cuda --continue-on-collection-errors tests || failed=$((failed + 1))
 else
     say "!! pytest is not installed here and not in $pylib: CUDA tests not run"
     failed=$((failed + 1))
 fi
 
 say "== 2. ResNet-50 float16: eager vs CUDA graphs vs torch.compile, batch 1, 32, 128, 256 (after $((SECONDS - start))s)"
-run "${MODES_LIMIT:-250}" "$python_bin" benchmarks/gpu_modes.py --batch-sizes 1,32,128,256 --iterations 30 --warmup 5 \
+run "${MODES_LIMIT:-130}" "$python_bin" benchmarks/gpu_modes.py --batch-sizes 1,32,128,256 --iterations 30 --warmup 5 \
     --results benchmarks/RESULTS.md || failed=$((failed + 1))
 
 say "== 3. acceptance: one rank per GPU with --config resnet50-gpu (after $((SECONDS - start))s)"
@@ -83,8 +87,12 @@ else
     say "no mpiexec here: one process (one GPU) instead"
 fi
 result_file=$(mktemp -u /tmp/gpu_check_resnet50_XXXXXX.h5)
-run "${RUN_LIMIT:-60}" ${launcher[@]+"${launcher[@]}"} "$python_bin" -m mpirunner --config resnet50-gpu --iterations 20 --no-progress \
+run "${RUN_LIMIT:-45}" ${launcher[@]+"${launcher[@]}"} "$python_bin" -m mpirunner --config resnet50-gpu --iterations 20 --no-progress \
     --output "$result_file" || failed=$((failed + 1))
+
+say "== 4. input path: generated / real / synthetic, graphs and inductor, batch 1, 32, 256 (after $((SECONDS - start))s)"
+run "${INPUT_LIMIT:-190}" "$python_bin" benchmarks/input_path.py --config resnet50-gpu --batch-size 1,32,256 \
+    --iterations 20 --variants graphs,inductor --bare-copy-loop --results benchmarks/RESULTS.md || failed=$((failed + 1))
 
 if [ -n "$out" ]; then
     cp benchmarks/RESULTS.md "$out"/ 2> /dev/null
