@@ -8,7 +8,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["mpirunner", "mpirunner.*", "models", "models.*"]),
+    # models/ is a top-level folder of the checkout, installed as mpirunner.models so that it cannot collide
+    # with another package called `models` (a checkout on PYTHONPATH finds it through mpirunner/__init__.py)
+    packages=find_packages(include=["mpirunner", "mpirunner.*"]) + ["mpirunner.models"],
+    package_dir={"mpirunner.models": "models"},
     install_requires=[
         "numpy",
         "h5py",

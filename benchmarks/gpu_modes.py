@@ -36,7 +36,7 @@ def compare(outputs, reference):
 
 def float32_references(model_name, batch_sizes, image_size, seed):
     """Inputs (float32, host) and float32 logits of each batch size, computed on the GPU with TF32 off."""
-    from models.benchmark import build_reference_model
+    from mpirunner.models.assembly import build_reference_model
     from mpirunner.config import resolve_config
 
     torch.backends.cudnn.allow_tf32 = False
@@ -54,7 +54,7 @@ def float32_references(model_name, batch_sizes, image_size, seed):
 
 
 def measure_mode(mode, args, inputs, references, world, on_row, metadata):
-    from models.benchmark import build_benchmark_model
+    from mpirunner.models.assembly import build_benchmark_model
     from mpirunner.backends.cuda import CudaBackend
     from mpirunner.bench import measure
     from mpirunner.config import resolve_config

@@ -20,8 +20,8 @@ def bare_loop(config_name, iterations, warmup):
     import torchvision
 
     from mpirunner.config import resolve_config
-    from models.normalization import WithInputNormalization
-    from models.registry import default_resolution, torchvision_name
+    from mpirunner.models.normalization import WithInputNormalization
+    from mpirunner.models.registry import default_resolution, torchvision_name
 
     config = resolve_config({"config": config_name})
     batch = config.batch_sizes[0]

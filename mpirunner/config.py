@@ -1,7 +1,8 @@
 """Named config + command-line flags -> one validated, frozen RunConfig.
 
 Precedence: built-in DEFAULTS < the YAML config < flags given on the command line.
-Config keys are the flags' dest names (`batch_size`, `eight_bit_io`, ...). Everything here is
+Config keys are the flags' dest names (`batch_size`, `eight_bit_io`, ...); the flags, their defaults and
+the rules for their values are declared once, in options.py. Everything here is
 pure Python and YAML, so every rank reaches the same verdict on the same input without talking.
 """
 import dataclasses
@@ -12,149 +13,18 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from mpirunner.errors import UsageError
+from mpirunner.options import (BOOL, BY_DEST, CHOICE, DEFAULTS, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_FLOAT,
+                               OPTIONAL_POSITIVE_INT, OPTIONS, POSITIVE_FLOAT, POSITIVE_INT, SIZES, TEXT)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-DEFAULTS = {
-    "config": None,
-    "model": "resnet50",
-    "data": "generated",
-    "batch_size": "1",
-    "iterations": 20,
-    "device_iterations": 1,
-    "replicas": 1,
-    "precision": "32.32",
-    "half_partial": False,
-    "eight_bit_io": False,
-    "normalization_location": "host",
-    "norm_type": "batch",
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "num_io_tiles": 0,
-    "efficientnet_group_dim": 1,
-    "efficientnet_expand_ratio": 6,
-    "random_weights": False,
-    "model_cache_path": None,
-    "device": "auto",
-    "image_size": None,
-    "data_path": None,
-    "input_pool_mib": 1024,
-    "half_dtype": None,
-    "weights": None,
-    "check_outputs": False,
-    "channels_last": False,
-    "compile": "none",
-    "measure_peak": False,
-    "seed": 0,
-    "numa_aware": "yes",
-    "threads": None,
-    "cpus_per_rank": None,
-    "warmup_iterations": 2,
-    "min_iterations": 10,
-    "min_duration": None,
-    "max_cv": 10.0,
-    "until_stable": False,
-    "stability_percentage": 10.0,
-    "max_windows": 10,
-    "strict": False,
-    "timeout": None,
-    "exchange_memory_target": "cycles",
-    "min_latency": False,
-    "compile_only": False,
-    "offline_target_ipu_version": None,
-    "cuda_graphs": False,
-    "allow_gpu_sharing": False,
-    "output": None,
-    "overwrite": False,
-    "no_progress": False,
-    "log_level": "info",
-}
-
-CHOICES = {
-    "data": ("generated", "synthetic", "real"),
-    "precision": ("32.32", "16.16", "16.32"),
-    "normalization_location": ("host", "device", "ipu", "none"),
-    "norm_type": ("batch", "group", "none"),
-    "device": ("auto", "cpu", "cuda", "ipu"),
-    "half_dtype": (None, "float16", "bfloat16"),
-    "compile": ("none", "inductor"),
-    "numa_aware": ("yes", "no"),
-    "exchange_memory_target": ("cycles", "balanced", "memory"),
-    "log_level": ("debug", "info", "warning", "error"),
-}
-
-POSITIVE_INTS = ("iterations", "device_iterations", "replicas", "norm_num_groups", "efficientnet_group_dim",
-                 "efficientnet_expand_ratio", "min_iterations", "max_windows", "input_pool_mib")
-NON_NEGATIVE_INTS = ("num_io_tiles", "warmup_iterations", "seed")
-OPTIONAL_POSITIVE_INTS = ("image_size", "threads", "cpus_per_rank", "offline_target_ipu_version")
-OPTIONAL_POSITIVE_FLOATS = ("min_duration", "timeout")
-POSITIVE_FLOATS = ("norm_eps", "max_cv", "stability_percentage")
-BOOLS = ("half_partial", "eight_bit_io", "random_weights", "check_outputs", "channels_last", "measure_peak",
-         "until_stable", "strict", "min_latency", "compile_only", "cuda_graphs", "allow_gpu_sharing",
-         "overwrite", "no_progress")
-# Keys of the command line that are actions, not settings of a run.
-NOT_SETTINGS = ("config", "list_configs")
+# The table's kinds as the types of RunConfig's fields.
+_FIELD_TYPES = {POSITIVE_INT: int, NON_NEGATIVE_INT: int, OPTIONAL_POSITIVE_INT: Optional[int],
+                POSITIVE_FLOAT: float, OPTIONAL_POSITIVE_FLOAT: Optional[float], BOOL: bool,
+                CHOICE: str, TEXT: Optional[str]}
 
 
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything one job needs, validated once; identical on every rank."""
-
-    config: Optional[str]
-    config_text: str
-    argv: Tuple[str, ...]
-    batch_sizes: Tuple[int, ...]
-    model: str
-    data: str
-    iterations: int
-    device_iterations: int
-    replicas: int
-    precision: str
-    half_partial: bool
-    eight_bit_io: bool
-    normalization_location: str
-    norm_type: str
-    norm_num_groups: int
-    norm_eps: float
-    num_io_tiles: int
-    efficientnet_group_dim: int
-    efficientnet_expand_ratio: int
-    random_weights: bool
-    model_cache_path: Optional[str]
-    device: str
-    image_size: Optional[int]
-    data_path: Optional[str]
-    input_pool_mib: int
-    half_dtype: Optional[str]
-    weights: Optional[str]
-    check_outputs: bool
-    channels_last: bool
-    compile: str
-    measure_peak: bool
-    seed: int
-    numa_aware: str
-    threads: Optional[int]
-    cpus_per_rank: Optional[int]
-    warmup_iterations: int
-    min_iterations: int
-    min_duration: Optional[float]
-    max_cv: float
-    until_stable: bool
-    stability_percentage: float
-    max_windows: int
-    strict: bool
-    timeout: Optional[float]
-    exchange_memory_target: str
-    min_latency: bool
-    compile_only: bool
-    offline_target_ipu_version: Optional[int]
-    cuda_graphs: bool
-    allow_gpu_sharing: bool
-    output: Optional[str]
-    overwrite: bool
-    no_progress: bool
-    log_level: str
-
+class _RunConfigMethods:
     @property
     def name(self):
         """Short name of the job: the config's name, else the model's."""
@@ -174,6 +44,21 @@ class RunConfig:
         """The run's settings as a plain dict (for the HDF5 file and the YAML echo)."""
         skip = {"config_text", "argv"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+    def is_default(self, dest):
+        """Whether setting `dest` has its built-in default (models use it to warn about settings that change nothing)."""
+        return getattr(self, dest) == DEFAULTS[dest]
+
+
+# Everything one job needs, validated once and identical on every rank: the fields are the option table's
+# settings (--batch-size parsed into batch_sizes), plus the config's name and text and the command line.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [("config", Optional[str]), ("config_text", str), ("argv", Tuple[str, ...]), ("batch_sizes", Tuple[int, ...])]
+    + [(o.dest, _FIELD_TYPES[o.kind]) for o in OPTIONS if o.is_setting and o.kind != SIZES],
+    bases=(_RunConfigMethods,), frozen=True)
+RunConfig.__module__ = __name__  # pickles and prints as mpirunner.config.RunConfig
+RunConfig.__doc__ = "Everything one job needs, validated once; identical on every rank (fields: options.py)."
 
 
 # ---------------------------------------------------------------- batch sizes
@@ -261,8 +146,8 @@ def load_config_file(name_or_path):
     if not isinstance(values, dict):
         raise UsageError(f"config file {path} must be a mapping of flag names to values")
     for key in values:
-        if key not in DEFAULTS or key in NOT_SETTINGS:
-            valid = [k for k in DEFAULTS if k not in NOT_SETTINGS]
+        if key not in BY_DEST or not BY_DEST[key].is_setting:
+            valid = [o.dest for o in OPTIONS if o.is_setting]
             raise UsageError(f"config file {path}: unknown key '{key}'{_suggest(str(key), valid)}")
     return values, text, path
 
@@ -270,34 +155,12 @@ def load_config_file(name_or_path):
 # ---------------------------------------------------------------- validation
 
 def _check_types(values, origin):
-    def fail(key, what):
-        raise UsageError(f"{origin(key)}: {key} = {values[key]!r} {what}")
-
-    for key in POSITIVE_INTS + NON_NEGATIVE_INTS + OPTIONAL_POSITIVE_INTS:
-        value = values[key]
-        if value is None and key in OPTIONAL_POSITIVE_INTS:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail(key, "must be a whole number")
-        if key in NON_NEGATIVE_INTS and value < 0:
-            fail(key, "must be 0 or more")
-        if key not in NON_NEGATIVE_INTS and value < 1:
-            fail(key, "must be at least 1")
-    for key in POSITIVE_FLOATS + OPTIONAL_POSITIVE_FLOATS:
-        value = values[key]
-        if value is None and key in OPTIONAL_POSITIVE_FLOATS:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            fail(key, "must be a number above 0")
-    for key in BOOLS:
-        if not isinstance(values[key], bool):
-            fail(key, "must be true or false")
-    for key, choices in CHOICES.items():
-        if values[key] not in choices:
-            fail(key, f"is not one of {', '.join(str(c) for c in choices if c is not None)}")
-    for key in ("model", "data_path", "weights", "output", "model_cache_path"):
-        if values[key] is not None and not isinstance(values[key], str):
-            fail(key, "must be a string")
+    """Each setting against its kind in the option table (the same rules for flags and YAML values)."""
+    for option in OPTIONS:
+        if option.is_setting and option.kind != SIZES:
+            problem = option.problem(values[option.dest])
+            if problem:
+                raise UsageError(f"{origin(option.dest)}: {option.dest} = {values[option.dest]!r} {problem}")
 
 
 def _check_combinations(values):
@@ -346,12 +209,12 @@ def resolve_config(given, argv=()):
         file_values, config_text, config_path = load_config_file(name)
         values.update(file_values)
     for key, value in given.items():
-        if key not in NOT_SETTINGS:
+        if key not in BY_DEST or BY_DEST[key].is_setting:
             values[key] = value
 
     def origin(key):
         if key in given:
-            return "--" + key.replace("_", "-")
+            return BY_DEST[key].flag
         if config_path is not None and key in (file_values if name else {}):
             return f"config {config_path}"
         return "default"
@@ -359,7 +222,8 @@ def resolve_config(given, argv=()):
     _check_types(values, origin)
     batch_sizes = parse_batch_sizes(values.pop("batch_size"))
     _check_combinations(values)
-    if values["normalization_location"] == "ipu":
-        values["normalization_location"] = "device"
+    for option in OPTIONS:  # aliases: --normalization-location ipu is device
+        if option.aliases:
+            values[option.dest] = option.canonical(values[option.dest])
     values["config"] = name
     return RunConfig(config_text=config_text, argv=tuple(argv), batch_sizes=batch_sizes, **values)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from models.normalization import normalization_location, normalize_on_host
+from mpirunner.models.normalization import normalization_location, normalize_on_host
 from mpirunner.config import IMAGE_SUFFIXES
 
 log = logging.getLogger("mpirunner")

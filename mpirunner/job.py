@@ -134,13 +134,13 @@ def _run(config, world, guard):
     created = datetime.datetime.now(datetime.timezone.utc)
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
     _decide_together(world, lambda: check_output_writable(path, config.overwrite))
-    from models.registry import check_model_name
+    from mpirunner.models.registry import check_model_name
 
     check_model_name(config.model)  # every rank alike, before placement or the backend log anything
 
     import torch
 
-    from models.benchmark import build_benchmark_model, dtype_name
+    from mpirunner.models.assembly import build_benchmark_model, dtype_name
     from mpirunner.flops import count_flops_per_sample
     from mpirunner.peak import measure_gemm_peak
     from mpirunner.backends import create_backend

@@ -54,7 +54,7 @@ def compare_outputs(outputs, reference, dtype):
 
 @functools.lru_cache(maxsize=1)
 def _reference_model(config):
-    from models.benchmark import build_reference_model
+    from mpirunner.models.assembly import build_reference_model
 
     return build_reference_model(config)
 

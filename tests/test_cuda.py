@@ -17,9 +17,11 @@ import torch
 from mpirunner.backends import select_backend_name
 from mpirunner.backends.base import Backend
 from mpirunner.backends.compiling import compile_module
-from mpirunner.backends.cuda import (GRAPH_WARMUP_CALLS, CudaBackend, CudaStep, GpuView, describe_visibility,
-                                     format_cuda_version, gpu_index_for_rank, numa_node_of_pci_device,
-                                     parse_nvidia_driver_version, pci_id, plan_gpus, shared_gpus)
+from mpirunner.backends.cuda import CudaBackend
+from mpirunner.backends.cuda_devices import (GpuView, describe_visibility, format_cuda_version, gpu_index_for_rank,
+                                             numa_node_of_pci_device, parse_nvidia_driver_version, pci_id, plan_gpus,
+                                             shared_gpus)
+from mpirunner.backends.cuda_step import GRAPH_WARMUP_CALLS, CudaStep
 from mpirunner.config import resolve_config
 from mpirunner.errors import UsageError
 from tests.conftest import run_cli
@@ -338,13 +340,25 @@ def test_the_output_check_after_timing_gets_its_own_outputs(use_graphs):
     assert step.captures == (2 if use_graphs else 0)
 
 
+class SlowSampleSums(SampleSums):
+    """SampleSums that takes at least FORWARD_SECONDS per call, so a micro-batch's latency has a floor."""
+
+    FORWARD_SECONDS = 0.005
+
+    def forward(self, images):
+        time.sleep(self.FORWARD_SECONDS)
+        return super().forward(images)
+
+
 def test_min_latency_turns_the_overlap_off():
-    step, _ = make_step(FakeRuntime(), overlap=False)
+    step = CudaStep(SlowSampleSums(), 2, torch.zeros(2, 3, 4, 4), torch.device("cpu"), overlap=False,
+                    runtime=FakeRuntime())
     assert not step.overlap and step.output_lag_steps == 0 and step.copy_stream is step.compute_stream
     for x in inputs(3):
         output, latencies = step(x)
-        assert torch.equal(output, sums(x))
-        assert len(latencies) == 1 and latencies[0] >= 0
+        assert torch.equal(output, sums(x))  # no lag: each step's own outputs
+        # the events bracket the forward: each latency covers its sleep, and not the whole test's time
+        assert len(latencies) == 1 and SlowSampleSums.FORWARD_SECONDS <= latencies[0] < 1.0
 
 
 def test_micro_batches_are_timed_each_and_stay_in_order():
@@ -432,14 +446,14 @@ def pretend_world(rank, local_size):
         return [value] * local_size
 
     return SimpleNamespace(rank=rank, host="node1", local_rank=rank, local_size=local_size, is_root=rank == 0,
-                           allgather=allgather)
+                           allgather=allgather, agree=lambda check: check())
 
 
 @pytest.mark.parametrize("options", [{}, {"cuda_graphs": True, "device_iterations": 2}],
                          ids=["eager", "graphs"])
 def test_backend_wiring_on_a_cpu_double_of_cuda(cpu_double_of_cuda, options):
     """Every backend method a job calls, in a job's order, on rank 1 of 2 of a pretend two-GPU node."""
-    from models.benchmark import build_benchmark_model
+    from mpirunner.models.assembly import build_benchmark_model
     from mpirunner.bench import measure
     from mpirunner.data import make_input_source, step_shape
     from mpirunner.results import _ranks_table
@@ -470,9 +484,9 @@ def test_backend_wiring_on_a_cpu_double_of_cuda(cpu_double_of_cuda, options):
     assert (row["device"], row["gpu_pci_id"], row["gpu_numa_node"], row["gpu_uuid"]) == \
         ("cuda:1", "0000:3c:00.0", 1, "GPU-1")
     _ranks_table([{"rank": 1, **row}])  # every column fits the /ranks table
-    run = backend.run_info(2)
-    assert run["gpu_peak_memory_allocated_bytes_rank0"] == 456 and run["output_lag_steps"] == 1
-    assert backend.rank_run_values(2) == {"gpu_peak_memory_allocated_bytes": 456}
+    report = backend.run_report(2)
+    assert report.attrs["gpu_peak_memory_allocated_bytes_rank0"] == 456 and report.attrs["output_lag_steps"] == 1
+    assert report.per_rank == {"gpu_peak_memory_allocated_bytes": 456}
 
 
 def test_bfloat16_on_a_gpu_without_it_is_a_usage_error(cpu_double_of_cuda, monkeypatch):
@@ -498,7 +512,7 @@ def text(value):
 
 
 def _gpu_step(config_values, image_size=32):
-    from models.benchmark import build_benchmark_model
+    from mpirunner.models.assembly import build_benchmark_model
     from mpirunner.world import init_world
 
     config = resolve_config({"model": "resnet18", "device": "cuda", "image_size": image_size, **config_values})
@@ -515,7 +529,7 @@ def _gpu_step(config_values, image_size=32):
                                      {"cuda_graphs": True, "min_latency": True, "device_iterations": 3}],
                          ids=["eager-overlap", "graphs-overlap", "eager", "graphs-3-micro-batches"])
 def test_gpu_step_matches_float32(options):
-    from models.benchmark import build_reference_model
+    from mpirunner.models.assembly import build_reference_model
 
     config, backend, model = _gpu_step({"precision": "16.16", "channels_last": True, **options})
     micro = config.device_iterations
@@ -534,7 +548,7 @@ def test_gpu_step_matches_float32(options):
             reference = reference_model(x.float())
             assert (got - reference).abs().max() <= 2e-2 * reference.abs().max()
     assert all(len(lat) == micro and all(0 < value < 10 for value in lat) for lat in latencies)
-    assert backend.run_info(4)["gpu_peak_memory_allocated_bytes_rank0"] > 0
+    assert backend.run_report(4).attrs["gpu_peak_memory_allocated_bytes_rank0"] > 0
 
 
 @pytest.mark.cuda

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.benchmark import build_benchmark_model, build_network
-from models.normalization import IMAGENET_MEAN, IMAGENET_STD, NormalizeInput
+from mpirunner.models.assembly import build_benchmark_model, build_network
+from mpirunner.models.normalization import IMAGENET_MEAN, IMAGENET_STD, NormalizeInput
 from mpirunner import data
 from mpirunner.backends.cpu import CpuBackend
 from mpirunner.bench import measure

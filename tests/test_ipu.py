@@ -71,7 +71,7 @@ def _config(command_line):
 
 def _prepared_backend(config, world):
     """IpuBackend with the run's benchmark model built as job.py builds it (network swapped for resnet18 @ 32 px)."""
-    from models.benchmark import build_benchmark_model
+    from mpirunner.models.assembly import build_benchmark_model
     from mpirunner.backends.ipu import IpuBackend
 
     backend = IpuBackend(config, world)
@@ -181,10 +181,13 @@ def test_plain_options_replication_cache_synthetic_and_exchange_target(fake_sdk,
         ("Options.enableExecutableCaching", [cache], {}), ("Options.enableSyntheticData", [True], {}),
         ("Options._Popart.set", ["engineOptions", {"opt.internalExchangeOptimisationTarget": "memory"}], {})]
     assert poptorch.calls("set_overlap_for_") == []
+    assert backend.compiles_ahead() and not backend.measures_peak()  # capabilities from the option table
     metadata = backend.metadata()
     assert (metadata["total_replicas"], metadata["ipu_count"], metadata["popdist"]) == (4, 4, False)
     assert json.loads(metadata["poplar_engine_options_env"]) == {}  # nothing set, nothing invented
-    info = backend.run_info(2)
+    report = backend.run_report(2)
+    assert report.per_rank == {}
+    info = report.attrs
     assert info["latency_meaningful"] is False and "not meaningful" in info["latency_note"]
 
 
@@ -215,7 +218,7 @@ def test_latency_from_get_latency_and_explicit_compile_time(fake_sdk):
     for (min_s, max_s, avg_s), latencies in reported:
         assert latencies == [avg_s] and min_s <= avg_s <= max_s
     assert backend.compile_seconds[1] > 0
-    info = backend.run_info(1)
+    info = backend.run_report(1).attrs
     timed = [triple for triple, _ in reported[2:]]  # after the compile call and one warm-up step
     assert info["ipu_latency_min_ms"] == pytest.approx(1000 * min(t[0] for t in timed))
     assert info["ipu_latency_max_ms"] == pytest.approx(1000 * max(t[1] for t in timed))

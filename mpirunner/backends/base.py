@@ -1,35 +1,77 @@
-"""The interface every backend implements, and the PyTorch plumbing CPU and CUDA share.
+"""The interface every backend implements: everything a job may ask of a device family is declared here.
 
 A backend turns the model into a `step` callable for one batch size. A step takes the input of one
 host iteration (device_iterations x local replicas micro-batches, stacked along dim 0, as poptorch
 expects) and returns the outputs on the host plus the latency in seconds of each micro-batch.
-bench.py times the step itself; the backend only reports what happens inside it.
+bench.py times the step itself; the backend only reports what happens inside it. A step may carry
+`output_lag_steps` (its outputs are those of an input handed over that many calls earlier; default 0)
+and `reuses_outputs` (the returned tensor is overwritten by the next call; default True).
+
+Which flags a backend uses is not declared here but in the option table (options.py, `devices`):
+`unused_options` and the capabilities below derive from it.
 """
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
-# Options only some backends use; each backend lists the ones it ignores so the log can say so.
-DEVICE_SPECIFIC_OPTIONS = {
-    "replicas": 1, "num_io_tiles": 0, "half_partial": False, "exchange_memory_target": "cycles",
-    "min_latency": False, "compile_only": False, "offline_target_ipu_version": None,
-    "cuda_graphs": False, "allow_gpu_sharing": False, "compile": "none", "channels_last": False,
-    "model_cache_path": None, "measure_peak": False,
-}
+from mpirunner.options import option, unused_on
+
+
+@dataclass
+class RunReport:
+    """What a backend adds to one run, asked on every rank after the timed steps.
+
+    `attrs`: rank 0's go into the run group's attributes. `per_rank`: one number per key on every rank,
+    gathered into a [world_size] dataset of the run group each.
+    """
+
+    attrs: dict = field(default_factory=dict)
+    per_rank: dict = field(default_factory=dict)
 
 
 class Backend(ABC):
-    """One device family. Subclasses set `name` and `used_options`."""
+    """One device family. Subclasses set `name` ('cpu', 'cuda', 'ipu': the option table's device names)."""
 
     name = "base"
-    used_options = frozenset()
 
     def __init__(self, config, world):
         self.config = config
         self.world = world
 
+    # ------------------------------------------------------------ flags and capabilities
+
+    def uses_option(self, dest):
+        """Whether this device family uses the flag `dest` (its `devices` in the option table)."""
+        return self.name in option(dest).devices
+
     def unused_options(self):
-        """Options the user set to a non-default value that this backend does not use."""
-        return [key for key, default in DEVICE_SPECIFIC_OPTIONS.items()
-                if key not in self.used_options and getattr(self.config, key) != default]
+        """Options the user set to a non-default value that this backend does not use (for a warning)."""
+        return unused_on(self.name, self.config)
+
+    def compiles_ahead(self):
+        """Whether --compile-only means something here: make_step builds (and caches) the executable (IPU)."""
+        return self.uses_option("compile_only")
+
+    def measures_peak(self):
+        """Whether --measure-peak means something here: the rank's GEMM peak is timed on its CPUs (CPU)."""
+        return self.uses_option("measure_peak")
+
+    def pin(self, host_tensor):
+        """The host tensor as the step copies it fastest (CUDA: page-locked). data.py makes inputs with it
+        before timing. Identity by default."""
+        return host_tensor
+
+    def batch_latency_is_device_time(self):
+        """Whether a step's batch latencies time the device's work (then device_busy is meaningful)."""
+        return True
+
+    def preferred_numa_node(self):
+        """NUMA node this rank should be pinned to (a GPU's own node), or None to let placement decide."""
+        return None
+
+    def local_replicas(self):
+        return 1
+
+    # ------------------------------------------------------------ the model and its step
 
     @abstractmethod
     def half_dtype(self):
@@ -47,29 +89,16 @@ class Backend(ABC):
     def to_device(self, host_input):
         """Hand a host tensor to the device (used by synthetic data to place its input once)."""
 
-    def preferred_numa_node(self):
-        """NUMA node this rank should be pinned to (a GPU's own node), or None to let placement decide."""
-        return None
-
-    def local_replicas(self):
-        return 1
+    # ------------------------------------------------------------ what goes into the file
 
     def metadata(self):
-        """Root attributes for the HDF5 file: device name and library versions."""
+        """Root attributes for the HDF5 file: device name and library versions (rank 0's are kept)."""
         return {}
 
     def rank_info(self):
         """Columns of this rank's row in /ranks (device, ...)."""
         return {"device": self.name}
 
-    def run_info(self, batch_size):
-        """Attributes for one run group that only the backend knows (e.g. engine options). Called on rank 0 only."""
-        return {}
-
-    def batch_latency_is_device_time(self):
-        """Whether a step's batch latencies time the device's work (then device_busy is meaningful)."""
-        return True
-
-    def rank_run_values(self, batch_size):
-        """Numbers of this rank for one run, called on every rank: each key becomes a [world_size] dataset."""
-        return {}
+    def run_report(self, batch_size):
+        """This rank's report on one run (see RunReport); called on every rank after the timed steps."""
+        return RunReport()

@@ -29,7 +29,6 @@ def cpu_name():
 
 class CpuBackend(Backend):
     name = "cpu"
-    used_options = frozenset({"channels_last", "compile", "model_cache_path", "measure_peak"})
 
     def __init__(self, config, world):
         super().__init__(config, world)

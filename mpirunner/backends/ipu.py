@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from mpirunner.backends.base import Backend
+from mpirunner.backends.base import Backend, RunReport
 from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
@@ -107,8 +107,6 @@ class OverlappedIO(torch.nn.Module):
 
 class IpuBackend(Backend):
     name = "ipu"
-    used_options = frozenset({"replicas", "num_io_tiles", "half_partial", "exchange_memory_target", "min_latency",
-                              "compile_only", "offline_target_ipu_version", "model_cache_path"})
 
     def __init__(self, config, world):
         super().__init__(config, world)
@@ -274,11 +272,11 @@ class IpuBackend(Backend):
     def rank_info(self):
         return {"device": f"ipu x{self.replicas_here * self.ipus_per_replica}", "ipu_replicas": self.replicas_here}
 
-    def run_info(self, batch_size):
-        """Rank 0's poptorch view of one run: explicit compile time, latency extremes, latency meaning."""
+    def run_report(self, batch_size):
+        """This rank's poptorch view of one run: explicit compile time, latency extremes, latency meaning."""
         timed = self.latencies.get(batch_size, [])[1 + self.config.warmup_iterations:]
         synthetic = self.config.data == "synthetic"
-        return {
+        return RunReport(attrs={
             "ipu_compile_seconds": self.compile_seconds.get(batch_size, float("nan")),
             "batch_latency_source": "poptorch getLatency(): average micro-batch latency of each step",
             "ipu_latency_min_ms": 1000.0 * min((t[0] for t in timed), default=float("nan")),
@@ -286,4 +284,4 @@ class IpuBackend(Backend):
             "latency_meaningful": not synthetic,
             "latency_note": ("synthetic data: no host IO, so the latency values are not meaningful"
                              if synthetic else ""),
-        }
+        })

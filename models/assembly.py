@@ -1,4 +1,7 @@
-"""The benchmarked model of a run: registry model + variants + weights + input normalisation + precision.
+"""Assembles the benchmarked model of a run: registry model + variants + weights + input normalisation + precision.
+
+Takes the run's settings as an object with the RunConfig attributes (and `is_default`); it imports
+nothing of mpirunner but errors, so the models package sits below the runner in the data flow.
 
 Precision is `weights.activations` (`--precision`):
 - 32.32: float32 weights and activations.
@@ -15,12 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
-from models.normalization import WithInputNormalization, normalization_location
-from models.registry import build_model, default_resolution, torchvision_name
-from models.variants import (DEFAULT_EXPAND_RATIO, efficientnet_expand_ratio, is_efficientnet,
+from mpirunner.models.normalization import WithInputNormalization, normalization_location
+from mpirunner.models.registry import build_model, default_resolution, torchvision_name
+from mpirunner.models.variants import (DEFAULT_EXPAND_RATIO, efficientnet_expand_ratio, is_efficientnet,
                              set_depthwise_group_dim, swap_norm_layers)
-from models.weights import load_weights
-from mpirunner.config import DEFAULTS
+from mpirunner.models.weights import load_weights
 from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
@@ -51,7 +53,7 @@ class BenchmarkModel:
         }
         if backend is not None and config is not None:
             attrs["half_dtype"] = dtype_name(backend.half_dtype())
-            attrs["half_partial_used"] = bool(config.half_partial and "half_partial" in backend.used_options)
+            attrs["half_partial_used"] = bool(config.half_partial and backend.uses_option("half_partial"))
         return attrs
 
 
@@ -90,8 +92,7 @@ def build_benchmark_model(config, half_dtype):
     if config.eight_bit_io and config.normalization_location == "host":
         log.warning("--eight-bit-io: inputs are uint8 and are normalised on the device; "
                     "--normalization-location host switched to device")
-    if config.norm_type != "group" and (config.norm_num_groups != DEFAULTS["norm_num_groups"]
-                                        or config.norm_eps != DEFAULTS["norm_eps"]):
+    if config.norm_type != "group" and not (config.is_default("norm_num_groups") and config.is_default("norm_eps")):
         log.warning("--norm-num-groups / --norm-eps are used only with --norm-type group (this run: %s)", config.norm_type)
     location = normalization_location(config)
     network = build_network(config)

@@ -1,0 +1,231 @@
+"""One batch size's step on a rank's GPU (CudaStep), and the torch.cuda calls it makes behind a seam (CudaRuntime).
+
+A step (one host iteration = device_iterations micro-batches) runs on the rank's compute stream:
+host input -> pinned buffer -> non-blocking copy -> forward of each micro-batch between two CUDA
+events -> outputs copied back to pinned host memory -> synchronise. bench.py times the whole call
+on the host, so step time always includes the device work; the events give each micro-batch's
+device latency.
+
+- CUDA graphs: the whole step (all micro-batches) is captured once, in the first call, and replayed.
+- IO overlap: the copy of the input handed to step N runs on a side stream while the forward of step
+  N-1's input runs, the CUDA analogue of IPU IO tiles. The outputs a step returns are therefore those
+  of the previous step's input (`output_lag_steps` = 1; the first call computes its own input, which
+  the second step computes again).
+- Pinned host inputs are copied without staging. The step returns one pinned host output buffer,
+  reused by the next call (`reuses_outputs`): whoever keeps outputs must copy them.
+
+Tests run the step's logic on a CPU double of CudaRuntime (tests/test_cuda.py).
+"""
+import torch
+
+GRAPH_WARMUP_CALLS = 3  # forward passes on a side stream before capture, as the CUDA graphs docs ask
+
+
+# ---------------------------------------------------------------- the torch.cuda calls a step makes (a seam)
+
+class CudaRuntime:
+    """The torch.cuda calls CudaStep makes, in one place, so tests can run the step's logic on a CPU double."""
+
+    def __init__(self):
+        self.graph_events = graph_events_supported()
+
+    def stream(self, device):
+        return torch.cuda.Stream(device)
+
+    def use_stream(self, stream):
+        return torch.cuda.stream(stream)
+
+    def use_device(self, device):
+        return torch.cuda.device(device)
+
+    def event(self, timing=False, inside_graph=False):
+        """An event; a timing event recorded inside a CUDA graph must be 'external' to become a record node."""
+        if inside_graph:
+            return torch.cuda.Event(enable_timing=True, external=True)
+        return torch.cuda.Event(enable_timing=timing)
+
+    def capture(self, forward, pool, stream):
+        """Capture forward() into a CUDA graph on `stream`; return (graph, its static output)."""
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads of the rank (the --timeout guard, MPI progress) may use CUDA meanwhile
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
+            output = forward()
+        return graph, output
+
+    def pinned_empty(self, shape, dtype):
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+    def pin(self, tensor):
+        return tensor.pin_memory()
+
+    def is_device_tensor(self, tensor):
+        return tensor.is_cuda
+
+    def is_pinned(self, tensor):
+        return tensor.is_pinned()
+
+
+def graph_events_supported():
+    """Whether events recorded inside a captured graph can time micro-batches (torch with external events, not ROCm)."""
+    if getattr(torch.version, "hip", None):
+        return False
+    try:
+        torch.cuda.Event(enable_timing=True, external=True)
+    except TypeError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- the step
+
+class CudaStep:
+    """One batch size's step on this rank's GPU; call it with one step's input (host or device tensor).
+
+    Returns (outputs in pinned host memory, valid until the next call; seconds of each micro-batch).
+    With `overlap` the outputs of a host input are those of the previous call's input (output_lag_steps = 1);
+    a device tensor is always computed at once (how --check-outputs hands its input over).
+    """
+
+    def __init__(self, forward_module, batch_size, example_input, device, memory_format=torch.contiguous_format,
+                 overlap=True, use_graphs=False, graph_pool=None, runtime=None):
+        self.runtime = runtime or CudaRuntime()
+        self.forward_module = forward_module
+        self.memory_format = memory_format
+        self.device = device
+        self.batch_size = batch_size
+        self.micro_batches = max(1, example_input.shape[0] // batch_size)
+        self.host_input = not self.runtime.is_device_tensor(example_input)
+        self.overlap = overlap and self.host_input
+        self.output_lag_steps = 1 if self.overlap else 0
+        self.use_graphs = use_graphs
+        self.graph_pool = graph_pool
+        buffers = 2 if self.overlap else 1
+        shape, dtype = tuple(example_input.shape), example_input.dtype
+        self.compute_stream = self.runtime.stream(device)
+        self.copy_stream = self.runtime.stream(device) if self.overlap else self.compute_stream
+        self.device_inputs = ([torch.empty(shape, dtype=dtype, device=device) for _ in range(buffers)]
+                              if self.host_input else [example_input])  # device data is computed where it is
+        self.pinned_inputs = ([self.runtime.pinned_empty(shape, dtype) for _ in range(buffers)]
+                              if self.host_input else [])
+        self.copied = [self.runtime.event() for _ in range(buffers)]
+        self.timed_inside_graph = use_graphs and self.runtime.graph_events
+        self.latency_source = ("cuda events around the graph replay, split evenly over its micro-batches"
+                               if use_graphs and not self.timed_inside_graph else "cuda events around each micro-batch")
+        self.events = [self._event_pairs(self.timed_inside_graph) for _ in range(buffers)]
+        self.replay_events = (self.runtime.event(timing=True), self.runtime.event(timing=True))
+        self.graphs = [None] * buffers
+        self.graph_outputs = [None] * buffers
+        self.captures = 0
+        self.host_output = None
+        self.pending = None  # overlap: the buffer holding an input whose forward has not run yet
+        self.calls = 0
+        self.reuses_outputs = True  # host_output is overwritten by the next call
+
+    def _event_pairs(self, inside_graph):
+        return [(self.runtime.event(timing=True, inside_graph=inside_graph),
+                 self.runtime.event(timing=True, inside_graph=inside_graph)) for _ in range(self.micro_batches)]
+
+    # -- device work, issued on the current (compute) stream
+
+    def _forward(self, device_input, events):
+        """Every micro-batch of one step, each between its two events; one output tensor for the step."""
+        outputs = []
+        for micro_batch, (start, end) in zip(device_input.split(self.batch_size), events):
+            start.record()
+            outputs.append(self.forward_module(micro_batch.contiguous(memory_format=self.memory_format)))
+            end.record()
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _capture(self, index):
+        """Warm up on a side stream (compile, cuDNN autotune), then capture the whole step for buffer `index`."""
+        device_input = self.device_inputs[index]
+        side = self.runtime.stream(self.device)
+        side.wait_stream(self.compute_stream)
+        scratch = self._event_pairs(False)
+        with self.runtime.use_stream(side):
+            for _ in range(GRAPH_WARMUP_CALLS):
+                self._forward(device_input, scratch)
+        self.compute_stream.wait_stream(side)
+        self.compute_stream.synchronize()
+        events = self.events[index] if self.timed_inside_graph else self._event_pairs(False)
+        self.graphs[index], self.graph_outputs[index] = self.runtime.capture(
+            lambda: self._forward(device_input, events), self.graph_pool, self.compute_stream)
+        self.captures += 1
+
+    def _compute(self, index):
+        """Run the step on buffer `index`; return the device output."""
+        if not self.use_graphs:
+            return self._forward(self.device_inputs[index], self.events[index])
+        if self.graphs[index] is None:
+            self._capture(index)
+        start, end = self.replay_events
+        start.record()
+        self.graphs[index].replay()
+        end.record()
+        return self.graph_outputs[index]
+
+    def _stage(self, step_input, index):
+        """Host input -> pinned buffer `index` (a no-op when it is pinned already)."""
+        if self.runtime.is_pinned(step_input):
+            return step_input
+        pinned = self.pinned_inputs[index]
+        pinned.copy_(step_input)
+        return pinned
+
+    def _adopt_device_input(self, step_input):
+        """Device input (synthetic data): compute on it in place, or copy it into the captured buffer."""
+        if not self.use_graphs or self.graphs[0] is None:
+            self.device_inputs[0] = step_input  # eager: use it as it is; graphs: capture on this very tensor
+        elif step_input.data_ptr() != self.device_inputs[0].data_ptr():
+            # another device tensor (the output check after the timed steps): into the captured buffer
+            self.device_inputs[0].copy_(step_input, non_blocking=True)
+        return 0
+
+    def _load(self, step_input):
+        """Hand this step's input to the device; return (buffer whose forward runs now, buffer pending after it)."""
+        if self.runtime.is_device_tensor(step_input):
+            if not self.host_input:
+                return self._adopt_device_input(step_input), None
+            # a device tensor handed to a host-input step (the output check after the timed steps): computed
+            # now, in buffer 0, so its outputs are its own; the pipeline starts again with the next host input
+            self.device_inputs[0].copy_(step_input, non_blocking=True)
+            return 0, None
+        if not self.overlap:
+            self.device_inputs[0].copy_(self._stage(step_input, 0), non_blocking=True)
+            return 0, None
+        if self.pending is None:
+            # prime the pipeline: this input goes into both buffers (so both can be captured) and is computed
+            # now; it stays pending, so the next step computes it again while copying its own input
+            for buffer in range(len(self.device_inputs)):
+                self.device_inputs[buffer].copy_(self._stage(step_input, buffer), non_blocking=True)
+            if self.use_graphs and self.graphs[1] is None:
+                self._capture(1)
+            return 0, 0
+        index = self.pending
+        incoming = 1 - index
+        staged = self._stage(step_input, incoming)
+        with self.runtime.use_stream(self.copy_stream):
+            self.device_inputs[incoming].copy_(staged, non_blocking=True)
+            self.copied[incoming].record()
+        self.compute_stream.wait_event(self.copied[index])
+        return index, incoming
+
+    def __call__(self, step_input):
+        self.calls += 1
+        with torch.inference_mode(), self.runtime.use_device(self.device), self.runtime.use_stream(self.compute_stream):
+            index, self.pending = self._load(step_input)
+            device_output = self._compute(index)
+            if self.host_output is None:
+                self.host_output = self.runtime.pinned_empty(tuple(device_output.shape), device_output.dtype)
+            self.host_output.copy_(device_output, non_blocking=True)
+            self.compute_stream.synchronize()
+            if self.copy_stream is not self.compute_stream:
+                self.copy_stream.synchronize()
+        return self.host_output, self._latencies(index)
+
+    def _latencies(self, index):
+        if self.use_graphs and not self.timed_inside_graph:
+            start, end = self.replay_events
+            each = start.elapsed_time(end) * 1e-3 / self.micro_batches
+            return [each] * self.micro_batches
+        return [start.elapsed_time(end) * 1e-3 for start, end in self.events[index]]

@@ -1,0 +1,267 @@
+"""Every flag of the runner, declared once: name, value kind, default, help group, devices, help text.
+
+Derived from this table, and nowhere else declared: the argparse parser (cli.py), DEFAULTS and the
+fields of RunConfig (config.py), the validation of flag and YAML config values (`Option.problem`),
+the "flag unused on this device" warning (backends/base.py) and docs/flags.md
+(`python -m mpirunner.options > docs/flags.md`; a test keeps the two equal).
+A YAML config's keys are the options' `dest` names. Pure Python: importing this costs nothing.
+"""
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+DEVICES = ("cpu", "cuda", "ipu")
+ALL_DEVICES = frozenset(DEVICES)
+
+# Value kinds: how a value is parsed on the command line and what a valid one is (in a YAML config too).
+POSITIVE_INT = "positive int"                    # whole number >= 1
+NON_NEGATIVE_INT = "non-negative int"            # whole number >= 0
+OPTIONAL_POSITIVE_INT = "optional positive int"  # unset (None) or >= 1
+POSITIVE_FLOAT = "positive float"                # number > 0
+OPTIONAL_POSITIVE_FLOAT = "optional positive float"
+BOOL = "bool"                                    # a switch: the flag sets it to true
+CHOICE = "choice"                                # one of `choices` (None too when the default is None)
+TEXT = "text"                                    # a string (a name or a path), None when unset
+SIZES = "sizes"                                  # --batch-size: '8', '1,2,4', '1..80', '8..80/8' (config.py parses)
+CONFIG = "config"                                # --config: a name or a path, not a key of a config file
+ACTION = "action"                                # does something and exits; not a setting of a run
+VERSION = "version"                              # --version: prints the version and exits
+
+INT_KINDS = (POSITIVE_INT, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_INT)
+FLOAT_KINDS = (POSITIVE_FLOAT, OPTIONAL_POSITIVE_FLOAT)
+NOT_SETTINGS = (CONFIG, ACTION, VERSION)  # kinds that are not keys of a YAML config
+
+TOP = None  # the parser's own group (options)
+WHAT = "what to run (reference run_benchmark.py flags)"
+DEVICE = "device, inputs and numerics"
+PLACEMENT = "placement"
+MEASUREMENT = "measurement and validity"
+IPU = "IPU (poptorch)"
+CUDA = "CUDA"
+OUTPUT = "output"
+GROUPS = (TOP, WHAT, DEVICE, PLACEMENT, MEASUREMENT, IPU, CUDA, OUTPUT)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag. `devices`: the device families that use it (the others warn when it is set)."""
+
+    flag: str
+    kind: str
+    default: object
+    group: Optional[str]
+    help: str
+    choices: Tuple = ()
+    aliases: dict = field(default_factory=dict)  # accepted value -> the value it stands for
+    devices: frozenset = ALL_DEVICES
+    metavar: Optional[str] = None
+    negatable: bool = False  # BOOL with a --no-... form
+
+    @property
+    def dest(self):
+        return self.flag[2:].replace("-", "_")
+
+    @property
+    def is_setting(self):
+        """Whether it is a key of the run's settings (RunConfig field, YAML config key)."""
+        return self.kind not in NOT_SETTINGS
+
+    @property
+    def help_text(self):
+        """The help, with the built-in default appended where there is one worth showing."""
+        shown = self.default not in (None, False) and self.kind not in NOT_SETTINGS
+        return self.help + (f" (default: {self.default})" if shown else "")
+
+    def problem(self, value):
+        """What is wrong with `value` for this option (for '<origin>: <dest> = <value> <problem>'), or None."""
+        if self.kind in INT_KINDS:
+            if value is None and self.kind == OPTIONAL_POSITIVE_INT:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int):
+                return "must be a whole number"
+            if self.kind == NON_NEGATIVE_INT:
+                return "must be 0 or more" if value < 0 else None
+            return "must be at least 1" if value < 1 else None
+        if self.kind in FLOAT_KINDS:
+            if value is None and self.kind == OPTIONAL_POSITIVE_FLOAT:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                return "must be a number above 0"
+            return None
+        if self.kind == BOOL:
+            return None if isinstance(value, bool) else "must be true or false"
+        if self.kind == CHOICE:
+            allowed = self.choices + ((None,) if self.default is None else ())
+            return None if value in allowed else f"is not one of {', '.join(map(str, self.choices))}"
+        if self.kind == TEXT:
+            return None if value is None or isinstance(value, str) else "must be a string"
+        return None
+
+    def canonical(self, value):
+        """The value an alias stands for (--normalization-location ipu -> device); others unchanged."""
+        return self.aliases.get(value, value)
+
+
+def _only(*devices):
+    return frozenset(devices)
+
+
+OPTIONS = (
+    Option("--version", VERSION, None, TOP, "show program's version number and exit"),
+    Option("--list-configs", ACTION, False, TOP, "list the named configs and exit"),
+    Option("--log-level", CHOICE, "info", TOP, "log verbosity", choices=("debug", "info", "warning", "error")),
+
+    Option("--config", CONFIG, None, WHAT, "a named config (see --list-configs) or a path to a YAML file"),
+    Option("--model", TEXT, "resnet50", WHAT,
+           "model name: resnet50, resnext101, efficientnet-b0..b7 or any torchvision classification model"),
+    Option("--data", CHOICE, "generated", WHAT,
+           "input source: generated = random batches made before timing, copied host->device in every "
+           "step (host IO counted); synthetic = one batch placed on the device once (no host IO); "
+           "real = --data-path images decoded and staged before timing, copied in every step; "
+           "see docs/input-path.md", choices=("generated", "synthetic", "real")),
+    Option("--batch-size", SIZES, "1", WHAT,
+           "micro-batch size: one size (8), a list (1,2,4,8), a range (1..80) or a stepped range (8..80/8); "
+           "several sizes make a sweep, one run group each", metavar="SIZES"),
+    Option("--iterations", POSITIVE_INT, 20, WHAT, "timed steps per run"),
+    Option("--device-iterations", POSITIVE_INT, 1, WHAT, "micro-batches per step (IPU: poptorch deviceIterations)"),
+    Option("--replicas", POSITIVE_INT, 1, WHAT, "replicas per instance (IPU replication factor)",
+           devices=_only("ipu")),
+    Option("--precision", CHOICE, "32.32", WHAT, "weights.activations precision", choices=("32.32", "16.16", "16.32")),
+    Option("--half-partial", BOOL, False, WHAT, "half-precision partials/accumulation where the device has it",
+           devices=_only("cuda", "ipu")),
+    Option("--eight-bit-io", BOOL, False, WHAT, "inputs travel as uint8; the model normalises on the device"),
+    Option("--normalization-location", CHOICE, "host", WHAT,
+           "where inputs are normalised ('ipu' is an alias of 'device')",
+           choices=("host", "device", "ipu", "none"), aliases={"ipu": "device"}),
+    Option("--norm-type", CHOICE, "batch", WHAT, "normalisation layers of the model", choices=("batch", "group", "none")),
+    Option("--norm-num-groups", POSITIVE_INT, 32, WHAT, "groups for --norm-type group"),
+    Option("--norm-eps", POSITIVE_FLOAT, 1e-5, WHAT, "epsilon of the norm layers"),
+    Option("--num-io-tiles", NON_NEGATIVE_INT, 0, WHAT, "IPU tiles reserved for IO overlap (0: none)",
+           devices=_only("ipu")),
+    Option("--efficientnet-group-dim", POSITIVE_INT, 1, WHAT,
+           "channels per group of EfficientNet depthwise convs (1: depthwise; 16: the G16 variants)"),
+    Option("--efficientnet-expand-ratio", POSITIVE_INT, 6, WHAT, "expansion ratio of EfficientNet MBConv blocks"),
+    Option("--random-weights", BOOL, False, WHAT,
+           "random weights (always the case unless --weights; accepted for compatibility)"),
+    Option("--model-cache-path", TEXT, None, WHAT, "cache for compiled executables / compiled graphs", metavar="DIR"),
+
+    Option("--device", CHOICE, "auto", DEVICE, "device family; auto picks ipu > cuda > cpu",
+           choices=("auto", "cpu", "cuda", "ipu")),
+    Option("--image-size", OPTIONAL_POSITIVE_INT, None, DEVICE, "input resolution (default: the model's own)"),
+    Option("--data-path", TEXT, None, DEVICE, "image folder for --data real (class folders or flat)", metavar="DIR"),
+    Option("--input-pool-mib", POSITIVE_INT, 1024, DEVICE,
+           "host memory per rank for the inputs made before timing: generated data keeps at most 4 "
+           "distinct steps, real data a ring of staged steps, within this bound (always at least "
+           "one step)", metavar="MIB"),
+    Option("--half-dtype", CHOICE, None, DEVICE, "16-bit type (default: the device's native one)",
+           choices=("float16", "bfloat16")),
+    Option("--weights", TEXT, None, DEVICE, "load a state_dict (strict) instead of seeded random weights",
+           metavar="FILE"),
+    Option("--check-outputs", BOOL, False, DEVICE,
+           "before timing, compare one batch against a float32 eager reference; disagreement makes the run invalid"),
+    Option("--channels-last", BOOL, False, DEVICE, "channels_last memory format on CPU/CUDA",
+           devices=_only("cpu", "cuda"), negatable=True),
+    Option("--compile", CHOICE, "none", DEVICE, "torch.compile the model (CPU/CUDA)", choices=("none", "inductor"),
+           devices=_only("cpu", "cuda")),
+    Option("--measure-peak", BOOL, False, DEVICE, "measure each rank's GEMM peak and store the utilisation",
+           devices=_only("cpu")),
+    Option("--seed", NON_NEGATIVE_INT, 0, DEVICE, "seed of weights and generated data (same on every rank)"),
+
+    Option("--numa-aware", CHOICE, "yes", PLACEMENT, "pin each rank to its NUMA node's CPUs and memory",
+           choices=("yes", "no")),
+    Option("--threads", OPTIONAL_POSITIVE_INT, None, PLACEMENT, "compute threads per rank (default: the rank's CPU share)"),
+    Option("--cpus-per-rank", OPTIONAL_POSITIVE_INT, None, PLACEMENT,
+           "CPUs given to each rank (default: an equal share of its node)"),
+
+    Option("--warmup-iterations", NON_NEGATIVE_INT, 2, MEASUREMENT, "untimed steps before timing"),
+    Option("--min-iterations", POSITIVE_INT, 10, MEASUREMENT, "fewer timed steps make a run invalid"),
+    Option("--min-duration", OPTIONAL_POSITIVE_FLOAT, None, MEASUREMENT,
+           "extend a run with more steps until it lasts this long", metavar="SECONDS"),
+    Option("--max-cv", POSITIVE_FLOAT, 10.0, MEASUREMENT,
+           "coefficient of variation of step times above this is unstable", metavar="PERCENT"),
+    Option("--until-stable", BOOL, False, MEASUREMENT,
+           "measure windows of --iterations steps until three agree within --stability-percentage"),
+    Option("--stability-percentage", POSITIVE_FLOAT, 10.0, MEASUREMENT, "agreement of stable windows"),
+    Option("--max-windows", POSITIVE_INT, 10, MEASUREMENT, "most windows --until-stable measures"),
+    Option("--strict", BOOL, False, MEASUREMENT, "exit with status 3 when a run is invalid"),
+    Option("--timeout", OPTIONAL_POSITIVE_FLOAT, None, MEASUREMENT,
+           "abort the job when a run takes longer than this on any rank", metavar="SECONDS"),
+
+    Option("--exchange-memory-target", CHOICE, "cycles", IPU, "poplar internal exchange optimisation target",
+           choices=("cycles", "balanced", "memory"), devices=_only("ipu")),
+    Option("--min-latency", BOOL, False, IPU,
+           "favour latency over throughput (IPU: no exchange prefetch; CUDA: no IO overlap)",
+           devices=_only("cuda", "ipu")),
+    Option("--compile-only", BOOL, False, IPU, "compile (and cache) the executable, then exit", devices=_only("ipu")),
+    Option("--offline-target-ipu-version", OPTIONAL_POSITIVE_INT, None, IPU,
+           "IPU version to compile for without hardware", devices=_only("ipu")),
+
+    Option("--cuda-graphs", BOOL, False, CUDA, "capture each step as a CUDA graph and replay it",
+           devices=_only("cuda")),
+    Option("--allow-gpu-sharing", BOOL, False, CUDA, "allow more local ranks than visible GPUs",
+           devices=_only("cuda")),
+
+    Option("--output", TEXT, None, OUTPUT, "HDF5 file to write (default: results/<config or model>-<UTC time>.h5)",
+           metavar="PATH"),
+    Option("--overwrite", BOOL, False, OUTPUT, "replace an existing output file"),
+    Option("--no-progress", BOOL, False, OUTPUT, "no progress bar"),
+)
+
+BY_DEST = {option.dest: option for option in OPTIONS}
+# The settings of a run with their built-in defaults (config and batch_size included; actions not).
+DEFAULTS = {option.dest: option.default for option in OPTIONS if option.kind not in (ACTION, VERSION)}
+
+
+def option(dest):
+    return BY_DEST[dest]
+
+
+def unused_on(device, values):
+    """dests of the options set (to a non-default value) in `values` that device family `device` does not use."""
+    return [o.dest for o in OPTIONS if device not in o.devices and getattr(values, o.dest, o.default) != o.default]
+
+
+# ---------------------------------------------------------------- docs/flags.md
+
+def _cell(text):
+    return str(text).replace("|", "\\|")
+
+
+def _value(o):
+    if o.kind == CHOICE:
+        return " \\| ".join(f"`{choice}`" for choice in o.choices)
+    if o.kind in (BOOL, ACTION, VERSION):
+        return ""
+    return o.metavar or {POSITIVE_INT: "int >= 1", NON_NEGATIVE_INT: "int >= 0", OPTIONAL_POSITIVE_INT: "int >= 1",
+                         POSITIVE_FLOAT: "number > 0", OPTIONAL_POSITIVE_FLOAT: "number > 0",
+                         TEXT: "text", CONFIG: "NAME or PATH", SIZES: "SIZES"}[o.kind]
+
+
+def flags_markdown():
+    """The flags page: one table per group, in the order of `--help`."""
+    lines = [
+        "# Flags",
+        "",
+        "Generated from the option table in `mpirunner/options.py` by `python -m mpirunner.options > docs/flags.md`;",
+        "`tests/test_options.py` fails when this page and the table (or `--help`) differ.",
+        "",
+        "Every setting can also be given as a key of a YAML config (`--config`), spelled as in the",
+        "*config key* column. Precedence: built-in default < config < command line. *Devices* names",
+        "the device families that use a flag; set on another one, the run logs that it is ignored.",
+        "`-h`, `--help` prints the same list.",
+    ]
+    for group in GROUPS:
+        members = [o for o in OPTIONS if o.group == group]
+        lines += ["", f"## {group or 'general'}", "",
+                  "| flag | value | default | config key | devices | meaning |",
+                  "|---|---|---|---|---|---|"]
+        for o in members:
+            flag = f"`{o.flag}`" + (f", `--no-{o.flag[2:]}`" if o.negatable else "")
+            default = "" if o.default is None or o.kind in (ACTION, VERSION) else f"`{o.default}`"
+            key = f"`{o.dest}`" if o.is_setting else ""
+            devices = "all" if o.devices == ALL_DEVICES else ", ".join(d for d in DEVICES if d in o.devices)
+            lines.append(f"| {flag} | {_value(o)} | {default} | {key} | {devices} | {_cell(o.help)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(flags_markdown(), end="")
