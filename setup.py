@@ -9,9 +9,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     # models/ is a top-level folder of the checkout, installed as mpirunner.models so that it cannot collide
-    # with another package called `models` (a checkout on PYTHONPATH finds it through mpirunner/__init__.py)
-    packages=find_packages(include=["mpirunner", "mpirunner.*"]) + ["mpirunner.models"],
-    package_dir={"mpirunner.models": "models"},
+    # with another package called `models` (a checkout on PYTHONPATH finds it through mpirunner/__init__.py);
+    # the named configs travel with an installed copy as mpirunner/configs/*.yaml (config.CONFIG_DIR)
+    packages=find_packages(include=["mpirunner", "mpirunner.*"]) + ["mpirunner.models", "mpirunner.configs"],
+    package_dir={"mpirunner.models": "models", "mpirunner.configs": "configs"},
+    package_data={"mpirunner.configs": ["*.yaml"]},
     install_requires=[
         "numpy",
         "h5py",

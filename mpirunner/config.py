@@ -16,7 +16,9 @@ from mpirunner.errors import UsageError
 from mpirunner.options import (BOOL, BY_DEST, CHOICE, DEFAULTS, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_FLOAT,
                                OPTIONAL_POSITIVE_INT, OPTIONS, POSITIVE_FLOAT, POSITIVE_INT, SIZES, TEXT)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The named configs: mpirunner/configs/ in an installed copy (setup.py), else the checkout's configs/ folder.
+_PACKAGE = Path(__file__).resolve().parent
+CONFIG_DIR = _PACKAGE / "configs" if (_PACKAGE / "configs").is_dir() else _PACKAGE.parent / "configs"
 
 # The table's kinds as the types of RunConfig's fields.
 _FIELD_TYPES = {POSITIVE_INT: int, NON_NEGATIVE_INT: int, OPTIONAL_POSITIVE_INT: Optional[int],
