@@ -97,20 +97,6 @@ def detect_launcher(environ=None):
     return "none"
 
 
-def first_error(message):
-    """Collective over every rank of the job: each passes its own error text (or None); all get the
-    first rank's error as (rank, host, text), or None when no rank has one.
-
-    For checks that read files before any work (config file, --data-path, --weights): on several
-    hosts one rank may see a file another cannot. A rank that exited alone would leave the others
-    in MPI_Init forever (MPICH's mpiexec does not end them), so they agree first.
-    """
-    from mpi4py import MPI
-
-    found = MPI.COMM_WORLD.allgather(None if message is None else (socket.gethostname(), message))
-    return next(((rank, *item) for rank, item in enumerate(found) if item is not None), None)
-
-
 def agree(check, comm=None):
     """Run check() on every rank; if any rank raised UsageError, raise the first such rank's error on every rank.
 
