@@ -1,0 +1,154 @@
+"""`mpirunner-report summary --html OUT.html`: one self-contained static page over many runs.
+
+No server, no network, no JavaScript: the table, the figures (SVG from svg_plots, embedded as
+data URIs so their ids cannot clash) and each run's full text block are all in the one file.
+Readable printed and without colour: INVALID is written out, not coloured, and the figures use
+markers and line styles besides colours.
+"""
+import base64
+from html import escape
+from pathlib import Path
+
+from mpirunner.errors import UsageError
+from mpirunner.report import svg_plots
+from mpirunner.report.summary_text import TABLE, estimate_text, trend_cell
+from mpirunner.report.text import format_run_block, verdict_text
+from mpirunner.report.trends import configuration_text
+
+SWEEP_KEYS = ("model", "precision", "device_name", "world_size")
+
+STYLE = """
+body { font-family: sans-serif; color: #000; background: #fff; margin: 1.5em; }
+table { border-collapse: collapse; font-size: 0.8em; }
+th, td { border: 1px solid #000; padding: 0.2em 0.4em; text-align: left; vertical-align: top; }
+thead { display: table-header-group; }
+tr.invalid td { font-style: italic; border-left: 3px double #000; }
+td.verdict-invalid { font-weight: bold; }
+pre { font-size: 0.8em; border: 1px solid #000; padding: 0.5em; white-space: pre-wrap; }
+figure { margin: 1em 0; break-inside: avoid; page-break-inside: avoid; }
+figure img { max-width: 100%; }
+section.run { break-inside: avoid; page-break-inside: avoid; border-top: 1px solid #000; }
+@media print { a { color: #000; text-decoration: none; } body { margin: 0; } }
+"""
+
+
+def _image(svg_text, alt, kind):
+    data = base64.b64encode(svg_text.encode("utf-8")).decode("ascii")
+    return (f'<figure class="{kind}"><img src="data:image/svg+xml;base64,{data}" alt="{escape(alt)}">'
+            f"<figcaption>{escape(alt)}</figcaption></figure>")
+
+
+def _table(runs, with_trend):
+    columns = [(title, cell) for title, _width, cell in TABLE if title != "file"]
+    headers = ["run"] + [title for title, _cell in columns] + (["trend"] if with_trend else []) + ["reasons"]
+    lines = ['<table id="summary">', "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers)
+             + "</tr></thead>", "<tbody>"]
+    for index, run in enumerate(runs):
+        row = run.row
+        cells = [f'<td><a href="#run-{index}">{escape(row["file"])}:{escape(row["run"])}</a></td>']
+        for title, cell in columns:
+            kind = ' class="verdict-invalid"' if title == "verdict" and not row["valid"] else ""
+            cells.append(f"<td{kind}>{escape(cell(row))}</td>")
+        if with_trend:
+            cells.append(f"<td>{escape(trend_cell(row))}</td>")
+        cells.append(f"<td>{escape(row['validity_reason'])}</td>")
+        marker = ' class="invalid"' if not row["valid"] else ""
+        lines.append(f"<tr{marker}>" + "".join(cells) + "</tr>")
+    lines += ["</tbody>", "</table>"]
+    return "\n".join(lines)
+
+
+def _sweeps(runs):
+    """One figure per configuration (model, precision, device, world size): a series per file."""
+    groups = {}
+    for run in runs:
+        key = tuple(run.row.get(name, "") for name in SWEEP_KEYS)
+        groups.setdefault(key, {}).setdefault(run.row["file"], []).append(run.row)
+    parts = []
+    for key in sorted(groups, key=lambda key: tuple(str(part) for part in key)):
+        model, precision, device, world = key
+        title = f"{model} {precision}, {device}, {world} rank(s)"
+        series = sorted(groups[key].items(), key=lambda item: (str(item[1][0].get("created", "")), item[0]))
+        svg = svg_plots.sweep_svg(title, [(svg_plots.file_label(path), rows) for path, rows in series])
+        parts.append(_image(svg, f"Sweep: {title}", "sweep"))
+    return "\n".join(parts)
+
+
+def _trends(trends):
+    parts = []
+    for trend in trends:
+        if len(trend.steps) >= 2:
+            title = f"Trend: {configuration_text(trend.configuration)}"
+            parts.append(_image(svg_plots.trend_svg(title, trend.steps), title, "trend"))
+    return "\n".join(parts) or "<p>No configuration has two or more runs.</p>"
+
+
+def run_block(run):
+    """The run's full text block as the runner printed it; its stored attributes when they lack a field for it."""
+    try:
+        return format_run_block(run.attrs, run.root.get("world_size", "?")).strip("\n")
+    except (KeyError, TypeError, ValueError):
+        lines = [f"{key}: {value}" for key, value in sorted(run.attrs.items())]
+        return "\n".join([verdict_text({"valid": run.row["valid"], **run.attrs})] + lines)
+
+
+def _runs(runs):
+    parts = []
+    for index, run in enumerate(runs):
+        row = run.row
+        name = f"{row['file']}:{row['run']}"
+        figure = "<p>(no histogram stored)</p>"
+        if run.histogram is not None:
+            title = (f"{row['model']} batch {row['batch_size']}, {row['device_name']}: latency histogram, "
+                     f"{verdict_text({'valid': row['valid'], 'validity_reason': row['validity_reason']})}")
+            figure = _image(svg_plots.histogram_svg(title, *run.histogram, row), title, "histogram")
+        parts.append(f'<section class="run" id="run-{index}"><h3>{escape(name)}</h3>'
+                     f"<p>throughput {escape(estimate_text(row, 'throughput', '.2f'))} samples/s, "
+                     f"created {escape(str(row['created']))}, commit {escape(str(row['git_commit']) or '-')}</p>"
+                     f"<pre>{escape(run_block(run))}</pre>{figure}"
+                     '<p><a href="#summary">back to the table</a></p></section>')
+    return "\n".join(parts)
+
+
+def page(summary, runs, trends=None, paths=()):
+    """The whole page as text: what was read, skipped files, the table, sweeps, trends and every run."""
+    skipped = "".join(f"<li>{escape(path)}: {escape(reason)}</li>" for path, reason in summary.skipped)
+    others = (f"<p>{summary.other_files} other file(s) skipped (not *.h5 or *.hdf5).</p>"
+              if summary.other_files else "")
+    sources = ", ".join(escape(str(path)) for path in paths)
+    invalid = sum(not run.row["valid"] for run in runs)
+    body = [f"<h1>mpirunner summary</h1>",
+            f"<p>{len(runs)} run(s), {invalid} INVALID, from {sources or 'the given files'}. "
+            "Throughput in samples/s, latency in ms; brackets hold the stored 95% intervals. "
+            "Each run links to its full block below.</p>",
+            (f"<h2>Skipped files</h2><ul>{skipped}</ul>" if skipped else "") + others,
+            "<h2>Runs</h2>", _table(runs, trends is not None),
+            "<h2>Sweep curves</h2>",
+            "<p>Per configuration: throughput against batch size and against p99 latency, a series per file; "
+            "error bars are the 95% intervals, hollow markers INVALID runs.</p>", _sweeps(runs)]
+    if trends is not None:
+        body += ["<h2>Trends</h2>", _trends(trends)]
+    body += ["<h2>Every run</h2>", _runs(runs)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>mpirunner summary</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def check_html_available(path):
+    """Raise UsageError before any work when matplotlib is missing or OUT.html's folder does not exist."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--html needs matplotlib: pip install 'mpirunner[plot]'")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write --html {path}: folder {folder} does not exist")
+
+
+def write_page(path, text):
+    """Write the page; UsageError with one line when it cannot be written."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write --html {path}: {error.strerror or error}")
+    return Path(path)

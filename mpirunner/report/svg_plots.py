@@ -1,0 +1,187 @@
+"""SVG figures of the summary's HTML page (matplotlib, Agg): sweep curves, trend lines, latency histograms.
+
+Drawn to be read in black and white: each series has its own marker and line style as well as a
+colour, INVALID points are hollow markers (with a legend entry), intervals are error bars, and
+a regressed trend step is a downward triangle labelled "regressed".
+"""
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINE_STYLES = ("-", "--", ":", "-.")
+MAX_SERIES = 12  # more files than that in one configuration: the oldest share one "earlier files" series
+FONT = {"svg.fonttype": "none", "font.size": 8, "svg.hashsalt": "mpirunner"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _svg(plt, figure):
+    """The figure as SVG text (closed afterwards)."""
+    buffer = io.StringIO()
+    try:
+        figure.savefig(buffer, format="svg")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _errors(rows, key):
+    """Asymmetric error bars [[below], [above]] from the stored interval ends (0 where missing)."""
+    below, above = [], []
+    for row in rows:
+        value, low, high = row.get(key), row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")
+        below.append(max(value - low, 0.0) if _finite(value) and _finite(low) else 0.0)
+        above.append(max(high - value, 0.0) if _finite(value) and _finite(high) else 0.0)
+    return [below, above]
+
+
+def _points(axes, rows, x_key, style, label):
+    """Error-bar points of rows, valid ones filled, INVALID ones hollow; returns the line (its colour)."""
+    rows = [row for row in rows if _finite(row.get(x_key)) and _finite(row.get("throughput"))]
+    if not rows:
+        return None
+    rows.sort(key=lambda row: row[x_key])
+    marker, line_style, colour = style
+    x = [row[x_key] for row in rows]
+    y = [row["throughput"] for row in rows]
+    xerr = _errors(rows, x_key) if x_key == "latency_p99" else None
+    line = axes.errorbar(x, y, yerr=_errors(rows, "throughput"), xerr=xerr, linestyle=line_style, marker=marker,
+                         color=colour, capsize=2, linewidth=1, label=label)
+    invalid = [(a, b) for a, b, row in zip(x, y, rows) if not row["valid"]]
+    if invalid:  # drawn over the filled marker
+        axes.plot(*zip(*invalid), linestyle="none", marker=marker, markerfacecolor="white", color=colour,
+                  markersize=8)
+    return line
+
+
+def _styles():
+    colours = [f"C{index}" for index in range(10)]
+    for index in range(10 ** 6):
+        yield MARKERS[index % len(MARKERS)], LINE_STYLES[index % len(LINE_STYLES)], colours[index % len(colours)]
+
+
+def _invalid_legend(axes, any_invalid):
+    if any_invalid:
+        axes.plot([], [], linestyle="none", marker="o", markerfacecolor="white", color="black",
+                  label="INVALID run (hollow)")
+    axes.legend(fontsize="x-small", loc="best")
+
+
+def sweep_svg(title, series):
+    """Throughput vs batch size and vs p99 latency of one configuration; series = [(label, [row, ...])]."""
+    plt = _pyplot()
+    if len(series) > MAX_SERIES:
+        older = [row for _label, rows in series[:len(series) - MAX_SERIES + 1] for row in rows]
+        series = [("earlier files", older)] + list(series[len(series) - MAX_SERIES + 1:])
+    with plt.rc_context(FONT):
+        figure, (by_batch, by_p99) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+        any_invalid = False
+        for (label, rows), style in zip(series, _styles()):
+            _points(by_batch, rows, "batch_size", style, label)
+            _points(by_p99, rows, "latency_p99", style, label)
+            any_invalid = any_invalid or any(not row["valid"] for row in rows)
+        by_batch.set_xscale("log", base=2)
+        sizes = sorted({row["batch_size"] for _label, rows in series for row in rows if _finite(row["batch_size"])})
+        if sizes:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            by_batch.set_xticks(sizes)
+            by_batch.xaxis.set_major_formatter(ScalarFormatter())
+            by_batch.xaxis.set_minor_formatter(NullFormatter())
+        by_batch.set_xlabel("batch size (log2 scale)")
+        by_p99.set_xlabel("p99 batch latency (ms)")
+        for axes in (by_batch, by_p99):
+            axes.set_ylabel("throughput (samples/s)")
+            axes.grid(True, which="major", alpha=0.3)
+            axes.margins(0.08)
+        by_batch.set_title("Throughput vs batch size (95% CI)")
+        by_p99.set_title("Throughput vs p99 latency (95% CI)")
+        _invalid_legend(by_batch, any_invalid)
+        figure.suptitle(title)
+        figure.tight_layout()
+        return _svg(plt, figure)
+
+
+def trend_svg(title, steps):
+    """Throughput of each step of one trend in order, with intervals; regressed steps marked and labelled."""
+    plt = _pyplot()
+    with plt.rc_context(FONT):
+        figure, axes = plt.subplots(figsize=(9.0, 3.0))
+        rows = [run.row for _label, run in steps]
+        x = list(range(len(rows)))
+        y = [row["throughput"] if _finite(row.get("throughput")) else float("nan") for row in rows]
+        axes.errorbar(x, y, yerr=_errors(rows, "throughput"), color="C0", linestyle="-", marker="none", capsize=2,
+                      linewidth=1, label="throughput (95% CI)")
+        marks = (("regressed", "v", "black", "regressed"), ("improved", "^", "C2", "improved"))
+        for index, (value, row) in enumerate(zip(y, rows)):
+            hollow = not row["valid"]
+            status = row.get("trend", "")
+            marker, colour = next(((m, c) for name, m, c, _text in marks if status == name), ("o", "C0"))
+            axes.plot([index], [value], linestyle="none", marker=marker, color=colour, markersize=8 if hollow else 6,
+                      markerfacecolor="white" if hollow else colour)
+            if status in ("regressed", "improved"):
+                axes.annotate(status, (index, value), textcoords="offset points", xytext=(0, -14), ha="center",
+                              fontsize="x-small")
+        for name, marker, colour, text in marks:
+            if any(row.get("trend") == name for row in rows):
+                axes.plot([], [], linestyle="none", marker=marker, color=colour, label=text)
+        _invalid_legend(axes, any(not row["valid"] for row in rows))
+        axes.set_xticks(x)
+        axes.set_xticklabels([label[:19] for label, _run in steps], rotation=20, ha="right", fontsize="x-small")
+        axes.set_ylabel("throughput (samples/s)")
+        axes.grid(True, alpha=0.3)
+        axes.set_title(title)
+        figure.tight_layout()
+        return _svg(plt, figure)
+
+
+def histogram_svg(title, counts, edges, row):
+    """A run's stored latency histogram (log-spaced bins, ms on a log axis) with p50 and p99 as lines."""
+    plt = _pyplot()
+    counts, edges = np.asarray(counts, dtype=np.float64), np.asarray(edges, dtype=np.float64) * 1e3
+    with plt.rc_context(FONT):
+        figure, axes = plt.subplots(figsize=(6.0, 2.4))
+        if counts.size and edges.size == counts.size + 1 and (edges > 0).all():
+            axes.stairs(counts, edges, fill=True, color="0.6", edgecolor="black", linewidth=0.5)
+            _log_axis(axes)
+        for name, style in (("p50", "--"), ("p99", ":")):
+            value = row.get(f"latency_{name}")
+            if _finite(value) and value > 0:
+                axes.axvline(value, color="black", linestyle=style, linewidth=1.2, label=f"{name} {value:.3f} ms")
+        axes.set_xlabel("batch latency (ms, log scale)")
+        axes.set_ylabel("micro-batches")
+        axes.set_title(title, fontsize="small")
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="x-small")
+        figure.subplots_adjust(left=0.1, right=0.98, bottom=0.2, top=0.88)  # fixed: tight_layout would draw twice
+        return _svg(plt, figure)
+
+
+def _log_axis(axes):
+    """Log x axis with plain tick labels ('0.5', '2'): mathtext labels ('10^1') cost most of a figure's time."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
+def file_label(path):
+    """A series label: the file's name (its folder too when short)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name

@@ -1,0 +1,102 @@
+"""Trends for `mpirunner-report summary --by commit|created`: runs of one configuration in order, each step judged.
+
+A configuration is (model, precision, device name, world size, batch size). Its runs are ordered
+by creation time; with `--by commit` each commit is one step (its latest run), commits in the
+order of those runs, and runs without a commit are left out of the trend. Each step is compared
+with the latest earlier VALID step (any earlier step with `include_invalid`) by
+mpirunner.report.compare.compare_runs, the rule `mpirunner-report compare` applies, so a trend
+and a compare of the same two files agree. That rule needs the per-step arrays, so only the
+files of configurations with two or more steps are loaded whole.
+"""
+from dataclasses import dataclass, field
+
+CONFIGURATION_KEYS = ("model", "precision", "device_name", "world_size", "batch_size")
+BY = ("commit", "created")
+# Extra CSV/JSON columns of a trend (name with unit, row key).
+TREND_COLUMNS = (("trend", "trend"), ("trend_by", "trend_by"), ("trend_base", "trend_base"),
+                 ("trend_decided_by", "trend_decided_by"), ("trend_ratio", "trend_ratio"),
+                 ("trend_ratio_ci95_low", "trend_low"), ("trend_ratio_ci95_high", "trend_high"),
+                 ("trend_note", "trend_note"))
+
+
+@dataclass
+class Trend:
+    """One configuration's steps in order: (label, SummaryRun), the label being the commit or the created time."""
+
+    configuration: tuple
+    steps: list = field(default_factory=list)
+
+
+def configuration(row):
+    """The key runs must share to stand in one trend."""
+    return tuple(row.get(key, "") for key in CONFIGURATION_KEYS)
+
+
+def configuration_text(key):
+    """A configuration in words: 'resnet18 32.32, Test CPU, 1 rank(s), batch 8'."""
+    model, precision, device, world, batch = key
+    return f"{model} {precision}, {device}, {world} rank(s), batch {batch}"
+
+
+def build_trends(runs, by):
+    """The trends of these runs (one per configuration, in configuration order), steps ordered as --by says."""
+    groups = {}
+    for run in sorted(runs, key=lambda run: (str(run.row.get("created", "")), run.row["file"], run.row["run"])):
+        groups.setdefault(configuration(run.row), []).append(run)
+    trends = []
+    for key in sorted(groups, key=lambda key: tuple(str(part) for part in key)):
+        ordered = groups[key]
+        if by == "commit":
+            latest = {}
+            for run in ordered:  # oldest first: the last run seen for a commit is its latest
+                if run.row.get("git_commit"):
+                    latest[run.row["git_commit"]] = run
+            steps = sorted(((str(commit)[:12], run) for commit, run in latest.items()),
+                           key=lambda step: (str(step[1].row.get("created", "")), step[1].row["file"]))
+        else:
+            steps = [(str(run.row.get("created", "")), run) for run in ordered]
+        trends.append(Trend(configuration=key, steps=steps))
+    return trends
+
+
+def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=None):
+    """Mark every step's row with its trend (status, ratio, interval, what decided, base) by compare's rule.
+
+    load_row(file, run) -> the row report/rows.py builds (with the arrays the rule needs); the
+    default loads each file once.
+    """
+    from mpirunner.report import compare
+
+    load_row = load_row or _row_loader()
+    for trend in trends:
+        base = None
+        for label, run in trend.steps:
+            run.row["trend_by"] = f"{by} {label}"
+            if base is None:
+                run.row.update(trend="first", trend_note="no earlier run to compare with")
+            else:
+                result = compare.compare_runs(load_row(base.row["file"], base.row["run"]),
+                                              load_row(run.row["file"], run.row["run"]),
+                                              threshold_percent, include_invalid=include_invalid)
+                run.row.update(trend=result.status, trend_base=f"{base.row['file']}:{base.row['run']}",
+                               trend_decided_by=result.decided_by, trend_ratio=result.ratio,
+                               trend_low=result.low, trend_high=result.high, trend_note=result.note or "")
+            if run.row["valid"] or include_invalid:
+                base = run
+    return trends
+
+
+def _row_loader():
+    """load_row(file, run) reading each file once (report/rows.py's load and summary_row)."""
+    from mpirunner.report.rows import load, summary_row
+
+    files, rows = {}, {}
+
+    def load_row(path, name):
+        if (path, name) not in rows:
+            if path not in files:
+                files[path] = load(path)
+            rows[path, name] = summary_row(files[path], name)
+        return rows[path, name]
+
+    return load_row
