@@ -210,6 +210,7 @@ def test_latency_from_get_latency_and_explicit_compile_time(fake_sdk):
     backend, model = _prepared_backend(config, _world())
     step_input = _step_input(config, backend, model, batch_size=1)
     step = backend.make_step(1, step_input)
+    assert step.output_lag_steps == 0 and step.reuses_outputs  # the step contract of backends/base.py
     assert backend.compile_seconds == {}  # the step's first call compiles (bench times it as compile_seconds)
     reported = []
     for _ in range(4):

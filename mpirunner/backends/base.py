@@ -3,9 +3,9 @@
 A backend turns the model into a `step` callable for one batch size. A step takes the input of one
 host iteration (device_iterations x local replicas micro-batches, stacked along dim 0, as poptorch
 expects) and returns the outputs on the host plus the latency in seconds of each micro-batch.
-bench.py times the step itself; the backend only reports what happens inside it. A step may carry
-`output_lag_steps` (its outputs are those of an input handed over that many calls earlier; default 0)
-and `reuses_outputs` (the returned tensor is overwritten by the next call; default True).
+bench.py times the step itself; the backend only reports what happens inside it. Every step also
+carries `output_lag_steps` (its outputs are those of the input handed over that many calls earlier)
+and `reuses_outputs` (whether the returned tensor is overwritten by the next call).
 
 Which flags a backend uses is not declared here but in the option table (options.py, `devices`):
 `unused_options` and the capabilities below derive from it.
@@ -83,7 +83,8 @@ class Backend(ABC):
 
     @abstractmethod
     def make_step(self, batch_size, example_input):
-        """Return step(step_input) -> (outputs, micro_batch_latencies_seconds), compiled for this size."""
+        """Return step(step_input) -> (outputs, micro_batch_latencies_seconds), compiled for this size,
+        with the attributes output_lag_steps and reuses_outputs (see the module docstring)."""
 
     @abstractmethod
     def to_device(self, host_input):

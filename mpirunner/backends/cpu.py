@@ -66,6 +66,7 @@ class CpuBackend(Backend):
                     latencies.append((time.perf_counter_ns() - start) * 1e-9)
             return torch.cat(outputs), latencies
 
+        step.output_lag_steps = 0  # each call returns its own input's outputs
         step.reuses_outputs = False  # torch.cat makes a fresh tensor every call
         return step
 

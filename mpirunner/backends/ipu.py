@@ -245,6 +245,8 @@ class IpuBackend(Backend):
             latencies.append((float(min_seconds), float(max_seconds), float(avg_seconds)))
             return outputs, [float(avg_seconds)]
 
+        step.output_lag_steps = 0  # poptorch returns the outputs of the input it was handed
+        step.reuses_outputs = True  # not promised otherwise by poptorch: whoever keeps outputs copies them
         return step
 
     # ------------------------------------------------------------ what goes into the file
