@@ -70,10 +70,12 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=
     load_row = load_row or _row_loader()
     for trend in trends:
         base = None
-        for label, run in trend.steps:
+        for index, (label, run) in enumerate(trend.steps):
             run.row["trend_by"] = f"{by} {label}"
-            if base is None:
+            if index == 0:
                 run.row.update(trend="first", trend_note="no earlier run to compare with")
+            elif base is None:
+                run.row.update(trend="no base", trend_note="no earlier valid run to compare with")
             else:
                 result = compare.compare_runs(load_row(base.row["file"], base.row["run"]),
                                               load_row(run.row["file"], run.row["run"]),
@@ -90,13 +92,12 @@ def _row_loader():
     """load_row(file, run) reading each file once (report/rows.py's load and summary_row)."""
     from mpirunner.report.rows import load, summary_row
 
-    files, rows = {}, {}
+    rows = {}
 
     def load_row(path, name):
-        if (path, name) not in rows:
-            if path not in files:
-                files[path] = load(path)
-            rows[path, name] = summary_row(files[path], name)
+        if (path, name) not in rows:  # a file's rows all at once; the file itself is not kept
+            data = load(path)
+            rows.update({(path, run): summary_row(data, run) for run in data["runs"]})
         return rows[path, name]
 
     return load_row
