@@ -4,7 +4,7 @@ bench returns raw timings only; every statistic is derived later from these arra
 Inputs are fetched before each step's clock starts, so making data is never timed.
 
 How long to measure is not decided here. As in torch.utils.benchmark's adaptive_autorange, a
-*stop rule* is a function handed to the loop: after each chunk of steps it says how many more
+*stop rule* is a function handed to the loop: after each window of steps it says how many more
 steps this rank wants (0 = enough), and `decide` (the job passes an MPI max-reduction) turns the
 ranks' wishes into one answer, so every rank always runs the same number of steps. This module
 knows nothing about MPI: `barrier` and `decide` are plain callables.
@@ -25,8 +25,8 @@ class Timings:
 
     barrier_wait_seconds: how long this rank waited in a second barrier right after reading its
     origin; across ranks, max - min of it estimates the skew of the origins (see measure).
-    chunks: how many chunks of steps were measured (with --until-stable: windows); kept_chunks of
-    them are in the arrays. measured_steps counts every timed step, kept or not.
+    windows: how many windows (blocks of steps asked for at once; one without a stop rule) were
+    measured; kept_windows of them are in the arrays. measured_steps counts every timed step, kept or not.
     """
 
     compile_seconds: float
@@ -34,8 +34,8 @@ class Timings:
     step_seconds: np.ndarray
     batch_latency: np.ndarray
     barrier_wait_seconds: float = 0.0
-    chunks: int = 1
-    kept_chunks: int = 1
+    windows: int = 1
+    kept_windows: int = 1
     measured_steps: int = 0
 
 
@@ -59,10 +59,10 @@ def windows_agree(windows, percentage):
 def min_duration_rule(min_seconds, margin=0.05):
     """Stop rule for --min-duration: ask for enough further steps (at the pace so far, +5%) to fill it."""
 
-    def more_steps(chunk_seconds, elapsed_seconds):
+    def more_steps(window_seconds, elapsed_seconds):
         if elapsed_seconds >= min_seconds:
             return 0
-        done = sum(len(chunk) for chunk in chunk_seconds)
+        done = sum(len(window) for window in window_seconds)
         seconds_per_step = elapsed_seconds / max(done, 1)
         if seconds_per_step <= 0:
             return done
@@ -74,14 +74,24 @@ def min_duration_rule(min_seconds, margin=0.05):
 def until_stable_rule(window_steps, percentage, max_windows, agree=windows_agree):
     """Stop rule for --until-stable: one more window until the last three agree or max_windows were run."""
 
-    def more_steps(chunk_seconds, elapsed_seconds):
-        if len(chunk_seconds) >= max_windows:
+    def more_steps(window_seconds, elapsed_seconds):
+        if len(window_seconds) >= max_windows:
             return 0
-        if len(chunk_seconds) >= STABLE_WINDOWS and agree(chunk_seconds[-STABLE_WINDOWS:], percentage):
+        if len(window_seconds) >= STABLE_WINDOWS and agree(window_seconds[-STABLE_WINDOWS:], percentage):
             return 0
         return window_steps
 
     return more_steps
+
+
+def choose_stop_rule(iterations, until_stable, stability_percentage, max_windows, min_duration):
+    """(stop_rule, keep_last_windows) for the flags: --until-stable keeps the agreeing windows only,
+    --min-duration keeps every step; neither: (None, None), exactly `iterations` steps."""
+    if until_stable:
+        return until_stable_rule(iterations, stability_percentage, max_windows), STABLE_WINDOWS
+    if min_duration:
+        return min_duration_rule(min_duration), None
+    return None, None
 
 
 def _no_reduction(wanted):
@@ -89,14 +99,14 @@ def _no_reduction(wanted):
 
 
 def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
-            stop_rule=None, decide=_no_reduction, keep_last_chunks=None):
+            stop_rule=None, decide=_no_reduction, keep_last_windows=None):
     """Run and time one configuration on this rank.
 
     step(input) -> (outputs, micro-batch latencies); source.next_input() -> the next step's input;
     barrier() aligns the ranks before timing starts; on_step(i) reports progress.
-    stop_rule(chunk_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`);
+    stop_rule(window_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`);
     decide(wanted) -> the steps every rank runs next (must be called on all ranks alike);
-    keep_last_chunks: keep only the steps of the last N chunks in the returned arrays.
+    keep_last_windows: keep only the steps of the last N windows in the returned arrays.
 
     Clock: perf_counter_ns on each rank; the origin is read right after the barrier. A second
     barrier follows: the rank whose origin was earliest waits longest in it, so max - min of the
@@ -110,7 +120,7 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
     for _ in range(warmup_iterations):
         step(source.next_input())
 
-    chunks: List[dict] = []
+    windows: List[dict] = []
     barrier()
     origin_ns = time.perf_counter_ns()
     barrier()
@@ -119,7 +129,7 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
     wanted = iterations
     index = 0
     while wanted > 0:
-        chunk = {"starts": [], "durations": [], "latencies": []}
+        window = {"starts": [], "durations": [], "latencies": []}
         for _ in range(wanted):
             step_input = source.next_input()
             begin = time.perf_counter_ns()
@@ -127,27 +137,27 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
             end = time.perf_counter_ns()
             if first_begin_ns is None:
                 first_begin_ns = begin
-            chunk["starts"].append(begin - origin_ns)
-            chunk["durations"].append(end - begin)
-            chunk["latencies"].extend(micro_batch_latencies)
+            window["starts"].append(begin - origin_ns)
+            window["durations"].append(end - begin)
+            window["latencies"].extend(micro_batch_latencies)
             if on_step is not None:
                 on_step(index)
             index += 1
-        chunks.append(chunk)
+        windows.append(window)
         if stop_rule is None:
             break
         elapsed_seconds = (time.perf_counter_ns() - first_begin_ns) * 1e-9
-        chunk_seconds = [np.asarray(c["durations"], dtype=np.float64) * 1e-9 for c in chunks]
-        wanted = int(decide(int(stop_rule(chunk_seconds, elapsed_seconds))))
+        window_seconds = [np.asarray(w["durations"], dtype=np.float64) * 1e-9 for w in windows]
+        wanted = int(decide(int(stop_rule(window_seconds, elapsed_seconds))))
 
-    kept = chunks[-keep_last_chunks:] if keep_last_chunks else chunks
+    kept = windows[-keep_last_windows:] if keep_last_windows else windows
     return Timings(
         compile_seconds=compile_seconds,
-        step_start=np.asarray([s for c in kept for s in c["starts"]], dtype=np.float64) * 1e-9,
-        step_seconds=np.asarray([d for c in kept for d in c["durations"]], dtype=np.float64) * 1e-9,
-        batch_latency=np.asarray([v for c in kept for v in c["latencies"]], dtype=np.float64),
+        step_start=np.asarray([s for w in kept for s in w["starts"]], dtype=np.float64) * 1e-9,
+        step_seconds=np.asarray([d for w in kept for d in w["durations"]], dtype=np.float64) * 1e-9,
+        batch_latency=np.asarray([v for w in kept for v in w["latencies"]], dtype=np.float64),
         barrier_wait_seconds=barrier_wait_ns * 1e-9,
-        chunks=len(chunks),
-        kept_chunks=len(kept),
+        windows=len(windows),
+        kept_windows=len(kept),
         measured_steps=index,
     )

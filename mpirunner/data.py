@@ -7,7 +7,7 @@
   job, resized to size*256/224 and center-cropped to the model's size (as the reference), then staged
   as a ring of ready steps (RealInput) that the steps cycle through. Ranks take disjoint shares (every world_size-th file). Class
   folders give labels (sorted folder names -> 0, 1, ..., as torchvision's ImageFolder), and then the
-  source counts top-1/top-5 accuracy outside the timed region (see accuracy.py).
+  source counts top-1/top-5 accuracy outside the timed region (TopKCounter; checks/accuracy.py sums it).
 
 How an image reaches the model depends on where the run normalises (models.normalization):
 device -> uint8 with 8-bit IO, else float 0..255; host -> (x/255 - mean)/std; none -> x/255.
@@ -24,9 +24,9 @@ from mpirunner.config import IMAGE_SUFFIXES
 log = logging.getLogger("mpirunner")
 
 
-def step_shape(batch_size, samples_per_micro_batch_group, image_size):
+def step_shape(batch_size, micro_batches_per_step, image_size):
     """Input shape of one step: all micro-batches stacked along dim 0, as poptorch expects."""
-    return (batch_size * samples_per_micro_batch_group, 3, image_size, image_size)
+    return (batch_size * micro_batches_per_step, 3, image_size, image_size)
 
 
 def image_generator(seed):
@@ -74,6 +74,9 @@ class InputSource:
     def observe(self, step):
         """Wrap the step to see its outputs (labelled real data); other sources return it unchanged."""
         return step
+
+    def follow(self, step):
+        """Learn how the backend's step returns outputs (output_lag_steps, reuses_outputs; backends/base.py)."""
 
     def accuracy_counts(self):
         """{'samples', 'top1', 'top5'} of this rank, or None when the data has no labels."""
@@ -210,6 +213,33 @@ def prepare_images(images, dtype, location):
     return images.to(dtype)
 
 
+class TopKCounter:
+    """Running counts of samples whose label is the top-1 / among the top-5 outputs."""
+
+    def __init__(self):
+        self.samples = 0
+        self.top1 = 0
+        self.top5 = 0
+        self.warned = False
+
+    def add(self, outputs, labels):
+        logits = torch.as_tensor(outputs).detach().reshape(-1, outputs.shape[-1]).float().cpu()
+        if logits.shape[0] != labels.shape[0]:
+            if not self.warned:
+                log.warning("accuracy: a step returned %d outputs for %d labels; such steps are not counted",
+                            logits.shape[0], labels.shape[0])
+                self.warned = True
+            return
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == labels.view(-1, 1)
+        self.samples += int(labels.shape[0])
+        self.top1 += int(hits[:, 0].sum())
+        self.top5 += int(hits.any(dim=1).sum())
+
+    def counts(self):
+        return {"samples": self.samples, "top1": self.top1, "top5": self.top5}
+
+
 ACCURACY_PENDING_BYTES = 256 << 20  # outputs kept for counting after the timed steps, per rank
 
 
@@ -239,8 +269,6 @@ class RealInput(InputSource):
     mode = "real"
 
     def __init__(self, images, labels, shape, dtype, location, pin=None, channels_last=False, limit_bytes=1 << 30):
-        from mpirunner.accuracy import TopKCounter
-
         self.samples_per_step = shape[0]
         self.dtype, self.location = dtype, location
         self.images, self.labels = images, labels
@@ -267,6 +295,10 @@ class RealInput(InputSource):
 
     def _indices(self, start):
         return (start + torch.arange(self.samples_per_step)) % self.images.shape[0]
+
+    def follow(self, step):
+        self.output_lag_steps = step.output_lag_steps
+        self.outputs_reused = step.reuses_outputs
 
     def next_input(self):
         staged = self.ring[self.steps_made % len(self.ring)]
@@ -318,7 +350,7 @@ def make_input_source(config, backend, shape, dtype, rank, world_size=1, image_s
     """The source of --data for one batch size. `dtype` is the model's input dtype (uint8 with 8-bit IO)."""
     seed = config.seed * 1000003 + rank
     limit_bytes = config.input_pool_mib << 20
-    pin = getattr(backend, "pin", None)
+    pin = backend.pin if backend is not None else None
     if config.data == "synthetic":
         return SyntheticInput(shape, dtype, seed, backend.to_device)
     if config.data == "generated":

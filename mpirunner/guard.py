@@ -1,5 +1,5 @@
-"""Keep a job from hanging or losing results: the --timeout watchdog, clean ends on SIGTERM/SIGINT,
-and the test-only fault injection switch (MPIRUNNER_FAULT).
+"""Keep a job from hanging or losing results: the --timeout watchdog and clean ends on SIGTERM/SIGINT.
+(The test-only fault injection, MPIRUNNER_FAULT, is faults.py.)
 
 One guard thread runs on every rank. It sleeps in select() on the signal wake-up socket, with a
 timeout set by the current run's deadline, so it reacts even while the main thread is blocked
@@ -21,10 +21,6 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Optional
-
-from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
 
@@ -33,67 +29,6 @@ EXIT_TIMEOUT = 4     # a run exceeded --timeout
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 BACKSTOP_SECONDS = 5.0   # other ranks act this long after rank 0 should have, for a timeout
 SIGNAL_GRACE_SECONDS = 3.0
-FAULT_VARIABLE = "MPIRUNNER_FAULT"
-FAULT_KINDS = ("raise", "hang", "exit", "sleep")
-
-
-# ---------------------------------------------------------------- fault injection (tests only)
-
-@dataclass(frozen=True)
-class Fault:
-    """MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C]; omitted rank/step/run = every one.
-
-    step S is the S-th call of the step function in a run (1 = the first call, which compiles);
-    run N is the N-th run of a sweep (1-based). sleep waits X seconds (default 1) in each matching
-    step; exit ends the process at once with status C (default 7), as a crash would.
-    """
-
-    kind: str
-    rank: Optional[int] = None
-    step: Optional[int] = None
-    run: Optional[int] = None
-    seconds: float = 1.0
-    code: int = 7
-
-    def matches(self, rank, run, step):
-        return all(want is None or want == have for want, have in ((self.rank, rank), (self.run, run), (self.step, step)))
-
-
-def parse_fault(text):
-    """Parse MPIRUNNER_FAULT (None or '' -> None); a malformed value is a UsageError."""
-    if not text:
-        return None
-    kind, *options = text.strip().split(":")
-    if kind not in FAULT_KINDS:
-        raise UsageError(f"{FAULT_VARIABLE}={text}: unknown fault '{kind}' (valid: {', '.join(FAULT_KINDS)})")
-    values = {}
-    for option in options:
-        key, _, value = option.partition("=")
-        try:
-            if key in ("rank", "step", "run", "code"):
-                values[key] = int(value)
-            elif key == "seconds":
-                values[key] = float(value)
-            else:
-                raise ValueError
-        except ValueError:
-            raise UsageError(f"{FAULT_VARIABLE}={text}: bad option '{option}' "
-                             f"(valid: rank=R, step=S, run=N, seconds=X, code=C)") from None
-    return Fault(kind, **values)
-
-
-def _inject(fault, rank, host, run, step):
-    where = f"rank {rank} on {host}, run {run}, step {step}"
-    if fault.kind == "raise":
-        raise RuntimeError(f"{FAULT_VARIABLE}: injected failure on {where}")
-    if fault.kind == "exit":
-        print(f"[rank {rank} {host}] {FAULT_VARIABLE}: exiting with status {fault.code} on {where}",
-              file=sys.stderr, flush=True)
-        os._exit(fault.code)
-    if fault.kind == "hang":
-        while True:  # sleeps in short pieces, like a process stuck waiting
-            time.sleep(1.0)
-    time.sleep(fault.seconds)
 
 
 # ---------------------------------------------------------------- the guard
@@ -101,10 +36,9 @@ def _inject(fault, rank, host, run, step):
 class Guard:
     """The per-rank watchdog and signal handler of one job; see the module docstring."""
 
-    def __init__(self, world, timeout=None, fault=None):
+    def __init__(self, world, timeout=None):
         self.world = world
         self.timeout = timeout
-        self.fault = fault
         self.run_name = None        # the run in progress (None: between runs)
         self.run_index = 0          # 1-based index of the current run
         self.kept = []              # names of the runs in the file (rank 0)
@@ -112,7 +46,6 @@ class Guard:
         self._deadline = None
         self._progress = [0] * world.size
         self._sends = []            # non-root: (request, buffer) of checkpoint messages to rank 0
-        self._step_calls = 0
         self._state = threading.RLock()
         self._write_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -162,7 +95,6 @@ class Guard:
         with self._state:
             self.run_index += 1
             self.run_name = name
-            self._step_calls = 0
             self._progress = [0] * self.world.size
             self._deadline = time.monotonic() + self.timeout if self.timeout else None
         self._wake()
@@ -230,19 +162,6 @@ class Guard:
             self._comm.Recv(buffer, source=source, tag=status.Get_tag())
             if status.Get_tag() == self.run_index:
                 self._progress[source] = max(self._progress[source], int(buffer[0]))
-
-    def wrap_step(self, step):
-        """The step function, with MPIRUNNER_FAULT applied (unchanged when it is not set)."""
-        if self.fault is None:
-            return step
-
-        def faulty_step(step_input):
-            self._step_calls += 1
-            if self.fault.matches(self.world.rank, self.run_index, self._step_calls):
-                _inject(self.fault, self.world.rank, self.world.host, self.run_index, self._step_calls)
-            return step(step_input)
-
-        return faulty_step
 
     def kept_text(self):
         """What the file holds now, for messages on rank 0."""
@@ -340,8 +259,6 @@ def _note_signal(signum, frame):
     """Python-level handler: the guard thread acts on the wake-up byte; the main thread carries on."""
 
 
-def start_guard(world, config, environ=None):
-    """Parse MPIRUNNER_FAULT (same verdict on every rank) and start this rank's guard."""
-    env = os.environ if environ is None else environ
-    fault = parse_fault(env.get(FAULT_VARIABLE))
-    return Guard(world, timeout=config.timeout, fault=fault).start()
+def start_guard(world, config):
+    """Start this rank's guard (collective: every rank calls it once, right after the world is set up)."""
+    return Guard(world, timeout=config.timeout).start()

@@ -2,7 +2,8 @@
 
 The file is always built whole in memory, written to a temporary file in the same folder, fsynced
 and renamed over the target, so the file on disk is complete and valid at every moment. A sweep rewrites it after
-each finished run. Reading needs only h5py and numpy (report.py uses it on machines without torch).
+each finished run. Reading needs only h5py and numpy (mpirunner.report uses it on machines without torch).
+A run's RunRecord (record.py) becomes its run group's attributes and datasets here, and only here.
 """
 import os
 from dataclasses import dataclass, field
@@ -289,3 +290,45 @@ def read_results(path):
                              if isinstance(item, h5py.Dataset) else None)
             data["runs"][name] = run
     return data
+
+
+# ---------------------------------------------------------------- a run record -> its run group
+
+def run_attrs(record):
+    """The run group's attributes, flattened from the RunRecord (the only place this happens)."""
+    point, timings, inputs = record.point, record.timings, record.input_path
+    busy = inputs.device_busy
+    attrs = {
+        "batch_size": point.batch_size, "device_iterations": point.device_iterations,
+        "input_pool_steps": inputs.pool_steps, "input_pool_bytes": inputs.pool_bytes,
+        "input_pool_limit_bytes": point.input_pool_limit_bytes,
+        "host_gap_max": float(np.nanmax(inputs.host_gap)),
+        "device_busy_min": float(np.nanmin(busy)) if np.any(np.isfinite(busy)) else float("nan"),
+        "local_replicas": point.local_replicas, "samples_per_step": point.samples_per_step, "model": point.model,
+        "data": point.data, "precision": point.precision, "image_size": point.image_size,
+        "iterations": int(timings["step_seconds"].shape[1]), "iterations_requested": point.iterations_requested,
+        "measured_steps": record.measured_steps, "windows": record.windows, "windows_kept": record.windows_kept,
+        "warmup": point.warmup, "compile_seconds_max": float(np.max(timings["compile_seconds"])),
+        "valid": record.validity.valid, "validity_reason": list(record.validity.reasons),
+        **record.summary, **record.device_attrs,
+    }
+    for check in record.checks:
+        attrs.update(check.attrs)
+    attrs["dtype"] = point.dtype
+    attrs.update(record.compute)
+    return attrs
+
+
+def run_datasets(record):
+    """The run group's datasets beyond the timing arrays: histogram, barrier waits, input shares, per-rank values."""
+    return {"histogram/counts": record.histogram_counts, "histogram/edges": record.histogram_edges,
+            "barrier_wait_seconds": np.asarray(record.barrier_wait_seconds, dtype=np.float64),
+            "host_gap": np.asarray(record.input_path.host_gap, dtype=np.float64),
+            "device_busy": np.asarray(record.input_path.device_busy, dtype=np.float64),
+            **{key: np.asarray(values) for key, values in record.device_per_rank.items()}}
+
+
+def run_result(record):
+    """The RunResult that write_results stores for a RunRecord."""
+    return RunResult(name=record.name, attrs=run_attrs(record), extra_datasets=run_datasets(record),
+                     **{name: record.timings[name] for name in (*TIMING_ARRAYS, "compile_seconds")})

@@ -1,8 +1,8 @@
 """Statistics derived from the raw timing arrays: throughput, latency percentiles, histograms,
-95% confidence intervals and the validity verdict.
+95% confidence intervals and the input path's shares. Whether a run is valid is decided in checks/.
 
 Nothing here is accumulated during the run; every value is recomputed from the stored arrays, so
-a reader of the HDF5 file can check each one (report.py does exactly that). No torch, no MPI.
+a reader of the HDF5 file can check each one (mpirunner.report does exactly that). No torch, no MPI.
 
 Confidence intervals (95%):
 - throughput: batch means. The timed steps are cut, by step index, into BATCHES contiguous
@@ -24,9 +24,6 @@ BATCHES = 10
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_MAX_VALUES = 20000
-STRAGGLER_PERCENT = 25.0
-WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors ...
-WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median is a trend, not noise
 CI_METHOD = (f"throughput: batch means ({BATCHES} batches, ratio estimator, t quantile); latency p50/p99: "
              f"percentile bootstrap ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})")
 
@@ -61,10 +58,6 @@ def per_rank_throughput(step_start, step_seconds, samples_per_step):
     step_seconds = np.atleast_2d(step_seconds)
     windows = np.max(step_start + step_seconds, axis=1) - np.min(step_start, axis=1)
     return samples_per_step * step_seconds.shape[1] / windows
-
-
-HOST_GAP_LIMIT = 0.02      # more of a rank's window between steps than this: the runner measured itself
-DEVICE_BUSY_LIMIT = 0.8    # less of a rank's window in batch latency than this: the device waited for input
 
 
 def input_shares(step_start, step_seconds, batch_latency):
@@ -198,99 +191,10 @@ def confidence(step_start, step_seconds, batch_latency, samples_per_step, barrie
     return result
 
 
-def _median_standard_error(values):
+def median_standard_error(values):
     """Standard error of a median from the MAD (normal approximation: 1.2533 * sigma / sqrt(n))."""
     sigma = 1.4826 * np.median(np.abs(values - np.median(values)))
     return 1.2533 * sigma / np.sqrt(values.size)
-
-
-def _rank_name(rank, hosts):
-    return f"rank {rank} on {hosts[rank]}" if hosts is not None and rank < len(hosts) else f"rank {rank}"
-
-
-def input_reasons(host_gap=None, device_busy=None, hosts=None):
-    """Reasons of the input path: the runner's own gaps above HOST_GAP_LIMIT, a device busy below
-    DEVICE_BUSY_LIMIT (pass device_busy only where batch latency is device time). One line each, for
-    the worst rank."""
-    def where(rank):
-        return f"rank {rank} ({hosts[rank]})" if hosts is not None and rank < len(hosts) else f"rank {rank}"
-
-    reasons = []
-    if host_gap is not None and np.any(np.asarray(host_gap) > HOST_GAP_LIMIT):
-        rank = int(np.nanargmax(host_gap))
-        reasons.append(f"runner overhead: {100 * host_gap[rank]:.1f}% of the window between steps on {where(rank)}")
-    if device_busy is not None and np.any(np.asarray(device_busy) < DEVICE_BUSY_LIMIT):
-        rank = int(np.nanargmin(device_busy))
-        reasons.append(f"input-bound: device busy {100 * device_busy[rank]:.0f}% of the window on {where(rank)}")
-    return reasons
-
-
-def verdict(step_seconds, *, timed_seconds, min_iterations, max_cv_percent, min_duration=None, hosts=None,
-            until_stable=False, window_steps=0, stability_percentage=10.0, windows=0, max_windows=0,
-            existing_reasons=(), output_check_passed=None, host_gap=None, device_busy=None):
-    """Decide whether a run can be trusted: (valid, reasons), every reason a line a user can act on.
-
-    step_seconds: [ranks, steps] (NaN-padded). Reasons already present (existing_reasons, e.g. from
-    the output check) are kept first; the output check reason is added only if none mentions it.
-    host_gap / device_busy: per-rank shares of input_shares (device_busy None where batch latency is
-    not device time) -> the runner-overhead and input-bound reasons.
-    """
-    from mpirunner.bench import STABLE_WINDOWS, windows_agree
-
-    steps = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
-    reasons = list(existing_reasons)
-    counts = np.count_nonzero(~np.isnan(steps), axis=1) if steps.size else np.zeros(1, dtype=int)
-    if int(counts.min()) < min_iterations:
-        reasons.append(f"too few timed steps: {int(counts.min())} < --min-iterations {min_iterations}")
-    if min_duration and timed_seconds < min_duration:
-        reasons.append(f"too short: timed {timed_seconds:.3g} s < --min-duration {min_duration:g} s")
-
-    for rank, row in enumerate(steps):
-        row = row[~np.isnan(row)]
-        if row.size >= 2 and row.mean() > 0:
-            cv_percent = 100.0 * row.std(ddof=1) / row.mean()
-            if cv_percent > max_cv_percent:
-                where = f" on {_rank_name(rank, hosts)}" if steps.shape[0] > 1 else ""
-                reasons.append(f"unstable: step-time cv {cv_percent:.1f}%{where} > --max-cv {max_cv_percent:g}%")
-                break
-
-    series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)
-    third = series.size // 3
-    if third >= 2:
-        first, last = series[:third], series[-third:]
-        first_median, last_median = np.median(first), np.median(last)
-        noise = WARMUP_NOISE_SIGMAS * np.hypot(_median_standard_error(first), _median_standard_error(last))
-        difference = first_median - last_median
-        if abs(difference) > noise and abs(difference) > WARMUP_MIN_PERCENT / 100.0 * last_median:
-            change = 100.0 * difference / last_median
-            label = "not warmed up" if difference > 0 else "slowing down"
-            reasons.append(f"{label}: median step of the first third {1e3 * first_median:.3f} ms vs last third "
-                           f"{1e3 * last_median:.3f} ms ({change:+.1f}%, beyond the noise)")
-
-    if steps.shape[0] > 1:
-        medians = np.nanmedian(steps, axis=1)
-        for rank, median in enumerate(medians):
-            others = np.median(np.delete(medians, rank))
-            if others > 0 and median > (1 + STRAGGLER_PERCENT / 100.0) * others:
-                reasons.append(f"straggler: {_rank_name(rank, hosts)} median step {1e3 * median:.3f} ms vs "
-                               f"{1e3 * others:.3f} ms on the others (+{100 * (median / others - 1):.0f}%)")
-
-    if until_stable and window_steps > 0 and steps.shape[1] < STABLE_WINDOWS * window_steps:
-        reasons.append(f"not stable: only {windows} window(s) measured (--max-windows {max_windows}); "
-                       f"{STABLE_WINDOWS} must agree")
-    elif until_stable and window_steps > 0:
-        kept = steps[:, -STABLE_WINDOWS * window_steps:]
-        unstable = [rank for rank, row in enumerate(kept)
-                    if not windows_agree(np.split(row, STABLE_WINDOWS), stability_percentage)]
-        if unstable:
-            reasons.append(f"not stable: the last {STABLE_WINDOWS} of {windows} windows (--max-windows {max_windows}) "
-                           f"differ by more than --stability-percentage {stability_percentage:g}% on "
-                           + ", ".join(_rank_name(rank, hosts) for rank in unstable))
-
-    reasons.extend(input_reasons(host_gap, device_busy, hosts))
-    if output_check_passed is False and not any("output check" in reason.lower() for reason in reasons):
-        reasons.append("output check failed")
-    return not reasons, reasons
 
 
 def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds=0.0):

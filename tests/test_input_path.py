@@ -10,7 +10,8 @@ import torch
 from mpirunner import data
 from mpirunner.bench import measure
 from mpirunner.config import resolve_config
-from mpirunner.stats import input_shares, verdict
+from mpirunner.checks import ValidityRules, decide_validity
+from mpirunner.stats import input_shares
 from tests.conftest import run_cli
 from tests.test_inputs import write_jpegs
 
@@ -91,14 +92,14 @@ def test_shares_of_the_window():
 
 def test_gaps_and_an_idle_device_are_verdict_reasons():
     steps = np.full((2, 20), 0.01)
-    valid, reasons = verdict(steps, timed_seconds=1.0, min_iterations=10, max_cv_percent=10, hosts=["a", "b"],
-                             host_gap=np.array([0.001, 0.086]), device_busy=np.array([0.95, 0.12]))
-    assert not valid
-    assert reasons == ["runner overhead: 8.6% of the window between steps on rank 1 (b)",
+    rules = ValidityRules(min_iterations=10, max_cv_percent=10)
+    validity = decide_validity(steps, rules, timed_seconds=1.0, hosts=["a", "b"], host_gap=np.array([0.001, 0.086]),
+                               device_busy=np.array([0.95, 0.12]))
+    assert not validity.valid
+    assert validity.reasons == ["runner overhead: 8.6% of the window between steps on rank 1 (b)",
                        "input-bound: device busy 12% of the window on rank 1 (b)"]
-    valid, reasons = verdict(steps, timed_seconds=1.0, min_iterations=10, max_cv_percent=10,
-                             host_gap=np.array([0.01]), device_busy=None)
-    assert valid and reasons == []
+    validity = decide_validity(steps, rules, timed_seconds=1.0, host_gap=np.array([0.01]), device_busy=None)
+    assert validity.valid and validity.reasons == []
 
 
 class SlowSource(data.InputSource):

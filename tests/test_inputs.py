@@ -17,7 +17,7 @@ from mpirunner.backends.cpu import CpuBackend
 from mpirunner.bench import measure
 from mpirunner.config import resolve_config
 from mpirunner.errors import UsageError
-from mpirunner.output_check import compare_outputs, tie_tolerance
+from mpirunner.checks.output_check import compare_outputs, tie_tolerance
 from tests.conftest import run_cli
 
 TINY = {"model": "resnet18", "image_size": 32}

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from mpirunner.errors import UsageError
-from mpirunner.guard import EXIT_TIMEOUT, Fault, parse_fault
+from mpirunner.faults import Fault, parse_fault
+from mpirunner.guard import EXIT_TIMEOUT
 from mpirunner.results import RunResult, read_results, write_results
 from tests.conftest import REPO, TINY, mpiexec_path, run_cli
 
@@ -188,8 +189,6 @@ def test_weights_that_fit_on_one_host_only_end_every_rank(tmp_path):
 
 def test_weights_that_do_not_fit_are_one_line_on_every_rank(tmp_path):
     torch = pytest.importorskip("torch")
-    if not (REPO / "models" / "weights.py").exists():
-        pytest.skip("--weights loading is not implemented")
     weights = tmp_path / "other.pt"
     torch.save({"fc.weight": torch.zeros(3, 3)}, weights)
     result = run_cli([*FAST, "--weights", weights, "--output", tmp_path / "out.h5"], ranks=2, timeout=120)

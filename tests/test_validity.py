@@ -1,11 +1,13 @@
-"""The validity verdict and the stop rules: generated timing arrays first, then tiny real runs."""
+"""The validity decision and the stop rules: generated timing arrays first, then tiny real runs."""
 import time
 
 import h5py
 import numpy as np
 import pytest
 
-from mpirunner import bench, stats
+from mpirunner import bench
+from mpirunner.checks import Check, ValidityRules, decide_validity
+from mpirunner.checks.output_check import judge
 from tests.conftest import run_cli
 
 LIMITS = dict(min_iterations=10, max_cv_percent=10.0)
@@ -15,10 +17,12 @@ def _clean(ranks=2, steps=60, seed=0, median=0.01, cv=0.03):
     return np.random.default_rng(seed).normal(median, cv * median, (ranks, steps))
 
 
-def _verdict(steps, **overrides):
-    arguments = dict(LIMITS, timed_seconds=float(np.nansum(steps[0])), hosts=["node-a", "node-b", "node-c"])
-    arguments.update(overrides)
-    return stats.verdict(steps, **arguments)
+def _verdict(steps, checks=(), timed_seconds=None, windows=0, **rules):
+    """(valid, reasons) of decide_validity with LIMITS, overridden by `rules` (ValidityRules fields)."""
+    timed = float(np.nansum(steps[0])) if timed_seconds is None else timed_seconds
+    validity = decide_validity(steps, ValidityRules(**dict(LIMITS, **rules)), checks, timed_seconds=timed,
+                               windows=windows, hosts=["node-a", "node-b", "node-c"])
+    return validity.valid, validity.reasons
 
 
 def test_clean_data_is_valid():
@@ -58,13 +62,19 @@ def test_too_few_and_too_short_runs_are_invalid():
     assert any("--min-duration 3 s" in reason for reason in reasons), reasons
 
 
-def test_failed_output_check_is_a_reason_once():
-    valid, reasons = _verdict(_clean(), output_check_passed=False)
-    assert not valid and reasons == ["output check failed"]
-    existing = ["output check failed: 3 of 8 top-1 classes differ from the reference"]
-    valid, reasons = _verdict(_clean(), output_check_passed=False, existing_reasons=existing)
-    assert not valid and reasons == existing
-    assert _verdict(_clean(), output_check_passed=True) == (True, [])
+def test_failed_output_check_is_its_reason_once_and_first():
+    torch = pytest.importorskip("torch")
+    numbers = {"max_abs_error": 0.5, "rel_error": 0.2, "top1_agreement": 0.5, "top1_agreement_within_ties": 0.5,
+               "finite": True}
+    check = judge([numbers, dict(numbers, top1_agreement_within_ties=0.95)], samples=8, dtype=torch.float32)
+    assert not check.passed and check.attrs["output_check_passed"] is False
+    steps = _clean(cv=0.3)  # also unstable: the output check's reason comes first
+    valid, reasons = _verdict(steps, [check])
+    assert not valid and reasons[0] == "output check failed: top-1 agreement within ties 50.0% < 90%"
+    assert sum("output check" in reason for reason in reasons) == 1 and reasons[1].startswith("unstable")
+    not_finite = judge([dict(numbers, finite=False)], samples=8, dtype=torch.float32)
+    assert _verdict(_clean(), [not_finite]) == (False, ["output check failed: non-finite outputs"])
+    assert _verdict(_clean(), [Check("output_check", True)]) == (True, [])
 
 
 def test_until_stable_verdict_checks_the_kept_windows():
@@ -123,9 +133,9 @@ def test_measure_runs_what_the_ranks_decide_together_and_keeps_the_last_windows(
         return 4 if len(decisions) <= 2 else 0
 
     timings = bench.measure(_sleeping_step(0.0005), _CountingSource(), 4, 1, lambda: None,
-                            stop_rule=lambda chunks, elapsed: 0, decide=decide, keep_last_chunks=2)
+                            stop_rule=lambda windows, elapsed: 0, decide=decide, keep_last_windows=2)
     assert decisions == [0, 0, 0]
-    assert timings.chunks == 3 and timings.kept_chunks == 2
+    assert timings.windows == 3 and timings.kept_windows == 2
     assert timings.measured_steps == 12 and timings.step_seconds.size == 8
     assert np.all(np.diff(timings.step_start) > 0) and timings.step_start[0] > 0.001  # the last two windows
 

@@ -1,0 +1,106 @@
+"""--check-outputs: does the benchmarked configuration compute what a float32 eager model of the same weights does?
+
+Run once per batch size, right after its timed steps, through the very step that was timed (half
+precision, 8-bit IO, channels_last, compiled, on the device). Running it after the timed steps keeps
+the step's first call the one timed as compile_seconds. The reference is the float32 network of the
+same weights (rebuilt from --seed / --weights, before any rounding to 16 bits), eager, on the host,
+fed the same input in its exact host form (uint8, or float32 before the cast to the model's dtype).
+Every rank checks its own device; rank 0 keeps the worst numbers.
+
+Numbers (run attributes output_check_*):
+- max_abs_error: max |out - ref|;  rel_error: ||out - ref||_2 / ||ref||_2 over the batch;
+- top1_agreement: share of samples whose top-1 class is the reference's top-1 class;
+- top1_agreement_within_ties: as top1_agreement, but a sample also agrees when the reference scores the
+  benchmarked top-1 class within tie_tolerance x max|ref| of its own top-1 (a near tie that rounding
+  may flip). tie_tolerance = max(4 x eps of the 16-bit (or 32-bit) type used, 1e-4): 3.1% for
+  bfloat16, 0.39% for float16, 1e-4 for float32.
+Passed when every output is finite and top1_agreement_within_ties >= MIN_AGREEMENT (0.9); a failed
+check makes the run invalid (checks.decide_validity) with the reason made here.
+"""
+import functools
+
+from mpirunner.checks.check import Check
+
+MIN_AGREEMENT = 0.9
+
+
+def tie_tolerance(dtype):
+    import torch
+
+    return max(4 * torch.finfo(dtype).eps, 1e-4)
+
+
+def compare_outputs(outputs, reference, dtype):
+    """Error numbers of `outputs` against `reference` ([samples, classes]); dtype sets the tie tolerance."""
+    import torch
+
+    out = torch.as_tensor(outputs).detach().float().cpu().reshape(reference.shape[0], -1)
+    ref = reference.detach().float().cpu().reshape(reference.shape[0], -1)
+    finite = bool(torch.isfinite(out).all())
+    difference = out - ref
+    ref_norm = float(ref.norm())
+    bench_top1 = out.argmax(dim=1)
+    ref_best = ref.max(dim=1).values
+    ref_scale = ref.abs().max(dim=1).values
+    ref_at_bench_top1 = ref.gather(1, bench_top1.view(-1, 1)).squeeze(1)
+    within_ties = ref_at_bench_top1 >= ref_best - tie_tolerance(dtype) * ref_scale
+    return {
+        "max_abs_error": float(difference.abs().max()) if finite else float("inf"),
+        "rel_error": (float(difference.norm()) / ref_norm if ref_norm > 0 else float(difference.norm())) if finite
+        else float("inf"),
+        "top1_agreement": float((bench_top1 == ref.argmax(dim=1)).float().mean()),
+        "top1_agreement_within_ties": float(within_ties.float().mean()) if finite else 0.0,
+        "finite": finite,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_model(config):
+    from mpirunner.models.assembly import build_reference_model
+
+    return build_reference_model(config)
+
+
+def check_dtype(model):
+    """The 16-bit type whose rounding the check must tolerate: the compute dtype, or the weights' one for 16.32."""
+    import torch
+
+    return model.weights_dtype if model.compute_dtype == torch.float32 else model.compute_dtype
+
+
+def judge(gathered, samples, dtype):
+    """Every rank's numbers -> the Check rank 0 keeps: the worst numbers, passed or failed with its reason."""
+    worst = {
+        "max_abs_error": max(row["max_abs_error"] for row in gathered),
+        "rel_error": max(row["rel_error"] for row in gathered),
+        "top1_agreement": min(row["top1_agreement"] for row in gathered),
+        "top1_agreement_within_ties": min(row["top1_agreement_within_ties"] for row in gathered),
+    }
+    finite = all(row["finite"] for row in gathered)
+    passed = finite and worst["top1_agreement_within_ties"] >= MIN_AGREEMENT
+    attrs = {f"output_check_{key}": value for key, value in worst.items()}
+    attrs.update(output_check_passed=bool(passed), output_check_samples=int(samples),
+                 output_check_min_agreement=MIN_AGREEMENT, output_check_tie_tolerance=tie_tolerance(dtype),
+                 output_check_finite=finite)
+    if passed:
+        reason = ""
+    elif finite:
+        reason = (f"output check failed: top-1 agreement within ties "
+                  f"{100 * worst['top1_agreement_within_ties']:.1f}% < {100 * MIN_AGREEMENT:.0f}%")
+    else:
+        reason = "output check failed: non-finite outputs"
+    return Check("output_check", bool(passed), reason, attrs)
+
+
+def run_output_check(config, world, backend, model, step, source):
+    """Collective: check one step's outputs on every rank; rank 0 gets the Check, the others None."""
+    import torch
+
+    reference_input = source.check_input()
+    bench_input = reference_input if reference_input.dtype == torch.uint8 else reference_input.to(model.input_dtype)
+    outputs, _ = step(backend.to_device(bench_input))
+    with torch.inference_mode():
+        reference = _reference_model(config)(reference_input)
+    dtype = check_dtype(model)
+    gathered = world.gather(compare_outputs(outputs, reference, dtype))
+    return judge(gathered, reference.shape[0], dtype) if world.is_root else None

@@ -1,0 +1,124 @@
+"""The timing rules of validity: enough steps, long enough, stable, warmed up, no straggler, and
+(--until-stable) windows that agree. Each rule looks at the raw step times [ranks, steps] only and
+returns Checks; the limits come from the user's flags through ValidityRules.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from mpirunner.bench import STABLE_WINDOWS, windows_agree
+from mpirunner.checks.check import failed, passed
+from mpirunner.stats import median_standard_error
+
+STRAGGLER_PERCENT = 25.0
+WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors ...
+WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median is a trend, not noise
+
+
+@dataclass(frozen=True)
+class ValidityRules:
+    """The limits a run must meet (--min-iterations, --max-cv, --min-duration, --until-stable ...)."""
+
+    min_iterations: int = 1
+    max_cv_percent: float = float("inf")
+    min_duration: Optional[float] = None
+    until_stable: bool = False
+    window_steps: int = 0          # steps per --until-stable window (--iterations)
+    stability_percentage: float = 10.0
+    max_windows: int = 0
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(min_iterations=config.min_iterations, max_cv_percent=config.max_cv,
+                   min_duration=config.min_duration, until_stable=config.until_stable,
+                   window_steps=config.iterations, stability_percentage=config.stability_percentage,
+                   max_windows=config.max_windows)
+
+
+def rank_name(rank, hosts):
+    return f"rank {rank} on {hosts[rank]}" if hosts is not None and rank < len(hosts) else f"rank {rank}"
+
+
+def enough_steps(steps, rules):
+    counts = np.count_nonzero(~np.isnan(steps), axis=1) if steps.size else np.zeros(1, dtype=int)
+    fewest = int(counts.min())
+    if fewest < rules.min_iterations:
+        return failed("min_iterations", f"too few timed steps: {fewest} < --min-iterations {rules.min_iterations}")
+    return passed("min_iterations")
+
+
+def long_enough(timed_seconds, rules):
+    if rules.min_duration and timed_seconds < rules.min_duration:
+        return failed("min_duration", f"too short: timed {timed_seconds:.3g} s < --min-duration {rules.min_duration:g} s")
+    return passed("min_duration")
+
+
+def stable_steps(steps, rules, hosts):
+    """The first rank whose step-time coefficient of variation is above --max-cv."""
+    for rank, row in enumerate(steps):
+        row = row[~np.isnan(row)]
+        if row.size >= 2 and row.mean() > 0:
+            cv_percent = 100.0 * row.std(ddof=1) / row.mean()
+            if cv_percent > rules.max_cv_percent:
+                where = f" on {rank_name(rank, hosts)}" if steps.shape[0] > 1 else ""
+                return failed("step_cv", f"unstable: step-time cv {cv_percent:.1f}%{where} > --max-cv "
+                                         f"{rules.max_cv_percent:g}%")
+    return passed("step_cv")
+
+
+def warmed_up(steps):
+    """The median step of the first third against the last third: a trend beyond the noise fails."""
+    series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)
+    third = series.size // 3
+    if third < 2:
+        return passed("warm_up")
+    first, last = series[:third], series[-third:]
+    first_median, last_median = np.median(first), np.median(last)
+    noise = WARMUP_NOISE_SIGMAS * np.hypot(median_standard_error(first), median_standard_error(last))
+    difference = first_median - last_median
+    if abs(difference) > noise and abs(difference) > WARMUP_MIN_PERCENT / 100.0 * last_median:
+        change = 100.0 * difference / last_median
+        label = "not warmed up" if difference > 0 else "slowing down"
+        return failed("warm_up", f"{label}: median step of the first third {1e3 * first_median:.3f} ms vs last third "
+                                 f"{1e3 * last_median:.3f} ms ({change:+.1f}%, beyond the noise)")
+    return passed("warm_up")
+
+
+def stragglers(steps, hosts):
+    """One failed check per rank whose median step is STRAGGLER_PERCENT above the others' median."""
+    found = []
+    if steps.shape[0] > 1:
+        medians = np.nanmedian(steps, axis=1)
+        for rank, median in enumerate(medians):
+            others = np.median(np.delete(medians, rank))
+            if others > 0 and median > (1 + STRAGGLER_PERCENT / 100.0) * others:
+                found.append(failed("straggler", f"straggler: {rank_name(rank, hosts)} median step {1e3 * median:.3f} "
+                                                 f"ms vs {1e3 * others:.3f} ms on the others "
+                                                 f"(+{100 * (median / others - 1):.0f}%)"))
+    return found or [passed("straggler")]
+
+
+def windows_stable(steps, rules, windows, hosts):
+    """--until-stable: the last STABLE_WINDOWS windows were measured and agree on every rank."""
+    if not (rules.until_stable and rules.window_steps > 0):
+        return passed("until_stable")
+    if steps.shape[1] < STABLE_WINDOWS * rules.window_steps:
+        return failed("until_stable", f"not stable: only {windows} window(s) measured (--max-windows "
+                                      f"{rules.max_windows}); {STABLE_WINDOWS} must agree")
+    kept = steps[:, -STABLE_WINDOWS * rules.window_steps:]
+    unstable = [rank for rank, row in enumerate(kept)
+                if not windows_agree(np.split(row, STABLE_WINDOWS), rules.stability_percentage)]
+    if unstable:
+        return failed("until_stable", f"not stable: the last {STABLE_WINDOWS} of {windows} windows (--max-windows "
+                                      f"{rules.max_windows}) differ by more than --stability-percentage "
+                                      f"{rules.stability_percentage:g}% on "
+                                      + ", ".join(rank_name(rank, hosts) for rank in unstable))
+    return passed("until_stable")
+
+
+def timing_checks(step_seconds, rules, *, timed_seconds, windows=0, hosts=None):
+    """Every timing rule's Checks, in the order their reasons are listed."""
+    steps = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    return [enough_steps(steps, rules), long_enough(timed_seconds, rules), stable_steps(steps, rules, hosts),
+            warmed_up(steps), *stragglers(steps, hosts), windows_stable(steps, rules, windows, hosts)]

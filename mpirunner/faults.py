@@ -1,0 +1,102 @@
+"""Test-only fault injection: MPIRUNNER_FAULT makes a chosen rank fail in a chosen step, so the tests can
+show that no fault leaves a job hanging or a file half-written. Unset, it changes nothing.
+
+MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C], KIND one of raise, hang, exit, sleep.
+"""
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from mpirunner.errors import UsageError
+
+FAULT_VARIABLE = "MPIRUNNER_FAULT"
+FAULT_KINDS = ("raise", "hang", "exit", "sleep")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C]; omitted rank/step/run = every one.
+
+    step S is the S-th call of the step function in a run (1 = the first call, which compiles);
+    run N is the N-th run of a sweep (1-based). sleep waits X seconds (default 1) in each matching
+    step; exit ends the process at once with status C (default 7), as a crash would.
+    """
+
+    kind: str
+    rank: Optional[int] = None
+    step: Optional[int] = None
+    run: Optional[int] = None
+    seconds: float = 1.0
+    code: int = 7
+
+    def matches(self, rank, run, step):
+        return all(want is None or want == have for want, have in ((self.rank, rank), (self.run, run), (self.step, step)))
+
+
+def parse_fault(text):
+    """Parse MPIRUNNER_FAULT (None or '' -> None); a malformed value is a UsageError."""
+    if not text:
+        return None
+    kind, *options = text.strip().split(":")
+    if kind not in FAULT_KINDS:
+        raise UsageError(f"{FAULT_VARIABLE}={text}: unknown fault '{kind}' (valid: {', '.join(FAULT_KINDS)})")
+    values = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        try:
+            if key in ("rank", "step", "run", "code"):
+                values[key] = int(value)
+            elif key == "seconds":
+                values[key] = float(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"{FAULT_VARIABLE}={text}: bad option '{option}' "
+                             f"(valid: rank=R, step=S, run=N, seconds=X, code=C)") from None
+    return Fault(kind, **values)
+
+
+def inject(fault, rank, host, run, step):
+    """Do what the fault says, here and now."""
+    where = f"rank {rank} on {host}, run {run}, step {step}"
+    if fault.kind == "raise":
+        raise RuntimeError(f"{FAULT_VARIABLE}: injected failure on {where}")
+    if fault.kind == "exit":
+        print(f"[rank {rank} {host}] {FAULT_VARIABLE}: exiting with status {fault.code} on {where}",
+              file=sys.stderr, flush=True)
+        os._exit(fault.code)
+    if fault.kind == "hang":
+        while True:  # sleeps in short pieces, like a process stuck waiting
+            time.sleep(1.0)
+    time.sleep(fault.seconds)
+
+
+class Faults:
+    """This rank's MPIRUNNER_FAULT: wrap_step is called once per run (batch size) and counts its step calls."""
+
+    def __init__(self, fault, rank, host):
+        self.fault, self.rank, self.host = fault, rank, host
+        self.run_index = 0
+
+    def wrap_step(self, step):
+        """The run's step function with the fault applied (unchanged when none is set)."""
+        self.run_index += 1
+        if self.fault is None:
+            return step
+        run, calls = self.run_index, [0]
+
+        def faulty_step(step_input):
+            calls[0] += 1
+            if self.fault.matches(self.rank, run, calls[0]):
+                inject(self.fault, self.rank, self.host, run, calls[0])
+            return step(step_input)
+
+        return faulty_step
+
+
+def faults_from_environment(world, environ=None):
+    """Parse MPIRUNNER_FAULT (the same verdict on every rank) for this rank."""
+    env = os.environ if environ is None else environ
+    return Faults(parse_fault(env.get(FAULT_VARIABLE)), world.rank, world.host)

@@ -1,0 +1,61 @@
+"""What a results file needs to be reproduced: the job's settings, versions, hosts, launcher and the
+git commit of the mpirunner checkout (the file's root attributes)."""
+import os
+from pathlib import Path
+
+from mpirunner import __version__
+
+
+def git_commit():
+    """Commit of the mpirunner checkout, read from .git without shelling out ('' when not a checkout)."""
+    git = Path(__file__).resolve().parent.parent / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            ref_file = git / ref
+            if ref_file.exists():
+                return ref_file.read_text().strip()
+            for line in (git / "packed-refs").read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split()[0]
+            return ""
+        return head
+    except OSError:
+        return ""
+
+
+def mpi_version():
+    from mpi4py import MPI
+
+    return MPI.Get_library_version().strip().splitlines()[0]
+
+
+def job_attrs(config, world, backend, model, created, rank_rows):
+    """The root attributes of the file (rank_rows: the gathered /ranks rows, on rank 0)."""
+    import torch
+
+    from mpirunner.world import detect_launcher
+
+    attrs = {
+        "mpirunner_version": __version__,
+        "created": created.isoformat(timespec="seconds"),
+        "argv": " ".join(config.argv),
+        "config": config.settings(),
+        "config_file_text": config.config_text,
+        "config_name": config.name,
+        "world_size": world.size,
+        "hosts": sorted({row["host"] for row in rank_rows}) if world.is_root else [],
+        "backend": backend.name,
+        "launcher": detect_launcher(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+        "torch_version": torch.__version__,
+        "mpi_version": mpi_version(),
+        "poptorch_version": "",
+        "git_commit": git_commit(),
+        "image_size": model.image_size,
+        **model.precision_attrs(backend, config),  # dtype, weights_dtype, input_dtype, ...
+        **backend.metadata(),
+    }
+    attrs.setdefault("device_name", backend.name)
+    return attrs
