@@ -1,8 +1,9 @@
 """The run's story: set up the world, place this rank, build the model once, then for each batch size
 measure it, record it and write the file.
 
-Order of DESIGN.md's chain: config -> world/placement -> models -> backend -> data -> bench -> stats ->
-checks -> record -> results. Every rank measures; rank 0 alone prints and writes.
+The parts are used in the order data flows through them: config -> world/placement -> models ->
+backend -> data -> bench -> stats -> checks -> record -> results. Every rank measures; rank 0 alone
+prints and writes.
 """
 import datetime
 import logging
@@ -63,7 +64,8 @@ def _run(config, world, guard, faults):
     backend = create_backend(config, world)
     unused = backend.unused_options()
     if unused:
-        log.warning("the %s backend does not use: %s", backend.name, ", ".join("--" + u.replace("_", "-") for u in unused))
+        log.warning("the %s backend does not use: %s", backend.name,
+                    ", ".join("--" + u.replace("_", "-") for u in unused))
     if config.random_weights and not config.weights:
         log.info("--random-weights: weights are random and seeded (--seed %d) on every rank", config.seed)
     placement = place_this_rank(config, world, preferred_node=backend.preferred_numa_node())
@@ -92,7 +94,7 @@ def _run(config, world, guard, faults):
             with guard.writing(record.name, path):  # a signal waits for the write, then keeps this run
                 write_results(path, root_attrs, rank_rows, runs)
             print(format_run_block(runs[-1].attrs, world.size), flush=True)
-        guard.at_checkpoint(world.barrier)()  # the run is on disk before any rank starts the next: a crash there keeps it
+        guard.at_checkpoint(world.barrier)()  # on disk before any rank starts the next run: a crash there keeps it
         guard.run_finished()
     if world.is_root and runs:
         print(format_sweep_table([run.attrs for run in runs]))

@@ -50,7 +50,8 @@ def enough_steps(steps, rules):
 
 def long_enough(timed_seconds, rules):
     if rules.min_duration and timed_seconds < rules.min_duration:
-        return failed("min_duration", f"too short: timed {timed_seconds:.3g} s < --min-duration {rules.min_duration:g} s")
+        return failed("min_duration",
+                      f"too short: timed {timed_seconds:.3g} s < --min-duration {rules.min_duration:g} s")
     return passed("min_duration")
 
 
