@@ -1,7 +1,8 @@
-"""mpirunner-report's command line: parse the words, run `report` or `compare`, turn usage errors into one line.
+"""mpirunner-report's command line: parse the words, run `report`, `compare` or `summary`; usage errors in one line.
 
     mpirunner-report [report] FILE... [--ranks] [--histogram] [--plot PNG] [--csv PATH] [--json PATH]
     mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT]   # exit 1 on a regression
+    mpirunner-report summary PATH... [filters] [--by commit|created] [--csv|--json PATH] [--html OUT.html]
 """
 import argparse
 import sys
@@ -10,7 +11,12 @@ from mpirunner.errors import UsageError
 from mpirunner.report.compare import compare_files, metadata_differences
 from mpirunner.report.plot import check_plot_available, plot
 from mpirunner.report.rows import load, sorted_runs, summary_row, write_rows
+from mpirunner.report.html import check_html_available, page, write_page
+from mpirunner.report.summary import (DEFAULT_SORT, SORT_KEYS, parse_batch_sizes, parse_sort, read_summary, select,
+                                      sort_runs, write_summary)
+from mpirunner.report.summary_text import skipped_text, summary_table, trends_text
 from mpirunner.report.text import file_text, format_comparison
+from mpirunner.report.trends import BY, TREND_COLUMNS, build_trends, judge_trends
 
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
@@ -57,12 +63,48 @@ def compare(args):
     return EXIT_REGRESSION if regressed else 0
 
 
+def summary(args):
+    """`summary PATH...`: a row per run over many files (attributes only), trends with --by, a page with --html.
+
+    With `--csv -` or `--json -` stdout carries only that data; the table is left out and skipped files go to stderr.
+    """
+    if args.csv == "-" and args.json == "-":
+        raise UsageError("only one of --csv and --json can write to stdout ('-')")
+    if args.threshold < 0:
+        raise UsageError(f"--threshold must be a percentage >= 0, got {args.threshold}")
+    if args.html:
+        check_html_available(args.html)
+    keys = parse_sort(args.sort or "")
+    sizes = parse_batch_sizes(args.batch_size) if args.batch_size else ()
+    found = read_summary(args.paths, histograms=bool(args.html))
+    runs = sort_runs(select(found.runs, args.model or (), args.device or (), sizes, args.valid_only), keys)
+    trends = None
+    if args.by:
+        trends = judge_trends(build_trends(runs, args.by), args.by, args.threshold, args.include_invalid)
+    to_stdout = "-" in (args.csv, args.json)
+    notes = sys.stderr if to_stdout else sys.stdout
+    if not to_stdout:
+        print(summary_table(runs, with_trend=trends is not None) if runs else "no runs found")
+        if trends:
+            print(trends_text(trends, args.threshold))
+    if found.skipped or found.other_files:
+        print(skipped_text(found), file=notes)
+    extra = TREND_COLUMNS if trends is not None else ()
+    for kind in ("csv", "json"):
+        if getattr(args, kind):
+            write_summary(runs, getattr(args, kind), kind, extra)
+    if args.html:
+        written = write_page(args.html, page(found, runs, trends, args.paths))
+        print(f"page written to {written}", file=notes)
+    return 0
+
+
 def build_parsers():
     """(report parser, compare parser); `report` is also what runs when the first word is a file."""
     report_parser = argparse.ArgumentParser(
         prog="mpirunner-report [report]",
         description="Tables, latency histograms, plots and CSV/JSON from mpirunner HDF5 files (no torch or MPI needed). "
-                    "See also: mpirunner-report compare BASE.h5 NEW.h5.")
+                    "See also: mpirunner-report compare BASE.h5 NEW.h5, mpirunner-report summary PATH...")
     report_parser.add_argument("files", nargs="+", metavar="FILE", help="mpirunner HDF5 result files")
     report_parser.add_argument("--ranks", action="store_true",
                                help="a row per rank (host, NUMA node, cpus, throughput, median latency); per-rank colours in --plot")
@@ -81,16 +123,41 @@ def build_parsers():
     compare_parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
                                 help="slow-down that counts as a regression (default: 5)")
     compare_parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
-    return report_parser, compare_parser
+    summary_parser = argparse.ArgumentParser(
+        prog="mpirunner-report summary",
+        description="One table over many result files (folders searched recursively for *.h5, *.hdf5): a row per run "
+                    "with its stored summary and verdict. Unreadable files are listed as skipped, never fatal.")
+    summary_parser.add_argument("paths", nargs="+", metavar="PATH", help="result files or folders")
+    summary_parser.add_argument("--model", action="append", metavar="GLOB", help="only these models (repeatable)")
+    summary_parser.add_argument("--device", action="append", metavar="TEXT",
+                                help="only this backend (cpu, cuda, ipu) or device name (part or glob; repeatable)")
+    summary_parser.add_argument("--batch-size", metavar="N[,N...]", help="only these batch sizes")
+    summary_parser.add_argument("--valid-only", action="store_true", help="leave INVALID runs out")
+    summary_parser.add_argument("--sort", metavar="KEY[,KEY...]",
+                                help=f"sort by {', '.join(SORT_KEYS)}; '--sort=-KEY' descending "
+                                     f"(default: {','.join(DEFAULT_SORT)})")
+    summary_parser.add_argument("--by", choices=BY, help="trends: each configuration's runs in this order, each "
+                                "step judged against the previous valid one with compare's rule")
+    summary_parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
+                                help="slow-down that counts as a regression in a trend (default: 5)")
+    summary_parser.add_argument("--include-invalid", action="store_true",
+                                help="trends: judge INVALID runs too (as compare --include-invalid)")
+    summary_parser.add_argument("--csv", metavar="PATH", help="the rows as CSV, units in the column names ('-': stdout)")
+    summary_parser.add_argument("--json", metavar="PATH", help="the same rows as a JSON list ('-': stdout)")
+    summary_parser.add_argument("--html", metavar="OUT.html", help="one self-contained page: table, sweep curves, "
+                                "trends, each run's block and latency histogram")
+    return report_parser, compare_parser, summary_parser
 
 
 def main(argv=None):
     """Entry point of `mpirunner-report` and `python -m mpirunner.report`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    report_parser, compare_parser = build_parsers()
+    report_parser, compare_parser, summary_parser = build_parsers()
     try:
         if argv and argv[0] == "compare":
             return compare(compare_parser.parse_args(argv[1:]))
+        if argv and argv[0] == "summary":
+            return summary(summary_parser.parse_args(argv[1:]))
         if argv and argv[0] == "report":
             argv = argv[1:]
         return report(report_parser.parse_args(argv))

@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 
 from mpirunner.errors import UsageError
-from mpirunner.report import svg_plots
+from mpirunner.report.svg_plots import file_label, histogram_svg, sweep_svg, trend_svg
 from mpirunner.report.summary_text import TABLE, estimate_text, trend_cell
 from mpirunner.report.text import format_run_block, verdict_text
 from mpirunner.report.trends import configuration_text
@@ -69,7 +69,7 @@ def _sweeps(runs):
         model, precision, device, world = key
         title = f"{model} {precision}, {device}, {world} rank(s)"
         series = sorted(groups[key].items(), key=lambda item: (str(item[1][0].get("created", "")), item[0]))
-        svg = svg_plots.sweep_svg(title, [(svg_plots.file_label(path), rows) for path, rows in series])
+        svg = sweep_svg(title, [(file_label(path), rows) for path, rows in series])
         parts.append(_image(svg, f"Sweep: {title}", "sweep"))
     return "\n".join(parts)
 
@@ -79,7 +79,7 @@ def _trends(trends):
     for trend in trends:
         if len(trend.steps) >= 2:
             title = f"Trend: {configuration_text(trend.configuration)}"
-            parts.append(_image(svg_plots.trend_svg(title, trend.steps), title, "trend"))
+            parts.append(_image(trend_svg(title, trend.steps), title, "trend"))
     return "\n".join(parts) or "<p>No configuration has two or more runs.</p>"
 
 
@@ -101,7 +101,7 @@ def _runs(runs):
         if run.histogram is not None:
             title = (f"{row['model']} batch {row['batch_size']}, {row['device_name']}: latency histogram, "
                      f"{verdict_text({'valid': row['valid'], 'validity_reason': row['validity_reason']})}")
-            figure = _image(svg_plots.histogram_svg(title, *run.histogram, row), title, "histogram")
+            figure = _image(histogram_svg(title, *run.histogram, row), title, "histogram")
         parts.append(f'<section class="run" id="run-{index}"><h3>{escape(name)}</h3>'
                      f"<p>throughput {escape(estimate_text(row, 'throughput', '.2f'))} samples/s, "
                      f"created {escape(str(row['created']))}, commit {escape(str(row['git_commit']) or '-')}</p>"

@@ -65,7 +65,7 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=
     load_row(file, run) -> the row report/rows.py builds (with the arrays the rule needs); the
     default loads each file once.
     """
-    from mpirunner.report import compare
+    from mpirunner.report.compare import compare_runs  # imported here: issue 17 adds it; the table needs none of it
 
     load_row = load_row or _row_loader()
     for trend in trends:
@@ -77,7 +77,7 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=
             elif base is None:
                 run.row.update(trend="no base", trend_note="no earlier valid run to compare with")
             else:
-                result = compare.compare_runs(load_row(base.row["file"], base.row["run"]),
+                result = compare_runs(load_row(base.row["file"], base.row["run"]),
                                               load_row(run.row["file"], run.row["run"]),
                                               threshold_percent, include_invalid=include_invalid)
                 run.row.update(trend=result.status, trend_base=f"{base.row['file']}:{base.row['run']}",
