@@ -1,12 +1,22 @@
 """Regression check for `mpirunner-report compare`: did NEW get slower than BASE, beyond noise?
 
-Runs are matched by batch size. The decision uses the raw per-step timings, not the summaries:
-the time per sample of each step (step_seconds / samples_per_step, every rank) is resampled with
-a seeded bootstrap (numpy only, no scipy) to get a 95% interval of median(NEW) / median(BASE).
-A run has regressed when that ratio exceeds 1 + threshold AND the whole interval lies above 1
-(the slow-down is larger than the threshold and not explained by noise); improved symmetrically.
-The numbers only: mpirunner.report.text prints them.
+Runs are matched by batch size; each pair is judged by compare_runs, which the summary's trends
+(report/trends.py) call too, so both say the same. The rule, on the raw per-step timings:
+- Validity first: a pair with an INVALID run is left out of the verdict ("invalid-new" when NEW is
+  INVALID, "excluded-invalid" when only BASE is), unless include_invalid.
+- Same world size: per-rank time per sample. Each NEW rank's median step time per sample is
+  compared with BASE's (all ranks); the slowest NEW rank decides, so one straggling rank is a
+  regression even when the pooled median hides it.
+- Different world sizes: whole-job throughput, (world size x samples per step) / the step time of
+  the slowest rank, since per-rank time per sample says nothing about a job that has more ranks.
+Intervals are 95% seeded bootstrap intervals (numpy only) of the ratio NEW/BASE of the quantity
+that decided. Regressed: the ratio is worse than the threshold AND the whole interval is on the
+worse side of 1 (the change is larger than the threshold and not explained by noise); improved
+symmetrically. The numbers only: mpirunner.report.text prints them.
 """
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sorted_runs, summary_row
@@ -16,15 +26,50 @@ CONFIDENCE = 0.95
 CHUNK_ELEMENTS = 2_000_000  # bounds the memory of one block of resamples
 COMPARED_METADATA = ("backend", "device_name", "world_size")
 COMPARED_RUN_METADATA = ("model", "precision", "dtype", "image_size", "device_iterations", "data")
+PER_RANK = "per-rank time per sample"
+WHOLE_JOB = "whole-job throughput"
+STATUSES = ("improved", "same", "regressed", "excluded-invalid", "invalid-new", "no-timings")
+
+
+@dataclass
+class PairResult:
+    """The judgement of one BASE/NEW pair.
+
+    status: improved / same / regressed / excluded-invalid / invalid-new / no-timings.
+    decided_by: the quantity compared (PER_RANK or WHOLE_JOB); ratio, low, high: NEW/BASE of that
+    quantity with its 95% interval (for time, above 1 is slower; for throughput, above 1 is faster).
+    rank: for PER_RANK, the NEW rank that decided (the slowest). note: what a reader must know.
+    """
+
+    status: str
+    decided_by: str
+    ratio: float = float("nan")
+    low: float = float("nan")
+    high: float = float("nan")
+    note: str = ""
+    rank: int = -1
 
 
 def per_sample_seconds(run):
     """Each step's time per sample (s), all ranks flattened, padding dropped."""
-    samples = run["attrs"].get("samples_per_step") or 1
-    if run.get("step_seconds") is None:
-        return np.zeros(0)
-    rows = finite_rows(run["step_seconds"])
-    return np.concatenate(rows) / samples if rows else np.zeros(0)
+    rows = _rank_rows(run["attrs"], run.get("step_seconds"))
+    return np.concatenate(rows) if rows else np.zeros(0)
+
+
+def _rank_rows(attrs, step_seconds):
+    """Per rank: its finite step times divided by samples per step (s per sample)."""
+    samples = attrs.get("samples_per_step") or 1
+    if step_seconds is None or not np.size(step_seconds):
+        return []
+    return [row / samples for row in finite_rows(step_seconds) if row.size]
+
+
+def _job_step_seconds(step_seconds):
+    """Per step, the slowest rank's time: the step time of the whole (synchronous) job."""
+    table = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    with np.errstate(all="ignore"):
+        job = np.nanmax(table, axis=0) if table.size else np.zeros(0)
+    return job[np.isfinite(job)]
 
 
 def resampled_medians(values, rng, resamples=RESAMPLES):
@@ -50,12 +95,68 @@ def time_ratio_interval(base_values, new_values, seed=0, resamples=RESAMPLES, co
 
 
 def regression_verdict(ratio, low, high, threshold):
-    """'regressed', 'improved' or 'same' from the time ratio, its interval and the threshold (a fraction)."""
+    """'regressed', 'improved' or 'same' from a TIME ratio, its interval and the threshold (a fraction)."""
     if ratio > 1.0 + threshold and low > 1.0:
         return "regressed"
     if ratio < 1.0 / (1.0 + threshold) and high < 1.0:
         return "improved"
     return "same"
+
+
+def _invalid_status(base_row, new_row, include_invalid):
+    """(status or None, note): whether validity keeps this pair out of the verdict."""
+    base_ok, new_ok = bool(base_row.get("valid", True)), bool(new_row.get("valid", True))
+    if base_ok and new_ok:
+        return None, ""
+    which = " and ".join(name for name, ok in (("base", base_ok), ("new", new_ok)) if not ok)
+    reasons = "; ".join(f"{name}: {row.get('validity_reason', '')}" for name, row, ok
+                        in (("base", base_row, base_ok), ("new", new_row, new_ok)) if not ok)
+    if include_invalid:
+        return None, f"{which} INVALID, compared anyway (--include-invalid): {reasons}"
+    return ("invalid-new" if not new_ok else "excluded-invalid"), f"{which} INVALID ({reasons})"
+
+
+def compare_runs(base_row, new_row, threshold_percent, include_invalid=False, seed=0):
+    """Judge NEW against BASE: two rows as report/rows.py's summary_row builds them (with their arrays)."""
+    threshold = threshold_percent / 100.0
+    base_world, new_world = _world_size(base_row), _world_size(new_row)
+    decided_by = PER_RANK if base_world == new_world else WHOLE_JOB
+    status, note = _invalid_status(base_row, new_row, include_invalid)
+    if status is not None:
+        return PairResult(status, decided_by, note=note)
+    if decided_by == WHOLE_JOB:
+        note = "; ".join(part for part in (note, f"world size differs ({base_world} vs {new_world}): "
+                                                 "decided on whole-job throughput") if part)
+    base_arrays, new_arrays = _arrays(base_row), _arrays(new_row)
+    base_rows = _rank_rows(base_row, base_arrays.get("step_seconds"))
+    new_rows = _rank_rows(new_row, new_arrays.get("step_seconds"))
+    if not base_rows or not new_rows:
+        return PairResult("no-timings", decided_by, note="; ".join(p for p in (note, "no per-step timings") if p))
+    if decided_by == PER_RANK:
+        base_values = np.concatenate(base_rows)
+        judged = [time_ratio_interval(base_values, values, seed=seed) for values in new_rows]
+        rank = int(np.argmax([ratio for ratio, _low, _high in judged]))
+        ratio, low, high = judged[rank]
+        if len(new_rows) > 1:
+            note = "; ".join(p for p in (note, f"slowest new rank {rank} decided") if p)
+        return PairResult(regression_verdict(ratio, low, high, threshold), decided_by, ratio, low, high, note, rank)
+    # whole job: time per sample of the job = slowest rank's step / (ranks x samples per step)
+    base_job = _job_step_seconds(base_arrays["step_seconds"]) / (base_world * (base_row.get("samples_per_step") or 1))
+    new_job = _job_step_seconds(new_arrays["step_seconds"]) / (new_world * (new_row.get("samples_per_step") or 1))
+    time_ratio, time_low, time_high = time_ratio_interval(base_job, new_job, seed=seed)
+    status = regression_verdict(time_ratio, time_low, time_high, threshold)
+    return PairResult(status, decided_by, 1.0 / time_ratio, 1.0 / time_high, 1.0 / time_low, note)
+
+
+def _world_size(row):
+    try:
+        return int(row.get("world_size") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _arrays(row):
+    return getattr(row, "arrays", None) or {}
 
 
 def _by_batch_size(data):
@@ -65,8 +166,11 @@ def _by_batch_size(data):
     return matched
 
 
-def compare_files(base, new, threshold, seed=0):
-    """One result dict per batch size in either file; 'regression_verdict': regressed / improved / same / only in ..."""
+def compare_files(base, new, threshold, seed=0, include_invalid=False):
+    """One result dict per batch size in either file: 'pair' (a PairResult) or 'regression_verdict' 'only in ...'.
+
+    threshold is a fraction (0.05 = 5%).
+    """
     base_runs, new_runs = _by_batch_size(base), _by_batch_size(new)
     results = []
     for batch_size in sorted(set(base_runs) | set(new_runs), key=lambda size: (size is None, size)):
@@ -76,29 +180,26 @@ def compare_files(base, new, threshold, seed=0):
             continue
         base_run, new_run = base["runs"][base_runs[batch_size]], new["runs"][new_runs[batch_size]]
         base_row, new_row = summary_row(base, base_runs[batch_size]), summary_row(new, new_runs[batch_size])
-        base_values, new_values = per_sample_seconds(base_run), per_sample_seconds(new_run)
-        result = {"batch_size": batch_size, "base_throughput": base_row["throughput"],
-                  "new_throughput": new_row["throughput"],
-                  "throughput_ratio": _ratio(new_row["throughput"], base_row["throughput"])}
+        pair = compare_runs(base_row, new_row, 100.0 * threshold, include_invalid=include_invalid, seed=seed)
+        result = {"batch_size": batch_size, "pair": pair, "regression_verdict": pair.status,
+                  "base_valid": bool(base_row.get("valid", True)), "new_valid": bool(new_row.get("valid", True)),
+                  "base_throughput": base_row["throughput"], "new_throughput": new_row["throughput"],
+                  "throughput_ratio": _ratio(new_row["throughput"], base_row["throughput"]),
+                  "time_ratio": pair.ratio, "low": pair.low, "high": pair.high}
         base_latency, new_latency = run_latency(base_run), run_latency(new_run)
         for name, q in (("p50", 50), ("p99", 99)):
             result[f"{name}_ratio"] = (_ratio(np.percentile(new_latency, q), np.percentile(base_latency, q))
                                        if base_latency.size and new_latency.size else float("nan"))
-        if base_values.size == 0 or new_values.size == 0:
-            result.update(time_ratio=float("nan"), low=float("nan"), high=float("nan"), regression_verdict="no timings")
-        else:
-            ratio, low, high = time_ratio_interval(base_values, new_values, seed=seed)
-            result.update(time_ratio=ratio, low=low, high=high,
-                          regression_verdict=regression_verdict(ratio, low, high, threshold))
         results.append(result)
     return results
 
 
 def _ratio(new, base):
     try:
-        return float(new) / float(base) if float(base) else float("nan")
+        value = float(new) / float(base) if float(base) else float("nan")
     except (TypeError, ValueError):
         return float("nan")
+    return value if math.isfinite(value) else float("nan")
 
 
 def metadata_differences(base, new):

@@ -81,6 +81,16 @@ def _first_line(error):
 
 # ------------------------------------------------------------------------- derived numbers
 
+class RunRow(dict):
+    """A summary row (the CSV/JSON cells) that also carries the run's raw arrays in `.arrays`.
+
+    The arrays (step_seconds, step_start, batch_latency) are not cells: CSV/JSON never see them,
+    while compare.compare_runs, which needs the per-step timings, reads them from the row.
+    """
+
+    arrays = None
+
+
 def finite_rows(array):
     """A [ranks, n] array (NaN-padded by the gather) -> one 1-D array of finite values per rank."""
     table = np.atleast_2d(np.asarray(array, dtype=np.float64))
@@ -141,8 +151,9 @@ def summary_row(data, name):
         row["compile_seconds_max"] = float(np.nanmax(run["compile_seconds"]))
     row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
     row["valid"] = bool(attrs.get("valid", True))
-    ordered = {key: row.get(key, "") for key in ROW_FIELDS}
+    ordered = RunRow({key: row.get(key, "") for key in ROW_FIELDS})
     ordered.update({key: row[key] for key in sorted(row) if key not in ordered})
+    ordered.arrays = {key: run.get(key) for key in ("step_seconds", "step_start", "batch_latency")}
     return ordered
 
 

@@ -1,0 +1,72 @@
+"""compare's rule (report/compare.compare_runs) on synthetic rows: validity, world size, stragglers."""
+import numpy as np
+import pytest
+
+from mpirunner.report.compare import PER_RANK, WHOLE_JOB, compare_runs
+from mpirunner.report.rows import RunRow
+
+
+def make_row(step_seconds, samples_per_step=8, valid=True, reason=""):
+    """A row as summary_row builds it: the cells compare reads and the per-step arrays."""
+    steps = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    row = RunRow(world_size=steps.shape[0], samples_per_step=samples_per_step, valid=valid,
+                 validity_reason=reason)
+    row.arrays = {"step_seconds": steps}
+    return row
+
+
+def noisy(median, ranks=1, steps=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return median * (1 + 0.01 * rng.standard_normal((ranks, steps)))
+
+
+def test_twice_as_many_ranks_twice_as_fast_is_an_improvement_on_whole_job_throughput():
+    # 2 ranks each as fast per step as the 1 rank: per-rank time is the same, the job is 2x faster
+    result = compare_runs(make_row(noisy(0.010, 1)), make_row(noisy(0.010, 2, seed=1)), 5.0)
+    assert result.decided_by == WHOLE_JOB
+    assert result.status == "improved"
+    assert 1.9 < result.ratio < 2.1 and result.low > 1.0
+    assert "world size differs" in result.note
+
+
+def test_fewer_ranks_is_a_regression_on_whole_job_throughput():
+    result = compare_runs(make_row(noisy(0.010, 2)), make_row(noisy(0.010, 1, seed=1)), 5.0)
+    assert (result.decided_by, result.status) == (WHOLE_JOB, "regressed")
+    assert result.high < 1.0
+
+
+def test_same_world_size_is_decided_per_rank():
+    result = compare_runs(make_row(noisy(0.010, 2)), make_row(noisy(0.0101, 2, seed=1)), 5.0)
+    assert (result.decided_by, result.status) == (PER_RANK, "same")
+    assert result.low < result.ratio < result.high
+
+
+def test_one_rank_twenty_percent_slower_is_flagged_though_the_pooled_median_hides_it():
+    new = noisy(0.010, 4, seed=1)
+    new[2] *= 1.2
+    result = compare_runs(make_row(noisy(0.010, 4)), make_row(new), 5.0)
+    assert result.status == "regressed"
+    assert result.rank == 2 and 1.15 < result.ratio < 1.25
+
+
+@pytest.mark.parametrize("base_valid, new_valid, status", [(True, False, "invalid-new"),
+                                                            (False, True, "excluded-invalid"),
+                                                            (False, False, "invalid-new")])
+def test_invalid_runs_are_left_out_of_the_verdict(base_valid, new_valid, status):
+    base = make_row(noisy(0.010), valid=base_valid, reason="straggler: rank 1")
+    new = make_row(noisy(0.005, seed=1), valid=new_valid, reason="straggler: rank 1")
+    result = compare_runs(base, new, 5.0)
+    assert result.status == status
+    assert "INVALID" in result.note and "straggler" in result.note
+
+
+def test_include_invalid_compares_them_and_says_so():
+    result = compare_runs(make_row(noisy(0.010)), make_row(noisy(0.005, seed=1), valid=False, reason="too short"),
+                          5.0, include_invalid=True)
+    assert result.status == "improved"
+    assert "--include-invalid" in result.note
+
+
+def test_rows_without_timings_are_not_judged():
+    empty = RunRow(world_size=1, samples_per_step=8, valid=True)
+    assert compare_runs(empty, make_row(noisy(0.01)), 5.0).status == "no-timings"
