@@ -70,3 +70,48 @@ def test_include_invalid_compares_them_and_says_so():
 def test_rows_without_timings_are_not_judged():
     empty = RunRow(world_size=1, samples_per_step=8, valid=True)
     assert compare_runs(empty, make_row(noisy(0.01)), 5.0).status == "no-timings"
+
+
+# ------------------------------------------------------------------ the command on written files
+
+def test_compare_one_rank_against_two_ranks_twice_as_fast(tmp_path, capsys):
+    from tests.test_report import make_file, run_report
+
+    one = make_file(tmp_path / "one.h5", batch_sizes=(4,), ranks=1, seed=1)
+    two = make_file(tmp_path / "two.h5", batch_sizes=(4,), ranks=2, seed=2)
+    status, out, _ = run_report(capsys, "compare", one, two)
+    assert status == 0, out
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["4"])
+    assert "whole-job throughput" in row and row.split()[-1] == "improved"
+    assert "decided on whole-job throughput" in out and out.splitlines()[-1] == "no regression"
+    status, out, _ = run_report(capsys, "compare", two, one)
+    assert status == 1 and "REGRESSED" in out
+
+
+def test_compare_with_an_invalid_new_run_exits_6_unless_included(tmp_path, capsys):
+    from tests.test_report import make_file, run_report
+
+    base = make_file(tmp_path / "base.h5", batch_sizes=(4,), seed=1)
+    new = make_file(tmp_path / "new.h5", batch_sizes=(4,), seed=1, slow_rank=1,
+                    run_extra={"valid": False, "validity_reason": "straggler: rank 1 on node0"})
+    status, out, _ = run_report(capsys, "compare", base, new)
+    assert status == 6, out
+    assert "INVALID (new)" in out and "straggler: rank 1" in out and "no regression" not in out
+    status, out, _ = run_report(capsys, "compare", base, new, "--include-invalid")
+    assert status == 1 and "REGRESSED" in out  # the straggler, judged: rank 1 is 1.5x slower
+    status, out, _ = run_report(capsys, "compare", new, base)  # only BASE invalid: every pair excluded
+    assert status == 6 and "every pair excluded" in out
+
+
+def test_compare_flags_a_planted_one_rank_slowdown(tmp_path, capsys):
+    import h5py
+
+    from tests.test_report import make_file, run_report
+
+    base = make_file(tmp_path / "base.h5", batch_sizes=(4,), ranks=4, steps=60, seed=1)
+    new = make_file(tmp_path / "new.h5", batch_sizes=(4,), ranks=4, steps=60, seed=2)
+    with h5py.File(new, "r+") as h5:
+        h5["runs/bs00004/step_seconds"][3] = h5["runs/bs00004/step_seconds"][3] * 1.2
+    status, out, _ = run_report(capsys, "compare", base, new)
+    assert status == 1, out
+    assert "slowest new rank 3 decided" in out and "per-rank time per sample" in out

@@ -209,7 +209,7 @@ def test_compare_does_not_flag_the_same_distribution(tmp_path, capsys):
     status, out, _ = run_report(capsys, "compare", base, again)
     assert status == 0, out
     assert "REGRESSED" not in out and "no regression" in out
-    ratios = [float(line.split()[-5].rstrip("x")) for line in out.splitlines() if line.split()[-1:] == ["same"]]
+    ratios = [float(line.split()[-9].rstrip("x")) for line in out.splitlines() if line.split()[-1:] == ["same"]]
     assert len(ratios) == 3 and all(abs(ratio - 1) < 0.05 for ratio in ratios)
 
 

@@ -1,7 +1,8 @@
 """mpirunner-report's command line: parse the words, run `report`, `compare` or `summary`; usage errors in one line.
 
     mpirunner-report [report] FILE... [--ranks] [--histogram] [--plot PNG] [--csv PATH] [--json PATH]
-    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT]   # exit 1 on a regression
+    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--include-invalid]
+        # exit 1 on a regression, 6 when NEW is INVALID or no pair could be judged
     mpirunner-report summary PATH... [filters] [--by commit|created] [--csv|--json PATH] [--html OUT.html]
 """
 import argparse
@@ -20,6 +21,7 @@ from mpirunner.report.trends import BY, TREND_COLUMNS, build_trends, judge_trend
 
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
+EXIT_INVALID_PAIR = 6  # compare: a NEW run is INVALID, or every pair was excluded (docs/failure-behaviour.md)
 
 
 def report(args):
@@ -51,16 +53,23 @@ def report(args):
 
 
 def compare(args):
-    """`compare BASE NEW`: match runs by batch size, print ratios and verdicts; 1 when any run regressed."""
+    """`compare BASE NEW`: match runs by batch size, print ratios and verdicts.
+
+    1 when any run regressed; else EXIT_INVALID_PAIR when a NEW run is INVALID or no pair was judged.
+    """
     if args.threshold < 0:
         raise UsageError(f"--threshold must be a percentage >= 0, got {args.threshold}")
     base, new = load(args.base), load(args.new)
-    results = compare_files(base, new, args.threshold / 100.0, seed=args.seed)
-    if not any("time_ratio" in result for result in results):
+    results = compare_files(base, new, args.threshold / 100.0, seed=args.seed, include_invalid=args.include_invalid)
+    if not any("pair" in result for result in results):
         raise UsageError(f"nothing to compare: {args.base} and {args.new} have no batch size in common")
     print(format_comparison(base, new, results, args.threshold, metadata_differences(base, new)))
-    regressed = any(result["regression_verdict"] == "regressed" for result in results)
-    return EXIT_REGRESSION if regressed else 0
+    statuses = {result["regression_verdict"] for result in results if "pair" in result}
+    if "regressed" in statuses:
+        return EXIT_REGRESSION
+    if "invalid-new" in statuses or not statuses & {"improved", "same"}:
+        return EXIT_INVALID_PAIR
+    return 0
 
 
 def summary(args):
@@ -116,12 +125,16 @@ def build_parsers():
 
     compare_parser = argparse.ArgumentParser(
         prog="mpirunner-report compare",
-        description="Compare NEW against BASE run by run (matched on batch size). Exit status 1 when NEW is slower "
-                    "than BASE by more than --threshold beyond noise (bootstrap interval of per-sample step time).")
+        description="Compare NEW against BASE run by run (matched on batch size). Same world size: the slowest NEW "
+                    "rank's time per sample against BASE's; different world sizes: whole-job throughput. Exit status 1 "
+                    "when NEW is worse by more than --threshold beyond noise (bootstrap interval); 6 when a NEW run is "
+                    "INVALID or no pair could be judged (INVALID runs are left out unless --include-invalid).")
     compare_parser.add_argument("base", metavar="BASE.h5")
     compare_parser.add_argument("new", metavar="NEW.h5")
     compare_parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
                                 help="slow-down that counts as a regression (default: 5)")
+    compare_parser.add_argument("--include-invalid", action="store_true",
+                                help="judge pairs with an INVALID run too (they are left out by default)")
     compare_parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
     summary_parser = argparse.ArgumentParser(
         prog="mpirunner-report summary",

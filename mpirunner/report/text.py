@@ -258,25 +258,51 @@ def file_text(data, names, rows, ranks=False, histogram=False):
 
 
 def format_comparison(base, new, results, threshold_percent, differences):
-    """The comparison as a table: throughput and latency ratios (NEW/BASE), time ratio with interval, verdict."""
+    """The comparison as a table: throughput and latency ratios (NEW/BASE), the ratio that decided with its
+    interval, the quantity that decided, the verdict; INVALID runs marked; notes under the table."""
     lines = [f"base: {base['path']}", f"new:  {new['path']}",
-             f"regressed = NEW's median time per sample is more than {threshold_percent:g}% above BASE's and its "
-             f"{100 * CONFIDENCE:.0f}% bootstrap interval lies above 1",
+             f"regressed = the quantity that decided is more than {threshold_percent:g}% worse in NEW and its "
+             f"{100 * CONFIDENCE:.0f}% bootstrap interval lies wholly on the worse side of 1",
              *(f"note: {key} differs: {base_value} (base) vs {new_value} (new)"
                for key, base_value, new_value in differences),
              f"{'batch':>6}  {'base/s':>10}  {'new/s':>10}  {'thr new/base':>12}  {'p50 ratio':>9}  {'p99 ratio':>9}"
-             f"  {'time ratio [95% interval]':>26}  verdict"]
+             f"  {'ratio [95% interval]':>26}  {'decided by':<24}  verdict"]
+    notes = []
     for result in results:
         verdict = result["regression_verdict"]
-        if "time_ratio" not in result and "base_throughput" not in result:
+        if "pair" not in result:
             lines.append(f"{result['batch_size']!s:>6}  {'':>10}  {'':>10}  {'':>12}  {'':>9}  {'':>9}  {'':>26}  "
-                         f"{verdict}")
+                         f"{'':<24}  {verdict}")
             continue
-        interval = f"{result['time_ratio']:.3f} [{result['low']:.3f}, {result['high']:.3f}]"
-        shown = verdict.upper() if verdict == "regressed" else verdict
-        lines.append(f"{result['batch_size']!s:>6}  {result['base_throughput']:>10.2f}  {result['new_throughput']:>10.2f}"
+        pair = result["pair"]
+        base_mark = "" if result["base_valid"] else "*"
+        new_mark = "" if result["new_valid"] else "*"
+        interval = (f"{pair.ratio:.3f} [{pair.low:.3f}, {pair.high:.3f}]" if math.isfinite(pair.ratio) else "n/a")
+        shown = {"regressed": "REGRESSED", "invalid-new": "INVALID (new)",
+                 "excluded-invalid": "excluded (base INVALID)"}.get(verdict, verdict)
+        lines.append(f"{result['batch_size']!s:>6}  {result['base_throughput']:>9.2f}{base_mark or ' '}"
+                     f"  {result['new_throughput']:>9.2f}{new_mark or ' '}"
                      f"  {result['throughput_ratio']:>11.3f}x  {result['p50_ratio']:>8.3f}x  {result['p99_ratio']:>8.3f}x"
-                     f"  {interval:>26}  {shown}")
-    regressed = [str(r["batch_size"]) for r in results if r["regression_verdict"] == "regressed"]
-    lines.append(f"REGRESSION at batch size {', '.join(regressed)}" if regressed else "no regression")
+                     f"  {interval:>26}  {pair.decided_by:<24}  {shown}")
+        if pair.note:
+            notes.append(f"   batch {result['batch_size']}: {pair.note}")
+    if any(not r.get("base_valid", True) or not r.get("new_valid", True) for r in results):
+        lines.append("   * INVALID run: left out of the verdict unless --include-invalid")
+    lines.extend(notes)
+    lines.append(comparison_conclusion(results))
     return "\n".join(lines)
+
+
+def comparison_conclusion(results):
+    """The last line of a comparison: REGRESSION, INVALID pair(s), nothing judged, or no regression."""
+    def sizes(status):
+        return ", ".join(str(r["batch_size"]) for r in results if r["regression_verdict"] == status)
+
+    judged = [r for r in results if r["regression_verdict"] in ("improved", "same", "regressed")]
+    if sizes("regressed"):
+        return f"REGRESSION at batch size {sizes('regressed')}"
+    if sizes("invalid-new"):
+        return f"INVALID: new run INVALID at batch size {sizes('invalid-new')} (not judged; --include-invalid to compare)"
+    if not judged:
+        return "INVALID: no pair could be judged (every pair excluded)"
+    return "no regression"
