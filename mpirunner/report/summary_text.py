@@ -26,7 +26,7 @@ def verdict_cell(row):
 
 
 def trend_cell(row):
-    """The step's trend as a cell: 'REGRESSED 1.203x' (time ratio new/base), 'same 0.998x', 'first', ''."""
+    """The step's trend as a cell: 'REGRESSED 1.203x', 'same 0.998x' (NEW/BASE of the quantity that decided), 'first'."""
     status = row.get("trend", "")
     if not status:
         return ""
@@ -81,7 +81,8 @@ def trends_text(trends, threshold_percent):
         lines.append(f"trend: {configuration_text(trend.configuration)}")
         for label, run in trend.steps:
             row = run.row
-            decided = f", {row['trend_decided_by']}" if row.get("trend_decided_by") else ""
+            judged = row.get("trend") in ("improved", "same", "regressed")
+            decided = f", {row['trend_decided_by']}" if judged and row.get("trend_decided_by") else ""
             note = f" ({row['trend_note']})" if row.get("trend_note") else ""
             lines.append(f"   {label:<25}  {_number(row.get('throughput'), '.1f'):>10}/s  {verdict_cell(row):<7}  "
                          f"{trend_cell(row)}{decided}{note}")

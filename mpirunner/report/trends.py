@@ -75,7 +75,7 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=
             if index == 0:
                 run.row.update(trend="first", trend_note="no earlier run to compare with")
             elif base is None:
-                run.row.update(trend="no base", trend_note="no earlier valid run to compare with")
+                run.row.update(trend="no-base", trend_note="no earlier valid run to compare with")
             else:
                 result = compare_runs(load_row(base.row["file"], base.row["run"]),
                                               load_row(run.row["file"], run.row["run"]),
