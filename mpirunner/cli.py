@@ -23,7 +23,24 @@ class _OneLineParser(argparse.ArgumentParser):
     error prints the usage block on every rank of an mpiexec job)."""
 
     def error(self, message):
-        raise UsageError(f"{message} (see --help)")
+        raise UsageError(f"{message}{_flag_suggestions(message)} (see --help)")
+
+
+def _flag_suggestions(message):
+    """'; did you mean --output?' for each misspelt flag in argparse's 'unrecognized arguments: ...' message."""
+    import difflib
+
+    if not message.startswith("unrecognized arguments:"):
+        return ""
+    flags = [o.flag for o in OPTIONS] + [f"--no-{o.flag[2:]}" for o in OPTIONS if o.negatable]
+    hints = []
+    for word in message.split(":", 1)[1].split():
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.6)
+            hints += [f"{word.split('=', 1)[0]} -> {close[0]}"] if close else []
+    if len(hints) == 1:
+        return f"; did you mean {hints[0].split(' -> ')[1]}?"
+    return f"; did you mean: {', '.join(hints)}?" if hints else ""
 
 
 def _add(container, option):
@@ -66,16 +83,17 @@ def build_parser():
 def _is_first_rank():
     """Whether this process should print a usage error: rank 0, or any process outside MPI.
 
-    Before MPI starts only the launcher's variables tell the rank; they are used for this and nothing else.
+    The launcher's declared rank comes first: when the launcher and MPI disagree (launcher.py), every
+    process is rank 0 of its own one-rank world, and only the launcher's rank 0 should speak.
     """
+    from mpirunner.launcher import declared_world
+
+    declared = declared_world()
+    if declared is not None and declared.rank is not None:
+        return declared.rank == 0
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         return mpi.COMM_WORLD.Get_rank() == 0
-    import os
-
-    for variable in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        if variable in os.environ:
-            return os.environ[variable] == "0"
     return True
 
 

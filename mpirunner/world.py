@@ -1,7 +1,12 @@
 """The MPI world: rank, size, local rank/size on this host, host name, gather, abort and agree.
 
 Works as a singleton without any launcher. Local rank and size come from an MPI shared-memory
-split, never from one launcher's environment variables.
+split, never from one launcher's environment variables. MPI is started by launcher.start_mpi, which
+first checks that the MPI library suits the launcher.
+
+Test-only: MPIRUNNER_TEST_HOST=NAME makes this rank report host NAME and group its local ranks by that
+name instead of by shared memory, so one machine can play several hosts (docs/testing.md says what
+that proves and what not). Never set it outside tests.
 """
 import os
 import socket
@@ -11,6 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpirunner.errors import UsageError
+
+HOST_OVERRIDE = "MPIRUNNER_TEST_HOST"
+
+
+def host_name():
+    """This rank's host name: the real one, or MPIRUNNER_TEST_HOST's (tests only)."""
+    return os.environ.get(HOST_OVERRIDE) or socket.gethostname()
 
 
 @dataclass
@@ -110,15 +122,15 @@ def agree(check, comm=None):
     if comm is None and detect_launcher() == "none":
         return check()
     if comm is None:
-        from mpi4py import MPI
+        from mpirunner.launcher import start_mpi
 
-        comm = MPI.COMM_WORLD
+        comm = start_mpi().COMM_WORLD
     result, problem = None, None
     try:
         result = check()
     except UsageError as error:
         problem = error
-    reports = comm.allgather(None if problem is None else (socket.gethostname(), str(problem)))
+    reports = comm.allgather(None if problem is None else (host_name(), str(problem)))
     first = next((rank for rank, report in enumerate(reports) if report is not None), None)
     if first is None:
         return result
@@ -130,11 +142,17 @@ def agree(check, comm=None):
 
 def init_world():
     """Initialise MPI (singleton when no launcher) and work out this rank's place on its host."""
-    from mpi4py import MPI
+    from mpirunner.launcher import start_mpi
 
+    MPI = start_mpi()
     comm = MPI.COMM_WORLD
-    node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    host = host_name()
+    if comm.allreduce(bool(os.environ.get(HOST_OVERRIDE)), op=MPI.LOR):  # tests: a "host" = the ranks of one name
+        hosts = comm.allgather(host)
+        node_comm = comm.Split(color=sorted(set(hosts)).index(host), key=comm.Get_rank())
+    else:
+        node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     world = World(comm=comm, rank=comm.Get_rank(), size=comm.Get_size(),
-                  local_rank=node_comm.Get_rank(), local_size=node_comm.Get_size(), host=socket.gethostname())
+                  local_rank=node_comm.Get_rank(), local_size=node_comm.Get_size(), host=host)
     node_comm.Free()
     return world
