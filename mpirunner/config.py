@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from mpirunner.errors import UsageError
-from mpirunner.options import (BOOL, BY_DEST, CHOICE, DEFAULTS, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_FLOAT,
+from mpirunner.options import (BOOL, BY_DEST, CHOICE, DEFAULTS, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_FLOAT,
                                OPTIONAL_POSITIVE_INT, OPTIONS, POSITIVE_FLOAT, POSITIVE_INT, SIZES, TEXT)
 
 # The named configs: mpirunner/configs/ in an installed copy (setup.py), else the checkout's configs/ folder.
@@ -22,7 +22,7 @@ CONFIG_DIR = _PACKAGE / "configs" if (_PACKAGE / "configs").is_dir() else _PACKA
 
 # The table's kinds as the types of RunConfig's fields.
 _FIELD_TYPES = {POSITIVE_INT: int, NON_NEGATIVE_INT: int, OPTIONAL_POSITIVE_INT: Optional[int],
-                POSITIVE_FLOAT: float, OPTIONAL_POSITIVE_FLOAT: Optional[float], BOOL: bool,
+                POSITIVE_FLOAT: float, OPTIONAL_POSITIVE_FLOAT: Optional[float], NON_NEGATIVE_FLOAT: float, BOOL: bool,
                 CHOICE: str, TEXT: Optional[str]}
 
 
@@ -53,10 +53,12 @@ class _RunConfigMethods:
 
 
 # Everything one job needs, validated once and identical on every rank: the fields are the option table's
-# settings (--batch-size parsed into batch_sizes), plus the config's name and text and the command line.
+# settings (--batch-size parsed into batch_sizes), plus the config's name and text, the command line and
+# config_device: the device family the config file declares (`device:`), which `--device auto` keeps.
 RunConfig = dataclasses.make_dataclass(
     "RunConfig",
-    [("config", Optional[str]), ("config_text", str), ("argv", Tuple[str, ...]), ("batch_sizes", Tuple[int, ...])]
+    [("config", Optional[str]), ("config_text", str), ("argv", Tuple[str, ...]), ("batch_sizes", Tuple[int, ...]),
+     ("config_device", Optional[str])]
     + [(o.dest, _FIELD_TYPES[o.kind]) for o in OPTIONS if o.is_setting and o.kind != SIZES],
     bases=(_RunConfigMethods,), frozen=True)
 RunConfig.__module__ = __name__  # pickles and prints as mpirunner.config.RunConfig
@@ -186,8 +188,44 @@ def _check_combinations(values):
         raise UsageError("--compile-only builds an IPU executable cache; it needs --device ipu")
     if values["offline_target_ipu_version"] is not None and not values["compile_only"]:
         raise UsageError("--offline-target-ipu-version is only used with --compile-only")
+    if values["progress"] and values["no_progress"]:
+        raise UsageError("--progress and --no-progress contradict each other; drop one of them")
     if values["cpus_per_rank"] and values["numa_aware"] == "no":
         raise UsageError("--cpus-per-rank sets the pinning, which --numa-aware no turns off; drop one of them")
+
+
+def _check_scenario(values, batch_sizes):
+    """Load scenarios (docs/scenarios.md): what each needs; --find-peak-qps implies server."""
+    if values["find_peak_qps"]:
+        if values["scenario"] not in ("offline", "server"):
+            raise UsageError(f"--find-peak-qps runs server points; it cannot run with --scenario {values['scenario']}")
+        values["scenario"] = "server"
+        if values["latency_bound"] is None:
+            raise UsageError("--find-peak-qps needs --latency-bound MS (the bound the --percentile must stay within)")
+    scenario = values["scenario"]
+    if values["percentile"] >= 100:
+        raise UsageError(f"--percentile {values['percentile']:g} must be below 100")
+    if scenario != "offline" and values["device"] == "ipu":
+        raise UsageError(f"--scenario {scenario} is not served on IPU: an executable runs a fixed batch per call "
+                         "(docs/scenarios.md); use --device cpu or cuda")
+    if scenario != "offline" and values["device_iterations"] != 1:
+        raise UsageError(f"--scenario {scenario} hands one query batch per step; drop --device-iterations")
+    if scenario == "single-stream" and len(batch_sizes) > 1:
+        raise UsageError("--scenario single-stream sends queries of --query-size samples; drop the --batch-size list")
+    if scenario != "server":
+        for dest in ("target_qps", "latency_bound"):
+            if values[dest] is not None:
+                raise UsageError(f"{BY_DEST[dest].flag} is only used with --scenario server")
+        return
+    if len(batch_sizes) > 1:
+        raise UsageError(f"--scenario server takes one --batch-size (the largest batch it may form), "
+                         f"not a list of {len(batch_sizes)}")
+    if values["target_qps"] is None and not values["find_peak_qps"]:
+        raise UsageError("--scenario server needs --target-qps QPS (queries per second in total)")
+    if values["min_duration"] is None:
+        raise UsageError("--scenario server needs --min-duration SECONDS (how long queries are issued)")
+    if values["query_size"] != 1:
+        raise UsageError("--query-size is for single-stream; server queries hold one sample each")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -224,8 +262,11 @@ def resolve_config(given, argv=()):
     _check_types(values, origin)
     batch_sizes = parse_batch_sizes(values.pop("batch_size"))
     _check_combinations(values)
+    _check_scenario(values, batch_sizes)
     for option in OPTIONS:  # aliases: --normalization-location ipu is device
         if option.aliases:
             values[option.dest] = option.canonical(values[option.dest])
     values["config"] = name
-    return RunConfig(config_text=config_text, argv=tuple(argv), batch_sizes=batch_sizes, **values)
+    config_device = file_values.get("device") if name else None
+    return RunConfig(config_text=config_text, argv=tuple(argv), batch_sizes=batch_sizes,
+                     config_device=None if config_device == "auto" else config_device, **values)

@@ -18,8 +18,18 @@ def setup_rank_logging(world, level_name):
     log.setLevel(level if world.is_root else max(level, logging.WARNING))
 
 
+def progress_wanted(progress, no_progress, stream=None):
+    """Whether to draw the bar: --progress / --no-progress decide; otherwise only when stderr is a terminal,
+    so logs of job scripts and CI hold no carriage-return frames."""
+    if progress or no_progress:
+        return bool(progress)
+    stream = sys.stderr if stream is None else stream
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 def progress_bar(world, no_progress, total, description):
-    """on_step callback drawing a tqdm bar on rank 0 (stderr); None elsewhere or with --no-progress.
+    """on_step callback drawing a tqdm bar on rank 0 (stderr); None elsewhere or when `no_progress`
+    (see progress_wanted).
 
     The bar's clock restarts at the first timed step, so its rate is not diluted by the first call
     (compilation) and the warm-up, which it shows as a phase of their own. Call .close() when done.
@@ -39,6 +49,27 @@ def progress_bar(world, no_progress, total, description):
 
     on_step.close = bar.close
     return on_step
+
+
+def estimate_after_first_call(step, steps_after, description):
+    """The step, logging after its first call how long the `steps_after` calls that follow will take
+    (for a config run on a device family it was not written for, where one step can take minutes)."""
+    import time
+
+    calls = [0]
+
+    def step_with_estimate(step_input):
+        start = time.perf_counter()
+        result = step(step_input)
+        calls[0] += 1
+        if calls[0] == 1:
+            seconds = time.perf_counter() - start
+            log.warning("%s: the first step took %.1f s; the %d steps that follow will take about %.0f s "
+                        "(%.1f min)", description, seconds, steps_after, seconds * steps_after,
+                        seconds * steps_after / 60)
+        return result
+
+    return step_with_estimate
 
 
 def check_line(check):

@@ -52,7 +52,7 @@ def _run(config, world, guard, faults):
 
     check_model_name(config.model)  # every rank alike, before placement or the backend log anything
 
-    from mpirunner.backends import create_backend
+    from mpirunner.backends import create_backend, family_warning
     from mpirunner.flops import count_flops_per_sample
     from mpirunner.models.assembly import build_benchmark_model, dtype_name
     from mpirunner.peak import measure_gemm_peak
@@ -60,8 +60,12 @@ def _run(config, world, guard, faults):
     from mpirunner.provenance import job_attrs
     from mpirunner.report.text import format_run_block, format_sweep_table, verdict_text
     from mpirunner.results import run_result, write_results
+    from mpirunner.serve import check_scenario_backend
 
     backend = create_backend(config, world)
+    world.agree(lambda: check_scenario_backend(config.scenario, backend.name))  # --device auto may pick the IPU
+    if family_warning(backend.name, config):  # e.g. --device cpu on an -mk2 config: say how big a step is
+        log.warning(family_warning(backend.name, config))
     unused = backend.unused_options()
     if unused:
         log.warning("the %s backend does not use: %s", backend.name,
@@ -85,11 +89,12 @@ def _run(config, world, guard, faults):
     gemm_peaks = [row["gemm_peak_flops"] for row in rank_rows] if world.is_root and peak_column else None
 
     runs = []
-    for batch_size in config.batch_sizes:
+    for batch_size in (config.query_size,) if config.scenario == "single-stream" else config.batch_sizes:
         guard.run_started(run_name(batch_size))
-        record = _measure(config, world, backend, model, batch_size, guard, faults,
-                          dtype=root_attrs["dtype"], flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks)
-        if record is not None:  # rank 0 of a measured run
+        for record in _records(config, world, backend, model, batch_size, guard, faults,
+                               dtype=root_attrs["dtype"], flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks):
+            if record is None:  # not rank 0, or nothing measured
+                continue
             runs.append(run_result(record))
             with guard.writing(record.name, path):  # a signal waits for the write, then keeps this run
                 write_results(path, root_attrs, rank_rows, runs)
@@ -107,35 +112,60 @@ def _run(config, world, guard, faults):
         raise InvalidRunError(f"--strict: {len(invalid)} invalid run(s): " + ", ".join(invalid))
 
 
+def _records(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks):
+    """The runs of one batch size, each yielded as it is measured: one (offline, single-stream), or the
+    server's point(s) (serve.py: one --target-qps, or every point of --find-peak-qps)."""
+    if config.scenario != "server":
+        yield _measure(config, world, backend, model, batch_size, guard, faults, dtype=dtype,
+                       flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks)
+        return
+    from mpirunner.serve import server_points
+
+    yield from server_points(config, world, backend, model, batch_size, guard, faults, name=run_name(batch_size),
+                             point=_point(config, backend, model, batch_size, dtype),
+                             flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks)
+
+
+def _point(config, backend, model, batch_size, dtype):
+    from mpirunner.record import RunPoint
+
+    return RunPoint(batch_size=batch_size, device_iterations=config.device_iterations,
+                    local_replicas=backend.local_replicas(), model=config.model, data=config.data,
+                    precision=config.precision, dtype=dtype, image_size=model.image_size,
+                    iterations_requested=config.iterations, warmup=config.warmup_iterations,
+                    input_pool_limit_bytes=config.input_pool_mib << 20)
+
+
 def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks):
     """Measure one point of the sweep on every rank; rank 0 gets its RunRecord, the others None."""
+    from mpirunner.backends import family_warning
     from mpirunner.bench import choose_stop_rule, measure
     from mpirunner.checks import ValidityRules
     from mpirunner.checks.accuracy import gather_accuracy
     from mpirunner.checks.output_check import run_output_check
-    from mpirunner.console import print_check, progress_bar
+    from mpirunner.console import estimate_after_first_call, print_check, progress_bar, progress_wanted
     from mpirunner.data import make_input_source, step_shape
-    from mpirunner.record import RunPoint, build_run_record
+    from mpirunner.record import build_run_record
     from mpirunner.results import gather_timings
+    from mpirunner.serve import single_stream_scenario
 
-    point = RunPoint(batch_size=batch_size, device_iterations=config.device_iterations,
-                     local_replicas=backend.local_replicas(), model=config.model, data=config.data,
-                     precision=config.precision, dtype=dtype, image_size=model.image_size,
-                     iterations_requested=config.iterations, warmup=config.warmup_iterations,
-                     input_pool_limit_bytes=config.input_pool_mib << 20)
+    point = _point(config, backend, model, batch_size, dtype)
     shape = step_shape(batch_size, point.micro_batches_per_step, model.image_size)
     source = world.agree(lambda: make_input_source(config, backend, shape, model.input_dtype, world.rank,
                                                     world_size=world.size))  # reads --data-path
     backend_step = backend.make_step(batch_size, source.next_input())
     source.follow(backend_step)  # real data pairs each step's outputs with its labels
     step = faults.wrap_step(backend_step)
+    if world.is_root and family_warning(backend.name, config):
+        step = estimate_after_first_call(step, config.warmup_iterations + config.iterations, f"batch {batch_size}")
     if config.compile_only and backend.compiles_ahead():  # IPU: build the executable (cache), no timing
         log.info("--compile-only: compiled for batch size %d; nothing measured", batch_size)
         return None
     stop_rule, keep_last_windows = choose_stop_rule(config.iterations, config.until_stable,
                                                     config.stability_percentage, config.max_windows,
                                                     config.min_duration)  # all ranks agree via world.max
-    progress = progress_bar(world, config.no_progress, None if stop_rule else config.iterations, f"batch {batch_size}")
+    progress = progress_bar(world, not progress_wanted(config.progress, config.no_progress),
+                            None if stop_rule else config.iterations, f"batch {batch_size}")
     timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
                       guard.at_checkpoint(world.barrier), on_step=progress, stop_rule=stop_rule,
                       decide=guard.at_checkpoint(world.max), keep_last_windows=keep_last_windows)
@@ -159,4 +189,5 @@ def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype,
         windows_kept=timings.kept_windows if config.until_stable else 0, rank_values=rank_values,
         checks=[accuracy, output_check], device_attrs=report.attrs,
         batch_latency_is_device_time=backend.batch_latency_is_device_time(), flops_per_sample=flops_per_sample,
-        gemm_peaks=gemm_peaks)
+        gemm_peaks=gemm_peaks,
+        scenario=single_stream_scenario(gathered, batch_size) if config.scenario == "single-stream" else None)

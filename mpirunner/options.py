@@ -18,6 +18,7 @@ NON_NEGATIVE_INT = "non-negative int"            # whole number >= 0
 OPTIONAL_POSITIVE_INT = "optional positive int"  # unset (None) or >= 1
 POSITIVE_FLOAT = "positive float"                # number > 0
 OPTIONAL_POSITIVE_FLOAT = "optional positive float"
+NON_NEGATIVE_FLOAT = "non-negative float"        # number >= 0
 BOOL = "bool"                                    # a switch: the flag sets it to true
 CHOICE = "choice"                                # one of `choices` (None too when the default is None)
 TEXT = "text"                                    # a string (a name or a path), None when unset
@@ -27,7 +28,7 @@ ACTION = "action"                                # does something and exits; not
 VERSION = "version"                              # --version: prints the version and exits
 
 INT_KINDS = (POSITIVE_INT, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_INT)
-FLOAT_KINDS = (POSITIVE_FLOAT, OPTIONAL_POSITIVE_FLOAT)
+FLOAT_KINDS = (POSITIVE_FLOAT, OPTIONAL_POSITIVE_FLOAT, NON_NEGATIVE_FLOAT)
 NOT_SETTINGS = (CONFIG, ACTION, VERSION)  # kinds that are not keys of a YAML config
 
 TOP = None  # the parser's own group (options)
@@ -35,10 +36,11 @@ WHAT = "what to run (reference run_benchmark.py flags)"
 DEVICE = "device, inputs and numerics"
 PLACEMENT = "placement"
 MEASUREMENT = "measurement and validity"
+SCENARIO = "load scenarios (docs/scenarios.md)"
 IPU = "IPU (poptorch)"
 CUDA = "CUDA"
 OUTPUT = "output"
-GROUPS = (TOP, WHAT, DEVICE, PLACEMENT, MEASUREMENT, IPU, CUDA, OUTPUT)
+GROUPS = (TOP, WHAT, DEVICE, PLACEMENT, MEASUREMENT, SCENARIO, IPU, CUDA, OUTPUT)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,11 @@ class Option:
         if self.kind in FLOAT_KINDS:
             if value is None and self.kind == OPTIONAL_POSITIVE_FLOAT:
                 return None
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return "must be a number"
+            if self.kind == NON_NEGATIVE_FLOAT:
+                return "must be 0 or more" if value < 0 else None
+            if value <= 0:
                 return "must be a number above 0"
             return None
         if self.kind == BOOL:
@@ -157,7 +163,7 @@ OPTIONS = (
     Option("--weights", TEXT, None, DEVICE, "load a state_dict (strict) instead of seeded random weights",
            metavar="FILE"),
     Option("--check-outputs", BOOL, False, DEVICE,
-           "before timing, compare one batch against a float32 eager reference; disagreement makes the run invalid"),
+           "after the timed steps, compare one batch against a float32 eager reference; disagreement makes the run invalid"),
     Option("--channels-last", BOOL, False, DEVICE, "channels_last memory format on CPU/CUDA",
            devices=_only("cpu", "cuda"), negatable=True),
     Option("--compile", CHOICE, "none", DEVICE, "torch.compile the model (CPU/CUDA)", choices=("none", "inductor"),
@@ -186,6 +192,26 @@ OPTIONS = (
     Option("--timeout", OPTIONAL_POSITIVE_FLOAT, None, MEASUREMENT,
            "abort the job when a run takes longer than this on any rank", metavar="SECONDS"),
 
+    Option("--scenario", CHOICE, "offline", SCENARIO,
+           "offline = steps back to back; single-stream = one query at a time; server = queries on a seeded "
+           "Poisson schedule, batched while they wait", choices=("offline", "single-stream", "server"),
+           devices=_only("cpu", "cuda")),
+    Option("--query-size", POSITIVE_INT, 1, SCENARIO, "samples per single-stream query", devices=_only("cpu", "cuda")),
+    Option("--target-qps", OPTIONAL_POSITIVE_FLOAT, None, SCENARIO,
+           "server: queries per second offered in total, each rank an equal share", metavar="QPS",
+           devices=_only("cpu", "cuda")),
+    Option("--max-batch-wait-ms", NON_NEGATIVE_FLOAT, 0.0, SCENARIO,
+           "server: how long the oldest waiting query may wait for more to fill a batch", metavar="MS",
+           devices=_only("cpu", "cuda")),
+    Option("--find-peak-qps", BOOL, False, SCENARIO,
+           "server runs at several loads: the highest total QPS whose --percentile stays within --latency-bound",
+           devices=_only("cpu", "cuda")),
+    Option("--latency-bound", OPTIONAL_POSITIVE_FLOAT, None, SCENARIO,
+           "server: query latency bound; the --percentile over it makes a run invalid", metavar="MS",
+           devices=_only("cpu", "cuda")),
+    Option("--percentile", POSITIVE_FLOAT, 99.0, SCENARIO, "the query latency percentile held to --latency-bound",
+           devices=_only("cpu", "cuda")),
+
     Option("--exchange-memory-target", CHOICE, "cycles", IPU, "poplar internal exchange optimisation target",
            choices=("cycles", "balanced", "memory"), devices=_only("ipu")),
     Option("--min-latency", BOOL, False, IPU,
@@ -203,7 +229,9 @@ OPTIONS = (
     Option("--output", TEXT, None, OUTPUT, "HDF5 file to write (default: results/<config or model>-<UTC time>.h5)",
            metavar="PATH"),
     Option("--overwrite", BOOL, False, OUTPUT, "replace an existing output file"),
-    Option("--no-progress", BOOL, False, OUTPUT, "no progress bar"),
+    Option("--progress", BOOL, False, OUTPUT,
+           "draw the progress bar even when stderr is not a terminal (by default it is drawn only on a terminal)"),
+    Option("--no-progress", BOOL, False, OUTPUT, "no progress bar, even on a terminal"),
 )
 
 BY_DEST = {option.dest: option for option in OPTIONS}
@@ -233,6 +261,7 @@ def _value(o):
         return ""
     return o.metavar or {POSITIVE_INT: "int >= 1", NON_NEGATIVE_INT: "int >= 0", OPTIONAL_POSITIVE_INT: "int >= 1",
                          POSITIVE_FLOAT: "number > 0", OPTIONAL_POSITIVE_FLOAT: "number > 0",
+                         NON_NEGATIVE_FLOAT: "number >= 0",
                          TEXT: "text", CONFIG: "NAME or PATH", SIZES: "SIZES"}[o.kind]
 
 

@@ -1,4 +1,6 @@
 """Device backends behind one small interface (base.py); `auto` picks ipu > cuda > cpu."""
+import os
+
 from mpirunner.errors import UsageError
 
 BACKENDS = ("ipu", "cuda", "cpu")
@@ -27,10 +29,51 @@ def select_backend_name(device, ipu_available=_ipu_available, cuda_available=_cu
     return "cpu"
 
 
+def family_for(config, ipu_available=_ipu_available, cuda_available=_cuda_available):
+    """The device family of this job. `auto` keeps the family a config declares (`device: ipu` in the -mk2
+    configs), so a config never silently runs on another family; without one it picks ipu > cuda > cpu."""
+    if config.device == "auto" and config.config_device:
+        return config.config_device
+    # --compile-only builds an IPU executable cache, typically on a host without IPUs: auto means ipu then
+    if config.compile_only and config.device == "auto":
+        return "ipu"
+    return select_backend_name(config.device, ipu_available, cuda_available)
+
+
+def samples_per_step(config):
+    """Samples one step of the config's largest batch size takes (batch x device iterations x replicas)."""
+    return max(config.batch_sizes) * config.device_iterations * config.replicas
+
+
+def elsewhere_hint(config):
+    """How to run the same benchmark on this host's CPU, with the step size that makes it slow."""
+    return (f"; to run the same benchmark on this host's CPU add --device cpu "
+            f"(one step is {samples_per_step(config):,} samples, slow on a CPU: --batch-size and "
+            f"--device-iterations make it smaller)")
+
+
+def family_warning(name, config):
+    """The warning for a config written for another device family (--device cpu on an -mk2 config), or None."""
+    if not config.config_device or config.config_device == name:
+        return None
+    return (f"config {config.name} is written for {config.config_device}; running it on {name}: one step is "
+            f"{samples_per_step(config):,} samples (batch {max(config.batch_sizes)} x {config.device_iterations} "
+            f"device iterations x {config.replicas} replica(s)); the run's length is estimated after the first step")
+
+
+def check_family_present(name, config, ipu_available=_ipu_available):
+    """UsageError when the job asks for IPUs and the host has none (before any rank builds anything)."""
+    if name != "ipu" or config.compile_only or os.environ.get("POPTORCH_IPU_MODEL") or ipu_available():
+        return
+    asked = (f"config {config.name} is written for IPUs (device: ipu)" if config.config_device == "ipu"
+             and config.device in ("ipu", "auto") else "--device ipu")
+    raise UsageError(f"{asked}, and this host has none (poptorch does not import or sees no IPU){elsewhere_hint(config)}")
+
+
 def create_backend(config, world):
     """Build the backend object for this rank (imports the device's library only now)."""
-    # --compile-only builds an IPU executable cache, typically on a host without IPUs: auto means ipu then
-    name = "ipu" if config.compile_only and config.device == "auto" else select_backend_name(config.device)
+    name = family_for(config)
+    check_family_present(name, config)
     if name == "cpu":
         from mpirunner.backends.cpu import CpuBackend
 
