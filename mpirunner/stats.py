@@ -4,40 +4,34 @@
 Nothing here is accumulated during the run; every value is recomputed from the stored arrays, so
 a reader of the HDF5 file can check each one (mpirunner.report does exactly that). No torch, no MPI.
 
-Confidence intervals (95%):
-- throughput: batch means. The timed steps are cut, by step index, into BATCHES contiguous
-  batches (fewer when there are fewer steps); each batch owns the time from its first step's
-  earliest start to the next batch's earliest start, so the batches partition the headline window
-  exactly. The headline is the ratio estimator sum(samples) / sum(window); its standard error comes
-  from the batch residuals (delta method) and a Student t quantile with batches - 1 degrees of
-  freedom. Deterministic; no random numbers.
-- latency p50 / p99: percentile bootstrap over all micro-batch latencies (BOOTSTRAP_RESAMPLES
-  resamples, numpy default_rng seeded with BOOTSTRAP_SEED, so the same file always gives the same
-  interval). Above BOOTSTRAP_MAX_VALUES values each resample draws that many and its deviation from
-  the estimate is scaled by sqrt(m / n) (m-out-of-n bootstrap), which bounds the cost.
+Confidence intervals (95%), shaped like the quantity (never below 0, never NaN: a value that
+cannot be given is left out and `ci_unavailable` says why):
+- throughput: block bootstrap of the window. Each rank's window is the sum of its steps'
+  occupancies (start to next start; the last step's own time). Consecutive steps are grouped into
+  blocks (about n^(1/3) steps, so short-range correlation stays inside a block); each resample
+  redraws every rank's blocks with replacement and the throughput is its samples over the slowest
+  rank's resampled window (plus the barrier skew), exactly as the headline. The percentile interval
+  of BOOTSTRAP_RESAMPLES resamples (seeded) is a rate interval: skewed, straggling or stalled steps
+  give a lopsided interval, not a negative one. Needs MIN_INTERVAL_STEPS steps on every rank.
+- latency percentiles: percentile bootstrap on the log of the latencies (so the interval is never
+  below 0). Above BOOTSTRAP_MAX_VALUES values each resample draws that many and its deviation is
+  scaled by sqrt(m / n) (m-out-of-n bootstrap), which bounds the cost. A percentile q is given only
+  with at least 1 / (1 - q) samples (p99: 100, p99.9: 1000), its interval with at least
+  MIN_INTERVAL_VALUES more.
 """
 import numpy as np
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 
-BATCHES = 10
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_MAX_VALUES = 20000
-CI_METHOD = (f"throughput: batch means ({BATCHES} batches, ratio estimator, t quantile); latency p50/p99: "
-             f"percentile bootstrap ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})")
-
-# two-sided 95% Student t quantiles (0.975) for 1..30 degrees of freedom
-_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-          2.045, 2.042)
-
-
-def _t_975(degrees_of_freedom):
-    if degrees_of_freedom < 1:
-        return float("nan")
-    return _T_975[degrees_of_freedom - 1] if degrees_of_freedom <= len(_T_975) else 1.96
-
+MAX_BLOCKS = 2000            # at most this many blocks per rank (longer blocks beyond), bounds the cost
+MIN_INTERVAL_STEPS = 5
+MIN_INTERVAL_VALUES = 10
+CI_METHOD = (f"throughput: block bootstrap of each rank's window ({BOOTSTRAP_RESAMPLES} resamples, seed "
+             f"{BOOTSTRAP_SEED}, blocks of ~n^(1/3) steps, percentile interval); latency p50/p99: percentile "
+             f"bootstrap on log latency ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})")
 
 def throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0):
     """Headline throughput: all samples of all ranks / (latest step end - earliest step start + barrier skew).
@@ -50,6 +44,18 @@ def throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds=
     window = float(np.nanmax(step_start + step_seconds) - np.nanmin(step_start)) + barrier_skew_seconds
     total_samples = samples_per_step * int(np.count_nonzero(~np.isnan(step_seconds)))
     return total_samples / window if window > 0 else float("nan")
+
+
+def reference_throughput(step_seconds, samples_per_step):
+    """The reference harness's figure: per step, all ranks' samples over the slowest rank's step time,
+    averaged over the timed steps (comparable with Graphcore's published tables, not our headline)."""
+    seconds = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    ranks_done = np.count_nonzero(~np.isnan(seconds), axis=0)
+    usable = ranks_done > 0
+    if not np.any(usable):
+        return float("nan")
+    slowest = np.nanmax(seconds[:, usable], axis=0)
+    return float(np.mean(samples_per_step * ranks_done[usable] / slowest))
 
 
 def per_rank_throughput(step_start, step_seconds, samples_per_step):
@@ -82,6 +88,7 @@ def latency_summary(latency_seconds):
     if values_ms.size == 0:
         return {}
     summary = {
+        "latency_count": int(values_ms.size),
         "latency_mean": float(values_ms.mean()),
         "latency_min": float(values_ms.min()),
         "latency_max": float(values_ms.max()),
@@ -99,6 +106,13 @@ def step_cv(step_seconds):
     if values.size < 2 or values.mean() == 0:
         return 0.0
     return float(values.std(ddof=1) / values.mean())
+
+
+def max_rank_cv(step_seconds):
+    """The largest per-rank coefficient of variation of step times: what the --max-cv rule judges."""
+    table = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    cvs = [step_cv(row[np.isfinite(row)]) for row in table]
+    return float(max(cvs)) if cvs else 0.0
 
 
 def log_histogram(latency_seconds, bins_per_decade=20):
@@ -119,51 +133,70 @@ def log_histogram(latency_seconds, bins_per_decade=20):
     return counts.astype(np.int64), edges
 
 
-def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0, batches=BATCHES):
-    """95% interval (low, high) of the headline throughput by batch means; (nan, nan) below 2 steps."""
+def enough_for_percentile(count, q):
+    """Whether `count` samples can give the q-th percentile: at least 1 / (1 - q/100) of them (p99: 100)."""
+    return q < 100 and count >= int(np.ceil(1.0 / (1.0 - q / 100.0) - 1e-9))
+
+
+def _blocks(occupancy, block_steps):
+    """(block sums, steps per block) of one rank's occupancies, consecutive steps per block."""
+    parts = np.array_split(occupancy, max(1, int(np.ceil(occupancy.size / block_steps))))
+    return np.array([part.sum() for part in parts]), np.array([part.size for part in parts])
+
+
+def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0,
+                        resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
+    """95% interval (low, high) of the headline throughput by block bootstrap of each rank's window.
+
+    (nan, nan) when a rank has fewer than MIN_INTERVAL_STEPS timed steps (the caller stores no interval).
+    """
     starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
     durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
-    steps = starts.shape[1]
-    count = min(batches, steps)
-    if count < 2:
-        return float("nan"), float("nan")
-    edges = [int(block[0]) for block in np.array_split(np.arange(steps), count)] + [steps]
-    samples = np.empty(count)
-    windows = np.empty(count)
-    for b in range(count):
-        first, stop = edges[b], edges[b + 1]
-        samples[b] = samples_per_step * np.count_nonzero(~np.isnan(durations[:, first:stop]))
-        end = np.nanmin(starts[:, stop]) if stop < steps else np.nanmax(starts + durations)
-        windows[b] = end - np.nanmin(starts[:, first])
-    if windows.sum() <= 0:
-        return float("nan"), float("nan")
-    ratio = samples.sum() / windows.sum()
-    residuals = samples - ratio * windows
-    standard_error = np.sqrt(np.sum(residuals ** 2) / (count * (count - 1))) / windows.mean()
-    relative = _t_975(count - 1) * standard_error / ratio
+    origin = np.nanmin(starts)
+    rng = np.random.default_rng(seed)
+    samples = np.zeros(resamples)
+    window = np.zeros(resamples)
+    for rank_starts, rank_seconds in zip(starts, durations):
+        keep = np.isfinite(rank_starts) & np.isfinite(rank_seconds)
+        rank_starts, rank_seconds = rank_starts[keep], rank_seconds[keep]
+        n = rank_seconds.size
+        if n < MIN_INTERVAL_STEPS:
+            return float("nan"), float("nan")
+        occupancy = np.append(np.diff(rank_starts), rank_seconds[-1])
+        block_steps = max(int(round(n ** (1.0 / 3.0))), int(np.ceil(n / MAX_BLOCKS)))
+        sums, counts = _blocks(occupancy, block_steps)
+        picks = rng.integers(0, sums.size, size=(resamples, sums.size))
+        samples += samples_per_step * counts[picks].sum(axis=1)
+        window = np.maximum(window, rank_starts[0] - origin + sums[picks].sum(axis=1))
+    rates = samples / (window + barrier_skew_seconds)
+    low, high = np.percentile(rates, [2.5, 97.5])
     headline = throughput(starts, durations, samples_per_step, barrier_skew_seconds)
-    return float(headline * (1 - relative)), float(headline * (1 + relative))
+    return float(min(low, headline)), float(max(high, headline))
 
 
 def percentile_interval(values, q, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
                         max_values=BOOTSTRAP_MAX_VALUES):
-    """95% percentile-bootstrap interval (low, high) of the q-th percentile of values; (nan, nan) below 2 values."""
+    """95% percentile-bootstrap interval (low, high) of the q-th percentile of positive values, on a log scale.
+
+    (nan, nan) below the values the percentile needs (enough_for_percentile + MIN_INTERVAL_VALUES).
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
+    values = values[np.isfinite(values) & (values > 0)]
     n = values.size
-    if n < 2:
+    if n < MIN_INTERVAL_VALUES or not enough_for_percentile(n - MIN_INTERVAL_VALUES, q):
         return float("nan"), float("nan")
-    estimate = np.percentile(values, q)
+    logs = np.log(values)
+    estimate = np.percentile(logs, q)
     drawn = min(n, max_values)
     rng = np.random.default_rng(seed)
     per_chunk = max(1, 4_000_000 // drawn)
     boot = []
     for first in range(0, resamples, per_chunk):
         rows = min(per_chunk, resamples - first)
-        boot.append(np.percentile(values[rng.integers(0, n, size=(rows, drawn))], q, axis=1))
+        boot.append(np.percentile(logs[rng.integers(0, n, size=(rows, drawn))], q, axis=1))
     deviations = (np.concatenate(boot) - estimate) * np.sqrt(drawn / n)
     low, high = np.percentile(deviations, [2.5, 97.5])
-    return float(estimate + low), float(estimate + high)
+    return float(np.exp(estimate + min(low, 0.0))), float(np.exp(estimate + max(high, 0.0)))
 
 
 def half_width(estimate, low, high):
@@ -174,20 +207,32 @@ def half_width(estimate, low, high):
 def confidence(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds=0.0):
     """The interval attributes of a run group: <name>_ci95_low/_high and <name>_ci95 (± half-width).
 
-    Throughput in samples/s, latencies in ms, as the estimates they belong to.
+    Throughput in samples/s, latencies in ms, as the estimates they belong to. An interval that
+    cannot be given is left out and named in `ci_unavailable` with its reason (never stored as NaN).
     """
     result = {"ci_method": CI_METHOD}
+    missing = []
     estimate = throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds)
     low, high = throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds)
-    result.update(throughput_ci95_low=low, throughput_ci95_high=high, throughput_ci95=half_width(estimate, low, high))
+    if np.isfinite(low) and np.isfinite(estimate):
+        result.update(throughput_ci95_low=low, throughput_ci95_high=high,
+                      throughput_ci95=half_width(estimate, low, high))
+    else:
+        missing.append(f"throughput: fewer than {MIN_INTERVAL_STEPS} timed steps on a rank")
     latency_ms = np.asarray(batch_latency, dtype=np.float64).ravel() * 1e3
     latency_ms = latency_ms[np.isfinite(latency_ms)]
     for name in ("p50", "p99"):
         q = PERCENTILES[name]
         estimate = float(np.percentile(latency_ms, q)) if latency_ms.size else float("nan")
         low, high = percentile_interval(latency_ms, q)
-        result.update({f"latency_{name}_ci95_low": low, f"latency_{name}_ci95_high": high,
-                       f"latency_{name}_ci95": half_width(estimate, low, high)})
+        if np.isfinite(low) and np.isfinite(estimate):
+            result.update({f"latency_{name}_ci95_low": low, f"latency_{name}_ci95_high": high,
+                           f"latency_{name}_ci95": half_width(estimate, low, high)})
+        else:
+            needed = MIN_INTERVAL_VALUES + int(np.ceil(1.0 / (1.0 - q / 100.0) - 1e-9))
+            missing.append(f"{name}: {latency_ms.size} latencies < {needed}")
+    if missing:
+        result["ci_unavailable"] = "; ".join(missing)
     return result
 
 
@@ -202,7 +247,9 @@ def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier
     summary = {
         "throughput": throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds),
         "throughput_sum": float(np.sum(per_rank_throughput(step_start, step_seconds, samples_per_step))),
+        "throughput_reference": reference_throughput(step_seconds, samples_per_step),
         "step_cv": step_cv(step_seconds),
+        "step_cv_rank_max": max_rank_cv(step_seconds),
         "timed_seconds": float(np.nanmax(np.atleast_2d(step_start) + np.atleast_2d(step_seconds))
                                - np.nanmin(step_start)),
         "barrier_skew_seconds": float(barrier_skew_seconds),

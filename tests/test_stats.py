@@ -44,7 +44,10 @@ def test_intervals_contain_their_estimate_and_narrow_with_more_steps():
         assert ci["throughput_ci95_low"] < estimate < ci["throughput_ci95_high"]
         p50 = np.percentile(durations * 1e3, 50)
         assert ci["latency_p50_ci95_low"] <= p50 <= ci["latency_p50_ci95_high"]
-        assert ci["latency_p99_ci95_low"] <= np.percentile(durations * 1e3, 99) <= ci["latency_p99_ci95_high"]
+        if steps == 20:  # 40 latencies are too few for a p99 interval: left out, with the reason
+            assert "latency_p99_ci95_low" not in ci and "p99: 40 latencies" in ci["ci_unavailable"]
+        else:
+            assert ci["latency_p99_ci95_low"] <= np.percentile(durations * 1e3, 99) <= ci["latency_p99_ci95_high"]
         widths.append(ci["throughput_ci95"] / estimate)
     assert widths[1] < widths[0] / 4
 

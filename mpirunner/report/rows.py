@@ -21,7 +21,8 @@ SCHEMA_PREFIX = "mpirunner/"
 ROW_FIELDS = ("file", "run", "batch_size", "samples_per_step", "device_iterations", "model", "precision",
               "dtype", "backend", "device_name", "world_size", "iterations", "throughput", "throughput_sum",
               "latency_min", "latency_mean", "latency_p50", "latency_p90", "latency_p95", "latency_p99",
-              "latency_p99.9", "latency_max", "latency_std", "latency_cv", "step_cv", "compile_seconds_max",
+              "latency_p99.9", "latency_max", "latency_std", "latency_cv", "step_cv", "step_cv_rank_max",
+              "compile_seconds_max",
               "valid", "validity_reason")
 
 
@@ -144,6 +145,7 @@ def summary_row(data, name):
                                  else stats.throughput(starts, seconds, samples))
             row["throughput_sum"] = float(np.nansum(rank_throughputs(run)))
             row["step_cv"] = stats.step_cv(seconds)
+            row["step_cv_rank_max"] = stats.max_rank_cv(run["step_seconds"])
     latency = run_latency(run)
     if latency.size:
         row.update(stats.latency_summary(latency))

@@ -8,7 +8,9 @@ import math
 import numpy as np
 
 from mpirunner import stats
+from mpirunner.report.accuracy_text import accuracy_lines
 from mpirunner.report.compare import CONFIDENCE
+from mpirunner.report.scenario_text import scenario_lines
 from mpirunner.report.rows import finite_rows, first_run_attrs, rank_throughputs, run_latency, text_value
 
 
@@ -22,9 +24,38 @@ def verdict_text(attrs):
     return "VALID" if attrs["valid"] else "INVALID: " + "; ".join(text_value(reason) for reason in reasons)
 
 
+def estimate_text(attrs, key, spec, missing_name=None):
+    """`x [low, high]` from the stored 95% interval (`x ± h` when its two sides differ by under 10%);
+    `x (interval n/a: reason)` when the run stored none; `n/a (...)` when the estimate itself needs more samples."""
+    value = attrs.get(key)
+    if not _finite(attrs, key):
+        return "n/a"
+    low, high = attrs.get(f"{key}_ci95_low"), attrs.get(f"{key}_ci95_high")
+    if not _finite(attrs, f"{key}_ci95_low", f"{key}_ci95_high") and _finite(attrs, f"{key}_ci95"):
+        return f"{value:{spec}} ± {attrs[f'{key}_ci95']:{spec}}"  # a file that stored the half-width alone
+    if not _finite(attrs, f"{key}_ci95_low", f"{key}_ci95_high"):
+        reasons = [part.split(": ", 1)[1] for part in text_value(attrs.get("ci_unavailable", "")).split("; ")
+                   if part.startswith(f"{missing_name or key}: ")]
+        return f"{value:{spec}} (interval n/a{': ' + reasons[0] if reasons else ''})"
+    below, above = value - low, high - value
+    if max(below, above) > 0 and abs(above - below) < 0.1 * max(below, above):
+        return f"{value:{spec}} ± {max(below, above):{spec}}"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def percentile_text(attrs, name, spec=".3f"):
+    """A stored latency percentile, or `n/a` when the run had too few latencies for it (p99 needs 100)."""
+    count = attrs.get("latency_count")
+    if isinstance(count, (int, np.integer)) and not stats.enough_for_percentile(int(count), stats.PERCENTILES[name]):
+        return "n/a"
+    value = attrs.get(f"latency_{name}")
+    return f"{value:{spec}}" if _finite(attrs, f"latency_{name}") else "n/a"
+
+
 def format_run_block(attrs, world_size):
     """The runner's block for one run; its last two lines match the reference harness's regexes
-    (`throughput: *(.*?) samples/sec`, `latency avg: *(.*?) ms`)."""
+    (`throughput: *(.*?) samples/sec`, `latency avg: *(.*?) ms`), except on IPU, where one line of the
+    reference's own figures follows them (no regex of the harness matches it)."""
     windows = f", {attrs['windows']} windows" if attrs.get("windows") else ""
     busy = attrs["device_busy_min"]
     busy = (f"{100 * busy:.1f}% (least busy rank)" if not math.isnan(busy)
@@ -38,34 +69,62 @@ def format_run_block(attrs, world_size):
         "",
         f"== {attrs['model']} batch {attrs['batch_size']} x {attrs['device_iterations']} device iterations, "
         f"{world_size} rank(s), {attrs['precision']} ({attrs['dtype']}), data {attrs['data']}",
-        f"latency ms: min {attrs['latency_min']:.3f}  p50 {attrs['latency_p50']:.3f}  "
-        f"p90 {attrs['latency_p90']:.3f}  p99 {attrs['latency_p99']:.3f}  max {attrs['latency_max']:.3f}",
-        f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}%",
+        f"latency ms: min {attrs['latency_min']:.3f}  p50 {percentile_text(attrs, 'p50')}  "
+        f"p90 {percentile_text(attrs, 'p90')}  p99 {percentile_text(attrs, 'p99')}  max {attrs['latency_max']:.3f}",
+        f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}% "
+        f"(max per rank {100 * attrs.get('step_cv_rank_max', attrs['step_cv']):.1f}%)",
         f"input: host gap {100 * attrs['host_gap_max']:.2f}% of the window (worst rank)   device busy {busy}"
         f"   pool {attrs['input_pool_steps']} step(s), {attrs['input_pool_bytes'] / 2**20:.1f} MiB per rank",
-        f"95% CI: throughput {attrs['throughput']:.2f} ± {attrs['throughput_ci95']:.2f} samples/sec   "
-        f"p50 {attrs['latency_p50']:.3f} ± {attrs['latency_p50_ci95']:.3f} ms   "
-        f"p99 {attrs['latency_p99']:.3f} ± {attrs['latency_p99_ci95']:.3f} ms   "
+        f"95% CI: throughput {estimate_text(attrs, 'throughput', '.2f')} samples/sec   "
+        f"p50 {_latency_estimate(attrs, 'p50')} ms   p99 {_latency_estimate(attrs, 'p99')} ms   "
         f"({attrs['iterations']} steps, {attrs['timed_seconds']:.2f} s{windows})",
         compute,
+        *_ipu_cache_lines(attrs),
+        *scenario_lines(attrs, estimate_text),
+        *accuracy_lines(attrs),
         verdict_text(attrs),
         f"throughput: {attrs['throughput']:.2f} samples/sec",
         f"latency avg: {attrs['latency_mean']:.3f} ms",
+        *_reference_lines(attrs),
     ]
     return "\n".join(lines)
+
+
+def _latency_estimate(attrs, name):
+    """A latency percentile with its interval, or n/a when the run had too few latencies for it."""
+    if percentile_text(attrs, name) == "n/a":
+        return "n/a"
+    return estimate_text(attrs, f"latency_{name}", ".3f", missing_name=name)
+
+
+def _ipu_cache_lines(attrs):
+    """IPU runs under poprun on a shared host without --model-cache-path: say which cache was used instead."""
+    if not attrs.get("ipu_executable_cache_default"):
+        return []
+    return [f"ipu cache: {attrs['ipu_executable_cache']} (default: several instances per host and no "
+            f"--model-cache-path; one instance compiles, the others load)"]
+
+
+def _reference_lines(attrs):
+    """IPU runs: the reference harness's own figures, AFTER its two lines and worded so that neither of its
+    regexes (which take the first match) can match here."""
+    if "ipu_latency_min_ms" not in attrs or "throughput_reference" not in attrs:
+        return []
+    return [f"reference harness definition: {attrs['throughput_reference']:.2f} samples/sec (per step, all "
+            f"instances' samples over the slowest instance's step time), getLatency over all instances "
+            f"min {attrs['ipu_latency_min_ms']:.3f} ms, max {attrs['ipu_latency_max_ms']:.3f} ms"]
 
 
 def format_sweep_table(runs_attrs):
     """The sweep summary: one row per batch size, every estimate as `x ± y` (95% CI), then the verdict."""
     lines = ["",
              " batch  samples/step    throughput (samples/s)  sum of ranks        lat p50 ms        lat p99 ms  "
-             "cv %  verdict"]
+             "max cv%  verdict"]
     for a in runs_attrs:
-        throughput = f"{a['throughput']:.2f} ± {a['throughput_ci95']:.2f}"
-        p50 = f"{a['latency_p50']:.3f} ± {a['latency_p50_ci95']:.3f}"
-        p99 = f"{a['latency_p99']:.3f} ± {a['latency_p99_ci95']:.3f}"
+        throughput = estimate_text(a, "throughput", ".2f")
+        p50, p99 = _latency_estimate(a, "p50"), _latency_estimate(a, "p99")
         lines.append(f"{a['batch_size']:6d}  {a['samples_per_step']:12d}  {throughput:>24s}  {a['throughput_sum']:12.2f}"
-                     f"  {p50:>16s}  {p99:>16s}  {100 * a['step_cv']:5.1f}  {verdict_text(a)}")
+                     f"  {p50:>16s}  {p99:>16s}  {100 * a.get('step_cv_rank_max', a['step_cv']):7.1f}  {verdict_text(a)}")
     return "\n".join(lines)
 
 
@@ -103,17 +162,13 @@ def _finite(row, *keys):
 
 
 def interval_line(row):
-    """'95% CI: throughput x ± y [low, high] samples/s, p50 x ± y ms, p99 x ± y ms' when the file stores intervals."""
-    parts = []
-    if _finite(row, "throughput", "throughput_ci95", "throughput_ci95_low", "throughput_ci95_high"):
-        parts.append(f"throughput {row['throughput']:.2f} ± {row['throughput_ci95']:.2f} "
-                     f"[{row['throughput_ci95_low']:.2f}, {row['throughput_ci95_high']:.2f}] samples/s")
-    for name in ("p50", "p99"):
-        key = f"latency_{name}_ci95"
-        if _finite(row, f"latency_{name}", key, f"{key}_low", f"{key}_high"):
-            parts.append(f"{name} {row[f'latency_{name}']:.3f} ± {row[key]:.3f} "
-                         f"[{row[key + '_low']:.3f}, {row[key + '_high']:.3f}] ms")
-    return "95% CI: " + ", ".join(parts) if parts else ""
+    """'95% CI: throughput x [low, high] samples/s, p50 x [low, high] ms, p99 ...' (`x ± h` when symmetric),
+    with n/a and the reason for what the run could not give."""
+    if not any(key.endswith("_ci95_low") for key in row) and not row.get("ci_unavailable"):
+        return ""  # an older file without intervals
+    parts = [f"throughput {estimate_text(row, 'throughput', '.2f')} samples/s"]
+    parts += [f"{name} {_latency_estimate(row, name)} ms" for name in ("p50", "p99")]
+    return "95% CI: " + ", ".join(parts)
 
 
 def flops_line(row):
@@ -154,7 +209,8 @@ TABLE_COLUMNS = (("batch", "batch_size", 6, ""), ("samples/step", "samples_per_s
                  ("min ms", "latency_min", 9, ".3f"), ("mean ms", "latency_mean", 9, ".3f"),
                  ("p50 ms", "latency_p50", 9, ".3f"), ("p90 ms", "latency_p90", 9, ".3f"),
                  ("p99 ms", "latency_p99", 9, ".3f"), ("p99.9 ms", "latency_p99.9", 9, ".3f"),
-                 ("max ms", "latency_max", 9, ".3f"), ("cv %", "step_cv", 6, ".1f"), ("valid", "valid", 5, ""))
+                 ("max ms", "latency_max", 9, ".3f"), ("max cv %", "step_cv_rank_max", 8, ".1f"),
+                 ("valid", "valid", 5, ""))
 
 
 def run_table(rows):
@@ -166,7 +222,9 @@ def run_table(rows):
         cells = []
         for _title, key, width, spec in TABLE_COLUMNS:
             value = row.get(key, "")
-            value = 100 * value if key == "step_cv" and isinstance(value, (int, float)) else value
+            value = 100 * value if key == "step_cv_rank_max" and isinstance(value, (int, float)) else value
+            if key.startswith("latency_p") and key[len("latency_"):] in stats.PERCENTILES:
+                value = percentile_text(row, key[len("latency_"):], spec)
             value = ("yes" if value else "NO") if key == "valid" else value
             try:
                 cells.append(f"{value:>{width}{spec}}")
@@ -176,7 +234,7 @@ def run_table(rows):
         if not row["valid"] or row["validity_reason"]:
             verdict = "valid" if row["valid"] else "INVALID"
             notes.append(f"   batch {row['batch_size']}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
-        for extra in (interval_line(row), flops_line(row)):
+        for extra in (interval_line(row), flops_line(row), *accuracy_lines(row)[:1]):
             if extra:
                 notes.append(f"   batch {row['batch_size']}: {extra}")
     return "\n".join(lines + notes)
