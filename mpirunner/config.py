@@ -178,7 +178,7 @@ def _check_combinations(values):
         raise UsageError(f"--data-path is only used with --data real (this run uses --data {values['data']})")
     if values["data"] == "real":
         _check_image_folder(values["data_path"])
-    if values["weights"] and not os.path.isfile(values["weights"]):
+    if values["weights"] and values["weights"] != "torchvision" and not os.path.isfile(values["weights"]):
         raise UsageError(f"--weights {values['weights']} does not exist")
     if values["until_stable"] and values["min_duration"]:
         raise UsageError("--until-stable and --min-duration are two stop rules; choose one")
@@ -190,6 +190,8 @@ def _check_combinations(values):
         raise UsageError("--offline-target-ipu-version is only used with --compile-only")
     if values["progress"] and values["no_progress"]:
         raise UsageError("--progress and --no-progress contradict each other; drop one of them")
+    if values["resume"] and values["overwrite"]:
+        raise UsageError("--resume continues the output file and --overwrite replaces it; choose one")
     if values["cpus_per_rank"] and values["numa_aware"] == "no":
         raise UsageError("--cpus-per-rank sets the pinning, which --numa-aware no turns off; drop one of them")
 

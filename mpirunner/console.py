@@ -1,5 +1,5 @@
 """What the runner shows while it runs: per-rank logging, the progress bar, and the lines of the checks
-made after a run's timed steps (accuracy, output check). The per-run block and the sweep table are
+made after a run's timed steps (the output check; accuracy is in the run block). The per-run block and the sweep table are
 report/text.py's, shared with mpirunner-report."""
 import logging
 import sys
@@ -75,9 +75,6 @@ def estimate_after_first_call(step, steps_after, description):
 def check_line(check):
     """The line a check made after the timed steps prints on rank 0 (None for checks that print nothing)."""
     a = check.attrs
-    if check.name == "accuracy":
-        return (f"accuracy: top-1 {100 * a['accuracy_top1']:.2f}%  top-5 {100 * a['accuracy_top5']:.2f}%  "
-                f"over {a['accuracy_samples']} samples of all ranks")
     if check.name == "output_check":
         return (f"output check vs float32 eager reference: max abs error {a['output_check_max_abs_error']:.3g}, "
                 f"relative error {a['output_check_rel_error']:.3g}, top-1 agreement "

@@ -79,7 +79,8 @@ class InputSource:
         """Learn how the backend's step returns outputs (output_lag_steps, reuses_outputs; backends/base.py)."""
 
     def accuracy_counts(self):
-        """{'samples', 'top1', 'top5'} of this rank, or None when the data has no labels."""
+        """{'samples', 'top1', 'top5', 'model_classes', 'images', 'classes'} of this rank (images: those it
+        holds; classes: the class folder names), or None when the data has no labels."""
         return None
 
 
@@ -220,6 +221,7 @@ class TopKCounter:
         self.samples = 0
         self.top1 = 0
         self.top5 = 0
+        self.model_classes = 0  # width of the model's output: chance level is 1 / this
         self.warned = False
 
     def add(self, outputs, labels):
@@ -230,6 +232,7 @@ class TopKCounter:
                             logits.shape[0], labels.shape[0])
                 self.warned = True
             return
+        self.model_classes = int(logits.shape[1])
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == labels.view(-1, 1)
         self.samples += int(labels.shape[0])
@@ -237,7 +240,7 @@ class TopKCounter:
         self.top5 += int(hits.any(dim=1).sum())
 
     def counts(self):
-        return {"samples": self.samples, "top1": self.top1, "top5": self.top5}
+        return {"samples": self.samples, "top1": self.top1, "top5": self.top5, "model_classes": self.model_classes}
 
 
 ACCURACY_PENDING_BYTES = 256 << 20  # outputs kept for counting after the timed steps, per rank
@@ -292,6 +295,7 @@ class RealInput(InputSource):
         self._pending_bytes = 0
         self._ring_entry = {tensor.data_ptr(): index for index, tensor in enumerate(self.ring)}
         self._previous_entry = None
+        self.classes = ()
 
     def _indices(self, start):
         return (start + torch.arange(self.samples_per_step)) % self.images.shape[0]
@@ -343,7 +347,7 @@ class RealInput(InputSource):
         if self.counter is None:
             return None
         self._count_pending()
-        return self.counter.counts()
+        return {**self.counter.counts(), "images": int(self.images.shape[0]), "classes": self.classes}
 
 
 def make_input_source(config, backend, shape, dtype, rank, world_size=1, image_size=None):
@@ -356,7 +360,9 @@ def make_input_source(config, backend, shape, dtype, rank, world_size=1, image_s
     if config.data == "generated":
         return GeneratedInput(shape, dtype, seed, pin=pin, channels_last=config.channels_last, limit_bytes=limit_bytes)
     if config.data == "real":
-        images, labels, _classes = load_image_set(str(config.data_path), image_size or shape[-1], rank, world_size)
-        return RealInput(images, labels, shape, dtype, normalization_location(config), pin=pin,
-                         channels_last=config.channels_last, limit_bytes=limit_bytes)
+        images, labels, classes = load_image_set(str(config.data_path), image_size or shape[-1], rank, world_size)
+        source = RealInput(images, labels, shape, dtype, normalization_location(config), pin=pin,
+                           channels_last=config.channels_last, limit_bytes=limit_bytes)
+        source.classes = classes  # class folder names, sorted: folder i is class index i
+        return source
     raise ValueError(f"unknown data mode {config.data}")

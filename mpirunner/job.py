@@ -9,7 +9,7 @@ import datetime
 import logging
 import traceback
 
-from mpirunner.errors import InvalidRunError, UsageError
+from mpirunner.errors import InvalidRunError, SweepCutShort, UsageError, WriteFailed
 
 log = logging.getLogger("mpirunner")
 
@@ -31,7 +31,7 @@ def run_job(config):
     guard = start_guard(world, config)  # --timeout watchdog, SIGTERM/SIGINT
     try:
         _run(config, world, guard, faults)
-    except (UsageError, InvalidRunError, KeyboardInterrupt):
+    except (UsageError, InvalidRunError, SweepCutShort, WriteFailed, KeyboardInterrupt):
         raise
     except Exception:  # a bug or a device failure on this rank: never leave the others waiting
         log.error("rank %d on %s failed:\n%s", world.rank, world.host, traceback.format_exc())
@@ -43,11 +43,14 @@ def run_job(config):
 
 
 def _run(config, world, guard, faults):
-    from mpirunner.results import check_output_writable, output_path
+    from mpirunner.output_file import settle_output
 
     created = datetime.datetime.now(datetime.timezone.utc)
-    path = world.bcast(str(output_path(config, created)) if world.is_root else None)
-    world.agree(lambda: check_output_writable(path, config.overwrite) if world.is_root else None)
+    path, earlier, done = settle_output(world, config, created)  # writable, room, --resume: before any model
+    if done and done.issuperset(config.batch_sizes):
+        if world.is_root:
+            print(f"--resume: every batch size is already in {path}; nothing to measure", flush=True)
+        return
     from mpirunner.models.registry import check_model_name
 
     check_model_name(config.model)  # every rank alike, before placement or the backend log anything
@@ -58,18 +61,19 @@ def _run(config, world, guard, faults):
     from mpirunner.peak import measure_gemm_peak
     from mpirunner.placement import place_this_rank
     from mpirunner.provenance import job_attrs
-    from mpirunner.report.text import format_run_block, format_sweep_table, verdict_text
-    from mpirunner.results import run_result, write_results
+    from mpirunner.memory import SizeAgreement, measure_or_fail
+    from mpirunner.results import failed_run_result, run_result
+    from mpirunner.sweep import SweepFile, after_each_size, finish
+    from mpirunner.record import RunPoint
     from mpirunner.serve import check_scenario_backend
 
     backend = create_backend(config, world)
     world.agree(lambda: check_scenario_backend(config.scenario, backend.name))  # --device auto may pick the IPU
     if family_warning(backend.name, config):  # e.g. --device cpu on an -mk2 config: say how big a step is
         log.warning(family_warning(backend.name, config))
-    unused = backend.unused_options()
-    if unused:
-        log.warning("the %s backend does not use: %s", backend.name,
-                    ", ".join("--" + u.replace("_", "-") for u in unused))
+    if backend.unused_options():
+        log.warning("the %s backend does not use: %s", backend.name, ", ".join(
+            "--" + u.replace("_", "-") for u in backend.unused_options()))
     if config.random_weights and not config.weights:
         log.info("--random-weights: weights are random and seeded (--seed %d) on every rank", config.seed)
     placement = place_this_rank(config, world, preferred_node=backend.preferred_numa_node())
@@ -88,56 +92,52 @@ def _run(config, world, guard, faults):
     root_attrs = job_attrs(config, world, backend, model, created, rank_rows)
     gemm_peaks = [row["gemm_peak_flops"] for row in rank_rows] if world.is_root and peak_column else None
 
-    runs = []
+    sweep = SweepFile(path, root_attrs, rank_rows, earlier, guard) if world.is_root else None
     for batch_size in (config.query_size,) if config.scenario == "single-stream" else config.batch_sizes:
+        if batch_size in done:  # --resume: already in the file
+            continue
         guard.run_started(run_name(batch_size))
-        for record in _records(config, world, backend, model, batch_size, guard, faults,
-                               dtype=root_attrs["dtype"], flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks):
-            if record is None:  # not rank 0, or nothing measured
-                continue
-            runs.append(run_result(record))
-            with guard.writing(record.name, path):  # a signal waits for the write, then keeps this run
-                write_results(path, root_attrs, rank_rows, runs)
-            print(format_run_block(runs[-1].attrs, world.size), flush=True)
-        guard.at_checkpoint(world.barrier)()  # on disk before any rank starts the next run: a crash there keeps it
+        agreement = SizeAgreement(world, guard.checkpoint)
+        records, failure = measure_or_fail(agreement if config.scenario != "server" else None, world,
+                                           lambda: list(_records(
+                                               config, world, backend, model, batch_size, guard, faults,
+                                               dtype=root_attrs["dtype"], flops_per_sample=flops_per_sample,
+                                               gemm_peaks=gemm_peaks, agreement=agreement)))
+        for record in filter(None, records or []):  # rank 0's measured runs
+            sweep.keep(run_result(record), world.size)
+        if failure is not None:
+            point = RunPoint.of(config, backend.local_replicas(), model.image_size, batch_size, root_attrs["dtype"])
+            sweep.keep(failed_run_result(run_name(batch_size), point, failure), world.size)
+        after_each_size(world, guard, sweep)  # on disk before any rank starts the next run: a crash there keeps it
         guard.run_finished()
-    if world.is_root and runs:
-        print(format_sweep_table([run.attrs for run in runs]))
-        print(f"results written to {path}", flush=True)
-    elif world.is_root:
-        print("--compile-only: compiled every batch size; nothing measured, no file written", flush=True)
-    invalid = world.bcast([f"{run.name} ({verdict_text(run.attrs)})" for run in runs if not run.attrs["valid"]]
-                          if world.is_root else None)
+        if world.bcast(failure is not None if world.is_root else None):
+            break  # out of memory: larger sizes will not fit either
+    finish(world, sweep, path, "--compile-only: compiled every batch size; nothing measured, no file written")
+    invalid = world.bcast(sweep.invalid() if world.is_root else None)
     if config.strict and invalid:  # after the file is written, on every rank alike
         raise InvalidRunError(f"--strict: {len(invalid)} invalid run(s): " + ", ".join(invalid))
 
 
-def _records(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks):
+def _records(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks,
+             agreement):
     """The runs of one batch size, each yielded as it is measured: one (offline, single-stream), or the
     server's point(s) (serve.py: one --target-qps, or every point of --find-peak-qps)."""
     if config.scenario != "server":
         yield _measure(config, world, backend, model, batch_size, guard, faults, dtype=dtype,
-                       flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks)
+                       flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks, agreement=agreement)
         return
+    from mpirunner.record import RunPoint
     from mpirunner.serve import server_points
 
     yield from server_points(config, world, backend, model, batch_size, guard, faults, name=run_name(batch_size),
-                             point=_point(config, backend, model, batch_size, dtype),
+                             point=RunPoint.of(config, backend.local_replicas(), model.image_size, batch_size, dtype),
                              flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks)
 
 
-def _point(config, backend, model, batch_size, dtype):
-    from mpirunner.record import RunPoint
-
-    return RunPoint(batch_size=batch_size, device_iterations=config.device_iterations,
-                    local_replicas=backend.local_replicas(), model=config.model, data=config.data,
-                    precision=config.precision, dtype=dtype, image_size=model.image_size,
-                    iterations_requested=config.iterations, warmup=config.warmup_iterations,
-                    input_pool_limit_bytes=config.input_pool_mib << 20)
-
-
-def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks):
-    """Measure one point of the sweep on every rank; rank 0 gets its RunRecord, the others None."""
+def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks,
+             agreement):
+    """Measure one point of the sweep on every rank; rank 0 gets its RunRecord, the others None. Every
+    collective until the steps end is one of `agreement`'s, so a rank out of memory can leave with the others."""
     from mpirunner.backends import family_warning
     from mpirunner.bench import choose_stop_rule, measure
     from mpirunner.checks import ValidityRules
@@ -145,14 +145,15 @@ def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype,
     from mpirunner.checks.output_check import run_output_check
     from mpirunner.console import estimate_after_first_call, print_check, progress_bar, progress_wanted
     from mpirunner.data import make_input_source, step_shape
-    from mpirunner.record import build_run_record
+    from mpirunner.record import RunPoint, build_run_record
     from mpirunner.results import gather_timings
     from mpirunner.serve import single_stream_scenario
 
-    point = _point(config, backend, model, batch_size, dtype)
+    point = RunPoint.of(config, backend.local_replicas(), model.image_size, batch_size, dtype)
     shape = step_shape(batch_size, point.micro_batches_per_step, model.image_size)
-    source = world.agree(lambda: make_input_source(config, backend, shape, model.input_dtype, world.rank,
-                                                    world_size=world.size))  # reads --data-path
+    source = world.agree(lambda: agreement.attempt(lambda: make_input_source(
+        config, backend, shape, model.input_dtype, world.rank, world_size=world.size)))  # reads --data-path
+    agreement.raise_pending()  # out of memory making the inputs, on this rank
     backend_step = backend.make_step(batch_size, source.next_input())
     source.follow(backend_step)  # real data pairs each step's outputs with its labels
     step = faults.wrap_step(backend_step)
@@ -167,14 +168,13 @@ def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype,
     progress = progress_bar(world, not progress_wanted(config.progress, config.no_progress),
                             None if stop_rule else config.iterations, f"batch {batch_size}")
     timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
-                      guard.at_checkpoint(world.barrier), on_step=progress, stop_rule=stop_rule,
-                      decide=guard.at_checkpoint(world.max), keep_last_windows=keep_last_windows)
+                      agreement.barrier, on_step=progress, stop_rule=stop_rule,
+                      decide=agreement.decide, keep_last_windows=keep_last_windows)
     if progress:
         progress.close()
-    guard.checkpoint()  # for --timeout: this rank's steps are done
+    agreement.barrier()  # this rank's steps are done (for --timeout too); a rank out of memory is met here at the latest
     gathered = gather_timings(world, timings)
-    accuracy = gather_accuracy(world, source)  # labelled real data only; counted outside the timed steps
-    print_check(accuracy)
+    accuracy = gather_accuracy(world, source, config.weights)  # labelled real data; printed in the run block
     output_check = run_output_check(config, world, backend, model, step, source) if config.check_outputs else None
     print_check(output_check)
     report = backend.run_report(batch_size)  # e.g. each rank's GPU peak memory

@@ -160,8 +160,8 @@ OPTIONS = (
            "one step)", metavar="MIB"),
     Option("--half-dtype", CHOICE, None, DEVICE, "16-bit type (default: the device's native one)",
            choices=("float16", "bfloat16")),
-    Option("--weights", TEXT, None, DEVICE, "load a state_dict (strict) instead of seeded random weights",
-           metavar="FILE"),
+    Option("--weights", TEXT, None, DEVICE, "load a state_dict (strict) instead of seeded random weights; 'torchvision': the model's standard "
+           "torchvision weights from the local torch hub cache (never downloaded)", metavar="FILE"),
     Option("--check-outputs", BOOL, False, DEVICE,
            "after the timed steps, compare one batch against a float32 eager reference; disagreement makes the run invalid"),
     Option("--channels-last", BOOL, False, DEVICE, "channels_last memory format on CPU/CUDA",
@@ -229,6 +229,8 @@ OPTIONS = (
     Option("--output", TEXT, None, OUTPUT, "HDF5 file to write (default: results/<config or model>-<UTC time>.h5)",
            metavar="PATH"),
     Option("--overwrite", BOOL, False, OUTPUT, "replace an existing output file"),
+    Option("--resume", BOOL, False, OUTPUT, "continue the sweep in an existing output file (skip the sizes it holds; "
+           "starts it when missing)"),
     Option("--progress", BOOL, False, OUTPUT,
            "draw the progress bar even when stderr is not a terminal (by default it is drawn only on a terminal)"),
     Option("--no-progress", BOOL, False, OUTPUT, "no progress bar, even on a terminal"),

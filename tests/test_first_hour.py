@@ -92,3 +92,66 @@ def test_check_outputs_help_says_after_the_timed_steps():
 def test_contradicting_progress_flags_are_a_usage_error(args):
     result = run_cli(args)
     assert result.returncode == 2 and "contradict" in result.stderr
+
+
+# ----------------------------------------------------------------------------- accuracy that explains itself
+
+def _two_class_folder(tmp_path):
+    from tests.conftest import write_jpegs
+
+    write_jpegs(tmp_path / "images" / "cat", 3, seed=1)
+    write_jpegs(tmp_path / "images" / "dog", 2, seed=2)
+    return tmp_path / "images"
+
+
+def _run_block(stdout):
+    """The run block: from its '==' header to its 'latency avg' line."""
+    start = stdout.index("\n== ")
+    return stdout[start:stdout.index("latency avg:", start)]
+
+
+def test_real_data_run_explains_its_accuracy_inside_the_run_block_and_the_report_shows_it(tmp_path):
+    output = tmp_path / "real.h5"
+    result = run_cli([*SMALL, "--no-progress", "--data", "real", "--data-path", _two_class_folder(tmp_path),
+                      "--batch-size", "4", "--iterations", "3", "--output", output])
+    assert result.returncode == 0, result.stderr
+    block = _run_block(result.stdout)
+    assert "accuracy: top-1" in block and result.stdout.count("accuracy: top-1") == 1
+    assert "5 images in 2 class folder(s) loaded" in block
+    assert "cat=0, dog=1" in block
+    assert "cycle through the images" in block  # 5 steps x 4 samples > 5 images
+    assert "weights are random (seeded), so accuracy is at chance level: top-1 about 0.10% over 1000" in block
+    report = run_cli([output], module="mpirunner.report")
+    assert report.returncode == 0, report.stderr
+    assert "accuracy: top-1" in report.stdout
+
+
+def test_weights_torchvision_missing_from_the_cache_exits_2_naming_where_to_put_it(tmp_path):
+    result = run_cli([*SMALL, "--no-progress", "--weights", "torchvision", "--iterations", "2",
+                      "--output", tmp_path / "w.h5"], env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert result.returncode == 2, result.stderr
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert str(expected) in result.stderr and "nothing is downloaded" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_weights_torchvision_loads_the_cached_file(tmp_path):
+    import torch
+
+    from mpirunner.models.registry import build_model
+    from mpirunner.models.weights import load_weights
+
+    torch.manual_seed(7)
+    saved = build_model("resnet18")
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(saved.state_dict(), checkpoints / "resnet18-f37072fd.pth")
+    torch.manual_seed(8)
+    network = build_model("resnet18")
+    old_home = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch" / "hub"))
+    try:
+        load_weights(network, "torchvision", "resnet18")
+    finally:
+        torch.hub.set_dir(old_home)
+    assert torch.equal(network.conv1.weight, saved.conv1.weight)
