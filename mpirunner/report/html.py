@@ -1,6 +1,6 @@
 """`mpirunner-report summary --html OUT.html`: one self-contained static page over many runs.
 
-No server, no network, no JavaScript: the table, the figures (SVG from svg_plots, embedded as
+No server, no network, no JavaScript: the table, the figures (SVG from svg_plots and svg_histogram, embedded as
 data URIs so their ids cannot clash) and each run's full text block are all in the one file.
 Readable printed and without colour: INVALID is written out, not coloured, and the figures use
 markers and line styles besides colours.
@@ -10,7 +10,8 @@ from html import escape
 from pathlib import Path
 
 from mpirunner.errors import UsageError
-from mpirunner.report.svg_plots import file_label, histogram_svg, sweep_svg, trend_svg
+from mpirunner.report.svg_histogram import histogram_svg
+from mpirunner.report.svg_plots import file_label, sweep_svg, trend_svg
 from mpirunner.report.summary_text import TABLE, estimate_text, trend_cell
 from mpirunner.report.text import format_run_block, verdict_text
 from mpirunner.report.trends import configuration_text

@@ -226,9 +226,11 @@ def _sortable(value):
 # -------------------------------------------------------------------------------------- output
 
 def output_rows(runs, extra_columns=()):
-    """The rows as CSV/JSON writes them: column names carry their units; extra (name, key) columns appended."""
+    """The rows as CSV/JSON writes them: column names carry their units; extra (name, key) columns appended.
+
+    A field the file lacks is None (empty in CSV, null in JSON)."""
     columns = COLUMNS + tuple(extra_columns)
-    return [{column: run.row.get(key, "") for column, key in columns} for run in runs]
+    return [{column: None if run.row.get(key, "") == "" else run.row[key] for column, key in columns} for run in runs]
 
 
 def write_summary(runs, path, kind, extra_columns=()):

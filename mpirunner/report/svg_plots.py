@@ -1,4 +1,6 @@
-"""SVG figures of the summary's HTML page (matplotlib, Agg): sweep curves, trend lines, latency histograms.
+"""SVG figures of the summary's HTML page (matplotlib, Agg): sweep curves and trend lines.
+
+(The per-run latency histograms, hundreds on one page, are drawn directly by svg_histogram.py.)
 
 Drawn to be read in black and white: each series has its own marker and line style as well as a
 colour, INVALID points are hollow markers (with a legend entry), intervals are error bars, and
@@ -8,7 +10,6 @@ import io
 import math
 from pathlib import Path
 
-import numpy as np
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -147,38 +148,6 @@ def trend_svg(title, steps):
         axes.set_title(title)
         figure.tight_layout()
         return _svg(plt, figure)
-
-
-def histogram_svg(title, counts, edges, row):
-    """A run's stored latency histogram (log-spaced bins, ms on a log axis) with p50 and p99 as lines."""
-    plt = _pyplot()
-    counts, edges = np.asarray(counts, dtype=np.float64), np.asarray(edges, dtype=np.float64) * 1e3
-    with plt.rc_context(FONT):
-        figure, axes = plt.subplots(figsize=(6.0, 2.4))
-        if counts.size and edges.size == counts.size + 1 and (edges > 0).all():
-            axes.stairs(counts, edges, fill=True, color="0.6", edgecolor="black", linewidth=0.5)
-            _log_axis(axes)
-        for name, style in (("p50", "--"), ("p99", ":")):
-            value = row.get(f"latency_{name}")
-            if _finite(value) and value > 0:
-                axes.axvline(value, color="black", linestyle=style, linewidth=1.2, label=f"{name} {value:.3f} ms")
-        axes.set_xlabel("batch latency (ms, log scale)")
-        axes.set_ylabel("micro-batches")
-        axes.set_title(title, fontsize="small")
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize="x-small")
-        figure.subplots_adjust(left=0.1, right=0.98, bottom=0.2, top=0.88)  # fixed: tight_layout would draw twice
-        return _svg(plt, figure)
-
-
-def _log_axis(axes):
-    """Log x axis with plain tick labels ('0.5', '2'): mathtext labels ('10^1') cost most of a figure's time."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axes.set_xscale("log")
-    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def file_label(path):
