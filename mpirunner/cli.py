@@ -11,11 +11,13 @@ import sys
 
 from mpirunner import __version__
 from mpirunner.config import config_names, describe_configs, resolve_config
-from mpirunner.errors import InvalidRunError, UsageError
+from mpirunner.errors import InvalidRunError, SweepCutShort, UsageError, WriteFailed
 from mpirunner.options import ACTION, BOOL, CHOICE, FLOAT_KINDS, INT_KINDS, OPTIONS, VERSION
 
 EXIT_USAGE = 2
 EXIT_INVALID = 3
+EXIT_FAILED = 1
+EXIT_CUT_SHORT = 5  # a size failed (out of memory); the sweep stopped there, the file keeps the rest
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -133,6 +135,12 @@ def main(argv=None):
     except InvalidRunError as error:
         print(f"mpirunner: {error}", file=sys.stderr)
         return EXIT_INVALID
+    except SweepCutShort:  # its one line was printed when the size failed
+        return EXIT_CUT_SHORT
+    except WriteFailed as error:
+        if _is_first_rank():
+            print(f"mpirunner: {error}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
     return 0
 
 

@@ -7,3 +7,11 @@ class UsageError(Exception):
 
 class InvalidRunError(Exception):
     """A run finished but its verdict is invalid and --strict asked for a failing exit (status 3)."""
+
+
+class SweepCutShort(Exception):
+    """A batch size failed (out of memory): it is in the file as failed, larger sizes were not tried (status 5)."""
+
+
+class WriteFailed(Exception):
+    """The output file could not be written (disk full): the runs written before stay; status 1, one line."""

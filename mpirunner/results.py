@@ -19,14 +19,15 @@ NUMBERS = (bool, int, float, np.number, np.bool_)
 
 @dataclass
 class RunResult:
-    """One measured point as rank 0 holds it: gathered arrays ([ranks, ...]) and summary attributes."""
+    """One point as rank 0 holds it: gathered arrays ([ranks, ...]) and summary attributes.
+    A failed point (status 'failed', e.g. out of memory) has attributes only: its arrays are None."""
 
     name: str
     attrs: dict
-    step_seconds: np.ndarray
-    step_start: np.ndarray
-    batch_latency: np.ndarray
-    compile_seconds: np.ndarray
+    step_seconds: np.ndarray = None
+    step_start: np.ndarray = None
+    batch_latency: np.ndarray = None
+    compile_seconds: np.ndarray = None
     extra_datasets: dict = field(default_factory=dict)
 
 
@@ -162,7 +163,8 @@ def _hdf5_image(root_attrs, rank_rows, runs):
             group = runs_group.create_group(run.name)
             _set_attrs(group, run.attrs)
             for name in ("step_seconds", "step_start", "batch_latency", "compile_seconds"):
-                group.create_dataset(name, data=getattr(run, name))
+                if getattr(run, name) is not None:  # a failed run has none
+                    group.create_dataset(name, data=getattr(run, name))
             for name, data in run.extra_datasets.items():
                 group.create_dataset(name, data=data)
     return image.getbuffer()
@@ -309,6 +311,7 @@ def run_attrs(record):
         "iterations": int(timings["step_seconds"].shape[1]), "iterations_requested": point.iterations_requested,
         "measured_steps": record.measured_steps, "windows": record.windows, "windows_kept": record.windows_kept,
         "warmup": point.warmup, "compile_seconds_max": float(np.max(timings["compile_seconds"])),
+        "status": "measured", "failure_reason": "",
         "valid": record.validity.valid, "validity_reason": list(record.validity.reasons),
         **record.summary, **record.device_attrs,
     }
@@ -316,6 +319,8 @@ def run_attrs(record):
         attrs.update(check.attrs)
     attrs["dtype"] = point.dtype
     attrs.update(record.compute)
+    if record.scenario is not None:
+        attrs.update(record.scenario.attrs)
     return attrs
 
 
@@ -325,7 +330,20 @@ def run_datasets(record):
             "barrier_wait_seconds": np.asarray(record.barrier_wait_seconds, dtype=np.float64),
             "host_gap": np.asarray(record.input_path.host_gap, dtype=np.float64),
             "device_busy": np.asarray(record.input_path.device_busy, dtype=np.float64),
-            **{key: np.asarray(values) for key, values in record.device_per_rank.items()}}
+            **{key: np.asarray(values) for key, values in record.device_per_rank.items()},
+            **({f"queries/{key}": np.asarray(values) for key, values in record.scenario.queries.items()}
+               if record.scenario is not None else {})}
+
+
+def failed_run_result(name, point, reason):
+    """The run group of a point that could not be measured (out of memory): what was asked, why it failed."""
+    attrs = {"batch_size": point.batch_size, "device_iterations": point.device_iterations,
+             "local_replicas": point.local_replicas, "samples_per_step": point.samples_per_step,
+             "model": point.model, "data": point.data, "precision": point.precision, "dtype": point.dtype,
+             "image_size": point.image_size, "iterations_requested": point.iterations_requested,
+             "warmup": point.warmup, "status": "failed", "failure_reason": reason, "valid": False,
+             "validity_reason": [reason]}
+    return RunResult(name=name, attrs=attrs)
 
 
 def run_result(record):
