@@ -1,7 +1,7 @@
 """The typed record of one measured run (one batch size), built once on rank 0 from what every rank
 gathered; results.py alone flattens it into the run group's attributes and datasets."""
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -24,6 +24,13 @@ class RunPoint:
     warmup: int
     input_pool_limit_bytes: int
 
+    @classmethod
+    def of(cls, config, local_replicas, image_size, batch_size, dtype):
+        return cls(batch_size=batch_size, device_iterations=config.device_iterations, local_replicas=local_replicas,
+                   model=config.model, data=config.data, precision=config.precision, dtype=dtype,
+                   image_size=image_size, iterations_requested=config.iterations, warmup=config.warmup_iterations,
+                   input_pool_limit_bytes=config.input_pool_mib << 20)
+
     @property
     def micro_batches_per_step(self):
         return self.device_iterations * self.local_replicas
@@ -41,6 +48,15 @@ class InputPath:
     device_busy: np.ndarray   # [ranks] share of the window in batch latency (NaN: not device time)
     pool_steps: int
     pool_bytes: int           # the largest rank's pool
+
+
+@dataclass
+class ScenarioRecord:
+    """A single-stream or server run's queries (every rank's, one entry per query) and their summary
+    (scenarios.summarize_queries, with intervals); stored as the run group's `queries/` datasets."""
+
+    attrs: dict
+    queries: Dict[str, np.ndarray]
 
 
 @dataclass
@@ -65,14 +81,19 @@ class RunRecord:
     device_attrs: dict = field(default_factory=dict)
     device_per_rank: Dict[str, list] = field(default_factory=dict)
     compute: dict = field(default_factory=dict)
+    scenario: Optional[ScenarioRecord] = None
 
 
 def build_run_record(name, point, rules, gathered, *, measured_steps, windows, windows_kept, rank_values, checks,
-                     device_attrs, batch_latency_is_device_time, flops_per_sample, gemm_peaks=None):
+                     device_attrs, batch_latency_is_device_time, flops_per_sample, gemm_peaks=None, scenario=None,
+                     scenario_checks=None):
     """Everything rank 0 derives from the gathered timings, once: summary, histogram, input shares, validity.
 
     rank_values: one dict per rank with host, barrier_wait_seconds, pool_steps, pool_bytes and the
     backend's per-rank values (every other key). gemm_peaks: each rank's measured GEMM peak or None.
+    scenario: a ScenarioRecord (single-stream, server); its throughput* attrs replace the step-based
+    ones. scenario_checks (server): judged instead of the step-time and input-path rules, since a
+    server's steps follow its arrivals (mixed batch sizes, an idle device between them).
     """
     from mpirunner.checks import decide_validity
     from mpirunner.flops import utilization_attrs
@@ -84,13 +105,16 @@ def build_run_record(name, point, rules, gathered, *, measured_steps, windows, w
     starts, seconds, latencies = gathered["step_start"], gathered["step_seconds"], gathered["batch_latency"]
     summary = summarize(starts, seconds, latencies, point.samples_per_step,
                         barrier_skew_seconds=float(waits.max() - waits.min()))
+    if scenario is not None and "throughput" in scenario.attrs:  # server: served samples, not steps x size
+        summary = {key: value for key, value in summary.items() if not key.startswith("throughput_ci95")}
+        summary.update(throughput=scenario.attrs["throughput"], throughput_sum=scenario.attrs["throughput_sum"])
     host_gap, device_busy = input_shares(starts, seconds, latencies)
     if not batch_latency_is_device_time:
         device_busy = np.full_like(device_busy, np.nan)
     judged_busy = device_busy if np.any(np.isfinite(device_busy)) else None
     checks = [check for check in checks if check is not None]
     validity = decide_validity(seconds, rules, checks, timed_seconds=summary["timed_seconds"], windows=windows,
-                               hosts=hosts, host_gap=host_gap, device_busy=judged_busy)
+                               hosts=hosts, host_gap=host_gap, device_busy=judged_busy, scenario_checks=scenario_checks)
     counts, edges = log_histogram(latencies[~np.isnan(latencies)])
     rank_throughputs = per_rank_throughput(starts, seconds, point.samples_per_step)
     compute = utilization_attrs(flops_per_sample, summary["throughput"], list(rank_throughputs), hosts,
@@ -103,4 +127,4 @@ def build_run_record(name, point, rules, gathered, *, measured_steps, windows, w
                              pool_bytes=int(max(row["pool_bytes"] for row in rank_values))),
         checks=validity.checks, validity=validity, device_attrs=dict(device_attrs),
         device_per_rank={key: [row[key] for row in rank_values] for key in rank_values[0] if key not in own},
-        compute=compute)
+        compute=compute, scenario=scenario)

@@ -24,14 +24,19 @@ class Validity:
 
 
 def decide_validity(step_seconds, rules, checks=(), *, timed_seconds, windows=0, hosts=None, host_gap=None,
-                    device_busy=None):
+                    device_busy=None, scenario_checks=None):
     """Whether a run can be trusted, with every reason a line a user can act on.
 
     step_seconds: [ranks, steps] (NaN-padded); rules: ValidityRules; checks: Checks made by the run
     (output check, accuracy); host_gap / device_busy: per-rank shares (stats.input_shares), device_busy
-    None where batch latency is not device time.
+    None where batch latency is not device time. scenario_checks (server runs, checks/scenario.py) replace
+    the timing rules and the input path: a server's steps follow its arrivals, so their sizes differ
+    and the device waits between them by design.
     """
-    every = [*checks, *timing_checks(step_seconds, rules, timed_seconds=timed_seconds, windows=windows, hosts=hosts),
-             *input_path_checks(host_gap, device_busy, hosts)]
+    if scenario_checks is not None:
+        every = [*checks, *scenario_checks]
+    else:
+        every = [*checks, *timing_checks(step_seconds, rules, timed_seconds=timed_seconds, windows=windows,
+                                         hosts=hosts), *input_path_checks(host_gap, device_busy, hosts)]
     reasons = [check.reason for check in every if not check.passed]
     return Validity(not reasons, reasons, every)

@@ -1,0 +1,171 @@
+"""The load scenarios on a real device (docs/scenarios.md): prepare every batch size the server may form,
+run the seeded schedule on the run's clock, gather every rank's queries and build each point's RunRecord.
+
+scenarios.py holds the engine (no MPI, no torch); this module gives it the backend's steps, PerfClock
+and the MPI agreement (the global percentile of a peak-search point is computed from every rank's
+queries on every rank, so all ranks take the same path). Single-stream runs through bench.measure
+(one query = one step of --query-size samples); its queries are derived from the step timestamps.
+"""
+import logging
+import time
+
+import numpy as np
+
+log = logging.getLogger("mpirunner")
+
+
+def check_scenario_backend(scenario, backend_name):
+    """Refuse the scenarios on the IPU: an executable runs a fixed batch per call (docs/scenarios.md)."""
+    from mpirunner.errors import UsageError
+
+    if scenario != "offline" and backend_name == "ipu":
+        raise UsageError(f"--scenario {scenario} is not served on IPU: an executable runs a fixed batch per call "
+                         "(docs/scenarios.md); use --device cpu or cuda")
+
+
+def single_stream_scenario(gathered, query_size):
+    """The ScenarioRecord of a single-stream run from the gathered step arrays ([ranks, steps], NaN-padded)."""
+    from mpirunner.scenarios import QueryLog
+
+    starts, seconds = gathered["step_start"], gathered["step_seconds"]
+    ranks = np.broadcast_to(np.arange(starts.shape[0])[:, None], starts.shape)
+    keep = ~np.isnan(seconds)
+    start = starts[keep]
+    queries = QueryLog(scheduled=start, start=start, end=start + seconds[keep],
+                       batch_size=np.full(start.size, query_size, dtype=np.int64),
+                       batch_queries=np.ones(start.size, dtype=np.int64), served=np.ones(start.size, dtype=bool),
+                       rank=ranks[keep].astype(np.int64))
+    return _scenario_record(queries, "single-stream", {})
+
+
+def _scenario_record(queries, scenario, summary_args):
+    from mpirunner.record import ScenarioRecord
+    from mpirunner.scenarios import summarize_queries
+    from mpirunner.stats import half_width, percentile_interval
+
+    attrs = summarize_queries(queries, scenario, **summary_args)
+    latency_ms = queries.latency()[queries.served] * 1e3
+    for q in (50.0, 99.0):
+        name = f"query_latency_p{q:g}"
+        low, high = percentile_interval(latency_ms, q) if latency_ms.size else (float("nan"), float("nan"))
+        attrs.update({f"{name}_ci95_low": low, f"{name}_ci95_high": high,
+                      f"{name}_ci95": half_width(attrs[name], low, high) if np.isfinite(attrs[name]) else float("nan")})
+    datasets = {name: getattr(queries, name) for name in ("scheduled", "start", "end", "rank", "batch_size",
+                                                          "batch_queries", "served")}
+    return ScenarioRecord(attrs=attrs, queries=datasets)
+
+
+class PreparedSteps:
+    """One ready step per batch size the server may form: compiled/captured, warmed up, its inputs pooled."""
+
+    def __init__(self, config, world, backend, model, faults, max_batch):
+        from mpirunner.data import make_input_source, step_shape
+        from mpirunner.errors import UsageError
+        from mpirunner.scenarios import prepared_batch_sizes
+
+        self.sizes = prepared_batch_sizes(max_batch)
+        self.steps, self.sources = {}, {}
+        self.compile_seconds, self.slowest_step_seconds = 0.0, 0.0
+        for size in self.sizes:
+            shape = step_shape(size, 1, model.image_size)
+            source = world.agree(lambda: make_input_source(config, backend, shape, model.input_dtype, world.rank,
+                                                            world_size=world.size))
+            backend_step = backend.make_step(size, source.next_input())
+
+            def check_lag(step=backend_step):
+                if step.output_lag_steps:
+                    raise UsageError(f"--scenario {config.scenario} needs each step to return its own query's outputs; "
+                                     f"add --min-latency (no IO overlap on {backend.name})")
+            world.agree(check_lag)
+            source.follow(backend_step)
+            step = source.observe(faults.wrap_step(backend_step))
+            begin = time.perf_counter()
+            step(source.next_input())  # the first call compiles / captures: timed on its own
+            self.compile_seconds = max(self.compile_seconds, time.perf_counter() - begin)
+            for _ in range(max(1, config.warmup_iterations)):
+                begin = time.perf_counter()
+                step(source.next_input())
+                self.slowest_step_seconds = max(self.slowest_step_seconds, time.perf_counter() - begin)
+            self.steps[size], self.sources[size] = step, source
+        self.largest = self.sources[self.sizes[-1]]
+
+    def run(self, batch_size):
+        return self.steps[batch_size](self.sources[batch_size].next_input())
+
+
+def _batch_timings(queries, compile_seconds):
+    """One Timings row per batch the server ran (batch_latency = its step time), for the usual arrays."""
+    from mpirunner.bench import Timings
+
+    starts, first = np.unique(queries.start[queries.served], return_index=True)
+    seconds = queries.end[queries.served][first] - starts
+    return Timings(compile_seconds=compile_seconds, step_start=starts, step_seconds=seconds,
+                   batch_latency=seconds.copy(), measured_steps=int(starts.size))
+
+
+def server_points(config, world, backend, model, batch_size, guard, faults, *, name, point, flops_per_sample,
+                  gemm_peaks):
+    """Run the server scenario (one --target-qps, or a --find-peak-qps search); yields each point's
+    RunRecord on rank 0 (None on the others), every rank alike."""
+    from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, find_peak_qps,
+                                     latency_percentile, poisson_schedule, rank_share, run_server, schedule_rng)
+
+    prepared = PreparedSteps(config, world, backend, model, faults, batch_size)
+    slowest = world.max(prepared.slowest_step_seconds)
+    drain_seconds = drain_bound_seconds(slowest)
+    duration = config.min_duration
+    bound = config.latency_bound / 1e3 if config.latency_bound is not None else None
+    log.info("server: batch sizes %s prepared; drain bound %.1f s", prepared.sizes, drain_seconds)
+
+    def run_point(total_qps):
+        schedule = poisson_schedule(rank_share(total_qps, world.size), duration, schedule_rng(config.seed, world.rank))
+        guard.at_checkpoint(world.barrier)()
+        clock = PerfClock()
+        queries = run_server(prepared.run, clock, schedule, batch_size, config.max_batch_wait_ms / 1e3, duration,
+                             drain_seconds, rank=world.rank)
+        guard.checkpoint()
+        return queries
+
+    def record_of(queries, total_qps, point_name):
+        from mpirunner.checks import ValidityRules
+        from mpirunner.checks.scenario import scenario_checks
+        from mpirunner.record import build_run_record
+        from mpirunner.results import gather_timings
+
+        gathered = gather_timings(world, _batch_timings(queries, prepared.compile_seconds))
+        logs = world.gather(queries)
+        report = backend.run_report(batch_size)
+        rank_values = world.gather({"host": world.host, "barrier_wait_seconds": 0.0,
+                                    "pool_steps": len(prepared.largest.pool), "pool_bytes": prepared.largest.pool_bytes,
+                                    **report.per_rank})
+        if not world.is_root:
+            return None
+        scenario = _scenario_record(concatenate_logs(logs), "server", {
+            "duration_seconds": duration, "target_qps": total_qps, "latency_bound_seconds": bound,
+            "bound_percentile": config.percentile})
+        scenario.attrs.update(drain_seconds=drain_seconds, max_batch_wait_ms=config.max_batch_wait_ms,
+                              prepared_batch_sizes=list(prepared.sizes), throughput=scenario.attrs["achieved_qps"],
+                              throughput_sum=scenario.attrs["achieved_qps"])
+        return build_run_record(
+            point_name, point, ValidityRules.from_config(config), gathered, measured_steps=int(gathered["step_seconds"].shape[1]),
+            windows=0, windows_kept=0, rank_values=rank_values, checks=[], device_attrs=report.attrs,
+            batch_latency_is_device_time=backend.batch_latency_is_device_time(), flops_per_sample=flops_per_sample,
+            gemm_peaks=gemm_peaks, scenario=scenario, scenario_checks=scenario_checks(scenario.attrs, drain_seconds))
+
+    if not config.find_peak_qps:
+        yield record_of(run_point(config.target_qps), config.target_qps, name)
+        return
+    capacity = world.size * batch_size / max(slowest, 1e-9)
+    start_qps = config.target_qps or capacity / 2
+
+    def global_percentile(latency_seconds, percentile):
+        return latency_percentile(np.concatenate(world.allgather(np.asarray(latency_seconds))), percentile)
+
+    search = find_peak_qps(run_point, start_qps, bound, config.percentile,
+                           global_percentile=global_percentile)
+    for index, found in enumerate(search.points):
+        record = record_of(found.result, found.total_qps, f"{name}-qps{found.total_qps:012.3f}")
+        if record is not None:
+            record.scenario.attrs.update(peak_search=True, peak_point=index,
+                                         peak_qps=search.peak_qps if search.peak_qps is not None else float("nan"))
+        yield record

@@ -1,0 +1,62 @@
+"""Load scenarios end to end (resnet18 at 32 px, 2 ranks under mpiexec, CPU): the file a user gets."""
+import h5py
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from mpirunner import scenarios
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+MODEL = ["--model", "resnet18", "--image-size", "32", "--device", "cpu", "--no-progress", "--threads", "1"]
+
+
+def _run(tmp_path, name, *args):
+    output = tmp_path / f"{name}.h5"
+    result = run_cli([*MODEL, *args, "--output", output], ranks=2, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with h5py.File(output) as h5:
+        (group,) = h5["runs"].values()
+        attrs = dict(group.attrs)
+        queries = {key: group["queries"][key][()] for key in group["queries"]}
+    return attrs, queries, result.stdout
+
+
+def _expected_arrivals(total_qps, seconds, seed=0):
+    """Every rank's schedule, regenerated from the seed: the file must hold each of these queries."""
+    return [scenarios.poisson_schedule(scenarios.rank_share(total_qps, 2), seconds, scenarios.schedule_rng(seed, rank))
+            for rank in range(2)]
+
+
+def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_invalid(tmp_path):
+    single, single_queries, stdout = _run(tmp_path, "single", "--scenario", "single-stream", "--iterations", "150",
+                                          "--max-cv", "1000")
+    assert "single-stream: 300 queries" in stdout
+    assert single["queries"] == 300 and single_queries["served"].all()
+    service_seconds = single["query_latency_p50"] / 1e3
+
+    low_qps, seconds = 0.1 * 2 / service_seconds, 4.0  # each rank busy about 10% of the time
+    server, queries, stdout = _run(tmp_path, "low", "--scenario", "server", "--batch-size", "1",
+                                   "--target-qps", f"{low_qps:.3f}", "--min-duration", seconds)
+    assert server["valid"], server["validity_reason"]
+    tolerance = max(0.2 * single["query_latency_p99"], 1.0)
+    assert abs(server["query_latency_p99"] - single["query_latency_p99"]) <= tolerance
+    expected = _expected_arrivals(float(f"{low_qps:.3f}"), seconds)
+    for rank in range(2):
+        np.testing.assert_allclose(np.sort(queries["scheduled"][queries["rank"] == rank]), expected[rank])
+    assert queries["served"].all()
+    assert np.all(queries["end"] - queries["scheduled"] >= queries["end"] - queries["start"])
+
+    # 3x the offline throughput at batch 1 (two ranks, one sample per step of service_seconds)
+    overload_qps, seconds = 3 * 2 / service_seconds, 3.0
+    over, queries, stdout = _run(tmp_path, "over", "--scenario", "server", "--batch-size", "1",
+                                 "--target-qps", f"{overload_qps:.3f}", "--min-duration", seconds)
+    assert not over["valid"]
+    reasons = list(over["validity_reason"])
+    assert any(str(r).startswith("did not keep up") and "lower --target-qps or add instances" in str(r)
+               for r in reasons)
+    expected = _expected_arrivals(float(f"{overload_qps:.3f}"), seconds)
+    assert queries["scheduled"].size == sum(len(e) for e in expected)  # served or not, every query is there
+    assert (~queries["served"]).sum() == over["queries_unserved"] > 0
+    served_end = np.nanmax(queries["end"])
+    assert served_end <= seconds + over["drain_seconds"] + 10 * service_seconds + 1.0
