@@ -85,6 +85,7 @@ def input_shares(step_start, step_seconds, batch_latency):
 def latency_summary(latency_seconds):
     """mean/min/max/std and percentiles in milliseconds, plus the coefficient of variation."""
     values_ms = np.asarray(latency_seconds, dtype=np.float64).ravel() * 1e3
+    values_ms = values_ms[~np.isnan(values_ms)]  # the NaN padding of ranks with fewer values (server runs)
     if values_ms.size == 0:
         return {}
     summary = {

@@ -2,7 +2,8 @@
 
 One run: its latency histogram on a log-x axis (log-spaced bins) with p50 and p99 marked, one
 colour per rank with --ranks. Several runs (a sweep, or several files): throughput vs batch size
-and throughput vs p99 latency, the latency-throughput curve used to pick a batch size.
+and throughput vs p99 latency, the latency-throughput curve used to pick a batch size. Several
+server runs: query latency percentiles against the offered load (load_plot.py).
 """
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from mpirunner import stats
 from mpirunner.errors import UsageError
+from mpirunner.report.load_plot import server_figure, server_runs
 from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sorted_runs, summary_row
 
 FIGURE_SIZE_INCHES = (12.0, 5.0)
@@ -42,7 +44,10 @@ def plot(files, path, per_rank=False):
     if not runs:
         raise UsageError("--plot: the files hold no runs")
     plt = _pyplot()
-    if len(runs) == 1:
+    served = server_runs(files)
+    if len(served) > 1:  # a --find-peak-qps search or a set of server runs
+        figure = server_figure(plt, served, FIGURE_SIZE_INCHES)
+    elif len(runs) == 1:
         figure = _histogram_figure(plt, *runs[0], per_rank=per_rank)
     else:
         figure = _sweep_figure(plt, files)
