@@ -241,3 +241,45 @@ def test_peak_search_decides_on_the_global_percentile_it_is_given():
     assert search.peak_qps is None
     assert [p.total_qps for p in search.points] == [400.0, 200.0, 100.0, 50.0]
     assert seen == [len(p.result) for p in search.points]
+
+
+# ----------------------------------------------------------------------------- flags and checks
+
+@pytest.mark.parametrize("values, message", [
+    ({"scenario": "server", "batch_size": "1,2", "target_qps": 5.0, "min_duration": 2.0}, "one --batch-size"),
+    ({"scenario": "server", "min_duration": 2.0}, "needs --target-qps"),
+    ({"scenario": "server", "target_qps": 5.0}, "needs --min-duration"),
+    ({"find_peak_qps": True, "min_duration": 2.0}, "needs --latency-bound"),
+    ({"scenario": "single-stream", "target_qps": 5.0}, "only used with --scenario server"),
+    ({"scenario": "server", "target_qps": 5.0, "min_duration": 2.0, "device": "ipu"}, "not served on IPU"),
+    ({"scenario": "single-stream", "device_iterations": 4}, "--device-iterations"),
+])
+def test_scenario_flags_that_cannot_work_are_usage_errors(values, message):
+    from mpirunner.config import resolve_config
+    from mpirunner.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        resolve_config(values)
+
+
+def test_find_peak_qps_implies_server():
+    from mpirunner.config import resolve_config
+
+    config = resolve_config({"find_peak_qps": True, "latency_bound": 20.0, "min_duration": 2.0, "batch_size": "4"})
+    assert config.scenario == "server"
+
+
+def test_scenario_checks_carry_the_reasons_into_the_verdict():
+    from mpirunner.checks import ValidityRules, decide_validity
+    from mpirunner.checks.scenario import scenario_checks
+
+    log, _, _ = serve(3 / SERVICE_SECONDS, 3.0, seed=1)
+    summary = scenarios.summarize_queries(log, "server", duration_seconds=3.0, target_qps=3 / SERVICE_SECONDS)
+    validity = decide_validity(np.full((1, 5), np.nan), ValidityRules(), timed_seconds=1.0,
+                               scenario_checks=scenario_checks(summary, DRAIN_SECONDS))
+    assert not validity.valid
+    assert any(reason.startswith("did not keep up") for reason in validity.reasons)
+    light, _, _ = serve(100.0, 3.0, seed=1)
+    summary = scenarios.summarize_queries(light, "server", duration_seconds=3.0, target_qps=100.0)
+    assert decide_validity(np.full((1, 5), np.nan), ValidityRules(), timed_seconds=1.0,
+                           scenario_checks=scenario_checks(summary)).valid
