@@ -1,27 +1,31 @@
 """IPU backend, proven against the recording poptorch/popdist stand-in in tests/fake_poptorch (no IPU here).
 
 The four reference command lines (poprun --num-instances=4 --num-replicas=4 --ipus-per-replica=1) are
-resolved exactly as the CLI resolves them; poprun is simulated through the POPDIST_* environment the
-stand-in reads. The options each line sets, its input dtype and shape, the model dtype, the IO overlap
+resolved exactly as the CLI resolves them; poprun is simulated through the environment a real poprun
+exports (ipu_fake.poprun_env). The contract points of issue 16 are in test_ipu_contract.py. The options each line sets, its input dtype and shape, the model dtype, the IO overlap
 wrapping and the engine options are checked against what the stand-in recorded. The networks are
 swapped for resnet18 at 32 px (the options do not depend on the network) to keep the tests fast.
 """
-import dataclasses
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from conftest import TINY, run_cli
 
-FAKE = Path(__file__).resolve().parent / "fake_poptorch"
-FAKE_MODULES = ("poptorch", "popdist", "popart")
-POPRUN_4X4 = {"POPDIST_NUM_INSTANCES": "4", "POPDIST_NUM_TOTAL_REPLICAS": "4", "POPDIST_NUM_IPUS_PER_REPLICA": "1",
-              "POPDIST_INSTANCE_INDEX": "0"}
+from ipu_fake import FAKE, poprun_env
+from ipu_fake import config as _config
+from ipu_fake import fake_env as _fake_env
+from ipu_fake import fake_sdk  # noqa: F401  (fixture)
+from ipu_fake import option_calls as _option_calls
+from ipu_fake import prepared_backend as _prepared_backend
+from ipu_fake import step_input as _step_input
+from ipu_fake import world as _world
+
+POPRUN_4X4 = poprun_env(instances=4, replicas=4)
 # The reference README's lines, after `python run_benchmark.py`, with {batchsize} = 1; expected IO tiles.
 REFERENCE_LINES = {
     "resnet50": ("--config resnet50-mk2 --data generated --batch-size 1 --iterations 20 --num-io-tiles 64", 64),
@@ -34,62 +38,6 @@ REFERENCE_LINES = {
                    "--num-io-tiles 32", 32),
 }
 USER_ENGINE_OPTIONS = {"debug.instrument": "true"}
-
-
-def _forget_fake_modules():
-    for name in list(sys.modules):
-        if name.split(".")[0] in FAKE_MODULES:
-            del sys.modules[name]
-
-
-@pytest.fixture
-def fake_sdk(monkeypatch):
-    """The stand-in importable as poptorch/popdist/popart, with an empty record and a clean environment."""
-    _forget_fake_modules()
-    monkeypatch.syspath_prepend(str(FAKE))
-    for key in list(os.environ):
-        if key.startswith(("POPDIST_", "FAKE_POPTORCH_")) or key in ("POPLAR_ENGINE_OPTIONS", "POPTORCH_IPU_MODEL"):
-            monkeypatch.delenv(key)
-    import poptorch
-
-    poptorch.RECORD.clear()
-    yield poptorch
-    _forget_fake_modules()
-
-
-def _world(size=1, rank=0):
-    return SimpleNamespace(rank=rank, size=size, local_rank=rank, local_size=size, host="test", is_root=rank == 0)
-
-
-def _config(command_line):
-    from mpirunner.cli import build_parser
-    from mpirunner.config import resolve_config
-
-    argv = command_line.split() if isinstance(command_line, str) else list(command_line)
-    return resolve_config(vars(build_parser().parse_args(argv)), argv=argv)
-
-
-def _prepared_backend(config, world):
-    """IpuBackend with the run's benchmark model built as job.py builds it (network swapped for resnet18 @ 32 px)."""
-    from mpirunner.models.assembly import build_benchmark_model
-    from mpirunner.backends.ipu import IpuBackend
-
-    backend = IpuBackend(config, world)
-    model = build_benchmark_model(dataclasses.replace(config, model="resnet18", image_size=32), backend.half_dtype())
-    backend.prepare(model.module, model.image_size)
-    return backend, model
-
-
-def _step_input(config, backend, model, batch_size):
-    from mpirunner.data import image_generator, random_images, step_shape
-
-    shape = step_shape(batch_size, config.device_iterations * backend.local_replicas(), model.image_size)
-    return random_images(shape, model.input_dtype, image_generator(0))
-
-
-def _option_calls(poptorch):
-    return [(event["call"], event["args"], event["kwargs"]) for event in poptorch.RECORD
-            if event["call"].startswith(("Options", "poptorch.Options", "popdist"))]
 
 
 # ---------------------------------------------------------------- the four reference lines
@@ -114,14 +62,19 @@ def test_reference_line_under_poprun(fake_sdk, monkeypatch, line, min_latency):
     step = backend.make_step(1, step_input)
     outputs, latencies = step(step_input)
 
-    expected = [("popdist.init", [], {}), ("popdist.poptorch.Options", [], {"ipus_per_replica": 1}),
+    expected = [("popdist.init", [], {"mpi_initialised": False}),
+                ("popdist.poptorch.Options", [], {"ipus_per_replica": 1}),
                 ("Options.deviceIterations", [128], {}),
                 ("Options.Precision.setPartialsType", ["torch.float16"], {})]
     if io_tiles:
         expected += [("Options.setExecutionStrategy", ["ShardedExecution"], {}),
                      ("Options._Popart.set", ["defaultPrefetchBufferingDepth", 3], {}),
                      ("Options.TensorLocations.numIOTiles", [io_tiles], {})]
-    expected += [("Options._Popart.set", ["engineOptions", {"opt.internalExchangeOptimisationTarget": "cycles"}], {})]
+    from mpirunner.backends.ipu import default_cache_path
+
+    expected += [("Options.enableExecutableCaching", [default_cache_path()], {})]  # 4 instances on one host
+    expected += [("Options._Popart.set", ["engineOptions", {"opt.internalExchangeOptimisationTarget": "cycles",
+                                                            "target.deterministicWorkers": "portable"}], {})]
     assert _option_calls(poptorch) == expected
 
     compiles = poptorch.calls("PoplarExecutor.compile")
@@ -150,7 +103,7 @@ def test_reference_line_under_poprun(fake_sdk, monkeypatch, line, min_latency):
     metadata = backend.metadata()
     assert json.loads(metadata["poplar_engine_options_env"]) == engine_env
     assert json.loads(metadata["ipu_engine_options_effective"]) == {
-        "opt.internalExchangeOptimisationTarget": "cycles", **engine_env}
+        "opt.internalExchangeOptimisationTarget": "cycles", "target.deterministicWorkers": "portable", **engine_env}
 
     assert outputs.dtype == model.compute_dtype == __import__("torch").float16
     assert tuple(outputs.shape) == (128, 1000)
@@ -176,24 +129,26 @@ def test_plain_options_replication_cache_synthetic_and_exchange_target(fake_sdk,
     step = backend.make_step(2, step_input)
     step(step_input)
     assert _option_calls(poptorch) == [
-        ("poptorch.Options", [], {}), ("Options.replicationFactor", [2], {}), ("Options.deviceIterations", [3], {}),
+        ("poptorch.Options", [], {}), ("Options.Distributed.disable", [], {}), ("Options.replicationFactor", [2], {}),
+        ("Options.deviceIterations", [3], {}),
         ("Options.Precision.setPartialsType", ["torch.float32"], {}),
         ("Options.enableExecutableCaching", [cache], {}), ("Options.enableSyntheticData", [True], {}),
-        ("Options._Popart.set", ["engineOptions", {"opt.internalExchangeOptimisationTarget": "memory"}], {})]
+        ("Options._Popart.set", ["engineOptions", {"opt.internalExchangeOptimisationTarget": "memory",
+                                                   "target.deterministicWorkers": "portable"}], {})]
     assert poptorch.calls("set_overlap_for_") == []
     assert backend.compiles_ahead() and not backend.measures_peak()  # capabilities from the option table
     metadata = backend.metadata()
     assert (metadata["total_replicas"], metadata["ipu_count"], metadata["popdist"]) == (4, 4, False)
     assert json.loads(metadata["poplar_engine_options_env"]) == {}  # nothing set, nothing invented
     report = backend.run_report(2)
-    assert report.per_rank == {}
+    assert set(report.per_rank) == {"ipu_rank_latency_min_ms", "ipu_rank_latency_max_ms"}
     info = report.attrs
     assert info["latency_meaningful"] is False and "not meaningful" in info["latency_note"]
 
 
 def test_poprun_total_replicas_overriding_replicas_warns(fake_sdk, monkeypatch, caplog):
-    monkeypatch.setenv("POPDIST_NUM_INSTANCES", "2")
-    monkeypatch.setenv("POPDIST_NUM_TOTAL_REPLICAS", "8")
+    for key, value in poprun_env(instances=2, replicas=8).items():
+        monkeypatch.setenv(key, value)
     logging.getLogger("mpirunner").addHandler(caplog.handler)
     try:
         from mpirunner.backends.ipu import IpuBackend
@@ -234,8 +189,9 @@ def test_sweep_detaches_the_previous_model_before_the_next(fake_sdk):
         step_input = _step_input(config, backend, model, batch_size)
         backend.make_step(batch_size, step_input)(step_input)
     assert [event["call"] for event in poptorch.RECORD if event["call"] in (
-        "poptorch.inferenceModel", "PoplarExecutor.detachFromDevice")] == [
-        "poptorch.inferenceModel", "PoplarExecutor.detachFromDevice", "poptorch.inferenceModel"]
+        "poptorch.inferenceModel", "PoplarExecutor.detachFromDevice", "PoplarExecutor.destroy")] == [
+        "poptorch.inferenceModel", "PoplarExecutor.detachFromDevice", "PoplarExecutor.destroy",
+        "poptorch.inferenceModel"]
     assert [event["args"][0]["shape"][0] for event in poptorch.calls("PoplarExecutor.compile")] == [1, 2]
 
 
@@ -323,11 +279,6 @@ def test_compile_only_with_auto_means_ipu_never_a_cpu_benchmark(tmp_path):
 # ---------------------------------------------------------------- end to end through the CLI
 
 
-def _fake_env(record, **extra):
-    paths = [str(FAKE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {"PYTHONPATH": os.pathsep.join(paths), "FAKE_POPTORCH_RECORD": str(record), **extra}
-
-
 def _read_record(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -336,8 +287,10 @@ def test_cli_under_simulated_poprun_two_instances(tmp_path):
     import h5py
 
     record, output = tmp_path / "record.jsonl", tmp_path / "ipu.h5"
-    env = _fake_env(record, POPDIST_NUM_INSTANCES="2", POPDIST_NUM_TOTAL_REPLICAS="4",
-                    POPLAR_ENGINE_OPTIONS=json.dumps(USER_ENGINE_OPTIONS))
+    poprun = {key: value for key, value in poprun_env(instances=2, replicas=4).items()
+              if key.startswith("POPDIST_") and key not in ("POPDIST_LOCAL_INSTANCE_INDEX",
+                                                            "POPDIST_REPLICA_INDEX_OFFSET")}
+    env = _fake_env(record, POPLAR_ENGINE_OPTIONS=json.dumps(USER_ENGINE_OPTIONS), **poprun)
     result = run_cli([*TINY, "--batch-size", "1", "--device-iterations", "2", "--replicas", "2", "--iterations", "2",
                       "--min-iterations", "2", "--precision", "16.16", "--eight-bit-io", "--num-io-tiles", "64",
                       "--min-latency", "--output", output], ranks=2, env=env)
@@ -353,13 +306,34 @@ def test_cli_under_simulated_poprun_two_instances(tmp_path):
         assert run.attrs["samples_per_step"] == 1 * 2 * 2
         assert run["batch_latency"].shape == (2, 2) and (run["batch_latency"][()] > 0).all()
         assert (run["compile_seconds"][()] > 0).all()
+        # the reference harness's figures, recomputed from the stored arrays (issue 16, point 8)
+        seconds = run["step_seconds"][()]
+        per_step = 2 * run.attrs["samples_per_step"] / seconds.max(axis=0)  # all instances / the slowest
+        assert run.attrs["throughput_reference"] == pytest.approx(per_step.mean(), rel=1e-9)
+        assert run.attrs["throughput_reference"] != pytest.approx(run.attrs["throughput"], rel=1e-6)
+        lows, highs = run["ipu_rank_latency_min_ms"][()], run["ipu_rank_latency_max_ms"][()]
+        assert lows.shape == highs.shape == (2,) and lows[0] != lows[1]  # every rank's own, not rank 0's twice
+        assert (run.attrs["ipu_latency_min_ms"], run.attrs["ipu_latency_max_ms"]) == (lows.min(), highs.max())
+        # two instances on this host and no --model-cache-path: the default cache, said in the run block
+        assert run.attrs["ipu_executable_cache_default"] and run.attrs["ipu_executable_cache"] == attrs[
+            "ipu_executable_cache"] != ""
+        throughput = run.attrs["throughput"]
+    block = result.stdout[result.stdout.index("== resnet18 batch 1"):].splitlines()
+    assert any(line.startswith("ipu cache: ") for line in block)
+    harness_throughput = [line for line in block if "throughput:" in line]
+    assert block.index(harness_throughput[0]) + 2 == next(
+        index for index, line in enumerate(block) if line.startswith("reference harness definition:"))
+    assert harness_throughput[0] == f"throughput: {throughput:.2f} samples/sec"  # the harness's first match
     events = _read_record(record)
     for rank in (0, 1):
         mine = [event for event in events if event["rank"] == rank]
         assert [event["call"] for event in mine[:2]] == ["popdist.init", "popdist.poptorch.Options"]
+        assert mine[0]["kwargs"] == {"mpi_initialised": True}  # mpi4py's MPI_Init came first
         compiled = [event for event in mine if event["call"] == "PoplarExecutor.compile"]
         assert len(compiled) == 1 and compiled[0]["args"][0] == {"tensor": "torch.uint8", "shape": [4, 3, 32, 32]}
         assert compiled[0]["kwargs"]["replication_factor"] == 2
+        options = compiled[0]["kwargs"]["options"]
+        assert (options["num_distributed_processes"], options["distributed_process_id"]) == (2, rank)
 
 
 def test_cli_compile_only_builds_the_cache_and_measures_nothing(tmp_path):

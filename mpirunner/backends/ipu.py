@@ -7,11 +7,17 @@ against the recording stand-in in tests/fake_poptorch, never on IPU hardware (se
 What a step is here: one call of the inference model with micro-batch x device_iterations x local
 replicas samples; poptorch splits it over the replicas and device iterations. The batch latency is
 poptorch's own getLatency() average for that call (one value per step).
+
+SDK differences handled here (docs/backends.md, "IPU"): popdist.init() exists from SDK 3.x only and is
+called once, after mpi4py's MPI_Init; outside poprun poptorch's distributed options are disabled,
+because poptorch.Options() reads Open MPI's OMPI_COMM_WORLD_SIZE/RANK and would otherwise join
+independent mpiexec ranks into one distributed graph.
 """
 import json
 import logging
 import os
 import re
+import tempfile
 import time
 
 import torch
@@ -24,6 +30,30 @@ log = logging.getLogger("mpirunner")
 PREFETCH_BUFFERING_DEPTH = 3  # with IO tiles, as the reference set it
 MIN_LATENCY_ENGINE_OPTIONS = {"exchange.enablePrefetch": "false"}  # the reference README's low-latency advice
 IO_TILES_RANGE = (32, 192)  # poptorch accepts an even number in this range
+REFERENCE_ENGINE_OPTIONS = {"target.deterministicWorkers": "portable"}  # the reference harness always sets it
+UNKNOWN_HARDWARE_VERSION = -1  # what poptorch.ipuHardwareVersion() returns when it cannot tell
+
+
+def default_cache_path():
+    """Host-local executable cache used under poprun with several instances per host and no --model-cache-path:
+    poptorch's cache lock then lets one instance compile while the others wait and load."""
+    return os.path.join(tempfile.gettempdir(), f"mpirunner-ipu-cache-{os.getuid()}")
+
+
+def init_popdist(popdist):
+    """Initialise popdist's backend once, where the SDK has it (3.x); returns what happened, for the record.
+
+    SDK 2.x has no popdist.init (nothing to do). In 3.x init() registers popdist's MPI backend and an
+    at-exit finalise; it runs after mpi4py's MPI_Init (init_world comes first), so MPI is already up.
+    """
+    init = getattr(popdist, "init", None)
+    if init is None:
+        return "absent (SDK 2.x)"
+    is_initialised = getattr(popdist, "isBackendInitialized", None)
+    if is_initialised is not None and is_initialised():
+        return "already initialised"
+    init()
+    return "called after MPI_Init"
 
 
 def hardware_available():
@@ -82,6 +112,19 @@ def _sdk_version(sdk_path):
     return match.group(1) if match else ""
 
 
+def _version_text(version):
+    """ipuHardwareVersion() for the file: 'unknown' for -1, '' without hardware."""
+    if version is None:
+        return ""
+    return "unknown" if version == UNKNOWN_HARDWARE_VERSION else str(version)
+
+
+def _nan_extreme(pick, values):
+    """min or max of the values that are not NaN (NaN when none is)."""
+    finite = [value for value in values if value == value]
+    return pick(finite) if finite else float("nan")
+
+
 def _popart_version():
     try:
         import popart
@@ -113,8 +156,9 @@ class IpuBackend(Backend):
         self.poptorch = _import_poptorch()
         self._check_config()
         self.popdist = _popdist_if_under_poprun()
+        self.popdist_init = ""
         if self.popdist is not None:
-            self.popdist.init()
+            self.popdist_init = init_popdist(self.popdist)
             self.replicas_here = int(self.popdist.getNumLocalReplicas())
             self.total_replicas = int(self.popdist.getNumTotalReplicas())
             self.ipus_per_replica = int(self.popdist.getNumIpusPerReplica())
@@ -126,12 +170,21 @@ class IpuBackend(Backend):
             self.total_replicas = config.replicas * world.size
             self.ipus_per_replica = 1
         self.hardware = bool(self.poptorch.ipuHardwareIsAvailable())
+        self.hardware_version = int(self.poptorch.ipuHardwareVersion()) if self.hardware else None
+        if self.hardware_version == UNKNOWN_HARDWARE_VERSION and world.is_root:
+            log.warning("poptorch reports the IPU hardware version as unknown (-1); running on, recorded as unknown")
         self.offline_ipu_version = self._offline_target()
+        self.cache_path, self.cache_is_default = self._cache_path()
+        if config.compile_only and self.popdist is None and world.is_root:
+            log.warning("--compile-only outside poprun: under poprun poptorch builds a distributed replicated "
+                        "graph, so this cache will not match a poprun run with several instances; warm that "
+                        "cache with poprun's offline mode instead (poprun --offline-mode=on ..., docs/backends.md)")
         # Poplar reads POPLAR_ENGINE_OPTIONS when the engine is built (compile), so set it now.
         self.env_engine_options = engine_options_from_env(os.environ, config.min_latency)
         if config.min_latency:
             os.environ["POPLAR_ENGINE_OPTIONS"] = json.dumps(self.env_engine_options, sort_keys=True)
-        self.engine_options = {"opt.internalExchangeOptimisationTarget": config.exchange_memory_target}
+        self.engine_options = {"opt.internalExchangeOptimisationTarget": config.exchange_memory_target,
+                               **REFERENCE_ENGINE_OPTIONS}
         if config.data == "synthetic" and world.is_root:
             log.warning("--data synthetic on IPU: no host IO, so latency values are not meaningful (marked in the file)")
         self.model = None
@@ -158,11 +211,24 @@ class IpuBackend(Backend):
             return None
         if config.offline_target_ipu_version:
             return config.offline_target_ipu_version
-        version = int(self.poptorch.ipuHardwareVersion()) if self.hardware else 0
-        if version < 1:
+        if not self.hardware:
             raise UsageError("--compile-only on a host without IPUs needs --offline-target-ipu-version "
                              "(2 for IPU-M2000)")
-        return version
+        if self.hardware_version == UNKNOWN_HARDWARE_VERSION:
+            return None  # compile for the attached IPUs, whatever their version
+        return self.hardware_version
+
+    def _cache_path(self):
+        """(executable cache directory or None, whether it is mpirunner's default rather than --model-cache-path)."""
+        if self.config.model_cache_path:
+            return self.config.model_cache_path, False
+        if self.popdist is not None and self.world.local_size > 1:
+            if self.world.is_root:
+                log.info("poprun runs %d instances per host and --model-cache-path is unset: caching executables "
+                         "in %s so that one instance compiles and the others load", self.world.local_size,
+                         default_cache_path())
+            return default_cache_path(), True
+        return None, False
 
     # ------------------------------------------------------------ Backend interface
 
@@ -191,6 +257,7 @@ class IpuBackend(Backend):
             opts = self.popdist.poptorch.Options(ipus_per_replica=self.ipus_per_replica)
         else:
             opts = poptorch.Options()
+            opts.Distributed.disable()  # Options() read OMPI_COMM_WORLD_*: each rank is its own graph here
             opts.replicationFactor(config.replicas)
         opts.deviceIterations(config.device_iterations)
         opts.Precision.setPartialsType(torch.float16 if config.half_partial else torch.float32)
@@ -198,8 +265,8 @@ class IpuBackend(Backend):
             opts.setExecutionStrategy(poptorch.ShardedExecution())
             opts._Popart.set("defaultPrefetchBufferingDepth", PREFETCH_BUFFERING_DEPTH)
             opts.TensorLocations.numIOTiles(config.num_io_tiles)
-        if config.model_cache_path:
-            opts.enableExecutableCaching(config.model_cache_path)
+        if self.cache_path:
+            opts.enableExecutableCaching(self.cache_path)
         if config.data == "synthetic":
             opts.enableSyntheticData(True)
         opts._Popart.set("engineOptions", dict(self.engine_options))
@@ -208,10 +275,17 @@ class IpuBackend(Backend):
         return opts
 
     def _release_device(self):
-        """Detach the previous batch size's model so the next one can attach to the same IPUs."""
+        """Detach the previous batch size's model so the next one can attach to the same IPUs, then destroy it
+        so its executable does not stay in host memory for the rest of the sweep (destroy() where the SDK
+        has it; otherwise the last reference is dropped)."""
         previous, self.inference_model = self.inference_model, None
-        if previous is not None and previous.isAttachedToDevice():
+        if previous is None:
+            return
+        if previous.isAttachedToDevice():
             previous.detachFromDevice()
+        destroy = getattr(previous, "destroy", None)
+        if destroy is not None:
+            destroy()
 
     def _compile(self, batch_size, inference_model, example_input):
         start = time.perf_counter()
@@ -265,6 +339,9 @@ class IpuBackend(Backend):
             "local_replicas": self.replicas_here,
             "total_replicas": self.total_replicas,
             "popdist": self.popdist is not None,
+            "popdist_init": self.popdist_init,
+            "ipu_hardware_version": _version_text(self.hardware_version),
+            "ipu_executable_cache": self.cache_path or "",
             "ipu_offline_target": self.offline_ipu_version or 0,
             "ipu_engine_options": json.dumps(self.engine_options, sort_keys=True),
             "poplar_engine_options_env": json.dumps(self.env_engine_options, sort_keys=True),
@@ -275,15 +352,23 @@ class IpuBackend(Backend):
         return {"device": f"ipu x{self.replicas_here * self.ipus_per_replica}", "ipu_replicas": self.replicas_here}
 
     def run_report(self, batch_size):
-        """This rank's poptorch view of one run: explicit compile time, latency extremes, latency meaning."""
+        """The poptorch view of one run: explicit compile time, getLatency() extremes of this rank (per-rank
+        datasets) and of every instance (attrs, as the reference reports them), latency meaning, cache.
+
+        Called on every rank (one allgather of this rank's extremes)."""
         timed = self.latencies.get(batch_size, [])[1 + self.config.warmup_iterations:]
         synthetic = self.config.data == "synthetic"
+        low_ms = 1000.0 * min((t[0] for t in timed), default=float("nan"))
+        high_ms = 1000.0 * max((t[1] for t in timed), default=float("nan"))
+        everyone = self.world.allgather((low_ms, high_ms))
         return RunReport(attrs={
             "ipu_compile_seconds": self.compile_seconds.get(batch_size, float("nan")),
             "batch_latency_source": "poptorch getLatency(): average micro-batch latency of each step",
-            "ipu_latency_min_ms": 1000.0 * min((t[0] for t in timed), default=float("nan")),
-            "ipu_latency_max_ms": 1000.0 * max((t[1] for t in timed), default=float("nan")),
+            "ipu_latency_min_ms": _nan_extreme(min, [low for low, _ in everyone]),
+            "ipu_latency_max_ms": _nan_extreme(max, [high for _, high in everyone]),
             "latency_meaningful": not synthetic,
             "latency_note": ("synthetic data: no host IO, so the latency values are not meaningful"
                              if synthetic else ""),
-        })
+            "ipu_executable_cache": self.cache_path or "",
+            "ipu_executable_cache_default": self.cache_is_default,
+        }, per_rank={"ipu_rank_latency_min_ms": low_ms, "ipu_rank_latency_max_ms": high_ms})

@@ -71,7 +71,8 @@ def format_run_block(attrs, world_size):
         f"{world_size} rank(s), {attrs['precision']} ({attrs['dtype']}), data {attrs['data']}",
         f"latency ms: min {attrs['latency_min']:.3f}  p50 {percentile_text(attrs, 'p50')}  "
         f"p90 {percentile_text(attrs, 'p90')}  p99 {percentile_text(attrs, 'p99')}  max {attrs['latency_max']:.3f}",
-        f"compile: {attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}% "
+        f"{'compile' if attrs.get('first_call_compiles', True) else 'first call'}: "
+        f"{attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}% "
         f"(max per rank {100 * attrs.get('step_cv_rank_max', attrs['step_cv']):.1f}%)",
         f"input: host gap {100 * attrs['host_gap_max']:.2f}% of the window (worst rank)   device busy {busy}"
         f"   pool {attrs['input_pool_steps']} step(s), {attrs['input_pool_bytes'] / 2**20:.1f} MiB per rank",

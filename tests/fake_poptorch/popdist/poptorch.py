@@ -1,7 +1,22 @@
-"""Stand-in for popdist.poptorch: Options preset for this poprun instance (local replicas, process id)."""
+"""Stand-in for popdist.poptorch: Options preset for this poprun instance (local replicas, process id).
+
+Like the real class it forbids what poprun decides: replicationFactor, useIpuId and every
+Distributed method raise.
+"""
 import poptorch as _poptorch
 
 import popdist as _popdist
+
+
+def _forbidden(name):
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{name} cannot be used with popdist.poptorch.Options: poprun sets it")
+    return refuse
+
+
+class _ForbiddenDistributed:
+    def __getattr__(self, name):
+        return _forbidden(f"Distributed.{name}")
 
 
 class Options(_poptorch.Options):
@@ -12,5 +27,9 @@ class Options(_poptorch.Options):
             raise RuntimeError(f"ipus_per_replica={ipus_per_replica} differs from poprun's "
                                f"--ipus-per-replica {_popdist.getNumIpusPerReplica()}")
         self.values["replication_factor"] = _popdist.getNumLocalReplicas()
-        self.values["process_id"] = _popdist.getInstanceIndex()
-        self.values["process_count"] = _popdist.getNumInstances()
+        self.values["num_distributed_processes"] = _popdist.getNumInstances()
+        self.values["distributed_process_id"] = _popdist.getInstanceIndex()
+        self.Distributed = _ForbiddenDistributed()
+
+    replicationFactor = _forbidden("replicationFactor")
+    useIpuId = _forbidden("useIpuId")

@@ -7,12 +7,18 @@ call: in `RECORD` (this process) and, when FAKE_POPTORCH_RECORD names a file, as
 call in that file (so tests can read what a `python -m mpirunner` subprocess did).
 
 Behaviour switches (environment):
-  FAKE_POPTORCH_HARDWARE=0   ipuHardwareIsAvailable() is False (default: True), ipuHardwareVersion() 0
-  FAKE_POPTORCH_RECORD=PATH  append every recorded call to PATH as JSON lines
+  FAKE_POPTORCH_HARDWARE=0      ipuHardwareIsAvailable() is False (default: True), ipuHardwareVersion() 0
+  FAKE_POPTORCH_HW_VERSION=N    what ipuHardwareVersion() returns with hardware (default 2; -1: unknown)
+  FAKE_POPTORCH_SDK=2|3         the SDK generation (default 3): with 2, popdist has no init() and the
+                                versions read 2.4.0+fake
+  FAKE_POPTORCH_RECORD=PATH     append every recorded call to PATH as JSON lines
 
-An inference model computes its outputs with the wrapped torch model on the CPU, in float32 for
-speed (a float16 model is copied to float32 and its outputs cast back to float16), and getLatency()
-reports numbers derived from the wall time of the last call.
+As strict as the real library where a mistake would hide: poptorch.Options() reads Open MPI's
+OMPI_COMM_WORLD_SIZE/RANK into its distributed options (until Distributed.disable()), and the graph
+a compile records says how many processes it spans; getLatency() returns zeros with synthetic data;
+a destroyed model refuses every later call. An inference model computes its outputs with the wrapped
+torch model on the CPU, in float32 for speed (a float16 model is copied to float32 and its outputs cast
+back to float16); getLatency() otherwise reports numbers derived from the wall time of the last call.
 """
 import copy
 import enum
@@ -22,7 +28,8 @@ import time
 
 import torch
 
-__version__ = "3.3.0+fake"
+SDK = os.environ.get("FAKE_POPTORCH_SDK", "3")
+__version__ = "2.4.0+fake" if SDK == "2" else "3.3.0+fake"
 
 RECORD = []
 _TRACING = []  # non-empty while compile traces the model: the wrappers are recorded once per compile
@@ -51,7 +58,7 @@ def _record(call, *args, **kwargs):
     RECORD.append(event)
     path = os.environ.get("FAKE_POPTORCH_RECORD")
     if path:
-        rank = os.environ.get("POPDIST_INSTANCE_INDEX", os.environ.get("PMI_RANK", "0"))
+        rank = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0"))
         with open(path, "a") as record_file:
             record_file.write(json.dumps({**event, "pid": os.getpid(), "rank": int(rank)}) + "\n")
     return event
@@ -67,7 +74,7 @@ def ipuHardwareIsAvailable(num_ipus=1):
 
 
 def ipuHardwareVersion():
-    return 2 if ipuHardwareIsAvailable() else 0
+    return int(os.environ.get("FAKE_POPTORCH_HW_VERSION", "2")) if ipuHardwareIsAvailable() else 0
 
 
 class OverlapMode(enum.Enum):
@@ -123,6 +130,25 @@ class _PopartOptions:
         return self
 
 
+class _DistributedOptions:
+    """Options.Distributed: like poptorch's, it starts from Open MPI's OMPI_COMM_WORLD_SIZE/RANK."""
+
+    def __init__(self, options):
+        self._options = options
+        options.values["num_distributed_processes"] = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
+        options.values["distributed_process_id"] = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+
+    def disable(self):
+        _record("Options.Distributed.disable")
+        self._options.values.update(num_distributed_processes=1, distributed_process_id=0)
+        return self._options
+
+    def configureProcessId(self, process_id, process_count):
+        _record("Options.Distributed.configureProcessId", process_id, process_count)
+        self._options.values.update(num_distributed_processes=process_count, distributed_process_id=process_id)
+        return self._options
+
+
 class Options:
     """poptorch.Options: every call is recorded; unknown methods raise AttributeError as usual."""
 
@@ -131,6 +157,7 @@ class Options:
         self.Precision = _Precision(self)
         self.TensorLocations = _TensorLocations(self)
         self._Popart = _PopartOptions(self)
+        self.Distributed = _DistributedOptions(self)
         if type(self) is Options:
             _record("poptorch.Options")
 
@@ -169,6 +196,12 @@ class Options:
         assert isinstance(enabled, bool)
         _record("Options.enableSyntheticData", enabled)
         self.values["synthetic_data"] = enabled
+        return self
+
+    def useIpuId(self, ipu_id):
+        assert isinstance(ipu_id, int)
+        _record("Options.useIpuId", ipu_id)
+        self.values["ipu_id"] = ipu_id
         return self
 
     def useOfflineIpuTarget(self, ipu_version=2):
@@ -215,6 +248,11 @@ class PoplarExecutor:
         self.attached = False
         self.dtype = _model_dtype(model)
         self._cpu_model = None
+        self.destroyed = False
+
+    def _alive(self):
+        if self.destroyed:
+            raise RuntimeError("the model was destroyed")
 
     def _check_input(self, inputs):
         micro_batch_groups = self.options.device_iterations * self.options.replication_factor
@@ -239,9 +277,11 @@ class PoplarExecutor:
         self.attached = "offline_ipu_version" not in self.options.values
 
     def compile(self, *args):
+        self._alive()
         self._build(args[0], "PoplarExecutor.compile")
 
     def __call__(self, *args):
+        self._alive()
         inputs = args[0]
         if self.compiled_shape is None:
             self._build(inputs, "PoplarExecutor.implicit_compile")
@@ -255,18 +295,31 @@ class PoplarExecutor:
             outputs = self._cpu_model(_for_cpu(inputs))
         elapsed = time.perf_counter() - start
         average = elapsed / self.options.device_iterations
+        if self.options.values.get("synthetic_data"):
+            average = 0.0  # no host IO to time: the real getLatency() returns zeros
         self.last_latency = (0.9 * average, 1.2 * average, average)
         return outputs.to(self.dtype)
 
     def getLatency(self):
+        self._alive()
         if self.last_latency is None:
             raise RuntimeError("getLatency() needs a run of the model first")
         return self.last_latency
 
     def isAttachedToDevice(self):
+        self._alive()
         return self.attached
 
+    def destroy(self):
+        """Release the IPUs and the executable; the model is unusable afterwards."""
+        self._alive()
+        _record("PoplarExecutor.destroy")
+        self.attached = False
+        self.destroyed = True
+        self._cpu_model = None
+
     def detachFromDevice(self):
+        self._alive()
         if not self.attached:
             raise RuntimeError("the executor is not attached")
         _record("PoplarExecutor.detachFromDevice")
