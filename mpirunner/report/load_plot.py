@@ -1,16 +1,17 @@
 """`mpirunner-report --plot` for server runs (a --find-peak-qps search or a set of server runs): query
-latency percentiles against the offered load, the latency bound and the peak found (docs/scenarios.md)."""
+latency percentiles against the target load, the latency bound and the peak found (docs/scenarios.md)."""
 import numpy as np
 
 PERCENTILES = (50, 90, 99)
 
 
 def server_runs(files):
-    """(offered QPS, run attrs) of every server run in the files, by load; [] when any run is not a server run."""
+    """(target QPS, run attrs) of every server run in the files, by load; [] when any run is not a server run.
+    The target (not the realised Poisson count) is the axis a peak search moves along and reports."""
     runs = [data["runs"][name]["attrs"] for data in files for name in data["runs"]]
     if not runs or any(attrs.get("scenario") != "server" for attrs in runs):
         return []
-    return sorted(((float(attrs["offered_qps"]), attrs) for attrs in runs), key=lambda pair: pair[0])
+    return sorted(((float(attrs["target_qps"]), attrs) for attrs in runs), key=lambda pair: pair[0])
 
 
 def server_figure(plt, runs, size_inches):
@@ -33,7 +34,7 @@ def server_figure(plt, runs, size_inches):
     if failed:
         axis.scatter(failed, [finite_top] * len(failed), marker="x", color="black", label="invalid point")
     axis.set_yscale("log")
-    axis.set_xlabel("offered load (queries/s, all ranks)")
+    axis.set_xlabel("target load (queries/s, all ranks)")
     axis.set_ylabel("query latency (ms, from the scheduled arrival)")
     axis.set_title("server: query latency against offered load")
     axis.grid(True, which="both", alpha=0.3)
