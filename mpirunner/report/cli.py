@@ -11,7 +11,7 @@ import sys
 from mpirunner.errors import UsageError
 from mpirunner.report.compare import compare_files, metadata_differences
 from mpirunner.report.plot import check_plot_available, plot
-from mpirunner.report.rows import load, sorted_runs, summary_row, write_rows
+from mpirunner.report.rows import failed_runs_text, load, sorted_runs, summary_row, write_rows
 from mpirunner.report.html import check_html_available, page, write_page
 from mpirunner.report.summary import (DEFAULT_SORT, SORT_KEYS, parse_batch_sizes, parse_sort, read_summary, select,
                                       sort_runs, write_summary)
@@ -42,6 +42,8 @@ def report(args):
         all_rows.extend(rows)
         if not to_stdout:
             print(file_text(data, names, rows, ranks=args.ranks, histogram=args.histogram))
+            if failed_runs_text(data):
+                print(failed_runs_text(data))
     if args.csv:
         write_rows(all_rows, args.csv, "csv")
     if args.json:
@@ -64,6 +66,9 @@ def compare(args):
     if not any("pair" in result for result in results):
         raise UsageError(f"nothing to compare: {args.base} and {args.new} have no batch size in common")
     print(format_comparison(base, new, results, args.threshold, metadata_differences(base, new)))
+    for data in (base, new):
+        if failed_runs_text(data):
+            print(failed_runs_text(data))
     statuses = {result["regression_verdict"] for result in results if "pair" in result}
     if "regressed" in statuses:
         return EXIT_REGRESSION

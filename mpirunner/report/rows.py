@@ -50,7 +50,17 @@ def load(path):
     except (OSError, KeyError, ValueError, TypeError) as error:
         raise UsageError(f"{path}: damaged or incomplete mpirunner file: {_first_line(error)}")
     data["path"] = str(path)
+    # A size that could not be measured (status 'failed', e.g. out of memory) has no arrays: listed, never summarised.
+    data["failed_runs"] = {name: run for name, run in data["runs"].items() if run["attrs"].get("status") == "failed"}
+    data["runs"] = {name: run for name, run in data["runs"].items() if name not in data["failed_runs"]}
     return data
+
+
+def failed_runs_text(data):
+    """One line per failed size of a file ('' when none), for the report and compare."""
+    return "\n".join(f"   batch {run['attrs'].get('batch_size', '?')}: FAILED, not measured: "
+                     f"{text_value(run['attrs'].get('failure_reason', ''))} ({data['path']})"
+                     for _, run in sorted(data.get("failed_runs", {}).items()))
 
 
 def _check_schema(path, schema):
