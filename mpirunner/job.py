@@ -61,6 +61,7 @@ def _run(config, world, guard, faults):
     from mpirunner.peak import measure_gemm_peak
     from mpirunner.placement import place_this_rank
     from mpirunner.provenance import job_attrs
+    from mpirunner.report.job_text import hardware_line
     from mpirunner.memory import SizeAgreement, measure_or_fail
     from mpirunner.results import failed_run_result, run_result
     from mpirunner.sweep import SweepFile, after_each_size, finish
@@ -91,6 +92,8 @@ def _run(config, world, guard, faults):
                               **peak_column, **backend.rank_info()})
     root_attrs = job_attrs(config, world, backend, model, created, rank_rows)
     gemm_peaks = [row["gemm_peak_flops"] for row in rank_rows] if world.is_root and peak_column else None
+    if world.is_root:  # which hardware, once, before the first run block
+        print(hardware_line(root_attrs, rank_rows), flush=True)
 
     sweep = SweepFile(path, root_attrs, rank_rows, earlier, guard) if world.is_root else None
     for batch_size in (config.query_size,) if config.scenario == "single-stream" else config.batch_sizes:
@@ -187,7 +190,8 @@ def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype,
         run_name(batch_size), point, ValidityRules.from_config(config), gathered, measured_steps=timings.measured_steps,
         windows=timings.windows if config.until_stable else 0,
         windows_kept=timings.kept_windows if config.until_stable else 0, rank_values=rank_values,
-        checks=[accuracy, output_check], device_attrs=report.attrs,
+        checks=[accuracy, output_check],
+        device_attrs={**report.attrs, "first_call_compiles": backend.first_call_compiles()},
         batch_latency_is_device_time=backend.batch_latency_is_device_time(), flops_per_sample=flops_per_sample,
         gemm_peaks=gemm_peaks,
         scenario=single_stream_scenario(gathered, batch_size) if config.scenario == "single-stream" else None)

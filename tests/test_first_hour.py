@@ -50,6 +50,8 @@ def test_device_cpu_run_warns_estimates_and_draws_no_progress_into_a_file(tmp_pa
     assert "one step is 4 samples" in result.stderr
     assert "the first step took" in result.stderr and "steps that follow will take about" in result.stderr
     assert "\r" not in result.stderr  # stderr is a pipe: no progress-bar frames
+    assert "device: cpu backend on " in result.stdout and "thread(s) per rank, 1 rank(s) on" in result.stdout
+    assert "first call: " in result.stdout and "compile: " not in result.stdout  # eager: nothing compiles
 
 
 # ----------------------------------------------------------------------------- flags and progress
@@ -155,3 +157,24 @@ def test_weights_torchvision_loads_the_cached_file(tmp_path):
     finally:
         torch.hub.set_dir(old_home)
     assert torch.equal(network.conv1.weight, saved.conv1.weight)
+
+
+# ----------------------------------------------------------------------------- the header names the hardware
+
+def test_hardware_line_names_the_gpu_and_its_memory():
+    from mpirunner.report.job_text import hardware_line
+
+    line = hardware_line({"backend": "cuda", "device_name": "NVIDIA H200", "gpu_total_memory_bytes": 141 * 2**30},
+                         [{"host": "n1", "threads": 8}, {"host": "n2", "threads": 8}])
+    assert line == "device: cuda backend on NVIDIA H200 (141.0 GiB), 8 thread(s) per rank, 2 rank(s) on n1, n2"
+
+
+def test_first_call_compiles_only_with_a_compiler():
+    from mpirunner.backends.cpu import CpuBackend
+    from tests.conftest import tiny_config
+
+    class World:
+        rank, size, local_rank, is_root = 0, 1, 0, True
+
+    assert not CpuBackend(tiny_config(), World()).first_call_compiles()
+    assert CpuBackend(tiny_config(compile="inductor"), World()).first_call_compiles()

@@ -55,6 +55,11 @@ class Backend(ABC):
         """Whether --measure-peak means something here: the rank's GEMM peak is timed on its CPUs (CPU)."""
         return self.uses_option("measure_peak")
 
+    def first_call_compiles(self):
+        """Whether a step's first call compiles (IPU executables, torch.compile, CUDA graph capture): the run
+        block calls its time 'compile', otherwise 'first call'."""
+        return self.compiles_ahead() or self.config.compile != "none" or bool(self.config.cuda_graphs)
+
     def pin(self, host_tensor):
         """The host tensor as the step copies it fastest (CUDA: page-locked). data.py makes inputs with it
         before timing. Identity by default."""
