@@ -19,9 +19,8 @@
 #   - --timeout "$TIMEOUT_SECONDS" per batch size (compilation included): a stuck instance ends the
 #     job instead of holding the IPUs;
 #   - --no-progress: no progress-bar frames in the job log;
-#   - --output "$OUTPUT_DIR/<sweep>-sweep.h5", named without a time stamp so a rerun finds the file.
-#     mpirunner refuses an existing file: move it away, or add --overwrite through EXTRA_ARGS.
-# --resume: added with issue 15 (a rerun would then continue the sweep in that file).
+#   - --output "$OUTPUT_DIR/<sweep>-sweep.h5", named without a time stamp, and --resume: a rerun
+#     (after a time limit, a signal or an out-of-memory size) continues the sweep in that file.
 #
 # Site options: where IPUs are allocated through SLURM, run this script inside an allocation and add
 # the site's options there, e.g. `salloc --partition=NAME --account=NAME jobs/poprun-reference.sh`;
@@ -65,7 +64,7 @@ poprun_reference() {
         --num-replicas=4 \
         --ipus-per-replica=1 \
         "$PYTHON" -m mpirunner "$@" \
-        --model-cache-path "$MODEL_CACHE_PATH" --timeout "$TIMEOUT_SECONDS" --no-progress \
+        --model-cache-path "$MODEL_CACHE_PATH" --timeout "$TIMEOUT_SECONDS" --no-progress --resume \
         ${extra_args[@]+"${extra_args[@]}"}
 }
 

@@ -11,7 +11,8 @@
 #   - batch sizes and timed steps come from the config; --batch-size and --iterations are passed only
 #     when BATCH_SIZES or ITERATIONS is set;
 #   - always passed: --timeout "$TIMEOUT_SECONDS" (a stuck rank ends the job instead of hanging it),
-#     --no-progress (no progress-bar frames in a log), and --output.
+#     --no-progress (no progress-bar frames in a log), --output and --resume (a rerun with the same
+#     OUTPUT continues the sweep; other settings are refused with exit 2: choose another OUTPUT).
 # No site options (--partition, --account) apply here: there is no scheduler; for a cluster see
 # jobs/slurm.sbatch.
 #
@@ -24,7 +25,7 @@ CONFIG="${CONFIG:-resnet50-cpu}"          # a named config (python -m mpirunner 
 BATCH_SIZES="${BATCH_SIZES:-}"            # default: the config's
 ITERATIONS="${ITERATIONS:-}"              # default: the config's
 OUTPUT_DIR="${OUTPUT_DIR:-results}"
-OUTPUT="${OUTPUT:-}"                      # default: $OUTPUT_DIR/<config>-<UTC time>.h5
+OUTPUT="${OUTPUT:-}"                      # default: $OUTPUT_DIR/<config>.h5 (no time stamp: a rerun continues it)
 PYTHON="${PYTHON:-python3}"
 MPIEXEC="${MPIEXEC:-mpiexec}"
 MPIEXEC_ARGS="${MPIEXEC_ARGS:-}"
@@ -59,7 +60,7 @@ fi
 read -r -a mpiexec_args <<< "$MPIEXEC_ARGS"
 NAME="${CONFIG##*/}"
 NAME="${NAME%.yaml}"
-OUTPUT="${OUTPUT:-$OUTPUT_DIR/$NAME-$(date -u +%Y%m%dT%H%M%SZ).h5}"
+OUTPUT="${OUTPUT:-$OUTPUT_DIR/$NAME.h5}"
 
 runner_args=(--config "$CONFIG")
 if [[ -n "$BATCH_SIZES" ]]; then
@@ -68,7 +69,7 @@ fi
 if [[ -n "$ITERATIONS" ]]; then
     runner_args+=(--iterations "$ITERATIONS")
 fi
-runner_args+=(--timeout "$TIMEOUT_SECONDS" --no-progress --output "$OUTPUT")
+runner_args+=(--timeout "$TIMEOUT_SECONDS" --no-progress --output "$OUTPUT" --resume)
 
 run mkdir -p "$(dirname "$OUTPUT")"
 run "$MPIEXEC" -n "$RANKS" --bind-to none ${mpiexec_args[@]+"${mpiexec_args[@]}"} \

@@ -105,6 +105,7 @@ def test_poprun_script_runs_the_four_reference_sweeps_one_file_each(tmp_path):
         assert config.batch_sizes == tuple(sizes)
         assert config.num_io_tiles == io_tiles and config.iterations == 20 and config.data == "generated"
         assert config.output == str(tmp_path / "out" / f"{name}-sweep.h5"), "no time stamp: a rerun finds it"
+        assert config.resume, "a rerun continues the sweep"
         assert config.no_progress and config.timeout == 3600
         assert config.model_cache_path == str(tmp_path / "out" / "model-cache")
     resnext = runner_config(launches[3])[0]
@@ -152,6 +153,7 @@ def test_slurm_script_launches_one_srun_sweep_per_numa_node(tmp_path):
     assert config.numa_aware == "yes" and config.strict and config.max_cv == 5
     assert config.timeout == 600 and config.no_progress
     assert config.output == str(tmp_path / "out" / "efficientnet-b0-cpu-31337.h5")
+    assert config.resume, "a requeue (same job id) continues the sweep"
 
 
 def test_slurm_script_defaults_to_the_numa_nodes_and_pmi2(tmp_path):
@@ -203,7 +205,8 @@ def test_workstation_script_runs_mpiexec_without_launcher_binding(tmp_path):
     config, _ = runner_config(argv)
     assert config.batch_sizes == (2, 4) and config.iterations == 5 and config.strict
     assert config.no_progress and config.timeout == 1800
-    assert config.output.startswith(str(tmp_path / "out" / "resnet50-cpu-"))
+    assert config.output == str(tmp_path / "out" / "resnet50-cpu.h5"), "no time stamp: a rerun continues it"
+    assert config.resume
 
 
 DRY_RUNS = {  # script -> (arguments, environment) for a dry run compared with a stubbed real one
