@@ -118,6 +118,18 @@ def _set_attrs(node, attrs):
             node.attrs[key] = value
 
 
+def _set_text_columns(ranks, rows):
+    """Each text column of /ranks also as an attribute of it (one str per rank): h5py reads text inside a
+    compound dataset back as bytes, but text attributes as str (`h5["ranks"].attrs["host"]`)."""
+    import h5py
+
+    table = ranks[()]
+    for name in table.dtype.names:
+        if h5py.check_string_dtype(table.dtype[name]) is not None:
+            ranks.attrs.create(name, np.array([_decode(value) for value in table[name]], dtype=object),
+                               dtype=h5py.string_dtype())
+
+
 def _ranks_table(rows):
     """List of per-rank dicts -> structured array, one column per key (first-seen order).
 
@@ -157,7 +169,8 @@ def _hdf5_image(root_attrs, rank_rows, runs):
     image = io.BytesIO()
     with h5py.File(image, "w") as h5:
         _set_attrs(h5, {"schema": SCHEMA, **root_attrs})
-        h5.create_dataset("ranks", data=_ranks_table(rank_rows))
+        ranks = h5.create_dataset("ranks", data=_ranks_table(rank_rows))
+        _set_text_columns(ranks, rank_rows)
         runs_group = h5.create_group("runs")
         for run in runs:
             group = runs_group.create_group(run.name)

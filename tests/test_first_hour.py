@@ -178,3 +178,17 @@ def test_first_call_compiles_only_with_a_compiler():
 
     assert not CpuBackend(tiny_config(), World()).first_call_compiles()
     assert CpuBackend(tiny_config(compile="inductor"), World()).first_call_compiles()
+
+
+# ----------------------------------------------------------------------------- units and types
+
+def test_ranks_host_names_read_back_as_str(tmp_path):
+    import h5py
+
+    output = tmp_path / "ranks.h5"
+    result = run_cli([*SMALL, "--no-progress", "--iterations", "2", "--output", output])
+    assert result.returncode == 0, result.stderr
+    with h5py.File(output) as h5:
+        hosts = list(h5["ranks"].attrs["host"])
+        assert hosts and all(type(host) is str for host in hosts)
+        assert hosts == [value.decode() for value in h5["ranks"]["host"]]
