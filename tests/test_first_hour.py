@@ -192,3 +192,27 @@ def test_ranks_host_names_read_back_as_str(tmp_path):
         hosts = list(h5["ranks"].attrs["host"])
         assert hosts and all(type(host) is str for host in hosts)
         assert hosts == [value.decode() for value in h5["ranks"]["host"]]
+
+
+# ----------------------------------------------------------------------------- report polish
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory):
+    output = tmp_path_factory.mktemp("sweep") / "sweep.h5"
+    result = run_cli([*SMALL, "--no-progress", "--batch-size", "1,2", "--iterations", "3", "--output", output])
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+def test_report_batch_size_picks_one_run_of_a_sweep_for_its_histogram(sweep_file):
+    result = run_cli([sweep_file, "--histogram", "--batch-size", "2"], module="mpirunner.report")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("latency histogram") == 1 and "batch 2:" in result.stdout
+    missing = run_cli([sweep_file, "--histogram", "--batch-size", "7"], module="mpirunner.report")
+    assert missing.returncode == 2 and "(it holds 1, 2)" in missing.stderr
+
+
+def test_report_ranks_plot_of_a_sweep_says_it_cannot(sweep_file, tmp_path):
+    result = run_cli([sweep_file, "--ranks", "--plot", tmp_path / "p.png"], module="mpirunner.report")
+    assert result.returncode == 2 and "--batch-size N" in result.stderr
+    assert not (tmp_path / "p.png").exists()

@@ -24,6 +24,16 @@ EXIT_USAGE = 2
 EXIT_INVALID_PAIR = 6  # compare: a NEW run is INVALID, or every pair was excluded (docs/failure-behaviour.md)
 
 
+def only_batch_size(data, batch_size):
+    """The file's data with only the runs of `batch_size`; UsageError naming the sizes it holds when none."""
+    runs = {name: run for name, run in data["runs"].items() if run["attrs"].get("batch_size") == batch_size}
+    if not runs:
+        sizes = sorted({int(run["attrs"]["batch_size"]) for run in data["runs"].values() if "batch_size" in run["attrs"]})
+        raise UsageError(f"--batch-size {batch_size}: {data['path']} has no run of that size "
+                         f"(it holds {', '.join(map(str, sizes)) or 'none'})")
+    return {**data, "runs": runs}
+
+
 def report(args):
     """`report FILE...`: headline and table per file; --ranks, --histogram, --plot, --csv, --json on request.
 
@@ -32,6 +42,11 @@ def report(args):
     if args.csv == "-" and args.json == "-":
         raise UsageError("only one of --csv and --json can write to stdout ('-')")
     files = [load(path) for path in args.files]
+    if args.batch_size is not None:
+        files = [only_batch_size(data, args.batch_size) for data in files]
+    if args.ranks and args.plot and sum(len(sorted_runs(data)) for data in files) > 1:
+        raise UsageError("--ranks with --plot colours one run's histogram by rank; these files hold several "
+                         "runs: add --batch-size N to pick one")
     if args.plot:
         check_plot_available(args.plot)
     to_stdout = "-" in (args.csv, args.json)
@@ -127,6 +142,8 @@ def build_parsers():
                                help="write a PNG: one run -> latency histogram; a sweep -> throughput vs batch size and vs p99 latency")
     report_parser.add_argument("--csv", metavar="PATH", help="one row per run with every summary field ('-': stdout)")
     report_parser.add_argument("--json", metavar="PATH", help="the same rows as a JSON list ('-': stdout)")
+    report_parser.add_argument("--batch-size", type=int, metavar="N",
+                               help="only the run(s) of batch size N (e.g. one histogram or --plot of a sweep)")
 
     compare_parser = argparse.ArgumentParser(
         prog="mpirunner-report compare",
