@@ -17,7 +17,8 @@ def host_gap_check(host_gap, hosts=None):
     if host_gap is not None and np.any(np.asarray(host_gap) > HOST_GAP_LIMIT):
         rank = int(np.nanargmax(host_gap))
         return failed("host_gap", f"runner overhead: {100 * host_gap[rank]:.1f}% of the window between steps "
-                                  f"on {_where(rank, hosts)}")
+                                  f"on {_where(rank, hosts)} (remedy: larger --batch-size or --device-iterations, --data generated "
+                                  f"to rule out the input)")
     return passed("host_gap")
 
 
@@ -27,7 +28,8 @@ def device_busy_check(device_busy, hosts=None):
     if device_busy is not None and np.any(np.asarray(device_busy) < DEVICE_BUSY_LIMIT):
         rank = int(np.nanargmin(device_busy))
         return failed("device_busy", f"input-bound: device busy {100 * device_busy[rank]:.0f}% of the window "
-                                     f"on {_where(rank, hosts)}")
+                                     f"on {_where(rank, hosts)} (remedy: --data generated, a larger --input-pool-mib, or more "
+                                     f"CPUs per rank for decoding)")
     return passed("device_busy")
 
 

@@ -12,6 +12,7 @@ from mpirunner.checks.check import failed, passed
 from mpirunner.stats import median_standard_error
 
 STRAGGLER_PERCENT = 25.0
+MIN_TIMED_SECONDS = 1.0      # without --min-duration, a shorter timed window is "too short" (no extra steps run)
 WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors ...
 WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median is a trend, not noise
 
@@ -44,14 +45,19 @@ def enough_steps(steps, rules):
     counts = np.count_nonzero(~np.isnan(steps), axis=1) if steps.size else np.zeros(1, dtype=int)
     fewest = int(counts.min())
     if fewest < rules.min_iterations:
-        return failed("min_iterations", f"too few timed steps: {fewest} < --min-iterations {rules.min_iterations}")
+        return failed("min_iterations", f"too few timed steps: {fewest} < --min-iterations {rules.min_iterations} "
+                                        f"(remedy: --iterations {rules.min_iterations} or more)")
     return passed("min_iterations")
 
 
 def long_enough(timed_seconds, rules):
-    if rules.min_duration and timed_seconds < rules.min_duration:
+    """The timed window lasts at least --min-duration, or MIN_TIMED_SECONDS when that flag is not given."""
+    minimum = rules.min_duration or MIN_TIMED_SECONDS
+    if timed_seconds < minimum:
+        given = f"--min-duration {minimum:g} s" if rules.min_duration else f"the minimum {minimum:g} s"
         return failed("min_duration",
-                      f"too short: timed {timed_seconds:.3g} s < --min-duration {rules.min_duration:g} s")
+                      f"too short: timed {timed_seconds:.3g} s < {given} (remedy: --min-duration {minimum:g} to "
+                      f"extend the run, or more --iterations)")
     return passed("min_duration")
 
 
@@ -64,7 +70,8 @@ def stable_steps(steps, rules, hosts):
             if cv_percent > rules.max_cv_percent:
                 where = f" on {rank_name(rank, hosts)}" if steps.shape[0] > 1 else ""
                 return failed("step_cv", f"unstable: step-time cv {cv_percent:.1f}%{where} > --max-cv "
-                                         f"{rules.max_cv_percent:g}%")
+                                         f"{rules.max_cv_percent:g}% (remedy: --until-stable, more --iterations, "
+                                         f"or a quieter machine)")
     return passed("step_cv")
 
 
@@ -79,10 +86,15 @@ def warmed_up(steps):
     noise = WARMUP_NOISE_SIGMAS * np.hypot(median_standard_error(first), median_standard_error(last))
     difference = first_median - last_median
     if abs(difference) > noise and abs(difference) > WARMUP_MIN_PERCENT / 100.0 * last_median:
-        change = 100.0 * difference / last_median
-        label = "not warmed up" if difference > 0 else "slowing down"
-        return failed("warm_up", f"{label}: median step of the first third {1e3 * first_median:.3f} ms vs last third "
-                                 f"{1e3 * last_median:.3f} ms ({change:+.1f}%, beyond the noise)")
+        if difference > 0:
+            return failed("warm_up", f"not warmed up: first third {100 * difference / last_median:.1f}% slower "
+                                     f"than the last (median step {1e3 * first_median:.3f} ms vs "
+                                     f"{1e3 * last_median:.3f} ms, beyond the noise) (remedy: more "
+                                     f"--warmup-iterations, --min-duration or --until-stable)")
+        return failed("warm_up", f"slowing down: last third {100 * -difference / first_median:.1f}% slower than "
+                                 f"the first (median step {1e3 * last_median:.3f} ms vs {1e3 * first_median:.3f} ms, "
+                                 f"beyond the noise) (remedy: check for thermal throttling or other load; "
+                                 f"--until-stable)")
     return passed("warm_up")
 
 
@@ -96,7 +108,9 @@ def stragglers(steps, hosts):
             if others > 0 and median > (1 + STRAGGLER_PERCENT / 100.0) * others:
                 found.append(failed("straggler", f"straggler: {rank_name(rank, hosts)} median step {1e3 * median:.3f} "
                                                  f"ms vs {1e3 * others:.3f} ms on the others "
-                                                 f"(+{100 * (median / others - 1):.0f}%)"))
+                                                 f"(+{100 * (median / others - 1):.0f}%) (remedy: check "
+                                                 f"that host's other load and the rank's placement, /ranks cpus; "
+                                                 f"--numa-aware yes, --cpus-per-rank)"))
     return found or [passed("straggler")]
 
 
@@ -106,7 +120,8 @@ def windows_stable(steps, rules, windows, hosts):
         return passed("until_stable")
     if steps.shape[1] < STABLE_WINDOWS * rules.window_steps:
         return failed("until_stable", f"not stable: only {windows} window(s) measured (--max-windows "
-                                      f"{rules.max_windows}); {STABLE_WINDOWS} must agree")
+                                      f"{rules.max_windows}); {STABLE_WINDOWS} must agree (remedy: a larger "
+                                      f"--max-windows)")
     kept = steps[:, -STABLE_WINDOWS * rules.window_steps:]
     unstable = [rank for rank, row in enumerate(kept)
                 if not windows_agree(np.split(row, STABLE_WINDOWS), rules.stability_percentage)]
@@ -114,7 +129,8 @@ def windows_stable(steps, rules, windows, hosts):
         return failed("until_stable", f"not stable: the last {STABLE_WINDOWS} of {windows} windows (--max-windows "
                                       f"{rules.max_windows}) differ by more than --stability-percentage "
                                       f"{rules.stability_percentage:g}% on "
-                                      + ", ".join(rank_name(rank, hosts) for rank in unstable))
+                                      + ", ".join(rank_name(rank, hosts) for rank in unstable)
+                                      + " (remedy: a larger --max-windows or --stability-percentage)")
     return passed("until_stable")
 
 
