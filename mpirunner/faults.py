@@ -1,7 +1,8 @@
 """Test-only fault injection: MPIRUNNER_FAULT makes a chosen rank fail in a chosen step, so the tests can
 show that no fault leaves a job hanging or a file half-written. Unset, it changes nothing.
 
-MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C], KIND one of raise, hang, exit, sleep.
+MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C], KIND one of raise, hang, exit, sleep, oom
+(oom: the CPU allocator's out-of-memory error, as a batch size too large would raise it).
 """
 import os
 import sys
@@ -12,7 +13,8 @@ from typing import Optional
 from mpirunner.errors import UsageError
 
 FAULT_VARIABLE = "MPIRUNNER_FAULT"
-FAULT_KINDS = ("raise", "hang", "exit", "sleep")
+FAULT_KINDS = ("raise", "hang", "exit", "sleep", "oom")
+INJECTED_BYTES = 123 << 30  # what an injected oom says it asked for
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ def inject(fault, rank, host, run, step):
     where = f"rank {rank} on {host}, run {run}, step {step}"
     if fault.kind == "raise":
         raise RuntimeError(f"{FAULT_VARIABLE}: injected failure on {where}")
+    if fault.kind == "oom":  # c10's message, word for word up to the size
+        raise RuntimeError(f"[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           f"you tried to allocate {INJECTED_BYTES} bytes. Error code 12 ({FAULT_VARIABLE} on {where})")
     if fault.kind == "exit":
         print(f"[rank {rank} {host}] {FAULT_VARIABLE}: exiting with status {fault.code} on {where}",
               file=sys.stderr, flush=True)
