@@ -26,9 +26,12 @@ def git_commit():
 
 
 def mpi_version():
+    """First line of the MPI library's version (Open MPI ends it in a NUL byte, which HDF5 cannot store)."""
     from mpi4py import MPI
 
-    return MPI.Get_library_version().strip().splitlines()[0]
+    from mpirunner.launcher import library_name
+
+    return library_name(MPI.Get_library_version())
 
 
 def job_attrs(config, world, backend, model, created, rank_rows):
