@@ -41,3 +41,28 @@ def run_cli(args, ranks=None, timeout=180, env=None, module="mpirunner"):
 @pytest.fixture
 def tiny_args():
     return list(TINY)
+
+
+def tiny_config(**values):
+    """A resolved RunConfig for resnet18 at 32 px, with `values` on top (unit tests that build pieces directly)."""
+    from mpirunner.config import resolve_config
+
+    return resolve_config({"model": "resnet18", "image_size": 32, **values})
+
+
+def write_jpegs(folder, count, seed=0, size=(48, 40)):
+    """`count` small, different JPEGs (a colour gradient plus noise) in `folder`; returns their paths."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        base = rng.integers(0, 256, size=3)
+        noise = rng.integers(0, 60, size=(size[1], size[0], 3))
+        pixels = np.clip(base + noise + np.linspace(0, 80, size[0])[None, :, None], 0, 255).astype(np.uint8)
+        path = folder / f"img{index:03d}.jpg"
+        Image.fromarray(pixels).save(path, quality=95)
+        paths.append(path)
+    return paths
