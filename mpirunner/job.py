@@ -58,7 +58,8 @@ def _run(config, world, guard, faults):
     from mpirunner.backends import create_backend, family_warning
     from mpirunner.flops import count_flops_per_sample
     from mpirunner.models.assembly import build_benchmark_model, dtype_name
-    from mpirunner.peak import measure_gemm_peak
+    from mpirunner.peak import measure_roofs
+    from mpirunner.roofline import rank_roofs
     from mpirunner.placement import place_this_rank
     from mpirunner.provenance import job_attrs
     from mpirunner.report.job_text import hardware_line
@@ -83,15 +84,16 @@ def _run(config, world, guard, faults):
     flops_per_sample = world.bcast(  # counted once, on the host model, before the backend takes it
         count_flops_per_sample(model.module, model.image_size, model.input_dtype) if world.is_root else None)
     backend.prepare(model.module, model.image_size)
-    gemm_peak = None
+    peak_column = {}  # /ranks columns (not placement): this rank's measured roofs
     if config.measure_peak and backend.measures_peak():
-        log.info("--measure-peak: timing %s GEMMs on every rank's CPUs", dtype_name(model.compute_dtype))
-        gemm_peak = measure_gemm_peak(model.compute_dtype)
-    peak_column = {} if gemm_peak is None else {"gemm_peak_flops": gemm_peak}  # a /ranks column, not placement
+        log.info("--measure-peak: timing %s GEMMs and a streaming copy on every rank's %s",
+                 dtype_name(model.compute_dtype), backend.roof_device())
+        peak_column = measure_roofs(model.compute_dtype, device=backend.roof_device())
     rank_rows = world.gather({"rank": world.rank, "host": world.host, "local_rank": world.local_rank, **placement,
                               **peak_column, **backend.rank_info()})
     root_attrs = job_attrs(config, world, backend, model, created, rank_rows)
-    gemm_peaks = [row["gemm_peak_flops"] for row in rank_rows] if world.is_root and peak_column else None
+    roofs = (rank_roofs(rank_rows, model.module, model.image_size, model.input_dtype, model.compute_dtype)
+                  if world.is_root and peak_column else None)
     if world.is_root:  # which hardware, once, before the first run block
         print(hardware_line(root_attrs, rank_rows), flush=True)
 
@@ -105,7 +107,7 @@ def _run(config, world, guard, faults):
                                            lambda: list(_records(
                                                config, world, backend, model, batch_size, guard, faults,
                                                dtype=root_attrs["dtype"], flops_per_sample=flops_per_sample,
-                                               gemm_peaks=gemm_peaks, agreement=agreement)))
+                                               roofs=roofs, agreement=agreement)))
         for record in filter(None, records or []):  # rank 0's measured runs
             sweep.keep(run_result(record), world.size)
         if failure is not None:
@@ -121,23 +123,23 @@ def _run(config, world, guard, faults):
         raise InvalidRunError(f"--strict: {len(invalid)} invalid run(s): " + ", ".join(invalid))
 
 
-def _records(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks,
+def _records(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, roofs,
              agreement):
     """The runs of one batch size, each yielded as it is measured: one (offline, single-stream), or the
     server's point(s) (serve.py: one --target-qps, or every point of --find-peak-qps)."""
     if config.scenario != "server":
         yield _measure(config, world, backend, model, batch_size, guard, faults, dtype=dtype,
-                       flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks, agreement=agreement)
+                       flops_per_sample=flops_per_sample, roofs=roofs, agreement=agreement)
         return
     from mpirunner.record import RunPoint
     from mpirunner.serve import server_points
 
     yield from server_points(config, world, backend, model, batch_size, guard, faults, name=run_name(batch_size),
                              point=RunPoint.of(config, backend.local_replicas(), model.image_size, batch_size, dtype),
-                             flops_per_sample=flops_per_sample, gemm_peaks=gemm_peaks)
+                             flops_per_sample=flops_per_sample, roofs=roofs)
 
 
-def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, gemm_peaks,
+def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype, flops_per_sample, roofs,
              agreement):
     """Measure one point of the sweep on every rank; rank 0 gets its RunRecord, the others None. Every
     collective until the steps end is one of `agreement`'s, so a rank out of memory can leave with the others."""
@@ -193,5 +195,5 @@ def _measure(config, world, backend, model, batch_size, guard, faults, *, dtype,
         checks=[accuracy, output_check],
         device_attrs={**report.attrs, "first_call_compiles": backend.first_call_compiles()},
         batch_latency_is_device_time=backend.batch_latency_is_device_time(), flops_per_sample=flops_per_sample,
-        gemm_peaks=gemm_peaks,
+        roofs=roofs,
         scenario=single_stream_scenario(gathered, batch_size) if config.scenario == "single-stream" else None)

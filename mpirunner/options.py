@@ -168,8 +168,8 @@ OPTIONS = (
            devices=_only("cpu", "cuda"), negatable=True),
     Option("--compile", CHOICE, "none", DEVICE, "torch.compile the model (CPU/CUDA)", choices=("none", "inductor"),
            devices=_only("cpu", "cuda")),
-    Option("--measure-peak", BOOL, False, DEVICE, "measure each rank's GEMM peak and store the utilisation",
-           devices=_only("cpu")),
+    Option("--measure-peak", BOOL, False, DEVICE, "measure each rank's GEMM peak and memory bandwidth (its CPUs "
+           "or its GPU) and store the utilisation of the roof that binds", devices=_only("cpu", "cuda")),
     Option("--seed", NON_NEGATIVE_INT, 0, DEVICE, "seed of weights and generated data (same on every rank)"),
 
     Option("--numa-aware", CHOICE, "yes", PLACEMENT, "pin each rank to its NUMA node's CPUs and memory",

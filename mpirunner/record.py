@@ -85,18 +85,19 @@ class RunRecord:
 
 
 def build_run_record(name, point, rules, gathered, *, measured_steps, windows, windows_kept, rank_values, checks,
-                     device_attrs, batch_latency_is_device_time, flops_per_sample, gemm_peaks=None, scenario=None,
+                     device_attrs, batch_latency_is_device_time, flops_per_sample, roofs=None, scenario=None,
                      scenario_checks=None):
     """Everything rank 0 derives from the gathered timings, once: summary, histogram, input shares, validity.
 
     rank_values: one dict per rank with host, barrier_wait_seconds, pool_steps, pool_bytes and the
-    backend's per-rank values (every other key). gemm_peaks: each rank's measured GEMM peak or None.
+    backend's per-rank values (every other key). roofs: roofline.Roofs (--measure-peak) or None.
     scenario: a ScenarioRecord (single-stream, server); its throughput* attrs replace the step-based
     ones. scenario_checks (server): judged instead of the step-time and input-path rules, since a
     server's steps follow its arrivals (mixed batch sizes, an idle device between them).
     """
     from mpirunner.checks import decide_validity
     from mpirunner.flops import utilization_attrs
+    from mpirunner.roofline import roof_attrs
     from mpirunner.stats import input_shares, log_histogram, per_rank_throughput, summarize
 
     own = {"host", "barrier_wait_seconds", "pool_steps", "pool_bytes"}
@@ -118,7 +119,9 @@ def build_run_record(name, point, rules, gathered, *, measured_steps, windows, w
     counts, edges = log_histogram(latencies[~np.isnan(latencies)])
     rank_throughputs = per_rank_throughput(starts, seconds, point.samples_per_step)
     compute = utilization_attrs(flops_per_sample, summary["throughput"], list(rank_throughputs), hosts,
-                                gemm_peaks)
+                                roofs.peak_flops if roofs else None)
+    if roofs:
+        compute.update(roof_attrs(flops_per_sample, compute["achieved_flops"], hosts, roofs, point.batch_size))
     return RunRecord(
         name=name, point=point, timings=gathered, measured_steps=measured_steps, windows=windows,
         windows_kept=windows_kept, barrier_wait_seconds=waits, summary=summary, histogram_counts=counts,

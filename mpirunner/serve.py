@@ -104,7 +104,7 @@ def _batch_timings(queries, compile_seconds):
 
 
 def server_points(config, world, backend, model, batch_size, guard, faults, *, name, point, flops_per_sample,
-                  gemm_peaks):
+                  roofs):
     """Run the server scenario (one --target-qps, or a --find-peak-qps search); yields each point's
     RunRecord on rank 0 (None on the others), every rank alike."""
     from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, find_peak_qps,
@@ -150,7 +150,7 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
             point_name, point, ValidityRules.from_config(config), gathered, measured_steps=int(gathered["step_seconds"].shape[1]),
             windows=0, windows_kept=0, rank_values=rank_values, checks=[], device_attrs=report.attrs,
             batch_latency_is_device_time=backend.batch_latency_is_device_time(), flops_per_sample=flops_per_sample,
-            gemm_peaks=gemm_peaks, scenario=scenario, scenario_checks=scenario_checks(scenario.attrs, drain_seconds))
+            roofs=roofs, scenario=scenario, scenario_checks=scenario_checks(scenario.attrs, drain_seconds))
 
     if not config.find_peak_qps:
         yield record_of(run_point(config.target_qps), config.target_qps, name)

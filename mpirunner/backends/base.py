@@ -52,8 +52,13 @@ class Backend(ABC):
         return self.uses_option("compile_only")
 
     def measures_peak(self):
-        """Whether --measure-peak means something here: the rank's GEMM peak is timed on its CPUs (CPU)."""
+        """Whether --measure-peak means something here: the rank's GEMM peak and memory bandwidth are timed
+        on roof_device() (CPU: its CPUs; CUDA: its GPU)."""
         return self.uses_option("measure_peak")
+
+    def roof_device(self):
+        """The torch device whose roofs --measure-peak times: the rank's CPUs unless a backend says otherwise."""
+        return "cpu"
 
     def first_call_compiles(self):
         """Whether a step's first call compiles (IPU executables, torch.compile, CUDA graph capture): the run

@@ -126,6 +126,10 @@ class CudaBackend(Backend):
         """Most GPU memory this rank has had allocated since the current batch size's step was made (bytes)."""
         return int(torch.cuda.max_memory_allocated(self.device))
 
+    def roof_device(self):
+        """--measure-peak times the GEMM peak and memory bandwidth of this rank's GPU."""
+        return self.device
+
     def metadata(self):
         p = self.properties
         return {

@@ -62,7 +62,9 @@ def format_run_block(attrs, world_size):
             else "n/a (batch latency is not device time)")
     compute = (f"compute: {attrs['achieved_flops'] / 1e9:.1f} GFLOP/s "
                f"({attrs['flops_per_sample'] / 1e9:.3f} GFLOP/sample)")
-    if "utilization" in attrs:
+    if "roof_utilization" in attrs:
+        compute += ", " + roof_text(attrs)
+    elif "utilization" in attrs:
         compute += (f", utilisation {100 * attrs['utilization']:.1f}% of the measured GEMM peak "
                     f"{attrs['peak_flops'] / 1e9:.1f} GFLOP/s")
     lines = [
@@ -89,6 +91,15 @@ def format_run_block(attrs, world_size):
         *_reference_lines(attrs),
     ]
     return "\n".join(lines)
+
+
+def roof_text(attrs):
+    """'utilisation X% of the binding roof, memory bandwidth: ...' from the roofline attributes (--measure-peak)."""
+    intensity, bandwidth = attrs["arithmetic_intensity_estimate"], attrs["peak_memory_bandwidth"]
+    return (f"utilisation {100 * attrs['roof_utilization']:.1f}% of the binding roof, {attrs['binding_roof']} "
+            f"({attrs['roof_flops'] / 1e9:.1f} GFLOP/s; intensity {intensity:.1f} FLOP/byte, an estimate; "
+            f"roofs: GEMM {attrs['peak_flops'] / 1e9:.1f} GFLOP/s, memory {bandwidth / 1e9:.1f} GB/s; "
+            f"{100 * attrs['utilization']:.1f}% of the GEMM peak)")
 
 
 def _latency_estimate(attrs, name):
@@ -186,6 +197,8 @@ def flops_line(row):
                              if host and _is_number(share))
         parts.append(f"utilisation {100 * row['utilization']:.1f}% of peak {_si_flops(row['peak_flops'])}/s"
                      + (f" ({per_host})" if len(hosts) > 1 and per_host else ""))
+    if _finite(row, "roof_utilization", "roof_flops", "arithmetic_intensity_estimate", "peak_memory_bandwidth"):
+        parts.append(roof_text(row))
     return ", ".join(parts)
 
 
