@@ -9,7 +9,7 @@ import pytest
 from mpirunner.backends import family_for, family_warning
 from mpirunner.config import resolve_config
 from mpirunner.console import progress_wanted
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 SMALL = ["--model", "resnet18", "--image-size", "32", "--warmup-iterations", "1"]
 
@@ -49,7 +49,7 @@ def test_device_cpu_run_warns_estimates_and_draws_no_progress_into_a_file(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "one step is 4 samples" in result.stderr
     assert "the first step took" in result.stderr and "steps that follow will take about" in result.stderr
-    assert "\r" not in result.stderr  # stderr is a pipe: no progress-bar frames
+    assert "\r" not in _raw_stderr(["--device", "cpu", *SMALL, "--iterations", "2", "--output", tmp_path / "raw.h5"])
     assert "device: cpu backend on " in result.stdout and "thread(s) per rank, 1 rank(s) on" in result.stdout
     assert "first call: " in result.stdout and "compile: " not in result.stdout  # eager: nothing compiles
 
@@ -80,9 +80,23 @@ def test_progress_only_on_a_terminal_unless_asked():
 
 
 def test_progress_flag_forces_the_bar_into_a_file(tmp_path):
-    result = run_cli([*SMALL, "--progress", "--batch-size", "1", "--iterations", "2", "--output", tmp_path / "p.h5"])
-    assert result.returncode == 0, result.stderr
-    assert "\r" in result.stderr
+    assert "\r" in _raw_stderr([*SMALL, "--progress", "--batch-size", "1", "--iterations", "2",
+                                "--output", tmp_path / "p.h5"])
+
+
+def _raw_stderr(args):
+    """stderr of a run written to a file, undecoded (text mode would turn carriage returns into newlines)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile() as stderr:
+        done = subprocess.run([sys.executable, "-m", "mpirunner", *map(str, args)], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=stderr, timeout=180)
+        stderr.seek(0)
+        text = stderr.read().decode()
+    assert done.returncode == 0, text
+    return text
 
 
 def test_check_outputs_help_says_after_the_timed_steps():
