@@ -109,10 +109,16 @@ class SlowSource(data.InputSource):
     def __init__(self, inner):
         self.inner = inner
         self.pool, self.pool_bytes = inner.pool, inner.pool_bytes
+        self.handed_out_at = None
 
     def next_input(self):
-        time.sleep(0.02)
-        return self.inner.next_input()
+        # Sleep as long as the step just run took, so the gap is about half the window however
+        # fast or loaded the host is.
+        step_seconds = 0.0 if self.handed_out_at is None else time.perf_counter() - self.handed_out_at
+        time.sleep(max(0.02, step_seconds))
+        step_input = self.inner.next_input()
+        self.handed_out_at = time.perf_counter()
+        return step_input
 
     def check_input(self):
         return self.inner.check_input()
