@@ -104,6 +104,27 @@ def _histogram_figure(plt, data, name, per_rank):
     return figure
 
 
+def _errors(rows, key):
+    """[[below], [above]] error-bar lengths from each row's stored 95% interval (0 where it has none)."""
+    below, above = [], []
+    for row in rows:
+        value, low, high = row.get(key), row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")
+        finite = all(isinstance(v, (int, float)) and np.isfinite(v) for v in (value, low, high))
+        below.append(max(value - low, 0.0) if finite else 0.0)
+        above.append(max(high - value, 0.0) if finite else 0.0)
+    return [below, above]
+
+
+def _points(axes, xs, ys, xerr, yerr, rows, color):
+    """Each run as a marker with its interval as error bars: filled when VALID, hollow when INVALID."""
+    for index, row in enumerate(rows):
+        valid = bool(row.get("valid", True))
+        axes.errorbar([xs[index]], [ys[index]], fmt="o", color=color, capsize=3, elinewidth=1,
+                      markerfacecolor=color if valid else "none",
+                      xerr=None if xerr is None else [[xerr[0][index]], [xerr[1][index]]],
+                      yerr=[[yerr[0][index]], [yerr[1][index]]])
+
+
 def _sweep_figure(plt, files):
     figure, (by_batch, by_latency) = plt.subplots(1, 2, figsize=FIGURE_SIZE_INCHES)
     several = len(files) > 1
@@ -116,10 +137,18 @@ def _sweep_figure(plt, files):
         rate = [row["throughput"] for row in rows]
         p99 = [row.get("latency_p99", float("nan")) for row in rows]
         label = Path(data["path"]).name if several else "throughput (all ranks)"
-        line, = by_batch.plot(batch, rate, marker="o", label=label)
-        by_latency.plot(p99, rate, marker="o", color=line.get_color(), label=Path(data["path"]).name if several else None)
+        line, = by_batch.plot(batch, rate, label=label)
+        by_latency.plot(p99, rate, color=line.get_color(), label=Path(data["path"]).name if several else None)
+        _points(by_batch, batch, rate, None, _errors(rows, "throughput"), rows, line.get_color())
+        _points(by_latency, p99, rate, _errors(rows, "latency_p99"), _errors(rows, "throughput"), rows,
+                line.get_color())
         for size, x, y in zip(batch, p99, rate):
             by_latency.annotate(f"bs {size}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+    if any(not row.get("valid", True) for data in files for row in
+           (data["runs"][name]["attrs"] for name in data["runs"])):
+        for axes in (by_batch, by_latency):  # one legend entry says what a hollow marker means
+            axes.plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="gray",
+                      label="INVALID run (hollow)")
     sizes = sorted({row_size for data in files for row_size in
                     (data["runs"][name]["attrs"].get("batch_size") for name in data["runs"]) if row_size})
     by_batch.set_xscale("log", base=2)
