@@ -16,8 +16,8 @@ cannot be given is left out and `ci_unavailable` says why):
 - latency percentiles: percentile bootstrap on the log of the latencies (so the interval is never
   below 0). Above BOOTSTRAP_MAX_VALUES values each resample draws that many and its deviation is
   scaled by sqrt(m / n) (m-out-of-n bootstrap), which bounds the cost. A percentile q is given only
-  with at least 1 / (1 - q) samples (p99: 100, p99.9: 1000), its interval with at least
-  MIN_INTERVAL_VALUES more.
+  with at least 1 / (1 - q) samples (p99: 100, p99.9: 1000), its interval with at least that many
+  and at least MIN_INTERVAL_VALUES.
 """
 import numpy as np
 
@@ -179,12 +179,12 @@ def percentile_interval(values, q, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP
                         max_values=BOOTSTRAP_MAX_VALUES):
     """95% percentile-bootstrap interval (low, high) of the q-th percentile of positive values, on a log scale.
 
-    (nan, nan) below the values the percentile needs (enough_for_percentile + MIN_INTERVAL_VALUES).
+    (nan, nan) below the values the percentile needs (enough_for_percentile) or below MIN_INTERVAL_VALUES.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values) & (values > 0)]
     n = values.size
-    if n < MIN_INTERVAL_VALUES or not enough_for_percentile(n - MIN_INTERVAL_VALUES, q):
+    if n < MIN_INTERVAL_VALUES or not enough_for_percentile(n, q):
         return float("nan"), float("nan")
     logs = np.log(values)
     estimate = np.percentile(logs, q)
@@ -230,7 +230,7 @@ def confidence(step_start, step_seconds, batch_latency, samples_per_step, barrie
             result.update({f"latency_{name}_ci95_low": low, f"latency_{name}_ci95_high": high,
                            f"latency_{name}_ci95": half_width(estimate, low, high)})
         else:
-            needed = MIN_INTERVAL_VALUES + int(np.ceil(1.0 / (1.0 - q / 100.0) - 1e-9))
+            needed = max(MIN_INTERVAL_VALUES, int(np.ceil(1.0 / (1.0 - q / 100.0) - 1e-9)))
             missing.append(f"{name}: {latency_ms.size} latencies < {needed}")
     if missing:
         result["ci_unavailable"] = "; ".join(missing)
