@@ -233,3 +233,11 @@ def test_strict_makes_an_invalid_run_exit_3_after_writing_the_file(tmp_path, tin
         # 3 steps: too few for any interval; they are left out and the reason stored (never NaN)
         assert not [key for key in run.attrs if "ci95" in key]
         assert "throughput: fewer than 5 timed steps" in run.attrs["ci_unavailable"]
+
+
+def test_unstable_names_the_rank_with_the_largest_cv_as_the_table_shows_it():
+    steps = _clean(ranks=3, cv=0.12)
+    steps[2] = _clean(ranks=1, cv=0.25, seed=5)[0]
+    _valid, reasons = _verdict(steps)
+    worst = max(100 * row.std(ddof=1) / row.mean() for row in steps)
+    assert any(reason.startswith(f"unstable: step-time cv {worst:.1f}% on rank 2 on node-c") for reason in reasons)
