@@ -45,7 +45,9 @@ def check_output(path, config, world_size):
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.probe-"):
             pass
     except OSError as error:
-        raise UsageError(f"cannot write output {path}: {error.strerror or error} ({folder})") from None
+        why = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else \
+            (error.strerror or str(error)).lower()
+        raise UsageError(f"cannot write output {path}: folder {folder} is not writable ({why})") from None
     needed = 2 * estimate_file_bytes(config, world_size)  # the old file and its replacement exist side by side
     free = shutil.disk_usage(folder).free
     if free < needed:
