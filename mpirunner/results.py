@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mpirunner import SCHEMA
+from mpirunner.units import unit_twins
 
 STRING_COLUMNS = ("host", "cpus", "device", "mem_policy", "launcher_binding")
 NUMBERS = (bool, int, float, np.number, np.bool_)
@@ -94,6 +95,8 @@ def _attr_value(value):
     """HDF5 attributes cannot hold None or dicts: store '' and YAML text instead."""
     if value is None:
         return ""
+    if isinstance(value, (bytes, np.bytes_)):  # stored as bytes, h5py would read it back as bytes: text is str
+        return bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, str):
         return str(value)  # plain str: numpy cannot store subclasses such as torch's TorchVersion
     if isinstance(value, dict):
@@ -103,7 +106,8 @@ def _attr_value(value):
     if isinstance(value, (list, tuple)):
         if all(isinstance(item, (int, float, np.integer, np.floating)) and not isinstance(item, bool) for item in value) and value:
             return np.asarray(value)
-        return np.asarray([str(item) for item in value], dtype=object) if value else ""
+        return np.asarray([_attr_value(item) if isinstance(item, (bytes, np.bytes_)) else str(item) for item in value],
+                          dtype=object) if value else ""
     return value
 
 
@@ -334,6 +338,7 @@ def run_attrs(record):
     attrs.update(record.compute)
     if record.scenario is not None:
         attrs.update(record.scenario.attrs)
+    attrs.update(unit_twins(attrs))  # latency_p50 -> latency_p50_ms, step_cv -> step_cv_percent (units.py)
     return attrs
 
 

@@ -17,6 +17,7 @@ import pytest
 from mpirunner import report, stats
 from mpirunner.report import rows as report_rows, text as report_text
 from mpirunner.results import RunResult, write_results
+from mpirunner.units import exported
 from tests.conftest import REPO, TINY, run_cli
 
 
@@ -179,7 +180,7 @@ def test_csv_and_json_round_trip(tmp_path, capsys):
     assert len(csv_rows) == 2
     data = report_rows.load(path)
     for csv_row, json_row, name in zip(csv_rows, json_rows, report_rows.sorted_runs(data)):
-        expected = report_rows.summary_row(data, name)
+        expected = exported(report_rows.summary_row(data, name))  # the export names carry units (units.py)
         assert list(csv_row) == list(json_row) == list(expected)
         for key, value in expected.items():
             if isinstance(value, bool):
@@ -189,7 +190,7 @@ def test_csv_and_json_round_trip(tmp_path, capsys):
             else:
                 assert json_row[key] == value and csv_row[key] == value
         run = data["runs"][name]
-        assert json_row["latency_p99"] == pytest.approx(np.percentile(run["batch_latency"] * 1e3, 99))
+        assert json_row["latency_p99_ms"] == pytest.approx(np.percentile(run["batch_latency"] * 1e3, 99))
         assert json_row["utilization_hosts"] == csv_row["utilization_hosts"] == "a; b"
 
 
@@ -290,9 +291,9 @@ def test_ragged_ranks_padded_with_nan(tmp_path, capsys):
     with h5py.File(path) as h5:
         seconds, starts = h5["runs/bs00004/step_seconds"][()], h5["runs/bs00004/step_start"][()]
     finite = np.isfinite(seconds)
-    assert row["throughput"] == pytest.approx(4 * finite.sum() / (np.nanmax(starts + seconds) - np.nanmin(starts)))
-    assert row["latency_p50"] == pytest.approx(np.median(seconds[finite]) * 1e3)
-    assert all(math.isfinite(row[key]) for key in ("latency_max", "throughput_sum", "step_cv"))
+    assert row["throughput_samples_per_s"] == pytest.approx(4 * finite.sum() / (np.nanmax(starts + seconds) - np.nanmin(starts)))
+    assert row["latency_p50_ms"] == pytest.approx(np.median(seconds[finite]) * 1e3)
+    assert all(math.isfinite(row[key]) for key in ("latency_max_ms", "throughput_sum_samples_per_s", "step_cv_percent"))
 
 
 def test_intervals_and_flops_are_shown_when_present_and_absent_otherwise(tmp_path, capsys):
@@ -346,12 +347,12 @@ def test_reads_what_the_runner_writes(real_run):
     with h5py.File(output) as h5:
         for row in rows:
             stored = h5["runs"][row["run"]].attrs
-            assert float(row["throughput"]) == pytest.approx(stored["throughput"], rel=1e-9)
-            assert float(row["latency_p99"]) == pytest.approx(stored["latency_p99"], rel=1e-9)
+            assert float(row["throughput_samples_per_s"]) == pytest.approx(stored["throughput"], rel=1e-9)
+            assert float(row["latency_p99_ms"]) == pytest.approx(stored["latency_p99"], rel=1e-9)
     assert [row["batch_size"] for row in rows] == ["1", "2"]
     table = run_cli([output, "--ranks"], module="mpirunner.report")
     assert table.returncode == 0 and "model resnet18" in table.stdout
-    assert table_row(table.stdout, 2)[2] == pytest.approx(float(rows[1]["throughput"]), abs=0.006)
+    assert table_row(table.stdout, 2)[2] == pytest.approx(float(rows[1]["throughput_samples_per_s"]), abs=0.006)
     compared = run_cli(["compare", output, output, "--include-invalid"], module="mpirunner.report")
     assert compared.returncode == 0 and "no regression" in compared.stdout
     valid = [bool(h5py.File(output)["runs"][row["run"]].attrs["valid"]) for row in rows]

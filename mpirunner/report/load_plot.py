@@ -2,6 +2,8 @@
 latency percentiles against the target load, the latency bound and the peak found (docs/scenarios.md)."""
 import numpy as np
 
+from mpirunner.report.log_ticks import readable_log_axis
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -34,6 +36,8 @@ def server_figure(plt, runs, size_inches):
     if failed:
         axis.scatter(failed, [finite_top] * len(failed), marker="x", color="black", label="invalid point")
     axis.set_yscale("log")
+    low, high = axis.get_ylim()
+    readable_log_axis(axis.yaxis, low, high, "ms")
     axis.set_xlabel("target load (queries/s, all ranks)")
     axis.set_ylabel("query latency (ms, from the scheduled arrival)")
     axis.set_title("server: query latency against offered load")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mpirunner import stats
 from mpirunner.errors import UsageError
 from mpirunner.report.load_plot import server_figure, server_runs
+from mpirunner.report.log_ticks import log_bin_edges, readable_log_axis
 from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sorted_runs, summary_row
 
 FIGURE_SIZE_INCHES = (12.0, 5.0)
@@ -76,8 +76,7 @@ def _histogram_figure(plt, data, name, per_rank):
     if latency.size == 0:
         axes.text(0.5, 0.5, "no latencies stored", ha="center", transform=axes.transAxes)
         return figure
-    _counts, edges = stats.log_histogram(latency)
-    edges_ms = edges * 1e3
+    edges_ms = log_bin_edges(latency) * 1e3  # bins from the sample count: 20 samples -> 5 bars, not 2
     rows = finite_rows(run["batch_latency"]) if run.get("batch_latency") is not None else []
     if per_rank and len(rows) > 1:
         colours = plt.get_cmap("tab10" if len(rows) <= 10 else "viridis")
@@ -89,12 +88,8 @@ def _histogram_figure(plt, data, name, per_rank):
     for label, q, style in (("p50", 50, "--"), ("p99", 99, ":")):
         value_ms = float(np.percentile(latency, q) * 1e3)
         axes.axvline(value_ms, color="black", linestyle=style, linewidth=1.5, label=f"{label} {value_ms:.3f} ms")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(NullFormatter())
+    readable_log_axis(axes.xaxis, edges_ms[0], edges_ms[-1], "ms")
     axes.set_xlabel("batch latency (ms, log scale)")
     axes.set_ylabel("micro-batches (count)")
     axes.set_title(f"Latency histogram: {_title(data, run['attrs'])}, {latency.size} micro-batches")
@@ -125,9 +120,31 @@ def _points(axes, xs, ys, xerr, yerr, rows, color):
                       yerr=[[yerr[0][index]], [yerr[1][index]]])
 
 
+def _sweep_title_and_labels(files):
+    """(figure title, {path: legend label}): the title holds what every file shares (model, precision, device,
+    ranks); each file's label is its name plus what sets it apart, so no file's settings stand for all of them."""
+    described = []
+    for data in files:
+        attrs, root = first_run_attrs(data), data["attrs"]
+        described.append({"model": str(attrs.get("model", "?")), "precision": str(attrs.get("precision", "?")),
+                          "device": f"{root.get('backend', '?')} on {root.get('device_name', '?')}",
+                          "ranks": f"{root.get('world_size', '?')} rank(s)"})
+    shared = [key for key in described[0] if all(item[key] == described[0][key] for item in described)]
+    title = "Sweep: " + (", ".join(described[0][key] for key in shared) if shared else f"{len(files)} files")
+    labels = {}
+    for data, item in zip(files, described):
+        own = [item[key] for key in item if key not in shared]
+        name = Path(data["path"]).name
+        if sum(Path(other["path"]).name == name for other in files) > 1:
+            name = str(data["path"])  # two files of the same name in different folders
+        labels[data["path"]] = name + (f" ({', '.join(own)})" if own else "")
+    return title, labels
+
+
 def _sweep_figure(plt, files):
     figure, (by_batch, by_latency) = plt.subplots(1, 2, figsize=FIGURE_SIZE_INCHES)
     several = len(files) > 1
+    title, labels = _sweep_title_and_labels(files)
     for data in files:
         rows = [summary_row(data, name) for name in sorted_runs(data)]
         rows = [row for row in rows if isinstance(row.get("throughput"), float) and np.isfinite(row["throughput"])]
@@ -136,9 +153,9 @@ def _sweep_figure(plt, files):
         batch = [row["batch_size"] for row in rows]
         rate = [row["throughput"] for row in rows]
         p99 = [row.get("latency_p99", float("nan")) for row in rows]
-        label = Path(data["path"]).name if several else "throughput (all ranks)"
+        label = labels[data["path"]] if several else "throughput (all ranks)"
         line, = by_batch.plot(batch, rate, label=label)
-        by_latency.plot(p99, rate, color=line.get_color(), label=Path(data["path"]).name if several else None)
+        by_latency.plot(p99, rate, color=line.get_color(), label=label if several else None)
         _points(by_batch, batch, rate, None, _errors(rows, "throughput"), rows, line.get_color())
         _points(by_latency, p99, rate, _errors(rows, "latency_p99"), _errors(rows, "throughput"), rows,
                 line.get_color())
@@ -160,11 +177,7 @@ def _sweep_figure(plt, files):
         by_batch.xaxis.set_minor_formatter(NullFormatter())
     by_batch.margins(x=0.08)
     by_latency.margins(0.1)
-    first = files[0]
-    first_attrs = first_run_attrs(first)
-    figure.suptitle(f"Sweep: {first_attrs.get('model', '?')}, {first_attrs.get('precision', '?')}, "
-                    f"{first['attrs'].get('backend', '?')} on {first['attrs'].get('device_name', '?')}, "
-                    f"{first['attrs'].get('world_size', '?')} rank(s)")
+    figure.suptitle(title)
     by_batch.set_xlabel("batch size (samples per micro-batch, log2 scale)")
     by_batch.set_ylabel("throughput (samples/s)")
     by_batch.set_title("Throughput vs batch size")

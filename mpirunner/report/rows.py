@@ -14,6 +14,7 @@ import numpy as np
 from mpirunner import SCHEMA
 from mpirunner import stats
 from mpirunner.errors import UsageError
+from mpirunner.units import exported
 
 SCHEMA_PREFIX = "mpirunner/"
 
@@ -191,7 +192,10 @@ def first_run_attrs(data):
 # ------------------------------------------------------------------------------- file output
 
 def write_rows(rows, path, kind):
-    """Write the summary rows as CSV or JSON to PATH ('-': stdout). Non-finite numbers become empty / null."""
+    """Write the summary rows as CSV or JSON to PATH ('-': stdout). Non-finite numbers become empty / null.
+
+    Column names carry their unit (units.py: `latency_p50_ms`, `step_cv_percent`); unit-less aliases are left out."""
+    rows = [exported(row) for row in rows]
     columns = []
     for row in rows:
         columns.extend(key for key in row if key not in columns)

@@ -15,21 +15,18 @@ import numpy as np
 
 from mpirunner.errors import UsageError
 from mpirunner.report.rows import _check_schema, text_value, write_rows
+from mpirunner.units import in_unit, unit_name, value_of
 
 RESULT_SUFFIXES = (".h5", ".hdf5")
 
-# (column in CSV/JSON, with its unit; key of the row). Latencies are stored in ms, throughput in samples/s.
+# (column in CSV/JSON, with its unit; key of the row). Column names and values follow units.py, as in the file's
+# unit-named twins and `mpirunner-report FILE --csv`: latencies in ms, throughput in samples/s, utilization in percent.
+_UNIT_KEYS = ("throughput", "throughput_ci95_low", "throughput_ci95_high", "latency_p50", "latency_p50_ci95_low",
+              "latency_p50_ci95_high", "latency_p99", "latency_p99_ci95_low", "latency_p99_ci95_high", "utilization")
 COLUMNS = (("file", "file"), ("run", "run"), ("model", "model"), ("precision", "precision"), ("dtype", "dtype"),
            ("backend", "backend"), ("device_name", "device_name"), ("world_size", "world_size"),
            ("hosts", "hosts"), ("batch_size", "batch_size"), ("samples_per_step", "samples_per_step"),
-           ("throughput_samples_per_s", "throughput"),
-           ("throughput_ci95_low_samples_per_s", "throughput_ci95_low"),
-           ("throughput_ci95_high_samples_per_s", "throughput_ci95_high"),
-           ("latency_p50_ms", "latency_p50"), ("latency_p50_ci95_low_ms", "latency_p50_ci95_low"),
-           ("latency_p50_ci95_high_ms", "latency_p50_ci95_high"),
-           ("latency_p99_ms", "latency_p99"), ("latency_p99_ci95_low_ms", "latency_p99_ci95_low"),
-           ("latency_p99_ci95_high_ms", "latency_p99_ci95_high"),
-           ("utilization_fraction", "utilization"), ("valid", "valid"), ("validity_reason", "validity_reason"),
+           *((unit_name(key), key) for key in _UNIT_KEYS), ("valid", "valid"), ("validity_reason", "validity_reason"),
            ("created_utc", "created"), ("git_commit", "git_commit"))
 RUN_KEYS = tuple(key for _column, key in COLUMNS
                  if key not in ("file", "run", "backend", "device_name", "world_size", "hosts", "created", "git_commit"))
@@ -132,7 +129,9 @@ def _summary_run(path, name, group, root, histograms):
         row[key] = root.get(key, "")
     row["hosts"] = text_value(root.get("hosts", ""))
     for key in RUN_KEYS:
-        row[key] = attrs.get(key, "")
+        twin = unit_name(key)  # a file without the old name: its unit-named twin, read only then
+        row[key] = value_of(attrs if key in attrs or twin not in group.attrs else {twin: _plain(group.attrs[twin])},
+                            key, "")
     row["dtype"] = attrs.get("dtype", root.get("dtype", ""))
     row["valid"] = bool(attrs.get("valid", True))
     row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
@@ -237,7 +236,8 @@ def output_rows(runs, extra_columns=()):
 
     A field the file lacks is None (empty in CSV, null in JSON)."""
     columns = COLUMNS + tuple(extra_columns)
-    return [{column: None if run.row.get(key, "") == "" else run.row[key] for column, key in columns} for run in runs]
+    return [{column: None if run.row.get(key, "") == "" else in_unit(key, run.row[key]) for column, key in columns}
+            for run in runs]
 
 
 def write_summary(runs, path, kind, extra_columns=()):

@@ -9,9 +9,10 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from mpirunner.report.log_ticks import log_ticks
+
 WIDTH, HEIGHT = 600, 230
 LEFT, RIGHT, TOP, BOTTOM = 56, 585, 34, 182  # the plot area
-X_TICKS = 6
 
 
 def _finite(value):
@@ -44,9 +45,9 @@ def histogram_svg(title, counts, edges, row):
             parts.append(f'<rect x="{x(start):.1f}" y="{y(count):.1f}" width="{max(x(end) - x(start), 0.5):.1f}" '
                          f'height="{BOTTOM - y(count):.1f}" fill="#aaa" stroke="#000" stroke-width="0.5"/>')
     parts.append(f'<path d="M{LEFT},{TOP} V{BOTTOM} H{RIGHT}" fill="none" stroke="#000"/>')
-    for tick in np.logspace(low, high, X_TICKS):
+    for tick in log_ticks(edges_ms[0], edges_ms[-1]):  # round values (0.5, 1, 2, 5), not evenly spaced logs
         parts.append(f'<path d="M{x(tick):.1f},{BOTTOM} v4" stroke="#000"/><text x="{x(tick):.1f}" '
-                     f'y="{BOTTOM + 14}" text-anchor="middle">{tick:.3g}</text>')
+                     f'y="{BOTTOM + 14}" text-anchor="middle">{tick:g}</text>')
     for count in (0, counts.max() / 2, counts.max()):
         parts.append(f'<path d="M{LEFT},{y(count):.1f} h-4" stroke="#000"/><text x="{LEFT - 6}" y="{y(count) + 3:.1f}" '
                      f'text-anchor="end">{count:.0f}</text>')
