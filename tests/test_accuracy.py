@@ -49,7 +49,7 @@ def test_accuracy_from_the_runner_equals_a_direct_computation(tmp_path, tiny_arg
     result = run_cli([*tiny_args, "--data", "real", "--data-path", folder, "--weights", tmp_path / "weights.pt",
                       "--batch-size", "2", "--iterations", "4", "--output", output], ranks=2)
     assert result.returncode == 0, result.stderr
-    assert "accuracy: top-1" in result.stdout
+    assert "% (top-1 over" in result.stdout
     with h5py.File(output) as h5:
         run = h5["runs/bs00002"].attrs
         assert run["data"] == "real"
