@@ -5,8 +5,8 @@ Runs are matched by batch size; each pair is judged by compare_runs, which the s
 - Validity first: a pair with an INVALID run is left out of the verdict ("invalid-new" when NEW is
   INVALID, "excluded-invalid" when only BASE is), unless include_invalid.
 - Same world size: per-rank time per sample. Each NEW rank's median step time per sample is
-  compared with BASE's (all ranks); the slowest NEW rank decides, so one straggling rank is a
-  regression even when the pooled median hides it.
+  compared with the same rank's in BASE; the rank whose ratio is worst decides, so one rank that
+  got slower is a regression even when the pooled median hides it.
 - Different world sizes: whole-job throughput, (world size x samples per step) / the step time of
   the slowest rank, since per-rank time per sample says nothing about a job that has more ranks.
 Intervals are 95% seeded bootstrap intervals (numpy only) of the ratio NEW/BASE of the quantity
@@ -132,13 +132,15 @@ def compare_runs(base_row, new_row, threshold_percent, include_invalid=False, se
     new_rows = _rank_rows(new_row, new_arrays.get("step_seconds"))
     if not base_rows or not new_rows:
         return PairResult("no-timings", decided_by, note="; ".join(p for p in (note, "no per-step timings") if p))
+    if decided_by == PER_RANK and len(base_rows) != len(new_rows):  # a rank without timings: judge the job
+        decided_by = WHOLE_JOB
     if decided_by == PER_RANK:
-        base_values = np.concatenate(base_rows)
-        judged = [time_ratio_interval(base_values, values, seed=seed) for values in new_rows]
+        # rank r against rank r: a rank that was already slow in BASE is no regression of NEW
+        judged = [time_ratio_interval(base, new, seed=seed) for base, new in zip(base_rows, new_rows)]
         rank = int(np.argmax([ratio for ratio, _low, _high in judged]))
         ratio, low, high = judged[rank]
         if len(new_rows) > 1:
-            note = "; ".join(p for p in (note, f"slowest new rank {rank} decided") if p)
+            note = "; ".join(p for p in (note, f"rank {rank} (worst new/base ratio) decided") if p)
         return PairResult(regression_verdict(ratio, low, high, threshold), decided_by, ratio, low, high, note, rank)
     # whole job: time per sample of the job = slowest rank's step / (ranks x samples per step)
     base_job = _job_step_seconds(base_arrays["step_seconds"]) / (base_world * (base_row.get("samples_per_step") or 1))
