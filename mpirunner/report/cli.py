@@ -6,6 +6,7 @@
     mpirunner-report summary PATH... [filters] [--by commit|created] [--csv|--json PATH] [--html OUT.html]
 """
 import argparse
+import os
 import sys
 
 from mpirunner.errors import UsageError
@@ -199,5 +200,7 @@ def main(argv=None):
     except UsageError as error:
         print(f"mpirunner-report: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:
+    except BrokenPipeError:  # `mpirunner-report ... | head`: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
         return 0

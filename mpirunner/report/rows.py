@@ -211,6 +211,8 @@ def write_rows(rows, path, kind):
         else:
             json.dump(clean, handle, indent=1)
             handle.write("\n")
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): not an error of the path; main() ends quietly
     except OSError as error:
         raise UsageError(f"cannot write --{kind} {path}: {error.strerror or error}")
     finally:
