@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 
+from test_report import _block_attrs
 from ipu_fake import config, fake_sdk, option_calls, poprun_env, prepared_backend, reimport_fake, step_input, world  # noqa: F401,E501
 
 
@@ -184,15 +185,7 @@ def test_instance_wide_latency_extremes_come_from_every_rank(fake_sdk):
 def test_reference_line_follows_the_harness_lines_and_no_harness_regex_matches_it():
     from mpirunner.report.text import format_run_block
 
-    attrs = {"model": "resnet50", "batch_size": 8, "device_iterations": 2, "precision": "16.16", "dtype": "float16",
-             "data": "generated", "latency_min": 1.0, "latency_p50": 2.0, "latency_p90": 3.0, "latency_p99": 4.0,
-             "latency_max": 5.0, "latency_mean": 2.25, "compile_seconds_max": 12.5, "step_cv": 0.031,
-             "host_gap_max": 0.0123, "device_busy_min": 0.975, "input_pool_steps": 3, "input_pool_bytes": 3 << 20,
-             "throughput": 1234.5678, "throughput_ci95": 10.0, "latency_p50_ci95": 0.1, "latency_p99_ci95": 0.2,
-             "iterations": 40, "timed_seconds": 0.52, "windows": 0, "achieved_flops": 5.0e12,
-             "flops_per_sample": 4.1e9, "valid": True, "validity_reason": "", "throughput_sum": 1240.0,
-             "samples_per_step": 16, "throughput_reference": 999.25, "ipu_latency_min_ms": 0.5,
-             "ipu_latency_max_ms": 7.5}
+    attrs = _block_attrs(throughput_reference=999.25, ipu_latency_min_ms=0.5, ipu_latency_max_ms=7.5)
     lines = format_run_block(attrs, 4).splitlines()
     assert lines[-3:-1] == ["throughput: 1234.57 samples/sec", "latency avg: 2.250 ms"]
     assert "999.25 samples/sec" in lines[-1] and "min 0.500 ms, max 7.500 ms" in lines[-1]
