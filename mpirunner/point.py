@@ -1,0 +1,146 @@
+"""Measure one point of the sweep on every rank: its inputs, its timed steps, its checks and, on rank 0,
+its RunRecord. job.py calls measure_point once per batch size; a rank out of memory fails the size on
+every rank alike (memory.py) instead of leaving the others waiting.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("mpirunner")
+
+
+def run_name(batch_size):
+    """Name of a batch size's run group in the HDF5 file (zero-padded, so names sort by size)."""
+    return f"bs{batch_size:05d}"
+
+
+@dataclass(frozen=True)
+class PointSetup:
+    """What every point of the sweep shares, settled once by job.py before the first size."""
+
+    config: Any
+    world: Any
+    backend: Any
+    model: Any
+    guard: Any
+    faults: Any
+    dtype: str
+    flops_per_sample: Any
+    roofs: Any
+
+    def point(self, batch_size):
+        from mpirunner.record import RunPoint
+
+        return RunPoint.of(self.config, self.backend.local_replicas(), self.model.image_size, batch_size, self.dtype)
+
+
+def measure_point(setup, batch_size):
+    """Every rank measures `batch_size` -> (rank 0's RunRecords, None), or (None, the failure line on rank 0)
+    when some rank ran out of memory. The server scenario has no agreement: its errors fail the job."""
+    from mpirunner.memory import SizeAgreement, measure_or_fail
+
+    agreement = SizeAgreement(setup.world, setup.guard.checkpoint)
+    return measure_or_fail(agreement if setup.config.scenario != "server" else None, setup.world,
+                           lambda: list(_records(setup, batch_size, agreement)))
+
+
+def _records(setup, batch_size, agreement):
+    """The runs of one batch size, each yielded as it is measured: one (offline, single-stream), or the
+    server's point(s) (serve.py: one --target-qps, or every point of --find-peak-qps)."""
+    if setup.config.scenario != "server":
+        yield _measure(setup, batch_size, agreement)
+        return
+    from mpirunner.serve import server_points
+
+    yield from server_points(setup.config, setup.world, setup.backend, setup.model, batch_size, setup.guard,
+                             setup.faults, name=run_name(batch_size), point=setup.point(batch_size),
+                             flops_per_sample=setup.flops_per_sample, roofs=setup.roofs)
+
+
+def _measure(setup, batch_size, agreement):
+    """Measure one point on every rank; rank 0 gets its RunRecord, the others None. Every collective until
+    the steps end is one of `agreement`'s, so a rank out of memory can leave with the others."""
+    from mpirunner.checks.accuracy import gather_accuracy
+    from mpirunner.checks.output_check import run_output_check
+    from mpirunner.console import print_check
+    from mpirunner.results import gather_timings
+
+    config, world, backend = setup.config, setup.world, setup.backend
+    point = setup.point(batch_size)
+    source, step = _prepare_step(setup, point, agreement)
+    if config.compile_only and backend.compiles_ahead():  # IPU: build the executable (cache), no timing
+        log.info("--compile-only: compiled for batch size %d; nothing measured", batch_size)
+        return None
+    timings = _time_steps(setup, batch_size, source, step, agreement)
+    agreement.barrier()  # this rank's steps are done (for --timeout too); a rank out of memory meets it at the latest
+    gathered = gather_timings(world, timings)
+    accuracy = gather_accuracy(world, source, config.weights)  # labelled real data; printed in the run block
+    output_check = None
+    if config.check_outputs:
+        output_check = run_output_check(config, world, backend, setup.model, step, source)
+    print_check(output_check)
+    report = backend.run_report(batch_size)  # e.g. each rank's GPU peak memory
+    rank_values = world.gather({"host": world.host, "barrier_wait_seconds": timings.barrier_wait_seconds,
+                                "pool_steps": len(source.pool), "pool_bytes": source.pool_bytes,
+                                **report.per_rank})
+    if not world.is_root:
+        return None
+    return _record(setup, point, gathered, timings, rank_values, [accuracy, output_check], report)
+
+
+def _prepare_step(setup, point, agreement):
+    """This rank's input source (--data-path is read here) and its step, wrapped for fault injection and, on a
+    slow device family, for a time estimate after the first call."""
+    from mpirunner.backends import family_warning
+    from mpirunner.console import estimate_after_first_call
+    from mpirunner.data import make_input_source, step_shape
+
+    config, world, backend, model = setup.config, setup.world, setup.backend, setup.model
+    shape = step_shape(point.batch_size, point.micro_batches_per_step, model.image_size)
+    source = world.agree(lambda: agreement.attempt(lambda: make_input_source(
+        config, backend, shape, model.input_dtype, world.rank, world_size=world.size)))  # reads --data-path
+    agreement.raise_pending()  # out of memory making the inputs, on this rank
+    backend_step = backend.make_step(point.batch_size, source.next_input())
+    source.follow(backend_step)  # real data pairs each step's outputs with its labels
+    step = setup.faults.wrap_step(backend_step)
+    if world.is_root and family_warning(backend.name, config):
+        step = estimate_after_first_call(step, config.warmup_iterations + config.iterations,
+                                         f"batch {point.batch_size}")
+    return source, step
+
+
+def _time_steps(setup, batch_size, source, step, agreement):
+    """The warm-up and timed steps, under --iterations or the --until-stable stop rule, with a progress bar."""
+    from mpirunner.bench import choose_stop_rule, measure
+    from mpirunner.console import progress_bar, progress_wanted
+
+    config = setup.config
+    stop_rule, keep_last_windows = choose_stop_rule(config.iterations, config.until_stable,
+                                                    config.stability_percentage, config.max_windows,
+                                                    config.min_duration)  # all ranks agree via world.max
+    progress = progress_bar(setup.world, not progress_wanted(config.progress, config.no_progress),
+                            None if stop_rule else config.iterations, f"batch {batch_size}")
+    timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
+                      agreement.barrier, on_step=progress, stop_rule=stop_rule,
+                      decide=agreement.decide, keep_last_windows=keep_last_windows)
+    if progress:
+        progress.close()
+    return timings
+
+
+def _record(setup, point, gathered, timings, rank_values, checks, report):
+    """Rank 0's RunRecord of the point: timings, checks, device facts, FLOPs and roofs."""
+    from mpirunner.checks import ValidityRules
+    from mpirunner.record import build_run_record
+    from mpirunner.serve import single_stream_scenario
+
+    config, backend = setup.config, setup.backend
+    until_stable = config.until_stable
+    return build_run_record(
+        run_name(point.batch_size), point, ValidityRules.from_config(config), gathered,
+        measured_steps=timings.measured_steps, windows=timings.windows if until_stable else 0,
+        windows_kept=timings.kept_windows if until_stable else 0, rank_values=rank_values, checks=checks,
+        device_attrs={**report.attrs, "first_call_compiles": backend.first_call_compiles()},
+        batch_latency_is_device_time=backend.batch_latency_is_device_time(),
+        flops_per_sample=setup.flops_per_sample, roofs=setup.roofs,
+        scenario=single_stream_scenario(gathered, point.batch_size) if config.scenario == "single-stream" else None)
