@@ -35,12 +35,24 @@ def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_
     assert single["queries"] == 300 and single_queries["served"].all()
     service_seconds = single["query_latency_p50"] / 1e3
 
-    low_qps, seconds = 0.1 * 2 / service_seconds, 4.0  # each rank busy about 10% of the time
+    # Low load: each rank busy about 5% of the time, long enough for ~120 queries (a p99 needs 100).
+    # At any Poisson load some queries arrive while another is served and wait for it (M/D/1: a share
+    # rho of them, up to one service time), and with ~120 queries the p99 is about the second largest
+    # latency, so the whole-run p99 includes such a wait more often than not. What must equal
+    # single-stream is the latency of a query that found its rank idle: the server machinery adds
+    # nothing. The whole-run p99 may exceed single-stream by at most one service time (one query ahead).
+    low_qps = 0.05 * 2 / service_seconds
+    seconds = min(20.0, max(4.0, 120 / low_qps))
     server, queries, stdout = _run(tmp_path, "low", "--scenario", "server", "--batch-size", "1",
                                    "--target-qps", f"{low_qps:.3f}", "--min-duration", seconds)
     assert server["valid"], server["validity_reason"]
-    tolerance = max(0.2 * single["query_latency_p99"], 1.0)
-    assert abs(server["query_latency_p99"] - single["query_latency_p99"]) <= tolerance
+    tolerance_ms = max(0.2 * single["query_latency_p99"], 1.0)
+    latency_ms = 1e3 * (queries["end"] - queries["scheduled"])
+    found_idle = (queries["start"] - queries["scheduled"]) < 1e-3  # issued on time, nothing ahead of it
+    assert found_idle.mean() > 0.5
+    assert abs(np.percentile(latency_ms[found_idle], 99) - single["query_latency_p99"]) <= tolerance_ms
+    single_max_ms = 1e3 * np.max(single_queries["end"] - single_queries["scheduled"])
+    assert server["query_latency_p99"] <= single["query_latency_p99"] + single_max_ms + tolerance_ms
     expected = _expected_arrivals(float(f"{low_qps:.3f}"), seconds)
     for rank in range(2):
         np.testing.assert_allclose(np.sort(queries["scheduled"][queries["rank"] == rank]), expected[rank])
