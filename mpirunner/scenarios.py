@@ -322,12 +322,8 @@ class PeakSearch:
     points: List[PeakPoint]
 
 
-def _local_percentile(latency_seconds, percentile):
-    return latency_percentile(latency_seconds, percentile)
-
-
 def find_peak_qps(run_point: Callable, start_qps, latency_bound_seconds, percentile=99.0,
-                  global_percentile: Callable = _local_percentile, resolution=PEAK_RESOLUTION,
+                  global_percentile: Callable = latency_percentile, resolution=PEAK_RESOLUTION,
                   max_points=PEAK_MAX_POINTS, min_qps=None):
     """Highest total QPS whose global percentile latency stays within the bound: bracket, then bisect.
 
