@@ -74,23 +74,6 @@ def output_path(config, now):
     return Path("results") / f"{config.name}-{now.strftime('%Y%m%dT%H%M%SZ')}.h5"
 
 
-def check_output_writable(path, overwrite):
-    """Raise UsageError (on rank 0, before any work) when the output cannot or may not be written."""
-    from mpirunner.errors import UsageError
-
-    path = Path(path)
-    if path.exists() and path.is_dir():
-        raise UsageError(f"--output {path} is a directory; give a file name ending in .h5")
-    if path.exists() and not overwrite:
-        raise UsageError(f"output {path} already exists; pass --overwrite to replace it or choose another --output")
-    folder = path.parent if str(path.parent) else Path(".")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write output {path}: folder {existing} is not writable")
-
-
 def _attr_value(value):
     """HDF5 attributes cannot hold None or dicts: store '' and YAML text instead."""
     if value is None:
