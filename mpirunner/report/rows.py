@@ -44,12 +44,12 @@ def load(path):
         with h5py.File(path, "r") as h5:
             schema = text_value(h5.attrs.get("schema", ""))
     except OSError as error:
-        raise UsageError(f"{path}: not a readable HDF5 file (truncated or another format): {_first_line(error)}")
-    _check_schema(path, schema)
+        raise UsageError(f"{path}: not a readable HDF5 file (truncated or another format): {first_line(error)}")
+    check_schema(path, schema)
     try:
         data = read_results(path)
     except (OSError, KeyError, ValueError, TypeError) as error:
-        raise UsageError(f"{path}: damaged or incomplete mpirunner file: {_first_line(error)}")
+        raise UsageError(f"{path}: damaged or incomplete mpirunner file: {first_line(error)}")
     data["path"] = str(path)
     # A size that could not be measured (status 'failed', e.g. out of memory) has no arrays: listed, never summarised.
     data["failed_runs"] = {name: run for name, run in data["runs"].items() if run["attrs"].get("status") == "failed"}
@@ -64,7 +64,8 @@ def failed_runs_text(data):
                      for _, run in sorted(data.get("failed_runs", {}).items()))
 
 
-def _check_schema(path, schema):
+def check_schema(path, schema):
+    """UsageError unless `schema` names an mpirunner results schema this version reads (load and summary)."""
     if not schema.startswith(SCHEMA_PREFIX):
         raise UsageError(f"{path}: not an mpirunner results file (no '{SCHEMA}' schema attribute)")
     try:
@@ -87,7 +88,8 @@ def text_value(value):
     return str(value)
 
 
-def _first_line(error):
+def first_line(error):
+    """An exception's first line (its type's name when it has no text), for one-line usage errors."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 

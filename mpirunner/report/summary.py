@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mpirunner.errors import UsageError
-from mpirunner.report.rows import _check_schema, text_value, write_rows
+from mpirunner.report.rows import check_schema, first_line, text_value, write_rows
 from mpirunner.units import in_unit, unit_name, value_of
 
 RESULT_SUFFIXES = (".h5", ".hdf5")
@@ -106,14 +106,14 @@ def read_file(path, histograms=False):
     try:
         h5 = h5py.File(path, "r")
     except OSError as error:
-        raise UsageError(f"not a readable HDF5 file: {_first_line(error)}")
+        raise UsageError(f"not a readable HDF5 file: {first_line(error)}")
     with h5:
-        _check_schema(path, text_value(h5.attrs.get("schema", "")))
+        check_schema(path, text_value(h5.attrs.get("schema", "")))
         try:
             root = _attributes(h5, None if histograms else ROOT_KEYS)
             return [_summary_run(path, name, group, root, histograms) for name, group in h5["runs"].items()]
         except (KeyError, OSError, ValueError, TypeError) as error:
-            raise UsageError(f"damaged or incomplete mpirunner file: {_first_line(error)}")
+            raise UsageError(f"damaged or incomplete mpirunner file: {first_line(error)}")
 
 
 def _attributes(node, wanted):
@@ -139,11 +139,6 @@ def _summary_run(path, name, group, root, histograms):
     if histograms and "histogram" in group:
         histogram = (group["histogram/counts"][()], group["histogram/edges"][()])
     return SummaryRun(row=row, attrs=attrs, root=root, histogram=histogram)
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def read_summary(paths, histograms=False):
