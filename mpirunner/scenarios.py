@@ -17,7 +17,7 @@ its verdict reasons are derived from them afterwards, as LoadGen does from its l
 import bisect
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -126,11 +126,7 @@ class QueryLog:
     batch_size: np.ndarray
     batch_queries: np.ndarray
     served: np.ndarray
-    rank: np.ndarray = field(default=None)
-
-    def __post_init__(self):
-        if self.rank is None:
-            self.rank = np.zeros(len(self.scheduled), dtype=np.int64)
+    rank: np.ndarray
 
     def __len__(self):
         return len(self.scheduled)
