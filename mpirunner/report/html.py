@@ -10,6 +10,7 @@ from html import escape
 from pathlib import Path
 
 from mpirunner.errors import UsageError
+from mpirunner.report.plot import check_plot_available
 from mpirunner.report.svg_histogram import histogram_svg
 from mpirunner.report.svg_plots import file_label, sweep_svg, trend_svg
 from mpirunner.report.summary_text import TABLE, estimate_text, trend_cell
@@ -136,14 +137,8 @@ def page(summary, runs, trends=None, paths=()):
 
 
 def check_html_available(path):
-    """Raise UsageError before any work when matplotlib is missing or OUT.html's folder does not exist."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError("--html needs matplotlib: pip install 'mpirunner[plot]'")
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write --html {path}: folder {folder} does not exist")
+    """Raise UsageError before any work when matplotlib (it draws the figures) or OUT.html's folder is missing."""
+    check_plot_available(path, "--html")
 
 
 def write_page(path, text):

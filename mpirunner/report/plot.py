@@ -18,18 +18,19 @@ FIGURE_SIZE_INCHES = (12.0, 5.0)
 DPI = 100  # -> 1200 x 500 pixels
 
 
-def check_plot_available(path):
-    """Raise UsageError before any work when matplotlib is missing or the PNG's folder does not exist."""
+def check_plot_available(path, option="--plot"):
+    """Raise UsageError before any work when matplotlib is missing or the folder of `option`'s file does not exist."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'mpirunner[plot]'")
+        raise UsageError(f"{option} needs matplotlib: pip install 'mpirunner[plot]'")
     folder = Path(path).parent
     if not folder.is_dir():
-        raise UsageError(f"cannot write --plot {path}: folder {folder} does not exist")
+        raise UsageError(f"cannot write {option} {path}: folder {folder} does not exist")
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed); imported on call, as heavy imports are."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +44,7 @@ def plot(files, path, per_rank=False):
     runs = [(data, name) for data in files for name in sorted_runs(data)]
     if not runs:
         raise UsageError("--plot: the files hold no runs")
-    plt = _pyplot()
+    plt = pyplot()
     served = server_runs(files)
     if len(served) > 1:  # a --find-peak-qps search or a set of server runs
         figure = server_figure(plt, served, FIGURE_SIZE_INCHES)

@@ -10,20 +10,13 @@ import io
 import math
 from pathlib import Path
 
+from mpirunner.report.plot import pyplot
+
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINE_STYLES = ("-", "--", ":", "-.")
 MAX_SERIES = 12  # more files than that in one configuration: the oldest share one "earlier files" series
 FONT = {"svg.fonttype": "none", "font.size": 8, "svg.hashsalt": "mpirunner"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _svg(plt, figure):
@@ -84,7 +77,7 @@ def _invalid_legend(axes, any_invalid):
 
 def sweep_svg(title, series):
     """Throughput vs batch size and vs p99 latency of one configuration; series = [(label, [row, ...])]."""
-    plt = _pyplot()
+    plt = pyplot()
     if len(series) > MAX_SERIES:
         older = [row for _label, rows in series[:len(series) - MAX_SERIES + 1] for row in rows]
         series = [("earlier files", older)] + list(series[len(series) - MAX_SERIES + 1:])
@@ -119,7 +112,7 @@ def sweep_svg(title, series):
 
 def trend_svg(title, steps):
     """Throughput of each step of one trend in order, with intervals; regressed steps marked and labelled."""
-    plt = _pyplot()
+    plt = pyplot()
     with plt.rc_context(FONT):
         figure, axes = plt.subplots(figsize=(9.0, 3.0))
         rows = [run.row for _label, run in steps]
