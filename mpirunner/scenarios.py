@@ -1,7 +1,8 @@
 """Load scenarios: who issues queries when, and what each query waited (single-stream, server, peak search).
 
 Offline (steps back to back) is bench.measure. The two scenarios here issue *queries* instead:
-- single-stream: one query at a time, the next issued when the previous one completes;
+- single-stream: one query at a time, the next issued when the previous one completes (run by
+  bench.measure with steps of --query-size samples; serve.py derives its queries from the steps);
 - server: queries arrive on a seeded Poisson schedule; while the device is busy they queue, and when
   it is free the waiting ones are batched (up to a maximum, waiting at most a set time for more).
   A query's latency runs from its SCHEDULED arrival to its completion, so time spent queued behind
@@ -155,21 +156,6 @@ def _empty_log(scheduled, rank):
 
 
 # ----------------------------------------------------------------------------------------- engines
-
-def run_single_stream(step, clock, queries, query_size=1, rank=0):
-    """Issue `queries` queries of `query_size` samples one at a time; each is scheduled when issued."""
-    log = _empty_log(np.zeros(queries), rank)
-    for index in range(queries):
-        begin = clock.now()
-        step(query_size)
-        finish = clock.now()
-        log.scheduled[index] = log.start[index] = begin
-        log.end[index] = finish
-    log.batch_size[:] = query_size
-    log.batch_queries[:] = 1
-    log.served[:] = True
-    return log
-
 
 def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, duration_seconds,
                drain_seconds, rank=0):

@@ -176,19 +176,25 @@ def test_light_load_has_no_reasons():
     assert scenarios.scenario_reasons(summary) == []
 
 
-def test_single_stream_issues_the_next_query_when_the_previous_completes():
-    clock = scenarios.VirtualClock()
-    step = fake_device(clock, stall=(0.005, 0.010))
-    log = scenarios.run_single_stream(step, clock, 20, query_size=4)
-    assert step.calls == [4] * 20
-    np.testing.assert_allclose(log.start[1:], log.end[:-1])
-    np.testing.assert_array_equal(log.scheduled, log.start)
-    latency_ms = np.sort(log.latency()) * 1e3
-    np.testing.assert_allclose(latency_ms[:-1], 1.0)
-    assert latency_ms[-1] == pytest.approx(11.0)
-    summary = scenarios.summarize_queries(log, "single-stream")
-    assert summary["query_latency_p50"] == pytest.approx(1.0)
-    assert summary["achieved_qps"] == pytest.approx(20 / 0.030)
+def test_single_stream_queries_come_from_the_timed_steps():
+    """Single-stream runs through bench.measure; serve.py turns each rank's timed steps into queries."""
+    from mpirunner.serve import single_stream_scenario
+
+    seconds = np.full(20, 0.001)
+    seconds[7] = 0.011  # a 10 ms stall in one query
+    starts = np.concatenate([[0.0], np.cumsum(seconds)[:-1]])  # the next query is issued when one completes
+    gathered = {"step_start": np.stack([starts, np.append(starts[:-1], np.nan)]),
+                "step_seconds": np.stack([seconds, np.append(seconds[:-1], np.nan)])}  # rank 1: one step fewer
+    record = single_stream_scenario(gathered, query_size=4)
+    queries = record.queries
+    assert queries["scheduled"].size == 39 and (queries["batch_size"] == 4).all() and queries["served"].all()
+    np.testing.assert_array_equal(queries["scheduled"], queries["start"])
+    assert list(np.bincount(queries["rank"])) == [20, 19]
+    latency_ms = np.sort(1e3 * (queries["end"] - queries["start"]))
+    np.testing.assert_allclose(latency_ms[:-2], 1.0)
+    np.testing.assert_allclose(latency_ms[-2:], 11.0)
+    assert record.attrs["query_latency_p50"] == pytest.approx(1.0)
+    assert record.attrs["achieved_qps"] == pytest.approx(39 / 0.030)
 
 
 def test_percentile_counts_unserved_queries_as_over_any_bound():
