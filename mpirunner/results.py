@@ -296,28 +296,34 @@ def read_results(path):
 
 # ---------------------------------------------------------------- a run record -> its run group
 
+def _point_attrs(point):
+    """What was asked for (the RunPoint), as every run group names it, measured or failed."""
+    return {"batch_size": point.batch_size, "device_iterations": point.device_iterations,
+            "local_replicas": point.local_replicas, "samples_per_step": point.samples_per_step,
+            "model": point.model, "data": point.data, "precision": point.precision, "dtype": point.dtype,
+            "image_size": point.image_size, "iterations_requested": point.iterations_requested,
+            "warmup": point.warmup}
+
+
 def run_attrs(record):
     """The run group's attributes, flattened from the RunRecord (the only place this happens)."""
     point, timings, inputs = record.point, record.timings, record.input_path
     busy = inputs.device_busy
     attrs = {
-        "batch_size": point.batch_size, "device_iterations": point.device_iterations,
+        **_point_attrs(point),
         "input_pool_steps": inputs.pool_steps, "input_pool_bytes": inputs.pool_bytes,
         "input_pool_limit_bytes": point.input_pool_limit_bytes,
         "host_gap_max": float(np.nanmax(inputs.host_gap)),
         "device_busy_min": float(np.nanmin(busy)) if np.any(np.isfinite(busy)) else float("nan"),
-        "local_replicas": point.local_replicas, "samples_per_step": point.samples_per_step, "model": point.model,
-        "data": point.data, "precision": point.precision, "image_size": point.image_size,
-        "iterations": int(timings["step_seconds"].shape[1]), "iterations_requested": point.iterations_requested,
+        "iterations": int(timings["step_seconds"].shape[1]),
         "measured_steps": record.measured_steps, "windows": record.windows, "windows_kept": record.windows_kept,
-        "warmup": point.warmup, "compile_seconds_max": float(np.max(timings["compile_seconds"])),
+        "compile_seconds_max": float(np.max(timings["compile_seconds"])),
         "status": "measured", "failure_reason": "",
         "valid": record.validity.valid, "validity_reason": list(record.validity.reasons),
         **record.summary, **record.device_attrs,
     }
     for check in record.checks:
         attrs.update(check.attrs)
-    attrs["dtype"] = point.dtype
     attrs.update(record.compute)
     if record.scenario is not None:
         attrs.update(record.scenario.attrs)
@@ -338,11 +344,7 @@ def run_datasets(record):
 
 def failed_run_result(name, point, reason):
     """The run group of a point that could not be measured (out of memory): what was asked, why it failed."""
-    attrs = {"batch_size": point.batch_size, "device_iterations": point.device_iterations,
-             "local_replicas": point.local_replicas, "samples_per_step": point.samples_per_step,
-             "model": point.model, "data": point.data, "precision": point.precision, "dtype": point.dtype,
-             "image_size": point.image_size, "iterations_requested": point.iterations_requested,
-             "warmup": point.warmup, "status": "failed", "failure_reason": reason, "valid": False,
+    attrs = {**_point_attrs(point), "status": "failed", "failure_reason": reason, "valid": False,
              "validity_reason": [reason]}
     return RunResult(name=name, attrs=attrs)
 
