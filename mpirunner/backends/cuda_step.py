@@ -100,12 +100,13 @@ class CudaStep:
         self.use_graphs = use_graphs
         self.graph_pool = graph_pool
         buffers = 2 if self.overlap else 1
-        shape, dtype = tuple(example_input.shape), example_input.dtype
         self.compute_stream = self.runtime.stream(device)
         self.copy_stream = self.runtime.stream(device) if self.overlap else self.compute_stream
-        self.device_inputs = ([torch.empty(shape, dtype=dtype, device=device) for _ in range(buffers)]
+        # The buffers take the example input's layout (NHWC with --channels-last, as data.py makes it): a copy
+        # between layouts would transpose the whole batch on the host inside every step.
+        self.device_inputs = ([torch.empty_like(example_input, device=device) for _ in range(buffers)]
                               if self.host_input else [example_input])  # device data is computed where it is
-        self.pinned_inputs = ([self.runtime.pinned_empty(shape, dtype) for _ in range(buffers)]
+        self.pinned_inputs = ([self.runtime.pin(torch.empty_like(example_input)) for _ in range(buffers)]
                               if self.host_input else [])
         self.copied = [self.runtime.event() for _ in range(buffers)]
         self.timed_inside_graph = use_graphs and self.runtime.graph_events
