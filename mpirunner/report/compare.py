@@ -59,8 +59,6 @@ def per_sample_seconds(run):
 def _rank_rows(attrs, step_seconds):
     """Per rank: its finite step times divided by samples per step (s per sample)."""
     samples = attrs.get("samples_per_step") or 1
-    if step_seconds is None or not np.size(step_seconds):
-        return []
     return [row / samples for row in finite_rows(step_seconds) if row.size]
 
 

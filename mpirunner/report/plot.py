@@ -78,7 +78,7 @@ def _histogram_figure(plt, data, name, per_rank):
         axes.text(0.5, 0.5, "no latencies stored", ha="center", transform=axes.transAxes)
         return figure
     edges_ms = log_bin_edges(latency) * 1e3  # bins from the sample count: 20 samples -> 5 bars, not 2
-    rows = finite_rows(run["batch_latency"]) if run.get("batch_latency") is not None else []
+    rows = finite_rows(run.get("batch_latency"))
     if per_rank and len(rows) > 1:
         colours = plt.get_cmap("tab10" if len(rows) <= 10 else "viridis")
         per_rank_ms = [row[row > 0] * 1e3 for row in rows]

@@ -106,13 +106,15 @@ class RunRow(dict):
 
 
 def finite_rows(array):
-    """A [ranks, n] array (NaN-padded by the gather) -> one 1-D array of finite values per rank."""
+    """A [ranks, n] array (NaN-padded by the gather) -> one 1-D array of finite values per rank; [] when not stored."""
+    if array is None:
+        return []
     table = np.atleast_2d(np.asarray(array, dtype=np.float64))
     return [row[np.isfinite(row)] for row in table]
 
 
 def _flat(array):
-    rows = finite_rows(array) if array is not None and np.size(array) else []
+    rows = finite_rows(array)
     return np.concatenate(rows) if rows else np.zeros(0)
 
 

@@ -258,8 +258,7 @@ def rank_table(data, name):
     """A row per rank of one run: where it ran and how fast, the slowest rank marked, so a straggler stands out."""
     run = data["runs"][name]
     throughputs = rank_throughputs(run)
-    steps = finite_rows(run["step_seconds"]) if run.get("step_seconds") is not None else []
-    latencies = finite_rows(run["batch_latency"]) if run.get("batch_latency") is not None else []
+    steps, latencies = finite_rows(run.get("step_seconds")), finite_rows(run.get("batch_latency"))
     by_rank = {int(row.get("rank", index)): row for index, row in enumerate(data["ranks"])}
     median = float(np.nanmedian(throughputs)) if throughputs.size else float("nan")
     slowest = int(np.nanargmin(throughputs)) if throughputs.size > 1 and np.isfinite(throughputs).any() else None
