@@ -50,12 +50,6 @@ class PairResult:
     rank: int = -1
 
 
-def per_sample_seconds(run):
-    """Each step's time per sample (s), all ranks flattened, padding dropped."""
-    rows = _rank_rows(run["attrs"], run.get("step_seconds"))
-    return np.concatenate(rows) if rows else np.zeros(0)
-
-
 def _rank_rows(attrs, step_seconds):
     """Per rank: its finite step times divided by samples per step (s per sample)."""
     samples = attrs.get("samples_per_step") or 1
