@@ -29,6 +29,12 @@ def count_flops_per_sample(module, image_size, input_dtype):
         log.warning("could not count FLOPs on the meta device (%s); counting on the host", error)
         return _count_on("cpu", module, image_size, input_dtype)
 
+
+def per_host_sums(rank_values, rank_hosts):
+    """{host: the sum of its ranks' values}, hosts sorted: ranks on one host share its roofs."""
+    return {h: sum(v for v, rh in zip(rank_values, rank_hosts) if rh == h) for h in sorted(set(rank_hosts))}
+
+
 def utilization_attrs(flops_per_sample, throughput, rank_throughputs, rank_hosts, rank_peaks=None):
     """Run-group attributes: FLOPs per sample, achieved FLOP/s and, with peaks, utilisation.
 
@@ -39,8 +45,8 @@ def utilization_attrs(flops_per_sample, throughput, rank_throughputs, rank_hosts
     if rank_peaks is None:
         return attrs
     hosts = sorted(set(rank_hosts))
-    host_achieved = {h: sum(t for t, rh in zip(rank_throughputs, rank_hosts) if rh == h) * flops_per_sample for h in hosts}
-    host_peak = {h: sum(p for p, rh in zip(rank_peaks, rank_hosts) if rh == h) for h in hosts}
+    host_achieved = {h: rate * flops_per_sample for h, rate in per_host_sums(rank_throughputs, rank_hosts).items()}
+    host_peak = per_host_sums(rank_peaks, rank_hosts)
     attrs["peak_flops"] = float(sum(rank_peaks))
     attrs["utilization"] = float(sum(host_achieved.values()) / attrs["peak_flops"])
     attrs["utilization_hosts"] = hosts

@@ -10,6 +10,8 @@ roof is nearer. The roof a run can reach is min(GEMM peak, intensity x bandwidth
 from dataclasses import dataclass
 from typing import List
 
+from mpirunner.flops import per_host_sums
+
 
 @dataclass(frozen=True)
 class Roofs:
@@ -60,8 +62,8 @@ def roof_attrs(flops_per_sample, achieved_flops, rank_hosts, roofs, batch_size):
     bytes_per_sample = 2.0 * roofs.activation_bytes_per_sample + roofs.weight_bytes / max(batch_size, 1)
     intensity = flops_per_sample / bytes_per_sample if bytes_per_sample else float("inf")
     hosts = sorted(set(rank_hosts))
-    compute = {h: sum(p for p, rh in zip(roofs.peak_flops, rank_hosts) if rh == h) for h in hosts}
-    bandwidth = {h: sum(b for b, rh in zip(roofs.peak_memory_bandwidth, rank_hosts) if rh == h) for h in hosts}
+    compute = per_host_sums(roofs.peak_flops, rank_hosts)
+    bandwidth = per_host_sums(roofs.peak_memory_bandwidth, rank_hosts)
     reachable = sum(min(compute[h], intensity * bandwidth[h]) for h in hosts)
     memory_bound = intensity * sum(bandwidth.values()) < sum(compute.values())
     return {"peak_memory_bandwidth": float(sum(roofs.peak_memory_bandwidth)),
