@@ -75,3 +75,14 @@ def readable_log_axis(axis, low, high, unit):
     axis.set_major_formatter(FuncFormatter(lambda value, _position: tick_label(value, unit)))
     axis.set_minor_locator(NullLocator())
     axis.set_minor_formatter(NullFormatter())
+
+
+def batch_size_axis(axes, sizes):
+    """A log2 x axis with a tick at each batch size, labelled as the plain number (8, 16, 32), no minor labels."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    axes.set_xscale("log", base=2)
+    if sizes:
+        axes.set_xticks(sizes)
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+        axes.xaxis.set_minor_formatter(NullFormatter())

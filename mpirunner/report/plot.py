@@ -11,7 +11,7 @@ import numpy as np
 
 from mpirunner.errors import UsageError
 from mpirunner.report.load_plot import server_figure, server_runs
-from mpirunner.report.log_ticks import log_bin_edges, readable_log_axis
+from mpirunner.report.log_ticks import batch_size_axis, log_bin_edges, readable_log_axis
 from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sorted_runs, summary_row
 
 FIGURE_SIZE_INCHES = (12.0, 5.0)
@@ -169,13 +169,7 @@ def _sweep_figure(plt, files):
                       label="INVALID run (hollow)")
     sizes = sorted({row_size for data in files for row_size in
                     (data["runs"][name]["attrs"].get("batch_size") for name in data["runs"]) if row_size})
-    by_batch.set_xscale("log", base=2)
-    if sizes:
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-        by_batch.set_xticks(sizes)
-        by_batch.xaxis.set_major_formatter(ScalarFormatter())
-        by_batch.xaxis.set_minor_formatter(NullFormatter())
+    batch_size_axis(by_batch, sizes)
     by_batch.margins(x=0.08)
     by_latency.margins(0.1)
     figure.suptitle(title)

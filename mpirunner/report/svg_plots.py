@@ -10,6 +10,7 @@ import io
 import math
 from pathlib import Path
 
+from mpirunner.report.log_ticks import batch_size_axis
 from mpirunner.report.plot import pyplot
 
 
@@ -88,14 +89,8 @@ def sweep_svg(title, series):
             _points(by_batch, rows, "batch_size", style, label)
             _points(by_p99, rows, "latency_p99", style, label)
             any_invalid = any_invalid or any(not row["valid"] for row in rows)
-        by_batch.set_xscale("log", base=2)
         sizes = sorted({row["batch_size"] for _label, rows in series for row in rows if _finite(row["batch_size"])})
-        if sizes:
-            from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-            by_batch.set_xticks(sizes)
-            by_batch.xaxis.set_major_formatter(ScalarFormatter())
-            by_batch.xaxis.set_minor_formatter(NullFormatter())
+        batch_size_axis(by_batch, sizes)
         by_batch.set_xlabel("batch size (log2 scale)")
         by_p99.set_xlabel("p99 batch latency (ms)")
         for axes in (by_batch, by_p99):
