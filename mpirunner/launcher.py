@@ -84,12 +84,6 @@ def mismatch_after_init(declared, size, rank, library):
     return None
 
 
-def declared_rank(environ=None):
-    """This process's rank as the launcher declares it (0 without a launcher): who prints before MPI agrees."""
-    declared = declared_world(environ)
-    return declared.rank if declared is not None and declared.rank is not None else 0
-
-
 def start_mpi(environ=None):
     """Initialise MPI (MPI_THREAD_MULTIPLE) after checking that the library suits the launcher; return mpi4py's MPI.
 
