@@ -243,13 +243,9 @@ def _check_image_folder(path):
 
 def resolve_config(given, argv=()):
     """Layer defaults < config file < command line and validate; raise UsageError on bad input."""
-    values = dict(DEFAULTS)
-    config_text = ""
-    config_path = None
     name = given.get("config")
-    if name:
-        file_values, config_text, config_path = load_config_file(name)
-        values.update(file_values)
+    file_values, config_text, config_path = load_config_file(name) if name else ({}, "", None)
+    values = {**DEFAULTS, **file_values}
     for key, value in given.items():
         if key not in BY_DEST or BY_DEST[key].is_setting:
             values[key] = value
@@ -257,7 +253,7 @@ def resolve_config(given, argv=()):
     def origin(key):
         if key in given:
             return BY_DEST[key].flag
-        if config_path is not None and key in (file_values if name else {}):
+        if key in file_values:
             return f"config {config_path}"
         return "default"
 
@@ -269,6 +265,6 @@ def resolve_config(given, argv=()):
         if option.aliases:
             values[option.dest] = option.canonical(values[option.dest])
     values["config"] = name
-    config_device = file_values.get("device") if name else None
+    config_device = file_values.get("device")
     return RunConfig(config_text=config_text, argv=tuple(argv), batch_sizes=batch_sizes,
                      config_device=None if config_device == "auto" else config_device, **values)
