@@ -96,7 +96,8 @@ class World:
 
 
 def detect_launcher(environ=None):
-    """Which launcher started this process, from the variables each one sets: for the record only."""
+    """Which launcher started this process, from the variables each one sets: for the record, and for agree
+    ("none": no other rank to compare with, so MPI is not started for it)."""
     env = os.environ if environ is None else environ
     if any(key.startswith("POPDIST_") for key in env):
         return "poprun"
