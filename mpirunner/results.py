@@ -105,7 +105,7 @@ def _set_attrs(node, attrs):
             node.attrs[key] = value
 
 
-def _set_text_columns(ranks, rows):
+def _set_text_columns(ranks):
     """Each text column of /ranks also as an attribute of it (one str per rank): h5py reads text inside a
     compound dataset back as bytes, but text attributes as str (`h5["ranks"].attrs["host"]`)."""
     import h5py
@@ -157,7 +157,7 @@ def _hdf5_image(root_attrs, rank_rows, runs):
     with h5py.File(image, "w") as h5:
         _set_attrs(h5, {"schema": SCHEMA, **root_attrs})
         ranks = h5.create_dataset("ranks", data=_ranks_table(rank_rows))
-        _set_text_columns(ranks, rank_rows)
+        _set_text_columns(ranks)
         runs_group = h5.create_group("runs")
         for run in runs:
             group = runs_group.create_group(run.name)
