@@ -65,7 +65,7 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=
     load_row(file, run) -> the row report/rows.py builds (with the arrays the rule needs); the
     default loads each file once.
     """
-    from mpirunner.report.compare import compare_runs  # imported here: issue 17 adds it; the table needs none of it
+    from mpirunner.report.compare import compare_runs  # here: a table without trends needs none of it
 
     load_row = load_row or _row_loader()
     for trend in trends:
