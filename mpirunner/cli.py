@@ -35,14 +35,14 @@ def _flag_suggestions(message):
     if not message.startswith("unrecognized arguments:"):
         return ""
     flags = [o.flag for o in OPTIONS] + [f"--no-{o.flag[2:]}" for o in OPTIONS if o.negatable]
-    hints = []
+    hints = []  # (flag as typed, the closest real flag)
     for word in message.split(":", 1)[1].split():
-        if word.startswith("--"):
-            close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.6)
-            hints += [f"{word.split('=', 1)[0]} -> {close[0]}"] if close else []
+        typed = word.split("=", 1)[0]
+        close = difflib.get_close_matches(typed, flags, n=1, cutoff=0.6) if typed.startswith("--") else []
+        hints += [(typed, close[0])] if close else []
     if len(hints) == 1:
-        return f"; did you mean {hints[0].split(' -> ')[1]}?"
-    return f"; did you mean: {', '.join(hints)}?" if hints else ""
+        return f"; did you mean {hints[0][1]}?"
+    return f"; did you mean: {', '.join(f'{typed} -> {flag}' for typed, flag in hints)}?" if hints else ""
 
 
 def _add(container, option):
