@@ -102,6 +102,6 @@ class Faults:
 
 
 def faults_from_environment(world, environ=None):
-    """Parse MPIRUNNER_FAULT (the same verdict on every rank) for this rank."""
+    """Parse MPIRUNNER_FAULT for this rank (job.py agrees on a bad value across ranks, so none waits)."""
     env = os.environ if environ is None else environ
     return Faults(parse_fault(env.get(FAULT_VARIABLE)), world.rank, world.host)

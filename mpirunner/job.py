@@ -23,7 +23,7 @@ def run_job(config):
 
     world = init_world()
     setup_rank_logging(world, config.log_level)
-    faults = faults_from_environment(world)  # MPIRUNNER_FAULT (tests only)
+    faults = world.agree(lambda: faults_from_environment(world))  # MPIRUNNER_FAULT (tests only), agreed
     guard = start_guard(world, config)  # --timeout watchdog, SIGTERM/SIGINT
     try:
         _run(config, world, guard, faults)
