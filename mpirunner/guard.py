@@ -12,10 +12,13 @@ inside an MPI collective or a long device call (where Python signal handlers can
 - SIGTERM/SIGINT: rank 0's thread waits for a file write in progress to finish (writes are atomic),
   says which finished runs the file keeps, and ends the job (MPI_Abort with 128 + signal number).
   The other ranks wait for rank 0 to do that, and end the job themselves after 3 s if it does not.
+- A rank of the same host ends while the job still needs it (peers.py): unless this rank's guard
+  stops too within 2 s (the end of a job; 7 s on ranks other than 0, so rank 0 speaks first),
+  the job is ended (MPI_Abort with status 1) instead of waiting in a collective for a dead rank.
 """
 import logging
 import os
-import select
+import selectors
 import signal
 import socket
 import sys
@@ -29,6 +32,7 @@ EXIT_TIMEOUT = 4     # a run exceeded --timeout
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 BACKSTOP_SECONDS = 5.0   # other ranks act this long after rank 0 should have, for a timeout
 SIGNAL_GRACE_SECONDS = 3.0
+PEER_GRACE_SECONDS = 2.0  # a rank that ended this long before this rank stopped its guard was still needed
 
 
 # ---------------------------------------------------------------- the guard
@@ -51,6 +55,7 @@ class Guard:
         self._stopping = threading.Event()
         self._hosts = None
         self._comm = None
+        self._peers = {}            # pidfd -> rank, for the other ranks of this host (peers.py)
         self._thread = None
         self._old_handlers = {}
         self._old_wakeup = -1
@@ -61,8 +66,12 @@ class Guard:
     def start(self):
         """Collective: every rank calls it once, right after the world is set up."""
         if self.world.size > 1:
+            from mpirunner.peers import open_peer_watches, process_identity
+
             self._comm = self.world.comm.Dup()
-            self._hosts = self._comm.allgather(self.world.host)
+            gathered = self._comm.allgather((self.world.host, process_identity()))
+            self._hosts = [host for host, _ in gathered]
+            self._peers = open_peer_watches([identity for _, identity in gathered], self.world.rank)
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_write.setblocking(False)
         if threading.current_thread() is threading.main_thread():
@@ -87,6 +96,9 @@ class Guard:
             if sock is not None:
                 sock.close()
         self._wake_read = self._wake_write = None
+        for descriptor in self._peers:
+            os.close(descriptor)
+        self._peers = {}
 
     # ---- runs (main thread)
 
@@ -188,21 +200,31 @@ class Guard:
         return deadline if self.world.is_root else deadline + BACKSTOP_SECONDS
 
     def _watch(self):
-        """Sleep until a signal, a wake-up or the deadline; no periodic wake-ups while runs are timed."""
-        while not self._stopping.is_set():
-            with self._state:
-                deadline = self._deadline
-            wait = None if deadline is None else max(0.0, self._backstop(deadline) - time.monotonic())
-            try:
-                ready, _, _ = select.select([self._wake_read], [], [], wait)
-            except (OSError, ValueError):
-                return  # the socket was closed by stop()
-            if ready:
-                for signum in self._wake_read.recv(64):
-                    if signum:
-                        self._on_signal(signum)
-            elif deadline is not None:
-                self._on_timeout()
+        """Sleep until a signal, a wake-up, a peer's end or the deadline; no periodic wake-ups while runs are timed."""
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            for descriptor in self._peers:
+                selector.register(descriptor, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                with self._state:
+                    deadline = self._deadline
+                wait = None if deadline is None else max(0.0, self._backstop(deadline) - time.monotonic())
+                ready = [key.fileobj for key, _ in selector.select(wait)]
+                if not ready and deadline is not None:
+                    self._on_timeout()
+                for source in ready:
+                    if source is self._wake_read:
+                        for signum in self._wake_read.recv(64):
+                            if signum:
+                                self._on_signal(signum)
+                    else:
+                        selector.unregister(source)  # a pidfd stays readable once its process has ended
+                        self._on_peer_ended(self._peers[source])
+        except (OSError, ValueError, KeyError):
+            return  # stop() closed the socket or the pidfds
+        finally:
+            selector.close()
 
     def _missing_ranks(self):
         """Rank 0: the ranks (with hosts) that are behind the others in the current run."""
@@ -246,6 +268,26 @@ class Guard:
             return
         log.error("stopped by %s; rank 0 did not end the job, so this rank does", name)
         self._end(code)
+
+    def _on_peer_ended(self, other):
+        """A rank of this host ended. At the end of a job this rank stops its guard too, within the grace;
+        otherwise the rank was still needed and the others would wait for it forever: end the job."""
+        grace = PEER_GRACE_SECONDS if self.world.is_root else PEER_GRACE_SECONDS + BACKSTOP_SECONDS
+        if self._stopping.wait(grace):
+            return
+        host = self._hosts[other] if self._hosts else "?"
+        if self.world.is_root:
+            with self._write_lock:
+                running = self.run_name
+                during = f" during run {running}" if running else ""
+                discarded = f"; discarded the unfinished run {running}" if running else ""
+                print(f"mpirunner: rank {other} ({host}) ended{during} while the job still needed it; ending the job; "
+                      f"{self.kept_text()}{discarded}", file=sys.stderr, flush=True)
+                self._end(EXIT_FAILED)
+            return
+        log.error("rank %d (%s) ended while the job still needed it and rank 0 did not end the job; ending it",
+                  other, host)
+        self._end(EXIT_FAILED)
 
     def _end(self, code):
         sys.stdout.flush()
