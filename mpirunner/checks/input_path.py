@@ -3,13 +3,10 @@ waited for its input ("input-bound"), from the per-rank shares of stats.input_sh
 import numpy as np
 
 from mpirunner.checks.check import failed, passed
+from mpirunner.checks.rules import rank_name
 
 HOST_GAP_LIMIT = 0.02      # more of a rank's window between steps than this: the runner measured itself
 DEVICE_BUSY_LIMIT = 0.8    # less of a rank's window in batch latency than this: the device waited for input
-
-
-def _where(rank, hosts):
-    return f"rank {rank} ({hosts[rank]})" if hosts is not None and rank < len(hosts) else f"rank {rank}"
 
 
 def host_gap_check(host_gap, hosts=None):
@@ -17,8 +14,8 @@ def host_gap_check(host_gap, hosts=None):
     if host_gap is not None and np.any(np.asarray(host_gap) > HOST_GAP_LIMIT):
         rank = int(np.nanargmax(host_gap))
         return failed("host_gap", f"runner overhead: {100 * host_gap[rank]:.1f}% of the window between steps "
-                                  f"on {_where(rank, hosts)} (remedy: larger --batch-size or --device-iterations, --data generated "
-                                  f"to rule out the input)")
+                                  f"on {rank_name(rank, hosts, bracketed=True)} (remedy: larger --batch-size or "
+                                  f"--device-iterations, --data generated to rule out the input)")
     return passed("host_gap")
 
 
@@ -28,8 +25,8 @@ def device_busy_check(device_busy, hosts=None):
     if device_busy is not None and np.any(np.asarray(device_busy) < DEVICE_BUSY_LIMIT):
         rank = int(np.nanargmin(device_busy))
         return failed("device_busy", f"input-bound: device busy {100 * device_busy[rank]:.0f}% of the window "
-                                     f"on {_where(rank, hosts)} (remedy: --data generated, a larger --input-pool-mib, or more "
-                                     f"CPUs per rank for decoding)")
+                                     f"on {rank_name(rank, hosts, bracketed=True)} (remedy: --data generated, a "
+                                     f"larger --input-pool-mib, or more CPUs per rank for decoding)")
     return passed("device_busy")
 
 

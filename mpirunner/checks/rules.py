@@ -37,8 +37,12 @@ class ValidityRules:
                    max_windows=config.max_windows)
 
 
-def rank_name(rank, hosts):
-    return f"rank {rank} on {hosts[rank]}" if hosts is not None and rank < len(hosts) else f"rank {rank}"
+def rank_name(rank, hosts, bracketed=False):
+    """'rank 1 on node-b' (the timing rules' wording) or, bracketed, 'rank 1 (node-b)' (the input path's);
+    'rank 1' where the host is not known. Shared so that every verdict reason finds a rank's host alike."""
+    if hosts is None or rank >= len(hosts):
+        return f"rank {rank}"
+    return f"rank {rank} ({hosts[rank]})" if bracketed else f"rank {rank} on {hosts[rank]}"
 
 
 def enough_steps(steps, rules):
