@@ -97,7 +97,15 @@ def tensor_bytes(tensor):
     return tensor.numel() * tensor.element_size()
 
 
-class GeneratedInput(InputSource):
+class SeededInput(InputSource):
+    """Generated and synthetic data: random images from a seed. Their check input is drawn again from that
+    seed in its host form (host_reference_dtype); one method for both, as both draw alike."""
+
+    def check_input(self):
+        return random_images(self.shape, host_reference_dtype(self.dtype), image_generator(self.seed))
+
+
+class GeneratedInput(SeededInput):
     """A pool of distinct random steps, made once before timing (seeded per rank); steps cycle through it.
 
     The pool is already in the model's input dtype and layout, and pinned on CUDA (backend.pin), so a
@@ -127,11 +135,8 @@ class GeneratedInput(InputSource):
         self.steps_made += 1
         return images
 
-    def check_input(self):
-        return random_images(self.shape, host_reference_dtype(self.dtype), image_generator(self.seed))
 
-
-class SyntheticInput(InputSource):
+class SyntheticInput(SeededInput):
     """One input, made once and placed on the device; every step reuses it."""
 
     mode = "synthetic"
@@ -145,9 +150,6 @@ class SyntheticInput(InputSource):
 
     def next_input(self):
         return self.device_input
-
-    def check_input(self):
-        return random_images(self.shape, host_reference_dtype(self.dtype), image_generator(self.seed))
 
 
 # ---------------------------------------------------------------- real images
