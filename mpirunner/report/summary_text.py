@@ -4,11 +4,12 @@ A sibling of text.py (which prints single files and comparisons); works on summa
 """
 import math
 
+from mpirunner.report.finite import finite_number
 from mpirunner.report.trends import configuration_text
 
 
 def _number(value, spec):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not finite_number(value):
         return "-"
     return f"{value:{spec}}"
 

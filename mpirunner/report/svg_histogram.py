@@ -9,14 +9,11 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from mpirunner.report.finite import finite_number
 from mpirunner.report.log_ticks import log_ticks
 
 WIDTH, HEIGHT = 600, 230
 LEFT, RIGHT, TOP, BOTTOM = 56, 585, 34, 182  # the plot area
-
-
-def _finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def histogram_svg(title, counts, edges, row):
@@ -57,10 +54,10 @@ def histogram_svg(title, counts, edges, row):
                  f'transform="rotate(-90 12 {(TOP + BOTTOM) / 2})">micro-batches</text>')
     for index, (name, dash) in enumerate((("p50", "6,3"), ("p99", "2,2"))):
         value = row.get(f"latency_{name}")
-        if _finite(value) and edges_ms[0] <= value <= edges_ms[-1]:
+        if finite_number(value) and edges_ms[0] <= value <= edges_ms[-1]:
             parts.append(f'<path d="M{x(value):.1f},{TOP} V{BOTTOM}" stroke="#000" stroke-width="1.3" '
                          f'stroke-dasharray="{dash}"/>')
-        if _finite(value):
+        if finite_number(value):
             parts.append(f'<path d="M{RIGHT - 120},{TOP + 6 + 13 * index} h24" stroke="#000" stroke-width="1.3" '
                          f'stroke-dasharray="{dash}"/><text x="{RIGHT - 92}" y="{TOP + 9 + 13 * index}">'
                          f"{name} {value:.3f} ms</text>")

@@ -7,9 +7,9 @@ colour, INVALID points are hollow markers (with a legend entry), intervals are e
 a regressed trend step is a downward triangle labelled "regressed".
 """
 import io
-import math
 from pathlib import Path
 
+from mpirunner.report.finite import finite_number
 from mpirunner.report.log_ticks import batch_size_axis
 from mpirunner.report.plot import pyplot
 
@@ -30,23 +30,19 @@ def _svg(plt, figure):
     return buffer.getvalue()
 
 
-def _finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _errors(rows, key):
     """Asymmetric error bars [[below], [above]] from the stored interval ends (0 where missing)."""
     below, above = [], []
     for row in rows:
         value, low, high = row.get(key), row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")
-        below.append(max(value - low, 0.0) if _finite(value) and _finite(low) else 0.0)
-        above.append(max(high - value, 0.0) if _finite(value) and _finite(high) else 0.0)
+        below.append(max(value - low, 0.0) if finite_number(value) and finite_number(low) else 0.0)
+        above.append(max(high - value, 0.0) if finite_number(value) and finite_number(high) else 0.0)
     return [below, above]
 
 
 def _points(axes, rows, x_key, style, label):
     """Error-bar points of rows, valid ones filled, INVALID ones hollow; returns the line (its colour)."""
-    rows = [row for row in rows if _finite(row.get(x_key)) and _finite(row.get("throughput"))]
+    rows = [row for row in rows if finite_number(row.get(x_key)) and finite_number(row.get("throughput"))]
     if not rows:
         return None
     rows.sort(key=lambda row: row[x_key])
@@ -89,7 +85,7 @@ def sweep_svg(title, series):
             _points(by_batch, rows, "batch_size", style, label)
             _points(by_p99, rows, "latency_p99", style, label)
             any_invalid = any_invalid or any(not row["valid"] for row in rows)
-        sizes = sorted({row["batch_size"] for _label, rows in series for row in rows if _finite(row["batch_size"])})
+        sizes = sorted({row["batch_size"] for _label, rows in series for row in rows if finite_number(row["batch_size"])})
         batch_size_axis(by_batch, sizes)
         by_batch.set_xlabel("batch size (log2 scale)")
         by_p99.set_xlabel("p99 batch latency (ms)")
@@ -112,7 +108,7 @@ def trend_svg(title, steps):
         figure, axes = plt.subplots(figsize=(9.0, 3.0))
         rows = [run.row for _label, run in steps]
         x = list(range(len(rows)))
-        y = [row["throughput"] if _finite(row.get("throughput")) else float("nan") for row in rows]
+        y = [row["throughput"] if finite_number(row.get("throughput")) else float("nan") for row in rows]
         axes.errorbar(x, y, yerr=_errors(rows, "throughput"), color="C0", linestyle="-", marker="none", capsize=2,
                       linewidth=1, label="throughput (95% CI)")
         marks = (("regressed", "v", "black", "regressed"), ("improved", "^", "C2", "improved"))

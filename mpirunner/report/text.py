@@ -10,6 +10,7 @@ import numpy as np
 from mpirunner import stats
 from mpirunner.report.accuracy_text import accuracy_lines
 from mpirunner.report.compare import CONFIDENCE
+from mpirunner.report.finite import finite_number
 from mpirunner.report.scenario_text import scenario_lines
 from mpirunner.report.rows import finite_rows, first_run_attrs, rank_throughputs, run_latency, text_value
 
@@ -169,8 +170,7 @@ def headline(data):
 
 def _finite(row, *keys):
     """True when every key holds a finite number (older files lack newer fields)."""
-    return all(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
-               and math.isfinite(row[key]) for key in keys)
+    return all(finite_number(row.get(key)) for key in keys)
 
 
 def interval_line(row):
