@@ -15,9 +15,7 @@ from mpirunner.report.svg_histogram import histogram_svg
 from mpirunner.report.svg_plots import file_label, sweep_svg, trend_svg
 from mpirunner.report.summary_text import TABLE, estimate_text, trend_cell
 from mpirunner.report.text import format_run_block, verdict_text
-from mpirunner.report.trends import configuration_text
-
-SWEEP_KEYS = ("model", "precision", "device_name", "world_size")
+from mpirunner.report.trends import SWEEP_KEYS, configuration, configuration_text
 
 STYLE = """
 body { font-family: sans-serif; color: #000; background: #fff; margin: 1.5em; }
@@ -64,12 +62,11 @@ def _sweeps(runs):
     """One figure per configuration (model, precision, device, world size): a series per file."""
     groups = {}
     for run in runs:
-        key = tuple(run.row.get(name, "") for name in SWEEP_KEYS)
+        key = configuration(run.row, SWEEP_KEYS)
         groups.setdefault(key, {}).setdefault(run.row["file"], []).append(run.row)
     parts = []
     for key in sorted(groups, key=lambda key: tuple(str(part) for part in key)):
-        model, precision, device, world = key
-        title = f"{model} {precision}, {device}, {world} rank(s)"
+        title = configuration_text(key)
         series = sorted(groups[key].items(), key=lambda item: (str(item[1][0].get("created", "")), item[0]))
         svg = sweep_svg(title, [(file_label(path), rows) for path, rows in series])
         parts.append(_image(svg, f"Sweep: {title}", "sweep"))

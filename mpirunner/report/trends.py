@@ -11,6 +11,7 @@ files of configurations with two or more steps are loaded whole.
 from dataclasses import dataclass, field
 
 CONFIGURATION_KEYS = ("model", "precision", "device_name", "world_size", "batch_size")
+SWEEP_KEYS = CONFIGURATION_KEYS[:-1]  # a sweep's figure: one configuration over its batch sizes (html.py)
 BY = ("commit", "created")
 # Extra CSV/JSON columns of a trend (name with unit, row key).
 TREND_COLUMNS = (("trend", "trend"), ("trend_by", "trend_by"), ("trend_base", "trend_base"),
@@ -27,15 +28,16 @@ class Trend:
     steps: list = field(default_factory=list)
 
 
-def configuration(row):
-    """The key runs must share to stand in one trend."""
-    return tuple(row.get(key, "") for key in CONFIGURATION_KEYS)
+def configuration(row, keys=CONFIGURATION_KEYS):
+    """The key runs must share to stand in one trend (or, keys=SWEEP_KEYS, one sweep figure of the html page)."""
+    return tuple(row.get(key, "") for key in keys)
 
 
 def configuration_text(key):
-    """A configuration in words: 'resnet18 32.32, Test CPU, 1 rank(s), batch 8'."""
-    model, precision, device, world, batch = key
-    return f"{model} {precision}, {device}, {world} rank(s), batch {batch}"
+    """A configuration in words: 'resnet18 32.32, Test CPU, 1 rank(s), batch 8'; a SWEEP_KEYS key without the
+    batch. Shared by the printed trends and the html page's trend and sweep titles."""
+    model, precision, device, world, *batch = key
+    return f"{model} {precision}, {device}, {world} rank(s)" + "".join(f", batch {size}" for size in batch)
 
 
 def build_trends(runs, by):
