@@ -145,7 +145,8 @@ class Guard:
 
             def __exit__(self, kind, value, traceback):
                 if kind is None:
-                    guard.kept.append(name)
+                    if name not in guard.kept:  # a run amended after it was kept is listed once
+                        guard.kept.append(name)
                     guard.path = path
                 guard._write_lock.release()
                 return False

@@ -46,7 +46,7 @@ def _run(config, world, guard, faults):
     from mpirunner.provenance import job_attrs
     from mpirunner.report.job_text import hardware_line
     from mpirunner.roofline import rank_roofs
-    from mpirunner.sweep import SweepFile, after_each_size, finish
+    from mpirunner.sweep import Keeper, SweepFile, after_each_size, finish
 
     created = datetime.datetime.now(datetime.timezone.utc)
     path, earlier, done = settle_output(world, config, created)  # writable, room, --resume: before any model
@@ -75,10 +75,12 @@ def _run(config, world, guard, faults):
     setup = PointSetup(config, world, backend, model, guard, faults, dtype=root_attrs["dtype"],
                        flops_per_sample=flops_per_sample, roofs=roofs)
     sweep = SweepFile(path, root_attrs, rank_rows, earlier, guard) if world.is_root else None
+    keep = Keeper(sweep, world.size) if world.is_root else None  # each measured run into the file at once
     for batch_size in _sizes_to_measure(config, done):
         guard.run_started(run_name(batch_size))
-        records, failure = measure_point(setup, batch_size)  # failure: rank 0's line when a rank ran out of memory
-        _keep(sweep, setup, batch_size, records, failure)
+        failure = measure_point(setup, batch_size, keep)  # failure: rank 0's line when a rank ran out of memory
+        if failure is not None and world.is_root:
+            _keep_failure(sweep, setup, batch_size, failure)
         after_each_size(world, guard, sweep)  # on disk before any rank starts the next run: a crash there keeps it
         guard.run_finished()
         if world.bcast(failure is not None if world.is_root else None):
@@ -142,11 +144,8 @@ def _sizes_to_measure(config, done):
     return [batch_size for batch_size in sizes if batch_size not in done]
 
 
-def _keep(sweep, setup, batch_size, records, failure):
-    """Rank 0 adds the size's measured runs, or its failure line, to the file (the other ranks hold None)."""
-    from mpirunner.results import failed_run_result, run_result
+def _keep_failure(sweep, setup, batch_size, failure):
+    """Rank 0 adds the size that could not be measured, with its failure line, to the file."""
+    from mpirunner.results import failed_run_result
 
-    for record in filter(None, records or []):
-        sweep.keep(run_result(record), setup.world.size)
-    if failure is not None:
-        sweep.keep(failed_run_result(run_name(batch_size), setup.point(batch_size), failure), setup.world.size)
+    sweep.keep(failed_run_result(run_name(batch_size), setup.point(batch_size), failure), setup.world.size)

@@ -34,27 +34,34 @@ class PointSetup:
         return RunPoint.of(self.config, self.backend.local_replicas(), self.model.image_size, batch_size, self.dtype)
 
 
-def measure_point(setup, batch_size):
-    """Every rank measures `batch_size` -> (rank 0's RunRecords, None), or (None, the failure line on rank 0)
-    when some rank ran out of memory. The server scenario has no agreement: its errors fail the job."""
+def measure_point(setup, batch_size, keep):
+    """Every rank measures `batch_size`; rank 0 hands each RunRecord to `keep` as soon as it is measured (each
+    point of a peak-QPS search is in the file before the next begins). Returns None, or the failure line on
+    rank 0 when some rank ran out of memory. The server scenario has no agreement: its errors fail the job."""
     from mpirunner.memory import SizeAgreement, measure_or_fail
 
+    def measure_and_keep():
+        if setup.config.scenario == "server":
+            _server_points(setup, batch_size, keep)
+            return
+        record = _measure(setup, batch_size, agreement)
+        if record is not None:
+            keep(record)
+
     agreement = SizeAgreement(setup.world, setup.guard.checkpoint)
-    return measure_or_fail(agreement if setup.config.scenario != "server" else None, setup.world,
-                           lambda: list(_records(setup, batch_size, agreement)))
+    _, failure = measure_or_fail(agreement if setup.config.scenario != "server" else None, setup.world,
+                                 measure_and_keep)
+    return failure
 
 
-def _records(setup, batch_size, agreement):
-    """The runs of one batch size, each yielded as it is measured: one (offline, single-stream), or the
-    server's point(s) (serve.py: one --target-qps, or every point of --find-peak-qps)."""
-    if setup.config.scenario != "server":
-        yield _measure(setup, batch_size, agreement)
-        return
+def _server_points(setup, batch_size, keep):
+    """The server's point(s) of one batch size (serve.py: one --target-qps, or every point of
+    --find-peak-qps), each handed to `keep` on rank 0 as soon as it is measured."""
     from mpirunner.serve import server_points
 
-    yield from server_points(setup.config, setup.world, setup.backend, setup.model, batch_size, setup.guard,
-                             setup.faults, name=run_name(batch_size), point=setup.point(batch_size),
-                             flops_per_sample=setup.flops_per_sample, roofs=setup.roofs)
+    server_points(setup.config, setup.world, setup.backend, setup.model, batch_size, setup.guard, setup.faults,
+                  name=run_name(batch_size), point=setup.point(batch_size), flops_per_sample=setup.flops_per_sample,
+                  roofs=setup.roofs, keep=keep)
 
 
 def _measure(setup, batch_size, agreement):

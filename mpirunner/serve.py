@@ -104,9 +104,10 @@ def _batch_timings(queries, compile_seconds):
 
 
 def server_points(config, world, backend, model, batch_size, guard, faults, *, name, point, flops_per_sample,
-                  roofs):
-    """Run the server scenario (one --target-qps, or a --find-peak-qps search); yields each point's
-    RunRecord on rank 0 (None on the others), every rank alike."""
+                  roofs, keep):
+    """Run the server scenario (one --target-qps, or a --find-peak-qps search), every rank alike; rank 0
+    hands each point's RunRecord to `keep` as soon as the point is measured, so a search stopped part way
+    keeps its finished points (peak_qps NaN until the search ends, then amended to the peak it found)."""
     from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, find_peak_qps,
                                      latency_percentile, poisson_schedule, rank_share, run_server, schedule_rng)
 
@@ -153,7 +154,9 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
             roofs=roofs, scenario=scenario, scenario_checks=scenario_checks(scenario.attrs, drain_seconds))
 
     if not config.find_peak_qps:
-        yield record_of(run_point(config.target_qps), config.target_qps, name)
+        record = record_of(run_point(config.target_qps), config.target_qps, name)
+        if record is not None:
+            keep(record)
         return
     capacity = world.size * batch_size / max(slowest, 1e-9)
     start_qps = config.target_qps or capacity / 2
@@ -161,11 +164,23 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
     def global_percentile(latency_seconds, percentile):
         return latency_percentile(np.concatenate(world.allgather(np.asarray(latency_seconds))), percentile)
 
-    search = find_peak_qps(run_point, start_qps, bound, config.percentile,
-                           global_percentile=global_percentile)
-    for index, found in enumerate(search.points):
-        record = record_of(found.result, found.total_qps, f"{name}-qps{found.total_qps:012.3f}")
+    kept = []  # rank 0's records of the points so far
+
+    def run_and_keep(total_qps):
+        queries = run_point(total_qps)
+        record = record_of(queries, total_qps, f"{name}-qps{total_qps:012.3f}")
         if record is not None:
-            record.scenario.attrs.update(peak_search=True, peak_point=index,
-                                         peak_qps=search.peak_qps if search.peak_qps is not None else float("nan"))
-        yield record
+            record.scenario.attrs.update(peak_search=True, peak_point=len(kept), peak_qps=float("nan"))
+            keep(record)
+            kept.append(record)
+        return queries
+
+    search = find_peak_qps(run_and_keep, start_qps, bound, config.percentile,
+                           global_percentile=global_percentile)
+    if kept:  # rank 0; the peak is known now: each point says what the search found
+        from mpirunner.report.scenario_text import peak_search_line
+
+        keep.amend([record.name for record in kept],
+                   {"peak_qps": search.peak_qps if search.peak_qps is not None else float("nan")})
+        print(peak_search_line(search.peak_qps, [found.total_qps for found in search.points], config.percentile,
+                               config.latency_bound, batch_size), flush=True)

@@ -36,23 +36,40 @@ class SweepFile:
     def keep(self, result, world_size):
         """Add a run (measured or failed), rewrite the file, print the run's block or its failure line."""
         from mpirunner.report.text import format_run_block
-        from mpirunner.results import write_results
 
+        if self.write_error is not None:
+            return  # the disk already refused a run of this size: the job ends when the size does
         self.runs[result.name] = result
-        runs = [self.runs[name] for name in sorted(self.runs)]
-        try:
-            with self.guard.writing(result.name, self.path):  # a signal waits for the write, then keeps this run
-                write_results(self.path, self.root_attrs, self.rank_rows, runs)
-        except OSError as error:
+        if not self._write(result.name):
             del self.runs[result.name]
-            self.write_error = (f"could not write run {result.name} to {self.path}: {error.strerror or error}; "
-                                f"{self.guard.kept_text()}")
             return
         if result.attrs.get("status") == "failed":
             self.failure = format_failed_run(result.attrs)
             print(self.failure, flush=True)
         else:
             print(format_run_block(result.attrs, world_size), flush=True)
+
+    def amend(self, names, attrs):
+        """Set `attrs` on runs already kept (a peak search's points, once the peak is known); one rewrite."""
+        if self.write_error is not None:
+            return
+        for name in names:
+            self.runs[name].attrs.update(attrs)
+        self._write(names[-1])
+
+    def _write(self, name):
+        """Rewrite the file with every kept run -> whether it worked (else write_error says why)."""
+        from mpirunner.results import write_results
+
+        runs = [self.runs[kept] for kept in sorted(self.runs)]
+        try:
+            with self.guard.writing(name, self.path):  # a signal waits for the write, then keeps this run
+                write_results(self.path, self.root_attrs, self.rank_rows, runs)
+        except OSError as error:
+            self.write_error = (f"could not write run {name} to {self.path}: {error.strerror or error}; "
+                                f"{self.guard.kept_text()}")
+            return False
+        return True
 
     def invalid(self):
         """'name (verdict)' of every measured run that is invalid (for --strict)."""
@@ -64,6 +81,22 @@ class SweepFile:
 
     def measured(self):
         return [run.attrs for name, run in sorted(self.runs.items()) if run.attrs.get("status") != "failed"]
+
+
+class Keeper:
+    """Rank 0's hand-off from measuring to the file: keep(record) adds a measured run (the file is rewritten
+    at once); amend(names, attrs) updates runs already kept."""
+
+    def __init__(self, sweep, world_size):
+        self.sweep, self.world_size = sweep, world_size
+
+    def __call__(self, record):
+        from mpirunner.results import run_result
+
+        self.sweep.keep(run_result(record), self.world_size)
+
+    def amend(self, names, attrs):
+        self.sweep.amend(list(names), attrs)
 
 
 def after_each_size(world, guard, sweep):

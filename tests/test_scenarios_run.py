@@ -1,4 +1,6 @@
 """Load scenarios end to end (resnet18 at 32 px, 2 ranks under mpiexec, CPU): the file a user gets."""
+import signal
+
 import h5py
 import numpy as np
 import pytest
@@ -92,3 +94,43 @@ def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_
     assert (~queries["served"]).sum() == over["queries_unserved"] > 0
     served_end = np.nanmax(queries["end"])
     assert served_end <= seconds + over["drain_seconds"] + 10 * service_seconds + 1.0
+
+
+PEAK = ["--find-peak-qps", "--latency-bound", "50", "--min-duration", "1", "--batch-size", "2"]
+
+
+def _points(output):
+    with h5py.File(output) as h5:
+        return {name: dict(group.attrs) for name, group in h5["runs"].items()}
+
+
+def test_peak_search_keeps_every_point_and_names_the_peak(tmp_path):
+    output = tmp_path / "peak.h5"
+    result = run_cli([*MODEL, *PEAK, "--output", output], ranks=2, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    points = _points(output)
+    assert len(points) >= 3 and all(name.startswith("bs00002-qps") for name in points)
+    assert sorted(attrs["peak_point"] for attrs in points.values()) == list(range(len(points)))
+    within = [attrs["target_qps"] for attrs in points.values() if attrs["bound_latency"] <= 50]
+    peaks = {float(attrs["peak_qps"]) for attrs in points.values()}
+    assert len(peaks) == 1  # every point says what the search found
+    (peak,) = peaks
+    if within:
+        assert peak == max(within)
+        assert f"peak search, batch 2: {peak:.1f} QPS in total is the highest load with p99 within 50 ms" in result.stdout
+    else:
+        assert np.isnan(peak) and "peak search, batch 2: no load kept p99 within 50 ms" in result.stdout
+
+
+def test_peak_search_stopped_part_way_keeps_the_points_it_finished(tmp_path):
+    from tests.test_reliability import Watched
+
+    output = tmp_path / "peak.h5"
+    job = Watched([*MODEL, *PEAK, "--output", output], output=output)
+    assert job.wait_for_file() is not None, job.stderr  # the first point is written as soon as it is measured
+    job.process.send_signal(signal.SIGTERM)
+    job.finish()
+    assert job.process.returncode == 128 + signal.SIGTERM, job.stderr
+    points = _points(output)
+    assert 1 <= len(points) and all(np.isnan(attrs["peak_qps"]) for attrs in points.values())  # search unfinished
+    assert "peak search" not in job.stdout

@@ -18,3 +18,13 @@ def scenario_lines(attrs, estimate_text):
                      f"mean wait {attrs.get('query_wait_mean', float('nan')):.3f} ms, padding "
                      f"{100 * attrs['padding_share']:.1f}%{bound}")
     return lines
+
+
+def peak_search_line(peak_qps, points, percentile, bound_ms, batch_size):
+    """The runner's closing line of a --find-peak-qps search (its points are in the file already)."""
+    where = f"{len(points)} points in the file as bs{batch_size:05d}-qps*"
+    if peak_qps is None:
+        return (f"peak search, batch {batch_size}: no load kept p{percentile:g} within {bound_ms:g} ms "
+                f"(lowest tried {min(points):.1f} QPS); {where}")
+    return (f"peak search, batch {batch_size}: {peak_qps:.1f} QPS in total is the highest load with p{percentile:g} "
+            f"within {bound_ms:g} ms; {where}")
