@@ -67,7 +67,9 @@ def long_enough(timed_seconds, rules):
 
 def stable_steps(steps, rules, hosts):
     """The rank with the largest step-time coefficient of variation, when it is above --max-cv (the
-    per-rank maximum that tables show as `max cv %`)."""
+    per-rank maximum that tables show as `max cv %`). Not stats.max_rank_cv on purpose: it takes
+    100 * (std / mean), which can differ from 100 * std / mean in the last bit, drops infinite steps and
+    scores a non-positive mean, so some verdicts at the edges would change (tests/test_cv_rule.py)."""
     worst, worst_cv = None, -1.0
     for rank, row in enumerate(steps):
         row = row[~np.isnan(row)]
