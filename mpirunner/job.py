@@ -40,6 +40,7 @@ def run_job(config):
 
 def _run(config, world, guard, faults):
     from mpirunner.models.registry import check_model_name
+    from mpirunner.models.weights import TORCHVISION, cached_torchvision_weights
     from mpirunner.output_file import settle_output
     from mpirunner.placement import place_this_rank
     from mpirunner.point import PointSetup, measure_point
@@ -55,6 +56,8 @@ def _run(config, world, guard, faults):
             print(f"--resume: every batch size is already in {path}; nothing to measure", flush=True)
         return
     check_model_name(config.model)  # every rank alike, before placement or the backend log anything
+    if config.weights == TORCHVISION:  # the cached file, found (or not) before anything is printed
+        world.agree(lambda: cached_torchvision_weights(config.model))
     backend = _start_backend(config, world)
     _warn_about_device(config, backend)
     if config.random_weights and not config.weights:
