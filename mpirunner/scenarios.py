@@ -30,6 +30,7 @@ DRAIN_SLOWEST_STEPS = 10   # max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS x the sl
 KEEP_UP_SHARE = 0.95       # served QPS below this share of the offered QPS: "did not keep up"
 PEAK_RESOLUTION = 0.02     # the peak search stops when its bracket is this narrow (relative)
 PEAK_MAX_POINTS = 24
+SEARCH_QUERY_MARGIN = 1.2  # a search point holds at least this many times the queries its percentile needs
 
 
 # ---------------------------------------------------------------------------------------- clocks
@@ -83,13 +84,48 @@ def poisson_schedule(rate_per_second, duration_seconds, rng):
     if rate_per_second <= 0 or duration_seconds <= 0:
         return np.zeros(0, dtype=np.float64)
     horizon = rate_per_second * duration_seconds
-    blocks, total = [], 0.0
-    while total < horizon:
-        block = np.cumsum(rng.exponential(1.0, UNIT_GAPS_PER_DRAW)) + total
+    blocks = []
+    for block in _unit_arrival_blocks(rng):
         blocks.append(block)
-        total = float(block[-1])
+        if block[-1] >= horizon:
+            break
     unit_arrivals = np.concatenate(blocks)
     return unit_arrivals[unit_arrivals < horizon] / rate_per_second
+
+
+def _unit_arrival_blocks(rng):
+    """Arrivals of a rate-1 Poisson process, UNIT_GAPS_PER_DRAW at a time (the stream every rate stretches)."""
+    total = 0.0
+    while True:
+        block = np.cumsum(rng.exponential(1.0, UNIT_GAPS_PER_DRAW)) + total
+        yield block
+        total = float(block[-1])
+
+
+def search_point_seconds(total_qps, min_duration_seconds, percentile, seed, world_size,
+                         margin=SEARCH_QUERY_MARGIN):
+    """How long a peak-search point issues queries: min_duration_seconds, or longer where that load would
+    offer too few queries for the percentile to decide on (a p99 needs 100: minimum_queries).
+
+    The point runs until the schedules of all ranks together hold ceil(margin x the minimum) queries (120
+    for a p99). The schedules are seeded, so this is their actual count, not an expectation: every rank
+    draws every rank's unit stream (the same one poisson_schedule stretches) and finds the instant that
+    count is reached, with no collective, and all ranks get the same duration.
+    """
+    wanted = int(math.ceil(margin * minimum_queries(percentile)))
+    rate = rank_share(total_qps, world_size)
+    if rate <= 0:
+        return float(min_duration_seconds)
+    firsts = []
+    for rank in range(int(world_size)):
+        blocks, rng = [], schedule_rng(seed, rank)
+        for block in _unit_arrival_blocks(rng):
+            blocks.append(block)
+            if sum(len(b) for b in blocks) >= wanted:
+                break
+        firsts.append(np.concatenate(blocks)[:wanted])
+    last_needed = float(np.sort(np.concatenate(firsts))[wanted - 1]) / rate  # the wanted-th arrival of the job
+    return max(float(min_duration_seconds), last_needed * (1.0 + 1e-9))  # arrivals are issued while < duration
 
 
 def rank_share(total_qps, world_size):
@@ -218,7 +254,9 @@ def latency_percentile(latency_seconds, percentile):
 
 def minimum_queries(percentile):
     """Queries needed for the percentile to rest on at least one query beyond it."""
-    return int(math.ceil(100.0 / (100.0 - percentile))) if percentile < 100 else 1
+    if percentile >= 100:
+        return 1
+    return int(math.ceil(round(100.0 / (100.0 - percentile), 6)))  # 100 - 99.9 is 0.0999...: 1000, not 1001
 
 
 def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_seconds=None,

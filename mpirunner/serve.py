@@ -109,16 +109,24 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
     hands each point's RunRecord to `keep` as soon as the point is measured, so a search stopped part way
     keeps its finished points (peak_qps NaN until the search ends, then amended to the peak it found)."""
     from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, find_peak_qps,
-                                     latency_percentile, poisson_schedule, rank_share, run_server, schedule_rng)
+                                     latency_percentile, poisson_schedule, rank_share, run_server, schedule_rng,
+                                     search_point_seconds)
 
     prepared = PreparedSteps(config, world, backend, model, faults, batch_size)
     slowest = world.max(prepared.slowest_step_seconds)
     drain_seconds = drain_bound_seconds(slowest)
-    duration = config.min_duration
     bound = config.latency_bound / 1e3 if config.latency_bound is not None else None
     log.info("server: batch sizes %s prepared; drain bound %.1f s", prepared.sizes, drain_seconds)
 
+    def point_seconds(total_qps):
+        """A search point runs long enough for its percentile; one --target-qps run keeps --min-duration as asked
+        (its verdict says when that was too few queries)."""
+        if not config.find_peak_qps:
+            return config.min_duration
+        return search_point_seconds(total_qps, config.min_duration, config.percentile, config.seed, world.size)
+
     def run_point(total_qps):
+        duration = point_seconds(total_qps)
         schedule = poisson_schedule(rank_share(total_qps, world.size), duration, schedule_rng(config.seed, world.rank))
         guard.at_checkpoint(world.barrier)()
         clock = PerfClock()
@@ -142,7 +150,7 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
         if not world.is_root:
             return None
         scenario = _scenario_record(concatenate_logs(logs), "server", {
-            "duration_seconds": duration, "target_qps": total_qps, "latency_bound_seconds": bound,
+            "duration_seconds": point_seconds(total_qps), "target_qps": total_qps, "latency_bound_seconds": bound,
             "bound_percentile": config.percentile})
         scenario.attrs.update(drain_seconds=drain_seconds, max_batch_wait_ms=config.max_batch_wait_ms,
                               prepared_batch_sizes=list(prepared.sizes), throughput=scenario.attrs["achieved_qps"],

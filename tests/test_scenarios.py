@@ -197,6 +197,10 @@ def test_single_stream_queries_come_from_the_timed_steps():
     assert record.attrs["achieved_qps"] == pytest.approx(39 / 0.030)
 
 
+def test_minimum_queries_per_percentile():
+    assert [scenarios.minimum_queries(q) for q in (50.0, 90.0, 99.0, 99.9, 99.99)] == [2, 10, 100, 1000, 10000]
+
+
 def test_percentile_counts_unserved_queries_as_over_any_bound():
     served = np.arange(1.0, 101.0)
     assert scenarios.latency_percentile(served, 50) == pytest.approx(np.percentile(served, 50))
@@ -230,6 +234,49 @@ def test_peak_search_finds_the_md1_knee():
     for point in search.points:
         assert point.within_bound == (point.percentile_seconds <= bound)
         assert len(point.result) == pytest.approx(point.total_qps * duration, rel=0.05)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 16])
+@pytest.mark.parametrize("percentile, needed", [(99.0, 120), (90.0, 12), (99.9, 1200)])
+def test_a_search_point_runs_until_all_ranks_schedules_hold_enough_queries(ranks, percentile, needed):
+    """At a low load --min-duration offers too few queries for the percentile: the point is lengthened until the
+    schedules of all ranks together hold 1.2x the minimum, exactly (the seeded schedules, not an expectation);
+    at a load where --min-duration offers enough it is kept as given."""
+    def count(total_qps, seconds):
+        return sum(len(scenarios.poisson_schedule(scenarios.rank_share(total_qps, ranks), seconds,
+                                                  scenarios.schedule_rng(7, rank))) for rank in range(ranks))
+
+    assert needed == math.ceil(scenarios.SEARCH_QUERY_MARGIN * scenarios.minimum_queries(percentile))
+    for total_qps in (0.05 * needed, 0.3 * needed, 0.6 * needed):  # --min-duration 1 s offers 5-60% of them
+        seconds = scenarios.search_point_seconds(total_qps, 1.0, percentile, seed=7, world_size=ranks)
+        assert seconds > 1.0 and count(total_qps, seconds) == needed
+        assert count(total_qps, seconds * (1 - 1e-6)) < needed  # no longer than it must be
+        assert seconds == pytest.approx(needed / total_qps, rel=5 / math.sqrt(needed))  # about the expected time
+    high = 50.0 * needed
+    assert scenarios.search_point_seconds(high, 1.0, percentile, seed=7, world_size=ranks) == 1.0
+
+
+def test_every_point_of_a_search_from_a_low_load_has_enough_queries_for_its_p99():
+    """The search on the fake step from 20 QPS with --min-duration 0.5 s (10 queries at the first point): no point
+    is INVALID for too few queries, and each point's duration is the one the search chose."""
+    min_duration, bound = 0.5, 10 * SERVICE_SECONDS
+    durations = {}
+
+    def run_point(total_qps):
+        durations[total_qps] = scenarios.search_point_seconds(total_qps, min_duration, 99.0, seed=0, world_size=1)
+        return serve(total_qps, durations[total_qps], seed=0)[0]
+
+    search = scenarios.find_peak_qps(run_point, start_qps=20.0, latency_bound_seconds=bound, percentile=99.0)
+    assert search.points[0].total_qps == 20.0 and durations[20.0] > 8 * min_duration
+    assert search.peak_qps == pytest.approx(md1_knee(bound, SERVICE_SECONDS, 99.0), rel=0.05)
+    for point in search.points:
+        summary = scenarios.summarize_queries(point.result, "server", duration_seconds=durations[point.total_qps],
+                                              target_qps=point.total_qps, latency_bound_seconds=bound)
+        assert len(point.result) >= 120 and summary["duration_seconds"] >= min_duration
+        assert not any("too few" in reason for reason in scenarios.scenario_reasons(summary))
+    first = scenarios.summarize_queries(serve(20.0, min_duration, seed=0)[0], "server", duration_seconds=min_duration,
+                                        target_qps=20.0, latency_bound_seconds=bound)
+    assert any("too few for a p99" in reason for reason in scenarios.scenario_reasons(first))  # --min-duration alone
 
 
 def test_peak_search_decides_on_the_global_percentile_it_is_given():

@@ -106,10 +106,17 @@ def _points(output):
 
 def test_peak_search_keeps_every_point_and_names_the_peak(tmp_path):
     output = tmp_path / "peak.h5"
-    result = run_cli([*MODEL, *PEAK, "--output", output], ranks=2, timeout=300)
+    # from 40 QPS: 1 s (--min-duration) would offer ~40 queries, too few for a p99, so that point runs longer
+    result = run_cli([*MODEL, *PEAK, "--target-qps", "40", "--output", output], ranks=2, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     points = _points(output)
     assert len(points) >= 3 and all(name.startswith("bs00002-qps") for name in points)
+    for attrs in points.values():
+        chosen = scenarios.search_point_seconds(attrs["target_qps"], 1.0, 99.0, seed=0, world_size=2)
+        assert attrs["duration_seconds"] == pytest.approx(chosen) and attrs["queries"] >= 120
+        reasons = attrs["validity_reason"]
+        assert not any("too few" in reason for reason in ([reasons] if isinstance(reasons, str) else reasons))
+    assert points["bs00002-qps00000040.000"]["duration_seconds"] > 2.0
     assert sorted(attrs["peak_point"] for attrs in points.values()) == list(range(len(points)))
     within = [attrs["target_qps"] for attrs in points.values() if attrs["bound_latency"] <= 50]
     peaks = {float(attrs["peak_qps"]) for attrs in points.values()}
