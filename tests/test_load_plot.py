@@ -1,0 +1,112 @@
+"""`mpirunner-report --plot` on server runs (report/load_plot.py): what the figure holds, read back from the
+matplotlib objects (Agg), for files written through the results layer as a peak search writes them."""
+import numpy as np
+import pytest
+
+from mpirunner.results import RunResult, write_results
+
+pytest.importorskip("matplotlib")
+
+BOUND_MS = 30.0
+
+
+def _point(target_qps, p50, p90, p99, peak=float("nan"), batch_size=4, valid=True, order=0):
+    """A server point's attributes as serve.py stores them (the load plot reads attributes only)."""
+    return {"scenario": "server", "batch_size": batch_size, "model": "resnet18", "target_qps": target_qps,
+            "offered_qps": target_qps * 0.97, "achieved_qps": target_qps * 0.96, "query_latency_p50": p50,
+            "query_latency_p90": p90, "query_latency_p99": p99, "latency_bound": BOUND_MS,
+            "bound_percentile": 99.0, "bound_latency": p99, "peak_search": True, "peak_point": order,
+            "peak_qps": peak, "valid": valid, "validity_reason": [] if valid else ["over the bound"],
+            "status": "measured", "failure_reason": ""}
+
+
+# (target QPS, p50, p90, p99) in the order a search measures them: bracket up from 100, then bisect
+SEARCH = [(100.0, 2.0, 3.0, 5.0), (200.0, 2.5, 4.0, 9.0), (400.0, 4.0, 12.0, 80.0), (300.0, 3.0, 7.0, 20.0),
+          (350.0, 3.5, 9.0, 45.0)]
+PEAK = 300.0
+
+
+def _write(path, points, batch_size=4, peak=PEAK):
+    runs = []
+    for order, (qps, p50, p90, p99) in enumerate(points):
+        attrs = _point(qps, p50, p90, p99, peak=peak, batch_size=batch_size, valid=p99 <= BOUND_MS, order=order)
+        runs.append(RunResult(name=f"bs{batch_size:05d}-qps{qps:012.3f}", attrs=attrs))
+    return write_results(path, {"world_size": 2}, [{"rank": 0, "host": "a"}, {"rank": 1, "host": "a"}], runs)
+
+
+@pytest.fixture
+def drawn(monkeypatch, tmp_path):
+    """plot.plot(files) through the report's own loader; returns (figure, PNG path) with the figure kept open."""
+    from mpirunner.report import plot
+    from mpirunner.report.rows import load
+
+    figures = []
+
+    def draw(*paths):
+        plt = plot.pyplot()
+        monkeypatch.setattr(plt, "close", figures.append)
+        written = plot.plot([load(path) for path in paths], tmp_path / "load.png")
+        return figures[-1], written
+
+    yield draw
+    monkeypatch.undo()  # plt.close is plt.close again
+    import matplotlib.pyplot
+
+    for figure in figures:
+        matplotlib.pyplot.close(figure)
+
+
+def _lines(axis):
+    return {line.get_label(): line for line in axis.get_lines()}
+
+
+def test_a_search_draws_each_percentile_against_the_target_load_with_the_bound_and_the_peak(tmp_path, drawn):
+    figure, written = drawn(_write(tmp_path / "search.h5", SEARCH))
+    assert written.stat().st_size > 10_000
+    (axis,) = figure.axes
+    lines = _lines(axis)
+    order = sorted(SEARCH)
+    for column, name in ((1, "p50"), (2, "p90"), (3, "p99")):
+        np.testing.assert_array_equal(lines[name].get_xdata(), [point[0] for point in order])
+        np.testing.assert_array_equal(lines[name].get_ydata(), [point[column] for point in order])
+    bound = lines[f"bound {BOUND_MS:g} ms"]
+    assert set(bound.get_ydata()) == {BOUND_MS}
+    peak = lines[f"peak {PEAK:.1f} QPS"]
+    assert set(peak.get_xdata()) == {PEAK}
+    invalid = [collection for collection in axis.collections if collection.get_label() == "invalid point"]
+    (marks,) = invalid
+    assert sorted(marks.get_offsets()[:, 0]) == [350.0, 400.0]  # the points over the bound
+    low, high = axis.get_ylim()
+    assert low <= 2.0 and high >= 80.0 and axis.get_yscale() == "log"
+    assert axis.get_xlabel().startswith("target load")
+
+
+def test_a_stopped_search_has_no_peak_line(tmp_path, drawn):
+    figure, _ = drawn(_write(tmp_path / "stopped.h5", SEARCH[:3], peak=float("nan")))
+    labels = list(_lines(figure.axes[0]))
+    assert not any(label.startswith("peak") for label in labels)
+    assert {"p50", "p90", "p99", f"bound {BOUND_MS:g} ms"} <= set(labels)
+
+
+def test_an_unserved_point_is_marked_on_the_top_edge_not_lost(tmp_path, drawn):
+    points = [(100.0, 2.0, 3.0, 5.0), (200.0, 3.0, 6.0, 12.0), (900.0, 50.0, float("inf"), float("inf"))]
+    figure, _ = drawn(_write(tmp_path / "unserved.h5", points, peak=200.0))
+    axis = figure.axes[0]
+    (marks,) = [collection for collection in axis.collections if collection.get_label() == "invalid point"]
+    np.testing.assert_array_equal(marks.get_offsets()[:, 0], [900.0])
+    assert marks.get_offsets()[0, 1] >= 50.0
+    assert _lines(axis)["p50"].get_ydata()[-1] == 50.0
+
+
+def test_two_searches_at_different_batch_sizes_are_two_curves_not_one(tmp_path, drawn):
+    small = _write(tmp_path / "bs2.h5", SEARCH[:3], batch_size=2, peak=200.0)
+    large = _write(tmp_path / "bs8.h5", [(150.0, 1.0, 2.0, 4.0), (600.0, 5.0, 9.0, 25.0)], batch_size=8, peak=600.0)
+    figure, _ = drawn(small, large)
+    lines = _lines(figure.axes[0])
+    p99 = {label: line for label, line in lines.items() if label.startswith("p99")}
+    assert len(p99) == 2, list(lines)
+    by_batch = {("bs 2" in label): line for label, line in p99.items()}
+    np.testing.assert_array_equal(by_batch[True].get_xdata(), [100.0, 200.0, 400.0])
+    np.testing.assert_array_equal(by_batch[False].get_xdata(), [150.0, 600.0])
+    np.testing.assert_array_equal(by_batch[False].get_ydata(), [4.0, 25.0])
+    assert {label for label in lines if label.startswith("peak")} == {"peak 200.0 QPS (bs 2)", "peak 600.0 QPS (bs 8)"}
