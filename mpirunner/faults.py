@@ -1,8 +1,9 @@
 """Test-only fault injection: MPIRUNNER_FAULT makes a chosen rank fail in a chosen step, so the tests can
 show that no fault leaves a job hanging or a file half-written. Unset, it changes nothing.
 
-MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C], KIND one of raise, hang, exit, sleep, oom
-(oom: the CPU allocator's out-of-memory error, as a batch size too large would raise it).
+MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C], KIND one of raise, hang,
+exit, sleep, oom (oom: the CPU allocator's out-of-memory error, as a batch size too large would raise it).
+stage=NAME moves the fault from the steps to a stage after them (FAULT_STAGES).
 """
 import os
 import sys
@@ -15,15 +16,21 @@ from mpirunner.errors import UsageError
 FAULT_VARIABLE = "MPIRUNNER_FAULT"
 FAULT_KINDS = ("raise", "hang", "exit", "sleep", "oom")
 INJECTED_BYTES = 123 << 30  # what an injected oom says it asked for
+# Stages after the timed steps (point.py), where a rank's memory can still run out: the gather of timings
+# (a rank's row packed before sending; rank 0's arrays assembled after receiving), the accuracy counts,
+# the output check (its step and reference), the per-rank values (and rank 0's run record).
+FAULT_STAGES = ("gather", "accuracy", "output-check", "rank-values")
 
 
 @dataclass(frozen=True)
 class Fault:
-    """MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:seconds=X][:code=C]; omitted rank/step/run = every one.
+    """MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C]; omitted rank/step/run =
+    every one.
 
     step S is the S-th call of the step function in a run (1 = the first call, which compiles);
     run N is the N-th run of a sweep (1-based). sleep waits X seconds (default 1) in each matching
-    step; exit ends the process at once with status C (default 7), as a crash would.
+    step; exit ends the process at once with status C (default 7), as a crash would. stage NAME (one of
+    FAULT_STAGES): the fault happens in that stage after the timed steps instead of in a step.
     """
 
     kind: str
@@ -32,6 +39,7 @@ class Fault:
     run: Optional[int] = None
     seconds: float = 1.0
     code: int = 7
+    stage: Optional[str] = None
 
     def matches(self, rank, run, step):
         return all(want is None or want == have for want, have in ((self.rank, rank), (self.run, run), (self.step, step)))
@@ -52,17 +60,22 @@ def parse_fault(text):
                 values[key] = int(value)
             elif key == "seconds":
                 values[key] = float(value)
+            elif key == "stage" and value in FAULT_STAGES:
+                values[key] = value
             else:
                 raise ValueError
         except ValueError:
             raise UsageError(f"{FAULT_VARIABLE}={text}: bad option '{option}' "
-                             f"(valid: rank=R, step=S, run=N, seconds=X, code=C)") from None
+                             f"(valid: rank=R, step=S, run=N, stage={'|'.join(FAULT_STAGES)}, seconds=X, code=C)"
+                             ) from None
+    if "stage" in values and "step" in values:
+        raise UsageError(f"{FAULT_VARIABLE}={text}: stage= and step= exclude each other (a stage is after the steps)")
     return Fault(kind, **values)
 
 
 def inject(fault, rank, host, run, step):
     """Do what the fault says, here and now."""
-    where = f"rank {rank} on {host}, run {run}, step {step}"
+    where = f"rank {rank} on {host}, run {run}, " + (f"stage {fault.stage}" if fault.stage else f"step {step}")
     if fault.kind == "raise":
         raise RuntimeError(f"{FAULT_VARIABLE}: injected failure on {where}")
     if fault.kind == "oom":  # c10's message, word for word up to the size
@@ -88,7 +101,7 @@ class Faults:
     def wrap_step(self, step):
         """The run's step function with the fault applied (unchanged when none is set)."""
         self.run_index += 1
-        if self.fault is None:
+        if self.fault is None or self.fault.stage is not None:
             return step
         run, calls = self.run_index, [0]
 
@@ -99,6 +112,12 @@ class Faults:
             return step(step_input)
 
         return faulty_step
+
+    def at_stage(self, stage):
+        """The fault, if it names this stage (FAULT_STAGES) of the current run on this rank."""
+        fault = self.fault
+        if fault is not None and fault.stage == stage and fault.matches(self.rank, self.run_index, None):
+            inject(fault, self.rank, self.host, self.run_index, None)
 
 
 def faults_from_environment(world, environ=None):

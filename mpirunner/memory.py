@@ -5,8 +5,13 @@ tile" at compile time) is caught on the rank where it happens. That rank then jo
 agreement point, the one collective every other rank reaches next (SizeAgreement.sync: the barriers
 before timing, the stop rule's decision, the end of the steps), saying it failed; every rank leaves
 the size there together, with the reason, and the sweep stops going up.
+
+After the timed steps, each stage (the gather of timings, accuracy, the output check, the per-rank
+values) is a SizeAgreement.stage: local work, its gather to rank 0 (a failed rank still takes part),
+rank 0's assembly, then one small allreduce that says whether any rank ran out of memory in it.
 """
 import re
+import traceback
 
 # Messages of the allocators that ran out: CPU (c10's DefaultCPUAllocator), CUDA (torch), IPU (poplar
 # via poptorch, at compile time), and numpy / Python's own MemoryError text.
@@ -27,18 +32,19 @@ def measure_or_fail(agreement, world, measure):
     out of memory. Other errors go on up (the job's failure path), as every error does without an agreement."""
     if agreement is None:
         return measure(), None
-    own = None
+    failed_here = False
     try:
         return measure(), None
-    except SizeFailed:
+    except SizeFailed:  # every rank, at the same agreement point; own_reason is set where a stage failed
         pass
     except Exception as error:  # noqa: BLE001
         if not is_out_of_memory(error):
             raise
-        own = out_of_memory_reason(error, world.rank, world.host)
-    if own is not None:  # outside the handler: the traceback (and the tensors its frames hold) is gone
+        agreement.own_reason = out_of_memory_reason(error, world.rank, world.host)
+        failed_here = True
+    if failed_here:  # outside the handler: the traceback (and the tensors its frames hold) is gone
         agreement.fail()
-    return None, agreement.reason(own)
+    return None, agreement.reason(agreement.own_reason)
 
 
 class SizeFailed(Exception):
@@ -76,10 +82,17 @@ def describe(nbytes):
     return f"asked for {nbytes} bytes"
 
 
-def out_of_memory_reason(error, rank, host):
-    """One line for the run's failure_reason: where, and how much was asked for."""
+def out_of_memory_reason(error, rank, host, stage=None):
+    """One line for the run's failure_reason: where (and in which stage after the steps), how much was asked for."""
     text = str(error)
-    return f"out of memory on rank {rank} ({host}): {describe(bytes_asked(text))}"
+    where = f" in {stage}" if stage else ""
+    return f"out of memory on rank {rank} ({host}){where}: {describe(bytes_asked(text))}"
+
+
+def _inside_gather_rows(error):
+    """Whether rank 0 ran out of memory between the two halves of world.gather_rows (its receive buffer): the
+    other ranks may still be sending, so the collective cannot be finished and no agreement can follow."""
+    return any(frame.name == "gather_rows" for frame in traceback.extract_tb(error.__traceback__))
 
 
 class SizeAgreement:
@@ -88,13 +101,15 @@ class SizeAgreement:
     Every collective inside the measurement (bench's barriers and stop-rule decision) and one at its
     end is an allreduce(MAX) of (failed, value): healthy ranks pass failed=0; a rank that ran out of
     memory calls fail(), which is the same collective with failed=1, wherever the others are. Then
-    all raise SizeFailed at the same point, and gather the reason.
+    all raise SizeFailed at the same point, and gather the reason. After the steps, each stage (stage())
+    ends with one such collective.
     """
 
     def __init__(self, world, checkpoint=None):
         self.world = world
         self.checkpoint = checkpoint or (lambda: None)
         self.pending = None  # an out-of-memory error caught inside another collective (attempt)
+        self.own_reason = None  # this rank's line, once it ran out of memory
 
     def attempt(self, make):
         """make(), keeping an out-of-memory error for later: for work inside another collective (world.agree),
@@ -106,6 +121,48 @@ class SizeAgreement:
                 raise
             self.pending = str(error)
             return None
+
+    def stage(self, name, local, combine, gather=None, optional=False):
+        """One stage after the timed steps, named in the failure line ("the output check"): value = local() on
+        every rank, gathered to rank 0, combine(every rank's value) there -> its result on rank 0, None elsewhere.
+
+        Then one allreduce (the stage's only added collective): when any rank ran out of memory in any of the
+        three, every rank raises SizeFailed here together. A rank that failed in local() still takes part in the
+        gather, so none waits for it. gather(value, ok) replaces the default (world.gather of (ok, value); rank 0
+        gets the values, or None when some rank failed); it must allocate only before sending on ranks other than
+        0 and only after receiving on rank 0, except in world.gather_rows, whose failure goes on up (the job's
+        failure path). optional: local() returning None on every rank alike means nothing to gather: no collective.
+        """
+        value, failure = self._attempt_stage(name, local)
+        if optional and value is None and failure is None:
+            return None
+        send = gather or self._gather_flagged
+        gathered, gather_failure = self._attempt_stage(name, lambda: send(value, failure is None))
+        if gather_failure is not None and not self.world.is_root:  # it failed before sending: take part now
+            send(None, False)
+        failure = failure or gather_failure
+        result = None
+        if failure is None and gathered is not None:  # rank 0, and every rank's value arrived
+            result, failure = self._attempt_stage(name, lambda: combine(gathered))
+        gathered = None
+        if failure is not None:
+            self.own_reason = failure
+        self._sync(failure is not None, 0)
+        return result
+
+    def _attempt_stage(self, name, work):
+        try:
+            return work(), None
+        except Exception as error:  # noqa: BLE001 - only memory errors become a result
+            if not is_out_of_memory(error) or (self.world.is_root and _inside_gather_rows(error)):
+                raise
+            return None, out_of_memory_reason(error, self.world.rank, self.world.host, name)
+
+    def _gather_flagged(self, value, ok):
+        rows = self.world.gather((ok, value))
+        if rows is None or not all(row_ok for row_ok, _ in rows):
+            return None
+        return [row_value for _, row_value in rows]
 
     def raise_pending(self):
         if self.pending is not None:

@@ -66,13 +66,11 @@ def _server_points(setup, batch_size, keep):
 
 def _measure(setup, batch_size, agreement):
     """Measure one point on every rank; rank 0 gets its RunRecord, the others None. Every collective until
-    the steps end is one of `agreement`'s, so a rank out of memory can leave with the others."""
-    from mpirunner.checks.accuracy import gather_accuracy
-    from mpirunner.checks.output_check import run_output_check
+    the steps end is one of `agreement`'s, and each stage after them is an agreement.stage (one small allreduce
+    each), so a rank out of memory anywhere leaves with the others."""
     from mpirunner.console import print_check
-    from mpirunner.results import gather_timings
 
-    config, world, backend = setup.config, setup.world, setup.backend
+    config, backend = setup.config, setup.backend
     point = setup.point(batch_size)
     source, step = _prepare_step(setup, point, agreement)
     if config.compile_only and backend.compiles_ahead():  # IPU: build the executable (cache), no timing
@@ -80,19 +78,66 @@ def _measure(setup, batch_size, agreement):
         return None
     timings = _time_steps(setup, batch_size, source, step, agreement)
     agreement.barrier()  # this rank's steps are done (for --timeout too); a rank out of memory meets it at the latest
-    gathered = gather_timings(world, timings)
-    accuracy = gather_accuracy(world, source, config.weights)  # labelled real data; printed in the run block
-    output_check = None
-    if config.check_outputs:
-        output_check = run_output_check(config, world, backend, setup.model, step, source)
+    gathered = agreement.stage("the gather of timings", lambda: timings, lambda rows: rows,
+                               gather=lambda own, ok: _gather_timings(setup, own if ok else None))
+    accuracy = _accuracy(setup, source, agreement)  # labelled real data; printed in the run block
+    output_check = _output_check(setup, step, source, agreement) if config.check_outputs else None
     print_check(output_check)
-    report = backend.run_report(batch_size)  # e.g. each rank's GPU peak memory
-    rank_values = world.gather({"host": world.host, "barrier_wait_seconds": timings.barrier_wait_seconds,
-                                "pool_steps": len(source.pool), "pool_bytes": source.pool_bytes,
-                                **report.per_rank})
-    if not world.is_root:
-        return None
-    return _record(setup, point, gathered, timings, rank_values, [accuracy, output_check], report)
+    own = {}  # this rank's backend report (e.g. the GPU's peak memory): rank 0's goes into the record
+    return agreement.stage("the gather of per-rank values",
+                           lambda: _rank_values(setup, batch_size, timings, source, own),
+                           lambda rank_values: _record(setup, point, gathered, timings, rank_values,
+                                                       [accuracy, output_check], own["report"]))
+
+
+def _gather_timings(setup, timings):
+    """gather_timings with this rank's fault site: a rank's row is packed before it is sent, rank 0 assembles
+    every rank's arrays after receiving. timings None (this rank failed): an empty row, to take part."""
+    from types import SimpleNamespace
+
+    from mpirunner.results import TIMING_ARRAYS, gather_timings
+
+    world, faults = setup.world, setup.faults
+    if timings is None:
+        timings = SimpleNamespace(compile_seconds=float("nan"), **{name: () for name in TIMING_ARRAYS})
+    elif not world.is_root:
+        faults.at_stage("gather")
+    gathered = gather_timings(world, timings)
+    if world.is_root:
+        faults.at_stage("gather")
+    return gathered
+
+
+def _accuracy(setup, source, agreement):
+    """Rank 0's accuracy Check of labelled real data (None without labels: no collective then)."""
+    from mpirunner.checks.accuracy import accuracy_check
+
+    def counts():
+        setup.faults.at_stage("accuracy")
+        return source.accuracy_counts()  # None on every rank alike when the data has no labels
+
+    return agreement.stage("the accuracy gather", counts, lambda rows: accuracy_check(rows, setup.config.weights),
+                           optional=True)
+
+
+def _output_check(setup, step, source, agreement):
+    """--check-outputs: rank 0's Check of the step's outputs against the float32 reference, every rank's device."""
+    from mpirunner.checks.output_check import judge_ranks, output_numbers
+
+    def numbers():
+        setup.faults.at_stage("output-check")
+        return output_numbers(setup.config, setup.backend, setup.model, step, source)
+
+    return agreement.stage("the output check", numbers, lambda rows: judge_ranks(rows, setup.model))
+
+
+def _rank_values(setup, batch_size, timings, source, own):
+    """This rank's row of per-rank values; its backend's report is kept in own['report']."""
+    setup.faults.at_stage("rank-values")
+    world = setup.world
+    own["report"] = report = setup.backend.run_report(batch_size)
+    return {"host": world.host, "barrier_wait_seconds": timings.barrier_wait_seconds,
+            "pool_steps": len(source.pool), "pool_bytes": source.pool_bytes, **report.per_rank}
 
 
 def _prepare_step(setup, point, agreement):

@@ -1,5 +1,6 @@
 """Top-1 / top-5 accuracy on labelled real data: every rank's counts (data.TopKCounter, made outside the
-timed steps) summed on rank 0. A measurement recorded with the run, never a reason to invalidate it."""
+timed steps, source.accuracy_counts()) summed on rank 0. A measurement recorded with the run, never a reason to
+invalidate it. point.py gathers the counts (a stage that may run out of memory, memory.SizeAgreement.stage)."""
 from mpirunner.checks.check import passed
 
 
@@ -8,15 +9,9 @@ def weights_kind(weights):
     return weights or "random"
 
 
-def gather_accuracy(world, source, weights=None):
-    """Collective: rank 0 gets the accuracy Check (its attrs are the run attributes); None elsewhere or
-    without labels. `weights`: --weights (None: seeded random weights, so accuracy is at chance level)."""
-    counts = source.accuracy_counts()
-    if counts is None:  # the same on every rank: all ranks read the same folder
-        return None
-    gathered = world.gather(counts)
-    if not world.is_root:
-        return None
+def accuracy_check(gathered, weights=None):
+    """Every rank's accuracy counts -> the accuracy Check rank 0 keeps (its attrs are the run attributes).
+    `weights`: --weights (None: seeded random weights, so accuracy is at chance level)."""
     samples = sum(row["samples"] for row in gathered)
     top1 = sum(row["top1"] for row in gathered)
     top5 = sum(row["top5"] for row in gathered)

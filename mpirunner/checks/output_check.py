@@ -5,7 +5,8 @@ precision, 8-bit IO, channels_last, compiled, on the device). Running it after t
 the step's first call the one timed as compile_seconds. The reference is the float32 network of the
 same weights (rebuilt from --seed / --weights, before any rounding to 16 bits), eager, on the host,
 fed the same input in its exact host form (uint8, or float32 before the cast to the model's dtype).
-Every rank checks its own device; rank 0 keeps the worst numbers.
+Every rank checks its own device (output_numbers); rank 0 keeps the worst numbers (judge_ranks). point.py
+gathers them in a stage that may run out of memory (memory.SizeAgreement.stage): the step runs once more.
 
 Numbers (run attributes output_check_*):
 - max_abs_error: max |out - ref|;  rel_error: ||out - ref||_2 / ||ref||_2 over the batch;
@@ -92,8 +93,9 @@ def judge(gathered, samples, dtype):
     return Check("output_check", bool(passed), reason, attrs)
 
 
-def run_output_check(config, world, backend, model, step, source):
-    """Collective: check one step's outputs on every rank; rank 0 gets the Check, the others None."""
+def output_numbers(config, backend, model, step, source):
+    """This rank's part: one step's outputs against the reference's on the same input (compare_outputs), and
+    the number of samples."""
     import torch
 
     reference_input = source.check_input()
@@ -101,6 +103,9 @@ def run_output_check(config, world, backend, model, step, source):
     outputs, _ = step(backend.to_device(bench_input))
     with torch.inference_mode():
         reference = _reference_model(config)(reference_input)
-    dtype = check_dtype(model)
-    gathered = world.gather(compare_outputs(outputs, reference, dtype))
-    return judge(gathered, reference.shape[0], dtype) if world.is_root else None
+    return {**compare_outputs(outputs, reference, check_dtype(model)), "samples": int(reference.shape[0])}
+
+
+def judge_ranks(gathered, model):
+    """Every rank's output_numbers -> the Check rank 0 keeps."""
+    return judge(gathered, gathered[0]["samples"], check_dtype(model))
