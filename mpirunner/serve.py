@@ -56,27 +56,33 @@ def _scenario_record(queries, scenario, summary_args):
 
 
 class PreparedSteps:
-    """One ready step per batch size the server may form: compiled/captured, warmed up, its inputs pooled."""
+    """One ready step per batch size the server may form: compiled/captured, warmed up, its inputs pooled.
 
-    def __init__(self, config, world, backend, model, faults, max_batch):
+    With a SizeAgreement (memory.py), a rank out of memory while preparing any size (its inputs, its step, the
+    first call, the warm-up) meets the other ranks at that size's next agreement point: the lag check after
+    making the step, or the barrier that ends the size. All leave together (SizeFailed), and the batch size
+    becomes a failed run, as an offline size does. Without one, such an error fails the job."""
+
+    def __init__(self, config, world, backend, model, faults, max_batch, agreement=None):
         from mpirunner.data import make_input_source, step_shape
         from mpirunner.errors import UsageError
         from mpirunner.scenarios import prepared_batch_sizes
 
+        attempt = agreement.attempt if agreement is not None else (lambda make: make())
+        agreed_max = agreement.decide if agreement is not None else world.max
         self.sizes = prepared_batch_sizes(max_batch)
         self.steps, self.sources = {}, {}
         self.compile_seconds, self.slowest_step_seconds = 0.0, 0.0
         for size in self.sizes:
             shape = step_shape(size, 1, model.image_size)
-            source = world.agree(lambda: make_input_source(config, backend, shape, model.input_dtype, world.rank,
-                                                            world_size=world.size))
+            source = world.agree(lambda: attempt(lambda: make_input_source(
+                config, backend, shape, model.input_dtype, world.rank, world_size=world.size)))
+            if agreement is not None:
+                agreement.raise_pending()  # out of memory making the inputs, on this rank
             backend_step = backend.make_step(size, source.next_input())
-
-            def check_lag(step=backend_step):
-                if step.output_lag_steps:
-                    raise UsageError(f"--scenario {config.scenario} needs each step to return its own query's outputs; "
-                                     f"add --min-latency (no IO overlap on {backend.name})")
-            world.agree(check_lag)
+            if agreed_max(int(bool(backend_step.output_lag_steps))):  # every rank alike
+                raise UsageError(f"--scenario {config.scenario} needs each step to return its own query's outputs; "
+                                 f"add --min-latency (no IO overlap on {backend.name})")
             source.follow(backend_step)
             step = source.observe(faults.wrap_step(backend_step))
             begin = time.perf_counter()
@@ -87,6 +93,8 @@ class PreparedSteps:
                 step(source.next_input())
                 self.slowest_step_seconds = max(self.slowest_step_seconds, time.perf_counter() - begin)
             self.steps[size], self.sources[size] = step, source
+            if agreement is not None:
+                agreement.barrier()  # this size is ready on every rank; a rank out of memory meets it here
         self.largest = self.sources[self.sizes[-1]]
 
     def run(self, batch_size):
@@ -103,16 +111,41 @@ def _batch_timings(queries, compile_seconds):
                    batch_latency=seconds.copy(), measured_steps=int(starts.size))
 
 
+class ServingFailed(RuntimeError):
+    """An error on one rank after every batch size was prepared (the timed queries, the gathers): no agreement
+    point follows, so it takes the job's failure path, even when memory ran out (its cause says what happened)."""
+
+
 def server_points(config, world, backend, model, batch_size, guard, faults, *, name, point, flops_per_sample,
-                  roofs, keep):
+                  roofs, keep, agreement=None):
     """Run the server scenario (one --target-qps, or a --find-peak-qps search), every rank alike; rank 0
     hands each point's RunRecord to `keep` as soon as the point is measured, so a search stopped part way
-    keeps its finished points (peak_qps NaN until the search ends, then amended to the peak it found)."""
+    keeps its finished points (peak_qps NaN until the search ends, then amended to the peak it found).
+
+    agreement (memory.SizeAgreement, under memory.measure_or_fail): running out of memory while preparing the
+    batch sizes is agreed by every rank, and the batch size becomes a failed run (exit 5). After preparation
+    an error is a ServingFailed (the job's failure path), never an out-of-memory error that measure_or_fail
+    would answer with a collective the other ranks are not in."""
+    prepared = PreparedSteps(config, world, backend, model, faults, batch_size, agreement)
+    try:
+        _serve_prepared(config, world, backend, batch_size, guard, prepared, name=name, point=point,
+                        flops_per_sample=flops_per_sample, roofs=roofs, keep=keep)
+    except Exception as error:
+        from mpirunner.memory import is_out_of_memory
+
+        if not is_out_of_memory(error):
+            raise
+        raise ServingFailed(f"rank {world.rank} ({world.host}) failed while serving batch size {batch_size} "
+                            "after preparing it (the cause is above)") from error
+
+
+def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name, point, flops_per_sample, roofs,
+                    keep):
+    """server_points' measurement once every batch size is prepared: the point(s), gathered and kept."""
     from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, find_peak_qps,
                                      latency_percentile, poisson_schedule, rank_share, run_server, schedule_rng,
                                      search_point_seconds)
 
-    prepared = PreparedSteps(config, world, backend, model, faults, batch_size)
     slowest = world.max(prepared.slowest_step_seconds)
     drain_seconds = drain_bound_seconds(slowest)
     bound = config.latency_bound / 1e3 if config.latency_bound is not None else None

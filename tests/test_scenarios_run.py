@@ -141,3 +141,32 @@ def test_peak_search_stopped_part_way_keeps_the_points_it_finished(tmp_path):
     points = _points(output)
     assert 1 <= len(points) and all(np.isnan(attrs["peak_qps"]) for attrs in points.values())  # search unfinished
     assert "peak search" not in job.stdout
+
+
+def _point_hands_the_agreement_to_the_server():
+    import inspect
+
+    from mpirunner import point
+
+    return "agreement" in inspect.signature(point._server_points).parameters
+
+
+@pytest.mark.xfail(not _point_hands_the_agreement_to_the_server(), strict=True,
+                   reason="point.measure_point must pass its SizeAgreement to serve.server_points")
+def test_out_of_memory_preparing_the_largest_batch_size_is_a_failed_run_on_every_rank(tmp_path):
+    """The server prepares batch sizes 1, 2 and 4 (runs 1-3 of MPIRUNNER_FAULT); rank 1 runs out of memory in
+    the first call of size 4: every rank agrees during preparation, one line, exit 5, the size a failed run."""
+    from tests.test_cluster_reality import _clean_env
+
+    output = tmp_path / "server.h5"
+    result = run_cli([*MODEL, "--scenario", "server", "--batch-size", "4", "--target-qps", "50", "--min-duration", "1",
+                      "--output", output], ranks=2, timeout=300, env=_clean_env(MPIRUNNER_FAULT="oom:rank=1:run=3:step=1"))
+    assert result.returncode == 5, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stdout.splitlines() if "failed" in line]
+    assert len(lines) == 1 and "batch size 4" in lines[0] and "rank 1" in lines[0] and "123.0 GiB" in lines[0], lines
+    with h5py.File(output) as h5:
+        assert list(h5["runs"]) == ["bs00004"]
+        failed = h5["runs"]["bs00004"]
+        assert failed.attrs["status"] == "failed" and "out of memory on rank 1" in failed.attrs["failure_reason"]
+        assert len(failed) == 0, "no step arrays, no queries"
