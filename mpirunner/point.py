@@ -37,31 +37,29 @@ class PointSetup:
 def measure_point(setup, batch_size, keep):
     """Every rank measures `batch_size`; rank 0 hands each RunRecord to `keep` as soon as it is measured (each
     point of a peak-QPS search is in the file before the next begins). Returns None, or the failure line on
-    rank 0 when some rank ran out of memory. The server scenario has no agreement: its errors fail the job."""
+    rank 0 when some rank ran out of memory (the server scenario: while preparing its batch sizes, serve.py)."""
     from mpirunner.memory import SizeAgreement, measure_or_fail
 
-    def measure_and_keep():
-        if setup.config.scenario == "server":
-            _server_points(setup, batch_size, keep)
-            return
-        record = _measure(setup, batch_size, agreement)
-        if record is not None:
-            keep(record)
+    def measure():
+        if setup.config.scenario == "server":  # keeps each point itself (a peak search has several)
+            return _server_points(setup, batch_size, keep, agreement)
+        return _measure(setup, batch_size, agreement)
 
     agreement = SizeAgreement(setup.world, setup.guard.checkpoint)
-    _, failure = measure_or_fail(agreement if setup.config.scenario != "server" else None, setup.world,
-                                 measure_and_keep)
+    record, failure = measure_or_fail(agreement, setup.world, measure)
+    if record is not None:  # rank 0, outside the agreement: writing the file is not a collective to agree on
+        keep(record)
     return failure
 
 
-def _server_points(setup, batch_size, keep):
+def _server_points(setup, batch_size, keep, agreement):
     """The server's point(s) of one batch size (serve.py: one --target-qps, or every point of
     --find-peak-qps), each handed to `keep` on rank 0 as soon as it is measured."""
     from mpirunner.serve import server_points
 
     server_points(setup.config, setup.world, setup.backend, setup.model, batch_size, setup.guard, setup.faults,
                   name=run_name(batch_size), point=setup.point(batch_size), flops_per_sample=setup.flops_per_sample,
-                  roofs=setup.roofs, keep=keep)
+                  roofs=setup.roofs, keep=keep, agreement=agreement)
 
 
 def _measure(setup, batch_size, agreement):
