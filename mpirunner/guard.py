@@ -32,6 +32,7 @@ EXIT_TIMEOUT = 4     # a run exceeded --timeout
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 BACKSTOP_SECONDS = 5.0   # other ranks act this long after rank 0 should have, for a timeout
 SIGNAL_GRACE_SECONDS = 3.0
+ABORT_DELAY_SECONDS = 0.3  # a failing rank's last lines reach the job's log before MPI_Abort
 PEER_GRACE_SECONDS = 2.0  # a rank that ended this long before this rank stopped its guard was still needed
 
 
@@ -186,6 +187,9 @@ class Guard:
         """After an exception on this rank (already logged): end every rank of the job now."""
         if self.world.is_root and self.world.size > 1:
             print(f"mpirunner: ending the job; {self.kept_text()}", file=sys.stderr, flush=True)
+        if self.world.size > 1:
+            sys.stderr.flush()
+            time.sleep(ABORT_DELAY_SECONDS)  # the launcher forwards the traceback before MPI_Abort ends its relay
         self._end(code)
 
     # ---- the guard thread

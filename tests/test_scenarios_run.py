@@ -70,7 +70,7 @@ def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_
     found_idle = _found_idle(queries)
     assert found_idle.mean() > 0.8  # at 5% load most queries find their rank idle
     wait_ms = 1e3 * (queries["start"] - queries["scheduled"])[found_idle]
-    assert np.median(wait_ms) < 0.1 and np.percentile(wait_ms, 90) < 0.5  # issued on schedule
+    assert np.median(wait_ms) < 0.1 and np.percentile(wait_ms, 90) < 1.0  # issued on schedule
     idle_latency_ms = latency_ms[found_idle]
     assert abs(np.median(idle_latency_ms) / np.median(single_latency_ms) - 1) <= 0.2
     assert np.percentile(idle_latency_ms, 99) <= single_max_ms + tolerance_ms
