@@ -143,16 +143,6 @@ def test_peak_search_stopped_part_way_keeps_the_points_it_finished(tmp_path):
     assert "peak search" not in job.stdout
 
 
-def _point_hands_the_agreement_to_the_server():
-    import inspect
-
-    from mpirunner import point
-
-    return "agreement" in inspect.signature(point._server_points).parameters
-
-
-@pytest.mark.xfail(not _point_hands_the_agreement_to_the_server(), strict=True,
-                   reason="point.measure_point must pass its SizeAgreement to serve.server_points")
 def test_out_of_memory_preparing_the_largest_batch_size_is_a_failed_run_on_every_rank(tmp_path):
     """The server prepares batch sizes 1, 2 and 4 (runs 1-3 of MPIRUNNER_FAULT); rank 1 runs out of memory in
     the first call of size 4: every rank agrees during preparation, one line, exit 5, the size a failed run."""
