@@ -1,8 +1,8 @@
 """`mpirunner-report summary`: one row per run group over many result files, from their attributes alone.
 
 Only the root and run-group attributes are read (and, for the HTML page, each run's stored
-histogram, a few hundred numbers); the per-step arrays never are, so hundreds of files summarise
-in seconds. The numbers are the summary the runner stored; `mpirunner-report FILE` recomputes
+histogram, a few hundred numbers); the per-step arrays never are for the table, so hundreds of
+files summarise in seconds (trends read step_seconds alone, read_step_seconds). The numbers are the summary the runner stored; `mpirunner-report FILE` recomputes
 them from the arrays when a file's own numbers are in doubt. A file that cannot be read (damaged,
 another format, a newer schema) is listed as skipped with its reason, never fatal.
 """
@@ -139,6 +139,21 @@ def _summary_run(path, name, group, root, histograms):
     if histograms and "histogram" in group:
         histogram = (group["histogram/counts"][()], group["histogram/edges"][()])
     return SummaryRun(row=row, attrs=attrs, root=root, histogram=histogram)
+
+
+def read_step_seconds(path, name):
+    """Run group `name`'s step_seconds array ([ranks, steps], s), None when it has none: what a trend's rule needs.
+
+    Only that dataset is read (not the file's other arrays); raises UsageError when the file can no longer be read.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            group = h5["runs"][name]
+            return group["step_seconds"][()] if "step_seconds" in group else None
+    except (KeyError, OSError, ValueError, TypeError) as error:
+        raise UsageError(f"{path}: damaged or incomplete mpirunner file: {first_line(error)}")
 
 
 def read_summary(paths, histograms=False):

@@ -5,8 +5,8 @@ by creation time; with `--by commit` each commit is one step (its latest run), c
 order of those runs, and runs without a commit are left out of the trend. Each step is compared
 with the latest earlier VALID step (any earlier step with `include_invalid`) by
 mpirunner.report.compare.compare_runs, the rule `mpirunner-report compare` applies, so a trend
-and a compare of the same two files agree. That rule needs the per-step arrays, so only the
-files of configurations with two or more steps are loaded whole.
+and a compare of the same two files agree. That rule needs the per-step times, so only the
+runs of configurations with two or more steps have their step_seconds read, each run once.
 """
 from dataclasses import dataclass, field
 
@@ -64,42 +64,41 @@ def build_trends(runs, by):
 def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=None):
     """Mark every step's row with its trend (status, ratio, interval, what decided, base) by compare's rule.
 
-    load_row(file, run) -> the row report/rows.py builds (with the arrays the rule needs); the
-    default loads each file once.
+    load_row(run) -> the run's row with the arrays the rule needs (report/rows.py's RunRow); the
+    default reads only step_seconds, and each run once: a step's row is kept while it is the base.
     """
     from mpirunner.report.compare import compare_runs  # here: a table without trends needs none of it
 
-    load_row = load_row or _row_loader()
+    load_row = load_row or _load_row
     for trend in trends:
-        base = None
+        base = base_row = None
         for index, (label, run) in enumerate(trend.steps):
             run.row["trend_by"] = f"{by} {label}"
+            row = None
             if index == 0:
                 run.row.update(trend="first", trend_note="no earlier run to compare with")
             elif base is None:
                 run.row.update(trend="no-base", trend_note="no earlier valid run to compare with")
             else:
-                result = compare_runs(load_row(base.row["file"], base.row["run"]),
-                                              load_row(run.row["file"], run.row["run"]),
-                                              threshold_percent, include_invalid=include_invalid)
+                base_row = base_row if base_row is not None else load_row(base)
+                row = load_row(run)
+                result = compare_runs(base_row, row, threshold_percent, include_invalid=include_invalid)
                 run.row.update(trend=result.status, trend_base=f"{base.row['file']}:{base.row['run']}",
                                trend_decided_by=result.decided_by, trend_ratio=result.ratio,
                                trend_low=result.low, trend_high=result.high, trend_note=result.note or "")
             if run.row["valid"] or include_invalid:
-                base = run
+                base, base_row = run, row
     return trends
 
 
-def _row_loader():
-    """load_row(file, run) reading each file once (report/rows.py's load and summary_row)."""
-    from mpirunner.report.rows import load, summary_row
+def _load_row(run):
+    """The row compare_runs judges: the table's row (validity, world size, samples per step) and step_seconds.
 
-    rows = {}
+    The same values rows.summary_row gives those keys, read without the file's other arrays and attributes.
+    """
+    from mpirunner.report.rows import RunRow
+    from mpirunner.report.summary import read_step_seconds
 
-    def load_row(path, name):
-        if (path, name) not in rows:  # a file's rows all at once; the file itself is not kept
-            data = load(path)
-            rows.update({(path, run): summary_row(data, run) for run in data["runs"]})
-        return rows[path, name]
-
-    return load_row
+    row = RunRow(run.row)
+    row.arrays = {"step_seconds": read_step_seconds(run.row["file"], run.row["run"])}
+    return row
