@@ -25,7 +25,7 @@ from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sor
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 CHUNK_ELEMENTS = 2_000_000  # bounds the memory of one block of resamples
-CACHED_ELEMENTS = 1_000_000  # resamplings up to this size (2 MB each) are kept for the next pair of the same sizes
+CACHED_ELEMENTS = 4_000_000  # resamplings up to this size (8 MB) are kept for the next pair of the same sizes
 COMPARED_METADATA = ("backend", "device_name", "world_size")
 COMPARED_RUN_METADATA = ("model", "precision", "dtype", "image_size", "device_iterations", "data")
 PER_RANK = "per-rank time per sample"
@@ -105,7 +105,7 @@ def _medians(values, blocks):
     return np.concatenate(medians)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # at most 32 MB
 def _pair_counts(seed, resamples, new_size, base_size):
     """The counts of the NEW then the BASE resamples drawn from one seeded rng (they depend on the sizes alone)."""
     rng = np.random.default_rng(seed)
