@@ -122,3 +122,20 @@ def test_compare_flags_a_planted_one_rank_slowdown(tmp_path, capsys):
     status, out, _ = run_report(capsys, "compare", base, new)
     assert status == 1, out
     assert "rank 3 (worst new/base ratio) decided" in out and "per-rank time per sample" in out
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 40, 1200])
+def test_bootstrap_medians_from_counts_equal_np_median_of_the_same_draws(size):
+    """compare reads each resample's median from draw counts; it must be np.median of values[picks], draw for draw."""
+    from mpirunner.report.compare import CHUNK_ELEMENTS, resampled_medians
+
+    values = np.random.default_rng(size).integers(0, 5, size).astype(float) * 1e-3  # many ties
+    resamples = 3000 if size < 1000 else 2000  # 1200 x 2000 spans two blocks of draws
+    expected, rng, done = [], np.random.default_rng(7), 0
+    rows_per_block = max(1, CHUNK_ELEMENTS // size)
+    while done < resamples:
+        count = min(rows_per_block, resamples - done)
+        expected.append(np.median(values[rng.integers(0, size, size=(count, size))], axis=1))
+        done += count
+    np.testing.assert_array_equal(resampled_medians(values, np.random.default_rng(7), resamples),
+                                  np.concatenate(expected))
