@@ -235,3 +235,20 @@ def test_histogram_svg_draws_a_bar_per_filled_bin_and_both_percentiles():
     assert len(bars) == 4 and heights.index(max(heights)) == 1  # the bin of 10 is the tallest
     texts = [text.text for text in svg.iter(f"{namespace}text")]
     assert "a <run>" in texts and "p50 2.500 ms" in texts and "p99 8.000 ms" in texts
+
+
+def test_fail_on_regression_gates_on_each_configurations_latest_run(tmp_path, capsys):
+    regressed = _trend_folder(tmp_path / "regressed", (1.0, 1.0, 1.2))
+    status, out, err = run_report(capsys, "summary", regressed, "--by", "created", "--fail-on-regression")
+    assert status == 1 and "trend: resnet18 32.32, Test CPU, 1 rank(s), batch 8" in out
+    (line,) = err.strip().splitlines()
+    assert line.startswith("regressed: resnet18 32.32, Test CPU, 1 rank(s), batch 8: ") and "day2.h5:bs00008" in line
+    assert run_report(capsys, "summary", regressed, "--by", "created")[0] == 0  # no gate without the flag
+    # a regression that a later run recovered from is history: the latest step decides
+    recovered = _trend_folder(tmp_path / "recovered", (1.0, 1.2, 1.2))
+    assert run_report(capsys, "summary", recovered, "--by", "created", "--fail-on-regression")[0] == 0
+    invalid = _trend_folder(tmp_path / "invalid", (1.0, 1.0, 1.0), invalid_at=2)
+    status, _, err = run_report(capsys, "summary", invalid, "--by", "created", "--fail-on-regression")
+    assert status == 6 and err.startswith("invalid-new: ")
+    status, _, err = run_report(capsys, "summary", regressed, "--fail-on-regression")
+    assert status == 2 and "add --by commit or --by created" in err

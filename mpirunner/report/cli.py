@@ -16,9 +16,9 @@ from mpirunner.report.rows import failed_runs_text, load, sorted_runs, summary_r
 from mpirunner.report.html import check_html_available, page, write_page
 from mpirunner.report.summary import (DEFAULT_SORT, SORT_KEYS, parse_batch_sizes, parse_sort, read_summary, select,
                                       sort_runs, write_summary)
-from mpirunner.report.summary_text import skipped_text, summary_table, trends_text
+from mpirunner.report.summary_text import gate_text, skipped_text, summary_table, trends_text
 from mpirunner.report.text import file_text, format_comparison
-from mpirunner.report.trends import BY, TREND_COLUMNS, build_trends, judge_trends
+from mpirunner.report.trends import BY, TREND_COLUMNS, build_trends, judge_trends, latest_failures
 
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
@@ -102,6 +102,9 @@ def summary(args):
         raise UsageError("only one of --csv and --json can write to stdout ('-')")
     if args.threshold < 0:
         raise UsageError(f"--threshold must be a percentage >= 0, got {args.threshold}")
+    if args.fail_on_regression and not args.by:
+        raise UsageError("--fail-on-regression judges each configuration's latest run against the one before: "
+                         "add --by commit or --by created")
     if args.html:
         check_html_available(args.html)
     keys = parse_sort(args.sort or "")
@@ -126,7 +129,18 @@ def summary(args):
     if args.html:
         written = write_page(args.html, page(found, runs, trends, args.paths))
         print(f"page written to {written}", file=notes)
-    return 0
+    return _gate(trends) if args.fail_on_regression else 0
+
+
+def _gate(trends):
+    """--fail-on-regression: compare's exit status over each configuration's latest step (1 regressed, else 6
+    for an INVALID latest run), each failure on a line of stderr."""
+    failures = latest_failures(trends)
+    if not failures:
+        return 0
+    print(gate_text(failures), file=sys.stderr)
+    statuses = {trend.steps[-1][1].row["trend"] for trend in failures}
+    return EXIT_REGRESSION if "regressed" in statuses else EXIT_INVALID_PAIR
 
 
 def build_parsers():
@@ -176,6 +190,9 @@ def build_parsers():
                                 "step judged against the previous valid one with compare's rule")
     summary_parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
                                 help="slow-down that counts as a regression in a trend (default: 5)")
+    summary_parser.add_argument("--fail-on-regression", action="store_true",
+                                help="with --by: exit 1 when any configuration's latest run regressed, else 6 when "
+                                     "one is INVALID (compare's statuses), naming them on stderr")
     summary_parser.add_argument("--include-invalid", action="store_true",
                                 help="trends: judge INVALID runs too (as compare --include-invalid)")
     summary_parser.add_argument("--csv", metavar="PATH", help="the rows as CSV, units in the column names ('-': stdout)")

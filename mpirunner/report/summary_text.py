@@ -73,6 +73,17 @@ def skipped_text(summary):
     return "\n".join(lines)
 
 
+def gate_text(failures):
+    """--fail-on-regression: one line per configuration whose latest step failed the gate."""
+    lines = []
+    for trend in failures:
+        label, run = trend.steps[-1]
+        row = run.row
+        lines.append(f"{row['trend']}: {configuration_text(trend.configuration)}: {row['file']}:{row['run']} ({label}) "
+                     f"{trend_cell(row)}" + (f" ({row['trend_note']})" if row.get("trend_note") else ""))
+    return "\n".join(lines)
+
+
 def trends_text(trends, threshold_percent):
     """Each configuration with two or more steps: its steps in order, each with its trend."""
     lines = []

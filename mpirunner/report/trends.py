@@ -91,6 +91,16 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=
     return trends
 
 
+GATE_STATUSES = ("regressed", "invalid-new")  # a latest step that fails --fail-on-regression
+
+
+def latest_failures(trends):
+    """The trends whose LATEST step regressed, or is an INVALID run the rule would not judge (as compare exits
+    1 and 6 on such a pair): the gate of `summary --fail-on-regression`. Earlier steps are history."""
+    return [trend for trend in trends
+            if len(trend.steps) > 1 and trend.steps[-1][1].row.get("trend") in GATE_STATUSES]
+
+
 def _load_row(run):
     """The row compare_runs judges: the table's row (validity, world size, samples per step) and step_seconds.
 
