@@ -81,11 +81,10 @@ def _measure(setup, batch_size, agreement):
     accuracy = _accuracy(setup, source, agreement)  # labelled real data; printed in the run block
     output_check = _output_check(setup, step, source, agreement) if config.check_outputs else None
     print_check(output_check)
-    own = {}  # this rank's backend report (e.g. the GPU's peak memory): rank 0's goes into the record
-    return agreement.stage("the gather of per-rank values",
-                           lambda: _rank_values(setup, batch_size, timings, source, own),
+    report = backend.run_report(batch_size)  # e.g. each rank's GPU peak memory; rank 0's goes into the record
+    return agreement.stage("the gather of per-rank values", lambda: _rank_values(setup, timings, source, report),
                            lambda rank_values: _record(setup, point, gathered, timings, rank_values,
-                                                       [accuracy, output_check], own["report"]))
+                                                       [accuracy, output_check], report))
 
 
 def _gather_timings(setup, timings):
@@ -129,13 +128,12 @@ def _output_check(setup, step, source, agreement):
     return agreement.stage("the output check", numbers, lambda rows: judge_ranks(rows, setup.model))
 
 
-def _rank_values(setup, batch_size, timings, source, own):
-    """This rank's row of per-rank values; its backend's report is kept in own['report']."""
+def _rank_values(setup, timings, source, report):
+    """This rank's row of per-rank values (the stage's fault site)."""
+    from mpirunner.record import rank_values_row
+
     setup.faults.at_stage("rank-values")
-    world = setup.world
-    own["report"] = report = setup.backend.run_report(batch_size)
-    return {"host": world.host, "barrier_wait_seconds": timings.barrier_wait_seconds,
-            "pool_steps": len(source.pool), "pool_bytes": source.pool_bytes, **report.per_rank}
+    return rank_values_row(setup.world.host, timings.barrier_wait_seconds, source, report)
 
 
 def _prepare_step(setup, point, agreement):

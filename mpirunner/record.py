@@ -84,6 +84,13 @@ class RunRecord:
     scenario: Optional[ScenarioRecord] = None
 
 
+def rank_values_row(host, barrier_wait_seconds, source, report):
+    """This rank's entry of build_run_record's rank_values: its host, its barrier wait, its input pool
+    (source: a data.py input source) and its backend's per-rank values (report: backend.run_report)."""
+    return {"host": host, "barrier_wait_seconds": barrier_wait_seconds, "pool_steps": len(source.pool),
+            "pool_bytes": source.pool_bytes, **report.per_rank}
+
+
 def build_run_record(name, point, rules, gathered, *, measured_steps, windows, windows_kept, rank_values, checks,
                      device_attrs, batch_latency_is_device_time, flops_per_sample, roofs=None, scenario=None,
                      scenario_checks=None):

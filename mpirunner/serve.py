@@ -158,8 +158,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
             return config.min_duration
         return search_point_seconds(total_qps, config.min_duration, config.percentile, config.seed, world.size)
 
-    def run_point(total_qps):
-        duration = point_seconds(total_qps)
+    def run_point(total_qps, duration):
         schedule = poisson_schedule(rank_share(total_qps, world.size), duration, schedule_rng(config.seed, world.rank))
         guard.at_checkpoint(world.barrier)()
         clock = PerfClock()
@@ -168,22 +167,20 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
         guard.checkpoint()
         return queries
 
-    def record_of(queries, total_qps, point_name):
+    def record_of(queries, total_qps, duration, point_name):
         from mpirunner.checks import ValidityRules
         from mpirunner.checks.scenario import scenario_checks
-        from mpirunner.record import build_run_record
+        from mpirunner.record import build_run_record, rank_values_row
         from mpirunner.results import gather_timings
 
         gathered = gather_timings(world, _batch_timings(queries, prepared.compile_seconds))
         logs = world.gather(queries)
         report = backend.run_report(batch_size)
-        rank_values = world.gather({"host": world.host, "barrier_wait_seconds": 0.0,
-                                    "pool_steps": len(prepared.largest.pool), "pool_bytes": prepared.largest.pool_bytes,
-                                    **report.per_rank})
+        rank_values = world.gather(rank_values_row(world.host, 0.0, prepared.largest, report))
         if not world.is_root:
             return None
         scenario = _scenario_record(concatenate_logs(logs), "server", {
-            "duration_seconds": point_seconds(total_qps), "target_qps": total_qps, "latency_bound_seconds": bound,
+            "duration_seconds": duration, "target_qps": total_qps, "latency_bound_seconds": bound,
             "bound_percentile": config.percentile})
         scenario.attrs.update(drain_seconds=drain_seconds, max_batch_wait_ms=config.max_batch_wait_ms,
                               prepared_batch_sizes=list(prepared.sizes), throughput=scenario.attrs["achieved_qps"],
@@ -194,8 +191,14 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
             batch_latency_is_device_time=backend.batch_latency_is_device_time(), flops_per_sample=flops_per_sample,
             roofs=roofs, scenario=scenario, scenario_checks=scenario_checks(scenario.attrs, drain_seconds))
 
+    def measure(total_qps, point_name):
+        """Serve one load -> (this rank's queries, rank 0's RunRecord or None elsewhere)."""
+        duration = point_seconds(total_qps)
+        queries = run_point(total_qps, duration)
+        return queries, record_of(queries, total_qps, duration, point_name)
+
     if not config.find_peak_qps:
-        record = record_of(run_point(config.target_qps), config.target_qps, name)
+        _, record = measure(config.target_qps, name)
         if record is not None:
             keep(record)
         return
@@ -208,8 +211,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
     kept = []  # rank 0's records of the points so far
 
     def run_and_keep(total_qps):
-        queries = run_point(total_qps)
-        record = record_of(queries, total_qps, f"{name}-qps{total_qps:012.3f}")
+        queries, record = measure(total_qps, f"{name}-qps{total_qps:012.3f}")
         if record is not None:
             record.scenario.attrs.update(peak_search=True, peak_point=len(kept), peak_qps=float("nan"))
             keep(record)
