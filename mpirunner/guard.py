@@ -261,13 +261,7 @@ class Guard:
         name = signal.Signals(signum).name if signum in set(SIGNALS) else f"signal {signum}"
         code = 128 + signum
         if self.world.is_root:
-            with self._write_lock:
-                running = self.run_name
-                during = f" during run {running}" if running else ""
-                discarded = f"; discarded the unfinished run {running}" if running else ""
-                print(f"mpirunner: stopped by {name}{during}; {self.kept_text()}{discarded}",
-                      file=sys.stderr, flush=True)
-                self._end(code)
+            self._end_from_root(f"stopped by {name}", code)
             return
         if self._stopping.wait(SIGNAL_GRACE_SECONDS):
             return
@@ -282,17 +276,22 @@ class Guard:
             return
         host = self._hosts[other] if self._hosts else "?"
         if self.world.is_root:
-            with self._write_lock:
-                running = self.run_name
-                during = f" during run {running}" if running else ""
-                discarded = f"; discarded the unfinished run {running}" if running else ""
-                print(f"mpirunner: rank {other} ({host}) ended{during} while the job still needed it; ending the job; "
-                      f"{self.kept_text()}{discarded}", file=sys.stderr, flush=True)
-                self._end(EXIT_FAILED)
+            self._end_from_root(f"rank {other} ({host}) ended", EXIT_FAILED,
+                                consequence=" while the job still needed it; ending the job")
             return
         log.error("rank %d (%s) ended while the job still needed it and rank 0 did not end the job; ending it",
                   other, host)
         self._end(EXIT_FAILED)
+
+    def _end_from_root(self, event, code, consequence=""):
+        """Rank 0, once a write in progress is done: one line with what happened, during which run, what the
+        file keeps and which run is discarded; then the job ends with `code`."""
+        with self._write_lock:
+            running = self.run_name
+            during = f" during run {running}" if running else ""
+            discarded = f"; discarded the unfinished run {running}" if running else ""
+            print(f"mpirunner: {event}{during}{consequence}; {self.kept_text()}{discarded}", file=sys.stderr, flush=True)
+            self._end(code)
 
     def _end(self, code):
         sys.stdout.flush()
