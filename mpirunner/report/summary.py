@@ -2,8 +2,9 @@
 
 Only the root and run-group attributes are read (and, for the HTML page, each run's stored
 histogram, a few hundred numbers); the per-step arrays never are for the table, so hundreds of
-files summarise in seconds (trends read step_seconds alone, read_step_seconds). The numbers are the summary the runner stored; `mpirunner-report FILE` recomputes
-them from the arrays when a file's own numbers are in doubt. A file that cannot be read (damaged,
+files summarise in seconds (trends read step_seconds alone, read_step_seconds). The numbers are the
+summary the runner stored; `mpirunner-report FILE` recomputes them from the arrays when a file's own
+numbers are in doubt. A file that cannot be read (damaged,
 another format, a newer schema) is listed as skipped with its reason, never fatal.
 """
 import fnmatch
