@@ -176,6 +176,15 @@ class QueryLog:
         """start - scheduled per query (time queued before its batch began); +inf when unserved."""
         return np.where(self.served, self.start - self.scheduled, np.inf)
 
+    def found_idle(self):
+        """Per query: scheduled after its rank's previous query had ended (nothing ahead of it, no queueing)."""
+        idle = np.zeros(len(self), dtype=bool)
+        for rank in np.unique(self.rank):
+            (index,) = np.nonzero(self.rank == rank)
+            index = index[np.argsort(self.scheduled[index])]
+            idle[index] = self.scheduled[index] > np.concatenate([[-np.inf], self.end[index][:-1]])
+        return idle
+
 
 def concatenate_logs(logs):
     """One QueryLog of several ranks' logs, each query keeping its rank."""

@@ -336,3 +336,12 @@ def test_scenario_checks_carry_the_reasons_into_the_verdict():
     summary = scenarios.summarize_queries(light, "server", duration_seconds=3.0, target_qps=100.0)
     assert decide_validity(np.full((1, 5), np.nan), ValidityRules(), timed_seconds=1.0,
                            scenario_checks=scenario_checks(summary)).valid
+
+
+def test_found_idle_means_the_ranks_previous_query_had_ended():
+    log = scenarios.QueryLog(scheduled=np.array([0.0, 1.0, 2.0, 0.5, 0.6]), start=np.array([0.0, 1.5, 2.0, 0.5, 0.7]),
+                             end=np.array([1.5, 1.9, 2.5, 0.7, 0.8]), batch_size=np.ones(5, dtype=np.int64),
+                             batch_queries=np.ones(5, dtype=np.int64), served=np.ones(5, dtype=bool),
+                             rank=np.array([0, 0, 0, 1, 1]))
+    # rank 0: the second query arrives while the first runs; rank 1: the second arrives before the first ends
+    assert log.found_idle().tolist() == [True, False, True, True, False]

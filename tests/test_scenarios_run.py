@@ -30,17 +30,6 @@ def _expected_arrivals(total_qps, seconds, seed=0):
             for rank in range(2)]
 
 
-def _found_idle(queries):
-    """Queries scheduled after their rank's previous query had ended: nothing was ahead of them."""
-    idle = np.zeros(queries["scheduled"].size, dtype=bool)
-    for rank in np.unique(queries["rank"]):
-        (index,) = np.nonzero(queries["rank"] == rank)
-        index = index[np.argsort(queries["scheduled"][index])]
-        previous_end = np.concatenate([[-np.inf], queries["end"][index][:-1]])
-        idle[index] = queries["scheduled"][index] > previous_end
-    return idle
-
-
 def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_invalid(tmp_path):
     single, single_queries, stdout = _run(tmp_path, "single", "--scenario", "single-stream", "--iterations", "150",
                                           "--max-cv", "1000")
@@ -67,7 +56,7 @@ def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_
     single_max_ms = single_latency_ms.max()
     tolerance_ms = max(0.2 * single["query_latency_p99"], 1.0)
     latency_ms = 1e3 * (queries["end"] - queries["scheduled"])
-    found_idle = _found_idle(queries)
+    found_idle = scenarios.QueryLog(**queries).found_idle()
     assert found_idle.mean() > 0.8  # at 5% load most queries find their rank idle
     wait_ms = 1e3 * (queries["start"] - queries["scheduled"])[found_idle]
     assert np.median(wait_ms) < 0.1 and np.percentile(wait_ms, 90) < 1.0  # issued on schedule
