@@ -138,7 +138,13 @@ def load_config_file(name_or_path):
                              f"(valid: {', '.join(config_names())}, or a path to a YAML file)")
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte {error.start}: {error.reason}); "
+                         "give a YAML file of flag names and values") from None
+    except OSError as error:
+        raise UsageError(f"cannot read config file {path}: {error.strerror or error}") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -5,7 +5,8 @@
 - synthetic: one input placed on the device once; steps do no host IO.
 - real: images of --data-path (an ImageFolder tree of class folders, or a flat folder), decoded once per
   job, resized to size*256/224 and center-cropped to the model's size (as the reference), then staged
-  as a ring of ready steps (RealInput) that the steps cycle through. Ranks take disjoint shares (every world_size-th file). Class
+  as a ring of ready steps (RealInput) that the steps cycle through. Ranks take disjoint shares (every
+  world_size-th file); unreadable files are skipped with a warning, none readable is a UsageError. Class
   folders give labels (sorted folder names -> 0, 1, ..., as torchvision's ImageFolder), and then the
   source counts top-1/top-5 accuracy outside the timed region (TopKCounter; checks/accuracy.py sums it).
 
@@ -14,12 +15,14 @@ device -> uint8 with 8-bit IO, else float 0..255; host -> (x/255 - mean)/std; no
 """
 import functools
 import logging
+import sys
 from pathlib import Path
 
 import torch
 
 from mpirunner.models.normalization import normalization_location, normalize_on_host
 from mpirunner.config import IMAGE_SUFFIXES
+from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
 
@@ -176,32 +179,61 @@ def list_images(folder):
     return paths, labels, [d.name for d in class_dirs]
 
 
-@functools.lru_cache(maxsize=2)
-def load_image_set(folder, image_size, rank=0, world_size=1):
-    """Decode this rank's share of the folder once per job: (uint8 [N, 3, size, size], int64 labels or None, classes)."""
+def _decode_all(paths, image_size):
+    """Decode `paths` once: ([uint8 tensors], indices of the decoded paths, [(path, why)] of unreadable ones)."""
     from PIL import Image
     from torchvision import transforms
 
-    paths, labels, classes = list_images(folder)
-    if len(paths) >= world_size:  # disjoint shares; with fewer images than ranks every rank takes them all
-        paths, labels = paths[rank::world_size], (labels[rank::world_size] if labels is not None else None)
     transform = transforms.Compose([transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),
                                     transforms.PILToTensor()])
-    images, kept_labels, unreadable = [], [], []
+    images, kept, unreadable = [], [], []
     for index, path in enumerate(paths):
         try:
             with Image.open(path) as image:
                 images.append(transform(image.convert("RGB")))
-        except OSError as error:
-            unreadable.append(f"{path}: {error}")
-            continue
-        if labels is not None:
-            kept_labels.append(labels[index])
-    if unreadable:
-        log.warning("--data-path: skipped %d unreadable image(s), first: %s", len(unreadable), unreadable[0])
-    if not images:
-        raise RuntimeError(f"--data-path {folder}: no readable image in this rank's share")
-    label_tensor = torch.tensor(kept_labels, dtype=torch.int64) if labels is not None else None
+                kept.append(index)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            unreadable.append((str(path), str(error) or type(error).__name__))
+    return images, kept, unreadable
+
+
+def _every_rank(value, world_size):
+    """Each rank's `value` (allgather) when this process is one of `world_size` MPI ranks, else [value]."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if world_size > 1 and MPI and MPI.Is_initialized() and MPI.COMM_WORLD.Get_size() == world_size:
+        return MPI.COMM_WORLD.allgather(value)
+    return [value]
+
+
+@functools.lru_cache(maxsize=2)
+def load_image_set(folder, image_size, rank=0, world_size=1):
+    """Decode this rank's share of the folder once per job: (uint8 [N, 3, size, size], int64 labels or None, classes).
+
+    Unreadable files (not an image, empty, truncated) are counted over every rank (one allgather): some
+    readable -> rank 0 warns once, naming the first and the count, and they are skipped; none readable ->
+    UsageError on every rank alike. A rank whose whole share is unreadable takes every readable file.
+    """
+    all_paths, all_labels, classes = list_images(folder)
+    paths, labels = all_paths, all_labels
+    if len(paths) >= world_size:  # disjoint shares; with fewer images than ranks every rank takes them all
+        paths, labels = paths[rank::world_size], (labels[rank::world_size] if labels is not None else None)
+    images, kept, unreadable = _decode_all(paths, image_size)
+    reports = _every_rank((len(images), unreadable), world_size)
+    bad = dict(sorted(why for _, found in reports for why in found))  # path -> reason, over the folder
+    if bad:
+        first = next(iter(bad.items()))
+        where = (f"{len(bad)} of {len(all_paths) if len(reports) == world_size else len(paths)} image file(s) "
+                 f"unreadable, first: {first[0]} ({first[1]})")
+        if not any(count for count, _ in reports):
+            raise UsageError(f"--data-path {folder}: no image can be read ({where})")
+        if rank == 0:
+            log.warning("--data-path %s: skipping %s", folder, where)
+    if not images:  # this rank's share is unreadable, other ranks' is not: take every readable file
+        chosen = [index for index, path in enumerate(all_paths) if str(path) not in bad]
+        paths = [all_paths[index] for index in chosen]
+        labels = [all_labels[index] for index in chosen] if all_labels is not None else None
+        images, kept, _ = _decode_all(paths, image_size)
+    label_tensor = torch.tensor([labels[index] for index in kept], dtype=torch.int64) if labels is not None else None
     return torch.stack(images), label_tensor, tuple(classes)
 
 
@@ -220,9 +252,7 @@ class TopKCounter:
     """Running counts of samples whose label is the top-1 / among the top-5 outputs."""
 
     def __init__(self):
-        self.samples = 0
-        self.top1 = 0
-        self.top5 = 0
+        self.samples, self.top1, self.top5 = 0, 0, 0
         self.model_classes = 0  # width of the model's output: chance level is 1 / this
         self.warned = False
 
