@@ -1,8 +1,9 @@
 """mpirunner-report's command line: parse the words, run `report`, `compare` or `summary`; usage errors in one line.
 
     mpirunner-report [report] FILE... [--ranks] [--histogram] [--plot PNG] [--csv PATH] [--json PATH]
-    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--include-invalid]
-        # exit 1 on a regression, 6 when NEW is INVALID or no pair could be judged
+    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--noise-floor PERCENT] [--include-invalid]
+    mpirunner-report compare --base A1.h5 A2.h5 ... --new B1.h5 B2.h5 ...   # groups of reruns
+        # exit 1 on a regression, 6 when NEW is INVALID or no pair could be judged, 7 different configurations
     mpirunner-report summary PATH... [filters] [--by commit|created] [--csv|--json PATH] [--html OUT.html]
 """
 import argparse
@@ -10,19 +11,22 @@ import os
 import sys
 
 from mpirunner.errors import UsageError
-from mpirunner.report.compare import compare_files, metadata_differences
+from mpirunner.report.compare import compare_files
+from mpirunner.report.compare_text import format_comparison
 from mpirunner.report.plot import check_plot_available, plot
 from mpirunner.report.rows import failed_runs_text, load, sorted_runs, summary_row, write_rows
 from mpirunner.report.html import check_html_available, page, write_page
 from mpirunner.report.summary import (DEFAULT_SORT, SORT_KEYS, parse_batch_sizes, parse_sort, read_summary, select,
                                       sort_runs, write_summary)
 from mpirunner.report.summary_text import gate_text, skipped_text, summary_table, trends_text
-from mpirunner.report.text import file_text, format_comparison
+from mpirunner.report.text import file_text
 from mpirunner.report.trends import BY, TREND_COLUMNS, build_trends, judge_trends, latest_failures
+from mpirunner.report.variation import NOISE_FLOOR_PERCENT
 
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 EXIT_INVALID_PAIR = 6  # compare: a NEW run is INVALID, or every pair was excluded (docs/failure-behaviour.md)
+EXIT_DIFFERENT_CONFIGURATION = 7  # compare: the two sides are not the same measurement (nothing judged)
 
 
 def only_batch_size(data, batch_size):
@@ -70,24 +74,47 @@ def report(args):
     return 0
 
 
-def compare(args):
-    """`compare BASE NEW`: match runs by batch size, print ratios and verdicts.
+def _sides(args):
+    """(BASE paths, NEW paths) from `compare BASE NEW` or `compare --base A.. --new B..`; UsageError otherwise."""
+    if args.base or args.new:
+        if args.files or not (args.base and args.new):
+            raise UsageError("compare takes BASE.h5 NEW.h5, or --base FILE... --new FILE... (not both forms)")
+        return list(args.base), list(args.new)
+    if len(args.files) != 2:
+        raise UsageError(f"compare takes two files, BASE.h5 NEW.h5 (got {len(args.files)}), or groups of reruns: "
+                         "--base FILE... --new FILE...")
+    return [args.files[0]], [args.files[1]]
 
-    1 when any run regressed; else EXIT_INVALID_PAIR when a NEW run is INVALID or no pair was judged.
+
+def _check_percent(name, value):
+    if value < 0:
+        raise UsageError(f"{name} must be a percentage >= 0, got {value}")
+
+
+def compare(args):
+    """`compare BASE NEW` or `compare --base A.. --new B..`: match runs by batch size, print ratios and verdicts.
+
+    1 when any run regressed; else 7 when the sides are different configurations at some batch size; else
+    EXIT_INVALID_PAIR when a NEW run is INVALID or no pair was judged.
     """
-    if args.threshold < 0:
-        raise UsageError(f"--threshold must be a percentage >= 0, got {args.threshold}")
-    base, new = load(args.base), load(args.new)
-    results = compare_files(base, new, args.threshold / 100.0, seed=args.seed, include_invalid=args.include_invalid)
-    if not any("pair" in result for result in results):
-        raise UsageError(f"nothing to compare: {args.base} and {args.new} have no batch size in common")
-    print(format_comparison(base, new, results, args.threshold, metadata_differences(base, new)))
-    for data in (base, new):
+    _check_percent("--threshold", args.threshold)
+    _check_percent("--noise-floor", args.noise_floor)
+    base_paths, new_paths = _sides(args)
+    bases, news = [load(path) for path in base_paths], [load(path) for path in new_paths]
+    results = compare_files(bases, news, args.threshold / 100.0, seed=args.seed, include_invalid=args.include_invalid,
+                            noise_floor_percent=args.noise_floor)
+    if not any("pair" in result or "differences" in result for result in results):
+        raise UsageError(f"nothing to compare: {', '.join(map(str, base_paths))} and {', '.join(map(str, new_paths))} "
+                         "have no batch size in common")
+    print(format_comparison(bases, news, results, args.threshold, args.noise_floor))
+    for data in bases + news:
         if failed_runs_text(data):
             print(failed_runs_text(data))
-    statuses = {result["regression_verdict"] for result in results if "pair" in result}
+    statuses = {result["regression_verdict"] for result in results if "pair" in result or "differences" in result}
     if "regressed" in statuses:
         return EXIT_REGRESSION
+    if "different-configuration" in statuses:
+        return EXIT_DIFFERENT_CONFIGURATION
     if "invalid-new" in statuses or not statuses & {"improved", "same"}:
         return EXIT_INVALID_PAIR
     return 0
@@ -100,8 +127,8 @@ def summary(args):
     """
     if args.csv == "-" and args.json == "-":
         raise UsageError("only one of --csv and --json can write to stdout ('-')")
-    if args.threshold < 0:
-        raise UsageError(f"--threshold must be a percentage >= 0, got {args.threshold}")
+    _check_percent("--threshold", args.threshold)
+    _check_percent("--noise-floor", args.noise_floor)
     if args.fail_on_regression and not args.by:
         raise UsageError("--fail-on-regression judges each configuration's latest run against the one before: "
                          "add --by commit or --by created")
@@ -109,17 +136,18 @@ def summary(args):
         check_html_available(args.html)
     keys = parse_sort(args.sort or "")
     sizes = parse_batch_sizes(args.batch_size) if args.batch_size else ()
-    found = read_summary(args.paths, histograms=bool(args.html))
+    found = read_summary(args.paths, histograms=bool(args.html), keys=bool(args.by))
     runs = sort_runs(select(found.runs, args.model or (), args.device or (), sizes, args.valid_only), keys)
     trends = None
     if args.by:
-        trends = judge_trends(build_trends(runs, args.by), args.by, args.threshold, args.include_invalid)
+        trends = judge_trends(build_trends(runs, args.by), args.by, args.threshold, args.include_invalid,
+                              noise_floor_percent=args.noise_floor)
     to_stdout = "-" in (args.csv, args.json)
     notes = sys.stderr if to_stdout else sys.stdout
     if not to_stdout:
         print(summary_table(runs, with_trend=trends is not None) if runs else "no runs found")
         if trends:
-            print(trends_text(trends, args.threshold))
+            print(trends_text(trends, args.threshold, args.noise_floor))
     if found.skipped or found.other_files:
         print(skipped_text(found), file=notes)
     extra = TREND_COLUMNS if trends is not None else ()
@@ -162,14 +190,23 @@ def build_parsers():
 
     compare_parser = argparse.ArgumentParser(
         prog="mpirunner-report compare",
-        description="Compare NEW against BASE run by run (matched on batch size). Same world size: the slowest NEW "
-                    "rank's time per sample against BASE's; different world sizes: whole-job throughput. Exit status 1 "
-                    "when NEW is worse by more than --threshold beyond noise (bootstrap interval); 6 when a NEW run is "
-                    "INVALID or no pair could be judged (INVALID runs are left out unless --include-invalid).")
-    compare_parser.add_argument("base", metavar="BASE.h5")
-    compare_parser.add_argument("new", metavar="NEW.h5")
+        usage="mpirunner-report compare BASE.h5 NEW.h5 [options]\n"
+              "       mpirunner-report compare --base FILE [FILE ...] --new FILE [FILE ...] [options]",
+        description="Compare NEW against BASE run by run (matched on batch size): one file per side, or groups of "
+                    "reruns (--base/--new). Same world size: the slowest NEW rank's time per sample against BASE's; "
+                    "different world sizes: whole-job throughput. Exit status 1 when NEW is worse by more than "
+                    "--threshold, beyond the steps' noise (bootstrap interval) AND beyond the run-to-run noise (the "
+                    "spread between the files of a side; with one file per side, the --noise-floor); 6 when a NEW run "
+                    "is INVALID or no pair could be judged (INVALID runs are left out unless --include-invalid); 7 when "
+                    "the sides are different configurations (nothing judged, the differing settings are named).")
+    compare_parser.add_argument("files", nargs="*", metavar="BASE.h5 NEW.h5", help="one file per side")
+    compare_parser.add_argument("--base", nargs="+", metavar="FILE", help="BASE as a group of reruns (with --new)")
+    compare_parser.add_argument("--new", nargs="+", metavar="FILE", help="NEW as a group of reruns (with --base)")
     compare_parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
                                 help="slow-down that counts as a regression (default: 5)")
+    compare_parser.add_argument("--noise-floor", type=float, default=NOISE_FLOOR_PERCENT, metavar="PERCENT",
+                                help="with one file per side, the smallest change that can count: the run-to-run "
+                                     f"noise no single pair measures (default: {NOISE_FLOOR_PERCENT:g})")
     compare_parser.add_argument("--include-invalid", action="store_true",
                                 help="judge pairs with an INVALID run too (they are left out by default)")
     compare_parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
@@ -187,9 +224,12 @@ def build_parsers():
                                 help=f"sort by {', '.join(SORT_KEYS)}; '--sort=-KEY' descending "
                                      f"(default: {','.join(DEFAULT_SORT)})")
     summary_parser.add_argument("--by", choices=BY, help="trends: each configuration's runs in this order, each "
-                                "step judged against the previous valid one with compare's rule")
+                                "step judged against the earlier valid ones with compare's rule")
     summary_parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
                                 help="slow-down that counts as a regression in a trend (default: 5)")
+    summary_parser.add_argument("--noise-floor", type=float, default=NOISE_FLOOR_PERCENT, metavar="PERCENT",
+                                help="trends: a run with only one earlier run of its configuration must differ by more "
+                                     f"than this (default: {NOISE_FLOOR_PERCENT:g})")
     summary_parser.add_argument("--fail-on-regression", action="store_true",
                                 help="with --by: exit 1 when any configuration's latest run regressed, else 6 when "
                                      "one is INVALID (compare's statuses), naming them on stderr")

@@ -1,46 +1,54 @@
 """Regression check for `mpirunner-report compare`: did NEW get slower than BASE, beyond noise?
 
-Runs are matched by batch size; each pair is judged by compare_runs, which the summary's trends
-(report/trends.py) call too, so both say the same. The rule, on the raw per-step timings:
-- Validity first: a pair with an INVALID run is left out of the verdict ("invalid-new" when NEW is
-  INVALID, "excluded-invalid" when only BASE is), unless include_invalid.
-- Same world size: per-rank time per sample. Each NEW rank's median step time per sample is
-  compared with the same rank's in BASE; the rank whose ratio is worst decides, so one rank that
-  got slower is a regression even when the pooled median hides it.
-- Different world sizes: whole-job throughput, (world size x samples per step) / the step time of
-  the slowest rank, since per-rank time per sample says nothing about a job that has more ranks.
-Intervals are 95% seeded bootstrap intervals (numpy only) of the ratio NEW/BASE of the quantity
-that decided. Regressed: the ratio is worse than the threshold AND the whole interval is on the
-worse side of 1 (the change is larger than the threshold and not explained by noise); improved
-symmetrically. The numbers only: mpirunner.report.text prints them.
+Runs are matched by batch size; each side is one file (`compare BASE NEW`) or a group of files
+(`compare --base A1 A2 .. --new B1 B2 ..`: reruns of one job). Each pair of sides is judged by
+judge_groups, which the summary's trends (report/trends.py) call too, so both say the same:
+- Same measurement first: the configuration keys (report/configuration.py) of every file at that
+  batch size must agree (the world size may differ: see below); when they differ nothing is judged
+  ("different-configuration").
+- Validity: a NEW run that is INVALID keeps the pair out of the verdict ("invalid-new"); INVALID
+  BASE runs are left out, and when none is left so is the pair ("excluded-invalid"); unless include_invalid.
+- The statistic of one file: same world size: per rank, the median step time per sample; the rank
+  whose NEW/BASE ratio is worst decides, so one rank that got slower is a regression even when the
+  pooled median hides it. Different world sizes: whole-job time per sample, the slowest rank's step
+  time / (world size x samples per step), reported as whole-job throughput.
+- Three tests, all needed for "regressed" (mirrored for "improved"): the ratio is worse than the
+  threshold; the 95% seeded bootstrap interval of the steps (pooled over each side's files) lies on the
+  worse side of 1; and the change is beyond the variation BETWEEN runs (report/variation.py): the
+  Welch interval of the files' spread when a side has two or more files, else the noise floor.
+The numbers only: mpirunner.report.compare_text prints them.
 """
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from mpirunner.report.rows import finite_rows, first_run_attrs, run_latency, sorted_runs, summary_row
+from mpirunner.report.bootstrap import (CHUNK_ELEMENTS, CONFIDENCE, RESAMPLES,  # noqa: F401 (the module's names)
+                                        resampled_medians, time_ratio_interval)
+from mpirunner.report.configuration import SCALING, configuration_key, key_differences
+from mpirunner.report.rows import finite_rows, run_latency, sorted_runs, summary_row
+from mpirunner.report.variation import NOISE_FLOOR_PERCENT, between_runs, runs_text
 
-RESAMPLES = 2000
-CONFIDENCE = 0.95
-CHUNK_ELEMENTS = 2_000_000  # bounds the memory of one block of resamples
-CACHED_ELEMENTS = 4_000_000  # resamplings up to this size (8 MB) are kept for the next pair of the same sizes
-COMPARED_METADATA = ("backend", "device_name", "world_size")
-COMPARED_RUN_METADATA = ("model", "precision", "dtype", "image_size", "device_iterations", "data")
 PER_RANK = "per-rank time per sample"
 WHOLE_JOB = "whole-job throughput"
-STATUSES = ("improved", "same", "regressed", "excluded-invalid", "invalid-new", "no-timings")
+BETWEEN_RUNS = "between-run spread"
+NOISE_FLOOR = "noise floor"
+STATUSES = ("improved", "same", "regressed", "excluded-invalid", "invalid-new", "no-timings",
+            "different-configuration")
+JUDGED = ("improved", "same", "regressed")
 
 
 @dataclass
 class PairResult:
-    """The judgement of one BASE/NEW pair.
+    """The judgement of one BASE/NEW pair (one file or a group of files per side).
 
-    status: improved / same / regressed / excluded-invalid / invalid-new / no-timings.
-    decided_by: the quantity compared (PER_RANK or WHOLE_JOB); ratio, low, high: NEW/BASE of that
-    quantity with its 95% interval (for time, above 1 is slower; for throughput, above 1 is faster).
-    rank: for PER_RANK, the NEW rank that decided (the slowest). note: what a reader must know.
+    status: one of STATUSES. decided_by: the quantity compared (PER_RANK or WHOLE_JOB); ratio: NEW/BASE of
+    that quantity (for time, above 1 is slower; for throughput, above 1 is faster), of the files' geometric
+    means when a side has several; low, high: its 95% within-run bootstrap interval. rank: for PER_RANK, the
+    NEW rank that decided (the slowest). note: what a reader must know. reason: which test decided, in words
+    ('within run-to-run noise of 6 runs: ±4.1%', 'below the 10% noise floor'); decided_by_noise: BETWEEN_RUNS
+    or NOISE_FLOOR; between_low, between_high, between_run_percent: the between-run interval of the ratio and
+    its half-width in percent (NaN with one run per side); base_runs, new_runs: files judged per side.
     """
 
     status: str
@@ -50,6 +58,13 @@ class PairResult:
     high: float = float("nan")
     note: str = ""
     rank: int = -1
+    reason: str = ""
+    decided_by_noise: str = ""
+    between_low: float = float("nan")
+    between_high: float = float("nan")
+    between_run_percent: float = float("nan")
+    base_runs: int = 1
+    new_runs: int = 1
 
 
 def _rank_rows(attrs, step_seconds):
@@ -66,67 +81,9 @@ def _job_step_seconds(step_seconds):
     return job[np.isfinite(job)]
 
 
-def resampled_medians(values, rng, resamples=RESAMPLES):
-    """Medians of `resamples` bootstrap resamples (with replacement) of values."""
-    return _medians(values, _draw_counts(rng, values.size, resamples))
-
-
-def _draw_counts(rng, size, resamples):
-    """The resamples of `size` values as counts, block by block (a generator: one block in memory at a time).
-
-    A block is [size, rows]: how often each value was drawn in each resample. The draws are
-    rng.integers in blocks of CHUNK_ELEMENTS, as the plain bootstrap drew them, so the intervals
-    are those of np.median over values[picks].
-    """
-    rows_per_block = max(1, CHUNK_ELEMENTS // max(size, 1))
-    done = 0
-    while done < resamples:
-        count = min(rows_per_block, resamples - done)
-        picks = rng.integers(0, size, size=(count, size))
-        flat = (picks + size * np.arange(count)[:, None]).ravel()
-        yield np.ascontiguousarray(np.bincount(flat, minlength=count * size).reshape(count, size).T,
-                                   dtype=np.int16 if size <= np.iinfo(np.int16).max else np.int32)
-        done += count
-
-
-def _medians(values, blocks):
-    """The median of each resample, from its counts: exactly np.median of the resampled values, without sorting them.
-
-    In value order, a row's k-th smallest value is the first whose running count exceeds k.
-    """
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    middle = [(values.size - 1) // 2, values.size // 2]  # the same index twice for an odd count
-    medians = []
-    for counts in blocks:
-        running = np.cumsum(counts[order], axis=0, dtype=counts.dtype)  # a count never exceeds the size
-        low, high = ((running <= k).sum(axis=0) for k in middle)
-        medians.append((ordered[low] + ordered[high]) / 2 if middle[0] != middle[1] else ordered[low])
-    return np.concatenate(medians)
-
-
-@functools.lru_cache(maxsize=4)  # at most 32 MB
-def _pair_counts(seed, resamples, new_size, base_size):
-    """The counts of the NEW then the BASE resamples drawn from one seeded rng (they depend on the sizes alone)."""
-    rng = np.random.default_rng(seed)
-    return list(_draw_counts(rng, new_size, resamples)), list(_draw_counts(rng, base_size, resamples))
-
-
-def time_ratio_interval(base_values, new_values, seed=0, resamples=RESAMPLES, confidence=CONFIDENCE):
-    """(median ratio NEW/BASE, interval low, interval high) of per-sample step time, by seeded bootstrap.
-
-    The resampling depends only on the seed and the sizes, so it is drawn once per (seed, sizes)
-    and kept for the next pair of the same sizes (a trend's steps); large ones are drawn each time.
-    """
-    if isinstance(seed, int) and (new_values.size + base_values.size) * resamples <= CACHED_ELEMENTS:
-        new_counts, base_counts = _pair_counts(seed, resamples, new_values.size, base_values.size)
-        ratios = _medians(new_values, new_counts) / _medians(base_values, base_counts)
-    else:  # NEW's medians are all drawn before BASE's, one block at a time
-        rng = np.random.default_rng(seed)
-        ratios = resampled_medians(new_values, rng, resamples) / resampled_medians(base_values, rng, resamples)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(ratios, [tail, 1.0 - tail])
-    return float(np.median(new_values) / np.median(base_values)), float(low), float(high)
+def _job_values(row):
+    """The whole job's time per sample of each step: the slowest rank's step / (ranks x samples per step)."""
+    return _job_step_seconds(_arrays(row)["step_seconds"]) / (_world_size(row) * (row.get("samples_per_step") or 1))
 
 
 def regression_verdict(ratio, low, high, threshold):
@@ -138,51 +95,114 @@ def regression_verdict(ratio, low, high, threshold):
     return "same"
 
 
-def _invalid_status(base_row, new_row, include_invalid):
-    """(status or None, note): whether validity keeps this pair out of the verdict."""
-    base_ok, new_ok = bool(base_row.get("valid", True)), bool(new_row.get("valid", True))
-    if base_ok and new_ok:
-        return None, ""
-    which = " and ".join(name for name, ok in (("base", base_ok), ("new", new_ok)) if not ok)
-    reasons = "; ".join(f"{name}: {row.get('validity_reason', '')}" for name, row, ok
-                        in (("base", base_row, base_ok), ("new", new_row, new_ok)) if not ok)
+def _validity(base_rows, new_rows, include_invalid):
+    """(status or None, note, the BASE rows to judge): whether validity keeps this pair out of the verdict."""
+    bad = {"base": [row for row in base_rows if not bool(row.get("valid", True))],
+           "new": [row for row in new_rows if not bool(row.get("valid", True))]}
+    if not bad["base"] and not bad["new"]:
+        return None, "", base_rows
+    which = " and ".join(name for name in ("base", "new") if bad[name])
+    reasons = "; ".join(f"{name}: {row.get('validity_reason', '')}" for name in ("base", "new") for row in bad[name])
     if include_invalid:
-        return None, f"{which} INVALID, compared anyway (--include-invalid): {reasons}"
-    return ("invalid-new" if not new_ok else "excluded-invalid"), f"{which} INVALID ({reasons})"
+        return None, f"{which} INVALID, compared anyway (--include-invalid): {reasons}", base_rows
+    kept = [row for row in base_rows if bool(row.get("valid", True))]
+    if bad["new"] or not kept:
+        return ("invalid-new" if bad["new"] else "excluded-invalid"), f"{which} INVALID ({reasons})", base_rows
+    return None, f"{len(bad['base'])} INVALID base run(s) left out ({reasons})", kept
 
 
-def compare_runs(base_row, new_row, threshold_percent, include_invalid=False, seed=0):
-    """Judge NEW against BASE: two rows as report/rows.py's summary_row builds them (with their arrays)."""
-    threshold = threshold_percent / 100.0
-    base_world, new_world = _world_size(base_row), _world_size(new_row)
-    decided_by = PER_RANK if base_world == new_world else WHOLE_JOB
-    status, note = _invalid_status(base_row, new_row, include_invalid)
+def _sizes_text(rows):
+    return "/".join(str(size) for size in sorted({_world_size(row) for row in rows}))
+
+
+def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCENT,
+                 include_invalid=False, seed=0, history=False):
+    """Judge NEW against BASE: lists of rows as report/rows.py's summary_row builds them (with their arrays).
+
+    history (trends): BASE are earlier runs, oldest first, NEW the one run judged against them; the
+    bootstrap interval is then NEW's steps against the LATEST base run's, not the pooled ones.
+    """
+    base_rows, new_rows = list(base_rows), list(new_rows)
+    decided_by = PER_RANK if len({_world_size(row) for row in base_rows + new_rows}) == 1 else WHOLE_JOB
+    status, note, base_rows = _validity(base_rows, new_rows, include_invalid)
+    counts = {"base_runs": len(base_rows), "new_runs": len(new_rows)}
     if status is not None:
-        return PairResult(status, decided_by, note=note)
+        return PairResult(status, decided_by, note=note, **counts)
     if decided_by == WHOLE_JOB:
-        note = "; ".join(part for part in (note, f"world size differs ({base_world} vs {new_world}): "
-                                                 "decided on whole-job throughput") if part)
-    base_arrays, new_arrays = _arrays(base_row), _arrays(new_row)
-    base_rows = _rank_rows(base_row, base_arrays.get("step_seconds"))
-    new_rows = _rank_rows(new_row, new_arrays.get("step_seconds"))
-    if not base_rows or not new_rows:
-        return PairResult("no-timings", decided_by, note="; ".join(p for p in (note, "no per-step timings") if p))
-    if decided_by == PER_RANK and len(base_rows) != len(new_rows):  # a rank without timings: judge the job
-        decided_by = WHOLE_JOB
-    if decided_by == PER_RANK:
-        # rank r against rank r: a rank that was already slow in BASE is no regression of NEW
-        judged = [time_ratio_interval(base, new, seed=seed) for base, new in zip(base_rows, new_rows)]
-        rank = int(np.argmax([ratio for ratio, _low, _high in judged]))
-        ratio, low, high = judged[rank]
-        if len(new_rows) > 1:
-            note = "; ".join(p for p in (note, f"rank {rank} (worst new/base ratio) decided") if p)
-        return PairResult(regression_verdict(ratio, low, high, threshold), decided_by, ratio, low, high, note, rank)
-    # whole job: time per sample of the job = slowest rank's step / (ranks x samples per step)
-    base_job = _job_step_seconds(base_arrays["step_seconds"]) / (base_world * (base_row.get("samples_per_step") or 1))
-    new_job = _job_step_seconds(new_arrays["step_seconds"]) / (new_world * (new_row.get("samples_per_step") or 1))
-    time_ratio, time_low, time_high = time_ratio_interval(base_job, new_job, seed=seed)
-    status = regression_verdict(time_ratio, time_low, time_high, threshold)
-    return PairResult(status, decided_by, 1.0 / time_ratio, 1.0 / time_high, 1.0 / time_low, note)
+        note = _join(note, f"world size differs ({_sizes_text(base_rows)} vs {_sizes_text(new_rows)}): "
+                           "decided on whole-job throughput")
+    base_values = [_rank_rows(row, _arrays(row).get("step_seconds")) for row in base_rows]
+    new_values = [_rank_rows(row, _arrays(row).get("step_seconds")) for row in new_rows]
+    if not all(base_values + new_values):
+        return PairResult("no-timings", decided_by, note=_join(note, "no per-step timings"), **counts)
+    if decided_by == PER_RANK and len({len(values) for values in base_values + new_values}) > 1:
+        decided_by = WHOLE_JOB  # a rank without timings: judge the job
+    if decided_by == WHOLE_JOB:
+        base_values = [[_job_values(row)] for row in base_rows]
+        new_values = [[_job_values(row)] for row in new_rows]
+    # rank r against rank r: a rank that was already slow in BASE is no regression of NEW
+    judged = [_judge_rank([values[rank] for values in base_values], [values[rank] for values in new_values],
+                          seed, history) for rank in range(len(base_values[0]))]
+    rank = int(np.argmax([spread.ratio for spread, _interval in judged]))
+    spread, (low, high) = judged[rank]
+    if decided_by == PER_RANK and len(new_values[0]) > 1:
+        note = _join(note, f"rank {rank} (worst new/base ratio) decided")
+    status, reason, source = _verdict(spread, low, high, threshold_percent, noise_floor_percent, history)
+    result = PairResult(status, decided_by, spread.ratio, low, high, note, rank if decided_by == PER_RANK else -1,
+                        reason, source, spread.low, spread.high, spread.percent, **counts)
+    if decided_by == WHOLE_JOB:  # time per sample -> throughput: the ratio and interval ends invert
+        result.ratio, result.low, result.high = 1.0 / spread.ratio, 1.0 / high, 1.0 / low
+        result.between_low, result.between_high = 1.0 / spread.high, 1.0 / spread.low
+    return result
+
+
+def _judge_rank(base_files, new_files, seed, history):
+    """(between-run Spread, (bootstrap low, high)) of one rank's time per sample; a list of arrays per side."""
+    spread = between_runs([np.median(values) for values in base_files], [np.median(values) for values in new_files])
+    if history:
+        ratio, low, high = time_ratio_interval(base_files[-1], new_files[-1], seed=seed)
+    else:
+        ratio, low, high = time_ratio_interval(np.concatenate(base_files), np.concatenate(new_files), seed=seed)
+    if len(base_files) == 1 and len(new_files) == 1:
+        spread.ratio = ratio  # one run per side: exactly the medians' ratio
+    return spread, (low, high)
+
+
+def _verdict(spread, low, high, threshold_percent, noise_floor_percent, history):
+    """(status, reason, noise source) of a TIME ratio: regressed/improved only past all three tests."""
+    slower = spread.ratio >= 1.0
+
+    def beyond(ratio_limit_percent):
+        limit = 1.0 + ratio_limit_percent / 100.0
+        return spread.ratio > limit if slower else spread.ratio < 1.0 / limit
+
+    past_threshold = beyond(threshold_percent)
+    past_bootstrap = low > 1.0 if slower else high < 1.0
+    if spread.measured:
+        source, noise = BETWEEN_RUNS, f"run-to-run noise of {runs_text(spread, history)}: ±{spread.percent:.1f}%"
+        past_noise = spread.low > 1.0 if slower else spread.high < 1.0
+        within = f"within {noise}"
+    else:
+        source, noise = NOISE_FLOOR, f"the {noise_floor_percent:g}% noise floor"
+        past_noise = beyond(noise_floor_percent)
+        within = f"below {noise}"
+    if past_threshold and past_bootstrap and past_noise:
+        return ("regressed" if slower else "improved"), f"beyond {noise}", source
+    if not past_noise:
+        return "same", within, source
+    if not past_threshold:
+        return "same", f"within the {threshold_percent:g}% threshold", source
+    return "same", "within the runs' own step noise (bootstrap interval includes 1)", source
+
+
+def compare_runs(base_row, new_row, threshold_percent, include_invalid=False, seed=0,
+                 noise_floor_percent=NOISE_FLOOR_PERCENT):
+    """Judge one NEW run against one BASE run (judge_groups with one file per side: the noise floor applies)."""
+    return judge_groups([base_row], [new_row], threshold_percent, noise_floor_percent, include_invalid, seed)
+
+
+def _join(*parts):
+    return "; ".join(part for part in parts if part)
 
 
 def _world_size(row):
@@ -203,32 +223,54 @@ def _by_batch_size(data):
     return matched
 
 
-def compare_files(base, new, threshold, seed=0, include_invalid=False):
-    """One result dict per batch size in either file: 'pair' (a PairResult) or 'regression_verdict' 'only in ...'.
+def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_floor_percent=NOISE_FLOOR_PERCENT):
+    """One result dict per batch size in any file: 'pair' (a PairResult), or 'differences' with the verdict
+    'different-configuration', or the verdict 'only in base' / 'only in new'.
 
-    threshold is a fraction (0.05 = 5%).
+    base, new: one loaded file (rows.load) or a list of them (a group per side); threshold is a fraction.
     """
-    base_runs, new_runs = _by_batch_size(base), _by_batch_size(new)
+    bases, news = (side if isinstance(side, list) else [side] for side in (base, new))
+    base_names, new_names = [_by_batch_size(data) for data in bases], [_by_batch_size(data) for data in news]
+    sizes = {size for names in base_names + new_names for size in names}
     results = []
-    for batch_size in sorted(set(base_runs) | set(new_runs), key=lambda size: (size is None, size)):
-        if batch_size not in new_runs or batch_size not in base_runs:
-            results.append({"batch_size": batch_size,
-                            "regression_verdict": "only in base" if batch_size in base_runs else "only in new"})
+    for batch_size in sorted(sizes, key=lambda size: (size is None, size)):
+        base_here = [(data, names[batch_size]) for data, names in zip(bases, base_names) if batch_size in names]
+        new_here = [(data, names[batch_size]) for data, names in zip(news, new_names) if batch_size in names]
+        if not base_here or not new_here:
+            results.append({"batch_size": batch_size, "regression_verdict": "only in base" if base_here else "only in new"})
             continue
-        base_run, new_run = base["runs"][base_runs[batch_size]], new["runs"][new_runs[batch_size]]
-        base_row, new_row = summary_row(base, base_runs[batch_size]), summary_row(new, new_runs[batch_size])
-        pair = compare_runs(base_row, new_row, 100.0 * threshold, include_invalid=include_invalid, seed=seed)
-        result = {"batch_size": batch_size, "pair": pair, "regression_verdict": pair.status,
-                  "base_valid": bool(base_row.get("valid", True)), "new_valid": bool(new_row.get("valid", True)),
-                  "base_throughput": base_row["throughput"], "new_throughput": new_row["throughput"],
-                  "throughput_ratio": _ratio(new_row["throughput"], base_row["throughput"]),
-                  "time_ratio": pair.ratio, "low": pair.low, "high": pair.high}
-        base_latency, new_latency = run_latency(base_run), run_latency(new_run)
+        base_rows = [summary_row(data, name) for data, name in base_here]
+        new_rows = [summary_row(data, name) for data, name in new_here]
+        result = {"batch_size": batch_size, "base_files": len(base_rows), "new_files": len(new_rows),
+                  "base_valid": all(bool(row.get("valid", True)) for row in base_rows),
+                  "new_valid": all(bool(row.get("valid", True)) for row in new_rows),
+                  "base_throughput": _median(row["throughput"] for row in base_rows),
+                  "new_throughput": _median(row["throughput"] for row in new_rows)}
+        result["throughput_ratio"] = _ratio(result["new_throughput"], result["base_throughput"])
+        differences = key_differences([configuration_key(data["attrs"], data["runs"][name]["attrs"])
+                                       for data, name in base_here],
+                                      [configuration_key(data["attrs"], data["runs"][name]["attrs"])
+                                       for data, name in new_here], ignore=SCALING)
+        if differences:
+            result.update(regression_verdict="different-configuration", differences=differences)
+            results.append(result)
+            continue
+        pair = judge_groups(base_rows, new_rows, 100.0 * threshold, noise_floor_percent, include_invalid, seed)
+        result.update(pair=pair, regression_verdict=pair.status, time_ratio=pair.ratio, low=pair.low, high=pair.high,
+                      decided_by_noise=pair.decided_by_noise, between_run_percent=pair.between_run_percent,
+                      reason=pair.reason)
+        base_latency = np.concatenate([run_latency(data["runs"][name]) for data, name in base_here])
+        new_latency = np.concatenate([run_latency(data["runs"][name]) for data, name in new_here])
         for name, q in (("p50", 50), ("p99", 99)):
             result[f"{name}_ratio"] = (_ratio(np.percentile(new_latency, q), np.percentile(base_latency, q))
                                        if base_latency.size and new_latency.size else float("nan"))
         results.append(result)
     return results
+
+
+def _median(values):
+    numbers = [float(value) for value in values if isinstance(value, (int, float)) and math.isfinite(value)]
+    return float(np.median(numbers)) if numbers else float("nan")
 
 
 def _ratio(new, base):
@@ -237,13 +279,3 @@ def _ratio(new, base):
     except (TypeError, ValueError):
         return float("nan")
     return value if math.isfinite(value) else float("nan")
-
-
-def metadata_differences(base, new):
-    """(key, base value, new value) for what differs beyond timing (a comparison across them may be unfair)."""
-    differences = [(key, base["attrs"].get(key, "?"), new["attrs"].get(key, "?")) for key in COMPARED_METADATA
-                   if str(base["attrs"].get(key, "")) != str(new["attrs"].get(key, ""))]
-    base_first, new_first = first_run_attrs(base), first_run_attrs(new)
-    differences += [(key, base_first.get(key, "?"), new_first.get(key, "?")) for key in COMPARED_RUN_METADATA
-                    if str(base_first.get(key, "")) != str(new_first.get(key, ""))]
-    return differences

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpirunner.errors import UsageError
+from mpirunner.report.configuration import ROOT_ATTRS as KEY_ROOT_ATTRS, RUN_ATTRS as KEY_RUN_ATTRS, configuration_key
 from mpirunner.report.rows import check_schema, first_line, text_value, write_rows
 from mpirunner.units import in_unit, unit_name, value_of
 
@@ -49,6 +50,7 @@ class SummaryRun:
     attrs: dict
     root: dict
     histogram: tuple = None  # (counts, edges in s), or None
+    key: dict = None  # its configuration key (report/configuration.py) when read with keys=True
 
 
 @dataclass
@@ -100,8 +102,11 @@ def _plain(value):
     return value
 
 
-def read_file(path, histograms=False):
-    """The SummaryRuns of one file, in run-group order; raises UsageError with the reason it cannot be read."""
+def read_file(path, histograms=False, keys=False):
+    """The SummaryRuns of one file, in run-group order; raises UsageError with the reason it cannot be read.
+
+    keys: also read what the configuration key needs (the stored settings and a few attributes; trends).
+    """
     import h5py
 
     try:
@@ -111,20 +116,23 @@ def read_file(path, histograms=False):
     with h5:
         check_schema(path, text_value(h5.attrs.get("schema", "")))
         try:
-            root = _attributes(h5, None if histograms else ROOT_KEYS)
-            return [_summary_run(path, name, group, root, histograms) for name, group in h5["runs"].items()]
+            root = _attributes(h5, None if histograms else ROOT_KEYS + (KEY_ROOT_ATTRS if keys else ()))
+            settings = {"config": text_value(h5.attrs.get("config", ""))} if keys else None
+            return [_summary_run(path, name, group, root, histograms, settings) for name, group in h5["runs"].items()]
         except (KeyError, OSError, ValueError, TypeError) as error:
             raise UsageError(f"damaged or incomplete mpirunner file: {first_line(error)}")
 
 
 def _attributes(node, wanted):
     """The node's attributes as plain Python: only the `wanted` ones (each read costs ~0.1 ms), or all but the config."""
-    names = [key for key in node.attrs if key != "config" and (wanted is None or key in wanted)]
+    names = [key for key in node.attrs if (key != "config" if wanted is None else key in wanted)]
     return {key: _plain(node.attrs[key]) for key in names}
 
 
-def _summary_run(path, name, group, root, histograms):
-    attrs = _attributes(group, None if histograms else RUN_ATTRS)  # the page prints every attribute of a run
+def _summary_run(path, name, group, root, histograms, settings=None):
+    """settings: {'config': the stored settings} when the configuration key is wanted, else None."""
+    wanted = None if histograms else RUN_ATTRS + (KEY_RUN_ATTRS if settings is not None else ())
+    attrs = _attributes(group, wanted)  # the page prints every attribute of a run
     row = {"file": str(path), "run": name}
     for key in ("backend", "device_name", "world_size", "created", "git_commit"):
         row[key] = root.get(key, "")
@@ -139,7 +147,8 @@ def _summary_run(path, name, group, root, histograms):
     histogram = None
     if histograms and "histogram" in group:
         histogram = (group["histogram/counts"][()], group["histogram/edges"][()])
-    return SummaryRun(row=row, attrs=attrs, root=root, histogram=histogram)
+    key = configuration_key({**root, **settings}, attrs) if settings is not None else None
+    return SummaryRun(row=row, attrs=attrs, root=root, histogram=histogram, key=key)
 
 
 def read_step_seconds(path, name):
@@ -157,13 +166,15 @@ def read_step_seconds(path, name):
         raise UsageError(f"{path}: damaged or incomplete mpirunner file: {first_line(error)}")
 
 
-def read_summary(paths, histograms=False):
-    """Every run of every result file under PATHS; unreadable files go to `skipped` with their reason."""
+def read_summary(paths, histograms=False, keys=False):
+    """Every run of every result file under PATHS; unreadable files go to `skipped` with their reason.
+
+    keys: each run also carries its configuration key (what trends pair runs by)."""
     files, others = find_files(paths)
     summary = Summary(other_files=others)
     for path in files:
         try:
-            summary.runs.extend(read_file(path, histograms=histograms))
+            summary.runs.extend(read_file(path, histograms=histograms, keys=keys))
         except UsageError as error:
             reason = str(error)
             prefix = f"{path}: "

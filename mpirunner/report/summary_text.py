@@ -5,7 +5,8 @@ A sibling of text.py (which prints single files and comparisons); works on summa
 import math
 
 from mpirunner.report.finite import finite_number
-from mpirunner.report.trends import configuration_text
+from mpirunner.report.trends import trend_title
+from mpirunner.report.variation import HISTORY_RUNS, NOISE_FLOOR_PERCENT
 
 
 def _number(value, spec):
@@ -79,26 +80,30 @@ def gate_text(failures):
     for trend in failures:
         label, run = trend.steps[-1]
         row = run.row
-        lines.append(f"{row['trend']}: {configuration_text(trend.configuration)}: {row['file']}:{row['run']} ({label}) "
-                     f"{trend_cell(row)}" + (f" ({row['trend_note']})" if row.get("trend_note") else ""))
+        lines.append(f"{row['trend']}: {trend_title(trend)}: {row['file']}:{row['run']} ({label}) "
+                     f"{trend_cell(row)}" + "".join(f" ({row[key]})" for key in ("trend_reason", "trend_note")
+                                                    if row.get(key)))
     return "\n".join(lines)
 
 
-def trends_text(trends, threshold_percent):
+def trends_text(trends, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCENT):
     """Each configuration with two or more steps: its steps in order, each with its trend."""
     lines = []
     for trend in trends:
         if len(trend.steps) < 2:
             continue
-        lines.append(f"trend: {configuration_text(trend.configuration)}")
+        lines.append(f"trend: {trend_title(trend)}")
         for label, run in trend.steps:
             row = run.row
             judged = row.get("trend") in ("improved", "same", "regressed")
             decided = f", {row['trend_decided_by']}" if judged and row.get("trend_decided_by") else ""
+            reason = f" ({row['trend_reason']})" if judged and row.get("trend_reason") else ""
             note = f" ({row['trend_note']})" if row.get("trend_note") else ""
             lines.append(f"   {label:<25}  {_number(row.get('throughput'), '.1f'):>10}/s  {verdict_cell(row):<7}  "
-                         f"{trend_cell(row)}{decided}{note}")
+                         f"{trend_cell(row)}{decided}{reason}{note}")
     if lines:
-        lines.insert(0, f"trends (each step against the latest earlier valid one; regressed = slower by more "
-                        f"than {threshold_percent:g}% beyond noise, as in `mpirunner-report compare`)")
+        lines.insert(0, f"trends (each step against the earlier valid ones of its configuration, the latest "
+                        f"{HISTORY_RUNS}; regressed = slower by more than {threshold_percent:g}% and beyond the "
+                        f"spread of the earlier runs (with one earlier run: beyond the {noise_floor_percent:g}% "
+                        f"noise floor), as in `mpirunner-report compare`)")
     return "\n".join(lines)

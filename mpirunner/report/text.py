@@ -9,7 +9,6 @@ import numpy as np
 
 from mpirunner import stats
 from mpirunner.report.accuracy_text import accuracy_lines
-from mpirunner.report.compare import CONFIDENCE
 from mpirunner.report.finite import finite_number
 from mpirunner.report.scenario_text import scenario_lines
 from mpirunner.report.rows import finite_rows, first_run_attrs, rank_throughputs, run_latency, text_value
@@ -327,53 +326,3 @@ def file_text(data, names, rows, ranks=False, histogram=False):
             parts.append(terminal_histogram(run_latency(data["runs"][name])))
     return "\n".join(parts) + "\n"
 
-
-def format_comparison(base, new, results, threshold_percent, differences):
-    """The comparison as a table: throughput and latency ratios (NEW/BASE), the ratio that decided with its
-    interval, the quantity that decided, the verdict; INVALID runs marked; notes under the table."""
-    lines = [f"base: {base['path']}", f"new:  {new['path']}",
-             f"regressed = the quantity that decided is more than {threshold_percent:g}% worse in NEW and its "
-             f"{100 * CONFIDENCE:.0f}% bootstrap interval lies wholly on the worse side of 1",
-             *(f"note: {key} differs: {base_value} (base) vs {new_value} (new)"
-               for key, base_value, new_value in differences),
-             f"{'batch':>6}  {'base/s':>10}  {'new/s':>10}  {'thr new/base':>12}  {'p50 ratio':>9}  {'p99 ratio':>9}"
-             f"  {'ratio [95% interval]':>26}  {'decided by':<24}  verdict"]
-    notes = []
-    for result in results:
-        verdict = result["regression_verdict"]
-        if "pair" not in result:
-            lines.append(f"{result['batch_size']!s:>6}  {'':>10}  {'':>10}  {'':>12}  {'':>9}  {'':>9}  {'':>26}  "
-                         f"{'':<24}  {verdict}")
-            continue
-        pair = result["pair"]
-        base_mark = "" if result["base_valid"] else "*"
-        new_mark = "" if result["new_valid"] else "*"
-        interval = (f"{pair.ratio:.3f} [{pair.low:.3f}, {pair.high:.3f}]" if math.isfinite(pair.ratio) else "n/a")
-        shown = {"regressed": "REGRESSED", "invalid-new": "INVALID (new)",
-                 "excluded-invalid": "excluded (base INVALID)"}.get(verdict, verdict)
-        lines.append(f"{result['batch_size']!s:>6}  {result['base_throughput']:>9.2f}{base_mark or ' '}"
-                     f"  {result['new_throughput']:>9.2f}{new_mark or ' '}"
-                     f"  {result['throughput_ratio']:>11.3f}x  {result['p50_ratio']:>8.3f}x  {result['p99_ratio']:>8.3f}x"
-                     f"  {interval:>26}  {pair.decided_by:<24}  {shown}")
-        if pair.note:
-            notes.append(f"   batch {result['batch_size']}: {pair.note}")
-    if any(not r.get("base_valid", True) or not r.get("new_valid", True) for r in results):
-        lines.append("   * INVALID run: left out of the verdict unless --include-invalid")
-    lines.extend(notes)
-    lines.append(comparison_conclusion(results))
-    return "\n".join(lines)
-
-
-def comparison_conclusion(results):
-    """The last line of a comparison: REGRESSION, INVALID pair(s), nothing judged, or no regression."""
-    def sizes(status):
-        return ", ".join(str(r["batch_size"]) for r in results if r["regression_verdict"] == status)
-
-    judged = [r for r in results if r["regression_verdict"] in ("improved", "same", "regressed")]
-    if sizes("regressed"):
-        return f"REGRESSION at batch size {sizes('regressed')}"
-    if sizes("invalid-new"):
-        return f"INVALID: new run INVALID at batch size {sizes('invalid-new')} (not judged; --include-invalid to compare)"
-    if not judged:
-        return "INVALID: no pair could be judged (every pair excluded)"
-    return "no regression"
