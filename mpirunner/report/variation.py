@@ -70,15 +70,19 @@ def between_runs(base_values, new_values):
     spread = Spread(ratio=math.exp(difference), base_runs=n_base, new_runs=n_new)
     if n_base < 2 and n_new < 2:
         return spread
-    # each side's variance and its degrees of freedom; a single file borrows the other side's
-    var_base, df_base = (float(base.var(ddof=1)), n_base - 1) if n_base > 1 else (float(new.var(ddof=1)), n_new - 1)
-    var_new, df_new = (float(new.var(ddof=1)), n_new - 1) if n_new > 1 else (var_base, df_base)
+    # each side's variance; a single file borrows the other side's, and then that one estimate's df is the df
+    if n_base > 1 and n_new > 1:
+        var_base, var_new = float(base.var(ddof=1)), float(new.var(ddof=1))
+    else:
+        var_base = var_new = float((base if n_base > 1 else new).var(ddof=1))
     base_term, new_term = var_base / n_base, var_new / n_new
     standard_error = math.sqrt(base_term + new_term)
-    if standard_error == 0.0:
-        df = float(df_base + df_new)
-    else:
-        df = (base_term + new_term) ** 2 / (base_term ** 2 / df_base + new_term ** 2 / df_new)
+    if n_base < 2 or n_new < 2:
+        df = float(max(n_base, n_new) - 1)
+    elif standard_error == 0.0:
+        df = float(n_base + n_new - 2)
+    else:  # Welch-Satterthwaite
+        df = (base_term + new_term) ** 2 / (base_term ** 2 / (n_base - 1) + new_term ** 2 / (n_new - 1))
     half = t_quantile_95(df) * standard_error
     spread.low, spread.high = math.exp(difference - half), math.exp(difference + half)
     spread.percent = 100.0 * (math.exp(half) - 1.0)
