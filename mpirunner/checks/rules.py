@@ -9,12 +9,13 @@ import numpy as np
 
 from mpirunner.bench import STABLE_WINDOWS, windows_agree
 from mpirunner.checks.check import failed, passed
-from mpirunner.stats import median_standard_error
+from mpirunner.checks.noise import lag1_autocorrelation, median_standard_error, robust_sigma, step_to_step_noise
 
 STRAGGLER_PERCENT = 25.0
 MIN_TIMED_SECONDS = 1.0      # without --min-duration, a shorter timed window is "too short" (no extra steps run)
-WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors ...
-WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median is a trend, not noise
+WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors (autocorrelation-aware) ...
+WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median ...
+WARMUP_NOISE_SHARE = 0.5     # ... and beyond this share of the step-to-step noise is a trend, not noise
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,50 @@ def stable_steps(steps, rules, hosts):
     return passed("step_cv")
 
 
-def warmed_up(steps):
-    """The median step of the first third against the last third: a trend beyond the noise fails."""
+def _thirds(steps):
+    """(first, middle, last) thirds of the per-step median over ranks, or None below 2 steps a third."""
     series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)
+    series = series[np.isfinite(series)]
     third = series.size // 3
     if third < 2:
+        return None
+    return series[:third], series[third:-third], series[-third:]
+
+
+def trend_evidence(steps):
+    """(first median, last median, noise, floor, monotone) of the warm-up rule, or None when too short.
+
+    The noise is measured where the trend in question would not be: on the middle and last thirds
+    when the first is the slower (a warm-up), on the first and middle when the last is (a slowdown).
+    noise: WARMUP_NOISE_SIGMAS standard errors of first - last, over the effective number of
+    independent steps (noise.py: neighbouring steps of a shared host correlate); floor: the smallest
+    difference called a trend, WARMUP_MIN_PERCENT of the last third's median or WARMUP_NOISE_SHARE of
+    the step-to-step noise, whichever is larger; monotone: the middle third is not slower than the slower
+    end (beyond the noise of that difference), so a burst of load in the middle of a run is not read as
+    a trend."""
+    thirds = _thirds(steps)
+    if thirds is None:
+        return None
+    first, middle, last = thirds
+    first_median, middle_median, last_median = np.median(first), np.median(middle), np.median(last)
+    steady = (middle, last) if first_median > last_median else (first, middle)
+    correlation, sigma = lag1_autocorrelation(steady), robust_sigma(steady)
+    first_error, middle_error, last_error = (median_standard_error(part.size, sigma, correlation) for part in thirds)
+    noise = WARMUP_NOISE_SIGMAS * np.hypot(first_error, last_error)
+    floor = max(WARMUP_MIN_PERCENT / 100.0, WARMUP_NOISE_SHARE * step_to_step_noise(np.concatenate(steady)))
+    slack = WARMUP_NOISE_SIGMAS * np.hypot(middle_error, max(first_error, last_error))  # middle vs an end
+    monotone = middle_median <= max(first_median, last_median) + slack
+    return first_median, last_median, noise, floor * last_median, monotone
+
+
+def warmed_up(steps):
+    """The median step of the first third against the last third: a monotone trend beyond the noise fails."""
+    evidence = trend_evidence(steps)
+    if evidence is None:
         return passed("warm_up")
-    first, last = series[:third], series[-third:]
-    first_median, last_median = np.median(first), np.median(last)
-    noise = WARMUP_NOISE_SIGMAS * np.hypot(median_standard_error(first), median_standard_error(last))
+    first_median, last_median, noise, floor, monotone = evidence
     difference = first_median - last_median
-    if abs(difference) > noise and abs(difference) > WARMUP_MIN_PERCENT / 100.0 * last_median:
+    if monotone and abs(difference) > noise and abs(difference) > floor:
         if difference > 0:
             return failed("warm_up", f"not warmed up: first third {100 * difference / last_median:.1f}% slower "
                                      f"than the last (median step {1e3 * first_median:.3f} ms vs "

@@ -1,0 +1,84 @@
+"""The warm-up / slowing-down rule judges a trend against the noise the run's own steps show.
+
+Step times of a shared host wander: a burst of other load slows many steps in a row. Series with such
+noise (seeded AR(1) noise and a few outlier steps) must pass; a real warm-up and a real slowdown of the
+same noise must still fail."""
+import numpy as np
+import pytest
+
+from mpirunner.checks.noise import effective_size, lag1_autocorrelation, step_to_step_noise
+from mpirunner.checks.rules import ValidityRules, timing_checks, warmed_up
+
+STEPS = 200           # a 3-s run of 15-ms steps
+MEDIAN = 0.015
+
+
+def _wandering(seed, steps=STEPS, sigma=0.04, phi=0.7, outliers=0.03):
+    """One rank's steps: log-normal AR(1) noise (lag-1 correlation phi, spread sigma) and a few steps
+    2-8x slower (another process took the core)."""
+    rng = np.random.default_rng(seed)
+    noise = np.empty(steps)
+    noise[0] = rng.normal(0.0, sigma)
+    for step in range(1, steps):
+        noise[step] = phi * noise[step - 1] + rng.normal(0.0, sigma * np.sqrt(1 - phi ** 2))
+    series = MEDIAN * np.exp(noise)
+    slow = rng.random(steps) < outliers
+    series[slow] *= rng.uniform(2.0, 8.0, slow.sum())
+    return series[None, :]
+
+
+def _warming_up(seed):
+    """The first third ~15% slower on average, decaying towards the steady state."""
+    steps = _wandering(seed)
+    third = STEPS // 3
+    decay = np.exp(-np.arange(third) / (third / 2))
+    steps[0, :third] *= 1 + 0.15 * decay / decay.mean()
+    return steps
+
+
+def _slowing_down(seed):
+    """The last third 10% slower, sustained (throttling, a neighbour that stays)."""
+    steps = _wandering(seed)
+    steps[0, -(STEPS // 3):] *= 1.10
+    return steps
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_wandering_noise_with_outliers_is_warmed_up(seed):
+    check = warmed_up(_wandering(seed))
+    assert check.passed, check.reason
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_real_warm_up_is_not_warmed_up(seed):
+    check = warmed_up(_warming_up(seed))
+    assert not check.passed and check.reason.startswith("not warmed up: first third"), check.reason
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_real_slowdown_is_slowing_down(seed):
+    check = warmed_up(_slowing_down(seed))
+    assert not check.passed and check.reason.startswith("slowing down: last third"), check.reason
+
+
+def test_a_burst_of_load_in_the_middle_is_not_a_trend():
+    steps = _wandering(3, phi=0.0, sigma=0.02)
+    third = STEPS // 3
+    steps[0, third // 2: 2 * third] *= 1.3   # from the middle of the first third to the end of the middle one
+    assert warmed_up(steps).passed
+
+
+def test_the_noise_is_measured_from_the_steps():
+    quiet = _wandering(0, phi=0.0, sigma=0.02, outliers=0.0)[0]
+    wandering = _wandering(0, steps=2000, phi=0.7, outliers=0.0)[0]
+    assert lag1_autocorrelation([quiet]) < 0.3
+    assert 0.55 < lag1_autocorrelation([wandering]) < 0.85
+    assert effective_size(200, 0.7) == pytest.approx(200 * 0.3 / 1.7)
+    assert step_to_step_noise(quiet) == pytest.approx(0.02, rel=0.3)  # white noise: one step's spread
+
+
+def test_the_rule_is_one_of_the_timing_checks_with_two_ranks():
+    steps = np.vstack([_slowing_down(1), _slowing_down(2)])
+    reasons = [check.reason for check in timing_checks(steps, ValidityRules(), timed_seconds=3.0)
+               if not check.passed]
+    assert any(reason.startswith("slowing down") for reason in reasons), reasons
