@@ -6,18 +6,36 @@ An unwritable --output found after an hour of benchmarking loses the hour; so ra
 --resume continues a sweep in an existing file: the sizes it holds are skipped, the stored runs are
 written back unchanged (their arrays byte for byte), and the root attributes keep the first job's
 values plus one entry per resumption (resumed_argv, resumed_created, resumed_hosts).
+
+One job owns an output at a time: rank 0 creates `<output>.lock` (O_EXCL) holding its host, pid, the pid's
+start time and when it started; a second job on the same output exits 2 naming the owner, whatever
+--overwrite or --resume say. The owner refreshes the lock's mtime every LOCK_HEARTBEAT_SECONDS and
+removes it when it exits. A lock is stale, and taken over with a warning, when its owner is on this host
+and its pid is gone (or is another process now), or when it is on another host (whose pids cannot be
+checked from here) and its mtime is older than LOCK_STALE_SECONDS.
 """
+import atexit
+import datetime
+import json
+import logging
+import os
 import shutil
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
 from mpirunner.errors import UsageError
 
+log = logging.getLogger("mpirunner")
+
 # Settings that do not change a measurement: they may differ between a file and the job resuming it.
 NOT_COMPARED = frozenset({"batch_sizes", "batch_size", "output", "overwrite", "resume", "log_level", "timeout",
                           "no_progress"})
+LOCK_HEARTBEAT_SECONDS = 60
+LOCK_STALE_SECONDS = 600  # 10 heartbeats missed: the owner on another host is taken to be gone
 RUN_OVERHEAD_BYTES = 512 << 10  # attributes, histogram, per-rank values and HDF5 structure of one run group
 MIB = 1 << 20
 
@@ -137,13 +155,114 @@ def _describe(rows):
     return f"{sum(per_host)} rank(s) on {len(per_host)} host(s)"
 
 
+def lock_path(path):
+    return Path(f"{path}.lock")
+
+
+def _pid_started(pid):
+    """The kernel's start time of `pid` (clock ticks since boot), '' where unknown: a reused pid differs."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(owner):
+    """Whether the lock's owner (on this host) still runs: its pid exists and started when the lock says."""
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    started, now_started = owner.get("pid_started") or "", _pid_started(owner["pid"])
+    return not (started and now_started) or started == now_started
+
+
+def _stale(lock, owner, host, now):
+    """Why the lock no longer holds (a reason to print), or None while its owner may still be writing."""
+    if owner is None:
+        return "an unreadable lock" if now - lock.stat().st_mtime > LOCK_STALE_SECONDS else None
+    if owner.get("host") == host:
+        return None if _alive(owner) else f"pid {owner.get('pid')} is no longer running on {host}"
+    age = now - lock.stat().st_mtime
+    if age > LOCK_STALE_SECONDS:
+        return f"its heartbeat stopped {age / 60:.0f} min ago (over {LOCK_STALE_SECONDS // 60} min: stale)"
+    return None
+
+
+def take_lock(path, host, argv=()):
+    """Rank 0: own `path` for this job (UsageError naming the live owner); returns the lock's path, or None when
+    its folder cannot be written (check_output says so). Released at exit; its mtime is a heartbeat."""
+    lock = lock_path(path)
+    mine = {"host": host, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "job": os.environ.get("SLURM_JOB_ID", ""), "argv": " ".join(argv)}
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    for _ in range(3):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                owner = None
+            try:
+                why = _stale(lock, owner if isinstance(owner, dict) else None, host, time.time())
+            except FileNotFoundError:
+                continue  # the owner just released it
+            if why is None:
+                who = (f"host {owner.get('host')}, pid {owner.get('pid')}, started {owner.get('started')}"
+                       + (f", SLURM job {owner['job']}" if owner.get("job") else "")) if owner else "unknown"
+                raise UsageError(f"output {path} is being written by another job ({who}; lock {lock}); wait for it "
+                                 "to finish or choose another --output (--overwrite and --resume do not override a "
+                                 "running job)")
+            log.warning("output %s: taking over the lock of an earlier job (%s): %s", path,
+                        f"host {owner.get('host')}, pid {owner.get('pid')}" if owner else "unreadable", why)
+            lock.unlink(missing_ok=True)
+            continue
+        except OSError:
+            return None
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(mine, handle)
+        _hold(lock, mine)
+        return lock
+    raise UsageError(f"output {path}: could not take its lock {lock} (other jobs keep taking it)")
+
+
+def _hold(lock, mine):
+    """Refresh the lock's mtime while this process runs; remove it at exit if it is still this job's."""
+    stop = threading.Event()
+
+    def heartbeat():
+        while not stop.wait(LOCK_HEARTBEAT_SECONDS):
+            try:
+                os.utime(lock)
+            except OSError:
+                return
+
+    def release():
+        stop.set()
+        try:
+            if json.loads(lock.read_text()).get("pid") == mine["pid"]:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=heartbeat, name="mpirunner-output-lock", daemon=True).start()
+    atexit.register(release)
+
 
 def settle_output(world, config, created):
-    """Collective, before any model is built: the path (rank 0 decides), checked on rank 0 and agreed,
+    """Collective, before any model is built: the path (rank 0 decides), locked and checked on rank 0 and agreed,
     and with --resume the earlier file (rank 0) and the batch sizes it already holds (every rank)."""
     from mpirunner.results import output_path
 
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
+    world.agree(lambda: take_lock(path, world.host, config.argv) if world.is_root else None)  # a live owner: exit 2
     world.agree(lambda: check_output(path, config, world.size) if world.is_root else None)
     layout = world.gather((world.host, world.local_rank))
     earlier = world.agree(lambda: read_earlier(path, config, layout) if world.is_root and config.resume else None)

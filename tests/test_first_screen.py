@@ -75,3 +75,77 @@ def test_some_unreadable_images_are_skipped_with_one_warning(tmp_path):
     assert len(warnings) == 1, warnings
     assert "2 of 3 image file(s) unreadable" in warnings[0] and "empty.jpg" in warnings[0]
     assert output.exists()  # rank 0 took the readable image instead of its unreadable share
+
+
+# ---------------------------------------------------------------- one job per output file
+
+def test_a_second_job_on_a_running_jobs_output_exits_2_and_the_first_file_is_intact(tmp_path):
+    from mpirunner.results import read_results
+
+    output = tmp_path / "shared.h5"
+    lock = tmp_path / "shared.h5.lock"
+    # the first job writes batch 1, then sleeps 45 s in the first call of batch 2 while the others try
+    command = [sys.executable, "-m", "mpirunner", *TINY, "--iterations", "3", "--batch-size", "1,2",
+               "--output", str(output)]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "MPIRUNNER_FAULT": "sleep:run=2:step=1:seconds=45"})
+    try:
+        deadline = time.monotonic() + 120
+        while not output.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert output.exists() and lock.exists(), "the first job wrote no file"
+        for flag, ranks in (("--overwrite", 2), ("--resume", None)):  # a live owner beats both
+            second = run_cli([*TINY, "--iterations", "3", "--output", output, flag], ranks=ranks)
+            assert second.returncode == 2, second.stdout + second.stderr
+            assert no_traceback(second)
+            line = error_lines(second)[0]
+            assert "another job" in line and f"pid {first.pid}" in line and "host " in line, line
+        assert first.poll() is None, "the first job ended before the second ones were tried: make it sleep longer"
+        out, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode in (0, 3), err  # 3: INVALID runs are still written
+    runs = read_results(output)["runs"]
+    assert sorted(int(run["attrs"]["batch_size"]) for run in runs.values()) == [1, 2]
+    assert not lock.exists()  # released when the first job ended
+
+
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_lock_left_by_a_dead_job_on_this_host_is_taken_over_and_said_so(tmp_path, caplog):
+    import json
+
+    from mpirunner.output_file import take_lock
+    from mpirunner.world import host_name
+
+    output = tmp_path / "run.h5"
+    lock = tmp_path / "run.h5.lock"
+    lock.write_text(json.dumps({"host": host_name(), "pid": dead_pid(), "started": "2026-01-01T00:00:00+00:00"}))
+    with caplog.at_level("WARNING", logger="mpirunner"):
+        assert take_lock(output, host_name()) == lock
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert "taking over" in caplog.text and "no longer running" in caplog.text
+
+
+def test_a_lock_of_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_path):
+    import json
+
+    import pytest
+
+    from mpirunner.errors import UsageError
+    from mpirunner.output_file import LOCK_STALE_SECONDS, take_lock
+
+    output = tmp_path / "run.h5"
+    lock = tmp_path / "run.h5.lock"
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": "2026-01-01T00:00:00+00:00"}))
+    with pytest.raises(UsageError, match="host elsewhere, pid 1"):
+        take_lock(output, "here")  # its pid cannot be checked from here; a fresh heartbeat means it is alive
+    old = time.time() - LOCK_STALE_SECONDS - 60
+    os.utime(lock, (old, old))
+    assert take_lock(output, "here") == lock
+    assert json.loads(lock.read_text())["host"] == "here"
