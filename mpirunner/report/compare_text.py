@@ -65,8 +65,8 @@ def format_comparison(bases, news, results, threshold_percent, noise_floor_perce
         if pair.note:
             notes.append(f"   batch {result['batch_size']}: {pair.note}")
         if math.isfinite(pair.between_low) and math.isfinite(pair.low):
-            notes.append(f"   batch {result['batch_size']}: interval between runs; the steps' own (bootstrap, pooled) "
-                         f"interval is [{pair.low:.3f}, {pair.high:.3f}]")
+            notes.append(f"   batch {result['batch_size']}: the interval shown is the between-run one; the steps' "
+                         f"own (bootstrap, pooled over the files) is [{pair.low:.3f}, {pair.high:.3f}]")
     if any(not r.get("base_valid", True) or not r.get("new_valid", True) for r in results):
         lines.append("   * INVALID run: left out of the verdict unless --include-invalid")
     lines.extend(notes)
@@ -86,7 +86,7 @@ def comparison_conclusion(results):
     if sizes("different-configuration"):
         keys = sorted({key for r in results for key, _base, _new in r.get("differences", ())})
         return (f"DIFFERENT CONFIGURATIONS at batch size {sizes('different-configuration')} (not judged: "
-                f"{', '.join(keys)} differ)")
+                f"{', '.join(keys)} {'differs' if len(keys) == 1 else 'differ'})")
     if sizes("invalid-new"):
         return f"INVALID: new run INVALID at batch size {sizes('invalid-new')} (not judged; --include-invalid to compare)"
     if not judged:

@@ -90,9 +90,5 @@ def between_runs(base_values, new_values):
 
 
 def runs_text(spread, history=False):
-    """'6 runs', '3+3 runs' or (history) '6 earlier runs': whose spread was measured."""
-    if history:
-        return f"{spread.base_runs} earlier runs"
-    if spread.new_runs == 1 or spread.base_runs == 1:
-        return f"{max(spread.base_runs, spread.new_runs)} runs"
-    return f"{spread.base_runs}+{spread.new_runs} runs"
+    """'3+3 runs' (base+new files) or, for a trend, '6 earlier runs': whose spread was measured."""
+    return f"{spread.base_runs} earlier runs" if history else f"{spread.base_runs}+{spread.new_runs} runs"
