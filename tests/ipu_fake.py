@@ -38,7 +38,7 @@ def fake_sdk(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKE))
     for key in list(os.environ):
         if (key.startswith(("POPDIST_", "FAKE_POPTORCH_")) or key in MPI_RANK_VARIABLES
-                or key in ("POPLAR_ENGINE_OPTIONS", "POPTORCH_IPU_MODEL")):
+                or key in ("POPLAR_ENGINE_OPTIONS", "POPTORCH_IPU_MODEL", "POPTORCH_CACHE_DIR")):
             monkeypatch.delenv(key)
     yield fake_poptorch()
     forget_fake_modules()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ipu_fake import config, fake_sdk, prepared_backend, step_input, world  # noqa: F401
+from ipu_fake import config, fake_sdk, poprun_env, prepared_backend, step_input, world  # noqa: F401
 
 SLOW_GET_LATENCY_SECONDS = 0.25
 
@@ -36,3 +36,123 @@ def test_ipu_get_latency_is_read_after_the_timed_step(fake_sdk):
     assert len(timings.batch_latency) == 3 and (timings.batch_latency > 0).all()
     assert len(backend.latencies[1]) == 1 + 1 + 3  # every call's reading: compile call, warm-up, timed
     assert list(timings.batch_latency) == [reading[2] for reading in backend.latencies[1][2:]]
+
+
+# ---------------------------------------------------------------- 1: POPTORCH_CACHE_DIR, then the default
+
+
+def _compiled_caches(poptorch):
+    return [event["kwargs"]["options"].get("executable_cache") for event in poptorch.calls("PoplarExecutor.compile")]
+
+
+def _one_step(run_config, run_world, batch_size=1):
+    backend, model = prepared_backend(run_config, run_world)
+    first = step_input(run_config, backend, model, batch_size)
+    backend.make_step(batch_size, first)(first)
+    return backend
+
+
+def test_ipu_poptorch_cache_dir_is_used_and_recorded(fake_sdk, monkeypatch, tmp_path):
+    """poptorch.Options() turns caching on from POPTORCH_CACHE_DIR: the file must say which folder was used."""
+    monkeypatch.setenv("POPTORCH_CACHE_DIR", str(tmp_path / "user"))
+    backend = _one_step(config("--device ipu"), world())
+    assert _compiled_caches(fake_sdk) == [str(tmp_path / "user")]
+    metadata, attrs = backend.metadata(), backend.run_report(1).attrs
+    for record in (metadata, attrs):
+        assert record["ipu_executable_cache"] == str(tmp_path / "user")
+        assert record["ipu_executable_cache_source"] == "POPTORCH_CACHE_DIR"
+    from mpirunner.report.text import format_run_block
+    from test_report import _block_attrs
+
+    block = format_run_block(_block_attrs(**attrs), 4)
+    assert f"ipu cache: {tmp_path / 'user'} (from POPTORCH_CACHE_DIR)" in block.splitlines()
+
+
+@pytest.mark.parametrize("flag, expected, source", [
+    ("", "user", "POPTORCH_CACHE_DIR"),                      # the variable beats mpirunner's default
+    ("--model-cache-path {tmp}/flag", "flag", "--model-cache-path"),  # the flag beats the variable
+])
+def test_ipu_cache_precedence_under_poprun_on_one_host(fake_sdk, monkeypatch, tmp_path, flag, expected, source):
+    for key, value in poprun_env(instances=4, replicas=4).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("POPTORCH_CACHE_DIR", str(tmp_path / "user"))
+    backend = _one_step(config(f"--device ipu {flag.format(tmp=tmp_path)}"), world(size=4, local_size=4))
+    assert _compiled_caches(fake_sdk) == [str(tmp_path / expected)]
+    assert (backend.cache_path, backend.cache_source) == (str(tmp_path / expected), source)
+
+
+# ---------------------------------------------------------------- 2: poptorch's compile lock
+
+
+def _sweep_positions(monkeypatch, tmp_path, hosts, flags=""):
+    """Four poprun instances on `hosts` hosts (each with its own temporary folder), batch sizes 1 and 2, run one
+    rank after the other in this process: the compile lock position of each rank's compile, per batch size."""
+    import tempfile
+
+    from ipu_fake import fake_poptorch
+
+    per_host = 4 // hosts
+    backends, positions = [], {}
+    for rank in range(4):
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / f"host{rank // per_host}"))
+        for key, value in poprun_env(instances=4, replicas=4, rank=rank).items():
+            monkeypatch.setenv(key, value)
+        backends.append(prepared_backend(config(f"--device ipu --batch-size 1,2 {flags}"),
+                                         world(size=4, rank=rank, local_size=per_host)))
+    poptorch = fake_poptorch()
+    for batch_size in (1, 2):
+        for rank, (backend, model) in enumerate(backends):
+            monkeypatch.setenv("OMPI_COMM_WORLD_RANK", str(rank))
+            monkeypatch.setenv("POPDIST_REPLICA_INDEX_OFFSET", str(rank))
+            first = step_input(backend.config, backend, model, batch_size)
+            backend.make_step(batch_size, first)(first)
+        positions[batch_size] = [event["kwargs"]["lock_position"] for event in poptorch.calls("PoplarExecutor.compile")]
+        poptorch.RECORD.clear()
+    return backends, positions
+
+
+def _lock_files(tmp_path):
+    return sorted(path.name for path in tmp_path.rglob("*.lock"))
+
+
+def test_ipu_no_compile_storm_on_several_hosts_without_a_shared_cache(fake_sdk, monkeypatch, tmp_path, caplog):
+    """Two hosts x two instances, no cache given: a host-local default cache never reaches the lock's count of
+    four, so on the next batch size no instance is first and all compile at once. No default there, a warning."""
+    import logging
+
+    logging.getLogger("mpirunner").addHandler(caplog.handler)
+    try:
+        backends, positions = _sweep_positions(monkeypatch, tmp_path, hosts=2)
+    finally:
+        logging.getLogger("mpirunner").removeHandler(caplog.handler)
+    for batch_size, seen in positions.items():
+        assert 0 in seen or seen.count(1) == len(set(backend.cache_path for backend, _ in backends)), (batch_size, seen)
+    assert _lock_files(tmp_path) == []  # no lock left behind to shift the next job's positions
+    assert backends[0][0].cache_source == ""
+    assert "several hosts and no executable cache is set" in caplog.text
+
+
+def test_ipu_shared_cache_on_several_hosts_one_instance_compiles_first(fake_sdk, monkeypatch, tmp_path):
+    _, positions = _sweep_positions(monkeypatch, tmp_path, hosts=2, flags=f"--model-cache-path {tmp_path}/shared")
+    assert positions == {1: [1, 2, 3, 4], 2: [1, 2, 3, 4]}
+    assert _lock_files(tmp_path) == []
+
+
+def test_ipu_stale_compile_lock_is_named_before_compiling(fake_sdk, monkeypatch, tmp_path, caplog):
+    """A job killed mid-compile leaves a lock file whose count shifts every position: nobody compiles first."""
+    import logging
+
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    (cache / "0123abcd.lock").write_text("00")
+    logging.getLogger("mpirunner").addHandler(caplog.handler)
+    try:
+        for key, value in poprun_env(instances=2, replicas=2).items():
+            monkeypatch.setenv(key, value)
+        from mpirunner.backends.ipu import IpuBackend
+
+        IpuBackend(config(f"--device ipu --model-cache-path {cache}"), world(size=2, local_size=2))
+    finally:
+        logging.getLogger("mpirunner").removeHandler(caplog.handler)
+    lines = {record.getMessage() for record in caplog.records if "0123abcd.lock" in record.getMessage()}
+    assert len(lines) == 1 and str(cache) in lines.pop()  # one line, naming the file and the folder

@@ -35,6 +35,11 @@ REFERENCE_ENGINE_OPTIONS = {"target.deterministicWorkers": "portable"}  # the re
 UNKNOWN_HARDWARE_VERSION = -1  # what poptorch.ipuHardwareVersion() returns when it cannot tell
 
 
+CACHE_VARIABLE = "POPTORCH_CACHE_DIR"  # read by poptorch.Options()'s constructor (options.py, 2.4 and 3.4)
+CACHE_FROM_FLAG = "--model-cache-path"
+CACHE_DEFAULT = "default"
+
+
 def default_cache_path():
     """Host-local executable cache used under poprun with several instances per host and no --model-cache-path:
     poptorch's cache lock then lets one instance compile while the others wait and load."""
@@ -206,7 +211,9 @@ class IpuBackend(Backend):
         if self.hardware_version == UNKNOWN_HARDWARE_VERSION and world.is_root:
             log.warning("poptorch reports the IPU hardware version as unknown (-1); running on, recorded as unknown")
         self.offline_ipu_version = self._offline_target()
-        self.cache_path, self.cache_is_default = self._cache_path()
+        self.cache_path, self.cache_source = self._cache_path()
+        self.cache_is_default = self.cache_source == CACHE_DEFAULT
+        self._warn_about_stale_locks()
         if config.compile_only and self.popdist is None and world.is_root:
             log.warning("--compile-only outside poprun: under poprun poptorch builds a distributed replicated "
                         "graph, so this cache will not match a poprun run with several instances; warm that "
@@ -252,16 +259,35 @@ class IpuBackend(Backend):
         return self.hardware_version
 
     def _cache_path(self):
-        """(executable cache directory or None, whether it is mpirunner's default rather than --model-cache-path)."""
+        """(executable cache directory or None, where it came from): --model-cache-path, then POPTORCH_CACHE_DIR
+        (poptorch.Options() turns caching on from it in its constructor), then mpirunner's host-local default,
+        which only a poprun job with all its instances on one host gets (poptorch's compile lock counts every
+        instance of the job in one file: on host-local folders of several hosts it never reaches that count)."""
         if self.config.model_cache_path:
-            return self.config.model_cache_path, False
-        if self.popdist is not None and self.world.local_size > 1:
-            if self.world.is_root:
-                log.info("poprun runs %d instances per host and --model-cache-path is unset: caching executables "
-                         "in %s so that one instance compiles and the others load", self.world.local_size,
-                         default_cache_path())
-            return default_cache_path(), True
-        return None, False
+            return self.config.model_cache_path, CACHE_FROM_FLAG
+        if os.environ.get(CACHE_VARIABLE):
+            return os.environ[CACHE_VARIABLE], CACHE_VARIABLE
+        world = self.world
+        if self.popdist is None or world.local_size <= 1:
+            return None, ""
+        if world.local_size < world.size:
+            if world.is_root:
+                log.warning("poprun runs %d instances on several hosts and no executable cache is set: every "
+                            "instance compiles each batch size at once; give --model-cache-path (or "
+                            "POPTORCH_CACHE_DIR) a folder that every host shares (docs/ipu.md)", world.size)
+            return None, ""
+        return default_cache_path(), CACHE_DEFAULT
+
+    def _warn_about_stale_locks(self):
+        """Name poptorch compile-lock files already in the cache before this job compiles: a count left by a
+        job killed mid-compile (or another job's) shifts every instance's position, so none compiles first."""
+        if not (self.world.is_root and self.cache_path and self.world.size > 1 and os.path.isdir(self.cache_path)):
+            return
+        found = sorted(name for name in os.listdir(self.cache_path) if name.endswith(".lock"))
+        if found:
+            log.warning("poptorch compile lock(s) already in %s before compiling: %s (a job killed while compiling "
+                        "leaves them; then every instance compiles at once): remove them if no other job uses "
+                        "this cache now", self.cache_path, ", ".join(found))
 
     # ------------------------------------------------------------ Backend interface
 
@@ -389,6 +415,7 @@ class IpuBackend(Backend):
             "popdist_init": self.popdist_init,
             "ipu_hardware_version": _version_text(self.hardware_version),
             "ipu_executable_cache": self.cache_path or "",
+            "ipu_executable_cache_source": self.cache_source,
             "ipu_offline_target": self.offline_ipu_version or 0,
             "ipu_engine_options": json.dumps(self.engine_options, sort_keys=True),
             "poplar_engine_options_env": json.dumps(self.env_engine_options, sort_keys=True),
@@ -419,4 +446,5 @@ class IpuBackend(Backend):
                              if synthetic else ""),
             "ipu_executable_cache": self.cache_path or "",
             "ipu_executable_cache_default": self.cache_is_default,
+            "ipu_executable_cache_source": self.cache_source,
         }, per_rank={"ipu_rank_latency_min_ms": low_ms, "ipu_rank_latency_max_ms": high_ms})

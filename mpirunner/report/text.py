@@ -62,7 +62,9 @@ def format_run_block(attrs, world_size):
             else "n/a (batch latency is not device time)")
     compute = (f"compute: {attrs['achieved_flops'] / 1e9:.1f} GFLOP/s "
                f"({attrs['flops_per_sample'] / 1e9:.3f} GFLOP/sample)")
-    if "roof_utilization" in attrs:
+    if broken_roof_text(attrs):
+        compute += ", " + broken_roof_text(attrs)
+    elif "roof_utilization" in attrs:
         compute += ", " + roof_text(attrs)
     elif "utilization" in attrs:
         compute += (f", utilisation {100 * attrs['utilization']:.1f}% of the measured GEMM peak "
@@ -93,6 +95,20 @@ def format_run_block(attrs, world_size):
     return "\n".join(lines)
 
 
+def broken_roof_text(attrs):
+    """'roof measured under load (utilisation would be 130%): rerun --measure-peak on a quiet machine' when
+    the run beat its measured roof (`roof_broken`; in older files, a stored utilisation above 1), else ''."""
+    if attrs.get("roof_broken") is True or attrs.get("roof_broken") == 1:
+        share = attrs.get("achieved_over_roof")
+    else:
+        shares = [attrs.get(key) for key in ("utilization", "roof_utilization")]
+        share = max((value for value in shares if finite_number(value) and float(value) > 1.0), default=None)
+        if share is None:
+            return ""
+    would_be = f" (utilisation would be {100 * float(share):.0f}%)" if finite_number(share) else ""
+    return f"roof measured under load{would_be}: rerun --measure-peak on a quiet machine"
+
+
 def roof_text(attrs):
     """'utilisation X% of the binding roof, memory bandwidth: ...' from the roofline attributes (--measure-peak)."""
     intensity, bandwidth = attrs["arithmetic_intensity_estimate"], attrs["peak_memory_bandwidth"]
@@ -110,7 +126,9 @@ def _latency_estimate(attrs, name):
 
 
 def _ipu_cache_lines(attrs):
-    """IPU runs under poprun on a shared host without --model-cache-path: say which cache was used instead."""
+    """IPU runs whose cache the user did not name on the command line: say which folder was used and why."""
+    if attrs.get("ipu_executable_cache_source") == "POPTORCH_CACHE_DIR":
+        return [f"ipu cache: {attrs['ipu_executable_cache']} (from POPTORCH_CACHE_DIR)"]
     if not attrs.get("ipu_executable_cache_default"):
         return []
     return [f"ipu cache: {attrs['ipu_executable_cache']} (default: several instances per host and no "
@@ -189,6 +207,8 @@ def flops_line(row):
         parts.append(f"{row['flops_per_sample'] / 1e9:.3f} GFLOP/sample")
     if _finite(row, "achieved_flops"):
         parts.append(f"achieved {_si_flops(row['achieved_flops'])}/s")
+    if broken_roof_text(row):
+        return ", ".join(parts + [broken_roof_text(row)])
     if _finite(row, "utilization", "peak_flops"):
         hosts = text_value(row.get("utilization_hosts", "")).split("; ")
         shares = str(row.get("utilization_per_host", "")).split("; ")

@@ -7,21 +7,26 @@ call: in `RECORD` (this process) and, when FAKE_POPTORCH_RECORD names a file, as
 call in that file (so tests can read what a `python -m mpirunner` subprocess did).
 
 Behaviour switches (environment):
-  FAKE_POPTORCH_HARDWARE=0      ipuHardwareIsAvailable() is False (default: True), ipuHardwareVersion() 0
+  FAKE_POPTORCH_HARDWARE=0      ipuHardwareIsAvailable() is False (default: True), ipuHardwareVersion() asserts
   FAKE_POPTORCH_HW_VERSION=N    what ipuHardwareVersion() returns with hardware (default 2; -1: unknown)
   FAKE_POPTORCH_SDK=2|3         the SDK generation (default 3): with 2, popdist has no init() and the
                                 versions read 2.4.0+fake
   FAKE_POPTORCH_RECORD=PATH     append every recorded call to PATH as JSON lines
 
 As strict as the real library where a mistake would hide: poptorch.Options() reads Open MPI's
-OMPI_COMM_WORLD_SIZE/RANK into its distributed options (until Distributed.disable()), and the graph
-a compile records says how many processes it spans; getLatency() returns zeros with synthetic data;
-a destroyed model refuses every later call. An inference model computes its outputs with the wrapped
+OMPI_COMM_WORLD_SIZE/RANK into its distributed options (until Distributed.disable()), whose processId and
+numProcesses are values, and POPTORCH_CACHE_DIR (caching on); the graph a compile records says how many
+processes it spans; a distributed compile into a cache takes poptorch's compile lock (a file per model in
+the cache folder, see _compile_lock); ipuHardwareVersion() asserts without IPUs; getLatency() with
+synthetic data returns numbers without meaning; a destroyed model refuses every later call. An inference model computes its outputs with the wrapped
 torch model on the CPU, in float32 for speed (a float16 model is copied to float32 and its outputs cast
 back to float16); getLatency() otherwise reports numbers derived from the wall time of the last call.
 """
+import contextlib
 import copy
 import enum
+import fcntl
+import hashlib
 import json
 import os
 import time
@@ -74,7 +79,10 @@ def ipuHardwareIsAvailable(num_ipus=1):
 
 
 def ipuHardwareVersion():
-    return int(os.environ.get("FAKE_POPTORCH_HW_VERSION", "2")) if ipuHardwareIsAvailable() else 0
+    """Like poptorch's (__init__.py, 2.4 and 3.4): asserts when the system has no IPU, -1 when unknown."""
+    version = int(os.environ.get("FAKE_POPTORCH_HW_VERSION", "2")) if ipuHardwareIsAvailable() else 0
+    assert version != 0, "No IPU hardware available on this system"
+    return version
 
 
 class OverlapMode(enum.Enum):
@@ -138,6 +146,14 @@ class _DistributedOptions:
         options.values["num_distributed_processes"] = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))
         options.values["distributed_process_id"] = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
 
+    @property
+    def processId(self):
+        return self._options.values["distributed_process_id"]
+
+    @property
+    def numProcesses(self):
+        return self._options.values["num_distributed_processes"]
+
     def disable(self):
         _record("Options.Distributed.disable")
         self._options.values.update(num_distributed_processes=1, distributed_process_id=0)
@@ -158,6 +174,8 @@ class Options:
         self.TensorLocations = _TensorLocations(self)
         self._Popart = _PopartOptions(self)
         self.Distributed = _DistributedOptions(self)
+        if os.environ.get("POPTORCH_CACHE_DIR"):  # as poptorch's constructor: caching on from the variable
+            self.values["executable_cache"] = os.environ["POPTORCH_CACHE_DIR"]
         if type(self) is Options:
             _record("poptorch.Options")
 
@@ -237,6 +255,35 @@ def _for_cpu(inputs):
     return inputs.float() if inputs.is_floating_point() else inputs
 
 
+@contextlib.contextmanager
+def _compile_lock(model, options):
+    """poptorch's distributedCacheLock (_impl.py, 2.4 and 3.4): with more than one process and a cache, a lock
+    file named after the model (md5 of its repr; never the batch size) in the cache folder; each process appends
+    one character under an exclusive flock, its position says whether it compiles first (1) and the process
+    whose position equals numProcesses deletes the file. Yields the position (0: no lock)."""
+    cache = options.values.get("executable_cache")
+    if options.values["num_distributed_processes"] <= 1 or not cache:
+        yield 0
+        return
+    os.makedirs(cache, exist_ok=True)
+    name = os.path.join(cache, hashlib.md5(repr(model).encode("utf-8")).hexdigest() + ".lock")
+    delete = False
+    try:
+        with open(name, "a+") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                lock_file.write("0")
+                lock_file.flush()
+                position = lock_file.tell()
+                delete = position == options.values["num_distributed_processes"]
+                yield position
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+    finally:
+        if delete:
+            os.remove(name)
+
+
 class PoplarExecutor:
     """What poptorch.inferenceModel returns: compile(), __call__, getLatency(), attach/detach."""
 
@@ -262,7 +309,11 @@ class PoplarExecutor:
 
     def _build(self, inputs, how):
         self._check_input(inputs)
-        _record(how, inputs, model_dtype=self.dtype, replication_factor=self.options.replication_factor,
+        with _compile_lock(self.model, self.options) as position:
+            self._compile_under_lock(inputs, how, position)
+
+    def _compile_under_lock(self, inputs, how, lock_position):
+        _record(how, inputs, lock_position=lock_position, model_dtype=self.dtype, replication_factor=self.options.replication_factor,
                 device_iterations=self.options.device_iterations, options=self.options.values,
                 poplar_engine_options=os.environ.get("POPLAR_ENGINE_OPTIONS", ""))
         self._cpu_model = copy.deepcopy(self.model).float().eval()
@@ -296,7 +347,9 @@ class PoplarExecutor:
         elapsed = time.perf_counter() - start
         average = elapsed / self.options.device_iterations
         if self.options.values.get("synthetic_data"):
-            average = 0.0  # no host IO to time: the real getLatency() returns zeros
+            # No host IO: the 3.4 reference only says "ignore these latency values"; what the real
+            # getLatency() returns then is not documented, so the stand-in returns numbers with no meaning.
+            average = 1e-3 * (1 + len(RECORD) % 7)
         self.last_latency = (0.9 * average, 1.2 * average, average)
         return outputs.to(self.dtype)
 
