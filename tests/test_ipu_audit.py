@@ -156,3 +156,41 @@ def test_ipu_stale_compile_lock_is_named_before_compiling(fake_sdk, monkeypatch,
         logging.getLogger("mpirunner").removeHandler(caplog.handler)
     lines = {record.getMessage() for record in caplog.records if "0123abcd.lock" in record.getMessage()}
     assert len(lines) == 1 and str(cache) in lines.pop()  # one line, naming the file and the folder
+
+
+# ---------------------------------------------------------------- 6: --ipus-per-replica other than 1
+
+
+def test_ipu_poprun_ipus_per_replica_2_is_refused_on_every_rank_before_any_model(tmp_path):
+    """The reference passes len(pipeline_splits)+1; mpirunner never splits the model, so 2 would be a lie."""
+    import json
+    from pathlib import Path
+
+    from conftest import TINY, run_cli
+    from ipu_fake import fake_env
+
+    record = tmp_path / "record.jsonl"
+    poprun = {key: value for key, value in poprun_env(instances=2, replicas=2, ipus_per_replica=2).items()
+              if key.startswith("POPDIST_") and key not in ("POPDIST_LOCAL_INSTANCE_INDEX",
+                                                            "POPDIST_REPLICA_INDEX_OFFSET")}
+    result = run_cli([*TINY, "--batch-size", "1", "--output", tmp_path / "never.h5"], ranks=2,
+                     env=fake_env(record, **poprun))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "--ipus-per-replica 2" in line]
+    assert len(errors) == 1 and "use --ipus-per-replica 1" in errors[0], result.stderr  # one line (rank 0)
+    calls = [json.loads(line) for line in Path(record).read_text().splitlines()] if record.exists() else []
+    assert {event["rank"] for event in calls if event["call"] == "popdist.init"} <= {0, 1}
+    assert not [event for event in calls if event["call"] in ("poptorch.inferenceModel", "popdist.poptorch.Options")]
+    assert not (tmp_path / "never.h5").exists()
+
+
+def test_ipu_ipus_per_replica_refusal_is_a_usage_error_on_each_rank(fake_sdk, monkeypatch):
+    from mpirunner.backends.ipu import IpuBackend
+    from mpirunner.errors import UsageError
+
+    for rank in (0, 1):
+        for key, value in poprun_env(instances=2, replicas=2, ipus_per_replica=2, rank=rank).items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(UsageError, match="--ipus-per-replica 2"):
+            IpuBackend(config("--device ipu"), world(size=2, rank=rank))
+    assert not fake_sdk.calls("poptorch.inferenceModel")

@@ -199,6 +199,9 @@ class IpuBackend(Backend):
             self.replicas_here = int(self.popdist.getNumLocalReplicas())
             self.total_replicas = int(self.popdist.getNumTotalReplicas())
             self.ipus_per_replica = int(self.popdist.getNumIpusPerReplica())
+            if self.ipus_per_replica != 1:  # every rank reads the same poprun variable: all refuse alike
+                raise UsageError(f"poprun --ipus-per-replica {self.ipus_per_replica}: mpirunner runs the whole "
+                                 f"model on one IPU per replica (no pipeline splits); use --ipus-per-replica 1")
             if self.total_replicas != config.replicas * world.size and world.is_root:
                 log.warning("poprun runs %d replicas in all (%d per instance); --replicas %d is overridden",
                             self.total_replicas, self.replicas_here, config.replicas)
