@@ -217,6 +217,9 @@ OPTIONS = (
     Option("--min-latency", BOOL, False, IPU,
            "favour latency over throughput (IPU: no exchange prefetch; CUDA: no IO overlap)",
            devices=_only("cuda", "ipu")),
+    Option("--enable-fast-groupnorm", BOOL, False, IPU,
+           "PopART groupNormStridedChannelGrouping: the faster group norm, as the reference's fast configs "
+           "(cannot load weights trained without it)", devices=_only("ipu")),
     Option("--compile-only", BOOL, False, IPU, "compile (and cache) the executable, then exit", devices=_only("ipu")),
     Option("--offline-target-ipu-version", OPTIONAL_POSITIVE_INT, None, IPU,
            "IPU version to compile for without hardware", devices=_only("ipu")),

@@ -74,6 +74,7 @@ def test_reference_line_under_poprun(fake_sdk, monkeypatch, line, min_latency):
     from mpirunner.backends.ipu import default_cache_path
 
     expected += [("Options.enableExecutableCaching", [default_cache_path()], {})]  # 4 instances on one host
+    expected += [("Options._Popart.set", ["groupNormStridedChannelGrouping", False], {})]  # the reference's default
     expected += [("Options._Popart.set", ["engineOptions", {"opt.internalExchangeOptimisationTarget": "cycles",
                                                             "target.deterministicWorkers": "portable"}], {})]
     assert _option_calls(poptorch) == expected
@@ -134,6 +135,7 @@ def test_plain_options_replication_cache_synthetic_and_exchange_target(fake_sdk,
         ("Options.deviceIterations", [3], {}),
         ("Options.Precision.setPartialsType", ["torch.float32"], {}),
         ("Options.enableExecutableCaching", [cache], {}), ("Options.enableSyntheticData", [True], {}),
+        ("Options._Popart.set", ["groupNormStridedChannelGrouping", False], {}),
         ("Options._Popart.set", ["engineOptions", {"opt.internalExchangeOptimisationTarget": "memory",
                                                    "target.deterministicWorkers": "portable"}], {})]
     assert poptorch.calls("set_overlap_for_") == []

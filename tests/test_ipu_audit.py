@@ -194,3 +194,20 @@ def test_ipu_ipus_per_replica_refusal_is_a_usage_error_on_each_rank(fake_sdk, mo
         with pytest.raises(UsageError, match="--ipus-per-replica 2"):
             IpuBackend(config("--device ipu"), world(size=2, rank=rank))
     assert not fake_sdk.calls("poptorch.inferenceModel")
+
+
+# ---------------------------------------------------------------- 8: groupNormStridedChannelGrouping
+
+
+@pytest.mark.parametrize("flag, expected", [("", False), ("--enable-fast-groupnorm", True)])
+def test_ipu_group_norm_strided_channel_grouping_is_set_as_the_reference_sets_it(fake_sdk, flag, expected):
+    """The reference sets it unconditionally to --enable-fast-groupnorm (off by default)."""
+    _one_step(config(f"--device ipu --norm-type group {flag}"), world())
+    [options] = [event["kwargs"]["options"] for event in fake_sdk.calls("PoplarExecutor.compile")]
+    assert options["popart"]["groupNormStridedChannelGrouping"] is expected
+
+
+def test_ipu_fast_groupnorm_flag_is_ipu_only_and_off_by_default():
+    from mpirunner.options import BY_DEST, DEFAULTS
+
+    assert DEFAULTS["enable_fast_groupnorm"] is False and BY_DEST["enable_fast_groupnorm"].devices == {"ipu"}

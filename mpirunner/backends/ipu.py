@@ -331,6 +331,8 @@ class IpuBackend(Backend):
             opts.enableExecutableCaching(self.cache_path)
         if config.data == "synthetic":
             opts.enableSyntheticData(True)
+        # As the reference (utils/ipu_settings.py, inference_settings): always set, off unless asked for.
+        opts._Popart.set("groupNormStridedChannelGrouping", bool(config.enable_fast_groupnorm))
         opts._Popart.set("engineOptions", dict(self.engine_options))
         if self.offline_ipu_version is not None:
             opts.useOfflineIpuTarget(self.offline_ipu_version)
