@@ -104,7 +104,7 @@ def build_run_record(name, point, rules, gathered, *, measured_steps, windows, w
     """
     from mpirunner.checks import decide_validity
     from mpirunner.flops import utilization_attrs
-    from mpirunner.roofline import roof_attrs
+    from mpirunner.roofline import broken_roof, roof_attrs
     from mpirunner.stats import input_shares, log_histogram, per_rank_throughput, summarize
 
     own = {"host", "barrier_wait_seconds", "pool_steps", "pool_bytes"}
@@ -128,7 +128,8 @@ def build_run_record(name, point, rules, gathered, *, measured_steps, windows, w
     compute = utilization_attrs(flops_per_sample, summary["throughput"], list(rank_throughputs), hosts,
                                 roofs.peak_flops if roofs else None)
     if roofs:
-        compute.update(roof_attrs(flops_per_sample, compute["achieved_flops"], hosts, roofs, point.batch_size))
+        compute = broken_roof({**compute, **roof_attrs(flops_per_sample, compute["achieved_flops"], hosts, roofs,
+                                                       point.batch_size)})
     return RunRecord(
         name=name, point=point, timings=gathered, measured_steps=measured_steps, windows=windows,
         windows_kept=windows_kept, barrier_wait_seconds=waits, summary=summary, histogram_counts=counts,

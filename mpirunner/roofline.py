@@ -6,9 +6,17 @@ on the meta device, no arithmetic done) plus the weights read once per micro-bat
 batch size). Caches, fusion and re-reads make the true traffic differ; the estimate only says which
 roof is nearer. The roof a run can reach is min(GEMM peak, intensity x bandwidth), summed per host;
 `roof_utilization` is the achieved FLOP/s over that roof.
+
+A roof is the best of several timed batches; timed while other work shared the CPUs or the GPU, it
+comes out low, and the run then reaches more than "100%" of it. Such a roof is broken: broken_roof
+drops every utilisation of the run (`utilization`, its per-host values, `roof_utilization`) and says
+so instead (`roof_broken`, `achieved_over_roof`): a share above 1 is never stored as a utilisation.
 """
+import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
+
+UTILIZATION_KEYS = ("utilization", "utilization_hosts", "utilization_per_host", "roof_utilization")
 
 from mpirunner.flops import per_host_sums
 
@@ -21,6 +29,7 @@ class Roofs:
     peak_memory_bandwidth: List[float]
     weight_bytes: int
     activation_bytes_per_sample: int
+    peak_flops_median: Optional[List[float]] = None   # the median timed batch of each rank (None: older rows)
 
 
 def traffic_estimate(module, image_size, input_dtype, compute_dtype):
@@ -52,8 +61,10 @@ def traffic_estimate(module, image_size, input_dtype, compute_dtype):
 def rank_roofs(rank_rows, module, image_size, input_dtype, compute_dtype):
     """Roofs from the gathered /ranks rows (their peak_flops and peak_memory_bandwidth) and the model."""
     weight_bytes, activation_bytes = traffic_estimate(module, image_size, input_dtype, compute_dtype)
+    medians = [row.get("peak_flops_median") for row in rank_rows]
     return Roofs([float(row["peak_flops"]) for row in rank_rows],
-                 [float(row["peak_memory_bandwidth"]) for row in rank_rows], weight_bytes, activation_bytes)
+                 [float(row["peak_memory_bandwidth"]) for row in rank_rows], weight_bytes, activation_bytes,
+                 [float(median) for median in medians] if None not in medians else None)
 
 
 def roof_attrs(flops_per_sample, achieved_flops, rank_hosts, roofs, batch_size):
@@ -66,9 +77,22 @@ def roof_attrs(flops_per_sample, achieved_flops, rank_hosts, roofs, batch_size):
     bandwidth = per_host_sums(roofs.peak_memory_bandwidth, rank_hosts)
     reachable = sum(min(compute[h], intensity * bandwidth[h]) for h in hosts)
     memory_bound = intensity * sum(bandwidth.values()) < sum(compute.values())
-    return {"peak_memory_bandwidth": float(sum(roofs.peak_memory_bandwidth)),
+    spread = {} if roofs.peak_flops_median is None else {"peak_flops_median": float(sum(roofs.peak_flops_median))}
+    return {**spread, "peak_memory_bandwidth": float(sum(roofs.peak_memory_bandwidth)),
             "bytes_per_sample_estimate": float(bytes_per_sample),
             "arithmetic_intensity_estimate": float(intensity),
             "binding_roof": "memory bandwidth" if memory_bound else "compute (GEMM peak)",
             "roof_flops": float(reachable),
             "roof_utilization": float(achieved_flops / reachable) if reachable else float("nan")}
+
+
+def broken_roof(compute):
+    """The run's compute attributes, or, when any utilisation is above 1 (the run beat its measured roof,
+    so the roof was timed under load), the same without any utilisation and with `roof_broken` True and
+    `achieved_over_roof` the largest of those shares (achieved FLOP/s over the measured roof)."""
+    shares = [compute.get("utilization"), compute.get("roof_utilization"), *compute.get("utilization_per_host", [])]
+    shares = [float(share) for share in shares if share is not None and math.isfinite(float(share))]
+    if not shares or max(shares) <= 1.0:
+        return compute
+    kept = {key: value for key, value in compute.items() if key not in UTILIZATION_KEYS}
+    return {**kept, "roof_broken": True, "achieved_over_roof": max(shares)}

@@ -48,13 +48,22 @@ def test_the_cuda_backend_measures_its_gpu_a_cpu_backend_its_cpus():
     assert CudaBackend.uses_option(SimpleNamespace(name="cuda"), "measure_peak")
 
 
-def test_measure_roofs_names_both_columns(monkeypatch):
+def test_measure_roofs_names_both_columns_with_the_spread_of_their_batches(monkeypatch):
     seen = []
-    monkeypatch.setattr(peak, "measure_gemm_peak", lambda dtype, device: seen.append(("gemm", device)) or 5e12)
-    monkeypatch.setattr(peak, "measure_memory_bandwidth", lambda device: seen.append(("copy", device)) or 3e12)
+    monkeypatch.setattr(peak, "gemm_rates", lambda dtype, device: seen.append(("gemm", device)) or [4e12, 5e12, 3e12])
+    monkeypatch.setattr(peak, "copy_rates", lambda device: seen.append(("copy", device)) or [3e12, 2e12])
     columns = peak.measure_roofs(torch.float16, device="cuda:0")
-    assert columns == {"gemm_peak_flops": 5e12, "peak_flops": 5e12, "peak_memory_bandwidth": 3e12}
+    assert columns == {"gemm_peak_flops": 5e12, "peak_flops": 5e12, "peak_flops_median": 4e12, "peak_flops_batches": 3,
+                       "peak_memory_bandwidth": 3e12, "peak_memory_bandwidth_median": 2.5e12,
+                       "peak_memory_bandwidth_batches": 2}
     assert seen == [("gemm", "cuda:0"), ("copy", "cuda:0")]
+
+
+def test_every_timed_batch_is_kept_and_the_best_is_the_roof():
+    rates = peak.gemm_rates(torch.float32, seconds=0.05, size=64, device="cpu")
+    assert len(rates) >= 1 and peak.measure_gemm_peak(torch.float32, seconds=0.0, size=64) > 0
+    columns = peak._roof_columns("peak_flops", rates)
+    assert columns["peak_flops"] == max(rates) and min(rates) <= columns["peak_flops_median"] <= max(rates)
 
 
 def test_a_cpu_run_stores_both_roofs_per_rank_and_names_the_binding_one(tmp_path, tiny_args):
@@ -64,6 +73,9 @@ def test_a_cpu_run_stores_both_roofs_per_rank_and_names_the_binding_one(tmp_path
     with h5py.File(output) as h5:
         ranks, run = h5["ranks"], h5["runs/bs00002"].attrs
         assert ranks["peak_flops"][0] > 1e8 and ranks["peak_memory_bandwidth"][0] > 1e8
+        assert 0 < ranks["peak_flops_median"][0] <= ranks["peak_flops"][0] and ranks["peak_flops_batches"][0] >= 1
+        assert 0 < ranks["peak_memory_bandwidth_median"][0] <= ranks["peak_memory_bandwidth"][0]
+        assert run["peak_flops_median"] == pytest.approx(ranks["peak_flops_median"][0])
         assert run["peak_memory_bandwidth"] == pytest.approx(ranks["peak_memory_bandwidth"][0])
         assert run["binding_roof"] in ("memory bandwidth", "compute (GEMM peak)")
         assert run["roof_utilization"] == pytest.approx(run["achieved_flops"] / run["roof_flops"])

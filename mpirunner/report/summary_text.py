@@ -45,7 +45,7 @@ TABLE = (("model", 16, lambda r: str(r["model"])), ("prec", 5, lambda r: str(r["
          ("p50 ms [95% CI]", 26, lambda r: estimate_text(r, "latency_p50", ".3f")),
          ("p99 ms [95% CI]", 26, lambda r: estimate_text(r, "latency_p99", ".3f")),
          ("util %", 6, lambda r: _number(100 * r["utilization"], ".1f") if isinstance(r.get("utilization"), float)
-          else "-"),
+          and r["utilization"] <= 1.0 else "-"),  # above 100%: a roof measured under load, not a utilisation
          ("verdict", 7, verdict_cell), ("created", 25, lambda r: str(r["created"]) or "-"),
          ("commit", 12, lambda r: str(r["git_commit"])[:12] or "-"), ("hosts", 16, lambda r: str(r["hosts"]) or "-"),
          ("file", 0, lambda r: f"{r['file']}:{r['run']}"))
