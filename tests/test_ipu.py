@@ -69,7 +69,7 @@ def test_reference_line_under_poprun(fake_sdk, monkeypatch, line, min_latency):
                 ("Options.Precision.setPartialsType", ["torch.float16"], {})]
     if io_tiles:
         expected += [("Options.setExecutionStrategy", ["ShardedExecution"], {}),
-                     ("Options._Popart.set", ["defaultPrefetchBufferingDepth", 3], {}),
+                     ("Options._Popart.set", ["defaultBufferingDepth", 3], {}),
                      ("Options.TensorLocations.numIOTiles", [io_tiles], {})]
     from mpirunner.backends.ipu import default_cache_path
 

@@ -211,3 +211,28 @@ def test_ipu_fast_groupnorm_flag_is_ipu_only_and_off_by_default():
     from mpirunner.options import BY_DEST, DEFAULTS
 
     assert DEFAULTS["enable_fast_groupnorm"] is False and BY_DEST["enable_fast_groupnorm"].devices == {"ipu"}
+
+
+# ---------------------------------------------------------------- 7: the buffering depth option's name
+
+
+@pytest.mark.parametrize("sdk, name", [("2", "defaultPrefetchBufferingDepth"), ("3", "defaultBufferingDepth")])
+def test_ipu_buffering_depth_option_named_as_the_installed_popart_names_it(fake_sdk, monkeypatch, sdk, name):
+    """PopART 2.5 renamed it; the old name still works there with a deprecation warning, the new one not in 2.4."""
+    from ipu_fake import reimport_fake
+
+    monkeypatch.setenv("FAKE_POPTORCH_SDK", sdk)
+    poptorch = reimport_fake()
+    _one_step(config("--device ipu --num-io-tiles 64"), world())
+    [options] = [event["kwargs"]["options"] for event in poptorch.calls("PoplarExecutor.compile")]
+    assert options["popart"][name] == 3
+    assert {"defaultBufferingDepth", "defaultPrefetchBufferingDepth"} & set(options["popart"]) == {name}
+    assert poptorch.calls("popart.warning") == []
+
+
+def test_ipu_buffering_depth_name_by_version():
+    from mpirunner.backends.ipu import buffering_depth_option
+
+    assert [buffering_depth_option(v) for v in [(2, 4, 0), (2, 5, 1), (3, 4, 0), ()]] == [
+        "defaultPrefetchBufferingDepth", "defaultBufferingDepth", "defaultBufferingDepth",
+        "defaultPrefetchBufferingDepth"]

@@ -131,6 +131,22 @@ def _nan_extreme(pick, values):
     return pick(finite) if finite else float("nan")
 
 
+def buffering_depth_option(popart_version):
+    """The PopART session option for the IO buffering depth: defaultBufferingDepth from PopART 2.5 on (the old
+    name still works there with a deprecation warning: willow/src/sessionoptions.cpp, getBufferingDepth), the
+    old defaultPrefetchBufferingDepth before 2.5 or when the version is unknown (an empty tuple)."""
+    return "defaultBufferingDepth" if tuple(popart_version[:2]) >= (2, 5) else "defaultPrefetchBufferingDepth"
+
+
+def _popart_version_number():
+    """popart.versionNumber() as (major, minor, point); () when popart does not import."""
+    try:
+        import popart
+    except ImportError:
+        return ()
+    return tuple(int(part) for part in popart.versionNumber())
+
+
 def _popart_version():
     try:
         import popart
@@ -325,7 +341,7 @@ class IpuBackend(Backend):
         opts.Precision.setPartialsType(torch.float16 if config.half_partial else torch.float32)
         if config.num_io_tiles > 0:
             opts.setExecutionStrategy(poptorch.ShardedExecution())
-            opts._Popart.set("defaultPrefetchBufferingDepth", PREFETCH_BUFFERING_DEPTH)
+            opts._Popart.set(buffering_depth_option(_popart_version_number()), PREFETCH_BUFFERING_DEPTH)
             opts.TensorLocations.numIOTiles(config.num_io_tiles)
         if self.cache_path:
             opts.enableExecutableCaching(self.cache_path)

@@ -312,7 +312,19 @@ class PoplarExecutor:
         with _compile_lock(self.model, self.options) as position:
             self._compile_under_lock(inputs, how, position)
 
+    def _check_popart_options(self):
+        """PopART's session options as the installed version knows them (willow/src/sessionoptions.cpp): 2.4
+        has no defaultBufferingDepth; from 2.5 on the old defaultPrefetchBufferingDepth logs a deprecation."""
+        import popart
+
+        names = self.options.values.get("popart", {})
+        if popart.versionNumber() < (2, 5, 0) and "defaultBufferingDepth" in names:
+            raise RuntimeError("popart: unknown session option defaultBufferingDepth")
+        if popart.versionNumber() >= (2, 5, 0) and "defaultPrefetchBufferingDepth" in names:
+            _record("popart.warning", "The session option defaultPrefetchBufferingDepth has been deprecated")
+
     def _compile_under_lock(self, inputs, how, lock_position):
+        self._check_popart_options()
         _record(how, inputs, lock_position=lock_position, model_dtype=self.dtype, replication_factor=self.options.replication_factor,
                 device_iterations=self.options.device_iterations, options=self.options.values,
                 poplar_engine_options=os.environ.get("POPLAR_ENGINE_OPTIONS", ""))
