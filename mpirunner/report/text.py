@@ -112,9 +112,11 @@ def broken_roof_text(attrs):
 def roof_text(attrs):
     """'utilisation X% of the binding roof, memory bandwidth: ...' from the roofline attributes (--measure-peak)."""
     intensity, bandwidth = attrs["arithmetic_intensity_estimate"], attrs["peak_memory_bandwidth"]
+    median = attrs.get("peak_flops_median")
+    spread = f" (best batch; median {median / 1e9:.1f})" if finite_number(median) else ""
     return (f"utilisation {100 * attrs['roof_utilization']:.1f}% of the binding roof, {attrs['binding_roof']} "
             f"({attrs['roof_flops'] / 1e9:.1f} GFLOP/s; intensity {intensity:.1f} FLOP/byte, an estimate; "
-            f"roofs: GEMM {attrs['peak_flops'] / 1e9:.1f} GFLOP/s, memory {bandwidth / 1e9:.1f} GB/s; "
+            f"roofs: GEMM {attrs['peak_flops'] / 1e9:.1f} GFLOP/s{spread}, memory {bandwidth / 1e9:.1f} GB/s; "
             f"{100 * attrs['utilization']:.1f}% of the GEMM peak)")
 
 
