@@ -27,7 +27,7 @@ from mpirunner.report.bootstrap import (CHUNK_ELEMENTS, CONFIDENCE, RESAMPLES,  
                                         resampled_medians, time_ratio_interval)
 from mpirunner.report.configuration import SCALING, configuration_key, key_differences
 from mpirunner.report.rows import finite_rows, run_latency, sorted_runs, summary_row
-from mpirunner.report.variation import NOISE_FLOOR_PERCENT, between_runs, runs_text
+from mpirunner.report.variation import NOISE_FLOOR_PERCENT, between_runs, runs_text, spread_text
 
 PER_RANK = "per-rank time per sample"
 WHOLE_JOB = "whole-job throughput"
@@ -179,7 +179,7 @@ def _verdict(spread, low, high, threshold_percent, noise_floor_percent, history)
     past_threshold = beyond(threshold_percent)
     past_bootstrap = low > 1.0 if slower else high < 1.0
     if spread.measured:
-        source, noise = BETWEEN_RUNS, f"run-to-run noise of {runs_text(spread, history)}: ±{spread.percent:.1f}%"
+        source, noise = BETWEEN_RUNS, f"run-to-run noise of {runs_text(spread, history)}: {spread_text(spread.percent)}"
         past_noise = spread.low > 1.0 if slower else spread.high < 1.0
         within = f"within {noise}"
     else:

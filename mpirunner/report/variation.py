@@ -92,3 +92,8 @@ def between_runs(base_values, new_values):
 def runs_text(spread, history=False):
     """'3+3 runs' (base+new files) or, for a trend, '6 earlier runs': whose spread was measured."""
     return f"{spread.base_runs} earlier runs" if history else f"{spread.base_runs}+{spread.new_runs} runs"
+
+
+def spread_text(percent):
+    """'±4.1%' (the between-run interval's half-width); '±>999%' when the runs barely agree on anything."""
+    return f"±{percent:.1f}%" if percent < 999.95 else "±>999%"
