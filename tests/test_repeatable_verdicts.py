@@ -195,3 +195,22 @@ def test_fail_on_regression_over_six_normal_runs_then_a_25_percent_slower_sevent
     row = _trend_rows(out)["run6.h5"]
     assert row["trend_earlier_runs"] == 6 and row["trend_decided_by_noise"] == "between-run spread"
     assert row["trend_between_run_percent"] > 0 and 1.15 < row["trend_ratio"] < 1.35
+
+
+def test_an_invalid_file_of_a_base_group_is_left_out_and_the_rest_judged(tmp_path, capsys):
+    base = _files(tmp_path, "a", [1.00, 1.02, 0.99], 70)
+    broken = str(write_result_file(tmp_path / "broken.h5", seed=80, slowdown=2.0, settings=SETTINGS,
+                                   invalid_reasons=("unstable: step-time cv 40% > --max-cv 10%",)))
+    new = _files(tmp_path, "b", [1.01, 0.98, 1.02], 90)
+    status, out, _ = run_report(capsys, "compare", "--base", *base, broken, "--new", *new)
+    assert status == 0, out
+    assert "1 INVALID base run(s) left out" in out and "same (within run-to-run noise of 3+3 runs" in out
+    status, out, _ = run_report(capsys, "compare", "--base", *base, "--new", *new, broken)
+    assert status == 6 and "INVALID (new)" in out
+
+
+def test_the_two_forms_do_not_mix(tmp_path, capsys):
+    one, two = _files(tmp_path, "a", [1.0, 1.0], 1)
+    for argv in ((one,), (one, two, "--base", one), ("--base", one), (one, two, one)):
+        status, _, err = run_report(capsys, "compare", *argv)
+        assert status == 2 and "compare takes" in err, argv
