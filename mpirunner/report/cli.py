@@ -130,7 +130,7 @@ def summary(args):
     _check_percent("--threshold", args.threshold)
     _check_percent("--noise-floor", args.noise_floor)
     if args.fail_on_regression and not args.by:
-        raise UsageError("--fail-on-regression judges each configuration's latest run against the one before: "
+        raise UsageError("--fail-on-regression judges each configuration's latest run against the earlier ones: "
                          "add --by commit or --by created")
     if args.html:
         check_html_available(args.html)
