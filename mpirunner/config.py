@@ -231,7 +231,9 @@ def _check_scenario(values, batch_sizes):
     if values["target_qps"] is None and not values["find_peak_qps"]:
         raise UsageError("--scenario server needs --target-qps QPS (queries per second in total)")
     if values["min_duration"] is None:
-        raise UsageError("--scenario server needs --min-duration SECONDS (how long queries are issued)")
+        if not values["find_peak_qps"]:
+            raise UsageError("--scenario server needs --min-duration SECONDS (how long queries are issued)")
+        values["min_duration"] = 0.0  # a peak search sizes each point by its --percentile alone
     if values["query_size"] != 1:
         raise UsageError("--query-size is for single-stream; server queries hold one sample each")
 

@@ -43,7 +43,7 @@ MIB = 1 << 20
 def estimate_file_bytes(config, world_size):
     """A conservative size of the finished file: every run's arrays at float64, plus overhead per run."""
     steps = config.iterations * (config.max_windows if config.until_stable else 1)
-    if config.min_duration:
+    if config.min_duration or config.find_peak_qps:
         steps = max(steps, 100_000)  # unknown in advance: assume a long one
     per_step = 8 * (2 + config.device_iterations * config.replicas)  # start, duration, micro-batch latencies
     return len(config.batch_sizes) * (world_size * steps * per_step + RUN_OVERHEAD_BYTES)

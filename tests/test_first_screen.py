@@ -149,3 +149,26 @@ def test_a_lock_of_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_pat
     os.utime(lock, (old, old))
     assert take_lock(output, "here") == lock
     assert json.loads(lock.read_text())["host"] == "here"
+
+
+# ---------------------------------------------------------------- a peak search needs only its bound
+
+def test_find_peak_qps_with_a_latency_bound_alone_is_a_server_search_sized_by_its_percentile():
+    from mpirunner.config import resolve_config
+    from mpirunner.scenarios import search_point_seconds
+
+    config = resolve_config({"find_peak_qps": True, "latency_bound": 50.0})
+    assert config.scenario == "server" and config.min_duration == 0.0
+    # a point's length comes from its percentile: 120 queries for a p99, at any load
+    seconds = search_point_seconds(40.0, config.min_duration, config.percentile, config.seed, 1)
+    assert 1.5 < seconds < 6.0
+
+
+def test_a_plain_server_run_still_needs_its_duration():
+    import pytest
+
+    from mpirunner.config import resolve_config
+    from mpirunner.errors import UsageError
+
+    with pytest.raises(UsageError, match="--min-duration"):
+        resolve_config({"scenario": "server", "target_qps": 10.0})
