@@ -122,9 +122,9 @@ def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOI
     history (trends): BASE are earlier runs, oldest first, NEW the one run judged against them; the
     bootstrap interval is then NEW's steps against the LATEST base run's, not the pooled ones.
     """
-    base_rows, new_rows = list(base_rows), list(new_rows)
+    status, note, base_rows = _validity(list(base_rows), list(new_rows), include_invalid)
+    new_rows = list(new_rows)
     decided_by = PER_RANK if len({_world_size(row) for row in base_rows + new_rows}) == 1 else WHOLE_JOB
-    status, note, base_rows = _validity(base_rows, new_rows, include_invalid)
     counts = {"base_runs": len(base_rows), "new_runs": len(new_rows)}
     if status is not None:
         return PairResult(status, decided_by, note=note, **counts)
