@@ -1,0 +1,223 @@
+"""Jobs across several hosts: namespace hosts on this machine (tests/hosts.py), each with its own network
+stack, hostname, IPC namespace and /dev/shm, reached through MPICH's hydra and Open MPI's mpirun.
+
+The launcher runs on host0, as it would on a login or first node. Ranks reach each other only over the
+hosts' veths (checked with their byte counters) and share no memory across hosts (checked on the page
+frames the ranks map). A host that drops off (its link cut, or every process on it killed) must end the
+job within DROP_OFF_SECONDS with the default settings, in one line of the runner's own naming the host.
+
+Run only these: python -m pytest -m multihost tests
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpirunner.results import read_results
+from tests.cluster import openmpi  # noqa: F401  (the session fixture)
+from tests.conftest import REPO, TINY, mpiexec_path
+from tests.hosts import hosts  # noqa: F401  (the session fixture)
+
+pytestmark = pytest.mark.multihost
+
+GATHERED_BYTES = 32 << 20         # each rank's part of the bare gather below
+DROP_OFF_SECONDS = 60             # the bound a lost host's job must end within (issue 25)
+ROW = "rank {rank} host {host} local {local} of {local_size}"
+GATHER = f"""
+import socket, time
+import numpy as np
+from mpi4py import MPI
+world = MPI.COMM_WORLD
+local = world.Split_type(MPI.COMM_TYPE_SHARED)
+part = np.full({GATHERED_BYTES} // 8, world.rank, dtype=np.float64)
+whole = np.empty((world.size, part.size)) if world.rank == 0 else None
+world.Gather(part, whole, root=0)
+assert world.rank or all((whole[rank] == rank).all() for rank in range(world.size))
+time.sleep(1.5)  # the segments stay mapped while the test looks at them
+print({ROW!r}.format(rank=world.rank, host=socket.gethostname(), local=local.rank, local_size=local.size), flush=True)
+"""
+
+
+def clean_env(**extra):
+    """This environment without any launcher's or runner's variables (a test may run inside a job)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("OMPI_", "PMI", "PRTE_", "SLURM_", "MPIRUNNER_", "HYDRA_", "MPI4PY_", "OPAL_"))}
+    env.update(extra)
+    return env
+
+
+def hydra(hosts, spec, argv):  # noqa: F811
+    """`mpiexec -hosts SPEC` through the hosts' ssh stand-in, run on host0."""
+    ranks = sum(int(part.split(":")[1]) for part in spec.split(","))
+    return hosts.command("host0", [mpiexec_path(), "-n", ranks, "-hosts", spec, "-launcher", "ssh",
+                                   "-launcher-exec", hosts.rsh, *argv])
+
+
+def open_mpi(hosts, openmpi, spec, argv):  # noqa: F811
+    """Open MPI's `mpirun --host SPEC` with the hosts' ssh stand-in as its rsh agent, run on host0."""
+    ranks = sum(int(part.split(":")[1]) for part in spec.split(","))
+    return hosts.command("host0", [openmpi.mpirun, "-n", ranks, "--host", spec, "--bind-to", "none",
+                                   "--mca", "plm_rsh_agent", hosts.rsh, *openmpi.site_args(ranks), *argv])
+
+
+def launch(request, hosts, launcher, spec, argv):  # noqa: F811
+    """(command, environment) for `launcher` ("hydra" or "openmpi") across the hosts in SPEC."""
+    if launcher == "hydra":
+        return hydra(hosts, spec, argv), clean_env()
+    ompi = request.getfixturevalue("openmpi")
+    return open_mpi(hosts, ompi, spec, argv), {**clean_env(), **ompi.env(load=True)}
+
+
+def runner(*args):
+    return [sys.executable, "-m", "mpirunner", *TINY, "--min-iterations", "1", *map(str, args)]
+
+
+def watch_shared_memory(hosts, process, names):  # noqa: F811
+    """Page frames of shared memory each host's processes map, sampled until `process` ends."""
+    seen = {name: {} for name in names}
+    while process.poll() is None:
+        for name in names:
+            for frame, pids in hosts.shared_memory(name).items():
+                seen[name].setdefault(frame, set()).update(pids)
+        time.sleep(0.1)
+    return seen
+
+
+# ---------------------------------------------------------------- the network and shared memory
+
+@pytest.mark.parametrize("launcher", ["hydra", "openmpi"])
+def test_ranks_reach_other_hosts_only_over_the_network(request, hosts, launcher, tmp_path):  # noqa: F811
+    """2 hosts x 2 ranks gather 32 MiB a rank on rank 0: the other host's link carries at least its two parts,
+    MPI's shared-memory split groups the ranks by host, and no page of shared memory is mapped on both hosts
+    (while each host's two ranks do share some: the check sees sharing where there is some)."""
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER)
+    command, env = launch(request, hosts, launcher, "host0:2,host1:2", [sys.executable, str(script)])
+    before = {name: hosts.link_bytes(name) for name in ("host0", "host1")}
+    with open(tmp_path / "out", "w+") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            shared = watch_shared_memory(hosts, process, ("host0", "host1"))
+        finally:
+            process.kill() if process.poll() is None else None
+        out.seek(0)
+        text = out.read()
+    assert process.returncode == 0, text[-3000:]
+    rows = sorted(line for line in text.splitlines() if line.startswith("rank "))
+    assert rows == [ROW.format(rank=0, host="host0", local=0, local_size=2),
+                    ROW.format(rank=1, host="host0", local=1, local_size=2),
+                    ROW.format(rank=2, host="host1", local=0, local_size=2),
+                    ROW.format(rank=3, host="host1", local=1, local_size=2)], text[-3000:]
+    (received0, _), (_, sent1) = (np.subtract(hosts.link_bytes(name), before[name]) for name in ("host0", "host1"))
+    assert sent1 >= 2 * GATHERED_BYTES and received0 >= 2 * GATHERED_BYTES, (sent1, received0)
+    across = set(shared["host0"]) & set(shared["host1"])
+    assert not across, f"{len(across)} page(s) of shared memory mapped on both hosts"
+    for name in ("host0", "host1"):
+        assert any(len(pids) > 1 for pids in shared[name].values()), f"{name}: its ranks share no memory"
+
+
+# ---------------------------------------------------------------- what a run across hosts writes
+
+@pytest.fixture(scope="module")
+def two_by_two(hosts, tmp_path_factory):  # noqa: F811
+    """One 2 hosts x 2 ranks run under hydra, rank 3 (host1's second) slowed by 0.1 s a step, --measure-peak."""
+    output = tmp_path_factory.mktemp("two_by_two") / "hosts.h5"
+    result = subprocess.run(hydra(hosts, "host0:2,host1:2", runner("--iterations", 10, "--batch-size", 1,
+                                                                     "--measure-peak", "--output", output)),
+                            cwd=REPO, env=clean_env(MPIRUNNER_FAULT="sleep:rank=3:seconds=0.1"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return output, result
+
+
+def test_ranks_carry_the_real_host_names_and_local_ranks(two_by_two):
+    output, _ = two_by_two
+    data = read_results(output)
+    assert [(row["host"], row["local_rank"]) for row in data["ranks"]] == [
+        ("host0", 0), ("host0", 1), ("host1", 0), ("host1", 1)]
+    assert list(data["attrs"]["hosts"]) == ["host0", "host1"]
+    assert data["attrs"]["launcher"] == "mpiexec-hydra" and data["attrs"]["world_size"] == 4
+
+
+def test_placement_is_planned_per_host(two_by_two):
+    """Each host places its own two ranks on its own CPUs (both hosts see this machine's CPUs)."""
+    output, result = two_by_two
+    rows = read_results(output)["ranks"]
+    for host in ("host0", "host1"):
+        cpus = [row["cpus"] for row in rows if row["host"] == host]
+        assert len(cpus) == 2 and len(set(cpus)) == 2, rows
+    assert [row["cpus"] for row in rows[:2]] == [row["cpus"] for row in rows[2:]], "the same plan on each host"
+    assert re.search(r"rank 2 on host1: node \d+, cpus", result.stderr), result.stderr[-2000:]
+
+
+def test_per_host_sums_and_utilisation(two_by_two):
+    """utilization_per_host is each host's achieved FLOP/s over its own ranks' peaks, in host order."""
+    output, _ = two_by_two
+    data = read_results(output)
+    attrs = data["runs"]["bs00001"]["attrs"]
+    assert list(attrs["utilization_hosts"]) == ["host0", "host1"]
+    starts, seconds = data["runs"]["bs00001"]["step_start"], data["runs"]["bs00001"]["step_seconds"]
+    rates = attrs["samples_per_step"] * seconds.shape[1] / (np.max(starts + seconds, axis=1) - np.min(starts, axis=1))
+    peaks = np.array([row["peak_flops"] for row in data["ranks"]])
+    expected = [rates[ranks].sum() * attrs["flops_per_sample"] / peaks[ranks].sum() for ranks in ([0, 1], [2, 3])]
+    assert np.allclose(np.atleast_1d(attrs["utilization_per_host"]), expected, rtol=1e-6), expected
+    assert expected[1] < expected[0], "host1 holds the slowed rank"
+
+
+def test_straggler_rule_names_the_host_of_the_slowed_rank(two_by_two):
+    output, _ = two_by_two
+    reasons = list(read_results(output)["runs"]["bs00001"]["attrs"]["validity_reason"])
+    stragglers = [reason for reason in reasons if reason.startswith("straggler:")]
+    assert len(stragglers) == 1 and stragglers[0].startswith("straggler: rank 3 on host1 "), reasons
+
+
+def test_resume_across_the_same_hosts(two_by_two, hosts, tmp_path):  # noqa: F811
+    output = tmp_path / "resumed.h5"
+    shutil.copy(two_by_two[0], output)
+    first = read_results(output)["runs"]["bs00001"]
+    result = subprocess.run(hydra(hosts, "host0:2,host1:2", runner("--iterations", 10, "--batch-size", "1,2",
+                                                                     "--measure-peak", "--resume", "--output",
+                                                                     output)),
+                            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = read_results(output)
+    assert sorted(data["runs"]) == ["bs00001", "bs00002"]
+    assert data["runs"]["bs00001"]["step_seconds"].tobytes() == first["step_seconds"].tobytes(), "size 1 kept"
+    assert [row["host"] for row in data["ranks"]] == ["host0", "host0", "host1", "host1"]
+
+
+def test_two_by_two_under_open_mpi(hosts, openmpi, tmp_path):  # noqa: F811
+    output = tmp_path / "ompi.h5"
+    command = open_mpi(hosts, openmpi, "host0:2,host1:2", runner("--iterations", 3, "--batch-size", 1,
+                                                                  "--output", output))
+    result = subprocess.run(command, cwd=REPO, env={**clean_env(), **openmpi.env(load=True)}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = read_results(output)
+    assert [(row["host"], row["local_rank"]) for row in data["ranks"]] == [
+        ("host0", 0), ("host0", 1), ("host1", 0), ("host1", 1)]
+    assert data["attrs"]["launcher"] == "mpirun-prrte" and "Open MPI" in data["attrs"]["mpi_version"]
+
+
+def test_job_script_with_a_host_list_on_three_uneven_hosts(hosts, tmp_path):  # noqa: F811
+    """jobs/workstation.sh with MPIEXEC_ARGS naming three hosts (2+1+1): one world, local ranks per host."""
+    config, output = tmp_path / "tiny.yaml", tmp_path / "out" / "three.h5"
+    config.write_text("model: resnet18\ndevice: cpu\nimage_size: 32\nwarmup_iterations: 1\nbatch_size: 1\n"
+                      "iterations: 3\nmin_iterations: 1\n")
+    env = clean_env(PYTHON=sys.executable, CONFIG=str(config), OUTPUT=str(output), RANKS="4",
+                    MPIEXEC=mpiexec_path(), TIMEOUT_SECONDS="200",
+                    MPIEXEC_ARGS=f"-hosts host0:2,host1:1,host2:1 -launcher ssh -launcher-exec {hosts.rsh}")
+    result = subprocess.run(hosts.command("host0", ["bash", REPO / "jobs" / "workstation.sh"]), cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = read_results(output)
+    assert [(row["host"], row["local_rank"]) for row in data["ranks"]] == [
+        ("host0", 0), ("host0", 1), ("host1", 0), ("host2", 0)]
+    assert list(data["attrs"]["hosts"]) == ["host0", "host1", "host2"]
+    assert len(np.atleast_1d(data["runs"]["bs00001"]["step_seconds"])) == 4
