@@ -15,7 +15,7 @@ from mpirunner.report.svg_histogram import histogram_svg
 from mpirunner.report.svg_plots import file_label, sweep_svg, trend_svg
 from mpirunner.report.summary_text import TABLE, estimate_text, trend_cell
 from mpirunner.report.text import format_run_block, verdict_text
-from mpirunner.report.trends import SWEEP_KEYS, configuration, configuration_text
+from mpirunner.report.trends import SWEEP_KEYS, configuration, configuration_text, trend_title
 
 STYLE = """
 body { font-family: sans-serif; color: #000; background: #fff; margin: 1.5em; }
@@ -77,7 +77,7 @@ def _trends(trends):
     parts = []
     for trend in trends:
         if len(trend.steps) >= 2:
-            title = f"Trend: {configuration_text(trend.configuration)}"
+            title = f"Trend: {trend_title(trend)}"
             parts.append(_image(trend_svg(title, trend.steps), title, "trend"))
     return "\n".join(parts) or "<p>No configuration has two or more runs.</p>"
 
