@@ -4,6 +4,7 @@ import pytest
 
 from mpirunner.report.compare import PER_RANK, WHOLE_JOB, compare_runs
 from mpirunner.report.rows import RunRow
+from mpirunner.report.variation import NOISE_FLOOR_PERCENT
 
 
 def make_row(step_seconds, samples_per_step=8, valid=True, reason=""):
@@ -89,7 +90,7 @@ def test_compare_one_rank_against_two_ranks_twice_as_fast(tmp_path, capsys):
     status, out, _ = run_report(capsys, "compare", one, two)
     assert status == 0, out
     row = next(line for line in out.splitlines() if line.split()[:1] == ["4"])
-    assert "whole-job throughput" in row and row.endswith("improved (beyond the 10% noise floor)")
+    assert "whole-job throughput" in row and row.endswith(f"improved (beyond the {NOISE_FLOOR_PERCENT:g}% noise floor)")
     assert "decided on whole-job throughput" in out and out.splitlines()[-1] == "no regression"
     status, out, _ = run_report(capsys, "compare", two, one)
     assert status == 1 and "REGRESSED" in out

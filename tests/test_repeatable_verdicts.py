@@ -34,16 +34,17 @@ def _verdict_line(out, batch_size=8):
 # ------------------------------------------------------------------------------ one file per side
 
 def test_a_rerun_seven_percent_slower_reads_same_below_the_noise_floor(tmp_path, capsys):
+    offset = min(1.07, 1 + 0.7 * NOISE_FLOOR_PERCENT / 100)  # 7% while the default floor is 10% or more
     base = write_result_file(tmp_path / "base.h5", seed=1, settings=SETTINGS)
-    rerun = write_result_file(tmp_path / "rerun.h5", seed=2, slowdown=1.07, settings=SETTINGS)
+    rerun = write_result_file(tmp_path / "rerun.h5", seed=2, slowdown=offset, settings=SETTINGS)
     status, out, _ = run_report(capsys, "compare", base, rerun)
     assert status == 0, out
     line = _verdict_line(out)
     assert line.endswith(f"same (below the {NOISE_FLOOR_PERCENT:g}% noise floor)"), line
     low, high = (float(part) for part in line.split("[")[1].split("]")[0].split(","))
     assert low > 1.0  # the steps' own interval alone would have called it a regression
-    status, out, _ = run_report(capsys, "compare", base, rerun, "--noise-floor", "5")
-    assert status == 1 and _verdict_line(out).endswith("REGRESSED (beyond the 5% noise floor)")
+    status, out, _ = run_report(capsys, "compare", base, rerun, "--noise-floor", "2", "--threshold", "2")
+    assert status == 1 and _verdict_line(out).endswith("REGRESSED (beyond the 2% noise floor)")
 
 
 def test_older_files_without_settings_still_compare_and_unknown_is_no_difference(tmp_path, capsys):
@@ -51,7 +52,7 @@ def test_older_files_without_settings_still_compare_and_unknown_is_no_difference
     new = write_result_file(tmp_path / "new.h5", seed=2, slowdown=1.3, settings={**SETTINGS, "compile": "inductor"})
     status, out, _ = run_report(capsys, "compare", old, new)
     assert status == 1, out
-    assert "REGRESSED (beyond the 10% noise floor)" in _verdict_line(out)
+    assert f"REGRESSED (beyond the {NOISE_FLOOR_PERCENT:g}% noise floor)" in _verdict_line(out)
     old_key = configuration_key({"world_size": 1}, {"model": "resnet18"})
     assert old_key["compile"] == UNKNOWN and old_key["model"] == "resnet18"
     assert key_differences([old_key], [configuration_key({"config": "compile: inductor\n"}, {})]) == []
