@@ -215,3 +215,17 @@ def test_the_two_forms_do_not_mix(tmp_path, capsys):
     for argv in ((one,), (one, two, "--base", one), ("--base", one), (one, two, one)):
         status, _, err = run_report(capsys, "compare", *argv)
         assert status == 2 and "compare takes" in err, argv
+
+
+def test_compare_json_carries_the_verdict_and_what_decided_it(tmp_path, capsys):
+    base = _files(tmp_path, "a", [1.00, 1.01, 0.99], 110)
+    new = _files(tmp_path, "b", [1.20, 1.21, 1.19], 120)
+    status, out, _ = run_report(capsys, "compare", "--base", *base, "--new", *new, "--json", "-")
+    assert status == 1
+    (row,) = json.loads(out)  # stdout holds the JSON alone
+    assert row["regression_verdict"] == "regressed" and row["decided_by_noise"] == "between-run spread"
+    assert (row["base_files"], row["new_files"]) == (3, 3) and 1.15 < row["ratio"] < 1.25
+    assert row["between_ci95_low"] > 1.0 and row["reason"].startswith("beyond run-to-run noise of 3+3 runs")
+    inductor = str(write_result_file(tmp_path / "inductor.h5", seed=3, settings={**SETTINGS, "compile": "inductor"}))
+    status, out, _ = run_report(capsys, "compare", base[0], inductor, "--json", "-")
+    assert status == 7 and json.loads(out)[0]["differences"] == "compile: none vs inductor"

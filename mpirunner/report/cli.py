@@ -11,7 +11,7 @@ import os
 import sys
 
 from mpirunner.errors import UsageError
-from mpirunner.report.compare import compare_files
+from mpirunner.report.compare import compare_files, result_rows
 from mpirunner.report.compare_text import format_comparison
 from mpirunner.report.plot import check_plot_available, plot
 from mpirunner.report.rows import failed_runs_text, load, sorted_runs, summary_row, write_rows
@@ -106,10 +106,13 @@ def compare(args):
     if not any("pair" in result or "differences" in result for result in results):
         raise UsageError(f"nothing to compare: {', '.join(map(str, base_paths))} and {', '.join(map(str, new_paths))} "
                          "have no batch size in common")
-    print(format_comparison(bases, news, results, args.threshold, args.noise_floor))
-    for data in bases + news:
-        if failed_runs_text(data):
-            print(failed_runs_text(data))
+    if args.json != "-":
+        print(format_comparison(bases, news, results, args.threshold, args.noise_floor))
+        for data in bases + news:
+            if failed_runs_text(data):
+                print(failed_runs_text(data))
+    if args.json:
+        write_rows(result_rows(results), args.json, "json")
     statuses = {result["regression_verdict"] for result in results if "pair" in result or "differences" in result}
     if "regressed" in statuses:
         return EXIT_REGRESSION
@@ -210,6 +213,8 @@ def build_parsers():
     compare_parser.add_argument("--include-invalid", action="store_true",
                                 help="judge pairs with an INVALID run too (they are left out by default)")
     compare_parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    compare_parser.add_argument("--json", metavar="PATH", help="one row per batch size: the verdict, what decided it "
+                                "and its numbers, as a JSON list ('-': stdout, the table left out)")
     summary_parser = argparse.ArgumentParser(
         prog="mpirunner-report summary",
         description="One table over many result files (folders searched recursively for *.h5, *.hdf5): a row per run "

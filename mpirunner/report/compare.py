@@ -268,6 +268,24 @@ def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_flo
     return results
 
 
+def result_rows(results):
+    """compare's results as flat rows for `compare --json/--csv`: one per batch size, the verdict and its numbers."""
+    rows = []
+    for result in results:
+        row = {key: result.get(key) for key in ("batch_size", "regression_verdict", "base_files", "new_files",
+                                                 "base_valid", "new_valid", "base_throughput", "new_throughput",
+                                                 "throughput_ratio", "p50_ratio", "p99_ratio")}
+        pair = result.get("pair")
+        if pair is not None:
+            row.update(decided_by=pair.decided_by, ratio=pair.ratio, ratio_ci95_low=pair.low,
+                       ratio_ci95_high=pair.high, rank=pair.rank, reason=pair.reason,
+                       decided_by_noise=pair.decided_by_noise, between_run_percent=pair.between_run_percent,
+                       between_ci95_low=pair.between_low, between_ci95_high=pair.between_high, note=pair.note)
+        row["differences"] = "; ".join(f"{key}: {base} vs {new}" for key, base, new in result.get("differences", ()))
+        rows.append(row)
+    return rows
+
+
 def _median(values):
     numbers = [float(value) for value in values if isinstance(value, (int, float)) and math.isfinite(value)]
     return float(np.median(numbers)) if numbers else float("nan")
