@@ -1,7 +1,7 @@
 """mpirunner-report's command line: parse the words, run `report`, `compare` or `summary`; usage errors in one line.
 
     mpirunner-report [report] FILE... [--ranks] [--histogram] [--plot PNG] [--csv PATH] [--json PATH]
-    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--noise-floor PERCENT] [--include-invalid]
+    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--noise-floor PERCENT] [--include-invalid] [--json PATH]
     mpirunner-report compare --base A1.h5 A2.h5 ... --new B1.h5 B2.h5 ...   # groups of reruns
         # exit 1 on a regression, 6 when NEW is INVALID or no pair could be judged, 7 different configurations
     mpirunner-report summary PATH... [filters] [--by commit|created] [--csv|--json PATH] [--html OUT.html]
