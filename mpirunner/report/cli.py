@@ -1,7 +1,8 @@
 """mpirunner-report's command line: parse the words, run `report`, `compare` or `summary`; usage errors in one line.
 
     mpirunner-report [report] FILE... [--ranks] [--histogram] [--plot PNG] [--csv PATH] [--json PATH]
-    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--noise-floor PERCENT] [--include-invalid] [--json PATH]
+    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--noise-floor PERCENT] [--include-invalid]
+                             [--json PATH]
     mpirunner-report compare --base A1.h5 A2.h5 ... --new B1.h5 B2.h5 ...   # groups of reruns
         # exit 1 on a regression, 6 when NEW is INVALID or no pair could be judged, 7 different configurations
     mpirunner-report summary PATH... [filters] [--by commit|created] [--csv|--json PATH] [--html OUT.html]
@@ -200,7 +201,8 @@ def build_parsers():
                     "different world sizes: whole-job throughput. Exit status 1 when NEW is worse by more than "
                     "--threshold, beyond the steps' noise (bootstrap interval) AND beyond the run-to-run noise (the "
                     "spread between the files of a side; with one file per side, the --noise-floor); 6 when a NEW run "
-                    "is INVALID or no pair could be judged (INVALID runs are left out unless --include-invalid); 7 when "
+                    "is INVALID or no pair could be judged (INVALID runs are left out unless --include-invalid); "
+                    "7 when "
                     "the sides are different configurations (nothing judged, the differing settings are named).")
     compare_parser.add_argument("files", nargs="*", metavar="BASE.h5 NEW.h5", help="one file per side")
     compare_parser.add_argument("--base", nargs="+", metavar="FILE", help="BASE as a group of reruns (with --new)")

@@ -237,7 +237,8 @@ def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_flo
         base_here = [(data, names[batch_size]) for data, names in zip(bases, base_names) if batch_size in names]
         new_here = [(data, names[batch_size]) for data, names in zip(news, new_names) if batch_size in names]
         if not base_here or not new_here:
-            results.append({"batch_size": batch_size, "regression_verdict": "only in base" if base_here else "only in new"})
+            results.append({"batch_size": batch_size,
+                            "regression_verdict": "only in base" if base_here else "only in new"})
             continue
         base_rows = [summary_row(data, name) for data, name in base_here]
         new_rows = [summary_row(data, name) for data, name in new_here]

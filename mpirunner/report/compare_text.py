@@ -1,4 +1,4 @@
-"""The printed form of `mpirunner-report compare`: a table of NEW/BASE per batch size, each verdict with what decided it.
+"""The printed form of `mpirunner-report compare`: NEW/BASE per batch size, each verdict with what decided it.
 
 A sibling of text.py (single files) and summary_text.py (many files); works on compare.compare_files' results.
 """
