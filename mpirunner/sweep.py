@@ -106,14 +106,68 @@ def after_each_size(world, guard, sweep):
         raise WriteFailed(sweep.write_error if world.is_root else "rank 0 could not write the output file")
 
 
+TABLE_WIDTH = 160  # no printed line is longer: reasons and footnotes wrap
+
+
+def _estimate_cell(attrs, key, spec, unavailable, missing_name=None):
+    """An estimate with its 95% interval; an interval that is not available becomes a `*` mark and its reason
+    goes to `unavailable` (one footnote under the table)."""
+    from mpirunner.report.text import _latency_estimate, estimate_text
+
+    text = _latency_estimate(attrs, missing_name) if missing_name else estimate_text(attrs, key, spec)
+    if " (interval n/a" not in text:
+        return text
+    value, reason = text.split(" (interval n/a", 1)
+    unavailable.setdefault(reason.strip(":) ") or "none stored", None)
+    return f"{value} *"
+
+
+def _reasons(attrs):
+    reasons = attrs.get("validity_reason")
+    if reasons is None or isinstance(reasons, (str, bytes)):
+        reasons = [reasons] if reasons else []
+    return [reason.decode() if isinstance(reason, bytes) else str(reason) for reason in reasons]
+
+
+def _wrapped(text, indent):
+    import textwrap
+
+    return textwrap.wrap(text, TABLE_WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def sweep_table(runs_attrs):
+    """The sweep summary: one row per batch size (estimates with their 95% intervals, a short verdict), then
+    the reasons of every INVALID run listed once, and one footnote for the intervals that are not available."""
+    header = ("batch", "samples/step", "throughput (samples/s)", "sum of ranks", "lat p50 ms", "lat p99 ms",
+              "max cv%", "verdict")
+    rows, unavailable, invalid = [], {}, []
+    for a in runs_attrs:
+        reasons = _reasons(a)
+        verdict = "VALID" if a["valid"] else f"INVALID ({len(reasons)})" if reasons else "INVALID"
+        rows.append((str(a["batch_size"]), str(a["samples_per_step"]),
+                     _estimate_cell(a, "throughput", ".2f", unavailable), f"{a['throughput_sum']:.2f}",
+                     _estimate_cell(a, None, None, unavailable, "p50"), _estimate_cell(a, None, None, unavailable, "p99"),
+                     f"{100 * a.get('step_cv_rank_max', a['step_cv']):.1f}", verdict))
+        if not a["valid"]:
+            invalid += [f"  batch {a['batch_size']}: {reason}" for reason in reasons or ["no reason stored"]]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = ["", "  ".join(cell.rjust(width) for cell, width in zip(header[:-1], widths)) + "  verdict"]
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
+    if unavailable:
+        lines += _wrapped("* no 95% interval: " + "; ".join(unavailable), "  ")
+    if any("n/a" == row[column] for row in rows for column in (4, 5)):
+        lines += ["n/a: too few latencies for that percentile (a p99 needs 100)"]
+    if invalid:
+        lines += ["INVALID runs, why:"] + [line for reason in invalid for line in _wrapped(reason, "      ")]
+    return "\n".join(lines)
+
+
 def finish(world, sweep, path, compile_only_text):
     """Rank 0 prints the sweep table and where the file is; every rank raises SweepCutShort after a failed size."""
-    from mpirunner.report.text import format_sweep_table
-
     if world.is_root and sweep.runs:
         measured = sweep.measured()
         if measured:
-            print(format_sweep_table(measured))
+            print(sweep_table(measured))
         print(f"results written to {path}", flush=True)
     elif world.is_root:
         print(compile_only_text, flush=True)

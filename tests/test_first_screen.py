@@ -172,3 +172,64 @@ def test_a_plain_server_run_still_needs_its_duration():
 
     with pytest.raises(UsageError, match="--min-duration"):
         resolve_config({"scenario": "server", "target_qps": 10.0})
+
+
+# ---------------------------------------------------------------- the sweep table and the run block
+
+def sweep_attrs(**changes):
+    """One run's attributes as the sweep table and the run block read them (made-up numbers)."""
+    attrs = {"model": "resnet50", "batch_size": 8, "device_iterations": 1, "precision": "32.32", "dtype": "float32",
+             "data": "generated", "latency_min": 1.0, "latency_p50": 2.0, "latency_p90": 3.0, "latency_p99": 4.0,
+             "latency_max": 5.0, "latency_mean": 2.25, "latency_count": 400, "compile_seconds_max": 1.5,
+             "step_cv": 0.031, "host_gap_max": 0.0123, "device_busy_min": 0.975, "input_pool_steps": 3,
+             "input_pool_bytes": 3 << 20, "throughput": 1234.5678, "throughput_ci95_low": 1200.0,
+             "throughput_ci95_high": 1260.0, "latency_p50_ci95_low": 1.9, "latency_p50_ci95_high": 2.1,
+             "latency_p99_ci95_low": 3.5, "latency_p99_ci95_high": 4.6, "iterations": 40, "timed_seconds": 1.52,
+             "windows": 0, "achieved_flops": 5.0e12, "flops_per_sample": 4.1e9, "valid": True, "validity_reason": "",
+             "throughput_sum": 1240.0, "samples_per_step": 8}
+    attrs.update(changes)
+    return attrs
+
+
+LONG_REASONS = ["too short: timed 0.349 s < the minimum 1 s (remedy: --min-duration 1 to extend the run, or more "
+                "--iterations)",
+                "not warmed up: first third 298.8% slower than the last (median step 134.550 ms vs 33.737 ms, beyond "
+                "the noise) (remedy: more --warmup-iterations, --min-duration or --until-stable)",
+                "unstable: step-time cv 31.6% on rank 0 on vm > --max-cv 10% (remedy: --until-stable, more "
+                "--iterations, or a quieter machine)"]
+
+
+def test_the_sweep_table_gives_short_verdicts_and_lists_each_reason_once_below():
+    from mpirunner.sweep import TABLE_WIDTH, sweep_table
+
+    no_interval = {key: float("nan") for key in ("throughput_ci95_low", "throughput_ci95_high")}
+    runs = [sweep_attrs(batch_size=1, samples_per_step=1, valid=False, validity_reason=LONG_REASONS[:2],
+                        latency_count=20, ci_unavailable="throughput: fewer than 5 timed steps on a rank",
+                        **no_interval),
+            sweep_attrs(batch_size=4, samples_per_step=4, valid=False, validity_reason=LONG_REASONS[2:],
+                        ci_unavailable="throughput: fewer than 5 timed steps on a rank", **no_interval),
+            sweep_attrs(batch_size=8)]
+    lines = sweep_table(runs).splitlines()
+    assert max(len(line) for line in lines) <= TABLE_WIDTH
+    rows = {line.split()[0]: line for line in lines[2:5]}
+    assert rows["1"].endswith("INVALID (2)") and rows["4"].endswith("INVALID (1)") and rows["8"].endswith("VALID")
+    assert "1234.57 *" in rows["1"] and "interval n/a" not in "\n".join(lines)
+    assert "1234.57 [1200.00, 1260.00]" in rows["8"] and " n/a " in rows["1"] + " "  # p99 from 20 latencies
+    footnotes = [line for line in lines if line.startswith("* ")]
+    assert footnotes == ["* no 95% interval: fewer than 5 timed steps on a rank"]  # once for both runs
+    text = "\n".join(lines)
+    for reason in LONG_REASONS:  # each reason once, below the table (wrapped, never in a row)
+        assert text.count(reason.split(" (remedy")[0]) == 1
+        assert reason.split(" (remedy")[0] not in "\n".join(rows.values())
+
+
+def test_the_run_block_lists_long_reasons_one_per_line_within_160_characters():
+    from mpirunner.report.text import format_run_block
+
+    block = format_run_block(sweep_attrs(valid=False, validity_reason=LONG_REASONS), world_size=2).splitlines()
+    assert max(len(line) for line in block) <= 160
+    first = next(index for index, line in enumerate(block) if line.startswith("INVALID: "))
+    assert block[first].startswith("INVALID: too short: timed 0.349 s")
+    assert block[first + 1].startswith("  not warmed up:") and block[first + 3].startswith("  unstable:")
+    short = format_run_block(sweep_attrs(valid=False, validity_reason=["cv 12.0% > 10%", "only 4 steps"]), 1)
+    assert "INVALID: cv 12.0% > 10%; only 4 steps" in short.splitlines()  # one line while it fits

@@ -87,12 +87,25 @@ def format_run_block(attrs, world_size):
         *_ipu_cache_lines(attrs),
         *scenario_lines(attrs, estimate_text),
         *accuracy_lines(attrs),
-        verdict_text(attrs),
+        *verdict_lines(attrs),
         f"throughput: {attrs['throughput']:.2f} samples/sec",
         f"latency avg: {attrs['latency_mean']:.3f} ms",
         *_reference_lines(attrs),
     ]
     return "\n".join(lines)
+
+
+def verdict_lines(attrs, width=160):
+    """verdict_text on one line when it fits in `width`, else one reason per line (long ones wrapped)."""
+    import textwrap
+
+    text = verdict_text(attrs)
+    if len(text) <= width:
+        return [text]
+    head, *reasons = text.split("; ")
+    return [line for index, reason in enumerate([head, *reasons])
+            for line in textwrap.wrap(reason + (";" if index < len(reasons) else ""), width, break_on_hyphens=False,
+                                      initial_indent="" if index == 0 else "  ", subsequent_indent="    ")]
 
 
 def broken_roof_text(attrs):
