@@ -91,6 +91,19 @@ def rank_values_row(host, barrier_wait_seconds, source, report):
             "pool_bytes": source.pool_bytes, **report.per_rank}
 
 
+def reference_throughput_spread(step_seconds, samples_per_step):
+    """min, max and std of the reference harness's per-step throughputs (all instances' samples over the slowest
+    instance's step time; graphcore/examples 32fc7bd inference/run_benchmark.py, benchmark()), whose mean is
+    stats' throughput_reference; over mpirunner's timed steps (the reference drops its first two instead)."""
+    seconds = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    done = np.count_nonzero(~np.isnan(seconds), axis=0)
+    if not np.any(done):
+        return {}
+    per_step = samples_per_step * done[done > 0] / np.nanmax(seconds[:, done > 0], axis=0)
+    return {"throughput_reference_min": float(per_step.min()), "throughput_reference_max": float(per_step.max()),
+            "throughput_reference_std": float(per_step.std())}
+
+
 def build_run_record(name, point, rules, gathered, *, measured_steps, windows, windows_kept, rank_values, checks,
                      device_attrs, batch_latency_is_device_time, flops_per_sample, roofs=None, scenario=None,
                      scenario_checks=None):
@@ -116,6 +129,8 @@ def build_run_record(name, point, rules, gathered, *, measured_steps, windows, w
     if scenario is not None and "throughput" in scenario.attrs:  # server: served samples, not steps x size
         summary = {key: value for key, value in summary.items() if not key.startswith("throughput_ci95")}
         summary.update(throughput=scenario.attrs["throughput"], throughput_sum=scenario.attrs["throughput_sum"])
+    if "latency_reference_ms" in device_attrs:  # IPU offline runs: the reference harness's throughput spread
+        device_attrs = {**device_attrs, **reference_throughput_spread(seconds, point.samples_per_step)}
     host_gap, device_busy = input_shares(starts, seconds, latencies)
     if not batch_latency_is_device_time:
         device_busy = np.full_like(device_busy, np.nan)

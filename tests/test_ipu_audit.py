@@ -236,3 +236,71 @@ def test_ipu_buffering_depth_name_by_version():
     assert [buffering_depth_option(v) for v in [(2, 4, 0), (2, 5, 1), (3, 4, 0), ()]] == [
         "defaultPrefetchBufferingDepth", "defaultBufferingDepth", "defaultBufferingDepth",
         "defaultPrefetchBufferingDepth"]
+
+
+# ---------------------------------------------------------------- 5 and 4: both harness eras parse one real run
+
+# SDK 2.4 (32fc7bd inference/run_benchmark.py logged these two lines; a scraper of that era reads them)
+ERA_2_4 = {"throughput": r"Throughput at bs=(\d+), data_mode=(\w+), data_type=([\w.]+), num_ipus=(\d+), of (\S+): "
+                         r"min=(.*?) imgs/s, max=(.*?) imgs/s, mean=(.*?) imgs/s, std=(.*?) imgs/s\.",
+           "latency": r"Latency: min=(.*?) ms, max=(.*?) ms, mean=(.*?) ms\."}
+# graphcore/examples vision/cnns/pytorch/inference/benchmarks.yml: SDK 2.6 (09b7c67), SDK 3.0-3.3 (8ae588c..bf12eaa)
+ERA_2_6 = {"throughput": r"throughput: *(.*?) samples\/sec", "latency": r"latency: *(.*?) ms"}
+ERA_3 = {"throughput": r"throughput: *(.*?) samples\/sec", "latency": r"latency avg: *(.*?) ms"}
+
+
+def test_ipu_run_output_parses_with_every_harness_era_regexes(tmp_path):
+    import re
+
+    import h5py
+    import numpy as np
+
+    from conftest import TINY, run_cli
+    from ipu_fake import fake_env
+
+    output = tmp_path / "ipu.h5"
+    poprun = {key: value for key, value in poprun_env(instances=2, replicas=2).items()
+              if key.startswith("POPDIST_") and key not in ("POPDIST_LOCAL_INSTANCE_INDEX",
+                                                            "POPDIST_REPLICA_INDEX_OFFSET")}
+    result = run_cli([*TINY, "--batch-size", "2", "--iterations", "4", "--min-iterations", "4", "--precision",
+                      "16.16", "--no-progress", "--output", output], ranks=2, env=fake_env(tmp_path / "r.jsonl", **poprun))
+    assert result.returncode == 0, result.stderr
+    with h5py.File(output) as h5:
+        run = h5["runs/bs00002"]
+        attrs, seconds = dict(run.attrs), run["step_seconds"][()]
+    text = result.stdout
+    assert float(re.search(ERA_3["throughput"], text).group(1)) == pytest.approx(attrs["throughput"], rel=1e-3)
+    assert float(re.search(ERA_3["latency"], text).group(1)) == pytest.approx(attrs["latency_mean"], rel=1e-3)
+    assert float(re.search(ERA_2_6["throughput"], text).group(1)) == pytest.approx(attrs["throughput"], rel=1e-3)
+    assert float(re.search(ERA_2_6["latency"], text).group(1)) == attrs["latency_reference_ms"]
+    bs, data, dtype, ipus, model, *throughputs = re.search(ERA_2_4["throughput"], text).groups()
+    assert (int(bs), data, dtype, int(ipus), model) == (2, "generated", "torch.float16", 2, attrs["model"])
+    per_step = 2 * attrs["samples_per_step"] / seconds.max(axis=0)  # the reference's formula, from the file
+    expected = [per_step.min(), per_step.max(), per_step.mean(), per_step.std()]
+    assert [float(value) for value in throughputs] == pytest.approx(expected, rel=1e-9)
+    assert float(throughputs[2]) == pytest.approx(attrs["throughput_reference"], rel=1e-12)
+    low, high, mean = (float(value) for value in re.search(ERA_2_4["latency"], text).groups())
+    assert (low, high, mean) == (attrs["latency_reference_min_ms"], attrs["latency_reference_max_ms"],
+                                 attrs["latency_reference_ms"])
+    assert low <= attrs["ipu_latency_min_ms"] and high >= attrs["ipu_latency_max_ms"]  # every call, not only timed
+    assert np.isfinite(mean) and low <= mean <= high
+
+
+def test_ipu_reference_latency_is_the_mean_of_every_call_over_instances(fake_sdk):
+    from ipu_fake import world as make_world
+
+    run_config = config("--device ipu --warmup-iterations 1")
+    other_rank = (1.0, 2.0, 10.0, 0.5, 20.0)  # another instance's (timed min, max, mean, min, max) in ms
+    backend, model = prepared_backend(run_config, make_world(size=2, extremes=[other_rank]))
+    first = step_input(run_config, backend, model, 1)
+    step = backend.make_step(1, first)
+    for _ in range(4):
+        list(step(first)[1])
+    attrs = backend.run_report(1).attrs
+    readings = backend.latencies[1]
+    assert len(readings) == 4  # the compile call, one warm-up step, two more: every call counts
+    mine = 1000 * sum(reading[2] for reading in readings) / 4
+    assert attrs["latency_reference_ms"] == pytest.approx((mine + 10.0) / 2)
+    assert attrs["latency_reference_min_ms"] == min(0.5, 1000 * min(reading[0] for reading in readings))
+    assert attrs["latency_reference_max_ms"] == max(20.0, 1000 * max(reading[1] for reading in readings))
+

@@ -173,8 +173,8 @@ def test_reference_throughput_is_all_samples_over_the_slowest_rank_per_step():
 
 
 def test_instance_wide_latency_extremes_come_from_every_rank(fake_sdk):
-    backend, _ = _run_one(config("--device ipu --warmup-iterations 0"), world(size=3, extremes=[(0.001, 9e3),
-                                                                                               (float("nan"),) * 2]),
+    backend, _ = _run_one(config("--device ipu --warmup-iterations 0"), world(size=3, extremes=[(0.001, 9e3, 5.0, 0.001, 9e3),
+                                                                                               (float("nan"),) * 5]),
                           steps=3)
     report = backend.run_report(1)
     mine_low, mine_high = report.per_rank["ipu_rank_latency_min_ms"], report.per_rank["ipu_rank_latency_max_ms"]

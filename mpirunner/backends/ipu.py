@@ -448,24 +448,47 @@ class IpuBackend(Backend):
 
     def run_report(self, batch_size):
         """The poptorch view of one run: explicit compile time, getLatency() extremes of this rank (per-rank
-        datasets) and of every instance (attrs, as the reference reports them), latency meaning, cache.
+        datasets) and of every instance (attrs, as the reference reports them), latency meaning, cache, and
+        for offline runs the reference harness's latency formula (latency_reference_*; see _reference_latency).
 
-        Called on every rank (one allgather of this rank's extremes)."""
+        Called on every rank (one allgather of this rank's figures)."""
         self._read_pending_latency()
-        timed = self.latencies.get(batch_size, [])[1 + self.config.warmup_iterations:]
+        readings = self.latencies.get(batch_size, [])
+        timed = readings[1 + self.config.warmup_iterations:]
         synthetic = self.config.data == "synthetic"
         low_ms = 1000.0 * min((t[0] for t in timed), default=float("nan"))
         high_ms = 1000.0 * max((t[1] for t in timed), default=float("nan"))
-        everyone = self.world.allgather((low_ms, high_ms))
-        return RunReport(attrs={
+        everyone = self.world.allgather((low_ms, high_ms, *_reference_latency(readings)))
+        attrs = {
             "ipu_compile_seconds": self.compile_seconds.get(batch_size, float("nan")),
             "batch_latency_source": "poptorch getLatency(): average micro-batch latency of each step",
-            "ipu_latency_min_ms": _nan_extreme(min, [low for low, _ in everyone]),
-            "ipu_latency_max_ms": _nan_extreme(max, [high for _, high in everyone]),
+            "ipu_latency_min_ms": _nan_extreme(min, [figures[0] for figures in everyone]),
+            "ipu_latency_max_ms": _nan_extreme(max, [figures[1] for figures in everyone]),
             "latency_meaningful": not synthetic,
             "latency_note": ("synthetic data: no host IO, so the latency values are not meaningful"
                              if synthetic else ""),
             "ipu_executable_cache": self.cache_path or "",
             "ipu_executable_cache_default": self.cache_is_default,
             "ipu_executable_cache_source": self.cache_source,
-        }, per_rank={"ipu_rank_latency_min_ms": low_ms, "ipu_rank_latency_max_ms": high_ms})
+        }
+        if self.config.scenario == "offline":  # the reference harness has no scenarios
+            means = [figures[2] for figures in everyone if figures[2] == figures[2]]
+            nan = float("nan")
+            attrs.update({
+                "ipu_count": self.total_replicas * self.ipus_per_replica,
+                "latency_reference_ms": nan if synthetic or not means else sum(means) / len(means),
+                "latency_reference_min_ms": nan if synthetic else _nan_extreme(min, [f[3] for f in everyone]),
+                "latency_reference_max_ms": nan if synthetic else _nan_extreme(max, [f[4] for f in everyone]),
+            })
+        return RunReport(attrs=attrs, per_rank={"ipu_rank_latency_min_ms": low_ms, "ipu_rank_latency_max_ms": high_ms})
+
+
+def _reference_latency(readings):
+    """This rank's (mean of the averages, min, max) in ms over EVERY call's getLatency(), as the reference
+    harness takes them (32fc7bd inference/run_benchmark.py, benchmark(): it keeps the latencies of the two
+    steps it drops from throughput; the averages of each step are averaged over instances, then over steps).
+    mpirunner's calls are the compile call, the warm-up steps and the timed steps."""
+    if not readings:
+        return float("nan"), float("nan"), float("nan")
+    return (1000.0 * sum(r[2] for r in readings) / len(readings), 1000.0 * min(r[0] for r in readings),
+            1000.0 * max(r[1] for r in readings))

@@ -91,6 +91,7 @@ def format_run_block(attrs, world_size):
         f"throughput: {attrs['throughput']:.2f} samples/sec",
         f"latency avg: {attrs['latency_mean']:.3f} ms",
         *_reference_lines(attrs),
+        *_sdk_era_lines(attrs),
     ]
     return "\n".join(lines)
 
@@ -158,6 +159,24 @@ def _reference_lines(attrs):
     return [f"reference harness definition: {attrs['throughput_reference']:.2f} samples/sec (per step, all "
             f"instances' samples over the slowest instance's step time), getLatency over all instances "
             f"min {attrs['ipu_latency_min_ms']:.3f} ms, max {attrs['ipu_latency_max_ms']:.3f} ms"]
+
+
+def _sdk_era_lines(attrs):
+    """IPU offline runs: the reference harness's closing lines of SDK 2.4 (32fc7bd inference/run_benchmark.py,
+    its exact wording, numbers as Python prints them; N/A latencies with synthetic data) and SDK 2.6's latency
+    line (its benchmarks.yml regex `latency: *(.*?) ms`), so a log scraper of either era parses this output."""
+    if "latency_reference_ms" not in attrs or "throughput_reference_min" not in attrs:
+        return []
+    dtype = str(attrs["dtype"])
+    dtype = dtype if dtype.startswith("torch.") else f"torch.{dtype}"
+    latency = [attrs[f"latency_reference{part}_ms"] for part in ("_min", "_max", "")]
+    low, high, mean = ["N/A" if value != value else value for value in latency]
+    return [f"Throughput at bs={attrs['batch_size']}, data_mode={attrs['data']}, data_type={dtype}, "
+            f"num_ipus={attrs['ipu_count']}, of {attrs['model']}: min={attrs['throughput_reference_min']} imgs/s, "
+            f"max={attrs['throughput_reference_max']} imgs/s, mean={attrs['throughput_reference']} imgs/s, "
+            f"std={attrs['throughput_reference_std']} imgs/s.",
+            f"Latency: min={low} ms, max={high} ms, mean={mean} ms.",
+            f"latency: {mean} ms (mean over every call, the reference's formula)"]
 
 
 def format_sweep_table(runs_attrs):
