@@ -1,9 +1,10 @@
-"""False alarms and power of the warm-up / slowing-down rule on seeded synthetic step series.
+"""False alarms and power of the warm-up / slowing-down and straggler rules on seeded synthetic step series.
 
 Series: log-normal AR(1) noise (lag-1 correlation phi, 4% spread by default) with 3% outlier steps
 2-8x slower, as a shared host produces; then the same noise with a real warm-up (first third ~15%
 slower on average, decaying) or a real slowdown (last third 10% slower, sustained). Each count is out
 of --seeds series; --rules-from judges with the rules of a git revision as well (e.g. before a change).
+Stragglers: two ranks of such noise (10% outlier steps), as they are and with rank 1 40% slower.
 
     python benchmarks/trend_rule_power.py --rules-from f9d503d~1
 """
@@ -59,6 +60,22 @@ def main():
                          for rules in judges.values()]
                 print(f"{make.__name__:>13} {steps:5d} {phi:4.1f}  "
                       + "  ".join(f"{count:>8d}/{args.seeds:<5d}" for count in fired))
+
+    print(f"\n{'stragglers':>13} {'steps':>5} {'spread':>6}  " + "  ".join(f"{name:>14}" for name in judges))
+    for slower in (1.0, 1.4):
+        for steps in (30, 60, 200):
+            for sigma in (0.04, 0.3):
+                fired = []
+                for rules in judges.values():
+                    count = 0
+                    for seed in range(args.seeds):
+                        pair = np.vstack([wandering(2 * seed, steps, sigma, 0.7, 0.1),
+                                          wandering(2 * seed + 1, steps, sigma, 0.7, 0.1)])
+                        pair[1] *= slower
+                        count += not rules.stragglers(pair, None)[0].passed
+                    fired.append(count)
+                label = "as they are" if slower == 1.0 else "rank 1 +40%"
+                print(f"{label:>13} {steps:5d} {sigma:6.2f}  " + "  ".join(f"{count:>8d}/{args.seeds:<5d}" for count in fired))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mpirunner.checks.noise import effective_size, lag1_autocorrelation, step_to_step_noise
-from mpirunner.checks.rules import ValidityRules, timing_checks, warmed_up
+from mpirunner.checks.rules import ValidityRules, stragglers, timing_checks, warmed_up
 
 STEPS = 200           # a 3-s run of 15-ms steps
 MEDIAN = 0.015
@@ -82,3 +82,22 @@ def test_the_rule_is_one_of_the_timing_checks_with_two_ranks():
     reasons = [check.reason for check in timing_checks(steps, ValidityRules(), timed_seconds=3.0)
                if not check.passed]
     assert any(reason.startswith("slowing down") for reason in reasons), reasons
+
+
+def _two_ranks(seed, steps, sigma, phi=0.7, outliers=0.1):
+    return np.vstack([_wandering(2 * seed, steps, sigma, phi, outliers), _wandering(2 * seed + 1, steps, sigma, phi,
+                                                                                     outliers)])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_rank_whose_median_wandered_on_a_loaded_host_is_no_straggler(seed):
+    steps = _two_ranks(seed, 30, sigma=0.3)  # 30 steps, 30% spread, correlated: medians differ by chance
+    assert stragglers(steps, None)[0].passed
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_rank_40_percent_slower_with_ordinary_noise_is_a_straggler(seed):
+    steps = _two_ranks(seed, 60, sigma=0.04)
+    steps[1] *= 1.4
+    found = stragglers(steps, ["node-a", "node-b"])
+    assert len(found) == 1 and found[0].reason.startswith("straggler: rank 1 on node-b"), found

@@ -16,6 +16,7 @@ absolute deviations), so that a few outlier steps do not decide:
 import numpy as np
 
 MAX_AUTOCORRELATION = 0.9   # beyond this n_eff is 5% of n or less: the series says little, not nothing
+MIN_PAIRS = 12              # fewer neighbouring pairs cannot show a correlation: the steps count as independent
 
 
 def _ranks(values):
@@ -34,8 +35,8 @@ def centred(segment):
 
 def lag1_autocorrelation(segments):
     """Lag-1 rank autocorrelation of steps, pooled over segments (each less its median), clipped
-    to [0, MAX_AUTOCORRELATION]. Pairs never span two segments. Bias-corrected for short segments
-    (Marriott and Pope: E[r] ~ r - (1 + 4 r) / n)."""
+    to [0, MAX_AUTOCORRELATION]; 0 with fewer than MIN_PAIRS pairs. Pairs never span two segments.
+    Bias-corrected to first order for short segments (Marriott and Pope: E[r] ~ r - (1 + 4 r) / n)."""
     segments = [centred(segment) for segment in segments]
     segments = [segment for segment in segments if segment.size >= 3]
     if not segments:
@@ -47,11 +48,11 @@ def lag1_autocorrelation(segments):
         pairs.append(np.stack([part[:-1], part[1:]]))
         start += segment.size
     before, after = np.concatenate(pairs, axis=1)
-    if np.std(before) == 0 or np.std(after) == 0:
+    if before.size < MIN_PAIRS or np.std(before) == 0 or np.std(after) == 0:
         return 0.0
     estimate = float(np.corrcoef(before, after)[0, 1])
     length = np.mean([segment.size for segment in segments])
-    corrected = (estimate * length + 1.0) / max(length - 4.0, 1.0)
+    corrected = estimate + (1.0 + 4.0 * estimate) / length   # first order: tame for segments of a few steps
     return float(np.clip(corrected, 0.0, MAX_AUTOCORRELATION))
 
 

@@ -13,7 +13,7 @@ from mpirunner.checks.noise import lag1_autocorrelation, median_standard_error, 
 
 STRAGGLER_PERCENT = 25.0
 MIN_TIMED_SECONDS = 1.0      # without --min-duration, a shorter timed window is "too short" (no extra steps run)
-WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors (autocorrelation-aware) ...
+WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors (noise.py) ...
 WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median ...
 WARMUP_NOISE_SHARE = 0.5     # ... and beyond this share of the step-to-step noise is a trend, not noise
 
@@ -140,14 +140,25 @@ def warmed_up(steps):
     return passed("warm_up")
 
 
+def _median_error(row):
+    """Standard error of one rank's median step, over its effective number of independent steps."""
+    row = row[np.isfinite(row)]
+    return median_standard_error(row.size, robust_sigma([row]), lag1_autocorrelation([row])) if row.size else np.nan
+
+
 def stragglers(steps, hosts):
-    """One failed check per rank whose median step is STRAGGLER_PERCENT above the others' median."""
+    """One failed check per rank whose median step is STRAGGLER_PERCENT above the others' median and
+    beyond the noise: WARMUP_NOISE_SIGMAS standard errors of the difference (noise.py; a rank's own
+    error, and the others' typical one), so that a short run on a loaded host does not name a rank
+    whose median wandered by chance."""
     found = []
     if steps.shape[0] > 1:
         medians = np.nanmedian(steps, axis=1)
+        errors = np.array([_median_error(row) for row in steps])
         for rank, median in enumerate(medians):
             others = np.median(np.delete(medians, rank))
-            if others > 0 and median > (1 + STRAGGLER_PERCENT / 100.0) * others:
+            noise = WARMUP_NOISE_SIGMAS * np.hypot(errors[rank], np.nanmedian(np.delete(errors, rank)))
+            if others > 0 and median > (1 + STRAGGLER_PERCENT / 100.0) * others and not median - others <= noise:
                 found.append(failed("straggler", f"straggler: {rank_name(rank, hosts)} median step {1e3 * median:.3f} "
                                                  f"ms vs {1e3 * others:.3f} ms on the others "
                                                  f"(+{100 * (median / others - 1):.0f}%) (remedy: check "
