@@ -13,7 +13,14 @@
 #   POPLAR_ENGINE_OPTIONS='{"exchange.enablePrefetch": "false"}' jobs/poprun-reference.sh resnet50
 # (or mpirunner's --min-latency, passed through EXTRA_ARGS).
 #
-# What this script adds to the reference flags (batch sizes and --iterations 20 are the reference's):
+# Batch sizes are the reference's. --iterations 20 is the reference's number, NOT its measurement: the
+# reference's --iterations counts steps per JOB (its data loader splits them over the instances: with 4
+# instances each runs 5 steps, the first 2 untimed), mpirunner's counts timed steps per INSTANCE (20 on
+# each, after the compile call and --warmup-iterations). The file keeps both figures: `throughput` and
+# `latency_mean` (mpirunner's) beside `throughput_reference` and `latency_reference_ms` (the reference's
+# formulas over mpirunner's steps), and the run block prints the reference's own lines (docs/ipu.md).
+#
+# What this script adds to the reference flags:
 #   - --model-cache-path "$MODEL_CACHE_PATH": compiled executables are kept, so a rerun does not
 #     compile again;
 #   - --timeout "$TIMEOUT_SECONDS" per batch size (compilation included): a stuck instance ends the

@@ -263,7 +263,8 @@ def test_ipu_run_output_parses_with_every_harness_era_regexes(tmp_path):
               if key.startswith("POPDIST_") and key not in ("POPDIST_LOCAL_INSTANCE_INDEX",
                                                             "POPDIST_REPLICA_INDEX_OFFSET")}
     result = run_cli([*TINY, "--batch-size", "2", "--iterations", "4", "--min-iterations", "4", "--precision",
-                      "16.16", "--no-progress", "--output", output], ranks=2, env=fake_env(tmp_path / "r.jsonl", **poprun))
+                      "16.16", "--no-progress", "--output", output], ranks=2,
+                     env=fake_env(tmp_path / "r.jsonl", **poprun))
     assert result.returncode == 0, result.stderr
     with h5py.File(output) as h5:
         run = h5["runs/bs00002"]
@@ -304,3 +305,42 @@ def test_ipu_reference_latency_is_the_mean_of_every_call_over_instances(fake_sdk
     assert attrs["latency_reference_min_ms"] == min(0.5, 1000 * min(reading[0] for reading in readings))
     assert attrs["latency_reference_max_ms"] == max(20.0, 1000 * max(reading[1] for reading in readings))
 
+
+
+# ---------------------------------------------------------------- 10: the stand-in as strict as the real library
+
+
+def test_ipu_stand_in_options_turn_caching_on_from_poptorch_cache_dir(fake_sdk, monkeypatch, tmp_path):
+    monkeypatch.setenv("POPTORCH_CACHE_DIR", str(tmp_path))
+    assert fake_sdk.Options().values["executable_cache"] == str(tmp_path)
+
+
+def test_ipu_stand_in_hardware_version_asserts_without_ipus(fake_sdk, monkeypatch):
+    """poptorch's ipuHardwareVersion() asserts when there is no IPU: the backend must ask only with hardware
+    (test_ipu.py's test_without_hardware_only_offline_compilation_is_possible builds one without)."""
+    monkeypatch.setenv("FAKE_POPTORCH_HARDWARE", "0")
+    with pytest.raises(AssertionError, match="No IPU hardware"):
+        fake_sdk.ipuHardwareVersion()
+    from mpirunner.backends.ipu import IpuBackend
+
+    backend = IpuBackend(config("--device ipu --compile-only --offline-target-ipu-version 2"), world())
+    assert backend.hardware_version is None
+
+
+def test_ipu_stand_in_distributed_ids_are_values(fake_sdk, monkeypatch):
+    options = fake_sdk.Options()
+    assert (options.Distributed.processId, options.Distributed.numProcesses) == (0, 1)  # outside any launcher
+    for key, value in poprun_env(instances=4, replicas=4, rank=2).items():
+        monkeypatch.setenv(key, value)
+    import popdist.poptorch
+
+    options = popdist.poptorch.Options(ipus_per_replica=1)
+    assert (options.Distributed.processId, options.Distributed.numProcesses) == (2, 4)
+
+
+def test_ipu_stand_in_popdist_options_take_ipus_per_replica_without_poprun(fake_sdk):
+    """Like the real class it does not check ipus_per_replica against poprun's: the runner must refuse it."""
+    import popdist.poptorch
+
+    options = popdist.poptorch.Options(ipus_per_replica=2)
+    assert options.values["replication_factor"] == 1

@@ -111,6 +111,7 @@ def test_compile_only_outside_poprun_warns_and_points_to_offline_mode(fake_sdk, 
     finally:
         logging.getLogger("mpirunner").removeHandler(caplog.handler)
     assert "will not match a poprun run" in outside and "--offline-mode" in outside
+    assert "docs/ipu.md" in outside and "docs/backends.md" not in outside  # where the offline recipe is
     assert "will not match" not in caplog.text
 
 

@@ -8,58 +8,32 @@ What a step is here: one call of the inference model with micro-batch x device_i
 replicas samples; poptorch splits it over the replicas and device iterations. The batch latency is
 poptorch's own getLatency() average for that call (one value per step).
 
-SDK differences handled here (docs/backends.md, "IPU"): popdist.init() exists from SDK 3.x only and is
+SDK differences handled here (docs/ipu.md): popdist.init() exists from SDK 3.x only and is
 called once, after mpi4py's MPI_Init; outside poprun poptorch's distributed options are disabled,
 because poptorch.Options() reads Open MPI's OMPI_COMM_WORLD_SIZE/RANK and would otherwise join
-independent mpiexec ranks into one distributed graph.
+independent mpiexec ranks into one distributed graph. What the SDK's libraries do that this backend
+follows (cache choice and compile lock, PopART option names, getLatency() after the timed call) is in
+ipu_sdk.py.
 """
 import json
 import logging
 import os
-import re
-import tempfile
 import time
-from collections.abc import Sequence
 
 import torch
 
 from mpirunner.backends.base import Backend, RunReport
+from mpirunner.backends.ipu_sdk import (  # noqa: F401  (default_cache_path: tests and docs name it here)
+    CACHE_DEFAULT, UNKNOWN_HARDWARE_VERSION, LatencyReading, buffering_depth_option, choose_cache,
+    default_cache_path, engine_options_from_env, hardware_version_text, init_popdist, nan_extreme,
+    popart_version_number, popart_version_text, reference_latency, sdk_version_from_path, warn_about_stale_locks)
 from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
 
 PREFETCH_BUFFERING_DEPTH = 3  # with IO tiles, as the reference set it
-MIN_LATENCY_ENGINE_OPTIONS = {"exchange.enablePrefetch": "false"}  # the reference README's low-latency advice
 IO_TILES_RANGE = (32, 192)  # poptorch accepts an even number in this range
 REFERENCE_ENGINE_OPTIONS = {"target.deterministicWorkers": "portable"}  # the reference harness always sets it
-UNKNOWN_HARDWARE_VERSION = -1  # what poptorch.ipuHardwareVersion() returns when it cannot tell
-
-
-CACHE_VARIABLE = "POPTORCH_CACHE_DIR"  # read by poptorch.Options()'s constructor (options.py, 2.4 and 3.4)
-CACHE_FROM_FLAG = "--model-cache-path"
-CACHE_DEFAULT = "default"
-
-
-def default_cache_path():
-    """Host-local executable cache used under poprun with several instances per host and no --model-cache-path:
-    poptorch's cache lock then lets one instance compile while the others wait and load."""
-    return os.path.join(tempfile.gettempdir(), f"mpirunner-ipu-cache-{os.getuid()}")
-
-
-def init_popdist(popdist):
-    """Initialise popdist's backend once, where the SDK has it (3.x); returns what happened, for the record.
-
-    SDK 2.x has no popdist.init (nothing to do). In 3.x init() registers popdist's MPI backend and an
-    at-exit finalise; it runs after mpi4py's MPI_Init (init_world comes first), so MPI is already up.
-    """
-    init = getattr(popdist, "init", None)
-    if init is None:
-        return "absent (SDK 2.x)"
-    is_initialised = getattr(popdist, "isBackendInitialized", None)
-    if is_initialised is not None and is_initialised():
-        return "already initialised"
-    init()
-    return "called after MPI_Init"
 
 
 def hardware_available():
@@ -91,99 +65,6 @@ def _popdist_if_under_poprun():
                              f"enable the Poplar SDK in the environment poprun passes on") from None
         return None
     return popdist if popdist.isPopdistEnvSet() else None
-
-
-def engine_options_from_env(environ, min_latency):
-    """POPLAR_ENGINE_OPTIONS as the engine will read it: the user's JSON, with --min-latency's merged in."""
-    text = environ.get("POPLAR_ENGINE_OPTIONS", "")
-    user_options = {}
-    if text.strip():
-        try:
-            user_options = json.loads(text)
-        except ValueError:
-            raise UsageError(f"POPLAR_ENGINE_OPTIONS is not valid JSON: {text!r}") from None
-        if not isinstance(user_options, dict):
-            raise UsageError(f"POPLAR_ENGINE_OPTIONS must be a JSON object, not {text!r}")
-    if not min_latency:
-        return user_options
-    for key, value in MIN_LATENCY_ENGINE_OPTIONS.items():
-        if key in user_options and str(user_options[key]).lower() != value:
-            log.warning("--min-latency overrides POPLAR_ENGINE_OPTIONS %s=%s with %s", key, user_options[key], value)
-    return {**user_options, **MIN_LATENCY_ENGINE_OPTIONS}
-
-
-def _sdk_version(sdk_path):
-    """Version from the SDK folder name that POPLAR_SDK_ENABLED points into ('' when unknown)."""
-    match = re.search(r"(\d+\.\d+\.\d+(?:\+\d+)?)", sdk_path or "")
-    return match.group(1) if match else ""
-
-
-def _version_text(version):
-    """ipuHardwareVersion() for the file: 'unknown' for -1, '' without hardware."""
-    if version is None:
-        return ""
-    return "unknown" if version == UNKNOWN_HARDWARE_VERSION else str(version)
-
-
-def _nan_extreme(pick, values):
-    """min or max of the values that are not NaN (NaN when none is)."""
-    finite = [value for value in values if value == value]
-    return pick(finite) if finite else float("nan")
-
-
-def buffering_depth_option(popart_version):
-    """The PopART session option for the IO buffering depth: defaultBufferingDepth from PopART 2.5 on (the old
-    name still works there with a deprecation warning: willow/src/sessionoptions.cpp, getBufferingDepth), the
-    old defaultPrefetchBufferingDepth before 2.5 or when the version is unknown (an empty tuple)."""
-    return "defaultBufferingDepth" if tuple(popart_version[:2]) >= (2, 5) else "defaultPrefetchBufferingDepth"
-
-
-def _popart_version_number():
-    """popart.versionNumber() as (major, minor, point); () when popart does not import."""
-    try:
-        import popart
-    except ImportError:
-        return ()
-    return tuple(int(part) for part in popart.versionNumber())
-
-
-def _popart_version():
-    try:
-        import popart
-    except ImportError:
-        return ""
-    return str(popart.versionString())
-
-
-class LatencyReading(Sequence):
-    """The one batch latency of a step, [getLatency()'s average], read from poptorch only when first looked at.
-
-    The reference harness stops its clock right after the model call and reads getLatency() afterwards
-    (graphcore/examples 32fc7bd, applications/pytorch/cnns/inference/run_benchmark.py, benchmark()); bench.py
-    looks at a step's latencies after reading its end time, so the read stays outside the timed window. The
-    reading is appended to the batch size's (min, max, avg) list once, in call order.
-    """
-
-    def __init__(self, inference_model, readings):
-        self._model, self._readings, self._seconds = inference_model, readings, None
-
-    def value(self):
-        if self._seconds is None:
-            min_seconds, max_seconds, avg_seconds = self._model.getLatency()
-            self._readings.append((float(min_seconds), float(max_seconds), float(avg_seconds)))
-            self._seconds = float(avg_seconds)
-        return self._seconds
-
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, index):
-        return [self.value()][index]
-
-    def __eq__(self, other):
-        return list(self) == list(other) if isinstance(other, (list, tuple, Sequence)) else NotImplemented
-
-    __hash__ = None
 
 
 class OverlappedIO(torch.nn.Module):
@@ -230,13 +111,14 @@ class IpuBackend(Backend):
         if self.hardware_version == UNKNOWN_HARDWARE_VERSION and world.is_root:
             log.warning("poptorch reports the IPU hardware version as unknown (-1); running on, recorded as unknown")
         self.offline_ipu_version = self._offline_target()
-        self.cache_path, self.cache_source = self._cache_path()
+        self.cache_path, self.cache_source = choose_cache(config, world, self.popdist is not None, os.environ)
         self.cache_is_default = self.cache_source == CACHE_DEFAULT
-        self._warn_about_stale_locks()
+        warn_about_stale_locks(world, self.cache_path)
         if config.compile_only and self.popdist is None and world.is_root:
             log.warning("--compile-only outside poprun: under poprun poptorch builds a distributed replicated "
                         "graph, so this cache will not match a poprun run with several instances; warm that "
-                        "cache with poprun's offline mode instead (poprun --offline-mode=on ..., docs/backends.md)")
+                        "cache with poprun's offline mode instead (poprun --offline-mode=on ...; docs/ipu.md says "
+                        "what to export first)")
         # Poplar reads POPLAR_ENGINE_OPTIONS when the engine is built (compile), so set it now.
         self.env_engine_options = engine_options_from_env(os.environ, config.min_latency)
         if config.min_latency:
@@ -277,37 +159,6 @@ class IpuBackend(Backend):
             return None  # compile for the attached IPUs, whatever their version
         return self.hardware_version
 
-    def _cache_path(self):
-        """(executable cache directory or None, where it came from): --model-cache-path, then POPTORCH_CACHE_DIR
-        (poptorch.Options() turns caching on from it in its constructor), then mpirunner's host-local default,
-        which only a poprun job with all its instances on one host gets (poptorch's compile lock counts every
-        instance of the job in one file: on host-local folders of several hosts it never reaches that count)."""
-        if self.config.model_cache_path:
-            return self.config.model_cache_path, CACHE_FROM_FLAG
-        if os.environ.get(CACHE_VARIABLE):
-            return os.environ[CACHE_VARIABLE], CACHE_VARIABLE
-        world = self.world
-        if self.popdist is None or world.local_size <= 1:
-            return None, ""
-        if world.local_size < world.size:
-            if world.is_root:
-                log.warning("poprun runs %d instances on several hosts and no executable cache is set: every "
-                            "instance compiles each batch size at once; give --model-cache-path (or "
-                            "POPTORCH_CACHE_DIR) a folder that every host shares (docs/ipu.md)", world.size)
-            return None, ""
-        return default_cache_path(), CACHE_DEFAULT
-
-    def _warn_about_stale_locks(self):
-        """Name poptorch compile-lock files already in the cache before this job compiles: a count left by a
-        job killed mid-compile (or another job's) shifts every instance's position, so none compiles first."""
-        if not (self.world.is_root and self.cache_path and self.world.size > 1 and os.path.isdir(self.cache_path)):
-            return
-        found = sorted(name for name in os.listdir(self.cache_path) if name.endswith(".lock"))
-        if found:
-            log.warning("poptorch compile lock(s) already in %s before compiling: %s (a job killed while compiling "
-                        "leaves them; then every instance compiles at once): remove them if no other job uses "
-                        "this cache now", self.cache_path, ", ".join(found))
-
     # ------------------------------------------------------------ Backend interface
 
     def half_dtype(self):
@@ -341,7 +192,7 @@ class IpuBackend(Backend):
         opts.Precision.setPartialsType(torch.float16 if config.half_partial else torch.float32)
         if config.num_io_tiles > 0:
             opts.setExecutionStrategy(poptorch.ShardedExecution())
-            opts._Popart.set(buffering_depth_option(_popart_version_number()), PREFETCH_BUFFERING_DEPTH)
+            opts._Popart.set(buffering_depth_option(popart_version_number()), PREFETCH_BUFFERING_DEPTH)
             opts.TensorLocations.numIOTiles(config.num_io_tiles)
         if self.cache_path:
             opts.enableExecutableCaching(self.cache_path)
@@ -425,16 +276,16 @@ class IpuBackend(Backend):
         return {
             "device_name": f"Graphcore IPU x{self.total_replicas * self.ipus_per_replica}",
             "poptorch_version": str(getattr(self.poptorch, "__version__", "")),
-            "popart_version": _popart_version(),
+            "popart_version": popart_version_text(),
             "poplar_sdk_path": sdk_path,
-            "poplar_sdk_version": _sdk_version(sdk_path),
+            "poplar_sdk_version": sdk_version_from_path(sdk_path),
             "ipu_count": self.total_replicas * self.ipus_per_replica,
             "ipus_per_replica": self.ipus_per_replica,
             "local_replicas": self.replicas_here,
             "total_replicas": self.total_replicas,
             "popdist": self.popdist is not None,
             "popdist_init": self.popdist_init,
-            "ipu_hardware_version": _version_text(self.hardware_version),
+            "ipu_hardware_version": hardware_version_text(self.hardware_version),
             "ipu_executable_cache": self.cache_path or "",
             "ipu_executable_cache_source": self.cache_source,
             "ipu_offline_target": self.offline_ipu_version or 0,
@@ -449,7 +300,7 @@ class IpuBackend(Backend):
     def run_report(self, batch_size):
         """The poptorch view of one run: explicit compile time, getLatency() extremes of this rank (per-rank
         datasets) and of every instance (attrs, as the reference reports them), latency meaning, cache, and
-        for offline runs the reference harness's latency formula (latency_reference_*; see _reference_latency).
+        for offline runs the reference harness's latency formula (latency_reference_*; see reference_latency).
 
         Called on every rank (one allgather of this rank's figures)."""
         self._read_pending_latency()
@@ -458,12 +309,12 @@ class IpuBackend(Backend):
         synthetic = self.config.data == "synthetic"
         low_ms = 1000.0 * min((t[0] for t in timed), default=float("nan"))
         high_ms = 1000.0 * max((t[1] for t in timed), default=float("nan"))
-        everyone = self.world.allgather((low_ms, high_ms, *_reference_latency(readings)))
+        everyone = self.world.allgather((low_ms, high_ms, *reference_latency(readings)))
         attrs = {
             "ipu_compile_seconds": self.compile_seconds.get(batch_size, float("nan")),
             "batch_latency_source": "poptorch getLatency(): average micro-batch latency of each step",
-            "ipu_latency_min_ms": _nan_extreme(min, [figures[0] for figures in everyone]),
-            "ipu_latency_max_ms": _nan_extreme(max, [figures[1] for figures in everyone]),
+            "ipu_latency_min_ms": nan_extreme(min, [figures[0] for figures in everyone]),
+            "ipu_latency_max_ms": nan_extreme(max, [figures[1] for figures in everyone]),
             "latency_meaningful": not synthetic,
             "latency_note": ("synthetic data: no host IO, so the latency values are not meaningful"
                              if synthetic else ""),
@@ -477,18 +328,8 @@ class IpuBackend(Backend):
             attrs.update({
                 "ipu_count": self.total_replicas * self.ipus_per_replica,
                 "latency_reference_ms": nan if synthetic or not means else sum(means) / len(means),
-                "latency_reference_min_ms": nan if synthetic else _nan_extreme(min, [f[3] for f in everyone]),
-                "latency_reference_max_ms": nan if synthetic else _nan_extreme(max, [f[4] for f in everyone]),
+                "latency_reference_min_ms": nan if synthetic else nan_extreme(min, [f[3] for f in everyone]),
+                "latency_reference_max_ms": nan if synthetic else nan_extreme(max, [f[4] for f in everyone]),
             })
         return RunReport(attrs=attrs, per_rank={"ipu_rank_latency_min_ms": low_ms, "ipu_rank_latency_max_ms": high_ms})
 
-
-def _reference_latency(readings):
-    """This rank's (mean of the averages, min, max) in ms over EVERY call's getLatency(), as the reference
-    harness takes them (32fc7bd inference/run_benchmark.py, benchmark(): it keeps the latencies of the two
-    steps it drops from throughput; the averages of each step are averaged over instances, then over steps).
-    mpirunner's calls are the compile call, the warm-up steps and the timed steps."""
-    if not readings:
-        return float("nan"), float("nan"), float("nan")
-    return (1000.0 * sum(r[2] for r in readings) / len(readings), 1000.0 * min(r[0] for r in readings),
-            1000.0 * max(r[1] for r in readings))

@@ -1,0 +1,177 @@
+"""What the Poplar SDK's libraries do that the IPU backend follows, read from their sources (docs/ipu.md cites
+each): the executable cache poptorch uses and its compile lock, popdist's init by SDK generation, PopART's
+option names and versions, and getLatency() read after the timed call. Imports nothing from the SDK at import."""
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+
+from mpirunner.errors import UsageError
+
+log = logging.getLogger("mpirunner")
+
+MIN_LATENCY_ENGINE_OPTIONS = {"exchange.enablePrefetch": "false"}  # the reference README's low-latency advice
+UNKNOWN_HARDWARE_VERSION = -1  # what poptorch.ipuHardwareVersion() returns when it cannot tell
+
+CACHE_VARIABLE = "POPTORCH_CACHE_DIR"  # read by poptorch.Options()'s constructor (options.py, 2.4 and 3.4)
+CACHE_FROM_FLAG = "--model-cache-path"
+CACHE_DEFAULT = "default"
+
+
+def default_cache_path():
+    """Host-local executable cache used under poprun with several instances per host and no --model-cache-path:
+    poptorch's cache lock then lets one instance compile while the others wait and load."""
+    return os.path.join(tempfile.gettempdir(), f"mpirunner-ipu-cache-{os.getuid()}")
+
+
+def init_popdist(popdist):
+    """Initialise popdist's backend once, where the SDK has it (3.x); returns what happened, for the record.
+
+    SDK 2.x has no popdist.init (nothing to do). In 3.x init() registers popdist's MPI backend and an
+    at-exit finalise; it runs after mpi4py's MPI_Init (init_world comes first), so MPI is already up.
+    """
+    init = getattr(popdist, "init", None)
+    if init is None:
+        return "absent (SDK 2.x)"
+    is_initialised = getattr(popdist, "isBackendInitialized", None)
+    if is_initialised is not None and is_initialised():
+        return "already initialised"
+    init()
+    return "called after MPI_Init"
+
+
+def engine_options_from_env(environ, min_latency):
+    """POPLAR_ENGINE_OPTIONS as the engine will read it: the user's JSON, with --min-latency's merged in."""
+    text = environ.get("POPLAR_ENGINE_OPTIONS", "")
+    user_options = {}
+    if text.strip():
+        try:
+            user_options = json.loads(text)
+        except ValueError:
+            raise UsageError(f"POPLAR_ENGINE_OPTIONS is not valid JSON: {text!r}") from None
+        if not isinstance(user_options, dict):
+            raise UsageError(f"POPLAR_ENGINE_OPTIONS must be a JSON object, not {text!r}")
+    if not min_latency:
+        return user_options
+    for key, value in MIN_LATENCY_ENGINE_OPTIONS.items():
+        if key in user_options and str(user_options[key]).lower() != value:
+            log.warning("--min-latency overrides POPLAR_ENGINE_OPTIONS %s=%s with %s", key, user_options[key], value)
+    return {**user_options, **MIN_LATENCY_ENGINE_OPTIONS}
+
+
+def sdk_version_from_path(sdk_path):
+    """Version from the SDK folder name that POPLAR_SDK_ENABLED points into ('' when unknown)."""
+    match = re.search(r"(\d+\.\d+\.\d+(?:\+\d+)?)", sdk_path or "")
+    return match.group(1) if match else ""
+
+
+def hardware_version_text(version):
+    """ipuHardwareVersion() for the file: 'unknown' for -1, '' without hardware."""
+    if version is None:
+        return ""
+    return "unknown" if version == UNKNOWN_HARDWARE_VERSION else str(version)
+
+
+def nan_extreme(pick, values):
+    """min or max of the values that are not NaN (NaN when none is)."""
+    finite = [value for value in values if value == value]
+    return pick(finite) if finite else float("nan")
+
+
+def buffering_depth_option(popart_version):
+    """The PopART session option for the IO buffering depth: defaultBufferingDepth from PopART 2.5 on (the old
+    name still works there with a deprecation warning: willow/src/sessionoptions.cpp, getBufferingDepth), the
+    old defaultPrefetchBufferingDepth before 2.5 or when the version is unknown (an empty tuple)."""
+    return "defaultBufferingDepth" if tuple(popart_version[:2]) >= (2, 5) else "defaultPrefetchBufferingDepth"
+
+
+def popart_version_number():
+    """popart.versionNumber() as (major, minor, point); () when popart does not import."""
+    try:
+        import popart
+    except ImportError:
+        return ()
+    return tuple(int(part) for part in popart.versionNumber())
+
+
+def popart_version_text():
+    try:
+        import popart
+    except ImportError:
+        return ""
+    return str(popart.versionString())
+
+
+class LatencyReading(Sequence):
+    """The one batch latency of a step, [getLatency()'s average], read from poptorch only when first looked at.
+
+    The reference harness stops its clock right after the model call and reads getLatency() afterwards
+    (graphcore/examples 32fc7bd, applications/pytorch/cnns/inference/run_benchmark.py, benchmark()); bench.py
+    looks at a step's latencies after reading its end time, so the read stays outside the timed window. The
+    reading is appended to the batch size's (min, max, avg) list once, in call order.
+    """
+
+    def __init__(self, inference_model, readings):
+        self._model, self._readings, self._seconds = inference_model, readings, None
+
+    def value(self):
+        if self._seconds is None:
+            min_seconds, max_seconds, avg_seconds = self._model.getLatency()
+            self._readings.append((float(min_seconds), float(max_seconds), float(avg_seconds)))
+            self._seconds = float(avg_seconds)
+        return self._seconds
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return [self.value()][index]
+
+    def __eq__(self, other):
+        return list(self) == list(other) if isinstance(other, (list, tuple, Sequence)) else NotImplemented
+
+    __hash__ = None
+
+
+def choose_cache(config, world, under_poprun, environ):
+    """(executable cache directory or None, where it came from): --model-cache-path, then POPTORCH_CACHE_DIR
+    (poptorch.Options() turns caching on from it in its constructor), then mpirunner's host-local default,
+    which only a poprun job with all its instances on one host gets (poptorch's compile lock counts every
+    instance of the job in one file: on host-local folders of several hosts it never reaches that count)."""
+    if config.model_cache_path:
+        return config.model_cache_path, CACHE_FROM_FLAG
+    if environ.get(CACHE_VARIABLE):
+        return environ[CACHE_VARIABLE], CACHE_VARIABLE
+    if not under_poprun or world.local_size <= 1:
+        return None, ""
+    if world.local_size < world.size:
+        if world.is_root:
+            log.warning("poprun runs %d instances on several hosts and no executable cache is set: every "
+                        "instance compiles each batch size at once; give --model-cache-path (or "
+                        "POPTORCH_CACHE_DIR) a folder that every host shares (docs/ipu.md)", world.size)
+        return None, ""
+    return default_cache_path(), CACHE_DEFAULT
+
+def warn_about_stale_locks(world, cache_path):
+    """Name poptorch compile-lock files already in the cache before this job compiles: a count left by a
+    job killed mid-compile (or another job's) shifts every instance's position, so none compiles first."""
+    if not (world.is_root and cache_path and world.size > 1 and os.path.isdir(cache_path)):
+        return
+    found = sorted(name for name in os.listdir(cache_path) if name.endswith(".lock"))
+    if found:
+        log.warning("poptorch compile lock(s) already in %s before compiling: %s (a job killed while compiling "
+                    "leaves them; then every instance compiles at once): remove them if no other job uses "
+                    "this cache now", cache_path, ", ".join(found))
+
+
+def reference_latency(readings):
+    """This rank's (mean of the averages, min, max) in ms over EVERY call's getLatency(), as the reference
+    harness takes them (32fc7bd inference/run_benchmark.py, benchmark(): it keeps the latencies of the two
+    steps it drops from throughput; the averages of each step are averaged over instances, then over steps).
+    mpirunner's calls are the compile call, the warm-up steps and the timed steps."""
+    if not readings:
+        return float("nan"), float("nan"), float("nan")
+    return (1000.0 * sum(r[2] for r in readings) / len(readings), 1000.0 * min(r[0] for r in readings),
+            1000.0 * max(r[1] for r in readings))
