@@ -20,13 +20,16 @@ from mpirunner.report.trends import SWEEP_KEYS, configuration, configuration_tex
 STYLE = """
 body { font-family: sans-serif; color: #000; background: #fff; margin: 1.5em; }
 table { border-collapse: collapse; font-size: 0.8em; }
+div.scroll { overflow-x: auto; }  /* a wide table scrolls by itself; the page keeps its width */
 th, td { border: 1px solid #000; padding: 0.2em 0.4em; text-align: left; vertical-align: top; }
 thead { display: table-header-group; }
 tr.invalid td { font-style: italic; border-left: 3px double #000; }
 td.verdict-invalid { font-weight: bold; }
+td.reasons details { max-width: 40em; }
+td.reasons summary { cursor: pointer; white-space: nowrap; }
 pre { font-size: 0.8em; border: 1px solid #000; padding: 0.5em; white-space: pre-wrap; }
 figure { margin: 1em 0; break-inside: avoid; page-break-inside: avoid; }
-figure img { max-width: 100%; }
+figure img { width: 100%; height: auto; }
 section.run { break-inside: avoid; page-break-inside: avoid; border-top: 1px solid #000; }
 @media print { a { color: #000; text-decoration: none; } body { margin: 0; } }
 """
@@ -41,7 +44,7 @@ def _image(svg_text, alt, kind):
 def _table(runs, with_trend):
     columns = [(title, cell) for title, _width, cell in TABLE if title != "file"]
     headers = ["run"] + [title for title, _cell in columns] + (["trend"] if with_trend else []) + ["reasons"]
-    lines = ['<table id="summary">', "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers)
+    lines = ['<div class="scroll"><table id="summary">', "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers)
              + "</tr></thead>", "<tbody>"]
     for index, run in enumerate(runs):
         row = run.row
@@ -51,11 +54,32 @@ def _table(runs, with_trend):
             cells.append(f"<td{kind}>{escape(cell(row))}</td>")
         if with_trend:
             cells.append(f"<td>{escape(trend_cell(row))}</td>")
-        cells.append(f"<td>{escape(row['validity_reason'])}</td>")
+        cells.append(f'<td class="reasons">{_reasons_cell(row)}</td>')
         marker = ' class="invalid"' if not row["valid"] else ""
         lines.append(f"<tr{marker}>" + "".join(cells) + "</tr>")
-    lines += ["</tbody>", "</table>"]
+    lines += ["</tbody>", "</table></div>"]
     return "\n".join(lines)
+
+
+def _reasons(row):
+    """A run's validity reasons as a list (stored as '; '-joined text in the summary's rows)."""
+    reasons = row.get("validity_reason") or ""
+    return [reason for reason in str(reasons).split("; ") if reason] if isinstance(reasons, str) else list(reasons)
+
+
+def short_verdict(row):
+    """`VALID`, or `INVALID (n)` with the number of reasons: a heading or a cell, the reasons themselves elsewhere."""
+    count = len(_reasons(row))
+    return "VALID" if row["valid"] else f"INVALID ({count})" if count else "INVALID"
+
+
+def _reasons_cell(row):
+    """The reasons folded under their count (<details>), so that a row stays a line tall until opened."""
+    reasons = _reasons(row)
+    if not reasons:
+        return ""
+    items = "".join(f"<li>{escape(reason)}</li>" for reason in reasons)
+    return f"<details><summary>{len(reasons)} reason(s)</summary><ul>{items}</ul></details>"
 
 
 def _sweeps(runs):
@@ -99,7 +123,7 @@ def _runs(runs):
         figure = "<p>(no histogram stored)</p>"
         if run.histogram is not None:
             title = (f"{row['model']} batch {row['batch_size']}, {row['device_name']}: latency histogram, "
-                     f"{verdict_text({'valid': row['valid'], 'validity_reason': row['validity_reason']})}")
+                     f"{short_verdict(row)}")
             figure = _image(histogram_svg(title, *run.histogram, row), title, "histogram")
         parts.append(f'<section class="run" id="run-{index}"><h3>{escape(name)}</h3>'
                      f"<p>throughput {escape(estimate_text(row, 'throughput', '.2f'))} samples/s, "

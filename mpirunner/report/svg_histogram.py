@@ -12,8 +12,21 @@ import numpy as np
 from mpirunner.report.finite import finite_number
 from mpirunner.report.log_ticks import log_ticks
 
-WIDTH, HEIGHT = 600, 230
-LEFT, RIGHT, TOP, BOTTOM = 56, 585, 34, 182  # the plot area
+WIDTH, HEIGHT = 900, 250
+LEFT, RIGHT, TOP, BOTTOM = 56, 885, 44, 202  # the plot area
+TITLE_FONT_PX = 11
+CHARACTER_EM = 0.62  # a wide sans-serif character (DejaVu Sans digits and capitals); titles are fitted with it
+
+
+def title_lines(title, width=WIDTH - 16, font_px=TITLE_FONT_PX, most=2):
+    """The title in at most `most` lines that fit in `width` px (the last one cut with an ellipsis if need be)."""
+    import textwrap
+
+    per_line = max(int(width / (CHARACTER_EM * font_px)), 8)
+    lines = textwrap.wrap(title, per_line, break_on_hyphens=False) or [""]
+    if len(lines) > most:
+        lines = lines[:most - 1] + [textwrap.shorten(" ".join(lines[most - 1:]), per_line, placeholder=" …")]
+    return lines
 
 
 def histogram_svg(title, counts, edges, row):
@@ -23,7 +36,8 @@ def histogram_svg(title, counts, edges, row):
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="10">',
              f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-             f'<text x="{WIDTH / 2}" y="14" text-anchor="middle" font-size="11">{escape(title)}</text>']
+             *(f'<text x="{WIDTH / 2}" y="{14 + 13 * index}" text-anchor="middle" font-size="{TITLE_FONT_PX}">'
+               f'{escape(line)}</text>' for index, line in enumerate(title_lines(title)))]
     usable = counts.size and edges_ms.size == counts.size + 1 and (edges_ms > 0).all() and counts.max() > 0
     if not usable:
         parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">no histogram stored</text></svg>')
@@ -58,8 +72,9 @@ def histogram_svg(title, counts, edges, row):
             parts.append(f'<path d="M{x(value):.1f},{TOP} V{BOTTOM}" stroke="#000" stroke-width="1.3" '
                          f'stroke-dasharray="{dash}"/>')
         if finite_number(value):
-            parts.append(f'<path d="M{RIGHT - 120},{TOP + 6 + 13 * index} h24" stroke="#000" stroke-width="1.3" '
-                         f'stroke-dasharray="{dash}"/><text x="{RIGHT - 92}" y="{TOP + 9 + 13 * index}">'
+            key_x = RIGHT - 280 + 140 * index  # the key sits above the plot area, off the bars
+            parts.append(f'<path d="M{key_x},{TOP - 9} h24" stroke="#000" stroke-width="1.3" '
+                         f'stroke-dasharray="{dash}"/><text x="{key_x + 28}" y="{TOP - 6}">'
                          f"{name} {value:.3f} ms</text>")
     parts.append("</svg>")
     return "".join(parts)

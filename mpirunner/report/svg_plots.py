@@ -17,6 +17,7 @@ from mpirunner.report.plot import pyplot
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINE_STYLES = ("-", "--", ":", "-.")
 MAX_SERIES = 12  # more files than that in one configuration: the oldest share one "earlier files" series
+FIGURE_INCHES = 12.0  # wide figures: the page scales them to its width
 FONT = {"svg.fonttype": "none", "font.size": 8, "svg.hashsalt": "mpirunner"}
 
 
@@ -65,11 +66,22 @@ def _styles():
         yield MARKERS[index % len(MARKERS)], LINE_STYLES[index % len(LINE_STYLES)], colours[index % len(colours)]
 
 
-def _invalid_legend(axes, any_invalid):
+def _invalid_legend(figure, axes, any_invalid):
+    """The figure's one legend, outside the axes on the right (never over the data), however many series."""
     if any_invalid:
         axes.plot([], [], linestyle="none", marker="o", markerfacecolor="white", color="black",
                   label="INVALID run (hollow)")
-    axes.legend(fontsize="x-small", loc="best")
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, fontsize="x-small", loc="outside right upper")
+
+
+def _fitted(title, figure_inches, font_points=10):
+    """A title wrapped to the figure's width (a suptitle or axes title is not wrapped by matplotlib: it is cut)."""
+    import textwrap
+
+    per_line = max(int(figure_inches * 72 / (0.62 * font_points)), 20)
+    return "\n".join(textwrap.wrap(title, per_line, break_on_hyphens=False))
 
 
 def sweep_svg(title, series):
@@ -79,7 +91,7 @@ def sweep_svg(title, series):
         older = [row for _label, rows in series[:len(series) - MAX_SERIES + 1] for row in rows]
         series = [("earlier files", older)] + list(series[len(series) - MAX_SERIES + 1:])
     with plt.rc_context(FONT):
-        figure, (by_batch, by_p99) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+        figure, (by_batch, by_p99) = plt.subplots(1, 2, figsize=(FIGURE_INCHES, 3.6), layout="constrained")
         any_invalid = False
         for (label, rows), style in zip(series, _styles()):
             _points(by_batch, rows, "batch_size", style, label)
@@ -95,9 +107,8 @@ def sweep_svg(title, series):
             axes.margins(0.08)
         by_batch.set_title("Throughput vs batch size (95% CI)")
         by_p99.set_title("Throughput vs p99 latency (95% CI)")
-        _invalid_legend(by_batch, any_invalid)
-        figure.suptitle(title)
-        figure.tight_layout()
+        _invalid_legend(figure, by_batch, any_invalid)
+        figure.suptitle(_fitted(title, FIGURE_INCHES))
         return _svg(plt, figure)
 
 
@@ -105,7 +116,7 @@ def trend_svg(title, steps):
     """Throughput of each step of one trend in order, with intervals; regressed steps marked and labelled."""
     plt = pyplot()
     with plt.rc_context(FONT):
-        figure, axes = plt.subplots(figsize=(9.0, 3.0))
+        figure, axes = plt.subplots(figsize=(FIGURE_INCHES, 3.2), layout="constrained")
         rows = [run.row for _label, run in steps]
         x = list(range(len(rows)))
         y = [row["throughput"] if finite_number(row.get("throughput")) else float("nan") for row in rows]
@@ -124,13 +135,12 @@ def trend_svg(title, steps):
         for name, marker, colour, text in marks:
             if any(row.get("trend") == name for row in rows):
                 axes.plot([], [], linestyle="none", marker=marker, color=colour, label=text)
-        _invalid_legend(axes, any(not row["valid"] for row in rows))
+        _invalid_legend(figure, axes, any(not row["valid"] for row in rows))
         axes.set_xticks(x)
         axes.set_xticklabels([label[:19] for label, _run in steps], rotation=20, ha="right", fontsize="x-small")
         axes.set_ylabel("throughput (samples/s)")
         axes.grid(True, alpha=0.3)
-        axes.set_title(title)
-        figure.tight_layout()
+        axes.set_title(_fitted(title, FIGURE_INCHES * 0.8, 8))
         return _svg(plt, figure)
 
 
