@@ -218,6 +218,10 @@ class Hosts:
         """Take the host's link down, from inside its network namespace."""
         _run("ip", "-n", self.netns(host), "link", "set", "eth0", "down")
 
+    def reconnect(self, host):
+        """Bring the host's link back up (after cut)."""
+        _run("ip", "-n", self.netns(host), "link", "set", "eth0", "up")
+
     def processes(self, host):
         """Pids of the processes on `host` (in its UTS namespace)."""
         inode = _namespace_inode(f"/proc/{self.holders[host]}/ns/uts")
@@ -292,3 +296,20 @@ def hosts(tmp_path_factory):
     print(f"\n{len(cluster.names)} namespace hosts up in {time.monotonic() - started:.1f} s")
     yield cluster
     cluster.down()
+
+
+def main(argv):
+    """`python -m tests.hosts install`: install what the test hosts need (iproute2), for .ci/run."""
+    if argv != ["install"]:
+        print("usage: python -m tests.hosts install", file=sys.stderr)
+        return 2
+    reason = available()
+    if reason:
+        print(f"tests.hosts: {reason}", file=sys.stderr)
+        return 1
+    print("tests.hosts: ip, nsenter and unshare present")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
