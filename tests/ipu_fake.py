@@ -62,7 +62,8 @@ def world(size=1, rank=0, local_size=None, extremes=None):
     """A World stand-in; `extremes`: the (min, max) pairs the other ranks contribute to allgather."""
     others = list(extremes or [])
     return SimpleNamespace(rank=rank, size=size, local_rank=rank, local_size=size if local_size is None else local_size,
-                           host="test", is_root=rank == 0, allgather=lambda value: [value, *others])
+                           host="test", is_root=rank == 0, allgather=lambda value: [value, *others],
+                           bcast=lambda value: value)
 
 
 def config(command_line):

@@ -3,38 +3,42 @@
 Each test pins one behaviour of the real library or harness (the source it comes from is named in
 docs/ipu.md) that the backend or the stand-in in tests/fake_poptorch did not follow before.
 """
-import time
-
 import pytest
 
 from ipu_fake import config, fake_sdk, poprun_env, prepared_backend, step_input, world  # noqa: F401
 
-SLOW_GET_LATENCY_SECONDS = 0.25
+GET_LATENCY_CLOCK_NS = 10 * 10**9
 
 
 # ---------------------------------------------------------------- 3: getLatency() outside the timed window
 
 
-def test_ipu_get_latency_is_read_after_the_timed_step(fake_sdk):
-    """The reference stops its clock right after the model call; a slow getLatency() must not show in a step."""
-    from mpirunner.bench import measure
+def test_ipu_get_latency_is_read_after_the_timed_step(fake_sdk, monkeypatch):
+    """The reference stops its clock right after the model call. bench.py's clock is replaced by one that moves
+    only when getLatency() is called (by 10 s): a timed step that contains the call lasts 10 s, else 0."""
+    from types import SimpleNamespace
+
+    from mpirunner import bench
 
     run_config = config("--device ipu --batch-size 1 --iterations 3 --warmup-iterations 1")
     backend, model = prepared_backend(run_config, world())
     first = step_input(run_config, backend, model, 1)
     step = backend.make_step(1, first)
     real_get_latency = backend.inference_model.getLatency
+    clock_ns = [0]
 
-    def slow_get_latency():
-        time.sleep(SLOW_GET_LATENCY_SECONDS)
+    def get_latency_that_moves_the_clock():
+        clock_ns[0] += GET_LATENCY_CLOCK_NS
         return real_get_latency()
 
-    backend.inference_model.getLatency = slow_get_latency
-    source = type("Source", (), {"next_input": lambda self: first})()
-    timings = measure(step, source, 3, 1, barrier=lambda: None)
-    assert timings.step_seconds.max() < SLOW_GET_LATENCY_SECONDS, timings.step_seconds
+    backend.inference_model.getLatency = get_latency_that_moves_the_clock
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter_ns=lambda: clock_ns[0]))
+    source = SimpleNamespace(next_input=lambda: first)
+    timings = bench.measure(step, source, 3, 1, barrier=lambda: None)
+    assert list(timings.step_seconds) == [0.0, 0.0, 0.0]
     assert len(timings.batch_latency) == 3 and (timings.batch_latency > 0).all()
-    assert len(backend.latencies[1]) == 1 + 1 + 3  # every call's reading: compile call, warm-up, timed
+    assert clock_ns[0] == 5 * GET_LATENCY_CLOCK_NS  # read once per call: compile call, warm-up, 3 timed
+    assert len(backend.latencies[1]) == 1 + 1 + 3
     assert list(timings.batch_latency) == [reading[2] for reading in backend.latencies[1][2:]]
 
 
@@ -344,3 +348,28 @@ def test_ipu_stand_in_popdist_options_take_ipus_per_replica_without_poprun(fake_
 
     options = popdist.poptorch.Options(ipus_per_replica=2)
     assert options.values["replication_factor"] == 1
+
+
+@pytest.mark.parametrize("other_host_sees_it", [True, False])
+def test_ipu_multi_host_cache_that_is_not_shared_is_named(fake_sdk, monkeypatch, tmp_path, caplog, other_host_sees_it):
+    """Two hosts, one instance each, --model-cache-path on each host's own disk: the lock never counts both."""
+    import logging
+    from types import SimpleNamespace
+
+    from mpirunner.backends.ipu import IpuBackend
+
+    for key, value in poprun_env(instances=2, replicas=2).items():
+        monkeypatch.setenv(key, value)
+    two_hosts = SimpleNamespace(rank=0, size=2, local_rank=0, local_size=1, host="hostA", is_root=True,
+                                bcast=lambda value: value,
+                                allgather=lambda value: [value, ("hostB", other_host_sees_it)])
+    logging.getLogger("mpirunner").addHandler(caplog.handler)
+    try:
+        IpuBackend(config(f"--device ipu --model-cache-path {tmp_path / 'cache'}"), two_hosts)
+    finally:
+        logging.getLogger("mpirunner").removeHandler(caplog.handler)
+    lines = {record.getMessage() for record in caplog.records if "not one folder shared" in record.getMessage()}
+    assert len(lines) == (0 if other_host_sees_it else 1)
+    if lines:
+        assert "hostB" in lines.pop() and "hostA" not in caplog.text.split("(")[1]
+    assert list((tmp_path / "cache").iterdir()) == []  # the check leaves nothing behind

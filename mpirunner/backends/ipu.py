@@ -26,7 +26,8 @@ from mpirunner.backends.base import Backend, RunReport
 from mpirunner.backends.ipu_sdk import (  # noqa: F401  (default_cache_path: tests and docs name it here)
     CACHE_DEFAULT, UNKNOWN_HARDWARE_VERSION, LatencyReading, buffering_depth_option, choose_cache,
     default_cache_path, engine_options_from_env, hardware_version_text, init_popdist, nan_extreme,
-    popart_version_number, popart_version_text, reference_latency, sdk_version_from_path, warn_about_stale_locks)
+    popart_version_number, popart_version_text, reference_latency, sdk_version_from_path, warn_about_stale_locks,
+    warn_if_cache_not_shared)
 from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
@@ -113,6 +114,7 @@ class IpuBackend(Backend):
         self.offline_ipu_version = self._offline_target()
         self.cache_path, self.cache_source = choose_cache(config, world, self.popdist is not None, os.environ)
         self.cache_is_default = self.cache_source == CACHE_DEFAULT
+        warn_if_cache_not_shared(world, self.cache_path)
         warn_about_stale_locks(world, self.cache_path)
         if config.compile_only and self.popdist is None and world.is_root:
             log.warning("--compile-only outside poprun: under poprun poptorch builds a distributed replicated "

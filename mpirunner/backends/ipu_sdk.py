@@ -154,6 +154,30 @@ def choose_cache(config, world, under_poprun, environ):
         return None, ""
     return default_cache_path(), CACHE_DEFAULT
 
+def warn_if_cache_not_shared(world, cache_path):
+    """A job on several hosts: rank 0 writes a file into the cache folder and every rank looks for it. A host
+    that does not see it has its own folder, where poptorch's compile lock never counts every instance, so
+    its lock files stay and later sizes (and jobs) compile everywhere at once: one warning line names them."""
+    if not cache_path or world.local_size >= world.size:
+        return
+    marker = ""
+    if world.is_root:
+        os.makedirs(cache_path, exist_ok=True)
+        marker = os.path.join(cache_path, f".mpirunner-shared-{os.getpid()}-{os.urandom(4).hex()}")
+        with open(marker, "w"):
+            pass
+    marker = world.bcast(marker)  # after rank 0 wrote it
+    seen = world.allgather((world.host, os.path.exists(marker)))
+    if world.is_root:
+        os.remove(marker)
+        blind = sorted({host for host, found in seen if not found})
+        if blind:
+            log.warning("executable cache %s is not one folder shared by every host (%s do(es) not see a file "
+                        "rank 0 wrote there): poptorch's compile lock counts all %d instances in one file, so "
+                        "its lock files will stay and instances compile at once; use a folder every host shares",
+                        cache_path, ", ".join(blind), world.size)
+
+
 def warn_about_stale_locks(world, cache_path):
     """Name poptorch compile-lock files already in the cache before this job compiles: a count left by a
     job killed mid-compile (or another job's) shifts every instance's position, so none compiles first."""
