@@ -2,7 +2,9 @@
 show that no fault leaves a job hanging or a file half-written. Unset, it changes nothing.
 
 MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C], KIND one of raise, hang,
-exit, sleep, oom (oom: the CPU allocator's out-of-memory error, as a batch size too large would raise it).
+exit, sleep, slow, oom (oom: the CPU allocator's out-of-memory error, as a batch size too large would raise it).
+sleep waits before a step (the host makes the device wait: an input-bound run); slow waits inside every
+forward pass of the model (a slower model: the wait counts as batch latency, as a real regression would).
 stage=NAME moves the fault from the steps to a stage after them (FAULT_STAGES).
 """
 import os
@@ -14,7 +16,7 @@ from typing import Optional
 from mpirunner.errors import UsageError
 
 FAULT_VARIABLE = "MPIRUNNER_FAULT"
-FAULT_KINDS = ("raise", "hang", "exit", "sleep", "oom")
+FAULT_KINDS = ("raise", "hang", "exit", "sleep", "slow", "oom")
 INJECTED_BYTES = 123 << 30  # what an injected oom says it asked for
 # Stages after the timed steps (point.py), where a rank's memory can still run out: the gather of timings
 # (a rank's row packed before sending; rank 0's arrays assembled after receiving), the accuracy counts,
@@ -98,10 +100,17 @@ class Faults:
         self.fault, self.rank, self.host = fault, rank, host
         self.run_index = 0
 
+    def slow_model(self, module):
+        """`slow` (rank=R only): every forward pass of the model waits `seconds` first, inside the batch timing."""
+        fault = self.fault
+        if fault is None or fault.kind != "slow" or not fault.matches(self.rank, None, None):
+            return
+        module.register_forward_pre_hook(lambda _module, _inputs: time.sleep(fault.seconds))
+
     def wrap_step(self, step):
         """The run's step function with the fault applied (unchanged when none is set)."""
         self.run_index += 1
-        if self.fault is None or self.fault.stage is not None:
+        if self.fault is None or self.fault.stage is not None or self.fault.kind == "slow":
             return step
         run, calls = self.run_index, [0]
 

@@ -64,7 +64,7 @@ def _run(config, world, guard, faults):
         log.info("--random-weights: weights are random and seeded (--seed %d) on every rank", config.seed)
     placement = place_this_rank(config, world, preferred_node=backend.preferred_numa_node())
 
-    model, flops_per_sample = _build_model(config, world, backend)
+    model, flops_per_sample = _build_model(config, world, backend, faults)
     peak_column = _measure_peak(config, backend, model)  # /ranks columns (not placement): this rank's roofs
     rank_rows = world.gather({"rank": world.rank, "host": world.host, "local_rank": world.local_rank,
                               **placement, **peak_column, **backend.rank_info()})
@@ -117,7 +117,7 @@ def _warn_about_device(config, backend):
         log.warning("the %s backend does not use: %s", backend.name, flags)
 
 
-def _build_model(config, world, backend):
+def _build_model(config, world, backend, faults):
     """The model on every rank (reads --weights), its FLOPs per sample counted once, handed to the backend."""
     from mpirunner.flops import count_flops_per_sample
     from mpirunner.models.assembly import build_benchmark_model
@@ -125,6 +125,7 @@ def _build_model(config, world, backend):
     model = world.agree(lambda: build_benchmark_model(config, backend.half_dtype()))
     flops_per_sample = world.bcast(  # counted once, on the host model, before the backend takes it
         count_flops_per_sample(model.module, model.image_size, model.input_dtype) if world.is_root else None)
+    faults.slow_model(model.module)  # test-only MPIRUNNER_FAULT=slow
     backend.prepare(model.module, model.image_size)
     return model, flops_per_sample
 
