@@ -1,5 +1,5 @@
 """False alarms and power of the verdicts (issue 23): one configuration rerun as separate jobs, some of them
-slowed by the test-only sleep fault, then judged through the real CLI as a user would.
+slowed by the test-only slow fault, then judged through the real CLI as a user would.
 
     # 1. the jobs (interleaved normal / slowed, a CSV of start times and load beside them)
     python benchmarks/repeat_verdicts.py --generate --jobs 12 --slow-jobs 6 --slowdown 0.10 --out DIR
@@ -8,14 +8,13 @@ slowed by the test-only sleep fault, then judged through the real CLI as a user 
     # 3. the verdicts: `mpirunner-report compare` (pairs, groups) and the `summary --fail-on-regression` gate
     python benchmarks/repeat_verdicts.py --judge --out DIR
 
-The slowdown is a sleep of SLOWDOWN x (median step time of the first normal job) in every step
-(MPIRUNNER_FAULT=sleep:seconds=X), so a slowed job is the same configuration, only slower. One extra job slowed
+The slowdown is a wait of SLOWDOWN x (median step time of the first normal job) inside every forward pass
+(MPIRUNNER_FAULT=slow:seconds=X; one forward pass per step in the default configuration), so a slowed job is the same configuration, only slower. One extra job slowed
 by --gate-slowdown (default 25%) is run last, for the summary gate. Jobs already in DIR are kept (a run can be
 resumed); the order is fixed by --jobs and --slow-jobs.
 
-The sleep happens before the step's batches, outside their latency, so the validity checks see it as time the
-device waited for input: a 25% slowdown leaves the device busy 1/1.25 = 80% of the window, the input-bound
-limit, and such a job can read INVALID (then the gate exits 6, not 1). --generate warns when that can happen.
+The wait is inside the batch latency (a slower model), not a host gap: the `sleep` fault, which waits before
+a step, would make a 25% slower job read INVALID (input-bound, device busy 1/1.25 = 80%).
 """
 import argparse
 import csv
@@ -73,13 +72,6 @@ def generate(args):
     counts = {"normal": 0, "slow": 0, "gate": 0}
     names = {"normal": "normal", "slow": f"slow{round(args.slowdown * 100)}", "gate": f"slow{round(args.gate_slowdown * 100)}"}
     step_seconds = args.step_seconds
-    from mpirunner.checks.input_path import DEVICE_BUSY_LIMIT
-    for slowdown in (args.slowdown, args.gate_slowdown):
-        if slowdown and 1 / (1 + slowdown) <= DEVICE_BUSY_LIMIT + 0.02:
-            # the fault sleeps before the step's batches: the sleep counts as time the device waited
-            print(f"warning: a {100 * slowdown:g}% sleep leaves the device busy {100 / (1 + slowdown):.0f}% of "
-                  f"the window, at or below the input-bound limit ({100 * DEVICE_BUSY_LIMIT:g}%): such jobs may "
-                  f"read INVALID (input-bound), and compare/summary then exit 6, not 1", flush=True)
     with open(log_path, "a", newline="") as log_file:
         log = csv.writer(log_file)
         if new_log:
@@ -96,7 +88,7 @@ def generate(args):
                 continue
             env = {key: value for key, value in os.environ.items() if key != "MPIRUNNER_FAULT"}
             if sleep:
-                env["MPIRUNNER_FAULT"] = f"sleep:seconds={sleep}"
+                env["MPIRUNNER_FAULT"] = f"slow:seconds={sleep}"
             command = [sys.executable, "-m", "mpirunner", *shlex.split(args.runner_args), "--no-progress",
                        "--output", str(path)]
             start_utc, load_start, began = datetime.datetime.utcnow().isoformat(timespec="seconds"), loadavg(), time.monotonic()
