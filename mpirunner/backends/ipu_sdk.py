@@ -130,7 +130,7 @@ class LatencyReading(Sequence):
         return [self.value()][index]
 
     def __eq__(self, other):
-        return list(self) == list(other) if isinstance(other, (list, tuple, Sequence)) else NotImplemented
+        return list(self) == list(other) if isinstance(other, (list, tuple, LatencyReading)) else NotImplemented
 
     __hash__ = None
 
@@ -154,6 +154,7 @@ def choose_cache(config, world, under_poprun, environ):
         return None, ""
     return default_cache_path(), CACHE_DEFAULT
 
+
 def warn_if_cache_not_shared(world, cache_path):
     """A job on several hosts: rank 0 writes a file into the cache folder and every rank looks for it. A host
     that does not see it has its own folder, where poptorch's compile lock never counts every instance, so
@@ -162,11 +163,16 @@ def warn_if_cache_not_shared(world, cache_path):
         return
     marker = ""
     if world.is_root:
-        os.makedirs(cache_path, exist_ok=True)
-        marker = os.path.join(cache_path, f".mpirunner-shared-{os.getpid()}-{os.urandom(4).hex()}")
-        with open(marker, "w"):
-            pass
+        try:
+            os.makedirs(cache_path, exist_ok=True)
+            marker = os.path.join(cache_path, f".mpirunner-shared-{os.getpid()}-{os.urandom(4).hex()}")
+            with open(marker, "w"):
+                pass
+        except OSError:  # not writable: poptorch says so when it compiles; no rank may wait here
+            marker = ""
     marker = world.bcast(marker)  # after rank 0 wrote it
+    if not marker:
+        return
     seen = world.allgather((world.host, os.path.exists(marker)))
     if world.is_root:
         os.remove(marker)
