@@ -373,3 +373,12 @@ def test_ipu_multi_host_cache_that_is_not_shared_is_named(fake_sdk, monkeypatch,
     if lines:
         assert "hostB" in lines.pop() and "hostA" not in caplog.text.split("(")[1]
     assert list((tmp_path / "cache").iterdir()) == []  # the check leaves nothing behind
+
+
+def test_ipu_fast_groupnorm_is_part_of_the_configuration_key():
+    """It changes the compiled graph, so two runs that differ in it measure different things."""
+    from mpirunner.report.configuration import configuration_key, key_differences
+
+    base = configuration_key({"config": "enable_fast_groupnorm: false\n"}, {})
+    new = configuration_key({"config": "enable_fast_groupnorm: true\n"}, {})
+    assert [name for name, _, _ in key_differences([base], [new])] == ["enable_fast_groupnorm"]

@@ -32,6 +32,7 @@ FIELDS = (
     ("normalization_location", ("root:normalization_location_used", "settings:normalization_location")),
     ("min_latency", ("settings:min_latency",)),
     ("num_io_tiles", ("settings:num_io_tiles",)),
+    ("enable_fast_groupnorm", ("settings:enable_fast_groupnorm",)),
     ("data", ("run:data", "settings:data")),
     ("batch_size", ("run:batch_size",)),
     ("device_iterations", ("run:device_iterations", "settings:device_iterations")),
