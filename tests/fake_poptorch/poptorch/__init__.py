@@ -18,9 +18,10 @@ OMPI_COMM_WORLD_SIZE/RANK into its distributed options (until Distributed.disabl
 numProcesses are values, and POPTORCH_CACHE_DIR (caching on); the graph a compile records says how many
 processes it spans; a distributed compile into a cache takes poptorch's compile lock (a file per model in
 the cache folder, see _compile_lock); ipuHardwareVersion() asserts without IPUs; getLatency() with
-synthetic data returns numbers without meaning; a destroyed model refuses every later call. An inference model computes its outputs with the wrapped
-torch model on the CPU, in float32 for speed (a float16 model is copied to float32 and its outputs cast
-back to float16); getLatency() otherwise reports numbers derived from the wall time of the last call.
+synthetic data returns numbers without meaning; a destroyed model refuses every later call. An
+inference model computes its outputs with the wrapped torch model on the CPU, in float32 for speed (a
+float16 model is copied to float32 and its outputs cast back to float16); getLatency() otherwise
+reports numbers derived from the wall time of the last call.
 """
 import contextlib
 import copy
@@ -325,7 +326,8 @@ class PoplarExecutor:
 
     def _compile_under_lock(self, inputs, how, lock_position):
         self._check_popart_options()
-        _record(how, inputs, lock_position=lock_position, model_dtype=self.dtype, replication_factor=self.options.replication_factor,
+        _record(how, inputs, lock_position=lock_position, model_dtype=self.dtype,
+                replication_factor=self.options.replication_factor,
                 device_iterations=self.options.device_iterations, options=self.options.values,
                 poplar_engine_options=os.environ.get("POPLAR_ENGINE_OPTIONS", ""))
         self._cpu_model = copy.deepcopy(self.model).float().eval()
