@@ -36,7 +36,11 @@ two snapshots of one commit, taken while other jobs loaded the 2 cores, diff emp
   the server by its ~12 seeded queries, too few for a p99; `--strict` by step count. The timing
   rules' reason texts (too short, unstable, not warmed up, slowing down, straggler, runner
   overhead, input-bound, unserved, did not keep up, over the bound; TIMING_REASONS) are then
-  dropped from every line, so the verdict word and the remaining reasons are compared as they are.
+  dropped wherever they appear (also when wrapped over lines), with a `batch N:` prefix or an
+  empty list item left holding only them, so the verdict word and the remaining reasons are
+  compared as they are. A reason list the runner lays out one per line (it does when one line
+  would be too long, which depends on the numbers and on the dropped reasons) is read as the one
+  line `a; b; c` it stands for; the page's split of the straggler remedy at '; ' is dropped too.
   VALID/INVALID words are NOT masked: a flip between two snapshots of one commit means a timing
   rule this list does not know of.
 - compare: `--threshold 1000` (no regression from noise); direction words (faster, slower,
@@ -80,7 +84,7 @@ SMALL = ["--model", "resnet18", "--image-size", "32", "--device", "cpu", "--warm
 LOOSE = ["--max-cv", "1000", "--min-iterations", "1"]
 OFFLINE = SMALL + LOOSE + ["--iterations", "4", "--min-duration", "0.001"]
 # 2 ranks can be called stragglers by noise: these runs are INVALID by step count whatever the timings
-SWEEP = SMALL + ["--max-cv", "1000", "--iterations", "4", "--min-iterations", "5"]
+SWEEP = SMALL + ["--max-cv", "1000", "--min-duration", "0.001", "--iterations", "4", "--min-iterations", "5"]
 
 # (name, kind, args); kind: run = python -m mpirunner, mpi = mpiexec -n 2 python -m mpirunner,
 # report = the mpirunner-report entry point, module = python -m <args>.
@@ -96,8 +100,9 @@ COMMANDS = [
     ("single", "run", OFFLINE + ["--batch-size", "2"]),
     ("sweep-2ranks", "mpi", SWEEP + ["--batch-size", "1,2", "--output", "results/sweep.h5"]),
     ("sweep-resume", "mpi", SWEEP + ["--batch-size", "1,2,4", "--output", "results/sweep.h5", "--resume"]),
-    ("strict", "run", SMALL + ["--max-cv", "1000", "--iterations", "3", "--min-iterations", "10",
-                               "--batch-size", "2", "--strict", "--output", "results/strict.h5"]),
+    ("strict", "run", SMALL + ["--max-cv", "1000", "--min-duration", "0.001", "--iterations", "3",
+                               "--min-iterations", "10", "--batch-size", "2", "--strict", "--output",
+                               "results/strict.h5"]),
     # INVALID whatever the timings: ~12 seeded queries are too few for a p99
     ("server", "run", SMALL + LOOSE + ["--scenario", "server", "--batch-size", "2", "--target-qps", "8",
                                        "--min-duration", "1", "--max-batch-wait-ms", "5",
@@ -151,33 +156,32 @@ HASH = re.compile(r"(?<![0-9A-Za-z])(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]
 NUMBER = re.compile(r"(?<![A-Za-z0-9_])(?<![A-Za-z0-9_]\.)(?:\d+(?:\.\d+)*|\.\d+)(?:[eE][-+]?\d+)?|\b(?:inf|nan)\b")
 DIRECTION = re.compile(r"\b(faster|slower|within noise|no change|improved|regressed|better|worse)\b")
 # verdict reasons decided by timings (a shared 2-core machine makes them come and go), as they read
-# after masking; the commands make every run that could show one INVALID for a reason that does
-# not depend on timing as well, so dropping these leaves the verdict itself unchanged
+# after masking (a space may be a line break: long reasons are wrapped); the commands make every run
+# that could show one INVALID for a reason that does not depend on timing as well, so dropping these
+# leaves the verdict itself unchanged
 TIMING_REASONS = [
-    r"too short: timed # s < .*?more --iterations\)",
-    r"unstable: step-time cv .*?or a quieter machine\)",
-    r"not warmed up: .*?--until-stable\)",
-    r"slowing down: .*?--until-stable\)",
-    r"straggler: .*?--cpus-per-rank\)",
-    r"runner overhead: .*?to rule out the input\)",
-    r"input-bound: .*?CPUs per rank for decoding\)",
-    r"# of # queries unserved when the drain bound.*? ran out — lower --target-qps or add instances",
-    r"did not keep up: achieved .*? — lower --target-qps or add instances",
+    r"too short: timed # s < ANY more --iterations\)",
+    r"unstable: step-time cv ANY or a quieter machine\)",
+    r"not warmed up: ANY --until-stable\)",
+    r"slowing down: ANY --until-stable\)",
+    r"straggler: ANY --cpus-per-rank\)",
+    # the page lists reasons split at '; ', which cuts the straggler's remedy in two
+    r"straggler: ANY /ranks cpus(?=\s*$)",
+    r"(?<![\w-])--numa-aware yes, --cpus-per-rank\)",
+    r"runner overhead: ANY to rule out the input\)",
+    r"input-bound: ANY CPUs per rank for decoding\)",
+    r"# of # queries unserved when the drain bound ANY ran out — lower --target-qps or add instances",
+    r"did not keep up: achieved ANY — lower --target-qps or add instances",
     r"p[0-9.#]+ query latency # ms over the bound # ms — lower --target-qps or --max-batch-wait-ms, or add instances",
 ]
-TIMING = re.compile("|".join(f"(?:{reason})" for reason in TIMING_REASONS))
+TIMING = re.compile("|".join("(?:" + reason.replace(" ", r"\s+").replace(r"ANY\s+", r"[\s\S]{0,400}?") + ")"
+                             for reason in TIMING_REASONS))
 # an interval is printed as [low, high] or as ± half-width, whichever fits the values; a rate's prefix
 # (MFLOP/s, GFLOP/s) follows its size
 INTERVAL = re.compile(r"\[#, #\]|± #")
 RATE_PREFIX = re.compile(r"\b[kKMGTPE]?FLOP\b")
 HISTOGRAM_BIN = re.compile(r"^# - # \|")
 RANK_ROW = re.compile(r"^# <HOST> ")
-
-
-def drop_timing_reasons(line):
-    line = TIMING.sub("<T>", line)
-    line = line.replace("<T>; ", "")            # "<T>; a" -> "a"
-    return line.replace("; <T>", "").replace("<T>", "")
 
 
 class Masker:
@@ -187,7 +191,7 @@ class Masker:
         host = re.escape(socket.gethostname())
         self.host = re.compile(rf"(?<![A-Za-z0-9_.-]){host}(?![A-Za-z0-9_-])")
 
-    def line(self, text):
+    def mask(self, text):
         text = ANSI.sub("", text)
         for old, new in self.replacements:
             text = text.replace(old, new)
@@ -195,14 +199,28 @@ class Masker:
         text = TIME.sub("<TIME>", text)
         text = HASH.sub("<HASH>", text)
         text = NUMBER.sub("#", text)
-        text = RATE_PREFIX.sub("FLOP", INTERVAL.sub("[#, #]", text))
-        return drop_timing_reasons(" ".join(text.split()))
+        return RATE_PREFIX.sub("FLOP", INTERVAL.sub("[#, #]", text))
+
+    def line(self, text):
+        """One name or value on one line: masked, blanks collapsed."""
+        return " ".join(self.mask(text).split())
 
     def text(self, text, sort=False):
+        """A command's output or a stored text as lines, the timing-decided verdict reasons dropped
+        with the separator or the `batch N:` label that only framed them. A reason list laid out one
+        per line (the runner does so when one line would be too long, which depends on the numbers)
+        is read as the one line `a; b; c` it stands for."""
+        raw_lines = [raw.split("\r")[-1] for raw in text.replace("\r\n", "\n").split("\n")]  # progress redraws
+        blob = re.sub(r";[ \t]*\n\s*", "; ", self.mask("\n".join(raw_lines)))
+        blob = TIMING.sub("<T>", blob)
         lines = []
-        for raw in text.replace("\r\n", "\n").split("\n"):
-            raw = raw.split("\r")[-1]  # a progress bar redraws with carriage returns
-            line = self.line(raw)
+        for raw in blob.split("\n"):
+            line = " ".join(raw.split())
+            if "<T>" in line:
+                line = re.sub(r"<T>(?:; )?", "", line)
+                line = re.sub(r";\s*(?=[)\]]|$)", "", line).strip()
+                if not line or re.fullmatch(r"batch #:", line):
+                    continue
             if line:
                 lines.append(line)
         lines = steady(lines)
@@ -256,10 +274,10 @@ def attr_value_text(value, masker):
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
-        return " = " + masker.line(value.replace("\n", " \\n "))
+        return " = " + " / ".join(masker.text(value))
     if isinstance(value, np.ndarray) and value.dtype.kind in "SUO":
         items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value.ravel()]
-        masked = [masker.line(item) for item in items]
+        masked = [" / ".join(masker.text(item)) for item in items]
         return " = [" + " | ".join(item for item in masked if item) + "]"
     return ""
 
@@ -365,7 +383,15 @@ def html_lines(path, masker):
     parser = PageStructure(masker)
     parser.feed(Path(path).read_text(encoding="utf-8"))
     parser.close()
-    return collapse_repeats(parser.lines)
+    lines = parser.lines
+    # an element left empty because its only text was a dropped timing reason (a list item) goes too
+    kept = [line for index, line in enumerate(lines)
+            if not (line.strip() == "<li>" and (index + 1 == len(lines) or indent(lines[index + 1]) <= indent(line)))]
+    return collapse_repeats(kept)
+
+
+def indent(line):
+    return len(line) - len(line.lstrip(" "))
 
 
 def csv_lines(text, masker):
