@@ -382,3 +382,18 @@ def test_ipu_fast_groupnorm_is_part_of_the_configuration_key():
     base = configuration_key({"config": "enable_fast_groupnorm: false\n"}, {})
     new = configuration_key({"config": "enable_fast_groupnorm: true\n"}, {})
     assert [name for name, _, _ in key_differences([base], [new])] == ["enable_fast_groupnorm"]
+
+
+def test_ipu_a_call_after_the_timed_steps_that_nobody_reads_is_not_a_step(fake_sdk):
+    """--check-outputs calls the step once more after timing and ignores its latency: not a reference step."""
+    run_config = config("--device ipu --warmup-iterations 0")
+    backend, model = prepared_backend(run_config, world())
+    first = step_input(run_config, backend, model, 1)
+    step = backend.make_step(1, first)
+    for _ in range(3):
+        list(step(first)[1])  # the compile call and two timed steps, read as bench.py reads them
+    _, unread = step(first)  # the output check's call
+    backend.run_report(1)
+    assert len(backend.latencies[1]) == 3
+    with pytest.raises(RuntimeError, match="not read before the model ran again"):
+        list(unread)

@@ -116,8 +116,15 @@ class LatencyReading(Sequence):
     def __init__(self, inference_model, readings):
         self._model, self._readings, self._seconds = inference_model, readings, None
 
+    def expire(self):
+        """Never read it now: the model has run again (or is gone), so getLatency() would describe another call."""
+        if self._seconds is None:
+            self._model = None
+
     def value(self):
         if self._seconds is None:
+            if self._model is None:
+                raise RuntimeError("this step's getLatency() was not read before the model ran again")
             min_seconds, max_seconds, avg_seconds = self._model.getLatency()
             self._readings.append((float(min_seconds), float(max_seconds), float(avg_seconds)))
             self._seconds = float(avg_seconds)
