@@ -233,3 +233,17 @@ def test_the_run_block_lists_long_reasons_one_per_line_within_160_characters():
     assert block[first + 1].startswith("  not warmed up:") and block[first + 3].startswith("  unstable:")
     short = format_run_block(sweep_attrs(valid=False, validity_reason=["cv 12.0% > 10%", "only 4 steps"]), 1)
     assert "INVALID: cv 12.0% > 10%; only 4 steps" in short.splitlines()  # one line while it fits
+
+
+# ---------------------------------------------------------------- named configs measure long enough
+
+def test_cpu_and_gpu_configs_time_every_batch_size_for_longer_than_the_validity_minimum():
+    from mpirunner.checks.rules import MIN_TIMED_SECONDS
+    from mpirunner.config import config_names, resolve_config
+
+    names = [name for name in config_names() if name.endswith(("-cpu", "-gpu"))]
+    assert len(names) == 8
+    for name in names:  # a sweep's small sizes too: the stop rule extends them to min_duration
+        config = resolve_config({"config": name, "batch_size": "1,4,8"})
+        assert config.min_duration and config.min_duration >= 3 * MIN_TIMED_SECONDS, name
+        assert config.warmup_iterations >= 5 and config.iterations >= 20, name
