@@ -11,19 +11,21 @@ drops off. Here each test host is its own
   namespace, in which /dev/shm is a private tmpfs and /etc/hosts is `/etc/netns/mpirunner-<host>/hosts`
   (naming every test host, as `ip netns exec` would bind it).
 
-One `sleep` process per host holds its UTS, IPC and mount namespaces;
-a command enters a host with `nsenter -t <that pid>` (Hosts.command) and the launchers reach the other hosts through one script that
+One `sleep` process per host holds its UTS, IPC and mount namespaces; a command enters a host with
+`nsenter -t <that pid>` (Hosts.command), and the launchers reach the other hosts through one script that
 does the same (Hosts.rsh: MPICH's `-launcher ssh -launcher-exec`, Open MPI's `plm_rsh_agent`), called
 as ssh would be: `<script> [-x] HOST COMMAND...`. The script passes its environment on (as a site
 with a shared environment would); no sshd is involved. The hosts share the machine's kernel, PID
 namespace, clocks, /sys and filesystem (the output file is on that one filesystem).
 
 Fixture `hosts` (marker `multihost`): four hosts for the test session, `host0` .. `host3`; it
-installs iproute2 with apt-get when `ip` is missing. A previous session's leftovers (namespaces,
+installs iproute2 with apt-get when `ip` is missing. One test session at a time has the hosts (a lock,
+LOCK; another session waits for it). A previous session's leftovers (namespaces,
 processes in them, bind mounts, /etc/netns entries) are removed before the start and everything is
 removed at the end. Without root or namespaces the fixture skips; with MPIRUNNER_REQUIRE_CLUSTER=1
 that skip is a failure (tests/cluster.py).
 """
+import fcntl
 import json
 import os
 import shutil
@@ -46,6 +48,8 @@ SHARED_MEMORY = ("/dev/shm/", "/SYSV", "/memfd:")   # what shared-memory mapping
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 PAGES_LOOKED_AT = 64
 PFN_MASK = (1 << 55) - 1
+LOCK = "/run/lock/mpirunner-test-hosts.lock"   # held by the session that has the hosts
+LOCK_WAIT_SECONDS = 600
 TOOLS = ("ip", "nsenter", "unshare", "mount", "umount")
 
 RSH = """#!/bin/sh
@@ -287,6 +291,15 @@ def hosts(tmp_path_factory):
     if reason:
         unavailable(reason)
     started = time.monotonic()
+    lock = open(LOCK, "w")
+    while True:  # one session's hosts at a time: another session's start would remove them
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > started + LOCK_WAIT_SECONDS:
+                unavailable(f"another test session has held the test hosts ({LOCK}) for {LOCK_WAIT_SECONDS} s")
+            time.sleep(1)
     cluster = Hosts([f"host{index}" for index in range(4)], tmp_path_factory.mktemp("hosts"))
     try:
         cluster.up()
@@ -294,8 +307,11 @@ def hosts(tmp_path_factory):
         cluster.down()
         unavailable(f"test hosts could not be made here: {error}")
     print(f"\n{len(cluster.names)} namespace hosts up in {time.monotonic() - started:.1f} s")
-    yield cluster
-    cluster.down()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+        lock.close()
 
 
 def main(argv):
