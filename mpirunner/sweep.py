@@ -112,9 +112,11 @@ TABLE_WIDTH = 160  # no printed line is longer: reasons and footnotes wrap
 def _estimate_cell(attrs, key, spec, unavailable, missing_name=None):
     """An estimate with its 95% interval; an interval that is not available becomes a `*` mark and its reason
     goes to `unavailable` (one footnote under the table)."""
-    from mpirunner.report.text import _latency_estimate, estimate_text
+    from mpirunner.report.text import estimate_text, percentile_text
 
-    text = _latency_estimate(attrs, missing_name) if missing_name else estimate_text(attrs, key, spec)
+    if missing_name and percentile_text(attrs, missing_name) == "n/a":
+        return "n/a"  # too few latencies for the percentile itself
+    text = estimate_text(attrs, key, spec, missing_name=missing_name)
     if " (interval n/a" not in text:
         return text
     value, reason = text.split(" (interval n/a", 1)
@@ -146,7 +148,8 @@ def sweep_table(runs_attrs):
         verdict = "VALID" if a["valid"] else f"INVALID ({len(reasons)})" if reasons else "INVALID"
         rows.append((str(a["batch_size"]), str(a["samples_per_step"]),
                      _estimate_cell(a, "throughput", ".2f", unavailable), f"{a['throughput_sum']:.2f}",
-                     _estimate_cell(a, None, None, unavailable, "p50"), _estimate_cell(a, None, None, unavailable, "p99"),
+                     _estimate_cell(a, "latency_p50", ".3f", unavailable, "p50"),
+                     _estimate_cell(a, "latency_p99", ".3f", unavailable, "p99"),
                      f"{100 * a.get('step_cv_rank_max', a['step_cv']):.1f}", verdict))
         if not a["valid"]:
             invalid += [f"  batch {a['batch_size']}: {reason}" for reason in reasons or ["no reason stored"]]

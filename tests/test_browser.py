@@ -52,7 +52,9 @@ def _install_chromium():
     if result.returncode != 0:  # a fresh machine may have no package lists yet
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, env=env, timeout=600)
         result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
-    return None if _chromium_path() else f"chromium could not be installed ({' '.join(install)} exit {result.returncode})"
+    if _chromium_path():
+        return None
+    return f"chromium could not be installed ({' '.join(install)} exit {result.returncode})"
 
 
 @pytest.fixture(scope="session")
@@ -186,3 +188,13 @@ def test_figures_use_the_width_of_the_page(measured):
               if figure["width"] < FIGURE_SHARE_MIN * measured["content"]]
     assert not narrow, (f"{len(narrow)} figure(s) narrower than {FIGURE_SHARE_MIN:.0%} of {measured['content']:.0f} "
                         f"px, e.g. {narrow[:3]}")
+
+
+if __name__ == "__main__":  # python -m tests.test_browser install: what .ci/run calls before the tests
+    import sys
+
+    if sys.argv[1:] != ["install"]:
+        sys.exit("usage: python -m tests.test_browser install")
+    problem = _install_chromium()
+    print(problem or f"chromium: {_chromium_path()}")
+    sys.exit(1 if problem else 0)

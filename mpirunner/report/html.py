@@ -44,8 +44,8 @@ def _image(svg_text, alt, kind):
 def _table(runs, with_trend):
     columns = [(title, cell) for title, _width, cell in TABLE if title != "file"]
     headers = ["run"] + [title for title, _cell in columns] + (["trend"] if with_trend else []) + ["reasons"]
-    lines = ['<div class="scroll"><table id="summary">', "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers)
-             + "</tr></thead>", "<tbody>"]
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    lines = ['<div class="scroll"><table id="summary">', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
     for index, run in enumerate(runs):
         row = run.row
         cells = [f'<td><a href="#run-{index}">{escape(row["file"])}:{escape(row["run"])}</a></td>']
