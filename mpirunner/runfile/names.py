@@ -1,0 +1,232 @@
+"""The only place that knows a run's attribute names: which typed field each one fills (run.py), and the
+unit convention (every stored or exported number whose name lacks its unit gets a twin that carries it).
+
+Older attribute names (`throughput`, `latency_p50`, `step_cv` as a fraction, ...) stay in every
+mpirunner/1 file, so readers written for them keep working; the writer adds the unit-named twin
+next to each (`throughput_samples_per_s`, `latency_p50_ms`, `step_cv_percent`), and the report's
+CSV/JSON use the twin names only. Ratios are percent under a unit name, never fractions.
+The unit-named twins are the canonical names from here on: a future schema (mpirunner/2) may drop
+the old names, and readers that look a value up with `value_of` read either kind of file.
+
+FIELDS maps each known run attribute to the dotted path of its typed field in a Run ('summary.latency.p50');
+an attribute it does not name is kept verbatim (`Run.extra`, or `Run.device` for a backend's report), so
+reading a run and writing it back stores the same names, types and values.
+"""
+import functools
+
+import numpy as np
+
+_LATENCY_STATS = ("mean", "min", "p50", "p90", "p95", "p99", "p99.9", "max", "std")
+_INTERVALS = ("_ci95", "_ci95_low", "_ci95_high")
+
+# old name -> (unit suffix, factor from the stored value to the unit)
+UNITS = {
+    **{f"latency_{stat}": ("ms", 1.0) for stat in _LATENCY_STATS},
+    **{f"latency_{q}{end}": ("ms", 1.0) for q in ("p50", "p99") for end in _INTERVALS},
+    **{f"throughput{end}": ("samples_per_s", 1.0) for end in ("", "_sum", "_reference", *_INTERVALS)},
+    **{name: ("percent", 100.0) for name in ("latency_cv", "step_cv", "step_cv_rank_max", "host_gap_max",
+                                             "device_busy_min", "utilization", "utilization_per_host",
+                                             "roof_utilization", "accuracy_top1", "accuracy_top5",
+                                             "padding_share", "share_over_bound", "keep_up")},
+    **{name: ("flop_per_s", 1.0) for name in ("achieved_flops", "peak_flops", "roof_flops")},
+    "peak_memory_bandwidth": ("bytes_per_s", 1.0),
+    **{f"query_latency_{stat}{end}": ("ms", 1.0) for stat in ("mean", "p50", "p90", "p99")
+       for end in ("", *_INTERVALS)},
+    **{name: ("ms", 1.0) for name in ("query_wait_mean", "latency_bound", "bound_latency")},
+}
+# Older names that repeat another attribute: left out of exports (the twin of what they repeat is there).
+ALIASES = {"cv": "step_cv", "std": "latency_std"}
+TWINS = {f"{name}_{unit}": name for name, (unit, _factor) in UNITS.items()}
+
+
+def unit_name(name):
+    """The unit-carrying name of an attribute (itself when it already carries its unit)."""
+    return f"{name}_{UNITS[name][0]}" if name in UNITS else name
+
+
+def in_unit(name, value):
+    """`value` of attribute `name` as its unit-named twin holds it (fractions x 100); non-numbers unchanged."""
+    factor = UNITS[name][1] if name in UNITS else 1.0
+    if factor == 1.0 or isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [float(item) * factor for item in np.asarray(value, dtype=np.float64).ravel()]
+    return float(value) * factor if isinstance(value, (int, float, np.number)) else value
+
+
+def unit_twins(attrs):
+    """The unit-named twins of the attributes in `attrs` that lack a unit (what the writer adds to a run group)."""
+    return {unit_name(name): in_unit(name, value) for name, value in attrs.items() if name in UNITS}
+
+
+def exported(row):
+    """A CSV/JSON row with unit names only: each unit-less key replaced in place by its twin (same order),
+    aliases and stored twins that the row's own recomputed value replaces left out."""
+    own = {unit_name(name) for name in row if name in UNITS}
+    out = {}
+    for name, value in row.items():
+        if name in ALIASES or (name in own and name not in UNITS):
+            continue
+        out[unit_name(name)] = in_unit(name, value)
+    return out
+
+
+def value_of(attrs, name, default=None):
+    """Attribute `name` (an old, unit-less name) from a file of either kind: the old name, else its twin converted back."""
+    if name in attrs:
+        return attrs[name]
+    twin = unit_name(name)
+    if twin in attrs and name in UNITS:
+        value = attrs[twin]
+        factor = UNITS[name][1]
+        return value / factor if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    return default
+
+
+# ------------------------------------------------------------------- run attributes <-> typed fields
+
+def _interval(prefix, path):
+    return [(f"{prefix}_ci95", f"{path}.half_width"), (f"{prefix}_ci95_low", f"{path}.low"),
+            (f"{prefix}_ci95_high", f"{path}.high")]
+
+
+POINT = [(name, f"point.{name}") for name in (
+    "batch_size", "device_iterations", "local_replicas", "samples_per_step", "model", "data", "precision", "dtype",
+    "image_size", "iterations_requested", "warmup")]
+FIELDS = [
+    *POINT,
+    ("status", "status"), ("failure_reason", "failure_reason"),
+    ("valid", "verdict.valid"), ("validity_reason", "verdict.reasons"),
+    ("input_pool_steps", "input.pool_steps"), ("input_pool_bytes", "input.pool_bytes"),
+    ("input_pool_limit_bytes", "input.pool_limit_bytes"), ("host_gap_max", "input.host_gap_max"),
+    ("device_busy_min", "input.device_busy_min"),
+    *[(name, f"summary.{name}") for name in (
+        "iterations", "measured_steps", "windows", "windows_kept", "compile_seconds_max", "throughput",
+        "throughput_sum", "throughput_reference", "step_cv", "step_cv_rank_max", "timed_seconds",
+        "barrier_skew_seconds", "ci_method", "ci_unavailable")],
+    *[(f"latency_{stat}", f"summary.latency.{stat.replace('.', '_')}") for stat in (*_LATENCY_STATS, "cv", "count")],
+    *_interval("throughput", "summary.intervals.throughput"),
+    *_interval("latency_p50", "summary.intervals.latency_p50"),
+    *_interval("latency_p99", "summary.intervals.latency_p99"),
+    *[(name, f"compute.{name}") for name in (
+        "flops_per_sample", "achieved_flops", "peak_flops", "peak_flops_median", "utilization", "utilization_hosts",
+        "utilization_per_host", "peak_memory_bandwidth", "bytes_per_sample_estimate",
+        "arithmetic_intensity_estimate", "binding_roof", "roof_flops", "roof_utilization", "roof_broken",
+        "achieved_over_roof")],
+    *[(name, f"scenario.{name}") for name in (
+        "scenario", "queries", "queries_served", "queries_unserved", "query_latency_mean", "query_latency_p50",
+        "query_latency_p90", "query_latency_p99", "query_wait_mean", "padding_share", "duration_seconds",
+        "target_qps", "offered_qps", "achieved_qps", "keep_up", "latency_bound", "bound_percentile",
+        "bound_latency", "share_over_bound", "drain_seconds", "max_batch_wait_ms", "prepared_batch_sizes",
+        "peak_search", "peak_point", "peak_qps")],
+    *_interval("query_latency_p50", "scenario.intervals.query_latency_p50"),
+    *_interval("query_latency_p99", "scenario.intervals.query_latency_p99"),
+    *[(f"accuracy_{name}", f"accuracy.{name}") for name in (
+        "samples", "top1_correct", "top5_correct", "top1", "top5", "classes", "class_map", "model_classes",
+        "weights")],
+]
+PATHS = dict(FIELDS)
+# A backend's run report (backends' RunReport.attrs) and its reference-harness figures: Run.device.
+DEVICE_NAMES = frozenset({"cuda_graphs", "io_overlap", "output_lag_steps", "batch_latency_source",
+                          "latency_meaningful", "latency_note", "first_call_compiles", "visible_devices"})
+DEVICE_PREFIXES = ("gpu_", "ipu_", "latency_reference", "throughput_reference_")
+
+
+def is_device_name(name):
+    return name in DEVICE_NAMES or name.startswith(DEVICE_PREFIXES)
+
+
+def plain(value):
+    """An attribute as plain Python, as the file gives it back: bytes decoded, text arrays as lists, numpy scalars
+    as Python numbers (numeric arrays stay arrays)."""
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode()
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return [plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def split_attrs(attrs):
+    """A run group's attributes -> (nested {part: {field: value}} of the known names, device attrs, other attrs,
+    whether the unit-named twins were stored). Twins and known names are recomputed on the way back (run_attrs)."""
+    nested, device, extra = {}, {}, {}
+    twins = any(name in attrs for name in TWINS)
+    for name, value in attrs.items():
+        if name in TWINS and TWINS[name] in attrs:
+            continue  # recomputed from its unit-less name
+        path = PATHS.get(name)
+        if path is None:
+            (device if is_device_name(name) else extra)[name] = value
+            continue
+        node = nested
+        *parts, leaf = path.split(".")
+        for part in parts:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested, device, extra, twins
+
+
+def _get(obj, path):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def run_attrs(run):
+    """The run group's attributes exactly as stored: known fields (None: not stored), the device report, every
+    other attribute verbatim, then the unit-named twins (units above) when the run carries them."""
+    attrs = {}
+    for name, path in FIELDS:
+        value = _get(run, path)
+        if value is not None:
+            attrs[name] = list(value) if isinstance(value, tuple) else value
+    attrs.update(run.device)
+    attrs.update(run.extra)
+    if run.twins:
+        attrs.update(unit_twins(attrs))
+    return attrs
+
+
+# ---------------------------------------------------------------------------- the file's root
+
+# Root attributes that are plain fields of a Job (`config`, `hosts`, `*_version` and `resumed_*` are grouped).
+ROOT_FIELDS = ("schema", "created", "argv", "config_name", "config_file_text", "world_size", "backend",
+               "device_name", "dtype", "image_size", "launcher", "slurm_job_id", "git_commit", "gpu_total_memory_bytes")
+RANK_FIELDS = ("rank", "host", "local_rank", "numa_node", "cpus", "device", "threads")
+
+
+def stored_text(value):
+    """A root attribute as the file gives it back: a dict as its YAML text, None as '', bytes decoded, a str
+    subclass (torch's TorchVersion) as str."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        import yaml
+
+        return yaml.safe_dump(value, sort_keys=True)
+    return plain(value)
+
+
+@functools.lru_cache(maxsize=256)
+def parse_settings(text):
+    """The stored settings (root `config`, YAML text) as a dict; {} when absent or unreadable."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if not isinstance(text, str) or not text.strip():
+        return {}
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        settings = yaml.load(text, Loader=loader)
+    except yaml.YAMLError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
