@@ -366,3 +366,4 @@ def read_step_seconds(path, name):
             return group["step_seconds"][()] if "step_seconds" in group else None
     except (KeyError, OSError, ValueError, TypeError) as error:
         raise UsageError(f"{path}: damaged or incomplete mpirunner file: {first_line(error)}")
+

@@ -122,7 +122,7 @@ FIELDS = [
     *_interval("query_latency_p50", "scenario.intervals.query_latency_p50"),
     *_interval("query_latency_p99", "scenario.intervals.query_latency_p99"),
     *[(f"accuracy_{name}", f"accuracy.{name}") for name in (
-        "samples", "top1_correct", "top5_correct", "top1", "top5", "classes", "class_map", "model_classes",
+        "samples", "top1_correct", "top5_correct", "top1", "top5", "images", "classes", "class_map", "model_classes",
         "weights")],
 ]
 PATHS = dict(FIELDS)
