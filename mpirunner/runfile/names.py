@@ -181,6 +181,8 @@ def run_attrs(run):
     other attribute verbatim, then the unit-named twins (units above) when the run carries them."""
     attrs = {}
     for name, path in FIELDS:
+        if path.startswith("verdict.") and not run.verdict.stored:
+            continue
         value = _get(run, path)
         if value is not None:
             attrs[name] = list(value) if isinstance(value, tuple) else value

@@ -66,6 +66,7 @@ class Verdict:
 
     valid: bool = True
     reasons: Tuple[str, ...] = ()
+    stored: bool = field(default=True, compare=False)  # False: the file has neither attribute (written as it was)
 
 
 @dataclass(frozen=True)

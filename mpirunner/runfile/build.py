@@ -1,0 +1,191 @@
+"""Rank 0 builds a run's Run, once, from what every rank gathered: summary, histogram, input shares, validity.
+
+gather_timings brings every rank's step arrays to rank 0 in one message each; build_run derives everything
+the run group stores from them; failed_run is the run group of a size that could not be measured. A Run
+built here and the same Run read back from its file are equal (names.py maps both ways).
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from mpirunner.runfile.names import unit_twins
+from mpirunner.runfile.parts import TIMING_ARRAYS, RunPoint
+from mpirunner.runfile.run import Run
+
+
+def _stack_rows(rows):
+    """Rows of possibly different lengths -> 2-D float64 array, NaN-padded on the right."""
+    width = max((row.size for row in rows), default=0)
+    table = np.full((len(rows), width), np.nan)
+    for index, row in enumerate(rows):
+        table[index, :row.size] = row
+    return table
+
+
+def gather_timings(world, timings):
+    """Gather this rank's Timings to rank 0 in one Gatherv. Returns a dict of [ranks, ...] arrays there, else None.
+
+    Each rank packs [compile_seconds, the three array lengths, the three arrays] into one float64
+    row, so the cost is one message per rank whatever the number of steps (64 ranks x 10,000 steps:
+    about 15 MB, well under a second).
+    """
+    arrays = [np.asarray(getattr(timings, name), dtype=np.float64).ravel() for name in TIMING_ARRAYS]
+    packed = np.concatenate([[timings.compile_seconds], [array.size for array in arrays], *arrays])
+    rows = world.gather_rows(packed)
+    if rows is None:
+        return None
+    gathered = {name: [] for name in TIMING_ARRAYS}
+    for row in rows:
+        sizes = row[1:1 + len(TIMING_ARRAYS)].astype(np.int64)
+        offsets = np.cumsum(np.concatenate([[1 + len(TIMING_ARRAYS)], sizes]))
+        for index, name in enumerate(TIMING_ARRAYS):
+            gathered[name].append(row[offsets[index]:offsets[index + 1]])
+    result = {name: _stack_rows(pieces) for name, pieces in gathered.items()}
+    result["compile_seconds"] = np.array([row[0] for row in rows])
+    return result
+
+
+def rank_values_row(host, barrier_wait_seconds, source, report):
+    """This rank's entry of Gathered.rank_values: its host, its barrier wait, its input pool
+    (source: a data.py input source) and its backend's per-rank values (report: backend.run_report)."""
+    return {"host": host, "barrier_wait_seconds": barrier_wait_seconds, "pool_steps": len(source.pool),
+            "pool_bytes": source.pool_bytes, **report.per_rank}
+
+
+@dataclass
+class Gathered:
+    """What every rank measured, on rank 0: timings ([ranks, ...] step_seconds, step_start, batch_latency and
+    compile_seconds [ranks]), one rank_values_row per rank, and how the steps were counted."""
+
+    timings: Dict[str, np.ndarray]
+    rank_values: List[dict]
+    measured_steps: int
+    windows: int = 0        # --until-stable windows measured (0 without it)
+    windows_kept: int = 0
+
+
+@dataclass
+class DeviceFacts:
+    """What the device says about the run: its report (rank 0's attrs), whether batch latency is device time,
+    the model's FLOPs per sample and the measured roofs (roofline.Roofs, --measure-peak) or None."""
+
+    attrs: dict
+    latency_is_device_time: bool
+    flops_per_sample: int
+    roofs: object = None
+
+
+@dataclass
+class Judging:
+    """How the run is judged: checks.ValidityRules, the checks measured with it (accuracy, output check), and for
+    a server the scenario's checks, judged instead of the step-time and input-path rules (its steps follow its
+    arrivals: mixed batch sizes, an idle device between them)."""
+
+    rules: object
+    checks: list = field(default_factory=list)
+    scenario_checks: Optional[list] = None
+
+
+@dataclass
+class ScenarioRecord:
+    """A single-stream or server run's queries (every rank's, one entry per query) and their summary
+    (scenarios.summarize_queries, with intervals); stored as the run group's `queries/` datasets."""
+
+    attrs: dict
+    queries: Dict[str, np.ndarray]
+
+
+def reference_throughput_spread(step_seconds, samples_per_step):
+    """min, max and std of the reference harness's per-step throughputs (all instances' samples over the slowest
+    instance's step time; graphcore/examples 32fc7bd inference/run_benchmark.py, benchmark()), whose mean is
+    stats' throughput_reference; over mpirunner's timed steps (the reference drops its first two instead)."""
+    seconds = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    done = np.count_nonzero(~np.isnan(seconds), axis=0)
+    if not np.any(done):
+        return {}
+    per_step = samples_per_step * done[done > 0] / np.nanmax(seconds[:, done > 0], axis=0)
+    return {"throughput_reference_min": float(per_step.min()), "throughput_reference_max": float(per_step.max()),
+            "throughput_reference_std": float(per_step.std())}
+
+
+def point_attrs(point):
+    """What was asked for (the RunPoint), as every run group names it, measured or failed."""
+    return {"batch_size": point.batch_size, "device_iterations": point.device_iterations,
+            "local_replicas": point.local_replicas, "samples_per_step": point.samples_per_step,
+            "model": point.model, "data": point.data, "precision": point.precision, "dtype": point.dtype,
+            "image_size": point.image_size, "iterations_requested": point.iterations_requested,
+            "warmup": point.warmup}
+
+
+def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, judging: Judging,
+              scenario: Optional[ScenarioRecord] = None):
+    """The Run of one measured point. scenario (single-stream, server): its throughput* attrs replace the
+    step-based ones."""
+    from mpirunner.checks import decide_validity
+    from mpirunner.flops import utilization_attrs
+    from mpirunner.roofline import broken_roof, roof_attrs
+    from mpirunner.stats import input_shares, log_histogram, per_rank_throughput, summarize
+
+    rank_values, timings = gathered.rank_values, gathered.timings
+    own = {"host", "barrier_wait_seconds", "pool_steps", "pool_bytes"}
+    hosts = [row["host"] for row in rank_values]
+    waits = np.asarray([row["barrier_wait_seconds"] for row in rank_values], dtype=np.float64)
+    starts, seconds, latencies = timings["step_start"], timings["step_seconds"], timings["batch_latency"]
+    summary = summarize(starts, seconds, latencies, point.samples_per_step,
+                        barrier_skew_seconds=float(waits.max() - waits.min()))
+    if scenario is not None and "throughput" in scenario.attrs:  # server: served samples, not steps x size
+        summary = {key: value for key, value in summary.items() if not key.startswith("throughput_ci95")}
+        summary.update(throughput=scenario.attrs["throughput"], throughput_sum=scenario.attrs["throughput_sum"])
+    device_attrs = dict(device.attrs)
+    if "latency_reference_ms" in device_attrs:  # IPU offline runs: the reference harness's throughput spread
+        device_attrs.update(reference_throughput_spread(seconds, point.samples_per_step))
+    host_gap, device_busy = input_shares(starts, seconds, latencies)
+    if not device.latency_is_device_time:
+        device_busy = np.full_like(device_busy, np.nan)
+    judged_busy = device_busy if np.any(np.isfinite(device_busy)) else None
+    checks = [check for check in judging.checks if check is not None]
+    validity = decide_validity(seconds, judging.rules, checks, timed_seconds=summary["timed_seconds"],
+                               windows=gathered.windows, hosts=hosts, host_gap=host_gap, device_busy=judged_busy,
+                               scenario_checks=judging.scenario_checks)
+    counts, edges = log_histogram(latencies[~np.isnan(latencies)])
+    rank_throughputs = per_rank_throughput(starts, seconds, point.samples_per_step)
+    compute = utilization_attrs(device.flops_per_sample, summary["throughput"], list(rank_throughputs), hosts,
+                                device.roofs.peak_flops if device.roofs else None)
+    if device.roofs:
+        compute = broken_roof({**compute, **roof_attrs(device.flops_per_sample, compute["achieved_flops"], hosts,
+                                                       device.roofs, point.batch_size)})
+    attrs = {
+        **point_attrs(point),
+        "input_pool_steps": int(rank_values[0]["pool_steps"]),
+        "input_pool_bytes": int(max(row["pool_bytes"] for row in rank_values)),
+        "input_pool_limit_bytes": point.input_pool_limit_bytes,
+        "host_gap_max": float(np.nanmax(host_gap)),
+        "device_busy_min": float(np.nanmin(device_busy)) if np.any(np.isfinite(device_busy)) else float("nan"),
+        "iterations": int(seconds.shape[1]),
+        "measured_steps": gathered.measured_steps, "windows": gathered.windows, "windows_kept": gathered.windows_kept,
+        "compile_seconds_max": float(np.max(timings["compile_seconds"])),
+        "status": "measured", "failure_reason": "",
+        "valid": validity.valid, "validity_reason": list(validity.reasons),
+        **summary, **device_attrs,
+    }
+    for check in validity.checks:
+        attrs.update(check.attrs)
+    attrs.update(compute)
+    if scenario is not None:
+        attrs.update(scenario.attrs)
+    attrs.update(unit_twins(attrs))  # latency_p50 -> latency_p50_ms, step_cv -> step_cv_percent (names.py)
+    arrays = {**{key: timings[key] for key in (*TIMING_ARRAYS, "compile_seconds")},
+              "histogram/counts": counts, "histogram/edges": edges, "barrier_wait_seconds": waits,
+              "host_gap": np.asarray(host_gap, dtype=np.float64),
+              "device_busy": np.asarray(device_busy, dtype=np.float64),
+              **{key: np.asarray([row[key] for row in rank_values]) for key in rank_values[0] if key not in own},
+              **({f"queries/{key}": np.asarray(values) for key, values in scenario.queries.items()}
+                 if scenario is not None else {})}
+    return Run.from_attrs(name, attrs, arrays)
+
+
+def failed_run(name, point, reason):
+    """The run group of a point that could not be measured (out of memory): what was asked, why it failed."""
+    return Run.from_attrs(name, {**point_attrs(point), "status": "failed", "failure_reason": reason, "valid": False,
+                                 "validity_reason": [reason]})

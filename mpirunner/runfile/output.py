@@ -1,0 +1,275 @@
+"""The output file, settled before any model is built: can it be written, is there room, and with
+--resume, what does it already hold and does this job measure the same thing?
+
+An unwritable --output found after an hour of benchmarking loses the hour; so rank 0 tries it first
+(makes the folder, creates and removes a probe file, compares free space with a generous estimate).
+--resume continues a sweep in an existing file: the sizes it holds are skipped, the stored runs are
+written back unchanged (their arrays byte for byte), and the root attributes keep the first job's
+values plus one entry per resumption (resumed_argv, resumed_created, resumed_hosts).
+
+One job owns an output at a time: rank 0 creates `<output>.lock` (O_EXCL) holding its host, pid, the pid's
+start time and when it started; a second job on the same output exits 2 naming the owner, whatever
+--overwrite or --resume say. The owner refreshes the lock's mtime every LOCK_HEARTBEAT_SECONDS and
+removes it when it exits. A lock is stale, and taken over with a warning, when its owner is on this host
+and its pid is gone (or is another process now), or when it is on another host (whose pids cannot be
+checked from here) and its mtime is older than LOCK_STALE_SECONDS.
+"""
+import atexit
+import datetime
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpirunner.errors import UsageError
+from mpirunner.runfile.run import Job
+
+log = logging.getLogger("mpirunner")
+
+# Settings that do not change a measurement: they may differ between a file and the job resuming it.
+NOT_COMPARED = frozenset({"batch_sizes", "batch_size", "output", "overwrite", "resume", "log_level", "timeout",
+                          "no_progress"})
+LOCK_HEARTBEAT_SECONDS = 60
+LOCK_STALE_SECONDS = 600  # 10 heartbeats missed: the owner on another host is taken to be gone
+RUN_OVERHEAD_BYTES = 512 << 10  # attributes, histogram, per-rank values and HDF5 structure of one run group
+MIB = 1 << 20
+
+
+def estimate_file_bytes(config, world_size):
+    """A conservative size of the finished file: every run's arrays at float64, plus overhead per run."""
+    steps = config.iterations * (config.max_windows if config.until_stable else 1)
+    if config.min_duration or config.find_peak_qps:
+        steps = max(steps, 100_000)  # unknown in advance: assume a long one
+    per_step = 8 * (2 + config.device_iterations * config.replicas)  # start, duration, micro-batch latencies
+    return len(config.batch_sizes) * (world_size * steps * per_step + RUN_OVERHEAD_BYTES)
+
+
+def check_output(path, config, world_size):
+    """Raise UsageError (rank 0, before any work) when `path` cannot, may not or will not fit to be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--output {path} is a directory; give a file name ending in .h5")
+    if path.exists() and not (config.overwrite or config.resume):
+        raise UsageError(f"output {path} already exists; pass --resume to continue its sweep, --overwrite to "
+                         "replace it, or choose another --output")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as error:
+        why = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else \
+            (error.strerror or str(error)).lower()
+        raise UsageError(f"cannot write output {path}: folder {folder} is not writable ({why})") from None
+    needed = 2 * estimate_file_bytes(config, world_size)  # the old file and its replacement exist side by side
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UsageError(f"output {path}: {free / MIB:.0f} MiB free in {folder}, but the file may need up to "
+                         f"{needed / MIB:.0f} MiB; free some space or choose another --output")
+
+
+@dataclass
+class Earlier:
+    """What an existing file holds for --resume (rank 0): the Job as stored, its runs with their arrays read."""
+
+    job: Job
+
+    @property
+    def runs(self):
+        """name -> Run, as stored."""
+        return {run.name: run for run in self.job.runs}
+
+    @property
+    def measured_sizes(self):
+        """Batch sizes with a measured run (a failed size is tried again)."""
+        return {int(run.point.batch_size) for run in self.job.runs if not run.failed}
+
+    def resumed_job(self, resumed):
+        """The first job's root attributes and /ranks, with this resumption (argv, time, hosts) appended."""
+        attrs = {key: value for key, value in self.job.attrs().items() if key != "schema"}
+        for key, value in (("resumed_argv", resumed.argv), ("resumed_created", resumed.created),
+                           ("resumed_hosts", ",".join(resumed.hosts))):
+            earlier = attrs.get(key) or []
+            attrs[key] = [*([earlier] if isinstance(earlier, str) else earlier), value]
+        return Job.from_attrs(attrs, [row.as_dict() for row in self.job.ranks], self.job.runs)
+
+
+def _comparable(settings):
+    """Settings as the file stores them (YAML text of the dict), so that a tuple and a list compare equal."""
+    import yaml
+
+    text = yaml.safe_dump(settings, sort_keys=True) if isinstance(settings, dict) else settings
+    return yaml.safe_load(text) or {}
+
+
+def read_earlier(path, config, layout):
+    """The file to resume (None when it does not exist yet); UsageError when it measures something else.
+
+    layout: [(host, local_rank)] of this job's ranks; the world size and ranks per host must match.
+    """
+    from mpirunner.runfile.hdf5 import read_job
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        job = read_job(path)
+        for run in job.runs:
+            run.arrays.all()  # written back byte for byte: read now, while the file is the one checked
+    except (OSError, KeyError) as error:
+        raise UsageError(f"--resume: cannot read {path} as an mpirunner file ({error})") from None
+    ranks = [row.as_dict() for row in job.ranks]
+    stored = _comparable(job.config_text)
+    current = _comparable(config.settings())
+    differ = sorted(key for key in set(stored) | set(current)
+                    if key not in NOT_COMPARED and stored.get(key) != current.get(key))
+    if differ:
+        shown = ", ".join(f"{key} ({stored.get(key)!r} in the file, {current.get(key)!r} now)" for key in differ)
+        raise UsageError(f"--resume: {path} was measured with other settings: {shown}; "
+                         "use the same settings or another --output")
+    stored_size = int(job.world_size if job.world_size is not None else len(ranks))
+    if stored_size != len(layout):
+        raise UsageError(f"--resume: {path} was measured by {stored_size} rank(s), this job has {len(layout)}; "
+                         "resume with the same number of ranks or use another --output")
+    if _per_host(ranks) != _per_host([{"host": h, "local_rank": r} for h, r in layout]):
+        raise UsageError(f"--resume: {path} was measured with another rank layout "
+                         f"({_describe(ranks)}; this job: {_describe([{'host': h} for h, _ in layout])}); "
+                         "resume with the same ranks per host or use another --output")
+    return Earlier(job=job)
+
+
+def _per_host(rows):
+    """Ranks per host, in rank order of first appearance: the layout that must not change on resume."""
+    counts = {}
+    for row in rows:
+        counts[row["host"]] = counts.get(row["host"], 0) + 1
+    return list(counts.values())
+
+
+def _describe(rows):
+    per_host = _per_host(rows)
+    return f"{sum(per_host)} rank(s) on {len(per_host)} host(s)"
+
+
+def output_path(config, now):
+    """The file this job writes: --output, else results/<config or model>-<UTC time>.h5."""
+    if config.output:
+        return Path(config.output)
+    return Path("results") / f"{config.name}-{now.strftime('%Y%m%dT%H%M%SZ')}.h5"
+
+
+def lock_path(path):
+    return Path(f"{path}.lock")
+
+
+def _pid_started(pid):
+    """The kernel's start time of `pid` (clock ticks since boot), '' where unknown: a reused pid differs."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(owner):
+    """Whether the lock's owner (on this host) still runs: its pid exists and started when the lock says."""
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    started, now_started = owner.get("pid_started") or "", _pid_started(owner["pid"])
+    return not (started and now_started) or started == now_started
+
+
+def _stale(lock, owner, host, now):
+    """Why the lock no longer holds (a reason to print), or None while its owner may still be writing."""
+    if owner is None:
+        return "an unreadable lock" if now - lock.stat().st_mtime > LOCK_STALE_SECONDS else None
+    if owner.get("host") == host:
+        return None if _alive(owner) else f"pid {owner.get('pid')} is no longer running on {host}"
+    age = now - lock.stat().st_mtime
+    if age > LOCK_STALE_SECONDS:
+        return f"its heartbeat stopped {age / 60:.0f} min ago (over {LOCK_STALE_SECONDS // 60} min: stale)"
+    return None
+
+
+def take_lock(path, host, argv=()):
+    """Rank 0: own `path` for this job (UsageError naming the live owner); returns the lock's path, or None when
+    its folder cannot be written (check_output says so). Released at exit; its mtime is a heartbeat."""
+    lock = lock_path(path)
+    mine = {"host": host, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "job": os.environ.get("SLURM_JOB_ID", ""), "argv": " ".join(argv)}
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    for _ in range(3):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                owner = None
+            try:
+                why = _stale(lock, owner if isinstance(owner, dict) else None, host, time.time())
+            except FileNotFoundError:
+                continue  # the owner just released it
+            if why is None:
+                who = (f"host {owner.get('host')}, pid {owner.get('pid')}, started {owner.get('started')}"
+                       + (f", SLURM job {owner['job']}" if owner.get("job") else "")) if owner else "unknown"
+                raise UsageError(f"output {path} is being written by another job ({who}; lock {lock}); wait for it "
+                                 "to finish or choose another --output (--overwrite and --resume do not override a "
+                                 "running job)")
+            log.warning("output %s: taking over the lock of an earlier job (%s): %s", path,
+                        f"host {owner.get('host')}, pid {owner.get('pid')}" if owner else "unreadable", why)
+            lock.unlink(missing_ok=True)
+            continue
+        except OSError:
+            return None
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(mine, handle)
+        _hold(lock, mine)
+        return lock
+    raise UsageError(f"output {path}: could not take its lock {lock} (other jobs keep taking it)")
+
+
+def _hold(lock, mine):
+    """Refresh the lock's mtime while this process runs; remove it at exit if it is still this job's."""
+    stop = threading.Event()
+
+    def heartbeat():
+        while not stop.wait(LOCK_HEARTBEAT_SECONDS):
+            try:
+                os.utime(lock)
+            except OSError:
+                return
+
+    def release():
+        stop.set()
+        try:
+            if json.loads(lock.read_text()).get("pid") == mine["pid"]:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=heartbeat, name="mpirunner-output-lock", daemon=True).start()
+    atexit.register(release)
+
+
+def settle_output(world, config, created):
+    """Collective, before any model is built: the path (rank 0 decides), locked and checked on rank 0 and agreed,
+    and with --resume the earlier file (rank 0) and the batch sizes it already holds (every rank)."""
+    path = world.bcast(str(output_path(config, created)) if world.is_root else None)
+    world.agree(lambda: take_lock(path, world.host, config.argv) if world.is_root else None)  # a live owner: exit 2
+    world.agree(lambda: check_output(path, config, world.size) if world.is_root else None)
+    layout = world.gather((world.host, world.local_rank))
+    earlier = world.agree(lambda: read_earlier(path, config, layout) if world.is_root and config.resume else None)
+    return path, earlier, set(world.bcast(sorted(earlier.measured_sizes) if earlier else []))

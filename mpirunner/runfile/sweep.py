@@ -1,0 +1,168 @@
+"""Rank 0's file during a sweep: the runs kept so far (earlier ones too, with --resume), written after
+each size, what happens when a size fails or the disk does, and the sweep table at the end.
+
+A size that ran out of memory becomes a run group with status 'failed' and its reason, one line is
+printed, and the sweep stops going up (exit status 5, "cut short"). A write that fails (disk full)
+keeps the file as it was after the last good write and ends the job with one line (exit status 1).
+"""
+import logging
+import textwrap
+
+from mpirunner.errors import SweepCutShort, WriteFailed
+from mpirunner.runfile.block import (TABLE_WIDTH, as_run, format_failed_run, format_run_block, latency_estimate,
+                                     text_value, throughput_estimate, verdict_text)
+
+log = logging.getLogger("mpirunner")
+
+
+class SweepFile:
+    """The output file as rank 0 builds it: `job` (root attributes and /ranks, runs added as they are kept);
+    `earlier`: an output.Earlier when resuming."""
+
+    def __init__(self, path, job, earlier, guard):
+        self.path, self.guard = path, guard
+        self.job, self.runs = job, {}
+        self.write_error = None
+        self.failure = None
+        if earlier is not None:
+            self.job = earlier.resumed_job(job)
+            self.runs = dict(earlier.runs)
+            guard.kept.extend(sorted(self.runs))
+            guard.path = path
+
+    def keep(self, run, world_size):
+        """Add a Run (measured or failed), rewrite the file, print the run's block or its failure line."""
+        if self.write_error is not None:
+            return  # the disk already refused a run of this size: the job ends when the size does
+        self.runs[run.name] = run
+        if not self._write(run.name):
+            del self.runs[run.name]
+            return
+        if run.failed:
+            self.failure = format_failed_run(run)
+            print(self.failure, flush=True)
+        else:
+            print(format_run_block(run, world_size), flush=True)
+
+    def amend(self, names, attrs):
+        """Set `attrs` on runs already kept (a peak search's points, once the peak is known); one rewrite."""
+        if self.write_error is not None:
+            return
+        for name in names:
+            self.runs[name] = self.runs[name].amended(attrs)
+        self._write(names[-1])
+
+    def _write(self, name):
+        """Rewrite the file with every kept run -> whether it worked (else write_error says why)."""
+        from mpirunner.runfile.hdf5 import write_job
+
+        job = self.job.with_runs(self.runs.values())
+        try:
+            with self.guard.writing(name, self.path):  # a signal waits for the write, then keeps this run
+                write_job(self.path, job)
+        except OSError as error:
+            self.write_error = (f"could not write run {name} to {self.path}: {error.strerror or error}; "
+                                f"{self.guard.kept_text()}")
+            return False
+        return True
+
+    def invalid(self):
+        """'name (verdict)' of every measured run that is invalid (for --strict)."""
+        return [f"{name} ({verdict_text(run)})" for name, run in sorted(self.runs.items())
+                if not run.failed and not run.verdict.valid]
+
+    def measured(self):
+        return [run for _name, run in sorted(self.runs.items()) if not run.failed]
+
+
+class Keeper:
+    """Rank 0's hand-off from measuring to the file: keep(run) adds a measured Run (the file is rewritten
+    at once); amend(names, attrs) updates runs already kept."""
+
+    def __init__(self, sweep, world_size):
+        self.sweep, self.world_size = sweep, world_size
+
+    def __call__(self, run):
+        self.sweep.keep(run, self.world_size)
+
+    def amend(self, names, attrs):
+        self.sweep.amend(list(names), attrs)
+
+
+def after_each_size(world, guard, sweep):
+    """Collective after a size: every rank learns whether rank 0's write failed (and stops), else goes on."""
+    failed = guard.at_checkpoint(world.any)(world.is_root and sweep.write_error is not None)
+    if failed:
+        raise WriteFailed(sweep.write_error if world.is_root else "rank 0 could not write the output file")
+
+
+def _estimate_cell(text, unavailable):
+    """An estimate with its 95% interval; an interval that is not available becomes a `*` mark and its reason
+    goes to `unavailable` (one footnote under the table)."""
+    if " (interval n/a" not in text:
+        return text
+    value, reason = text.split(" (interval n/a", 1)
+    unavailable.setdefault(reason.strip(":) ") or "none stored", None)
+    return f"{value} *"
+
+
+def _wrapped(text, indent):
+    return textwrap.wrap(text, TABLE_WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def sweep_table(runs):
+    """The sweep summary: one row per batch size (estimates with their 95% intervals, a short verdict), then
+    the reasons of every INVALID run listed once, and one footnote for the intervals that are not available."""
+    header = ("batch", "samples/step", "throughput (samples/s)", "sum of ranks", "lat p50 ms", "lat p99 ms",
+              "max cv%", "verdict")
+    rows, unavailable, invalid = [], {}, []
+    for run in map(as_run, runs):
+        point, summary, verdict = run.point, run.summary, run.verdict
+        reasons = [text_value(reason) for reason in verdict.reasons]
+        short = "VALID" if verdict.valid else f"INVALID ({len(reasons)})" if reasons else "INVALID"
+        cv_max = summary.step_cv_rank_max if summary.step_cv_rank_max is not None else summary.step_cv
+        rows.append((str(point.batch_size), str(point.samples_per_step),
+                     _estimate_cell(throughput_estimate(summary), unavailable), f"{summary.throughput_sum:.2f}",
+                     *(_estimate_cell(latency_estimate(summary, name), unavailable) for name in ("p50", "p99")),
+                     f"{100 * cv_max:.1f}", short))
+        if not verdict.valid:
+            invalid += [f"  batch {point.batch_size}: {reason}" for reason in reasons or ["no reason stored"]]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = ["", "  ".join(cell.rjust(width) for cell, width in zip(header[:-1], widths)) + "  verdict"]
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
+    if unavailable:
+        lines += _wrapped("* no 95% interval: " + "; ".join(unavailable), "  ")
+    if any("n/a" == row[column] for row in rows for column in (4, 5)):
+        lines += ["n/a: too few latencies for that percentile (a p99 needs 100)"]
+    if invalid:
+        lines += ["INVALID runs, why:"] + [line for reason in invalid for line in _wrapped(reason, "      ")]
+    return "\n".join(lines)
+
+
+def format_sweep_table(runs):
+    """The sweep summary of mpirunner-report: one row per batch size, every estimate as `x ± y` (95% CI), then
+    the verdict."""
+    lines = ["",
+             " batch  samples/step    throughput (samples/s)  sum of ranks        lat p50 ms        lat p99 ms  "
+             "max cv%  verdict"]
+    for run in map(as_run, runs):
+        point, summary = run.point, run.summary
+        cv_max = summary.step_cv_rank_max if summary.step_cv_rank_max is not None else summary.step_cv
+        lines.append(f"{point.batch_size:6d}  {point.samples_per_step:12d}  {throughput_estimate(summary):>24s}  "
+                     f"{summary.throughput_sum:12.2f}  {latency_estimate(summary, 'p50'):>16s}  "
+                     f"{latency_estimate(summary, 'p99'):>16s}  {100 * cv_max:7.1f}  {verdict_text(run)}")
+    return "\n".join(lines)
+
+
+def finish(world, sweep, path, compile_only_text):
+    """Rank 0 prints the sweep table and where the file is; every rank raises SweepCutShort after a failed size."""
+    if world.is_root and sweep.runs:
+        measured = sweep.measured()
+        if measured:
+            print(sweep_table(measured))
+        print(f"results written to {path}", flush=True)
+    elif world.is_root:
+        print(compile_only_text, flush=True)
+    failure = world.bcast(sweep.failure if world.is_root else None)
+    if failure:
+        raise SweepCutShort(failure)
