@@ -1,0 +1,185 @@
+"""The heartbeat that notices a lost host (mpirunner/mpi/liveness.py): two sides in this process over loopback,
+each driven by its own thread as the guard thread drives it; the start's handshake under mpiexec."""
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from mpirunner.mpi.liveness import (EXIT_LOST_HOST, LIMIT_SECONDS, Liveness, candidates, configured_limit,
+                                    find_root)
+from tests.conftest import REPO, mpiexec_path
+
+LIMIT, INTERVAL = 1.0, 0.1
+TOKEN = b"job-0001"
+
+
+class Side:
+    """One rank's Liveness on a thread of its own; `lost` holds (seconds after start, ranks) of each on_lost."""
+
+    def __init__(self, rank, root=None, peers=(), token=TOKEN):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.lost = []
+        self.started = time.monotonic()
+        self.liveness = Liveness(rank, self.sock, token, self._on_lost, root=root, peers=peers, limit=LIMIT,
+                                 interval=INTERVAL)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.liveness.serve, args=(self.stopping, 0.05), daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self):
+        return self.sock.getsockname()
+
+    def _on_lost(self, ranks):
+        self.lost.append((time.monotonic() - self.started, ranks))
+
+    def silence(self):
+        """Stop without a word, as a cut link or a killed host would."""
+        self.stopping.set()
+        self.thread.join(2)
+
+    def close(self):
+        self.silence()
+        self.liveness.close()
+
+
+@pytest.fixture
+def pair():
+    root = Side(0, peers=[1])
+    other = Side(1, root=root.address)
+    yield root, other
+    root.close()
+    other.close()
+
+
+def wait_for(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_silent_rank_is_lost_after_the_limit_and_not_before(pair):
+    root, other = pair
+    time.sleep(2 * LIMIT)
+    assert root.lost == [] and other.lost == [], "answering sides are alive"
+    other.silence()
+    silenced = time.monotonic()
+    assert wait_for(lambda: root.lost, 3 * LIMIT), "rank 0 never noticed the silent rank"
+    noticed = root.started + root.lost[0][0] - silenced
+    assert LIMIT - 2 * INTERVAL <= noticed <= LIMIT + 1.0, noticed
+    assert root.lost == [(root.lost[0][0], [1])], "one call, naming rank 1"
+    time.sleep(LIMIT)
+    assert len(root.lost) == 1, "on_lost is called once"
+
+
+def test_a_rank_whose_rank_0_is_silent_notices_it(pair):
+    root, other = pair
+    time.sleep(LIMIT / 2)
+    root.silence()
+    assert wait_for(lambda: other.lost, 3 * LIMIT), "rank 1 never noticed that rank 0 went silent"
+    assert other.lost[0][1] == [0]
+
+
+def test_a_slow_step_holding_the_interpreter_is_no_false_alarm(pair):
+    """The main thread computes in pure Python (holding the GIL between switches) and then sleeps, for 4 limits
+    each: the sides, on their threads, keep answering."""
+    root, other = pair
+    until = time.monotonic() + 4 * LIMIT
+    total = 0
+    while time.monotonic() < until:
+        total += sum(i * i for i in range(10_000))
+    time.sleep(4 * LIMIT)
+    assert total and root.lost == [] and other.lost == []
+
+
+def test_a_rank_that_says_goodbye_is_not_lost(pair):
+    root, other = pair
+    other.liveness.goodbye()
+    other.silence()
+    time.sleep(3 * LIMIT)
+    assert root.lost == []
+    assert root.liveness.due() is None, "rank 0 expects no one any more"
+
+
+def test_another_jobs_datagrams_are_no_sign_of_life():
+    root = Side(0, peers=[1])
+    stranger = Side(1, root=root.address, token=b"job-0002")
+    try:
+        assert wait_for(lambda: root.lost, 3 * LIMIT), "a datagram with another token kept rank 1 alive"
+        assert stranger.lost, "rank 0 answered another job's datagram"
+    finally:
+        root.close()
+        stranger.close()
+
+
+def test_find_root_tries_each_address_and_gives_up_in_time():
+    root = Side(0, peers=[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        port = root.address[1]
+        assert find_root(sock, TOKEN, 1, ["127.0.0.2", "127.0.0.1"], port, seconds=3) == ("127.0.0.1", port)
+        root.silence()
+        started = time.monotonic()
+        assert find_root(sock, TOKEN, 1, ["127.0.0.1"], port, seconds=0.6) is None
+        assert time.monotonic() - started < 1.5
+    finally:
+        sock.close()
+        root.close()
+
+
+def test_candidates_and_the_limit_setting():
+    assert candidates("a", ["10.0.0.1"], "a") == ["127.0.0.1"]
+    assert candidates("a", ["127.0.1.1", "10.0.0.1"], "b") == ["10.0.0.1"]
+    assert configured_limit({}) == LIMIT_SECONDS
+    assert configured_limit({"MPIRUNNER_LIVENESS_SECONDS": "12.5"}) == 12.5
+    assert configured_limit({"MPIRUNNER_LIVENESS_SECONDS": "0"}) == 0
+    assert configured_limit({"MPIRUNNER_LIVENESS_SECONDS": "soon"}) == LIMIT_SECONDS
+
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, socket, sys, time
+    from mpi4py import MPI
+    from mpirunner.mpi.liveness import EXIT_LOST_HOST, start_liveness
+    comm = MPI.COMM_WORLD
+
+    def on_lost(ranks):
+        print(f"rank {comm.rank}: lost {ranks}", flush=True)
+        comm.Abort(EXIT_LOST_HOST) if comm.rank == 0 else os._exit(EXIT_LOST_HOST)
+
+    liveness = start_liveness(comm, comm.rank, [socket.gethostname()] * comm.size, on_lost, limit=2.0)
+    print(f"rank {comm.rank}: started {liveness is not None}", flush=True)
+    comm.Barrier()
+    if comm.rank == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)   # alive, but silent: as a host cut off would be
+    started = time.monotonic()
+    while time.monotonic() < started + 20:
+        import select
+        due = liveness.due()
+        if select.select([liveness], [], [], max(0.0, due - time.monotonic()))[0]:
+            liveness.readable()
+        liveness.tick()
+    print("not noticed", flush=True)
+""")
+
+
+def test_the_start_under_mpiexec_and_a_stopped_rank(tmp_path):
+    """Two ranks agree on the heartbeat at the start; rank 1 then stops (SIGSTOP): rank 0 notices within the
+    limit (2 s) and ends the job with EXIT_LOST_HOST."""
+    script = tmp_path / "live.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.monotonic()
+    result = subprocess.run([mpiexec_path(), "-n", "2", sys.executable, str(script)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    text = result.stdout + result.stderr
+    assert "rank 0: started True" in text and "rank 1: started True" in text, text[-2000:]
+    assert "rank 0: lost [1]" in text and "not noticed" not in text, text[-2000:]
+    assert result.returncode == EXIT_LOST_HOST, text[-2000:]
+    assert time.monotonic() - started < 60
