@@ -183,3 +183,41 @@ def test_the_start_under_mpiexec_and_a_stopped_rank(tmp_path):
     assert "rank 0: lost [1]" in text and "not noticed" not in text, text[-2000:]
     assert result.returncode == EXIT_LOST_HOST, text[-2000:]
     assert time.monotonic() - started < 60
+
+
+# ---------------------------------------------------------------- the lock of a job whose rank 0's host was lost
+
+class OneRankOf:
+    """A rank of a job as lock_owner_gone sees it; bcast hands out what rank 0 read (`told`)."""
+
+    def __init__(self, host, is_root, told=None):
+        self.host, self.is_root, self.told = host, is_root, told
+
+    def bcast(self, value):
+        return value if self.is_root else self.told
+
+    def any(self, flag):
+        return bool(flag)
+
+
+def test_a_lock_from_another_host_is_taken_over_when_a_rank_there_finds_its_pid_gone(tmp_path, caplog):
+    import json
+
+    from mpirunner.errors import UsageError
+    from mpirunner.runfile.output import lock_owner_gone, take_lock
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    output, lock = tmp_path / "run.h5", tmp_path / "run.h5.lock"
+    owner = {"host": "lost", "pid": ended.pid, "started": "2026-01-01T00:00:00+00:00"}
+    lock.write_text(json.dumps(owner))
+    assert lock_owner_gone(OneRankOf("here", is_root=True), output) is None, "no rank of this job is on its host"
+    assert lock_owner_gone(OneRankOf("lost", is_root=False, told=owner), output) == owner, "a rank there sees it gone"
+    alive = {**owner, "pid": os.getpid()}
+    assert lock_owner_gone(OneRankOf("lost", is_root=False, told=alive), output) is None
+    with pytest.raises(UsageError, match="another job"):
+        take_lock(output, "here", gone={**owner, "pid": 1})  # another record: the lock is not the one seen gone
+    with caplog.at_level("WARNING", logger="mpirunner"):
+        assert take_lock(output, "here", gone=owner) == lock
+    assert json.loads(lock.read_text())["host"] == "here"
+    assert "taking over" in caplog.text and "seen by a rank of this job there" in caplog.text

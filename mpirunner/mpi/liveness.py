@@ -17,12 +17,14 @@ may even hold the GIL, as the interpreter hands it to the guard thread every few
 At the start (collective, guard start) rank 0 opens its socket and tells every rank its port and addresses;
 each rank finds an address that answers. When one rank finds none (a firewall, no IPv4 route), every rank
 agrees to run without the check and rank 0 says so once. When a rank stops its guard (the end of its job),
-it says goodbye, so rank 0 no longer expects it.
+it says goodbye, so rank 0 no longer expects it; MPI_Finalize, after that, is bounded by an alarm
+(bound_finalize): a peer lost at that moment cannot keep a rank waiting.
 """
 import logging
 import os
 import secrets
 import select
+import signal
 import socket
 import struct
 import time
@@ -32,6 +34,7 @@ log = logging.getLogger("mpirunner")
 EXIT_LOST_HOST = 6          # a host of the job stopped answering (its link cut, the host down)
 INTERVAL_SECONDS = 3.0      # how often each rank other than 0 sends its datagram
 LIMIT_SECONDS = 30.0        # silent this long: lost
+FINALIZE_SECONDS = 30      # after the guard stops, the most MPI_Finalize and the interpreter's exit may take
 HANDSHAKE_SECONDS = 5.0     # how long a rank looks for rank 0's answer at the start
 LIMIT_VARIABLE = "MPIRUNNER_LIVENESS_SECONDS"
 ALIVE, HELLO, BYE = b"A", b"H", b"B"
@@ -133,6 +136,14 @@ class Liveness:
             self.sock.sendto(data, address)
         except OSError:  # no route while a link is down: silence, which the other side notices
             pass
+
+
+def bound_finalize(seconds=FINALIZE_SECONDS):
+    """After the guard stops: MPI_Finalize, at the interpreter's exit, waits for the other ranks, and no Python
+    thread runs by then. An alarm whose default action ends the process bounds it (none when the process has
+    a handler of its own for SIGALRM)."""
+    if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
+        signal.alarm(int(seconds))
 
 
 # ---------------------------------------------------------------- the start (collective)

@@ -11,8 +11,9 @@ One job owns an output at a time: rank 0 creates `<output>.lock` (O_EXCL) holdin
 start time and when it started; a second job on the same output exits 2 naming the owner, whatever
 --overwrite or --resume say. The owner refreshes the lock's mtime every LOCK_HEARTBEAT_SECONDS and
 removes it when it exits. A lock is stale, and taken over with a warning, when its owner is on this host
-and its pid is gone (or is another process now), or when it is on another host (whose pids cannot be
-checked from here) and its mtime is older than LOCK_STALE_SECONDS.
+and its pid is gone (or is another process now), when its owner is on another host where a rank of this
+job finds that pid gone (a job whose rank 0's host was lost, resumed from another host), or when it is on
+another host and its mtime is older than LOCK_STALE_SECONDS.
 """
 import atexit
 import datetime
@@ -187,19 +188,36 @@ def _alive(owner):
     return not (started and now_started) or started == now_started
 
 
-def _stale(lock, owner, host, now):
-    """Why the lock no longer holds (a reason to print), or None while its owner may still be writing."""
+def _stale(lock, owner, host, now, gone=None):
+    """Why the lock no longer holds (a reason to print), or None while its owner may still be writing.
+    gone: the owner record a rank of this job on the owner's host found no longer running (lock_owner_gone)."""
     if owner is None:
         return "an unreadable lock" if now - lock.stat().st_mtime > LOCK_STALE_SECONDS else None
     if owner.get("host") == host:
         return None if _alive(owner) else f"pid {owner.get('pid')} is no longer running on {host}"
+    if gone is not None and gone == owner:
+        return f"pid {owner.get('pid')} is no longer running on {owner.get('host')} (seen by a rank of this job there)"
     age = now - lock.stat().st_mtime
     if age > LOCK_STALE_SECONDS:
         return f"its heartbeat stopped {age / 60:.0f} min ago (over {LOCK_STALE_SECONDS // 60} min: stale)"
     return None
 
 
-def take_lock(path, host, argv=()):
+def lock_owner_gone(world, path):
+    """Collective: the record of a lock on `path` from another host, when a rank of this job on that host finds
+    its pid no longer running (a job whose rank 0's host was lost); else None."""
+    owner = None
+    if world.is_root:
+        try:
+            owner = json.loads(lock_path(path).read_text())
+        except (OSError, ValueError):
+            pass
+    owner = world.bcast(owner if isinstance(owner, dict) and owner.get("host") != world.host else None)
+    ended = owner is not None and owner.get("host") == world.host and not _alive(owner)
+    return owner if world.any(ended) else None
+
+
+def take_lock(path, host, argv=(), gone=None):
     """Rank 0: own `path` for this job (UsageError naming the live owner); returns the lock's path, or None when
     its folder cannot be written (check_output says so). Released at exit; its mtime is a heartbeat."""
     lock = lock_path(path)
@@ -219,7 +237,7 @@ def take_lock(path, host, argv=()):
             except (OSError, ValueError):
                 owner = None
             try:
-                why = _stale(lock, owner if isinstance(owner, dict) else None, host, time.time())
+                why = _stale(lock, owner if isinstance(owner, dict) else None, host, time.time(), gone)
             except FileNotFoundError:
                 continue  # the owner just released it
             if why is None:
@@ -268,7 +286,8 @@ def settle_output(world, config, created):
     """Collective, before any model is built: the path (rank 0 decides), locked and checked on rank 0 and agreed,
     and with --resume the earlier file (rank 0) and the batch sizes it already holds (every rank)."""
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
-    world.agree(lambda: take_lock(path, world.host, config.argv) if world.is_root else None)  # a live owner: exit 2
+    gone = lock_owner_gone(world, path)  # a lock from another host whose job is over: a rank there sees it
+    world.agree(lambda: take_lock(path, world.host, config.argv, gone) if world.is_root else None)  # live owner: exit 2
     world.agree(lambda: check_output(path, config, world.size) if world.is_root else None)
     layout = world.gather((world.host, world.local_rank))
     earlier = world.agree(lambda: read_earlier(path, config, layout) if world.is_root and config.resume else None)
