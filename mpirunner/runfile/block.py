@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from mpirunner.runfile.parts import Interval, LatencyStats, Summary
-from mpirunner.runfile.run import Run
+from mpirunner.runfile.run import Job, Run
 
 TABLE_WIDTH = 160  # no printed line of the sweep table is longer: reasons and footnotes wrap
 
@@ -183,9 +183,12 @@ def scenario_lines(run):
 
 # ------------------------------------------------------------------------------------- the lines
 
-def hardware_line(job):
+def hardware_line(job, rank_rows=()):
     """'device: cpu backend on <CPU model>, 2 thread(s) per rank, 1 rank(s) on vm' (cuda: the GPU and its memory),
-    printed once before the first run block; it reads the same from a file's Job."""
+    printed once before the first run block; it reads the same from a file's Job (or root attributes and /ranks
+    rows given as dicts)."""
+    if isinstance(job, Mapping):
+        job = Job.from_attrs(job, rank_rows)
     backend = text_value(job.backend or "?")
     name = text_value(job.device_name or backend)
     parts = [f"device: {backend} backend on {name}"]

@@ -1,4 +1,5 @@
-"""A results file as plain dicts and lists, for tests and scripts: write_results / read_results over write_job / read_job."""
+"""A results file as plain dicts and lists, for tests and scripts: write_results and read_results over
+write_job and read_job (hdf5.py)."""
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -62,8 +62,8 @@ class Run:
         verdict = nested.get("verdict", {})
         compute = nested.get("compute")
         if compute:
-            compute = {**compute, **{key: as_tuple(compute[key]) for key in ("utilization_hosts", "utilization_per_host")
-                                     if key in compute}}
+            lists = ("utilization_hosts", "utilization_per_host")
+            compute = {**compute, **{key: as_tuple(compute[key]) for key in lists if key in compute}}
         if not isinstance(arrays, RunArrays):
             arrays = RunArrays(arrays)
         return cls(name=name, point=RunPoint(**point), status=nested.get("status"),
