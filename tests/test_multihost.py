@@ -330,8 +330,9 @@ def _arrays(run):
     return {key: value.tobytes() for key, value in run.items() if key != "attrs"}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 25: the runner does not notice a lost host yet (today the job hangs "
-                                       "and the lost host's rank is left spinning)")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 25: the runner does not detect a lost host "
+                   "yet: after a cut link the job waits on with both ranks spinning; a killed host ends it through "
+                   "hydra at once, without a line of the runner's")
 @pytest.mark.parametrize("how", ["link cut", "host killed"])
 def test_a_host_that_drops_off_ends_the_job_in_one_line(hosts, how, tmp_path):  # noqa: F811
     """The job ends within DROP_OFF_SECONDS of the loss with the default settings, with one runner line naming
