@@ -127,6 +127,10 @@ def remove_leftovers():
         _run("ip", "netns", "del", name, check=False)
     for path in Path("/etc/netns").glob(PREFIX + "*"):
         shutil.rmtree(path, ignore_errors=True)
+    try:
+        os.rmdir("/etc/netns")  # only when empty: made for these hosts
+    except OSError:
+        pass
 
 
 class Hosts:
