@@ -294,6 +294,9 @@ class Guard:
             self._end(code)
 
     def _end(self, code):
+        from mpirunner.output_file import release_lock
+
+        release_lock()  # the output's lock (output_file.py): the launcher may kill rank 0 before its exit handlers
         sys.stdout.flush()
         sys.stderr.flush()
         if self.world.size > 1:

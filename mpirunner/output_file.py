@@ -191,6 +191,22 @@ def _stale(lock, owner, host, now):
     return None
 
 
+HELD = {}  # this job's lock, on every rank: {"path": Path, "owner": rank 0's record}; release_lock removes it
+
+
+def release_lock():
+    """Remove this job's lock if it still holds this job's record: at exit (rank 0), and on any rank that ends
+    the job (guard: MPI_Abort, timeout, signal), since the launcher may kill rank 0 before its atexit runs."""
+    lock, owner = HELD.get("path"), HELD.get("owner")
+    if lock is None:
+        return
+    try:
+        if json.loads(lock.read_text()) == owner:
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def take_lock(path, host, argv=()):
     """Rank 0: own `path` for this job (UsageError naming the live owner); returns the lock's path, or None when
     its folder cannot be written (check_output says so). Released at exit; its mtime is a heartbeat."""
@@ -246,12 +262,9 @@ def _hold(lock, mine):
 
     def release():
         stop.set()
-        try:
-            if json.loads(lock.read_text()).get("pid") == mine["pid"]:
-                lock.unlink()
-        except (OSError, ValueError):
-            pass
+        release_lock()
 
+    HELD.update(path=lock, owner=mine)
     threading.Thread(target=heartbeat, name="mpirunner-output-lock", daemon=True).start()
     atexit.register(release)
 
@@ -263,6 +276,7 @@ def settle_output(world, config, created):
 
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
     world.agree(lambda: take_lock(path, world.host, config.argv) if world.is_root else None)  # a live owner: exit 2
+    HELD.update(world.bcast(dict(HELD) if world.is_root else None))  # any rank that ends the job removes it
     world.agree(lambda: check_output(path, config, world.size) if world.is_root else None)
     layout = world.gather((world.host, world.local_rank))
     earlier = world.agree(lambda: read_earlier(path, config, layout) if world.is_root and config.resume else None)
