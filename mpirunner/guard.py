@@ -84,6 +84,9 @@ class Guard:
         return self
 
     def stop(self):
+        from mpirunner.output_file import release_lock
+
+        release_lock()  # the job is over on this rank: the output is free for the next job
         self._stopping.set()
         self._wake()
         if self._thread is not None:

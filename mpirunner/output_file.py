@@ -192,12 +192,16 @@ def _stale(lock, owner, host, now):
 
 
 HELD = {}  # this job's lock, on every rank: {"path": Path, "owner": rank 0's record}; release_lock removes it
+_heartbeat = {}  # rank 0: {"stop": threading.Event} of the thread that refreshes the lock's mtime
 
 
 def release_lock():
-    """Remove this job's lock if it still holds this job's record: at exit (rank 0), and on any rank that ends
-    the job (guard: MPI_Abort, timeout, signal), since the launcher may kill rank 0 before its atexit runs."""
-    lock, owner = HELD.get("path"), HELD.get("owner")
+    """Remove this job's lock if it still holds this job's record. Called when the job ends on any rank
+    (guard.stop), when a rank ends the job (guard._end: MPI_Abort, timeout, signal; the launcher may kill rank 0
+    before its exit handlers), and at exit."""
+    if "stop" in _heartbeat:
+        _heartbeat.pop("stop").set()
+    lock, owner = HELD.pop("path", None), HELD.pop("owner", None)
     if lock is None:
         return
     try:
@@ -250,7 +254,7 @@ def take_lock(path, host, argv=()):
 
 
 def _hold(lock, mine):
-    """Refresh the lock's mtime while this process runs; remove it at exit if it is still this job's."""
+    """Refresh the lock's mtime while the job runs (a heartbeat); release_lock ends it and removes the lock."""
     stop = threading.Event()
 
     def heartbeat():
@@ -260,13 +264,11 @@ def _hold(lock, mine):
             except OSError:
                 return
 
-    def release():
-        stop.set()
-        release_lock()
-
     HELD.update(path=lock, owner=mine)
+    _heartbeat["stop"] = stop
     threading.Thread(target=heartbeat, name="mpirunner-output-lock", daemon=True).start()
-    atexit.register(release)
+    atexit.unregister(release_lock)  # once, however many jobs this process runs (tests run some in-process)
+    atexit.register(release_lock)
 
 
 def settle_output(world, config, created):
