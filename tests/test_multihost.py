@@ -245,8 +245,10 @@ class Loss:
     bound: float
 
     def summary(self):
-        ended = f"ended {self.ended_after:.1f} s after the loss, exit {self.returncode}" if self.returncode is not None \
-            else f"still running {self.bound:.0f} s after the loss"
+        if self.returncode is None:
+            ended = f"still running {self.bound:.0f} s after the loss"
+        else:
+            ended = f"ended {self.ended_after:.1f} s after the loss, exit {self.returncode}"
         return f"{ended}; left behind: {self.left}\n--- stderr\n{self.stderr[-2000:]}"
 
 
