@@ -213,7 +213,7 @@ def release_lock():
 
 def take_lock(path, host, argv=()):
     """Rank 0: own `path` for this job (UsageError naming the live owner); returns the lock's path, or None when
-    its folder cannot be written (check_output says so). Released at exit; its mtime is a heartbeat."""
+    its folder cannot be written (check_output says so). release_lock frees it; its mtime is a heartbeat."""
     lock = lock_path(path)
     mine = {"host": host, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
