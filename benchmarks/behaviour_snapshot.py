@@ -59,7 +59,14 @@ two snapshots of one commit, taken while other jobs loaded the 2 cores, diff emp
 - summary's row order: the default sort ends with created time and file name, both fixed by the
   order of the commands; `--sort throughput` is not used.
 
-Files whose names start with `_` in DIR (the commit, timings) are not compared by --diff.
+Files whose names start with `_` in DIR are not compared by --diff: _info.txt (the commit, the
+time each command took), _raw/ (unmasked stdout/stderr), _work/ (the files written).
+
+    python benchmarks/behaviour_snapshot.py --commit NEW --out DIR_C --files-from DIR_A
+
+reads the result files of snapshot DIR_A (written by an earlier commit) with NEW's report instead
+of running the runner (the runner's records are copied from DIR_A): `--diff DIR_A DIR_C` then
+says whether files written before a change still read the same.
 """
 import argparse
 import difflib
@@ -498,7 +505,11 @@ def environment(source):
     return env
 
 
-def snapshot(commit, out, python, mpiexec, timeout):
+# the commands that write the result files (left out with --files-from)
+WRITERS = {"single", "sweep-2ranks", "sweep-resume", "strict", "server", "single-stream"}
+
+
+def snapshot(commit, out, python, mpiexec, timeout, files_from=None):
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         sys.exit(f"{out} exists and is not empty")
@@ -514,12 +525,20 @@ def snapshot(commit, out, python, mpiexec, timeout):
     try:
         (work / "results").mkdir(parents=True)
         (work / "out").mkdir()
+        (out / "_raw").mkdir()
+        if files_from:
+            for path in sorted((Path(files_from) / "_work" / "results").glob("*")):
+                shutil.copy2(path, work / "results" / path.name)
         env = environment(source)
         entry = report_entry(source)
         masker = Masker([(str(work), "<TMP>"), (str(source), "<SRC>"), (str(temp), "<TMP>"),
                          (str(REPO), "<REPO>"), (str(Path(python).parent), "<BIN>")])
         for index, (name, kind, template) in enumerate(COMMANDS, 1):
             args = resolve(template, work)
+            record_file = f"{index:02d}-{name}.txt"
+            if files_from and name in WRITERS:  # the files were written by the snapshot they come from
+                shutil.copy2(Path(files_from) / record_file, out / record_file)
+                continue
             begin = time.monotonic()
             try:
                 done = subprocess.run(command_line(kind, args, python, mpiexec, entry), cwd=work, env=env,
@@ -531,6 +550,8 @@ def snapshot(commit, out, python, mpiexec, timeout):
                 stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
                 stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else (expired.stderr or "")
             timings.append(f"{time.monotonic() - begin:6.1f} s  {name}")
+            (out / "_raw" / f"{index:02d}-{name}.out").write_text(stdout)
+            (out / "_raw" / f"{index:02d}-{name}.err").write_text(stderr)
             stdout_lines = masker.text(stdout)
             if name.startswith("compare"):
                 stdout_lines = [DIRECTION.sub("<DIR>", line) for line in stdout_lines]
@@ -543,7 +564,7 @@ def snapshot(commit, out, python, mpiexec, timeout):
             stderr_lines = masker.text(stderr, sort=kind == "mpi")
             record = [f"$ {masker.line(shown(kind, args))}", f"exit: {status}", "--- stdout"] + stdout_lines
             record += ["--- stderr"] + stderr_lines
-            (out / f"{index:02d}-{name}.txt").write_text("\n".join(record) + "\n")
+            (out / record_file).write_text("\n".join(record) + "\n")
         files = sorted(p for p in work.rglob("*") if p.is_file())
         for path in files:
             relative = path.relative_to(work)
@@ -553,13 +574,15 @@ def snapshot(commit, out, python, mpiexec, timeout):
             except Exception as error:  # an unreadable output is a finding, not a crash
                 lines = [f"unreadable: {type(error).__name__}"]
             (out / f"file-{label}.txt").write_text(f"file {masker.line(str(relative))}\n" + "\n".join(lines) + "\n")
+        shutil.copytree(work, out / "_work")  # the files themselves, for --files-from and for a closer look
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(source)],
                        capture_output=True)
         subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], capture_output=True)
         shutil.rmtree(temp, ignore_errors=True)
     total = time.monotonic() - started
-    (out / "_info.txt").write_text(f"commit {sha}\ntaken {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+    reused = f"files from {Path(files_from).resolve()}\n" if files_from else ""
+    (out / "_info.txt").write_text(f"commit {sha}\n{reused}taken {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
                                    f"python {python}\nmpiexec {mpiexec}\ntotal {total:.1f} s\n"
                                    + "\n".join(timings) + "\n")
     print(f"snapshot of {sha[:12]} in {out} ({len(COMMANDS)} commands, {total:.0f} s)")
@@ -589,6 +612,9 @@ def main(argv=None):
     parser.add_argument("--python", default=sys.executable, help="interpreter (default: this one)")
     parser.add_argument("--mpiexec", default=None, help="default: the mpiexec beside --python, else on PATH")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per command (default: 120)")
+    parser.add_argument("--files-from", metavar="SNAPSHOT", help="read the result files of an earlier snapshot "
+                        "(its _work/results) instead of running the runner: do files written before still read "
+                        "the same? The runner's records are copied from it")
     args = parser.parse_args(argv)
     if args.diff:
         return diff(*args.diff)
@@ -597,7 +623,7 @@ def main(argv=None):
     mpiexec = args.mpiexec or str(Path(args.python).parent / "mpiexec")
     if not Path(mpiexec).exists():
         mpiexec = shutil.which("mpiexec") or "mpiexec"
-    snapshot(args.commit, args.out, args.python, mpiexec, args.timeout)
+    snapshot(args.commit, args.out, args.python, mpiexec, args.timeout, args.files_from)
     return 0
 
 

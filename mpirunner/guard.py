@@ -84,6 +84,9 @@ class Guard:
         return self
 
     def stop(self):
+        from mpirunner.output_file import release_lock
+
+        release_lock()  # the job is over on this rank: the output is free for the next job
         self._stopping.set()
         self._wake()
         if self._thread is not None:
@@ -294,6 +297,9 @@ class Guard:
             self._end(code)
 
     def _end(self, code):
+        from mpirunner.output_file import release_lock
+
+        release_lock()  # the output's lock (output_file.py): the launcher may kill rank 0 before its exit handlers
         sys.stdout.flush()
         sys.stderr.flush()
         if self.world.size > 1:

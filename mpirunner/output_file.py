@@ -191,9 +191,29 @@ def _stale(lock, owner, host, now):
     return None
 
 
+HELD = {}  # this job's lock, on every rank: {"path": Path, "owner": rank 0's record}; release_lock removes it
+_heartbeat = {}  # rank 0: {"stop": threading.Event} of the thread that refreshes the lock's mtime
+
+
+def release_lock():
+    """Remove this job's lock if it still holds this job's record. Called when the job ends on any rank
+    (guard.stop), when a rank ends the job (guard._end: MPI_Abort, timeout, signal; the launcher may kill rank 0
+    before its exit handlers), and at exit."""
+    if "stop" in _heartbeat:
+        _heartbeat.pop("stop").set()
+    lock, owner = HELD.pop("path", None), HELD.pop("owner", None)
+    if lock is None:
+        return
+    try:
+        if json.loads(lock.read_text()) == owner:
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def take_lock(path, host, argv=()):
     """Rank 0: own `path` for this job (UsageError naming the live owner); returns the lock's path, or None when
-    its folder cannot be written (check_output says so). Released at exit; its mtime is a heartbeat."""
+    its folder cannot be written (check_output says so). release_lock frees it; its mtime is a heartbeat."""
     lock = lock_path(path)
     mine = {"host": host, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -234,7 +254,7 @@ def take_lock(path, host, argv=()):
 
 
 def _hold(lock, mine):
-    """Refresh the lock's mtime while this process runs; remove it at exit if it is still this job's."""
+    """Refresh the lock's mtime while the job runs (a heartbeat); release_lock ends it and removes the lock."""
     stop = threading.Event()
 
     def heartbeat():
@@ -244,16 +264,11 @@ def _hold(lock, mine):
             except OSError:
                 return
 
-    def release():
-        stop.set()
-        try:
-            if json.loads(lock.read_text()).get("pid") == mine["pid"]:
-                lock.unlink()
-        except (OSError, ValueError):
-            pass
-
+    HELD.update(path=lock, owner=mine)
+    _heartbeat["stop"] = stop
     threading.Thread(target=heartbeat, name="mpirunner-output-lock", daemon=True).start()
-    atexit.register(release)
+    atexit.unregister(release_lock)  # once, however many jobs this process runs (tests run some in-process)
+    atexit.register(release_lock)
 
 
 def settle_output(world, config, created):
@@ -263,6 +278,7 @@ def settle_output(world, config, created):
 
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
     world.agree(lambda: take_lock(path, world.host, config.argv) if world.is_root else None)  # a live owner: exit 2
+    HELD.update(world.bcast(dict(HELD) if world.is_root else None))  # any rank that ends the job removes it
     world.agree(lambda: check_output(path, config, world.size) if world.is_root else None)
     layout = world.gather((world.host, world.local_rank))
     earlier = world.agree(lambda: read_earlier(path, config, layout) if world.is_root and config.resume else None)

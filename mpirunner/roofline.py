@@ -94,5 +94,6 @@ def broken_roof(compute):
     shares = [float(share) for share in shares if share is not None and math.isfinite(float(share))]
     if not shares or max(shares) <= 1.0:
         return compute
-    kept = {key: value for key, value in compute.items() if key not in UTILIZATION_KEYS}
+    kept = {key: value for key, value in compute.items()  # the key and, in a stored file, its unit-named twin
+            if key not in UTILIZATION_KEYS and key.removesuffix("_percent") not in UTILIZATION_KEYS}
     return {**kept, "roof_broken": True, "achieved_over_roof": max(shares)}

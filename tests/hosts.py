@@ -50,7 +50,7 @@ PAGES_LOOKED_AT = 64
 PFN_MASK = (1 << 55) - 1
 LOCK = "/run/lock/mpirunner-test-hosts.lock"   # held by the session that has the hosts
 LOCK_WAIT_SECONDS = 600
-TOOLS = ("ip", "nsenter", "unshare", "mount", "umount")
+TOOLS = ("ip", "nsenter", "unshare", "mount")
 
 RSH = """#!/bin/sh
 # Written by tests/hosts.py: run a command on a test host, as `ssh [options] HOST COMMAND...` would.
@@ -127,6 +127,10 @@ def remove_leftovers():
         _run("ip", "netns", "del", name, check=False)
     for path in Path("/etc/netns").glob(PREFIX + "*"):
         shutil.rmtree(path, ignore_errors=True)
+    try:
+        os.rmdir("/etc/netns")  # only when empty: made for these hosts
+    except OSError:
+        pass
 
 
 class Hosts:
@@ -291,6 +295,7 @@ def hosts(tmp_path_factory):
     if reason:
         unavailable(reason)
     started = time.monotonic()
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
     lock = open(LOCK, "w")
     while True:  # one session's hosts at a time: another session's start would remove them
         try:

@@ -73,3 +73,21 @@ def test_a_run_that_beats_its_measured_roof_never_stores_or_prints_a_utilisation
     header, line = summary.stdout.splitlines()[:2]
     util = line[header.index("util %"):].split()[0]
     assert util == "-", summary.stdout
+
+
+def test_an_older_file_with_a_utilisation_above_one_reads_as_a_broken_roof(tmp_path, tiny_args):
+    output = tmp_path / "older.h5"
+    result = run_cli([*tiny_args, "--batch-size", "2", "--iterations", "3", "--measure-peak", "--output", output])
+    assert result.returncode == 0, result.stderr
+    with h5py.File(output, "r+") as h5:  # as an earlier version stored a roof measured under load
+        attrs = h5["runs/bs00002"].attrs
+        attrs["utilization"], attrs["roof_utilization"], attrs["utilization_per_host"] = 1.3, 1.25, [1.3]
+        attrs["utilization_percent"], attrs["roof_utilization_percent"] = 130.0, 125.0  # the unit-named twins
+        attrs["utilization_per_host_percent"] = [130.0]
+    report = run_cli([output], module="mpirunner.report")
+    assert "roof measured under load (utilisation would be 130%)" in report.stdout, report.stdout
+    assert not [share for share in _shown_utilisations(report.stdout) if share > 100], report.stdout
+    rows = json.loads(run_cli([output, "--json", "-"], module="mpirunner.report").stdout)
+    assert not [key for key in rows[0] if "utiliz" in key and rows[0][key] not in (None, "")], rows[0]
+    assert rows[0]["roof_broken"] is True
+    assert rows[0]["achieved_over_roof"] == pytest.approx(1.3)

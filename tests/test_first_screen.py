@@ -247,3 +247,16 @@ def test_cpu_and_gpu_configs_time_every_batch_size_for_longer_than_the_validity_
         config = resolve_config({"config": name, "batch_size": "1,4,8"})
         assert config.min_duration and config.min_duration >= 3 * MIN_TIMED_SECONDS, name
         assert config.warmup_iterations >= 5 and config.iterations >= 20, name
+
+
+def test_a_job_that_ends_frees_its_output_for_the_next_job_in_the_same_process(tmp_path):
+    from mpirunner.output_file import release_lock, take_lock
+
+    output = tmp_path / "run.h5"
+    lock = take_lock(output, "here")
+    assert lock.exists()
+    release_lock()  # what the guard does when the job ends on a rank
+    assert not lock.exists()
+    assert take_lock(output, "here") == lock  # no "another job": the first one is over
+    release_lock()
+    assert not lock.exists()

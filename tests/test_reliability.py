@@ -269,7 +269,8 @@ def test_hard_exit_of_rank_1_ends_the_job_and_keeps_finished_runs(tmp_path):
     exited = job.first("MPIRUNNER_FAULT: exiting with status 7")
     assert job.ended - exited < 10  # the launcher ends the other rank
     assert list(read_results(output)["runs"]) == ["bs00001"]
-    assert _files(tmp_path) == ["sweep.h5"]
+    # a crashed job may leave the output's lock behind; the next job takes it over (docs/failure-behaviour.md)
+    assert [name for name in _files(tmp_path) if name != "sweep.h5.lock"] == ["sweep.h5"]
 
 
 def test_hang_on_rank_1_is_ended_by_the_timeout_naming_run_and_rank(tmp_path):

@@ -206,8 +206,21 @@ def test_an_invalid_file_of_a_base_group_is_left_out_and_the_rest_judged(tmp_pat
     status, out, _ = run_report(capsys, "compare", "--base", *base, broken, "--new", *new)
     assert status == 0, out
     assert "1 INVALID base run(s) left out" in out and "same (within run-to-run noise of 3+3 runs" in out
-    status, out, _ = run_report(capsys, "compare", "--base", *base, "--new", *new, broken)
-    assert status == 6 and "INVALID (new)" in out
+    status, out, _ = run_report(capsys, "compare", "--base", *base, "--new", broken)
+    assert status == 6 and "INVALID (new)" in out  # one new run, INVALID: nothing to judge
+
+
+def test_a_group_of_new_reruns_leaves_out_a_minority_of_invalid_ones_but_not_a_majority(tmp_path, capsys):
+    base = _files(tmp_path, "a", _offsets(6, seed=5), 110)
+    new = _files(tmp_path, "b", [1.10 * offset for offset in _offsets(6, seed=6)], 120)
+    broken = [str(write_result_file(tmp_path / f"broken{index}.h5", seed=130 + index, slowdown=1.1,
+                                    settings=SETTINGS, invalid_reasons=("not warmed up: first third 7% slower",)))
+              for index in range(6)]
+    status, out, _ = run_report(capsys, "compare", "--base", *base, "--new", *new[:4], *broken[:2])
+    assert status == 1, out  # 4 of 6 VALID: the 2 INVALID reruns are left out, the 10% regression is seen
+    assert "2 INVALID new run(s) left out" in out and "REGRESSED (beyond run-to-run noise of 6+4 runs" in out
+    status, out, _ = run_report(capsys, "compare", "--base", *base, "--new", *new[:3], *broken[:3])
+    assert status == 6 and "INVALID (new)" in out  # half INVALID: the group is not judged
 
 
 def test_the_two_forms_do_not_mix(tmp_path, capsys):

@@ -6,8 +6,9 @@ judge_groups, which the summary's trends (report/trends.py) call too, so both sa
 - Same measurement first: the configuration keys (report/configuration.py) of every file at that
   batch size must agree (the world size may differ: see below); when they differ nothing is judged
   ("different-configuration").
-- Validity: a NEW run that is INVALID keeps the pair out of the verdict ("invalid-new"); INVALID
-  BASE runs are left out, and when none is left so is the pair ("excluded-invalid"); unless include_invalid.
+- Validity: a NEW run that is INVALID keeps the pair out of the verdict ("invalid-new"), except in a
+  group of NEW files that stays a majority VALID, where it is left out; INVALID BASE runs are left out,
+  and when none is left so is the pair ("excluded-invalid"); unless include_invalid.
 - The statistic of one file: same world size: per rank, the median step time per sample; the rank
   whose NEW/BASE ratio is worst decides, so one rank that got slower is a regression even when the
   pooled median hides it. Different world sizes: whole-job time per sample, the slowest rank's step
@@ -96,19 +97,25 @@ def regression_verdict(ratio, low, high, threshold):
 
 
 def _validity(base_rows, new_rows, include_invalid):
-    """(status or None, note, the BASE rows to judge): whether validity keeps this pair out of the verdict."""
+    """(status or None, note, the BASE rows, the NEW rows to judge): whether validity keeps this pair out of the
+    verdict. INVALID base runs are left out while one is left; INVALID new runs only from a group of NEW runs
+    that stays a majority VALID (reruns of one job, a few of which met a noisy moment): one INVALID new run,
+    or a group mostly INVALID, is "invalid-new"."""
     bad = {"base": [row for row in base_rows if not bool(row.get("valid", True))],
            "new": [row for row in new_rows if not bool(row.get("valid", True))]}
     if not bad["base"] and not bad["new"]:
-        return None, "", base_rows
+        return None, "", base_rows, new_rows
     which = " and ".join(name for name in ("base", "new") if bad[name])
     reasons = "; ".join(f"{name}: {row.get('validity_reason', '')}" for name in ("base", "new") for row in bad[name])
     if include_invalid:
-        return None, f"{which} INVALID, compared anyway (--include-invalid): {reasons}", base_rows
-    kept = [row for row in base_rows if bool(row.get("valid", True))]
-    if bad["new"] or not kept:
-        return ("invalid-new" if bad["new"] else "excluded-invalid"), f"{which} INVALID ({reasons})", base_rows
-    return None, f"{len(bad['base'])} INVALID base run(s) left out ({reasons})", kept
+        return None, f"{which} INVALID, compared anyway (--include-invalid): {reasons}", base_rows, new_rows
+    kept_base = [row for row in base_rows if bool(row.get("valid", True))]
+    kept_new = [row for row in new_rows if bool(row.get("valid", True))]
+    new_fails = bool(bad["new"]) and (len(new_rows) < 2 or 2 * len(kept_new) <= len(new_rows))
+    if new_fails or not kept_base:
+        return ("invalid-new" if new_fails else "excluded-invalid"), f"{which} INVALID ({reasons})", base_rows, new_rows
+    left_out = [f"{len(bad[name])} INVALID {name} run(s)" for name in ("base", "new") if bad[name]]
+    return None, f"{' and '.join(left_out)} left out ({reasons})", kept_base, kept_new
 
 
 def _sizes_text(rows):
@@ -122,8 +129,7 @@ def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOI
     history (trends): BASE are earlier runs, oldest first, NEW the one run judged against them; the
     bootstrap interval is then NEW's steps against the LATEST base run's, not the pooled ones.
     """
-    status, note, base_rows = _validity(list(base_rows), list(new_rows), include_invalid)
-    new_rows = list(new_rows)
+    status, note, base_rows, new_rows = _validity(list(base_rows), list(new_rows), include_invalid)
     decided_by = PER_RANK if len({_world_size(row) for row in base_rows + new_rows}) == 1 else WHOLE_JOB
     counts = {"base_runs": len(base_rows), "new_runs": len(new_rows)}
     if status is not None:
