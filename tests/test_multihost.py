@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from mpirunner.results import read_results
+from mpirunner.runfile.plain import read_results
 from tests.cluster import openmpi  # noqa: F401  (the session fixture)
 from tests.conftest import REPO, TINY, mpiexec_path
 from tests.hosts import hosts  # noqa: F401  (the session fixture)
