@@ -2,8 +2,8 @@
 measure it, record it and write the file.
 
 The parts are used in the order data flows through them: config -> world/placement -> models ->
-backend -> data -> bench -> stats -> checks -> record -> results. point.py measures one batch size on
-every rank; sweep.py keeps each run in the file. Every rank measures; rank 0 alone prints and writes.
+backend -> data -> bench -> stats -> checks -> runfile. point.py measures one batch size on
+every rank; runfile/sweep.py keeps each run in the file. Every rank measures; rank 0 alone prints and writes.
 """
 import datetime
 import logging
@@ -41,13 +41,14 @@ def run_job(config):
 def _run(config, world, guard, faults):
     from mpirunner.models.registry import check_model_name
     from mpirunner.models.weights import TORCHVISION, cached_torchvision_weights
-    from mpirunner.output_file import settle_output
     from mpirunner.placement import place_this_rank
     from mpirunner.point import PointSetup, measure_point
     from mpirunner.provenance import job_attrs
-    from mpirunner.report.job_text import hardware_line
     from mpirunner.roofline import rank_roofs
-    from mpirunner.sweep import Keeper, SweepFile, after_each_size, finish
+    from mpirunner.runfile.block import hardware_line
+    from mpirunner.runfile.output import settle_output
+    from mpirunner.runfile.run import Job
+    from mpirunner.runfile.sweep import Keeper, SweepFile, after_each_size, finish
 
     created = datetime.datetime.now(datetime.timezone.utc)
     path, earlier, done = settle_output(world, config, created)  # writable, room, --resume: before any model
@@ -72,12 +73,13 @@ def _run(config, world, guard, faults):
     roofs = None
     if world.is_root and peak_column:
         roofs = rank_roofs(rank_rows, model.module, model.image_size, model.input_dtype, model.compute_dtype)
+    job = Job.from_attrs(root_attrs, rank_rows) if world.is_root else None  # the file's root and /ranks
     if world.is_root:  # which hardware, once, before the first run block
-        print(hardware_line(root_attrs, rank_rows), flush=True)
+        print(hardware_line(job), flush=True)
 
     setup = PointSetup(config, world, backend, model, guard, faults, dtype=root_attrs["dtype"],
                        flops_per_sample=flops_per_sample, roofs=roofs)
-    sweep = SweepFile(path, root_attrs, rank_rows, earlier, guard) if world.is_root else None
+    sweep = SweepFile(path, job, earlier, guard) if world.is_root else None
     keep = Keeper(sweep, world.size) if world.is_root else None  # each measured run into the file at once
     for batch_size in _sizes_to_measure(config, done):
         guard.run_started(run_name(batch_size))
@@ -150,6 +152,6 @@ def _sizes_to_measure(config, done):
 
 def _keep_failure(sweep, setup, batch_size, failure):
     """Rank 0 adds the size that could not be measured, with its failure line, to the file."""
-    from mpirunner.results import failed_run_result
+    from mpirunner.runfile.build import failed_run
 
-    sweep.keep(failed_run_result(run_name(batch_size), setup.point(batch_size), failure), setup.world.size)
+    sweep.keep(failed_run(run_name(batch_size), setup.point(batch_size), failure), setup.world.size)

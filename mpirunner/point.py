@@ -1,5 +1,5 @@
 """Measure one point of the sweep on every rank: its inputs, its timed steps, its checks and, on rank 0,
-its RunRecord. job.py calls measure_point once per batch size; a rank out of memory fails the size on
+its Run. job.py calls measure_point once per batch size; a rank out of memory fails the size on
 every rank alike (memory.py) instead of leaving the others waiting.
 """
 import logging
@@ -29,13 +29,13 @@ class PointSetup:
     roofs: Any
 
     def point(self, batch_size):
-        from mpirunner.record import RunPoint
+        from mpirunner.runfile.run import RunPoint
 
         return RunPoint.of(self.config, self.backend.local_replicas(), self.model.image_size, batch_size, self.dtype)
 
 
 def measure_point(setup, batch_size, keep):
-    """Every rank measures `batch_size`; rank 0 hands each RunRecord to `keep` as soon as it is measured (each
+    """Every rank measures `batch_size`; rank 0 hands each Run to `keep` as soon as it is measured (each
     point of a peak-QPS search is in the file before the next begins). Returns None, or the failure line on
     rank 0 when some rank ran out of memory (the server scenario: while preparing its batch sizes, serve.py)."""
     from mpirunner.memory import SizeAgreement, measure_or_fail
@@ -63,7 +63,7 @@ def _server_points(setup, batch_size, keep, agreement):
 
 
 def _measure(setup, batch_size, agreement):
-    """Measure one point on every rank; rank 0 gets its RunRecord, the others None. Every collective until
+    """Measure one point on every rank; rank 0 gets its Run, the others None. Every collective until
     the steps end is one of `agreement`'s, and each stage after them is an agreement.stage (one small allreduce
     each), so a rank out of memory anywhere leaves with the others."""
     from mpirunner.console import print_check
@@ -92,7 +92,7 @@ def _gather_timings(setup, timings):
     every rank's arrays after receiving. timings None (this rank failed): an empty row, to take part."""
     from types import SimpleNamespace
 
-    from mpirunner.results import TIMING_ARRAYS, gather_timings
+    from mpirunner.runfile.build import TIMING_ARRAYS, gather_timings
 
     world, faults = setup.world, setup.faults
     if timings is None:
@@ -130,7 +130,7 @@ def _output_check(setup, step, source, agreement):
 
 def _rank_values(setup, timings, source, report):
     """This rank's row of per-rank values (the stage's fault site)."""
-    from mpirunner.record import rank_values_row
+    from mpirunner.runfile.build import rank_values_row
 
     setup.faults.at_stage("rank-values")
     return rank_values_row(setup.world.host, timings.barrier_wait_seconds, source, report)
@@ -177,18 +177,17 @@ def _time_steps(setup, batch_size, source, step, agreement):
 
 
 def _record(setup, point, gathered, timings, rank_values, checks, report):
-    """Rank 0's RunRecord of the point: timings, checks, device facts, FLOPs and roofs."""
+    """Rank 0's Run of the point: timings, checks, device facts, FLOPs and roofs."""
     from mpirunner.checks import ValidityRules
-    from mpirunner.record import build_run_record
+    from mpirunner.runfile.build import DeviceFacts, Gathered, Judging, build_run
     from mpirunner.serve import single_stream_scenario
 
     config, backend = setup.config, setup.backend
     until_stable = config.until_stable
-    return build_run_record(
-        run_name(point.batch_size), point, ValidityRules.from_config(config), gathered,
-        measured_steps=timings.measured_steps, windows=timings.windows if until_stable else 0,
-        windows_kept=timings.kept_windows if until_stable else 0, rank_values=rank_values, checks=checks,
-        device_attrs={**report.attrs, "first_call_compiles": backend.first_call_compiles()},
-        batch_latency_is_device_time=backend.batch_latency_is_device_time(),
-        flops_per_sample=setup.flops_per_sample, roofs=setup.roofs,
-        scenario=single_stream_scenario(gathered, point.batch_size) if config.scenario == "single-stream" else None)
+    measured = Gathered(gathered, rank_values, timings.measured_steps, windows=timings.windows if until_stable else 0,
+                        windows_kept=timings.kept_windows if until_stable else 0)
+    device = DeviceFacts({**report.attrs, "first_call_compiles": backend.first_call_compiles()},
+                         backend.batch_latency_is_device_time(), setup.flops_per_sample, setup.roofs)
+    scenario = single_stream_scenario(gathered, point.batch_size) if config.scenario == "single-stream" else None
+    return build_run(run_name(point.batch_size), point, measured, device,
+                     Judging(ValidityRules.from_config(config), checks), scenario)

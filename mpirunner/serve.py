@@ -39,7 +39,7 @@ def single_stream_scenario(gathered, query_size):
 
 
 def _scenario_record(queries, scenario, summary_args):
-    from mpirunner.record import ScenarioRecord
+    from mpirunner.runfile.build import ScenarioRecord
     from mpirunner.scenarios import summarize_queries
     from mpirunner.stats import half_width, percentile_interval
 
@@ -119,7 +119,7 @@ class ServingFailed(RuntimeError):
 def server_points(config, world, backend, model, batch_size, guard, faults, *, name, point, flops_per_sample,
                   roofs, keep, agreement=None):
     """Run the server scenario (one --target-qps, or a --find-peak-qps search), every rank alike; rank 0
-    hands each point's RunRecord to `keep` as soon as the point is measured, so a search stopped part way
+    hands each point's Run to `keep` as soon as the point is measured, so a search stopped part way
     keeps its finished points (peak_qps NaN until the search ends, then amended to the peak it found).
 
     agreement (memory.SizeAgreement, under memory.measure_or_fail): running out of memory while preparing the
@@ -170,8 +170,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
     def record_of(queries, total_qps, duration, point_name):
         from mpirunner.checks import ValidityRules
         from mpirunner.checks.scenario import scenario_checks
-        from mpirunner.record import build_run_record, rank_values_row
-        from mpirunner.results import gather_timings
+        from mpirunner.runfile.build import DeviceFacts, Gathered, Judging, build_run, gather_timings, rank_values_row
 
         gathered = gather_timings(world, _batch_timings(queries, prepared.compile_seconds))
         logs = world.gather(queries)
@@ -185,14 +184,13 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
         scenario.attrs.update(drain_seconds=drain_seconds, max_batch_wait_ms=config.max_batch_wait_ms,
                               prepared_batch_sizes=list(prepared.sizes), throughput=scenario.attrs["achieved_qps"],
                               throughput_sum=scenario.attrs["achieved_qps"])
-        return build_run_record(
-            point_name, point, ValidityRules.from_config(config), gathered, measured_steps=int(gathered["step_seconds"].shape[1]),
-            windows=0, windows_kept=0, rank_values=rank_values, checks=[], device_attrs=report.attrs,
-            batch_latency_is_device_time=backend.batch_latency_is_device_time(), flops_per_sample=flops_per_sample,
-            roofs=roofs, scenario=scenario, scenario_checks=scenario_checks(scenario.attrs, drain_seconds))
+        return build_run(point_name, point, Gathered(gathered, rank_values, int(gathered["step_seconds"].shape[1])),
+                         DeviceFacts(report.attrs, backend.batch_latency_is_device_time(), flops_per_sample, roofs),
+                         Judging(ValidityRules.from_config(config),
+                                 scenario_checks=scenario_checks(scenario.attrs, drain_seconds)), scenario)
 
     def measure(total_qps, point_name):
-        """Serve one load -> (this rank's queries, rank 0's RunRecord or None elsewhere)."""
+        """Serve one load -> (this rank's queries, rank 0's Run or None elsewhere)."""
         duration = point_seconds(total_qps)
         queries = run_point(total_qps, duration)
         return queries, record_of(queries, total_qps, duration, point_name)
@@ -213,7 +211,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
     def run_and_keep(total_qps):
         queries, record = measure(total_qps, f"{name}-qps{total_qps:012.3f}")
         if record is not None:
-            record.scenario.attrs.update(peak_search=True, peak_point=len(kept), peak_qps=float("nan"))
+            record = record.amended({"peak_search": True, "peak_point": len(kept), "peak_qps": float("nan")})
             keep(record)
             kept.append(record)
         return queries
@@ -221,7 +219,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
     search = find_peak_qps(run_and_keep, start_qps, bound, config.percentile,
                            global_percentile=global_percentile)
     if kept:  # rank 0; the peak is known now: each point says what the search found
-        from mpirunner.report.scenario_text import peak_search_line
+        from mpirunner.runfile.block import peak_search_line
 
         keep.amend([record.name for record in kept],
                    {"peak_qps": search.peak_qps if search.peak_qps is not None else float("nan")})

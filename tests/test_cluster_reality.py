@@ -12,7 +12,7 @@ import pytest
 
 from mpirunner.launcher import declared_world, mismatch_after_init, mismatch_before_init
 from mpirunner.memory import bytes_asked, is_out_of_memory
-from mpirunner.results import read_results
+from mpirunner.runfile.plain import read_results
 from tests.conftest import REPO, TINY, mpiexec_path, run_cli
 
 FAST = [*TINY, "--iterations", "3", "--min-iterations", "1"]

@@ -456,7 +456,7 @@ def test_backend_wiring_on_a_cpu_double_of_cuda(cpu_double_of_cuda, options):
     from mpirunner.models.assembly import build_benchmark_model
     from mpirunner.bench import measure
     from mpirunner.data import make_input_source, step_shape
-    from mpirunner.results import _ranks_table
+    from mpirunner.runfile.hdf5 import _ranks_table
 
     config = resolve_config({"model": "resnet18", "device": "cuda", "image_size": 32, "precision": "16.16",
                              "channels_last": True, "half_partial": True, "iterations": 3, **options})

@@ -178,7 +178,7 @@ def test_weights_torchvision_loads_the_cached_file(tmp_path):
 # ----------------------------------------------------------------------------- the header names the hardware
 
 def test_hardware_line_names_the_gpu_and_its_memory():
-    from mpirunner.report.job_text import hardware_line
+    from mpirunner.runfile.block import hardware_line
 
     line = hardware_line({"backend": "cuda", "device_name": "NVIDIA H200", "gpu_total_memory_bytes": 141 * 2**30},
                          [{"host": "n1", "threads": 8}, {"host": "n2", "threads": 8}])

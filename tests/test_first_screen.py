@@ -80,7 +80,7 @@ def test_some_unreadable_images_are_skipped_with_one_warning(tmp_path):
 # ---------------------------------------------------------------- one job per output file
 
 def test_a_second_job_on_a_running_jobs_output_exits_2_and_the_first_file_is_intact(tmp_path):
-    from mpirunner.results import read_results
+    from mpirunner.runfile.plain import read_results
 
     output = tmp_path / "shared.h5"
     lock = tmp_path / "shared.h5.lock"
@@ -120,7 +120,7 @@ def dead_pid():
 def test_a_lock_left_by_a_dead_job_on_this_host_is_taken_over_and_said_so(tmp_path, caplog):
     import json
 
-    from mpirunner.output_file import take_lock
+    from mpirunner.runfile.output import take_lock
     from mpirunner.world import host_name
 
     output = tmp_path / "run.h5"
@@ -138,7 +138,7 @@ def test_a_lock_of_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_pat
     import pytest
 
     from mpirunner.errors import UsageError
-    from mpirunner.output_file import LOCK_STALE_SECONDS, take_lock
+    from mpirunner.runfile.output import LOCK_STALE_SECONDS, take_lock
 
     output = tmp_path / "run.h5"
     lock = tmp_path / "run.h5.lock"
@@ -200,7 +200,7 @@ LONG_REASONS = ["too short: timed 0.349 s < the minimum 1 s (remedy: --min-durat
 
 
 def test_the_sweep_table_gives_short_verdicts_and_lists_each_reason_once_below():
-    from mpirunner.sweep import TABLE_WIDTH, sweep_table
+    from mpirunner.runfile.sweep import TABLE_WIDTH, sweep_table
 
     no_interval = {key: float("nan") for key in ("throughput_ci95_low", "throughput_ci95_high")}
     runs = [sweep_attrs(batch_size=1, samples_per_step=1, valid=False, validity_reason=LONG_REASONS[:2],
@@ -224,7 +224,7 @@ def test_the_sweep_table_gives_short_verdicts_and_lists_each_reason_once_below()
 
 
 def test_the_run_block_lists_long_reasons_one_per_line_within_160_characters():
-    from mpirunner.report.text import format_run_block
+    from mpirunner.runfile.block import format_run_block
 
     block = format_run_block(sweep_attrs(valid=False, validity_reason=LONG_REASONS), world_size=2).splitlines()
     assert max(len(line) for line in block) <= 160
@@ -250,7 +250,7 @@ def test_cpu_and_gpu_configs_time_every_batch_size_for_longer_than_the_validity_
 
 
 def test_a_job_that_ends_frees_its_output_for_the_next_job_in_the_same_process(tmp_path):
-    from mpirunner.output_file import release_lock, take_lock
+    from mpirunner.runfile.output import release_lock, take_lock
 
     output = tmp_path / "run.h5"
     lock = take_lock(output, "here")

@@ -65,7 +65,7 @@ def test_ipu_poptorch_cache_dir_is_used_and_recorded(fake_sdk, monkeypatch, tmp_
     for record in (metadata, attrs):
         assert record["ipu_executable_cache"] == str(tmp_path / "user")
         assert record["ipu_executable_cache_source"] == "POPTORCH_CACHE_DIR"
-    from mpirunner.report.text import format_run_block
+    from mpirunner.runfile.block import format_run_block
     from test_report import _block_attrs
 
     block = format_run_block(_block_attrs(**attrs), 4)

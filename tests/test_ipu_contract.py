@@ -184,7 +184,7 @@ def test_instance_wide_latency_extremes_come_from_every_rank(fake_sdk):
 
 
 def test_reference_line_follows_the_harness_lines_and_no_harness_regex_matches_it():
-    from mpirunner.report.text import format_run_block
+    from mpirunner.runfile.block import format_run_block
 
     attrs = _block_attrs(throughput_reference=999.25, ipu_latency_min_ms=0.5, ipu_latency_max_ms=7.5)
     lines = format_run_block(attrs, 4).splitlines()

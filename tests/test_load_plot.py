@@ -3,7 +3,7 @@ matplotlib objects (Agg), for files written through the results layer as a peak 
 import numpy as np
 import pytest
 
-from mpirunner.results import RunResult, write_results
+from mpirunner.runfile.plain import RunResult, write_results
 
 pytest.importorskip("matplotlib")
 

@@ -6,7 +6,7 @@ import pytest
 from mpirunner.errors import UsageError
 from mpirunner.faults import Fault, parse_fault
 from mpirunner.memory import SizeAgreement, SizeFailed
-from mpirunner.results import read_results
+from mpirunner.runfile.plain import read_results
 from tests.conftest import TINY, run_cli, write_jpegs
 from tests.test_cluster_reality import _clean_env
 

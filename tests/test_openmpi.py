@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mpirunner.results import read_results
+from mpirunner.runfile.plain import read_results
 from tests.cluster import openmpi  # noqa: F401  (the session fixture)
 from tests.conftest import REPO, TINY
 

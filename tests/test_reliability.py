@@ -16,7 +16,7 @@ import pytest
 from mpirunner.errors import UsageError
 from mpirunner.faults import Fault, parse_fault
 from mpirunner.guard import EXIT_TIMEOUT
-from mpirunner.results import RunResult, read_results, write_results
+from mpirunner.runfile.plain import RunResult, read_results, write_results
 from tests.conftest import REPO, TINY, mpiexec_path, run_cli
 
 FAST = [*TINY, "--iterations", "3", "--min-iterations", "1"]
@@ -361,7 +361,8 @@ GATHER_SCRIPT = """
 import sys, time
 import numpy as np
 from mpirunner.bench import Timings
-from mpirunner.results import RunResult, gather_timings, write_results
+from mpirunner.runfile.build import gather_timings
+from mpirunner.runfile.plain import RunResult, write_results
 from mpirunner.world import init_world
 
 world = init_world()
@@ -397,7 +398,7 @@ def test_gather_and_write_of_64_ranks_by_10000_steps(tmp_path):
 
 
 def test_a_write_that_fails_midway_leaves_the_earlier_file_and_no_temporary(tmp_path, monkeypatch):
-    import mpirunner.results as results
+    import mpirunner.runfile.hdf5 as results
 
     output = _good_file(tmp_path / "kept.h5")
     before = output.read_bytes()
@@ -426,7 +427,7 @@ def test_stale_temporary_of_a_dead_process_is_removed(tmp_path):
 
 
 def test_write_falls_back_to_a_named_temporary_when_linking_is_refused(tmp_path, monkeypatch):
-    import mpirunner.results as results
+    import mpirunner.runfile.hdf5 as results
 
     def refused(handle, name):
         raise PermissionError("linkat refused")

@@ -16,8 +16,8 @@ import pytest
 
 from mpirunner import report, stats
 from mpirunner.report import rows as report_rows, text as report_text
-from mpirunner.results import RunResult, write_results
-from mpirunner.units import exported
+from mpirunner.runfile.plain import RunResult, write_results
+from mpirunner.runfile.names import exported
 from tests.conftest import REPO, TINY, run_cli
 
 
@@ -385,7 +385,7 @@ def test_runner_block_and_table_reprinted_from_the_stored_attrs(real_run):
         assert float(re.search(r"latency avg: *(.*?) ms", latency_line).group(1)) == pytest.approx(
             attrs["latency_mean"], abs=0.0005)
         assert block.startswith(f"\n== resnet18 batch {attrs['batch_size']} x 1 device iterations, 1 rank(s)")
-    from mpirunner.sweep import sweep_table
+    from mpirunner.runfile.sweep import sweep_table
 
     table = sweep_table(runs)
     assert table + "\n" in printed

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from mpirunner.results import read_results
+from mpirunner.runfile.plain import read_results
 from tests.cluster import slurm  # noqa: F401  (the session fixture)
 from tests.conftest import REPO
 

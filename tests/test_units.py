@@ -12,8 +12,8 @@ import pytest
 from mpirunner import report, stats
 from mpirunner.report import plot, rows
 from mpirunner.report.log_ticks import log_ticks, sample_bins
-from mpirunner.results import write_results
-from mpirunner.units import UNITS, in_unit, unit_name
+from mpirunner.runfile.plain import write_results
+from mpirunner.runfile.names import UNITS, in_unit, unit_name
 from tests.conftest import run_cli
 from tests.test_report import make_file
 
