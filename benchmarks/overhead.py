@@ -7,6 +7,11 @@ the ratio reported is the median of runner / bare. Target: >= 0.98 (throughput),
     python benchmarks/overhead.py --config resnet50-gpu --device cuda --batch-size 1 --metric p50
     python benchmarks/overhead.py --config resnet50-gpu --device cuda --batch-size 256
 
+--against ENV=VALUE compares the runner with itself instead: as it is (A) and with ENV=VALUE (B), both under
+mpiexec -n --ranks, alternated; e.g. the liveness heartbeat on vs off:
+
+    python benchmarks/overhead.py --config resnet50-cpu --ranks 2 --against MPIRUNNER_LIVENESS_SECONDS=0
+
 On CUDA the bare loop keeps the input on the GPU (as the runner's generated data does), captures a
 CUDA graph when the config asks for one, and synchronises after every step, as the runner does.
 """
@@ -84,11 +89,27 @@ def bare_loop(config_name, iterations, warmup, batch=None, device="cpu"):
     return batch * iterations / sum(seconds), 1e3 * statistics.median(seconds)
 
 
-def runner_numbers(config_name, iterations, warmup, batch, device):
+def runner_numbers(config_name, iterations, warmup, batch, device, ranks=None, env=None):
     args = ["--config", config_name, "--iterations", iterations, "--warmup-iterations", warmup, "--device", device]
-    _, runs, _ = run_runner(args + (["--batch-size", batch] if batch else []))
+    _, runs, _ = run_runner(args + (["--batch-size", batch] if batch else []), ranks=ranks, env=env)
     run = only_run(runs)
     return float(run["throughput"]), float(run["latency_p50"])
+
+
+def against(args, index, unit):
+    """The runner as it is (A) vs with one environment setting (B), alternated (A B B A ...); the median B / A."""
+    key, value = args.against.split("=", 1)
+    sides = {"A": None, f"B ({key}={value})": {key: value}}
+    ratios = []
+    for repetition in range(args.repetitions):
+        order = list(sides) if repetition % 2 == 0 else list(sides)[::-1]
+        measured = {side: runner_numbers(args.config, args.iterations, args.warmup, args.batch_size, args.device,
+                                         args.ranks, sides[side])[index] for side in order}
+        a, b = (measured[side] for side in sides)
+        ratios.append(b / a)
+        print(f"repetition {repetition + 1}: A {a:.3f} {unit}, B {b:.3f} {unit}, B/A {b / a:.3f}", flush=True)
+    print(f"median B/A {args.metric} ratio over {args.repetitions} repetitions ({args.ranks or 1} rank(s)): "
+          f"{statistics.median(ratios):.3f} (spread {min(ratios):.3f} .. {max(ratios):.3f})")
 
 
 def bare_numbers(config_name, iterations, warmup, batch, device):
@@ -110,12 +131,17 @@ def main():
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--ranks", type=int, default=None, help="run the runner under mpiexec -n RANKS")
+    parser.add_argument("--against", metavar="ENV=VALUE", help="compare the runner with itself under ENV=VALUE")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         print(*bare_loop(args.config, args.iterations, args.warmup, args.batch_size, args.device))
         return
     index, unit = (0, "samples/s") if args.metric == "throughput" else (1, "ms p50")
+    if args.against:
+        against(args, index, unit)
+        return
     ratios = []
     for repetition in range(args.repetitions):
         order = [runner_numbers, bare_numbers] if repetition % 2 == 0 else [bare_numbers, runner_numbers]

@@ -32,6 +32,11 @@ MPIEXEC_ARGS="${MPIEXEC_ARGS:-}"
 RANKS="${RANKS:-}"                        # default: the NUMA nodes (with CPUs) of this machine
 TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-1800}"  # mpirunner --timeout per batch size
 DRY_RUN="${DRY_RUN:-}"                    # 1: print the commands instead of running them
+# Open MPI's launcher gives up on a host it lost within seconds, not minutes (MPICH ignores these; the runner's
+# own heartbeat ends the ranks either way: docs/failure-behaviour.md).
+export PRTE_MCA_oob_tcp_keepalive_time="${PRTE_MCA_oob_tcp_keepalive_time:-5}"
+export PRTE_MCA_oob_tcp_keepalive_intvl="${PRTE_MCA_oob_tcp_keepalive_intvl:-2}"
+export PRTE_MCA_oob_tcp_keepalive_probes="${PRTE_MCA_oob_tcp_keepalive_probes:-3}"
 
 numa_nodes_with_cpus() {
     local count=0 node
