@@ -149,7 +149,7 @@ def main(argv=None):
     if not torch.cuda.is_available():
         raise SystemExit("gpu_modes.py: no CUDA GPU visible (torch.cuda.is_available() is False)")
 
-    from mpirunner.world import init_world
+    from mpirunner.mpi.world import init_world
 
     world = init_world()
     inputs, references = float32_references(args.model, args.batch_sizes, 224, args.seed)

@@ -88,7 +88,7 @@ def _is_first_rank():
     The launcher's declared rank comes first: when the launcher and MPI disagree (launcher.py), every
     process is rank 0 of its own one-rank world, and only the launcher's rank 0 should speak.
     """
-    from mpirunner.launcher import declared_world
+    from mpirunner.mpi.launcher import declared_world
 
     declared = declared_world()
     if declared is not None and declared.rank is not None:
@@ -119,7 +119,7 @@ def main(argv=None):
     if given.get("list_configs"):
         print(describe_configs())
         return 0
-    from mpirunner.world import agree  # no MPI without a launcher
+    from mpirunner.mpi.world import agree  # no MPI without a launcher
 
     try:  # under a launcher every rank learns of bad input any rank found (files may differ between hosts)
         config = agree(lambda: resolve_config(given, argv=["python -m mpirunner"] + argv))

@@ -17,9 +17,9 @@ log = logging.getLogger("mpirunner")
 
 def run_job(config):
     from mpirunner.console import setup_rank_logging
-    from mpirunner.faults import faults_from_environment
-    from mpirunner.guard import start_guard
-    from mpirunner.world import init_world
+    from mpirunner.mpi.faults import faults_from_environment
+    from mpirunner.mpi.guard import start_guard
+    from mpirunner.mpi.world import init_world
 
     world = init_world()
     setup_rank_logging(world, config.log_level)

@@ -38,7 +38,7 @@ def measure_point(setup, batch_size, keep):
     """Every rank measures `batch_size`; rank 0 hands each Run to `keep` as soon as it is measured (each
     point of a peak-QPS search is in the file before the next begins). Returns None, or the failure line on
     rank 0 when some rank ran out of memory (the server scenario: while preparing its batch sizes, serve.py)."""
-    from mpirunner.memory import SizeAgreement, measure_or_fail
+    from mpirunner.mpi.agreement import SizeAgreement, measure_or_fail
 
     def measure():
         if setup.config.scenario == "server":  # keeps each point itself (a peak search has several)

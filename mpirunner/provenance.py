@@ -29,7 +29,7 @@ def mpi_version():
     """First line of the MPI library's version (Open MPI ends it in a NUL byte, which HDF5 cannot store)."""
     from mpi4py import MPI
 
-    from mpirunner.launcher import library_name
+    from mpirunner.mpi.launcher import library_name
 
     return library_name(MPI.Get_library_version())
 
@@ -38,7 +38,7 @@ def job_attrs(config, world, backend, model, created, rank_rows):
     """The root attributes of the file (rank_rows: the gathered /ranks rows, on rank 0)."""
     import torch
 
-    from mpirunner.world import detect_launcher
+    from mpirunner.mpi.world import detect_launcher
 
     attrs = {
         "mpirunner_version": __version__,

@@ -131,7 +131,7 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
         _serve_prepared(config, world, backend, batch_size, guard, prepared, name=name, point=point,
                         flops_per_sample=flops_per_sample, roofs=roofs, keep=keep)
     except Exception as error:
-        from mpirunner.memory import is_out_of_memory
+        from mpirunner.mpi.agreement import is_out_of_memory
 
         if not is_out_of_memory(error):
             raise

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from mpirunner.launcher import declared_world, mismatch_after_init, mismatch_before_init
-from mpirunner.memory import bytes_asked, is_out_of_memory
+from mpirunner.mpi.launcher import declared_world, mismatch_after_init, mismatch_before_init
+from mpirunner.mpi.agreement import bytes_asked, is_out_of_memory
 from mpirunner.runfile.plain import read_results
 from tests.conftest import REPO, TINY, mpiexec_path, run_cli
 

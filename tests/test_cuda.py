@@ -513,7 +513,7 @@ def text(value):
 
 def _gpu_step(config_values, image_size=32):
     from mpirunner.models.assembly import build_benchmark_model
-    from mpirunner.world import init_world
+    from mpirunner.mpi.world import init_world
 
     config = resolve_config({"model": "resnet18", "device": "cuda", "image_size": image_size, **config_values})
     world = init_world()

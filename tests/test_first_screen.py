@@ -121,7 +121,7 @@ def test_a_lock_left_by_a_dead_job_on_this_host_is_taken_over_and_said_so(tmp_pa
     import json
 
     from mpirunner.runfile.output import take_lock
-    from mpirunner.world import host_name
+    from mpirunner.mpi.world import host_name
 
     output = tmp_path / "run.h5"
     lock = tmp_path / "run.h5.lock"

@@ -4,8 +4,8 @@ group naming the rank and the stage, the sweep stops going up (exit 5), and ever
 import pytest
 
 from mpirunner.errors import UsageError
-from mpirunner.faults import Fault, parse_fault
-from mpirunner.memory import SizeAgreement, SizeFailed
+from mpirunner.mpi.faults import Fault, parse_fault
+from mpirunner.mpi.agreement import SizeAgreement, SizeFailed
 from mpirunner.runfile.plain import read_results
 from tests.conftest import TINY, run_cli, write_jpegs
 from tests.test_cluster_reality import _clean_env

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from mpirunner import guard as guard_module
-from mpirunner.guard import EXIT_FAILED, Guard
-from mpirunner.peers import _start_ticks, open_peer_watches, process_identity
+from mpirunner.mpi import guard as guard_module
+from mpirunner.mpi.guard import EXIT_FAILED, Guard
+from mpirunner.mpi.peers import _start_ticks, open_peer_watches, process_identity
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds need Linux 5.3+")
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from mpirunner.errors import UsageError
-from mpirunner.faults import Fault, parse_fault
-from mpirunner.guard import EXIT_TIMEOUT
+from mpirunner.mpi.faults import Fault, parse_fault
+from mpirunner.mpi.guard import EXIT_TIMEOUT
 from mpirunner.runfile.plain import RunResult, read_results, write_results
 from tests.conftest import REPO, TINY, mpiexec_path, run_cli
 
@@ -217,7 +217,7 @@ class _OneRank:
 
 
 def test_timeout_is_per_run_and_fires_only_past_the_current_deadline(capsys):
-    from mpirunner.guard import Guard
+    from mpirunner.mpi.guard import Guard
 
     guard = Guard(_OneRank(), timeout=0.5)
     ended = []
@@ -363,7 +363,7 @@ import numpy as np
 from mpirunner.bench import Timings
 from mpirunner.runfile.build import gather_timings
 from mpirunner.runfile.plain import RunResult, write_results
-from mpirunner.world import init_world
+from mpirunner.mpi.world import init_world
 
 world = init_world()
 steps = 10_000

@@ -6,13 +6,13 @@ import sys
 import pytest
 
 from mpirunner.errors import UsageError
-from mpirunner.world import agree
+from mpirunner.mpi.world import agree
 from tests.conftest import REPO, mpiexec_path
 
 # Each rank reports what agree() gave it: rank 1 alone finds a problem, rank 0 must raise it too.
 AGREE_SCRIPT = """
 from mpirunner.errors import UsageError
-from mpirunner.world import init_world
+from mpirunner.mpi.world import init_world
 world = init_world()
 def check():
     if world.rank == 1:

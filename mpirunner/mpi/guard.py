@@ -67,7 +67,7 @@ class Guard:
     def start(self):
         """Collective: every rank calls it once, right after the world is set up."""
         if self.world.size > 1:
-            from mpirunner.peers import open_peer_watches, process_identity
+            from mpirunner.mpi.peers import open_peer_watches, process_identity
 
             self._comm = self.world.comm.Dup()
             gathered = self._comm.allgather((self.world.host, process_identity()))
@@ -84,7 +84,7 @@ class Guard:
         return self
 
     def stop(self):
-        from mpirunner.output_file import release_lock
+        from mpirunner.runfile.output import release_lock
 
         release_lock()  # the job is over on this rank: the output is free for the next job
         self._stopping.set()
@@ -297,9 +297,9 @@ class Guard:
             self._end(code)
 
     def _end(self, code):
-        from mpirunner.output_file import release_lock
+        from mpirunner.runfile.output import release_lock
 
-        release_lock()  # the output's lock (output_file.py): the launcher may kill rank 0 before its exit handlers
+        release_lock()  # the output's lock (runfile/output.py): the launcher may kill rank 0 before its exit handlers
         sys.stdout.flush()
         sys.stderr.flush()
         if self.world.size > 1:

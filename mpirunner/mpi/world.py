@@ -123,7 +123,7 @@ def agree(check, comm=None):
     if comm is None and detect_launcher() == "none":
         return check()
     if comm is None:
-        from mpirunner.launcher import start_mpi
+        from mpirunner.mpi.launcher import start_mpi
 
         comm = start_mpi().COMM_WORLD
     result, problem = None, None
@@ -143,7 +143,7 @@ def agree(check, comm=None):
 
 def init_world():
     """Initialise MPI (singleton when no launcher) and work out this rank's place on its host."""
-    from mpirunner.launcher import start_mpi
+    from mpirunner.mpi.launcher import start_mpi
 
     MPI = start_mpi()
     comm = MPI.COMM_WORLD
