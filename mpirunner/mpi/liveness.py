@@ -60,7 +60,7 @@ class Liveness:
                  interval=INTERVAL_SECONDS, clock=time.monotonic):
         self.rank, self.sock, self.token, self.on_lost = rank, sock, token, on_lost
         self.root = root            # rank 0's address, on other ranks
-        self.limit, self.interval, self.clock = limit, interval, clock
+        self.limit, self.interval, self.clock = limit, min(interval, limit / 5), clock  # several tries per limit
         self.sock.setblocking(False)
         now = clock()
         self.heard = {0: now} if rank else {peer: now for peer in peers}   # rank -> last sign of life
