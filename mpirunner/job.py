@@ -83,12 +83,12 @@ def _run(config, world, guard, faults):
     keep = Keeper(sweep, world.size) if world.is_root else None  # each measured run into the file at once
     for batch_size in _sizes_to_measure(config, done):
         guard.run_started(run_name(batch_size))
-        failure = measure_point(setup, batch_size, keep)  # failure: rank 0's line when a rank ran out of memory
+        failure = measure_point(setup, batch_size, keep)  # failure: the line when a rank ran out of memory
         if failure is not None and world.is_root:
             _keep_failure(sweep, setup, batch_size, failure)
         after_each_size(world, guard, sweep)  # on disk before any rank starts the next run: a crash there keeps it
         guard.run_finished()
-        if world.bcast(failure is not None if world.is_root else None):
+        if failure is not None:  # every rank has the line (the size's agreement)
             break  # out of memory: larger sizes will not fit either
     finish(world, sweep, path, "--compile-only: compiled every batch size; nothing measured, no file written")
     invalid = world.bcast(sweep.invalid() if world.is_root else None)

@@ -1,6 +1,6 @@
 """Measure one point of the sweep on every rank: its inputs, its timed steps, its checks and, on rank 0,
 its Run. job.py calls measure_point once per batch size; a rank out of memory fails the size on
-every rank alike (memory.py) instead of leaving the others waiting.
+every rank alike (mpi/agreement.py) instead of leaving the others waiting.
 """
 import logging
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ class PointSetup:
 def measure_point(setup, batch_size, keep):
     """Every rank measures `batch_size`; rank 0 hands each Run to `keep` as soon as it is measured (each
     point of a peak-QPS search is in the file before the next begins). Returns None, or the failure line on
-    rank 0 when some rank ran out of memory (the server scenario: while preparing its batch sizes, serve.py)."""
+    every rank when some rank ran out of memory (the server scenario: while preparing its batch sizes, serve.py)."""
     from mpirunner.mpi.agreement import SizeAgreement, measure_or_fail
 
     def measure():
@@ -145,9 +145,8 @@ def _prepare_step(setup, point, agreement):
 
     config, world, backend, model = setup.config, setup.world, setup.backend, setup.model
     shape = step_shape(point.batch_size, point.micro_batches_per_step, model.image_size)
-    source = world.agree(lambda: agreement.attempt(lambda: make_input_source(
-        config, backend, shape, model.input_dtype, world.rank, world_size=world.size)))  # reads --data-path
-    agreement.raise_pending()  # out of memory making the inputs, on this rank
+    source = agreement.agree(lambda: make_input_source(  # reads --data-path; out of memory: every rank leaves
+        config, backend, shape, model.input_dtype, world.rank, world_size=world.size))
     backend_step = backend.make_step(point.batch_size, source.next_input())
     source.follow(backend_step)  # real data pairs each step's outputs with its labels
     step = setup.faults.wrap_step(backend_step)

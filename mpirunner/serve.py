@@ -58,29 +58,25 @@ def _scenario_record(queries, scenario, summary_args):
 class PreparedSteps:
     """One ready step per batch size the server may form: compiled/captured, warmed up, its inputs pooled.
 
-    With a SizeAgreement (memory.py), a rank out of memory while preparing any size (its inputs, its step, the
-    first call, the warm-up) meets the other ranks at that size's next agreement point: the lag check after
-    making the step, or the barrier that ends the size. All leave together (SizeFailed), and the batch size
-    becomes a failed run, as an offline size does. Without one, such an error fails the job."""
+    With its SizeAgreement (mpi/agreement.py), a rank out of memory while preparing any size (its inputs, its
+    step, the first call, the warm-up) meets the other ranks at that size's next agreement point: making the
+    inputs, the lag check after making the step, or the barrier that ends the size. All leave together
+    (SizeFailed), and the batch size becomes a failed run, as an offline size does."""
 
-    def __init__(self, config, world, backend, model, faults, max_batch, agreement=None):
+    def __init__(self, config, world, backend, model, faults, max_batch, agreement):
         from mpirunner.data import make_input_source, step_shape
         from mpirunner.errors import UsageError
         from mpirunner.scenarios import prepared_batch_sizes
 
-        attempt = agreement.attempt if agreement is not None else (lambda make: make())
-        agreed_max = agreement.decide if agreement is not None else world.max
         self.sizes = prepared_batch_sizes(max_batch)
         self.steps, self.sources = {}, {}
         self.compile_seconds, self.slowest_step_seconds = 0.0, 0.0
         for size in self.sizes:
             shape = step_shape(size, 1, model.image_size)
-            source = world.agree(lambda: attempt(lambda: make_input_source(
-                config, backend, shape, model.input_dtype, world.rank, world_size=world.size)))
-            if agreement is not None:
-                agreement.raise_pending()  # out of memory making the inputs, on this rank
+            source = agreement.agree(lambda: make_input_source(
+                config, backend, shape, model.input_dtype, world.rank, world_size=world.size))
             backend_step = backend.make_step(size, source.next_input())
-            if agreed_max(int(bool(backend_step.output_lag_steps))):  # every rank alike
+            if agreement.decide(int(bool(backend_step.output_lag_steps))):  # every rank alike
                 raise UsageError(f"--scenario {config.scenario} needs each step to return its own query's outputs; "
                                  f"add --min-latency (no IO overlap on {backend.name})")
             source.follow(backend_step)
@@ -93,8 +89,7 @@ class PreparedSteps:
                 step(source.next_input())
                 self.slowest_step_seconds = max(self.slowest_step_seconds, time.perf_counter() - begin)
             self.steps[size], self.sources[size] = step, source
-            if agreement is not None:
-                agreement.barrier()  # this size is ready on every rank; a rank out of memory meets it here
+            agreement.barrier()  # this size is ready on every rank; a rank out of memory meets it here
         self.largest = self.sources[self.sizes[-1]]
 
     def run(self, batch_size):
@@ -117,12 +112,12 @@ class ServingFailed(RuntimeError):
 
 
 def server_points(config, world, backend, model, batch_size, guard, faults, *, name, point, flops_per_sample,
-                  roofs, keep, agreement=None):
+                  roofs, keep, agreement):
     """Run the server scenario (one --target-qps, or a --find-peak-qps search), every rank alike; rank 0
     hands each point's Run to `keep` as soon as the point is measured, so a search stopped part way
     keeps its finished points (peak_qps NaN until the search ends, then amended to the peak it found).
 
-    agreement (memory.SizeAgreement, under memory.measure_or_fail): running out of memory while preparing the
+    agreement (mpi/agreement.py's SizeAgreement, under measure_or_fail): running out of memory while preparing the
     batch sizes is agreed by every rank, and the batch size becomes a failed run (exit 5). After preparation
     an error is a ServingFailed (the job's failure path), never an out-of-memory error that measure_or_fail
     would answer with a collective the other ranks are not in."""
@@ -131,7 +126,7 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
         _serve_prepared(config, world, backend, batch_size, guard, prepared, name=name, point=point,
                         flops_per_sample=flops_per_sample, roofs=roofs, keep=keep)
     except Exception as error:
-        from mpirunner.mpi.agreement import is_out_of_memory
+        from mpirunner.mpi.oom import is_out_of_memory
 
         if not is_out_of_memory(error):
             raise

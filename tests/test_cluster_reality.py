@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mpirunner.mpi.launcher import declared_world, mismatch_after_init, mismatch_before_init
-from mpirunner.mpi.agreement import bytes_asked, is_out_of_memory
+from mpirunner.mpi.oom import bytes_asked, is_out_of_memory
 from mpirunner.runfile.plain import read_results
 from tests.conftest import REPO, TINY, mpiexec_path, run_cli
 

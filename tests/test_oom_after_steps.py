@@ -6,6 +6,7 @@ import pytest
 from mpirunner.errors import UsageError
 from mpirunner.mpi.faults import Fault, parse_fault
 from mpirunner.mpi.agreement import SizeAgreement, SizeFailed
+from mpirunner.mpi.world import World
 from mpirunner.runfile.plain import read_results
 from tests.conftest import TINY, run_cli, write_jpegs
 from tests.test_cluster_reality import _clean_env
@@ -56,6 +57,8 @@ class _OneRank:
 
     def max(self, value):
         return value
+
+    agree = World.agree
 
 
 def test_a_stage_runs_local_gather_and_combine_and_names_itself_when_memory_runs_out():

@@ -65,7 +65,7 @@ def _guard_of(peer, ended):
         ended.append((code, time.monotonic()))
         guard._stopping.set()  # stand in for the end of the process
 
-    guard._end = record
+    guard.ending.now = record
     return guard.start()
 
 

@@ -226,7 +226,7 @@ def test_timeout_is_per_run_and_fires_only_past_the_current_deadline(capsys):
         ended.append((code, time.monotonic()))
         guard._deadline = None  # stand in for the end of the process
 
-    guard._end = record
+    guard.ending.now = record
     guard.start()
     try:
         guard.run_started("bs00001")

@@ -6,7 +6,7 @@ the step's first call the one timed as compile_seconds. The reference is the flo
 same weights (rebuilt from --seed / --weights, before any rounding to 16 bits), eager, on the host,
 fed the same input in its exact host form (uint8, or float32 before the cast to the model's dtype).
 Every rank checks its own device (output_numbers); rank 0 keeps the worst numbers (judge_ranks). point.py
-gathers them in a stage that may run out of memory (memory.SizeAgreement.stage): the step runs once more.
+gathers them in a stage that may run out of memory (mpi/agreement.py, SizeAgreement.stage): the step runs once more.
 
 Numbers (run attributes output_check_*):
 - max_abs_error: max |out - ref|;  rel_error: ||out - ref||_2 / ||ref||_2 over the batch;

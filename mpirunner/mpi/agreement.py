@@ -1,41 +1,35 @@
-"""Out of memory is a result, not a crash: recognise it, and let every rank agree that a size failed.
+"""Every rank leaves a batch size together when one rank ran out of memory (mpi/oom.py recognises it).
 
-A batch size too large for the device (CPU allocator, CUDA out of memory, IPU "out of memory on
-tile" at compile time) is caught on the rank where it happens. That rank then joins the size's next
-agreement point, the one collective every other rank reaches next (SizeAgreement.sync: the barriers
-before timing, the stop rule's decision, the end of the steps), saying it failed; every rank leaves
-the size there together, with the reason, and the sweep stops going up.
+A batch size too large for the device (CPU allocator, CUDA out of memory, IPU "out of memory on tile" at
+compile time) is caught on the rank where it happens. That rank then joins the size's next agreement point,
+the one collective every other rank reaches next (the barriers before timing, the stop rule's decision, the
+end of the steps), saying it failed; every rank leaves the size there together (SizeFailed), with the
+reason, and the sweep stops going up.
 
-After the timed steps, each stage (the gather of timings, accuracy, the output check, the per-rank
-values) is a SizeAgreement.stage: local work, its gather to rank 0 (a failed rank still takes part),
-rank 0's assembly, then one small allreduce that says whether any rank ran out of memory in it.
+Each agreement point is the world's one primitive (world.agree, mpi/world.py: check() on every rank, then one
+small allreduce): SizeAgreement only adds the guard's checkpoint before it and keeps out-of-memory errors as
+failures. After the timed steps, each stage (the gather of timings, accuracy, the output check, the per-rank
+values) is a SizeAgreement.stage: local work, its gather to rank 0 (a failed rank still takes part), rank 0's
+assembly, then one agreement point that says whether any rank ran out of memory in it.
 """
-import re
 import traceback
 
-# Messages of the allocators that ran out: CPU (c10's DefaultCPUAllocator), CUDA (torch), IPU (poplar
-# via poptorch, at compile time), and numpy / Python's own MemoryError text.
-_OOM_TEXT = re.compile(r"can't allocate memory|out of memory|OutOfMemory|Unable to allocate|"
-                       r"not enough memory|failed to allocate", re.IGNORECASE)
-_OOM_TYPES = ("MemoryError", "OutOfMemoryError", "_ArrayMemoryError")
-_ASKED = (
-    (re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE), 1),                   # CPU
-    (re.compile(r"Tried to allocate ([\d.]+) ([KMGT]i?B)", re.IGNORECASE), None),      # CUDA
-    (re.compile(r"Unable to allocate ([\d.]+) ([KMGT]i?B)", re.IGNORECASE), None),     # numpy
-    (re.compile(r"(\d+) bytes (?:used|required)", re.IGNORECASE), 1),                   # IPU tile memory
-)
-_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+from mpirunner.mpi.oom import is_out_of_memory, out_of_memory_reason
+from mpirunner.mpi.world import Failed as SizeFailed  # every rank's view of a size that failed on some rank
+
+__all__ = ["SizeAgreement", "SizeFailed", "measure_or_fail"]
 
 
 def measure_or_fail(agreement, world, measure):
-    """measure() on every rank -> (its result, None), or (None, the failure line on rank 0) when any rank ran
-    out of memory. Other errors go on up (the job's failure path), as every error does without an agreement."""
+    """measure() on every rank -> (its result, None), or (None, the failure line on every rank) when any rank
+    ran out of memory. Other errors go on up (the job's failure path), as every error does without an
+    agreement."""
     if agreement is None:
         return measure(), None
     failed_here = False
     try:
         return measure(), None
-    except SizeFailed:  # every rank, at the same agreement point; own_reason is set where a stage failed
+    except SizeFailed:  # every rank, at the same agreement point; own_reason is set where it failed
         pass
     except Exception as error:  # noqa: BLE001
         if not is_out_of_memory(error):
@@ -47,48 +41,6 @@ def measure_or_fail(agreement, world, measure):
     return None, agreement.reason(agreement.own_reason)
 
 
-class SizeFailed(Exception):
-    """Every rank's view of a batch size that failed on some rank: `reason` is that rank's line."""
-
-    def __init__(self, reason=""):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def is_out_of_memory(error):
-    """Whether `error` says memory ran out (by type, or by the allocator's message)."""
-    names = {kind.__name__ for kind in type(error).__mro__}
-    return bool(names & set(_OOM_TYPES)) or bool(_OOM_TEXT.search(str(error)))
-
-
-def bytes_asked(text):
-    """The allocation that failed, in bytes, when the message says (None when it does not)."""
-    for pattern, unit in _ASKED:
-        found = pattern.search(text)
-        if found:
-            if unit is not None:
-                return int(found.group(1))
-            return int(float(found.group(1)) * _UNITS[found.group(2)[0].upper()])
-    return None
-
-
-def describe(nbytes):
-    if nbytes is None:
-        return "the amount asked for was not reported"
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
-        scale = _UNITS[unit[0]]
-        if nbytes >= scale:
-            return f"asked for {nbytes / scale:.1f} {unit}"
-    return f"asked for {nbytes} bytes"
-
-
-def out_of_memory_reason(error, rank, host, stage=None):
-    """One line for the run's failure_reason: where (and in which stage after the steps), how much was asked for."""
-    text = str(error)
-    where = f" in {stage}" if stage else ""
-    return f"out of memory on rank {rank} ({host}){where}: {describe(bytes_asked(text))}"
-
-
 def _inside_gather_rows(error):
     """Whether rank 0 ran out of memory between the two halves of world.gather_rows (its receive buffer): the
     other ranks may still be sending, so the collective cannot be finished and no agreement can follow."""
@@ -96,42 +48,55 @@ def _inside_gather_rows(error):
 
 
 class SizeAgreement:
-    """The collectives of one batch size, each of which also says whether any rank failed.
-
-    Every collective inside the measurement (bench's barriers and stop-rule decision) and one at its
-    end is an allreduce(MAX) of (failed, value): healthy ranks pass failed=0; a rank that ran out of
-    memory calls fail(), which is the same collective with failed=1, wherever the others are. Then
-    all raise SizeFailed at the same point, and gather the reason. After the steps, each stage (stage())
-    ends with one such collective.
-    """
+    """The agreement points of one batch size: each is world.agree after the guard's checkpoint, and each
+    also says whether any rank ran out of memory (then every rank raises SizeFailed there)."""
 
     def __init__(self, world, checkpoint=None):
         self.world = world
         self.checkpoint = checkpoint or (lambda: None)
-        self.pending = None  # an out-of-memory error caught inside another collective (attempt)
         self.own_reason = None  # this rank's line, once it ran out of memory
 
-    def attempt(self, make):
-        """make(), keeping an out-of-memory error for later: for work inside another collective (world.agree),
-        which this rank must finish alongside the others before it can say it failed."""
-        try:
-            return make()
-        except Exception as error:  # noqa: BLE001 - only memory errors are kept; others go on up
-            if not is_out_of_memory(error):
-                raise
-            self.pending = str(error)
+    def agree(self, make):
+        """make() on every rank, agreed: a UsageError of some rank is raised on every rank (world.agree), and
+        running out of memory on some rank makes every rank leave the size here (SizeFailed)."""
+        self.checkpoint()
+        return self.world.agree(make, keep=self._keep)
+
+    def _keep(self, error):
+        if not is_out_of_memory(error):
             return None
+        self.own_reason = out_of_memory_reason(error, self.world.rank, self.world.host)
+        return self.own_reason
+
+    def barrier(self):
+        self._sync()
+
+    def decide(self, wanted):
+        """The largest `wanted` of any rank (bench's stop rule: the steps every rank runs next)."""
+        return self._sync(value=int(wanted))
+
+    def fail(self):
+        """This rank could not go on: meet the others at their next agreement point and make all leave."""
+        try:
+            self._sync(failed=self.own_reason or "failed")
+        except SizeFailed:
+            pass
+
+    def _sync(self, failed=None, value=None):
+        self.checkpoint()
+        return self.world.agree(failed=failed, value=value)
 
     def stage(self, name, local, combine, gather=None, optional=False):
         """One stage after the timed steps, named in the failure line ("the output check"): value = local() on
         every rank, gathered to rank 0, combine(every rank's value) there -> its result on rank 0, None elsewhere.
 
-        Then one allreduce (the stage's only added collective): when any rank ran out of memory in any of the
-        three, every rank raises SizeFailed here together. A rank that failed in local() still takes part in the
-        gather, so none waits for it. gather(value, ok) replaces the default (world.gather of (ok, value); rank 0
-        gets the values, or None when some rank failed); it must allocate only before sending on ranks other than
-        0 and only after receiving on rank 0, except in world.gather_rows, whose failure goes on up (the job's
-        failure path). optional: local() returning None on every rank alike means nothing to gather: no collective.
+        Then one agreement point (the stage's only added collective): when any rank ran out of memory in any of
+        the three, every rank raises SizeFailed here together. A rank that failed in local() still takes part in
+        the gather, so none waits for it. gather(value, ok) replaces the default (world.gather of (ok, value);
+        rank 0 gets the values, or None when some rank failed); it must allocate only before sending on ranks
+        other than 0 and only after receiving on rank 0, except in world.gather_rows, whose failure goes on up
+        (the job's failure path). optional: local() returning None on every rank alike means nothing to gather:
+        no collective.
         """
         value, failure = self._attempt_stage(name, local)
         if optional and value is None and failure is None:
@@ -147,7 +112,7 @@ class SizeAgreement:
         gathered = None
         if failure is not None:
             self.own_reason = failure
-        self._sync(failure is not None, 0)
+        self._sync(failed=failure)
         return result
 
     def _attempt_stage(self, name, work):
@@ -164,33 +129,7 @@ class SizeAgreement:
             return None
         return [row_value for _, row_value in rows]
 
-    def raise_pending(self):
-        if self.pending is not None:
-            raise MemoryError(self.pending)
-
-    def _sync(self, failed, value):
-        self.checkpoint()
-        any_failed, agreed = self.world.max((int(failed), int(value)))
-        if any_failed:
-            raise SizeFailed()
-        return agreed
-
-    def barrier(self):
-        self._sync(False, 0)
-
-    def decide(self, wanted):
-        return self._sync(False, wanted)
-
-    def fail(self):
-        """This rank could not go on: meet the others at their next collective and make all leave."""
-        try:
-            self._sync(True, 0)
-        except SizeFailed:
-            pass
-
     def reason(self, own_reason):
-        """Collective after SizeFailed: rank 0 gets the first failing rank's line, the others None."""
-        reasons = self.world.gather(own_reason)
-        if reasons is None:
-            return None
+        """Collective after SizeFailed: every rank gets the first failing rank's line."""
+        reasons = self.world.allgather(own_reason)
         return next((reason for reason in reasons if reason), "failed on another rank")

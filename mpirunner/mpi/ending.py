@@ -1,0 +1,71 @@
+"""Ending the job: what the file keeps, and how every rank stops at once.
+
+Rank 0 writes the file atomically under a lock (writing), so a signal or a timeout that ends the job waits
+for a write in progress, then says in one line what happened, which finished runs the file keeps and which
+run is discarded. Then MPI_Abort ends every rank with the job's exit status: a failing rank must never leave
+others waiting in a collective.
+"""
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+EXIT_FAILED = 1      # an exception or a crash on some rank
+EXIT_TIMEOUT = 4     # a run exceeded --timeout
+ABORT_DELAY_SECONDS = 0.3  # a failing rank's last lines reach the job's log before MPI_Abort
+
+
+class JobEnd:
+    """Rank 0's account of the file (kept: names of the runs in it, path) and the ways the job ends."""
+
+    def __init__(self, world):
+        self.world = world
+        self.kept = []
+        self.path = None
+        self.lock = threading.Lock()  # held while rank 0 writes the file
+
+    @contextmanager
+    def writing(self, name, path):
+        """Rank 0's write of the file: an ending waits until it is done; then `name` is kept."""
+        with self.lock:
+            yield
+            if name not in self.kept:  # a run amended after it was kept is listed once
+                self.kept.append(name)
+            self.path = path
+
+    def kept_text(self):
+        """What the file holds now, for messages on rank 0."""
+        if not self.kept:
+            return "no run had finished; nothing was written"
+        return f"kept the finished run(s) {', '.join(self.kept)} in {self.path}"
+
+    def after_failure(self, code=EXIT_FAILED):
+        """After an exception on this rank (already logged): end every rank of the job now."""
+        if self.world.is_root and self.world.size > 1:
+            print(f"mpirunner: ending the job; {self.kept_text()}", file=sys.stderr, flush=True)
+        if self.world.size > 1:
+            sys.stderr.flush()
+            time.sleep(ABORT_DELAY_SECONDS)  # the launcher forwards the traceback before MPI_Abort ends its relay
+        self.now(code)
+
+    def from_root(self, event, code, running, consequence=""):
+        """Rank 0, once a write in progress is done: one line with what happened, during which run, what the
+        file keeps and which run is discarded; then the job ends with `code`. running() names the run in
+        progress once the write is done (None: between runs)."""
+        with self.lock:
+            running = running()
+            during = f" during run {running}" if running else ""
+            discarded = f"; discarded the unfinished run {running}" if running else ""
+            print(f"mpirunner: {event}{during}{consequence}; {self.kept_text()}{discarded}", file=sys.stderr, flush=True)
+            self.now(code)
+
+    def now(self, code):
+        from mpirunner.runfile.output import release_lock
+
+        release_lock()  # the output's lock (runfile/output.py): the launcher may kill rank 0 before its exit handlers
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if self.world.size > 1:
+            self.world.abort(code)
+        os._exit(code)

@@ -1,0 +1,73 @@
+"""The guard thread: one per rank, asleep in select() until a signal, a wake-up, the end of a peer process or
+the current run's deadline, with no periodic wake-ups while runs are timed. It only notices; what to do is
+the guard's (guard.py): on_signal(signum), on_peer_ended(rank), on_deadline()."""
+import selectors
+import socket
+import threading
+import time
+
+from mpirunner.mpi.signals import SignalWakeup
+
+
+class Watchdog:
+    """deadline(): the monotonic time at which on_deadline() is due (None: nothing due); peers: {pidfd: rank}."""
+
+    def __init__(self, deadline, on_signal, on_peer_ended, on_deadline, stopping):
+        self.deadline, self.on_signal, self.on_peer_ended, self.on_deadline = (deadline, on_signal, on_peer_ended,
+                                                                               on_deadline)
+        self.stopping = stopping  # threading.Event, set when the guard stops
+        self.peers = {}
+        self._signals = SignalWakeup()
+        self._thread = None
+        self._wake_read = self._wake_write = None
+
+    def start(self, peers):
+        self.peers = peers
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_write.setblocking(False)
+        self._signals.install(self._wake_write.fileno())
+        self._thread = threading.Thread(target=self._watch, name="mpirunner-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """After stopping is set: the thread ends, the signal handlers are restored, the sockets closed."""
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        self._signals.restore()
+        for sock in (self._wake_read, self._wake_write):
+            if sock is not None:
+                sock.close()
+        self._wake_read = self._wake_write = None
+
+    def wake(self):
+        """Make the thread look at the deadline again (a zero byte: not a signal number)."""
+        try:
+            self._wake_write.send(b"\0")
+        except (AttributeError, OSError):
+            pass
+
+    def _watch(self):
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            for descriptor in self.peers:
+                selector.register(descriptor, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                deadline = self.deadline()
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = [key.fileobj for key, _ in selector.select(wait)]
+                if not ready and deadline is not None:
+                    self.on_deadline()
+                for source in ready:
+                    if source is self._wake_read:
+                        for signum in self._wake_read.recv(64):
+                            if signum:
+                                self.on_signal(signum)
+                    else:
+                        selector.unregister(source)  # a pidfd stays readable once its process has ended
+                        self.on_peer_ended(self.peers[source])
+        except (OSError, ValueError, KeyError):
+            return  # stop() closed the socket or the pidfds
+        finally:
+            selector.close()
