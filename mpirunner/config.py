@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 from mpirunner.errors import UsageError
 from mpirunner.options import (BOOL, BY_DEST, CHOICE, DEFAULTS, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_FLOAT,
-                               OPTIONAL_POSITIVE_INT, OPTIONS, POSITIVE_FLOAT, POSITIVE_INT, SIZES, TEXT)
+                               OPTIONAL_POSITIVE_INT, OPTIONS, POSITIVE_FLOAT, POSITIVE_INT, SIZES, TEXT, refuse)
 
 # The named configs: mpirunner/configs/ in an installed copy (setup.py), else the checkout's configs/ folder.
 _PACKAGE = Path(__file__).resolve().parent
@@ -213,9 +213,7 @@ def _check_scenario(values, batch_sizes):
     scenario = values["scenario"]
     if values["percentile"] >= 100:
         raise UsageError(f"--percentile {values['percentile']:g} must be below 100")
-    if scenario != "offline" and values["device"] == "ipu":
-        raise UsageError(f"--scenario {scenario} is not served on IPU: an executable runs a fixed batch per call "
-                         "(docs/scenarios.md); use --device cpu or cuda")
+    refuse(values["device"], values)  # the option table's refusals (--scenario on IPU)
     if scenario != "offline" and values["device_iterations"] != 1:
         raise UsageError(f"--scenario {scenario} hands one query batch per step; drop --device-iterations")
     if scenario == "single-stream" and len(batch_sizes) > 1:

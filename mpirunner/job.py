@@ -97,12 +97,13 @@ def _run(config, world, guard, faults):
 
 
 def _start_backend(config, world):
-    """The backend of --device on every rank, checked against --scenario (--device auto may pick the IPU)."""
+    """The backend of --device on every rank, checked against the option table's refusals (--device auto may pick
+    the IPU, which refuses --scenario)."""
     from mpirunner.backends import create_backend
-    from mpirunner.serve import check_scenario_backend
+    from mpirunner.options import refuse
 
     backend = create_backend(config, world)
-    world.agree(lambda: check_scenario_backend(config.scenario, backend.name))
+    world.agree(lambda: refuse(backend.name, config))
     return backend
 
 

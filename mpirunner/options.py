@@ -2,7 +2,8 @@
 
 Derived from this table, and nowhere else declared: the argparse parser (cli.py), DEFAULTS and the
 fields of RunConfig (config.py), the validation of flag and YAML config values (`Option.problem`),
-the "flag unused on this device" warning (backends/base.py) and docs/flags.md
+the "flag unused on this device" warning (backends/base.py), the refusal of a value a device cannot run
+(`refuse`: config.py for --device, job.py for the device --device auto picked) and docs/flags.md
 (`python -m mpirunner.options > docs/flags.md`; a test keeps the two equal).
 A YAML config's keys are the options' `dest` names. Pure Python: importing this costs nothing.
 """
@@ -45,7 +46,8 @@ GROUPS = (TOP, WHAT, DEVICE, PLACEMENT, MEASUREMENT, SCENARIO, IPU, CUDA, OUTPUT
 
 @dataclass(frozen=True)
 class Option:
-    """One flag. `devices`: the device families that use it (the others warn when it is set)."""
+    """One flag. `devices`: the device families that use it (the others warn when it is set, or refuse a value
+    other than the default with `refused_elsewhere`, the reason that follows "FLAG VALUE")."""
 
     flag: str
     kind: str
@@ -57,6 +59,7 @@ class Option:
     devices: frozenset = ALL_DEVICES
     metavar: Optional[str] = None
     negatable: bool = False  # BOOL with a --no-... form
+    refused_elsewhere: str = ""
 
     @property
     def dest(self):
@@ -195,7 +198,8 @@ OPTIONS = (
     Option("--scenario", CHOICE, "offline", SCENARIO,
            "offline = steps back to back; single-stream = one query at a time; server = queries on a seeded "
            "Poisson schedule, batched while they wait", choices=("offline", "single-stream", "server"),
-           devices=_only("cpu", "cuda")),
+           devices=_only("cpu", "cuda"),
+           refused_elsewhere="is not served on IPU: an executable runs a fixed batch per call (docs/scenarios.md)"),
     Option("--query-size", POSITIVE_INT, 1, SCENARIO, "samples per single-stream query", devices=_only("cpu", "cuda")),
     Option("--target-qps", OPTIONAL_POSITIVE_FLOAT, None, SCENARIO,
            "server: queries per second offered in total, each rank an equal share", metavar="QPS",
@@ -253,6 +257,18 @@ def unused_on(device, values):
     return [o.dest for o in OPTIONS if device not in o.devices and getattr(values, o.dest, o.default) != o.default]
 
 
+def refuse(device, values):
+    """Raise UsageError when `values` (a RunConfig, or a dict of settings) set an option that device family
+    `device` refuses (its `refused_elsewhere`) to a value other than its default; 'auto' is no family yet."""
+    from mpirunner.errors import UsageError
+
+    for o in OPTIONS:
+        value = values.get(o.dest, o.default) if isinstance(values, dict) else getattr(values, o.dest, o.default)
+        if o.refused_elsewhere and device in DEVICES and device not in o.devices and value != o.default:
+            raise UsageError(f"{o.flag} {value} {o.refused_elsewhere}; use --device "
+                             + " or ".join(d for d in DEVICES if d in o.devices))
+
+
 # ---------------------------------------------------------------- docs/flags.md
 
 def _cell(text):
@@ -280,7 +296,8 @@ def flags_markdown():
         "",
         "Every setting can also be given as a key of a YAML config (`--config`), spelled as in the",
         "*config key* column. Precedence: built-in default < config < command line. *Devices* names",
-        "the device families that use a flag; set on another one, the run logs that it is ignored.",
+        "the device families that use a flag; set on another one, the run logs that it is ignored",
+        "(or, marked *refused elsewhere*, refuses a value other than the default: exit status 2 before anything runs).",
         "`-h`, `--help` prints the same list.",
     ]
     for group in GROUPS:
@@ -293,6 +310,7 @@ def flags_markdown():
             default = "" if o.default is None or o.kind in (ACTION, VERSION) else f"`{o.default}`"
             key = f"`{o.dest}`" if o.is_setting else ""
             devices = "all" if o.devices == ALL_DEVICES else ", ".join(d for d in DEVICES if d in o.devices)
+            devices += " (refused elsewhere)" if o.refused_elsewhere else ""
             lines.append(f"| {flag} | {_value(o)} | {default} | {key} | {devices} | {_cell(o.help)} |")
     return "\n".join(lines) + "\n"
 

@@ -12,8 +12,8 @@ Like bench, this module knows nothing about MPI or torch: the device is a `step(
 callable, time comes from a Clock (PerfClock for real runs, VirtualClock in tests, where a fake
 step advances the clock by its service time, so queueing is checked exactly and without sleeping),
 and the peak-QPS search takes the cross-rank part (every rank agreeing on a point's global
-percentile) as a plain callable. Results are raw per-query timestamps (QueryLog); the summary and
-its verdict reasons are derived from them afterwards, as LoadGen does from its log.
+percentile) as a plain callable. Results are raw per-query timestamps (QueryLog); the summary is
+derived from them afterwards, as LoadGen does from its log, and judged in checks/scenario.py.
 """
 import bisect
 import math
@@ -27,7 +27,6 @@ SCHEDULE_STREAM = 0x5C4ED  # keeps the arrival stream apart from the data stream
 UNIT_GAPS_PER_DRAW = 4096  # gaps are drawn in fixed blocks, so a seed gives the same stream at every rate
 DRAIN_MIN_SECONDS = 2.0    # after issuing stops, queued queries are served for at most
 DRAIN_SLOWEST_STEPS = 10   # max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS x the slowest prepared step)
-KEEP_UP_SHARE = 0.95       # served QPS below this share of the offered QPS: "did not keep up"
 PEAK_RESOLUTION = 0.02     # the peak search stops when its bracket is this narrow (relative)
 PEAK_MAX_POINTS = 24
 SEARCH_QUERY_MARGIN = 1.2  # a search point holds at least this many times the queries its percentile needs
@@ -304,31 +303,6 @@ def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_se
         summary["bound_latency"] = latency_percentile(latency, bound_percentile) * 1e3
         summary["share_over_bound"] = float(np.mean(latency > latency_bound_seconds)) if len(log) else 0.0
     return summary
-
-
-def scenario_reasons(summary, drain_seconds=None):
-    """The summary's verdict reasons, each with a remedy; empty when the scenario's rules hold."""
-    reasons = []
-    if summary.get("queries_unserved"):
-        drain = f" ({drain_seconds:.1f} s after issuing stopped)" if drain_seconds is not None else ""
-        reasons.append(f"{summary['queries_unserved']} of {summary['queries']} queries unserved when the drain "
-                       f"bound{drain} ran out — lower --target-qps or add instances")
-    keep_up = summary.get("keep_up")
-    if keep_up is not None and not keep_up >= KEEP_UP_SHARE:
-        reasons.append(f"did not keep up: achieved {keep_up:.2f} of the offered load "
-                       f"({summary['achieved_qps']:.1f} of {summary['offered_qps']:.1f} QPS, "
-                       f"target {summary['target_qps']:g}) — lower --target-qps or add instances")
-    if "latency_bound" in summary:
-        name = f"p{summary['bound_percentile']:g}"
-        needed = minimum_queries(summary["bound_percentile"])
-        if summary["queries"] < needed:
-            reasons.append(f"only {summary['queries']} queries: too few for a {name} (needs {needed}) "
-                           "— raise --min-duration")
-        if not summary["bound_latency"] <= summary["latency_bound"]:
-            reasons.append(f"{name} query latency {summary['bound_latency']:.3f} ms over the bound "
-                           f"{summary['latency_bound']:.3f} ms — lower --target-qps or --max-batch-wait-ms, "
-                           "or add instances")
-    return reasons
 
 
 # -------------------------------------------------------------------------------------- peak search

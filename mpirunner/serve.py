@@ -14,15 +14,6 @@ import numpy as np
 log = logging.getLogger("mpirunner")
 
 
-def check_scenario_backend(scenario, backend_name):
-    """Refuse the scenarios on the IPU: an executable runs a fixed batch per call (docs/scenarios.md)."""
-    from mpirunner.errors import UsageError
-
-    if scenario != "offline" and backend_name == "ipu":
-        raise UsageError(f"--scenario {scenario} is not served on IPU: an executable runs a fixed batch per call "
-                         "(docs/scenarios.md); use --device cpu or cuda")
-
-
 def single_stream_scenario(gathered, query_size):
     """The ScenarioRecord of a single-stream run from the gathered step arrays ([ranks, steps], NaN-padded)."""
     from mpirunner.scenarios import QueryLog

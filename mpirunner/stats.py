@@ -109,11 +109,25 @@ def step_cv(step_seconds):
     return float(values.std(ddof=1) / values.mean())
 
 
-def max_rank_cv(step_seconds):
-    """The largest per-rank coefficient of variation of step times: what the --max-cv rule judges."""
+def rank_cv_percents(step_seconds):
+    """Per rank, the coefficient of variation of its step times in percent, 100 * std(ddof=1) / mean: the one
+    formula of the --max-cv rule (checks/rules.stable_steps) and of the `max cv %` column (max_rank_cv). NaN
+    where a rank is not judged: fewer than 2 timed steps (NaN steps are not timed), an infinite step, or a
+    mean not above 0."""
     table = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
-    cvs = [step_cv(row[np.isfinite(row)]) for row in table]
-    return float(max(cvs)) if cvs else 0.0
+    percents = np.full(table.shape[0], np.nan)
+    for rank, row in enumerate(table):
+        row = row[~np.isnan(row)]
+        if row.size >= 2 and np.all(np.isfinite(row)) and row.mean() > 0:
+            percents[rank] = 100.0 * row.std(ddof=1) / row.mean()
+    return percents
+
+
+def max_rank_cv(step_seconds):
+    """The largest per-rank cv (rank_cv_percents, as a fraction): what the --max-cv rule judges; 0 when no
+    rank is judged."""
+    percents = rank_cv_percents(step_seconds)
+    return float(np.nanmax(percents)) / 100.0 if np.any(np.isfinite(percents)) else 0.0
 
 
 def log_histogram(latency_seconds, bins_per_decade=20):

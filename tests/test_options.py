@@ -11,7 +11,7 @@ import pytest
 from mpirunner.cli import build_parser
 from mpirunner.config import RunConfig, resolve_config
 from mpirunner.errors import UsageError
-from mpirunner.options import DEFAULTS, OPTIONS, flags_markdown, option, unused_on
+from mpirunner.options import DEFAULTS, OPTIONS, flags_markdown, option, refuse, unused_on
 from tests.conftest import REPO, run_cli
 
 FLAGS_PAGE = REPO / "docs" / "flags.md"
@@ -81,6 +81,21 @@ def test_unused_flags_follow_the_devices_of_the_table():
     assert unused_on("cpu", values) == ["num_io_tiles", "cuda_graphs"]
     assert unused_on("cuda", values) == ["num_io_tiles"]  # --measure-peak times the GPU
     assert unused_on("ipu", values) == ["channels_last", "measure_peak", "cuda_graphs"]
+
+
+def test_a_refusal_is_declared_once_in_the_table_and_enforced_from_it():
+    """--scenario on IPU: config.py refuses it for --device ipu, job.py for the IPU --device auto picked; both ask
+    the table (its devices and refused_elsewhere), and the default value is never refused."""
+    assert [o.dest for o in OPTIONS if o.refused_elsewhere] == ["scenario"]
+    server = SimpleNamespace(**{**DEFAULTS, "scenario": "server"})
+    for device in ("cpu", "cuda", "auto"):
+        refuse(device, server)
+    refuse("ipu", SimpleNamespace(**DEFAULTS))
+    with pytest.raises(UsageError, match=r"^--scenario server is not served on IPU: an executable runs a fixed "
+                                         r"batch per call \(docs/scenarios.md\); use --device cpu or cuda$"):
+        refuse("ipu", server)
+    with pytest.raises(UsageError, match="^--scenario single-stream is not served on IPU"):
+        resolve_config({"scenario": "single-stream", "device": "ipu"})
 
 
 def test_models_import_from_a_checkout_without_install(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mpirunner import scenarios
+from mpirunner.checks import scenario as scenario_rules
 
 SERVICE_SECONDS = 1e-3
 DRAIN_SECONDS = scenarios.drain_bound_seconds(SERVICE_SECONDS)
@@ -160,7 +161,7 @@ def test_overload_ends_within_the_drain_bound_with_every_query_recorded():
                                           latency_bound_seconds=0.1)
     assert summary["keep_up"] == pytest.approx(1 / 3, rel=0.05)
     assert summary["share_over_bound"] > 0.5
-    reasons = scenarios.scenario_reasons(summary, drain_seconds=DRAIN_SECONDS)
+    reasons = scenario_rules.scenario_reasons(summary, drain_seconds=DRAIN_SECONDS)
     assert any(r.startswith("did not keep up: achieved 0.3") and "lower --target-qps or add instances" in r
                for r in reasons)
     assert any("queries unserved" in r for r in reasons)
@@ -171,9 +172,9 @@ def test_light_load_has_no_reasons():
     log, _, _ = serve(100.0, 10.0, seed=4)
     summary = scenarios.summarize_queries(log, "server", duration_seconds=10.0, target_qps=100.0,
                                           latency_bound_seconds=0.01)
-    assert summary["keep_up"] > scenarios.KEEP_UP_SHARE
+    assert summary["keep_up"] > scenario_rules.KEEP_UP_SHARE
     assert summary["queries_unserved"] == 0
-    assert scenarios.scenario_reasons(summary) == []
+    assert scenario_rules.scenario_reasons(summary) == []
 
 
 def test_single_stream_queries_come_from_the_timed_steps():
@@ -273,10 +274,10 @@ def test_every_point_of_a_search_from_a_low_load_has_enough_queries_for_its_p99(
         summary = scenarios.summarize_queries(point.result, "server", duration_seconds=durations[point.total_qps],
                                               target_qps=point.total_qps, latency_bound_seconds=bound)
         assert len(point.result) >= 120 and summary["duration_seconds"] >= min_duration
-        assert not any("too few" in reason for reason in scenarios.scenario_reasons(summary))
+        assert not any("too few" in reason for reason in scenario_rules.scenario_reasons(summary))
     first = scenarios.summarize_queries(serve(20.0, min_duration, seed=0)[0], "server", duration_seconds=min_duration,
                                         target_qps=20.0, latency_bound_seconds=bound)
-    assert any("too few for a p99" in reason for reason in scenarios.scenario_reasons(first))  # --min-duration alone
+    assert any("too few for a p99" in reason for reason in scenario_rules.scenario_reasons(first))  # --min-duration alone
 
 
 def test_peak_search_decides_on_the_global_percentile_it_is_given():

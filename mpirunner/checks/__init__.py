@@ -7,11 +7,11 @@ prints; the runner's console and report/text.py show the result.
 from dataclasses import dataclass, field
 from typing import List
 
-from mpirunner.checks.check import Check
+from mpirunner.checks.check import Check, failed
 from mpirunner.checks.input_path import input_path_checks
 from mpirunner.checks.rules import ValidityRules, timing_checks
 
-__all__ = ["Check", "Validity", "ValidityRules", "decide_validity"]
+__all__ = ["Check", "Validity", "ValidityRules", "decide_validity", "failed_run_validity"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def decide_validity(step_seconds, rules, checks=(), *, timed_seconds, windows=0,
     """Whether a run can be trusted, with every reason a line a user can act on.
 
     step_seconds: [ranks, steps] (NaN-padded); rules: ValidityRules; checks: Checks made by the run
-    (output check, accuracy); host_gap / device_busy: per-rank shares (stats.input_shares), device_busy
+    (the output check); host_gap / device_busy: per-rank shares (stats.input_shares), device_busy
     None where batch latency is not device time. scenario_checks (server runs, checks/scenario.py) replace
     the timing rules and the input path: a server's steps follow its arrivals, so their sizes differ
     and the device waits between them by design.
@@ -40,3 +40,9 @@ def decide_validity(step_seconds, rules, checks=(), *, timed_seconds, windows=0,
                                          hosts=hosts), *input_path_checks(host_gap, device_busy, hosts)]
     reasons = [check.reason for check in every if not check.passed]
     return Validity(not reasons, reasons, every)
+
+
+def failed_run_validity(failure_reason):
+    """The verdict of a run that could not be measured (status 'failed', e.g. out of memory on some rank):
+    invalid, for the reason it failed."""
+    return Validity(False, [failure_reason], [failed("measured", failure_reason)])

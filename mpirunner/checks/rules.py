@@ -10,6 +10,7 @@ import numpy as np
 from mpirunner.bench import STABLE_WINDOWS, windows_agree
 from mpirunner.checks.check import failed, passed
 from mpirunner.checks.noise import lag1_autocorrelation, median_standard_error, robust_sigma, step_to_step_noise
+from mpirunner.stats import rank_cv_percents
 
 STRAGGLER_PERCENT = 25.0
 MIN_TIMED_SECONDS = 1.0      # without --min-duration, a shorter timed window is "too short" (no extra steps run)
@@ -67,20 +68,17 @@ def long_enough(timed_seconds, rules):
 
 
 def stable_steps(steps, rules, hosts):
-    """The rank with the largest step-time coefficient of variation, when it is above --max-cv (the
-    per-rank maximum that tables show as `max cv %`). Not stats.max_rank_cv on purpose: it takes
-    100 * (std / mean), which can differ from 100 * std / mean in the last bit, drops infinite steps and
-    scores a non-positive mean, so some verdicts at the edges would change (tests/test_cv_rule.py)."""
-    worst, worst_cv = None, -1.0
-    for rank, row in enumerate(steps):
-        row = row[~np.isnan(row)]
-        if row.size >= 2 and row.mean() > 0 and 100.0 * row.std(ddof=1) / row.mean() > worst_cv:
-            worst, worst_cv = rank, 100.0 * row.std(ddof=1) / row.mean()
-    if worst is not None and worst_cv > rules.max_cv_percent:
-        where = f" on {rank_name(worst, hosts)}" if steps.shape[0] > 1 else ""
-        return failed("step_cv", f"unstable: step-time cv {worst_cv:.1f}%{where} > --max-cv "
-                                 f"{rules.max_cv_percent:g}% (remedy: --until-stable, more --iterations, "
-                                 f"or a quieter machine)")
+    """The rank with the largest step-time coefficient of variation, when it is above --max-cv: the formula of
+    stats.rank_cv_percents, which the `max cv %` column shows too (stats.max_rank_cv; tests/test_cv_rule.py)."""
+    percents = rank_cv_percents(steps)
+    if np.any(np.isfinite(percents)):
+        worst = int(np.nanargmax(percents))  # the first of equals, as the column's maximum
+        worst_cv = float(percents[worst])
+        if worst_cv > rules.max_cv_percent:
+            where = f" on {rank_name(worst, hosts)}" if steps.shape[0] > 1 else ""
+            return failed("step_cv", f"unstable: step-time cv {worst_cv:.1f}%{where} > --max-cv "
+                                     f"{rules.max_cv_percent:g}% (remedy: --until-stable, more --iterations, "
+                                     f"or a quieter machine)")
     return passed("step_cv")
 
 
