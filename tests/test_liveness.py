@@ -1,6 +1,7 @@
 """The heartbeat that notices a lost host (mpirunner/mpi/liveness.py): two sides in this process over loopback,
 each driven by its own thread as the guard thread drives it; the start's handshake under mpiexec."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -221,3 +222,68 @@ def test_a_lock_from_another_host_is_taken_over_when_a_rank_there_finds_its_pid_
         assert take_lock(output, "here", gone=owner) == lock
     assert json.loads(lock.read_text())["host"] == "here"
     assert "taking over" in caplog.text and "seen by a rank of this job there" in caplog.text
+
+
+# ---------------------------------------------------------------- the runner: the guard drives the heartbeat
+
+def _rank_process(marker, rank):
+    """Pid of the runner process of `rank` whose command line holds `marker` (its --output), or None."""
+    for entry in os.listdir("/proc"):
+        try:
+            command = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace") if entry.isdigit() else ""
+            if marker not in command:
+                continue
+            environ = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"PMI_RANK={rank}".encode() in environ:
+            return int(entry)
+    return None
+
+
+def test_a_rank_that_stops_answering_ends_the_job_with_one_line(tmp_path):
+    """Rank 1 is stopped (SIGSTOP: alive for its pidfd, silent for the heartbeat) during the second size of a
+    sweep, with the limit at 3 s: rank 0 names the host and rank, keeps the first size, exit status 6."""
+    output = tmp_path / "sweep.h5"
+    command = [mpiexec_path(), "-n", "2", sys.executable, "-m", "mpirunner", "--model", "resnet18", "--image-size",
+               "32", "--no-progress", "--warmup-iterations", "1", "--min-iterations", "1", "--iterations", "4",
+               "--batch-size", "1,2", "--output", str(output)]
+    env = {**os.environ, "MPIRUNNER_LIVENESS_SECONDS": "3", "MPIRUNNER_FAULT": "sleep:run=2:seconds=2"}
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        job = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+    stopped = None
+    try:
+        deadline = time.monotonic() + 240
+        while "throughput:" not in out.read_text() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopped = _rank_process(str(output), 1)
+        assert stopped is not None and job.poll() is None, err.read_text()[-2000:]
+        os.kill(stopped, signal.SIGSTOP)
+        job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        if stopped is not None:
+            try:
+                os.kill(stopped, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    lines = [line for line in err.read_text().splitlines() if line.startswith("mpirunner: ")]
+    assert job.returncode == EXIT_LOST_HOST, err.read_text()[-3000:]
+    assert len(lines) == 1, err.read_text()[-3000:]
+    assert f"lost host {socket.gethostname()} (rank 1): no sign of life for 3 s during run bs00002" in lines[0]
+    assert "kept the finished run(s) bs00001" in lines[0] and "discarded the unfinished run bs00002" in lines[0]
+
+
+def test_a_step_longer_than_the_limit_does_not_end_a_healthy_job(tmp_path):
+    """One step of rank 1 takes 8 s with the limit at 3 s: the guard thread answers meanwhile; the job ends 0."""
+    result = subprocess.run([mpiexec_path(), "-n", "2", sys.executable, "-m", "mpirunner", "--model", "resnet18",
+                             "--image-size", "32", "--no-progress", "--warmup-iterations", "1", "--min-iterations",
+                             "1", "--iterations", "4", "--batch-size", "1", "--output", str(tmp_path / "long.h5")],
+                            cwd=REPO, env={**os.environ, "MPIRUNNER_LIVENESS_SECONDS": "3",
+                                           "MPIRUNNER_FAULT": "sleep:rank=1:step=2:seconds=8"},
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lost host" not in result.stderr and "no sign of life" not in result.stderr, result.stderr[-3000:]
+    assert (tmp_path / "long.h5").exists()

@@ -14,6 +14,8 @@ call. What it then does is decided here; checkpoints.py tracks which ranks are b
 - A rank of the same host ends while the job still needs it (peers.py): unless this rank's guard stops too
   within 2 s (the end of a job; 7 s on ranks other than 0, so rank 0 speaks first), the job is ended
   (MPI_Abort with status 1) instead of waiting in a collective for a dead rank.
+- A host drops off (liveness.py: a UDP heartbeat with rank 0, read and sent by the guard thread): rank 0 names
+  the lost host and ends the job (MPI_Abort with status 6); a rank cut off from rank 0 ends itself.
 """
 import logging
 import os
@@ -49,6 +51,7 @@ class Guard:
         self._stopping = threading.Event()
         self._hosts = None
         self._peers = {}            # pidfd -> rank, for the other ranks of this host (peers.py)
+        self._liveness = None       # the heartbeat with rank 0 (liveness.py), or None
         self._watchdog = Watchdog(self._due, self._on_signal, self._on_peer_ended, self._on_timeout, self._stopping)
 
     # ---- life cycle (main thread)
@@ -63,18 +66,29 @@ class Guard:
             gathered = comm.allgather((self.world.host, process_identity()))
             self._hosts = [host for host, _ in gathered]
             self._peers = open_peer_watches([identity for _, identity in gathered], self.world.rank)
-        self._watchdog.start(self._peers)
+            from mpirunner.mpi.liveness import start_liveness
+
+            self._liveness = start_liveness(comm, self.world.rank, self._hosts, self._on_lost)
+        self._watchdog.start(self._peers, self._liveness)
         return self
 
     def stop(self):
         from mpirunner.runfile.output import release_lock
 
         release_lock()  # the job is over on this rank: the output is free for the next job
+        if self._liveness is not None:
+            self._liveness.goodbye()  # rank 0 no longer expects this rank
         self._stopping.set()
         self._watchdog.stop()
         for descriptor in self._peers:
             os.close(descriptor)
         self._peers = {}
+        if self._liveness is not None:
+            from mpirunner.mpi.liveness import bound_finalize
+
+            self._liveness.close()
+            self._liveness = None
+            bound_finalize()  # MPI_Finalize at exit cannot wait for a host lost now
 
     # ---- runs and the file (main thread)
 
@@ -180,6 +194,27 @@ class Guard:
         log.error("rank %d (%s) ended while the job still needed it and rank 0 did not end the job; ending it",
                   other, host)
         self.ending.now(EXIT_FAILED)
+
+    def _on_lost(self, ranks):
+        """The heartbeat found `ranks` silent for its limit: rank 0 names their hosts and ends the job; a rank whose
+        rank 0 is silent is cut off from the job (its MPI_Abort would wait too): it ends itself."""
+        from mpirunner.mpi.liveness import EXIT_LOST_HOST
+
+        seconds = f"{getattr(self._liveness, 'limit', 0):g}"
+        if self.world.is_root:
+            by_host = {}
+            for rank in ranks:
+                by_host.setdefault(self._hosts[rank], []).append(str(rank))
+            lost = "; ".join(f"host {host} (rank{'s' if len(found) > 1 else ''} {', '.join(found)})"
+                             for host, found in by_host.items())
+            self.ending.from_root(f"lost {lost}: no sign of life for {seconds} s", EXIT_LOST_HOST,
+                                  lambda: self.run_name, consequence="; ending the job")
+            return
+        log.error("no sign of life from rank 0 (host %s) for %s s: this host is cut off from the job, or rank 0's "
+                  "host is down; ending this rank", self._hosts[0], seconds)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_LOST_HOST)
 
 
 def start_guard(world, config):

@@ -1,6 +1,7 @@
-"""The guard thread: one per rank, asleep in select() until a signal, a wake-up, the end of a peer process or
-the current run's deadline, with no periodic wake-ups while runs are timed. It only notices; what to do is
-the guard's (guard.py): on_signal(signum), on_peer_ended(rank), on_deadline()."""
+"""The guard thread: one per rank, asleep in select() until a signal, a wake-up, the end of a peer process,
+the current run's deadline or the heartbeat (liveness.py: a datagram to read, or one to send every 3 s); no
+other periodic wake-ups while runs are timed. It only notices; what to do is the guard's (guard.py):
+on_signal(signum), on_peer_ended(rank), on_deadline(), and the heartbeat's on_lost(ranks)."""
 import selectors
 import socket
 import threading
@@ -17,12 +18,13 @@ class Watchdog:
                                                                                on_deadline)
         self.stopping = stopping  # threading.Event, set when the guard stops
         self.peers = {}
+        self.liveness = None
         self._signals = SignalWakeup()
         self._thread = None
         self._wake_read = self._wake_write = None
 
-    def start(self, peers):
-        self.peers = peers
+    def start(self, peers, liveness=None):
+        self.peers, self.liveness = peers, liveness  # liveness: the heartbeat (liveness.py) or None
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_write.setblocking(False)
         self._signals.install(self._wake_write.fileno())
@@ -53,13 +55,22 @@ class Watchdog:
             selector.register(self._wake_read, selectors.EVENT_READ)
             for descriptor in self.peers:
                 selector.register(descriptor, selectors.EVENT_READ)
+            if self.liveness is not None:
+                selector.register(self.liveness, selectors.EVENT_READ)
             while not self.stopping.is_set():
                 deadline = self.deadline()
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                due = [when for when in (deadline, self.liveness and self.liveness.due()) if when]
+                wait = max(0.0, min(due) - time.monotonic()) if due else None
                 ready = [key.fileobj for key, _ in selector.select(wait)]
-                if not ready and deadline is not None:
+                if deadline is not None and time.monotonic() >= deadline:
                     self.on_deadline()
+                if self.liveness is not None:  # the heartbeat: read, answer, send when due, notice silence
+                    if self.liveness in ready:
+                        self.liveness.readable()
+                    self.liveness.tick()
                 for source in ready:
+                    if source is self.liveness:
+                        continue
                     if source is self._wake_read:
                         for signum in self._wake_read.recv(64):
                             if signum:
