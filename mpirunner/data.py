@@ -8,7 +8,7 @@
   as a ring of ready steps (RealInput) that the steps cycle through. Ranks take disjoint shares (every
   world_size-th file); unreadable files are skipped with a warning, none readable is a UsageError. Class
   folders give labels (sorted folder names -> 0, 1, ..., as torchvision's ImageFolder), and then the
-  source counts top-1/top-5 accuracy outside the timed region (TopKCounter; checks/accuracy.py sums it).
+  source counts top-1/top-5 accuracy outside the timed region (TopKCounter; stats.accuracy_attrs sums it).
 
 How an image reaches the model depends on where the run normalises (models.normalization):
 device -> uint8 with 8-bit IO, else float 0..255; host -> (x/255 - mean)/std; none -> x/255.

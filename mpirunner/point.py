@@ -84,7 +84,7 @@ def _measure(setup, batch_size, agreement):
     report = backend.run_report(batch_size)  # e.g. each rank's GPU peak memory; rank 0's goes into the record
     return agreement.stage("the gather of per-rank values", lambda: _rank_values(setup, timings, source, report),
                            lambda rank_values: _record(setup, point, gathered, timings, rank_values,
-                                                       [accuracy, output_check], report))
+                                                       accuracy, [output_check], report))
 
 
 def _gather_timings(setup, timings):
@@ -106,14 +106,14 @@ def _gather_timings(setup, timings):
 
 
 def _accuracy(setup, source, agreement):
-    """Rank 0's accuracy Check of labelled real data (None without labels: no collective then)."""
-    from mpirunner.checks.accuracy import accuracy_check
+    """Rank 0's accuracy of labelled real data, a measurement (None without labels: no collective then)."""
+    from mpirunner.stats import accuracy_attrs
 
     def counts():
         setup.faults.at_stage("accuracy")
         return source.accuracy_counts()  # None on every rank alike when the data has no labels
 
-    return agreement.stage("the accuracy gather", counts, lambda rows: accuracy_check(rows, setup.config.weights),
+    return agreement.stage("the accuracy gather", counts, lambda rows: accuracy_attrs(rows, setup.config.weights),
                            optional=True)
 
 
@@ -175,8 +175,8 @@ def _time_steps(setup, batch_size, source, step, agreement):
     return timings
 
 
-def _record(setup, point, gathered, timings, rank_values, checks, report):
-    """Rank 0's Run of the point: timings, checks, device facts, FLOPs and roofs."""
+def _record(setup, point, gathered, timings, rank_values, accuracy, checks, report):
+    """Rank 0's Run of the point: timings, accuracy, checks, device facts, FLOPs and roofs."""
     from mpirunner.checks import ValidityRules
     from mpirunner.runfile.build import DeviceFacts, Gathered, Judging, build_run
     from mpirunner.serve import single_stream_scenario
@@ -184,7 +184,7 @@ def _record(setup, point, gathered, timings, rank_values, checks, report):
     config, backend = setup.config, setup.backend
     until_stable = config.until_stable
     measured = Gathered(gathered, rank_values, timings.measured_steps, windows=timings.windows if until_stable else 0,
-                        windows_kept=timings.kept_windows if until_stable else 0)
+                        windows_kept=timings.kept_windows if until_stable else 0, accuracy=accuracy)
     device = DeviceFacts({**report.attrs, "first_call_compiles": backend.first_call_compiles()},
                          backend.batch_latency_is_device_time(), setup.flops_per_sample, setup.roofs)
     scenario = single_stream_scenario(gathered, point.batch_size) if config.scenario == "single-stream" else None

@@ -274,3 +274,23 @@ def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier
     summary["std"] = summary.get("latency_std", 0.0)
     summary.update(confidence(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds))
     return summary
+
+
+def accuracy_attrs(gathered, weights=None):
+    """Top-1 / top-5 accuracy on labelled real data, a measurement recorded with the run (never a reason to
+    invalidate it): every rank's counts (data.TopKCounter, made outside the timed steps) summed on rank 0.
+    `weights`: --weights (None: seeded random weights, so accuracy is at chance level)."""
+    samples = sum(row["samples"] for row in gathered)
+    top1 = sum(row["top1"] for row in gathered)
+    top5 = sum(row["top5"] for row in gathered)
+    classes = gathered[0]["classes"]
+    return {
+        "accuracy_samples": samples, "accuracy_top1_correct": top1, "accuracy_top5_correct": top5,
+        "accuracy_top1": top1 / samples if samples else float("nan"),
+        "accuracy_top5": top5 / samples if samples else float("nan"),
+        "accuracy_images": sum(row["images"] for row in gathered),  # decoded images, all ranks together
+        "accuracy_classes": len(classes),
+        "accuracy_class_map": "; ".join(f"{name}={index}" for index, name in enumerate(classes)),
+        "accuracy_model_classes": max(row["model_classes"] for row in gathered),
+        "accuracy_weights": weights or "random",
+    }

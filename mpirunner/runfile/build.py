@@ -63,6 +63,7 @@ class Gathered:
     measured_steps: int
     windows: int = 0        # --until-stable windows measured (0 without it)
     windows_kept: int = 0
+    accuracy: Optional[dict] = None  # top-1/top-5 on labelled data (stats.accuracy_attrs): a measurement
 
 
 @dataclass
@@ -78,7 +79,7 @@ class DeviceFacts:
 
 @dataclass
 class Judging:
-    """How the run is judged: checks.ValidityRules, the checks measured with it (accuracy, output check), and for
+    """How the run is judged: checks.ValidityRules, the checks measured with it (the output check), and for
     a server the scenario's checks, judged instead of the step-time and input-path rules (its steps follow its
     arrivals: mixed batch sizes, an idle device between them)."""
 
@@ -169,6 +170,7 @@ def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, ju
         "valid": validity.valid, "validity_reason": list(validity.reasons),
         **summary, **device_attrs,
     }
+    attrs.update(gathered.accuracy or {})
     for check in validity.checks:
         attrs.update(check.attrs)
     attrs.update(compute)
@@ -186,6 +188,10 @@ def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, ju
 
 
 def failed_run(name, point, reason):
-    """The run group of a point that could not be measured (out of memory): what was asked, why it failed."""
-    return Run.from_attrs(name, {**point_attrs(point), "status": "failed", "failure_reason": reason, "valid": False,
-                                 "validity_reason": [reason]})
+    """The run group of a point that could not be measured (out of memory): what was asked, why it failed; its
+    verdict is checks.failed_run_validity's."""
+    from mpirunner.checks import failed_run_validity
+
+    verdict = failed_run_validity(reason)
+    return Run.from_attrs(name, {**point_attrs(point), "status": "failed", "failure_reason": reason,
+                                 "valid": verdict.valid, "validity_reason": list(verdict.reasons)})
