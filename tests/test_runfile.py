@@ -118,3 +118,16 @@ def test_runfile_and_report_import_without_torch_or_mpi4py():
             "mpirunner.runfile.output, mpirunner.runfile.build, mpirunner.runfile.plain")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_exactly_one_module_under_mpirunner_imports_h5py():
+    import ast
+
+    importers = []
+    for path in sorted((REPO / "mpirunner").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        if any(name.split(".")[0] == "h5py" for name in names):
+            importers.append(path.relative_to(REPO).as_posix())
+    assert importers == ["mpirunner/runfile/hdf5.py"]
