@@ -1,12 +1,14 @@
-"""Every flag of the runner, declared once: name, value kind, default, help group, devices, help text.
+"""Every flag of the runner and of mpirunner-report, declared once: name, value kind, default, help, devices.
 
 Derived from this table, and nowhere else declared: the argparse parser (cli.py), DEFAULTS and the
 fields of RunConfig (config.py), the validation of flag and YAML config values (`Option.problem`),
 the "flag unused on this device" warning (backends/base.py), the refusal of a value a device cannot run
 (`refuse`: config.py for --device, job.py for the device --device auto picked) and docs/flags.md
 (`python -m mpirunner.options > docs/flags.md`; a test keeps the two equal).
+REPORT_FLAGS declares mpirunner-report's words the same way (report/cli.py builds its parsers from it).
 A YAML config's keys are the options' `dest` names. Pure Python: importing this costs nothing.
 """
+from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -312,7 +314,82 @@ def flags_markdown():
             devices = "all" if o.devices == ALL_DEVICES else ", ".join(d for d in DEVICES if d in o.devices)
             devices += " (refused elsewhere)" if o.refused_elsewhere else ""
             lines.append(f"| {flag} | {_value(o)} | {default} | {key} | {devices} | {_cell(o.help)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + report_markdown()) + "\n"
+
+
+# ---------------------------------------------------------------- mpirunner-report
+
+# The report's kinds besides BOOL, CHOICE, TEXT and SIZES (the runner's --batch-size grammar, config.py parses):
+PERCENT, INT, PATHS, REPEATED = "percent", "int", "paths", "repeated"  # >= 0; whole; positional; once per value
+NOISE_FLOOR_PERCENT = 10.0  # one run per side: the smallest change that counts (docs/methodology-and-validity.md)
+SORT_NAMES = ("model", "precision", "device", "world-size", "batch-size", "throughput", "p50", "p99", "created",
+              "commit", "file", "valid")
+DEFAULT_SORT = ("model", "precision", "device", "world-size", "batch-size", "created", "file")
+
+
+# One word of `mpirunner-report COMMAND`: a flag, or a positional when `flag` has no leading dashes (nargs '+' or '*').
+ReportFlag = namedtuple("ReportFlag", "command flag kind help default metavar choices nargs", defaults=(None, None, (), None))
+
+
+REPORT_FLAGS = (  # metavar: PERCENT and SIZES when not given
+    ReportFlag("report", "files", PATHS, "mpirunner HDF5 result files", metavar="FILE", nargs="+"),
+    ReportFlag("report", "--ranks", BOOL,
+               "a row per rank (host, NUMA node, cpus, throughput, median latency); per-rank colours in --plot"),
+    ReportFlag("report", "--histogram", BOOL, "draw each run's latency histogram in the terminal (log bins)"),
+    ReportFlag("report", "--plot", TEXT, "write a PNG: one run -> latency histogram; a sweep -> throughput vs batch "
+               "size and vs p99 latency", metavar="PATH.png"),
+    ReportFlag("report", "--csv", TEXT, "one row per run with every summary field ('-': stdout)", metavar="PATH"),
+    ReportFlag("report", "--json", TEXT, "the same rows as a JSON list ('-': stdout)", metavar="PATH"),
+    ReportFlag("report", "--batch-size", SIZES, "only the runs of these batch sizes, written as the runner's "
+               "--batch-size (8, 1,2,4, 1..80, 8..80/8; e.g. one histogram or --plot of a sweep)"),
+    ReportFlag("compare", "files", PATHS, "one file per side", metavar="BASE.h5 NEW.h5", nargs="*"),
+    ReportFlag("compare", "--base", PATHS, "BASE as a group of reruns (with --new)", metavar="FILE", nargs="+"),
+    ReportFlag("compare", "--new", PATHS, "NEW as a group of reruns (with --base)", metavar="FILE", nargs="+"),
+    ReportFlag("compare", "--threshold", PERCENT, "slow-down that counts as a regression (default: 5)", 5.0),
+    ReportFlag("compare", "--noise-floor", PERCENT, "with one file per side, the smallest change that can count: the "
+               f"run-to-run noise no single pair measures (default: {NOISE_FLOOR_PERCENT:g})", NOISE_FLOOR_PERCENT),
+    ReportFlag("compare", "--include-invalid", BOOL, "judge pairs with an INVALID run too (they are left out by default)"),
+    ReportFlag("compare", "--seed", INT, "seed of the bootstrap resampling (default: 0)", 0),
+    ReportFlag("compare", "--json", TEXT, "one row per batch size: the verdict, what decided it and its numbers, as "
+               "a JSON list ('-': stdout, the table left out)", metavar="PATH"),
+    ReportFlag("summary", "paths", PATHS, "result files or folders", metavar="PATH", nargs="+"),
+    ReportFlag("summary", "--model", REPEATED, "only these models (repeatable)", metavar="GLOB"),
+    ReportFlag("summary", "--device", REPEATED, "only this backend (cpu, cuda, ipu) or device name (part or glob; "
+               "repeatable)", metavar="TEXT"),
+    ReportFlag("summary", "--batch-size", SIZES, "only these batch sizes, written as the runner's --batch-size "
+               "(8, 1,2,4, 1..80, 8..80/8)"),
+    ReportFlag("summary", "--valid-only", BOOL, "leave INVALID runs out"),
+    ReportFlag("summary", "--sort", TEXT, f"sort by {', '.join(SORT_NAMES)}; '--sort=-KEY' descending "
+               f"(default: {','.join(DEFAULT_SORT)})", metavar="KEY[,KEY...]"),
+    ReportFlag("summary", "--by", CHOICE, "trends: each configuration's runs in this order, each step judged against "
+               "the earlier valid ones with compare's rule", choices=("commit", "created")),
+    ReportFlag("summary", "--threshold", PERCENT, "slow-down that counts as a regression in a trend (default: 5)", 5.0),
+    ReportFlag("summary", "--noise-floor", PERCENT, "trends: a run with only one earlier run of its configuration must "
+               f"differ by more than this (default: {NOISE_FLOOR_PERCENT:g})", NOISE_FLOOR_PERCENT),
+    ReportFlag("summary", "--fail-on-regression", BOOL, "with --by: exit 1 when any configuration's latest run "
+               "regressed, else 6 when one is INVALID (compare's statuses), naming them on stderr"),
+    ReportFlag("summary", "--include-invalid", BOOL, "trends: judge INVALID runs too (as compare --include-invalid)"),
+    ReportFlag("summary", "--csv", TEXT, "the rows as CSV, units in the column names ('-': stdout)", metavar="PATH"),
+    ReportFlag("summary", "--json", TEXT, "the same rows as a JSON list ('-': stdout)", metavar="PATH"),
+    ReportFlag("summary", "--html", TEXT, "one self-contained page: table, sweep curves, trends, each run's block and "
+               "latency histogram", metavar="OUT.html"),
+)
+
+
+def report_markdown():
+    """The flags page's part about mpirunner-report: one table per command (`-h` prints the same)."""
+    lines = ["", "# mpirunner-report", "", "The report's commands read result files only (no torch, no MPI); "
+             "`--batch-size` takes the runner's grammar."]
+    for command in dict.fromkeys(flag.command for flag in REPORT_FLAGS):
+        lines += ["", f"## mpirunner-report {command}", "", "| argument | value | default | meaning |", "|---|---|---|---|"]
+        for flag in (flag for flag in REPORT_FLAGS if flag.command == command):
+            value = (" \\| ".join(f"`{choice}`" for choice in flag.choices) if flag.kind == CHOICE
+                     else "" if flag.kind == BOOL or not flag.flag.startswith("-")
+                     else flag.metavar or {INT: "int", PERCENT: "PERCENT", SIZES: "SIZES"}[flag.kind])
+            shown = f"`{flag.flag}`" if flag.flag.startswith("-") else flag.metavar
+            default = "" if flag.default is None else f"`{flag.default:g}`"
+            lines.append(f"| {shown} | {value} | {default} | {_cell(flag.help)} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -377,7 +377,7 @@ def test_ipu_multi_host_cache_that_is_not_shared_is_named(fake_sdk, monkeypatch,
 
 def test_ipu_fast_groupnorm_is_part_of_the_configuration_key():
     """It changes the compiled graph, so two runs that differ in it measure different things."""
-    from mpirunner.report.configuration import configuration_key, key_differences
+    from mpirunner.report.variation import configuration_key, key_differences
 
     base = configuration_key({"config": "enable_fast_groupnorm: false\n"}, {})
     new = configuration_key({"config": "enable_fast_groupnorm: true\n"}, {})

@@ -37,7 +37,7 @@ def _write(path, points, batch_size=4, peak=PEAK):
 @pytest.fixture
 def drawn(monkeypatch, tmp_path):
     """plot.plot(files) through the report's own loader; returns (figure, PNG path) with the figure kept open."""
-    from mpirunner.report import plot
+    from mpirunner.report import figures as plot
     from mpirunner.report.rows import load
 
     figures = []

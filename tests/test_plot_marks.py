@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpirunner.report import plot, rows
+from mpirunner.report import figures as plot, rows
 from tests.test_report import make_file
 
 

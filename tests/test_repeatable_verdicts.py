@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from mpirunner.report.configuration import UNKNOWN, configuration_key, key_differences
+from mpirunner.report.variation import UNKNOWN, configuration_key, key_differences
 from mpirunner.report.variation import NOISE_FLOOR_PERCENT, between_runs, t_quantile_95
 from tests.summary_files import SETTINGS, write_result_file
 from tests.test_report import run_report
@@ -134,7 +134,7 @@ def test_settings_that_change_only_how_long_a_run_lasts_are_not_in_the_key():
 
 
 def test_the_test_only_fault_does_not_change_the_key(tmp_path, capsys):
-    from mpirunner.report.rows import load
+    from mpirunner.runfile.plain import read_results as load
     from tests.conftest import TINY, run_cli
 
     paths = [tmp_path / "plain.h5", tmp_path / "fault.h5"]

@@ -16,6 +16,7 @@ import pytest
 
 from mpirunner import report, stats
 from mpirunner.report import rows as report_rows, text as report_text
+from mpirunner.runfile import block as runner_text, sweep as runner_sweep
 from mpirunner.runfile.plain import RunResult, write_results
 from mpirunner.runfile.names import exported
 from tests.conftest import REPO, TINY, run_cli
@@ -189,8 +190,7 @@ def test_csv_and_json_round_trip(tmp_path, capsys):
                 assert json_row[key] == pytest.approx(value) and float(csv_row[key]) == pytest.approx(value)
             else:
                 assert json_row[key] == value and csv_row[key] == value
-        run = data["runs"][name]
-        assert json_row["latency_p99_ms"] == pytest.approx(np.percentile(run["batch_latency"] * 1e3, 99))
+        assert json_row["latency_p99_ms"] == pytest.approx(np.percentile(name.arrays.batch_latency * 1e3, 99))
         assert json_row["utilization_hosts"] == csv_row["utilization_hosts"] == "a; b"
 
 
@@ -373,10 +373,10 @@ def test_unwritable_outputs_exit_2_before_printing(tmp_path, capsys):
 def test_runner_block_and_table_reprinted_from_the_stored_attrs(real_run):
     output, printed = real_run
     data = report_rows.load(output)
-    runs = [data["runs"][name]["attrs"] for name in report_rows.sorted_runs(data)]
+    runs = [run.attrs() for run in report_rows.sorted_runs(data)]
     assert [attrs["batch_size"] for attrs in runs] == [1, 2]
     for attrs in runs:
-        block = report_text.format_run_block(attrs, data["attrs"]["world_size"])
+        block = runner_text.format_run_block(attrs, data.world_size)
         assert block + "\n" in printed  # the runner printed exactly this, from the same numbers
         *_, throughput_line, latency_line = block.splitlines()
         # the reference harness's regexes read the last two lines
@@ -407,7 +407,7 @@ def _block_attrs(**changes):
 
 
 def test_run_block_lines_for_invalid_runs_windows_peak_and_no_device_time():
-    block = report_text.format_run_block(
+    block = runner_text.format_run_block(
         _block_attrs(valid=False, validity_reason=["cv 12.0% > 10%", "only 4 steps"], windows=3,
                      device_busy_min=float("nan"), utilization=0.25, peak_flops=2.0e13), world_size=4)
     lines = block.splitlines()
@@ -420,14 +420,14 @@ def test_run_block_lines_for_invalid_runs_windows_peak_and_no_device_time():
                         "20000.0 GFLOP/s")
     assert lines[7] == "INVALID: cv 12.0% > 10%; only 4 steps"
     assert lines[-2:] == ["throughput: 1234.57 samples/sec", "latency avg: 2.250 ms"]
-    valid = report_text.format_run_block(_block_attrs(), world_size=1).splitlines()
+    valid = runner_text.format_run_block(_block_attrs(), world_size=1).splitlines()
     assert "device busy 97.5% (least busy rank)" in valid[4] and "windows" not in valid[5]
     assert valid[7] == "VALID" and "utilisation" not in valid[6]
 
 
 def test_sweep_table_one_row_per_run_with_intervals_and_verdict():
-    table = report_text.format_sweep_table([_block_attrs(), _block_attrs(batch_size=16, samples_per_step=32,
-                                                                         valid=False, validity_reason="too short")])
+    table = runner_sweep.format_sweep_table([_block_attrs(), _block_attrs(batch_size=16, samples_per_step=32,
+                                                                          valid=False, validity_reason="too short")])
     lines = table.splitlines()
     assert lines[0] == "" and lines[1].split()[:2] == ["batch", "samples/step"]
     assert lines[2].split() == ["8", "16", "1234.57", "±", "10.00", "1240.00", "2.000", "±", "0.100", "4.000", "±",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mpirunner import report
-from mpirunner.report import summary as summary_module
+from mpirunner.report import rows as summary_module
 from tests.summary_files import write_result_file
 
 
@@ -224,7 +224,7 @@ def test_500_files_summarise_in_under_10_seconds(tmp_path, capsys):
 def test_histogram_svg_draws_a_bar_per_filled_bin_and_both_percentiles():
     from xml.etree import ElementTree
 
-    from mpirunner.report.svg_histogram import histogram_svg
+    from mpirunner.report.html import histogram_svg
 
     counts = np.array([3, 0, 10, 5, 0, 1])
     edges = np.logspace(-3, -2, counts.size + 1)  # 1 ms .. 10 ms

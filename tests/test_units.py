@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mpirunner import report, stats
-from mpirunner.report import plot, rows
-from mpirunner.report.log_ticks import log_ticks, sample_bins
+from mpirunner.report import figures as plot, rows
+from mpirunner.report.figures import log_ticks, sample_bins
 from mpirunner.runfile.plain import write_results
 from mpirunner.runfile.names import UNITS, in_unit, unit_name
 from tests.conftest import run_cli
@@ -73,11 +73,10 @@ def test_report_csv_and_json_name_their_units_and_give_cv_in_percent(tmp_path, r
         assert column in row, column
     for old in ("throughput", "latency_p50", "cv", "std", "step_cv", "latency_cv"):
         assert old not in row, old
-    data = rows.load(path)
-    run = next(iter(data["runs"].values()))
-    seconds = rows.finite_rows(run["step_seconds"])
+    run = rows.load(path).runs[0]
+    seconds = rows.finite_rows(run.arrays.step_seconds)
     assert entry["step_cv_percent"] == pytest.approx(100 * stats.step_cv(np.concatenate(seconds)))
-    assert entry["step_cv_percent"] == pytest.approx(100 * run["attrs"]["step_cv"])
+    assert entry["step_cv_percent"] == pytest.approx(100 * run.attrs()["step_cv"])
 
 
 def test_summary_and_report_exports_agree_on_names_and_values(tmp_path, capsys):
@@ -95,7 +94,7 @@ def test_summary_and_report_exports_agree_on_names_and_values(tmp_path, capsys):
 
 def test_summary_reads_a_file_that_has_only_the_unit_named_attributes(tmp_path):
     path = make_file(tmp_path / "twins.h5", steps=30, run_extra={"utilization": 0.5})
-    expected = rows.load(path)["runs"]["bs00004"]["attrs"]
+    expected = rows.load(path).run("bs00004").attrs()
     with h5py.File(path, "r+") as h5:  # a file with the canonical names only, as a later schema may write
         attrs = h5["runs/bs00004"].attrs
         for name in ("throughput", "latency_p50", "latency_p99", "utilization"):
@@ -135,9 +134,10 @@ def test_multi_file_plot_titles_what_files_share_and_labels_what_sets_each_apart
 
 def _narrow_run(tmp_path, count):
     """A loaded one-run file whose `count` latencies lie between 10 and 11.5 ms."""
+    from mpirunner.runfile.parts import RunArrays
+
     data = rows.load(make_file(tmp_path / "few.h5", ranks=1, steps=count))
-    run = data["runs"]["bs00004"]
-    run["batch_latency"] = np.linspace(0.010, 0.0115, count)[None, :]
+    data.run("bs00004").arrays = RunArrays({"batch_latency": np.linspace(0.010, 0.0115, count)[None, :]})
     return data
 
 
@@ -165,7 +165,7 @@ def test_log_axes_read_as_plain_numbers_with_units(tmp_path, plt):
 
 
 def test_server_plot_latency_axis_reads_as_plain_numbers_with_units(plt):
-    from mpirunner.report.load_plot import server_figure
+    from mpirunner.report.figures import server_figure
 
     runs = [(qps, {"scenario": "server", "target_qps": qps, "valid": True, "query_latency_p50": 0.4 * k,
                    "query_latency_p90": 1.5 * k, "query_latency_p99": 6.0 * k})

@@ -1,22 +1,25 @@
-"""python -m mpirunner.report: tables, terminal histograms, plots, CSV/JSON and regression checks from HDF5 files alone.
+"""python -m mpirunner.report: tables, terminal histograms, plots, CSV/JSON, comparisons, summaries and trends
+from HDF5 files alone.
 
-The HDF5 file is read on any machine: this package uses h5py and numpy only (matplotlib for
---plot), never torch or mpi4py. Every number shown is recomputed from the raw per-step arrays
-with mpirunner.stats, so the report is also a check of the stored summary.
+Files are read through mpirunner.runfile (its typed Job and Run; runfile/hdf5.py is the one module that
+imports h5py): numpy, PyYAML and matplotlib (for --plot and --html) only, never torch or mpi4py. Every number
+of `mpirunner-report FILE` is recomputed from the raw per-step arrays with mpirunner.stats, so the report is
+also a check of the stored summary. The runner does not import this package: the text it prints about a run
+is mpirunner.runfile.block, which the report shows as it is.
 
-    rows.py     load a file, recompute each run's summary row, write CSV/JSON
-    text.py     every printed line (also the runner's per-run block and sweep table)
-    compare.py  regression check of NEW against BASE (bootstrap of per-sample step time)
-    plot.py     PNG figures (matplotlib)
-    cli.py      the command line of mpirunner-report
+    cli.py        the command line (its words are declared in mpirunner/options.py, REPORT_FLAGS)
+    rows.py       every read of a file; the rows of tables, CSV and JSON
+    text.py       what `mpirunner-report FILE` and `compare` print
+    summary.py    `summary`: filters, order, its table and columns, trends grouped by configuration
+    compare.py    the regression rule of `compare` and of each trend step
+    variation.py  the configuration key, the between-run spread and the within-run bootstrap
+    figures.py    every figure, drawn once (matplotlib: PNG for --plot, SVG for the page)
+    html.py       the summary's self-contained page (and its hand-drawn SVG histograms)
 """
 
 
 def main(argv=None):
-    """Console script `mpirunner-report` (setup.py): see mpirunner.report.cli.main.
-
-    Imported on call, so the runner importing mpirunner.report.text does not load the CLI and plots.
-    """
+    """Console script `mpirunner-report` (setup.py): see mpirunner.report.cli.main."""
     from mpirunner.report.cli import main as cli_main
 
     return cli_main(argv)

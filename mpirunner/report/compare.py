@@ -2,8 +2,8 @@
 
 Runs are matched by batch size; each side is one file (`compare BASE NEW`) or a group of files
 (`compare --base A1 A2 .. --new B1 B2 ..`: reruns of one job). Each pair of sides is judged by
-judge_groups, which the summary's trends (report/trends.py) call too, so both say the same:
-- Same measurement first: the configuration keys (report/configuration.py) of every file at that
+judge_groups, which the summary's trends (judge_trends, below) use too, so both say the same:
+- Same measurement first: the configuration keys (variation.py) of every file at that
   batch size must agree (the world size may differ: see below); when they differ nothing is judged
   ("different-configuration").
 - Validity: a NEW run that is INVALID keeps the pair out of the verdict ("invalid-new"), except in a
@@ -15,20 +15,20 @@ judge_groups, which the summary's trends (report/trends.py) call too, so both sa
   time / (world size x samples per step), reported as whole-job throughput.
 - Three tests, all needed for "regressed" (mirrored for "improved"): the ratio is worse than the
   threshold; the 95% seeded bootstrap interval of the steps (pooled over each side's files) lies on the
-  worse side of 1; and the change is beyond the variation BETWEEN runs (report/variation.py): the
+  worse side of 1; and the change is beyond the variation BETWEEN runs (variation.py): the
   Welch interval of the files' spread when a side has two or more files, else the noise floor.
-The numbers only: mpirunner.report.compare_text prints them.
+The numbers only: text.py prints them.
 """
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from mpirunner.report.bootstrap import (CHUNK_ELEMENTS, CONFIDENCE, RESAMPLES,  # noqa: F401 (the module's names)
-                                        resampled_medians, time_ratio_interval)
-from mpirunner.report.configuration import SCALING, configuration_key, key_differences
-from mpirunner.report.rows import finite_rows, run_latency, sorted_runs, summary_row
-from mpirunner.report.variation import NOISE_FLOOR_PERCENT, between_runs, runs_text, spread_text
+from mpirunner.report.rows import (RunRow, finite_number, finite_rows, read_step_seconds, run_latency, sorted_runs,
+                                   summary_row)
+# CHUNK_ELEMENTS, CONFIDENCE, RESAMPLES and resampled_medians: the bootstrap's, read from here by tests and benchmarks
+from mpirunner.report.variation import (CHUNK_ELEMENTS, CONFIDENCE, HISTORY_RUNS, NOISE_FLOOR_PERCENT,  # noqa: F401
+                                        RESAMPLES, SCALING, between_runs, configuration_key, key_differences,
+                                        resampled_medians, runs_text, spread_text, time_ratio_interval)
 
 PER_RANK = "per-rank time per sample"
 WHOLE_JOB = "whole-job throughput"
@@ -222,10 +222,10 @@ def _arrays(row):
     return getattr(row, "arrays", None) or {}
 
 
-def _by_batch_size(data):
+def _by_batch_size(job):
     matched = {}
-    for name in sorted_runs(data):
-        matched.setdefault(data["runs"][name]["attrs"].get("batch_size"), name)
+    for run in sorted_runs(job):
+        matched.setdefault(run.point.batch_size, run)
     return matched
 
 
@@ -233,31 +233,30 @@ def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_flo
     """One result dict per batch size in any file: 'pair' (a PairResult), or 'differences' with the verdict
     'different-configuration', or the verdict 'only in base' / 'only in new'.
 
-    base, new: one loaded file (rows.load) or a list of them (a group per side); threshold is a fraction.
+    base, new: one Job (rows.load) or a list of them (a group per side); threshold is a fraction.
     """
     bases, news = (side if isinstance(side, list) else [side] for side in (base, new))
-    base_names, new_names = [_by_batch_size(data) for data in bases], [_by_batch_size(data) for data in news]
+    base_names, new_names = [_by_batch_size(job) for job in bases], [_by_batch_size(job) for job in news]
     sizes = {size for names in base_names + new_names for size in names}
     results = []
     for batch_size in sorted(sizes, key=lambda size: (size is None, size)):
-        base_here = [(data, names[batch_size]) for data, names in zip(bases, base_names) if batch_size in names]
-        new_here = [(data, names[batch_size]) for data, names in zip(news, new_names) if batch_size in names]
+        base_here = [(job, names[batch_size]) for job, names in zip(bases, base_names) if batch_size in names]
+        new_here = [(job, names[batch_size]) for job, names in zip(news, new_names) if batch_size in names]
         if not base_here or not new_here:
             results.append({"batch_size": batch_size,
                             "regression_verdict": "only in base" if base_here else "only in new"})
             continue
-        base_rows = [summary_row(data, name) for data, name in base_here]
-        new_rows = [summary_row(data, name) for data, name in new_here]
+        base_rows = [summary_row(job, run) for job, run in base_here]
+        new_rows = [summary_row(job, run) for job, run in new_here]
         result = {"batch_size": batch_size, "base_files": len(base_rows), "new_files": len(new_rows),
                   "base_valid": all(bool(row.get("valid", True)) for row in base_rows),
                   "new_valid": all(bool(row.get("valid", True)) for row in new_rows),
                   "base_throughput": _median(row["throughput"] for row in base_rows),
                   "new_throughput": _median(row["throughput"] for row in new_rows)}
         result["throughput_ratio"] = _ratio(result["new_throughput"], result["base_throughput"])
-        differences = key_differences([configuration_key(data["attrs"], data["runs"][name]["attrs"])
-                                       for data, name in base_here],
-                                      [configuration_key(data["attrs"], data["runs"][name]["attrs"])
-                                       for data, name in new_here], ignore=SCALING)
+        differences = key_differences([configuration_key(job.attrs(), run.attrs()) for job, run in base_here],
+                                      [configuration_key(job.attrs(), run.attrs()) for job, run in new_here],
+                                      ignore=SCALING)
         if differences:
             result.update(regression_verdict="different-configuration", differences=differences)
             results.append(result)
@@ -266,8 +265,8 @@ def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_flo
         result.update(pair=pair, regression_verdict=pair.status, time_ratio=pair.ratio, low=pair.low, high=pair.high,
                       decided_by_noise=pair.decided_by_noise, between_run_percent=pair.between_run_percent,
                       reason=pair.reason)
-        base_latency = np.concatenate([run_latency(data["runs"][name]) for data, name in base_here])
-        new_latency = np.concatenate([run_latency(data["runs"][name]) for data, name in new_here])
+        base_latency = np.concatenate([run_latency(run) for _job, run in base_here])
+        new_latency = np.concatenate([run_latency(run) for _job, run in new_here])
         for name, q in (("p50", 50), ("p99", 99)):
             result[f"{name}_ratio"] = (_ratio(np.percentile(new_latency, q), np.percentile(base_latency, q))
                                        if base_latency.size and new_latency.size else float("nan"))
@@ -294,7 +293,7 @@ def result_rows(results):
 
 
 def _median(values):
-    numbers = [float(value) for value in values if isinstance(value, (int, float)) and math.isfinite(value)]
+    numbers = [float(value) for value in values if finite_number(value)]
     return float(np.median(numbers)) if numbers else float("nan")
 
 
@@ -303,4 +302,52 @@ def _ratio(new, base):
         value = float(new) / float(base) if float(base) else float("nan")
     except (TypeError, ValueError):
         return float("nan")
-    return value if math.isfinite(value) else float("nan")
+    return value if finite_number(value) else float("nan")
+
+
+# ----------------------------------------------------------------------------------------- trends
+
+def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=None,
+                 noise_floor_percent=NOISE_FLOOR_PERCENT):
+    """Mark every step's row with its trend (status, ratio, interval, what decided, base) by compare's rule.
+
+    Each step is judged against the latest HISTORY_RUNS earlier valid steps (compare.judge_groups with
+    history=True). load_row(run) -> the run's row with the arrays the rule needs (report/rows.py's
+    RunRow); the default reads only step_seconds, and each run once: rows are kept while they are a base.
+    """
+    load_row = load_row or _load_row
+    for trend in trends:
+        earlier = []  # [run, its row or None until needed], oldest first
+        for index, (label, run) in enumerate(trend.steps):
+            run.row["trend_by"] = f"{by} {label}"
+            row = None
+            if index == 0:
+                run.row.update(trend="first", trend_note="no earlier run to compare with")
+            elif not earlier:
+                run.row.update(trend="no-base", trend_note="no earlier valid run to compare with")
+            else:
+                for entry in earlier:
+                    entry[1] = entry[1] if entry[1] is not None else load_row(entry[0])
+                row = load_row(run)
+                result = judge_groups([entry[1] for entry in earlier], [row], threshold_percent, noise_floor_percent,
+                                      include_invalid=include_invalid, history=True)
+                base = earlier[-1][0]
+                run.row.update(trend=result.status, trend_base=f"{base.row['file']}:{base.row['run']}",
+                               trend_decided_by=result.decided_by, trend_ratio=result.ratio,
+                               trend_low=result.low, trend_high=result.high, trend_note=result.note or "",
+                               trend_reason=result.reason, trend_decided_by_noise=result.decided_by_noise,
+                               trend_earlier_runs=result.base_runs, trend_between_run_percent=result.between_run_percent,
+                               trend_between_low=result.between_low, trend_between_high=result.between_high)
+            if run.row["valid"] or include_invalid:
+                earlier = (earlier + [[run, row]])[-HISTORY_RUNS:]
+    return trends
+
+
+def _load_row(run):
+    """The row compare_runs judges: the table's row (validity, world size, samples per step) and step_seconds.
+
+    The same values rows.summary_row gives those keys, read without the file's other arrays and attributes.
+    """
+    row = RunRow(run.row)
+    row.arrays = {"step_seconds": read_step_seconds(run.row["file"], run.row["run"])}
+    return row

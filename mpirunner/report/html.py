@@ -1,21 +1,24 @@
 """`mpirunner-report summary --html OUT.html`: one self-contained static page over many runs.
 
-No server, no network, no JavaScript: the table, the figures (SVG from svg_plots and svg_histogram, embedded as
-data URIs so their ids cannot clash) and each run's full text block are all in the one file.
+No server, no network, no JavaScript: the table, the figures (SVG, embedded as data URIs so their ids cannot
+clash) and each run's full text block are all in the one file. The per-run latency histograms, hundreds on a
+page, are drawn here by hand (about a millisecond each, where matplotlib takes tens), on figures.py's ticks.
 Readable printed and without colour: INVALID is written out, not coloured, and the figures use
 markers and line styles besides colours.
 """
 import base64
+import math
 from html import escape
 from pathlib import Path
 
+import numpy as np
+
 from mpirunner.errors import UsageError
-from mpirunner.report.plot import check_plot_available
-from mpirunner.report.svg_histogram import histogram_svg
-from mpirunner.report.svg_plots import file_label, sweep_svg, trend_svg
-from mpirunner.report.summary_text import TABLE, estimate_text, trend_cell
-from mpirunner.report.text import format_run_block, verdict_text
-from mpirunner.report.trends import SWEEP_KEYS, configuration, configuration_text, trend_title
+from mpirunner.report.figures import PERCENTILE_DASHES, file_label, fitted, log_ticks, sweep_svg, trend_svg
+from mpirunner.report.rows import finite_number
+from mpirunner.report.summary import (SWEEP_KEYS, TABLE, configuration, configuration_text, interval_cell, trend_cell,
+                                      trend_title)
+from mpirunner.runfile.block import format_run_block, verdict_text
 
 STYLE = """
 body { font-family: sans-serif; color: #000; background: #fff; margin: 1.5em; }
@@ -102,7 +105,8 @@ def _trends(trends):
     for trend in trends:
         if len(trend.steps) >= 2:
             title = f"Trend: {trend_title(trend)}"
-            parts.append(_image(trend_svg(title, trend.steps), title, "trend"))
+            parts.append(_image(trend_svg(title, [run.row for _label, run in trend.steps],
+                                           [label for label, _run in trend.steps]), title, "trend"))
     return "\n".join(parts) or "<p>No configuration has two or more runs.</p>"
 
 
@@ -110,7 +114,7 @@ def run_block(run):
     """The run's full text block as the runner printed it; its stored attributes when they lack a field for it."""
     try:
         return format_run_block(run.attrs, run.root.get("world_size", "?")).strip("\n")
-    except (KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError):  # a file too old or too odd for the block
         lines = [f"{key}: {value}" for key, value in sorted(run.attrs.items())]
         return "\n".join([verdict_text({"valid": run.row["valid"], **run.attrs})] + lines)
 
@@ -126,7 +130,7 @@ def _runs(runs):
                      f"{short_verdict(row)}")
             figure = _image(histogram_svg(title, *run.histogram, row), title, "histogram")
         parts.append(f'<section class="run" id="run-{index}"><h3>{escape(name)}</h3>'
-                     f"<p>throughput {escape(estimate_text(row, 'throughput', '.2f'))} samples/s, "
+                     f"<p>throughput {escape(interval_cell(row, 'throughput', '.2f'))} samples/s, "
                      f"created {escape(str(row['created']))}, commit {escape(str(row['git_commit']) or '-')}</p>"
                      f"<pre>{escape(run_block(run))}</pre>{figure}"
                      '<p><a href="#summary">back to the table</a></p></section>')
@@ -157,11 +161,6 @@ def page(summary, runs, trends=None, paths=()):
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 
-def check_html_available(path):
-    """Raise UsageError before any work when matplotlib (it draws the figures) or OUT.html's folder is missing."""
-    check_plot_available(path, "--html")
-
-
 def write_page(path, text):
     """Write the page; UsageError with one line when it cannot be written."""
     try:
@@ -169,3 +168,60 @@ def write_page(path, text):
     except OSError as error:
         raise UsageError(f"cannot write --html {path}: {error.strerror or error}")
     return Path(path)
+
+
+# ------------------------------------------------------------------------------ histogram SVG
+
+SVG_WIDTH, SVG_HEIGHT = 900, 250
+LEFT, RIGHT, TOP, BOTTOM = 56, 885, 44, 202  # the plot area of a hand-drawn histogram
+TITLE_FONT_PX = 11
+
+
+def histogram_svg(title, counts, edges, row):
+    """The page's SVG of one run's stored histogram: counts per bin, bin edges in s, row's latency_p50 / p99 in ms."""
+    counts = np.asarray(counts, dtype=np.float64)
+    edges_ms = np.asarray(edges, dtype=np.float64) * 1e3
+    width, height = SVG_WIDTH, SVG_HEIGHT
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             *(f'<text x="{width / 2}" y="{14 + 13 * index}" text-anchor="middle" font-size="{TITLE_FONT_PX}">'
+               f'{escape(line)}</text>' for index, line in enumerate(fitted(title, width - 16, TITLE_FONT_PX, 2)))]
+    if not (counts.size and edges_ms.size == counts.size + 1 and (edges_ms > 0).all() and counts.max() > 0):
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no histogram stored</text></svg>')
+        return "".join(parts)
+    low, span = math.log10(edges_ms[0]), max(math.log10(edges_ms[-1]) - math.log10(edges_ms[0]), 1e-9)
+
+    def x(value_ms):
+        return LEFT + (math.log10(value_ms) - low) / span * (RIGHT - LEFT)
+
+    def y(count):
+        return BOTTOM - count / counts.max() * (BOTTOM - TOP)
+
+    for count, start, end in zip(counts, edges_ms[:-1], edges_ms[1:]):
+        if count > 0:
+            parts.append(f'<rect x="{x(start):.1f}" y="{y(count):.1f}" width="{max(x(end) - x(start), 0.5):.1f}" '
+                         f'height="{BOTTOM - y(count):.1f}" fill="#aaa" stroke="#000" stroke-width="0.5"/>')
+    parts.append(f'<path d="M{LEFT},{TOP} V{BOTTOM} H{RIGHT}" fill="none" stroke="#000"/>')
+    for tick in log_ticks(edges_ms[0], edges_ms[-1]):
+        parts.append(f'<path d="M{x(tick):.1f},{BOTTOM} v4" stroke="#000"/><text x="{x(tick):.1f}" '
+                     f'y="{BOTTOM + 14}" text-anchor="middle">{tick:g}</text>')
+    for count in (0, counts.max() / 2, counts.max()):
+        parts.append(f'<path d="M{LEFT},{y(count):.1f} h-4" stroke="#000"/><text x="{LEFT - 6}" y="{y(count) + 3:.1f}" '
+                     f'text-anchor="end">{count:.0f}</text>')
+    parts.append(f'<text x="{(LEFT + RIGHT) / 2}" y="{height - 8}" text-anchor="middle">'
+                 "batch latency (ms, log scale)</text>")
+    parts.append(f'<text x="12" y="{(TOP + BOTTOM) / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {(TOP + BOTTOM) / 2})">micro-batches</text>')
+    for index, (name, _q, _style, dashes) in enumerate(PERCENTILE_DASHES):
+        value = row.get(f"latency_{name}")
+        if finite_number(value) and edges_ms[0] <= value <= edges_ms[-1]:
+            parts.append(f'<path d="M{x(value):.1f},{TOP} V{BOTTOM}" stroke="#000" stroke-width="1.3" '
+                         f'stroke-dasharray="{dashes}"/>')
+        if finite_number(value):
+            key_x = RIGHT - 280 + 140 * index  # the key sits above the plot area, off the bars
+            parts.append(f'<path d="M{key_x},{TOP - 9} h24" stroke="#000" stroke-width="1.3" '
+                         f'stroke-dasharray="{dashes}"/><text x="{key_x + 28}" y="{TOP - 6}">'
+                         f"{name} {value:.3f} ms</text>")
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,109 +1,79 @@
-"""Summary rows of mpirunner-report: each file loaded, each run's numbers recomputed from its raw arrays.
+"""Every read of a result file in mpirunner-report, and the rows its tables, CSV and JSON are made of.
 
-Every number here comes from the raw per-step arrays through mpirunner.stats, so the report is
-also a check of the summary the runner stored. h5py and numpy only: never torch or mpi4py.
+Files are read through mpirunner.runfile.hdf5 only (the one module that imports h5py). One file
+(`mpirunner-report FILE`, compare): the typed Job, each run's numbers recomputed from its raw per-step
+arrays through mpirunner.stats, so the report is also a check of the summary the runner stored. Many files
+(`summary`): the root and run-group attributes alone (and, for the page, each run's stored histogram; for
+trends, step_seconds alone), so hundreds of files summarise in seconds; a file that cannot be read is
+skipped with its reason. Never torch or mpi4py.
 """
 import csv
 import json
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mpirunner import SCHEMA
 from mpirunner import stats
 from mpirunner.errors import UsageError
+from mpirunner.report.variation import ROOT_ATTRS as KEY_ROOT_ATTRS, RUN_ATTRS as KEY_RUN_ATTRS, configuration_key
 from mpirunner.roofline import broken_roof
-from mpirunner.units import exported
+from mpirunner.runfile import hdf5
+from mpirunner.runfile.block import finite_number, text_value  # noqa: F401 (the one test of a number to show)
+from mpirunner.runfile.names import exported, unit_name, value_of
 
-SCHEMA_PREFIX = "mpirunner/"
-
-# The summary fields every CSV/JSON row starts with, in this order; other run attributes follow.
+RESULT_SUFFIXES = (".h5", ".hdf5")
+# The summary fields every CSV/JSON row of `mpirunner-report FILE` starts with, in this order; other attributes follow.
 ROW_FIELDS = ("file", "run", "batch_size", "samples_per_step", "device_iterations", "model", "precision",
               "dtype", "backend", "device_name", "world_size", "iterations", "throughput", "throughput_sum",
               "latency_min", "latency_mean", "latency_p50", "latency_p90", "latency_p95", "latency_p99",
               "latency_p99.9", "latency_max", "latency_std", "latency_cv", "step_cv", "step_cv_rank_max",
-              "compile_seconds_max",
-              "valid", "validity_reason")
+              "compile_seconds_max", "valid", "validity_reason")
+# (column in CSV/JSON, with its unit; key of the row) of `summary`: latencies in ms, throughput in samples/s,
+# utilization in percent, as in the file's unit-named twins and `mpirunner-report FILE --csv`.
+_UNIT_KEYS = ("throughput", "throughput_ci95_low", "throughput_ci95_high", "latency_p50", "latency_p50_ci95_low",
+              "latency_p50_ci95_high", "latency_p99", "latency_p99_ci95_low", "latency_p99_ci95_high", "utilization")
+COLUMNS = (("file", "file"), ("run", "run"), ("model", "model"), ("precision", "precision"), ("dtype", "dtype"),
+           ("backend", "backend"), ("device_name", "device_name"), ("world_size", "world_size"),
+           ("hosts", "hosts"), ("batch_size", "batch_size"), ("samples_per_step", "samples_per_step"),
+           *((unit_name(key), key) for key in _UNIT_KEYS), ("valid", "valid"), ("validity_reason", "validity_reason"),
+           ("created_utc", "created"), ("git_commit", "git_commit"))
+RUN_KEYS = tuple(key for _column, key in COLUMNS
+                 if key not in ("file", "run", "backend", "device_name", "world_size", "hosts", "created", "git_commit"))
+ROOT_KEYS = ("backend", "device_name", "world_size", "hosts", "created", "git_commit", "dtype")
+RUN_ATTRS = RUN_KEYS + ("dtype", "valid", "validity_reason")
 
 
-# ---------------------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------------- one file
 
 def load(path):
-    """Read one results file (read_results' dict plus 'path'), or raise UsageError with one clear line."""
-    import h5py
-
-    from mpirunner.results import read_results
-
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not an mpirunner HDF5 file")
-    try:
-        with h5py.File(path, "r") as h5:
-            schema = text_value(h5.attrs.get("schema", ""))
-    except OSError as error:
-        raise UsageError(f"{path}: not a readable HDF5 file (truncated or another format): {first_line(error)}")
-    check_schema(path, schema)
-    try:
-        data = read_results(path)
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise UsageError(f"{path}: damaged or incomplete mpirunner file: {first_line(error)}")
-    data["path"] = str(path)
-    # A size that could not be measured (status 'failed', e.g. out of memory) has no arrays: listed, never summarised.
-    data["failed_runs"] = {name: run for name, run in data["runs"].items() if run["attrs"].get("status") == "failed"}
-    data["runs"] = {name: run for name, run in data["runs"].items() if name not in data["failed_runs"]}
-    return data
+    """One results file as a Job (runfile/run.py), or UsageError with one clear line (missing, foreign, newer,
+    damaged). Its failed runs (status 'failed': no arrays) are listed by the report, never summarised."""
+    return hdf5.load_job(path)
 
 
-def failed_runs_text(data):
-    """One line per failed size of a file ('' when none), for the report and compare."""
-    return "\n".join(f"   batch {run['attrs'].get('batch_size', '?')}: FAILED, not measured: "
-                     f"{text_value(run['attrs'].get('failure_reason', ''))} ({data['path']})"
-                     for _, run in sorted(data.get("failed_runs", {}).items()))
+def sorted_runs(job):
+    """The measured runs of a Job ordered by batch size (then name), the order of a sweep."""
+    return sorted(job.measured_runs, key=lambda run: (run.point.batch_size or 0, run.name))
 
 
-def check_schema(path, schema):
-    """UsageError unless `schema` names an mpirunner results schema this version reads (load and summary)."""
-    if not schema.startswith(SCHEMA_PREFIX):
-        raise UsageError(f"{path}: not an mpirunner results file (no '{SCHEMA}' schema attribute)")
-    try:
-        version = int(schema[len(SCHEMA_PREFIX):])
-    except ValueError:
-        raise UsageError(f"{path}: unknown schema '{schema}'; this report reads {SCHEMA}")
-    if version > int(SCHEMA[len(SCHEMA_PREFIX):]):
-        raise UsageError(f"{path}: schema {schema} is newer than {SCHEMA}, which this mpirunner reads; "
-                         "upgrade mpirunner to report on it")
+def first_run(job):
+    """The first measured run in sweep order (None when the file holds none): its model, precision, data."""
+    runs = sorted_runs(job)
+    return runs[0] if runs else None
 
-
-def text_value(value):
-    """An attribute as one string: bytes decoded, lists joined with '; ', None as ''."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "; ".join(text_value(item) for item in value)
-    return str(value)
-
-
-def first_line(error):
-    """An exception's first line (its type's name when it has no text), for one-line usage errors."""
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-# ------------------------------------------------------------------------- derived numbers
 
 class RunRow(dict):
-    """A summary row (the CSV/JSON cells) that also carries the run's raw arrays in `.arrays`.
+    """A summary row (the CSV/JSON cells) that also carries its Run (`.run`) and the raw arrays compare reads.
 
     The arrays (step_seconds, step_start, batch_latency) are not cells: CSV/JSON never see them,
-    while compare.compare_runs, which needs the per-step timings, reads them from the row.
+    while compare.judge_groups, which needs the per-step timings, reads them from the row.
     """
 
     arrays = None
+    run = None
 
 
 def finite_rows(array):
@@ -121,57 +91,58 @@ def _flat(array):
 
 def run_latency(run):
     """All batch latencies of a run over every rank (s): batch_latency, else step_seconds per micro-batch."""
-    latency = _flat(run.get("batch_latency"))
+    latency = _flat(run.arrays.batch_latency)
     if latency.size == 0:
-        per_step = max(int(run["attrs"].get("device_iterations", 1) or 1), 1)
-        latency = _flat(run.get("step_seconds")) / per_step
+        latency = _flat(run.arrays.step_seconds) / max(int(run.point.device_iterations or 1), 1)
     return latency
 
 
 def rank_throughputs(run):
     """Throughput of each rank (samples/s) over its own window, from step_start and step_seconds."""
-    samples = run["attrs"].get("samples_per_step")
-    if run.get("step_seconds") is None or run.get("step_start") is None or not samples:
+    samples, arrays = run.point.samples_per_step, run.arrays.read("step_seconds", "step_start")
+    if len(arrays) < 2 or not samples:
         return np.zeros(0)
     out = []
-    for start, seconds in zip(finite_rows(run["step_start"]), finite_rows(run["step_seconds"])):
+    for start, seconds in zip(finite_rows(arrays["step_start"]), finite_rows(arrays["step_seconds"])):
         n = min(start.size, seconds.size)
         out.append(stats.per_rank_throughput(start[:n], seconds[:n], samples)[0] if n else float("nan"))
     return np.asarray(out, dtype=np.float64)
 
 
-def summary_row(data, name):
-    """One CSV/JSON row for run group `name`: its stored attributes, then the values recomputed from the arrays."""
-    run = data["runs"][name]
-    attrs = run["attrs"]
-    root = data["attrs"]
-    row = {"file": data["path"], "run": name}
+def summary_row(job, run):
+    """One CSV/JSON row of a run (a Run or its name): its stored attributes, then the values recomputed from its
+    arrays."""
+    run = job.run(run) if isinstance(run, str) else run
+    attrs, root = run.attrs(), job.attrs()
+    arrays = run.arrays.read("step_seconds", "step_start", "batch_latency", "compile_seconds")
+    row = {"file": job.path, "run": run.name}
     for key in ("backend", "device_name", "world_size"):
         row[key] = root.get(key, "")
     for key, value in broken_roof(dict(attrs)).items():  # an older file's utilisation above 1: a broken roof
         row[key] = _scalar(value)
     if "dtype" not in row:
         row["dtype"] = root.get("dtype", "")
-    samples = attrs.get("samples_per_step")
-    if run.get("step_seconds") is not None and run.get("step_start") is not None and samples:
-        starts, seconds = _flat(run["step_start"]), _flat(run["step_seconds"])
+    samples = run.point.samples_per_step
+    if "step_seconds" in arrays and "step_start" in arrays and samples:
+        starts, seconds = _flat(arrays["step_start"]), _flat(arrays["step_seconds"])
         if seconds.size and seconds.size == starts.size:
             skew = float(attrs.get("barrier_skew_seconds", 0.0) or 0.0)  # widens the window (stats.throughput)
             row["throughput"] = (stats.throughput(starts, seconds, samples, skew) if skew
                                  else stats.throughput(starts, seconds, samples))
             row["throughput_sum"] = float(np.nansum(rank_throughputs(run)))
             row["step_cv"] = stats.step_cv(seconds)
-            row["step_cv_rank_max"] = stats.max_rank_cv(run["step_seconds"])
+            row["step_cv_rank_max"] = stats.max_rank_cv(arrays["step_seconds"])
     latency = run_latency(run)
     if latency.size:
         row.update(stats.latency_summary(latency))
-    if run.get("compile_seconds") is not None and np.size(run["compile_seconds"]):
-        row["compile_seconds_max"] = float(np.nanmax(run["compile_seconds"]))
+    if arrays.get("compile_seconds") is not None and np.size(arrays["compile_seconds"]):
+        row["compile_seconds_max"] = float(np.nanmax(arrays["compile_seconds"]))
     row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
     row["valid"] = bool(attrs.get("valid", True))
     ordered = RunRow({key: row.get(key, "") for key in ROW_FIELDS})
     ordered.update({key: row[key] for key in sorted(row) if key not in ordered})
-    ordered.arrays = {key: run.get(key) for key in ("step_seconds", "step_start", "batch_latency")}
+    ordered.arrays = {key: arrays.get(key) for key in ("step_seconds", "step_start", "batch_latency")}
+    ordered.run = run
     return ordered
 
 
@@ -184,22 +155,104 @@ def _scalar(value):
     return value
 
 
-def sorted_runs(data):
-    """Run group names ordered by batch size (then name), the order of a sweep."""
-    return sorted(data["runs"], key=lambda name: (data["runs"][name]["attrs"].get("batch_size", 0), name))
+# ------------------------------------------------------------------------- many files: attributes only
+
+@dataclass
+class SummaryRun:
+    """One run group: its table row, its attributes and its file's as stored, its histogram when asked for."""
+
+    row: dict
+    attrs: dict
+    root: dict
+    histogram: tuple = None  # (counts, edges in s), or None
+    key: dict = None  # its configuration key (variation.py) when read with keys=True
 
 
-def first_run_attrs(data):
-    """Attributes of the file's first run in sweep order ({} when it holds none): model, precision, data."""
-    return data["runs"][sorted_runs(data)[0]]["attrs"] if data["runs"] else {}
+@dataclass
+class Summary:
+    """What a summary read: the runs, the files it skipped with their reasons, and how many other files it passed."""
+
+    runs: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (path, reason)
+    other_files: int = 0
 
 
-# ------------------------------------------------------------------------------- file output
+def find_files(paths):
+    """(result files, count of other files): each PATH as given, each folder searched recursively for *.h5 / *.hdf5.
+
+    A file named on the command line is always tried, whatever its name; in folders only the result suffixes
+    count (other files are counted, not read). UsageError for a PATH that does not exist (a typo, not a damaged
+    result)."""
+    files, others = [], 0
+    for path in map(Path, paths):
+        if path.is_dir():
+            for candidate in sorted(path.rglob("*")):
+                if not candidate.is_file():
+                    continue
+                if candidate.suffix.lower() in RESULT_SUFFIXES and not candidate.name.startswith("."):
+                    files.append(candidate)
+                else:
+                    others += 1
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    return list(dict.fromkeys(files)), others
+
+
+def read_file(path, histograms=False, keys=False):
+    """The SummaryRuns of one file, in run-group order; UsageError with the reason it cannot be read.
+
+    Only the attributes the table needs are read (each read costs ~0.1 ms), all of them for the page;
+    keys: also what the configuration key needs (the stored settings and a few attributes; trends)."""
+    light = hdf5.read_light(path, root_names=None if histograms else ROOT_KEYS + (KEY_ROOT_ATTRS if keys else ()),
+                            run_names=None if histograms else RUN_ATTRS + (KEY_RUN_ATTRS if keys else ()),
+                            histograms=histograms, config=keys, twins=RUN_KEYS)
+    root = light.root
+    found = []
+    for run in light.runs:
+        attrs = run.attrs
+        row = {"file": str(path), "run": run.name}
+        for key in ("backend", "device_name", "world_size", "created", "git_commit"):
+            row[key] = root.get(key, "")
+        row["hosts"] = text_value(root.get("hosts", ""))
+        for key in RUN_KEYS:
+            row[key] = value_of(attrs, key, "")  # a file without the old name: its unit-named twin
+        row["dtype"] = attrs.get("dtype", root.get("dtype", ""))
+        row["valid"] = bool(attrs.get("valid", True))
+        row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
+        key = configuration_key(root, attrs) if keys else None
+        found.append(SummaryRun(row=row, attrs=attrs, root=root, histogram=run.histogram, key=key))
+    return found
+
+
+def read_step_seconds(path, name):
+    """Run group `name`'s step_seconds ([ranks, steps], s; None when it has none): what a trend's rule needs."""
+    return hdf5.read_step_seconds(path, name)
+
+
+def read_summary(paths, histograms=False, keys=False):
+    """Every run of every result file under PATHS; unreadable files go to `skipped` with their reason.
+
+    keys: each run also carries its configuration key (what trends pair runs by)."""
+    files, others = find_files(paths)
+    summary = Summary(other_files=others)
+    for path in files:
+        try:
+            summary.runs.extend(read_file(path, histograms=histograms, keys=keys))
+        except UsageError as error:
+            reason, prefix = str(error), f"{path}: "
+            summary.skipped.append((str(path), reason[len(prefix):] if reason.startswith(prefix) else reason))
+    return summary
+
+
+# ------------------------------------------------------------------------------------ file output
 
 def write_rows(rows, path, kind):
-    """Write the summary rows as CSV or JSON to PATH ('-': stdout). Non-finite numbers become empty / null.
+    """Write rows as CSV or JSON to PATH ('-': stdout). Non-finite numbers become empty / null.
 
-    Column names carry their unit (units.py: `latency_p50_ms`, `step_cv_percent`); unit-less aliases are left out."""
+    Column names carry their unit (runfile/names.py: `latency_p50_ms`, `step_cv_percent`); unit-less aliases
+    are left out."""
     rows = [exported(row) for row in rows]
     columns = []
     for row in rows:

@@ -1,199 +1,39 @@
-"""`mpirunner-report summary`: one row per run group over many result files, from their attributes alone.
+"""`mpirunner-report summary`: many runs at a glance: filters, order, the table, CSV/JSON columns, trends.
 
-Only the root and run-group attributes are read (and, for the HTML page, each run's stored
-histogram, a few hundred numbers); the per-step arrays never are for the table, so hundreds of
-files summarise in seconds (trends read step_seconds alone, read_step_seconds). The numbers are the
-summary the runner stored; `mpirunner-report FILE` recomputes them from the arrays when a file's own
-numbers are in doubt. A file that cannot be read (damaged,
-another format, a newer schema) is listed as skipped with its reason, never fatal.
+Works on rows.SummaryRun (the stored summary of each run group, read from attributes alone). A trend is a
+configuration's runs in order (`--by commit|created`): the configuration is the run's configuration key
+(variation.py: every setting that changes what is measured, batch size included), so an eager run is never
+trended against an inductor run nor a server load against an offline run; a field a file lacks is unknown
+and never splits a trend. Runs are ordered by creation time; with `--by commit` each commit is one step (its
+latest run) and runs without a commit are left out. compare.judge_trends judges each step.
 """
 import fnmatch
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
 
 from mpirunner.errors import UsageError
-from mpirunner.report.configuration import ROOT_ATTRS as KEY_ROOT_ATTRS, RUN_ATTRS as KEY_RUN_ATTRS, configuration_key
-from mpirunner.report.rows import check_schema, first_line, text_value, write_rows
-from mpirunner.units import in_unit, unit_name, value_of
+from mpirunner.options import DEFAULT_SORT, SORT_NAMES
+from mpirunner.report.rows import COLUMNS, finite_number, write_rows
+from mpirunner.report.variation import (HISTORY_RUNS, KEY_NAMES, NOISE_FLOOR_PERCENT, UNKNOWN, compatible, key_value,
+                                        merged)
+from mpirunner.runfile.names import in_unit
 
-RESULT_SUFFIXES = (".h5", ".hdf5")
-
-# (column in CSV/JSON, with its unit; key of the row). Column names and values follow units.py, as in the file's
-# unit-named twins and `mpirunner-report FILE --csv`: latencies in ms, throughput in samples/s, utilization in percent.
-_UNIT_KEYS = ("throughput", "throughput_ci95_low", "throughput_ci95_high", "latency_p50", "latency_p50_ci95_low",
-              "latency_p50_ci95_high", "latency_p99", "latency_p99_ci95_low", "latency_p99_ci95_high", "utilization")
-COLUMNS = (("file", "file"), ("run", "run"), ("model", "model"), ("precision", "precision"), ("dtype", "dtype"),
-           ("backend", "backend"), ("device_name", "device_name"), ("world_size", "world_size"),
-           ("hosts", "hosts"), ("batch_size", "batch_size"), ("samples_per_step", "samples_per_step"),
-           *((unit_name(key), key) for key in _UNIT_KEYS), ("valid", "valid"), ("validity_reason", "validity_reason"),
-           ("created_utc", "created"), ("git_commit", "git_commit"))
-RUN_KEYS = tuple(key for _column, key in COLUMNS
-                 if key not in ("file", "run", "backend", "device_name", "world_size", "hosts", "created", "git_commit"))
-ROOT_KEYS = ("backend", "device_name", "world_size", "hosts", "created", "git_commit", "dtype")
-RUN_ATTRS = RUN_KEYS + ("dtype", "valid", "validity_reason")
-
-# --sort names -> row keys; '-name' sorts that key in descending order.
-SORT_KEYS = {"model": "model", "precision": "precision", "device": "device_name", "world-size": "world_size",
-             "batch-size": "batch_size", "throughput": "throughput", "p50": "latency_p50", "p99": "latency_p99",
-             "created": "created", "commit": "git_commit", "file": "file", "valid": "valid"}
-DEFAULT_SORT = ("model", "precision", "device", "world-size", "batch-size", "created", "file")
-
-
-@dataclass
-class SummaryRun:
-    """One run group: its table row, its attributes and its file's as stored, its histogram when asked for."""
-
-    row: dict
-    attrs: dict
-    root: dict
-    histogram: tuple = None  # (counts, edges in s), or None
-    key: dict = None  # its configuration key (report/configuration.py) when read with keys=True
-
-
-@dataclass
-class Summary:
-    """What a summary read: the runs, the files it skipped with their reasons, and how many other files it passed."""
-
-    runs: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)  # (path, reason)
-    other_files: int = 0
-
-
-# ---------------------------------------------------------------------------------- finding files
-
-def find_files(paths):
-    """(result files, count of other files): each PATH as given, each folder searched recursively for *.h5 / *.hdf5.
-
-    A file named on the command line is always tried, whatever its name; in folders only the
-    result suffixes count (other files are counted, not read). Raises UsageError for a PATH that
-    does not exist (a typo, not a damaged result).
-    """
-    files, others = [], 0
-    for path in map(Path, paths):
-        if path.is_dir():
-            for candidate in sorted(path.rglob("*")):
-                if not candidate.is_file():
-                    continue
-                if candidate.suffix.lower() in RESULT_SUFFIXES and not candidate.name.startswith("."):
-                    files.append(candidate)
-                else:
-                    others += 1
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    unique = list(dict.fromkeys(files))
-    return unique, others
-
-
-# ----------------------------------------------------------------------------------- reading
-
-def _plain(value):
-    """An attribute as plain Python: bytes decoded, string arrays as lists, numpy scalars as Python numbers."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return [_plain(item) for item in value.tolist()] if value.dtype == object else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def read_file(path, histograms=False, keys=False):
-    """The SummaryRuns of one file, in run-group order; raises UsageError with the reason it cannot be read.
-
-    keys: also read what the configuration key needs (the stored settings and a few attributes; trends).
-    """
-    import h5py
-
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as error:
-        raise UsageError(f"not a readable HDF5 file: {first_line(error)}")
-    with h5:
-        check_schema(path, text_value(h5.attrs.get("schema", "")))
-        try:
-            root = _attributes(h5, None if histograms else ROOT_KEYS + (KEY_ROOT_ATTRS if keys else ()))
-            settings = {"config": text_value(h5.attrs.get("config", ""))} if keys else None
-            return [_summary_run(path, name, group, root, histograms, settings) for name, group in h5["runs"].items()]
-        except (KeyError, OSError, ValueError, TypeError) as error:
-            raise UsageError(f"damaged or incomplete mpirunner file: {first_line(error)}")
-
-
-def _attributes(node, wanted):
-    """The node's attributes as plain Python: only the `wanted` ones (each read costs ~0.1 ms), or all but the config."""
-    names = [key for key in node.attrs if (key != "config" if wanted is None else key in wanted)]
-    return {key: _plain(node.attrs[key]) for key in names}
-
-
-def _summary_run(path, name, group, root, histograms, settings=None):
-    """settings: {'config': the stored settings} when the configuration key is wanted, else None."""
-    wanted = None if histograms else RUN_ATTRS + (KEY_RUN_ATTRS if settings is not None else ())
-    attrs = _attributes(group, wanted)  # the page prints every attribute of a run
-    row = {"file": str(path), "run": name}
-    for key in ("backend", "device_name", "world_size", "created", "git_commit"):
-        row[key] = root.get(key, "")
-    row["hosts"] = text_value(root.get("hosts", ""))
-    for key in RUN_KEYS:
-        twin = unit_name(key)  # a file without the old name: its unit-named twin, read only then
-        row[key] = value_of(attrs if key in attrs or twin not in group.attrs else {twin: _plain(group.attrs[twin])},
-                            key, "")
-    row["dtype"] = attrs.get("dtype", root.get("dtype", ""))
-    row["valid"] = bool(attrs.get("valid", True))
-    row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
-    histogram = None
-    if histograms and "histogram" in group:
-        histogram = (group["histogram/counts"][()], group["histogram/edges"][()])
-    key = configuration_key({**root, **settings}, attrs) if settings is not None else None
-    return SummaryRun(row=row, attrs=attrs, root=root, histogram=histogram, key=key)
-
-
-def read_step_seconds(path, name):
-    """Run group `name`'s step_seconds array ([ranks, steps], s), None when it has none: what a trend's rule needs.
-
-    Only that dataset is read (not the file's other arrays); raises UsageError when the file can no longer be read.
-    """
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as h5:
-            group = h5["runs"][name]
-            return group["step_seconds"][()] if "step_seconds" in group else None
-    except (KeyError, OSError, ValueError, TypeError) as error:
-        raise UsageError(f"{path}: damaged or incomplete mpirunner file: {first_line(error)}")
-
-
-def read_summary(paths, histograms=False, keys=False):
-    """Every run of every result file under PATHS; unreadable files go to `skipped` with their reason.
-
-    keys: each run also carries its configuration key (what trends pair runs by)."""
-    files, others = find_files(paths)
-    summary = Summary(other_files=others)
-    for path in files:
-        try:
-            summary.runs.extend(read_file(path, histograms=histograms, keys=keys))
-        except UsageError as error:
-            reason = str(error)
-            prefix = f"{path}: "
-            summary.skipped.append((str(path), reason[len(prefix):] if reason.startswith(prefix) else reason))
-    return summary
+# --sort names (options.SORT_NAMES) -> row keys; '-name' sorts that key in descending order.
+SORT_KEYS = {name: {"device": "device_name", "world-size": "world_size", "batch-size": "batch_size", "p50": "latency_p50",
+                    "p99": "latency_p99", "commit": "git_commit"}.get(name, name) for name in SORT_NAMES}
+CONFIGURATION_KEYS = ("model", "precision", "device_name", "world_size", "batch_size")  # a trend's title
+SWEEP_KEYS = CONFIGURATION_KEYS[:-1]  # a sweep's figure: one configuration over its batch sizes (html.py)
+# Extra CSV/JSON columns of a trend (name with unit, row key).
+TREND_COLUMNS = (("trend", "trend"), ("trend_by", "trend_by"), ("trend_base", "trend_base"),
+                 ("trend_decided_by", "trend_decided_by"), ("trend_ratio", "trend_ratio"),
+                 ("trend_ratio_ci95_low", "trend_low"), ("trend_ratio_ci95_high", "trend_high"),
+                 ("trend_note", "trend_note"), ("trend_reason", "trend_reason"),
+                 ("trend_decided_by_noise", "trend_decided_by_noise"), ("trend_earlier_runs", "trend_earlier_runs"),
+                 ("trend_between_run_percent", "trend_between_run_percent"),
+                 ("trend_between_ci95_low", "trend_between_low"), ("trend_between_ci95_high", "trend_between_high"))
 
 
 # ------------------------------------------------------------------------------ filters and sort
-
-def parse_batch_sizes(text):
-    """'1,8,32' -> {1, 8, 32}; UsageError on anything else."""
-    try:
-        sizes = {int(part) for part in str(text).split(",") if part.strip()}
-    except ValueError:
-        raise UsageError(f"--batch-size takes whole numbers separated by commas, got '{text}'")
-    if not sizes or min(sizes) < 1:
-        raise UsageError(f"--batch-size takes whole numbers >= 1 separated by commas, got '{text}'")
-    return sizes
-
 
 def select(runs, models=(), devices=(), batch_sizes=(), valid_only=False):
     """The runs that pass every filter given.
@@ -251,7 +91,7 @@ def _sortable(value):
     return (1, 0.0, str(value))
 
 
-# -------------------------------------------------------------------------------------- output
+# ----------------------------------------------------------------------------- table and columns
 
 def output_rows(runs, extra_columns=()):
     """The rows as CSV/JSON writes them: column names carry their units; extra (name, key) columns appended.
@@ -265,3 +105,199 @@ def output_rows(runs, extra_columns=()):
 def write_summary(runs, path, kind, extra_columns=()):
     """Write the summary rows as 'csv' or 'json' to PATH ('-': stdout), through rows.write_rows."""
     write_rows(output_rows(runs, extra_columns), path, kind)
+
+
+def _number(value, spec):
+    if not finite_number(value):
+        return "-"
+    return f"{value:{spec}}"
+
+
+def interval_cell(row, key, spec):
+    """'x [low, high]' from the stored interval ends, 'x' without them, '-' without the estimate."""
+    value = _number(row.get(key), spec)
+    low, high = _number(row.get(f"{key}_ci95_low"), spec), _number(row.get(f"{key}_ci95_high"), spec)
+    return value if value == "-" or "-" in (low, high) else f"{value} [{low}, {high}]"
+
+
+def verdict_cell(row):
+    """'valid' or 'INVALID' (capitals, so it stands out without colour)."""
+    return "valid" if row["valid"] else "INVALID"
+
+
+def trend_cell(row):
+    """The step's trend as a cell: 'REGRESSED 1.203x', 'same 0.998x' (NEW/BASE of the quantity that decided), 'first'."""
+    status = row.get("trend", "")
+    if not status:
+        return ""
+    shown = status.upper() if status == "regressed" else status
+    ratio = row.get("trend_ratio")
+    return f"{shown} {ratio:.3f}x" if finite_number(ratio) else shown
+
+
+# (title, width, cell(row)) of the printed table; the file goes last, it is the widest.
+TABLE = (("model", 16, lambda r: str(r["model"])), ("prec", 5, lambda r: str(r["precision"])),
+         ("device", 18, lambda r: str(r["device_name"])[:18]), ("ranks", 5, lambda r: str(r["world_size"])),
+         ("batch", 5, lambda r: str(r["batch_size"])), ("smp/step", 8, lambda r: str(r["samples_per_step"])),
+         ("throughput/s [95% CI]", 30, lambda r: interval_cell(r, "throughput", ".1f")),
+         ("p50 ms [95% CI]", 26, lambda r: interval_cell(r, "latency_p50", ".3f")),
+         ("p99 ms [95% CI]", 26, lambda r: interval_cell(r, "latency_p99", ".3f")),
+         ("util %", 6, lambda r: _number(100 * r["utilization"], ".1f") if isinstance(r.get("utilization"), float)
+          and r["utilization"] <= 1.0 else "-"),  # above 100%: a roof measured under load, not a utilisation
+         ("verdict", 7, verdict_cell), ("created", 25, lambda r: str(r["created"]) or "-"),
+         ("commit", 12, lambda r: str(r["git_commit"])[:12] or "-"), ("hosts", 16, lambda r: str(r["hosts"]) or "-"),
+         ("file", 0, lambda r: f"{r['file']}:{r['run']}"))
+
+
+def summary_table(runs, with_trend=False):
+    """The table, one line per run, then one line per INVALID run with its reasons."""
+    columns = list(TABLE)
+    if with_trend:
+        columns.insert(-1, ("trend", 17, trend_cell))
+    lines = ["  ".join(f"{title:<{width}}" for title, width, _cell in columns).rstrip()]
+    notes = []
+    for run in runs:
+        lines.append("  ".join(f"{cell(run.row):<{width}}" for _title, width, cell in columns).rstrip())
+        if not run.row["valid"]:
+            notes.append(f"INVALID {run.row['file']}:{run.row['run']}: "
+                         f"{run.row['validity_reason'] or 'no reason stored'}")
+    return "\n".join(lines + notes)
+
+
+def skipped_text(summary):
+    """A line per file that could not be read, with its reason, and the count of other files passed over."""
+    lines = [f"skipped {path}: {reason}" for path, reason in summary.skipped]
+    if summary.other_files:
+        lines.append(f"{summary.other_files} other file(s) skipped (not *.h5 or *.hdf5)")
+    return "\n".join(lines)
+
+
+def gate_text(failures):
+    """--fail-on-regression: one line per configuration whose latest step failed the gate."""
+    lines = []
+    for trend in failures:
+        label, run = trend.steps[-1]
+        row = run.row
+        lines.append(f"{row['trend']}: {trend_title(trend)}: {row['file']}:{row['run']} ({label}) "
+                     f"{trend_cell(row)}" + "".join(f" ({row[key]})" for key in ("trend_reason", "trend_note")
+                                                    if row.get(key)))
+    return "\n".join(lines)
+
+
+def trends_text(trends, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCENT):
+    """Each configuration with two or more steps: its steps in order, each with its trend."""
+    lines = []
+    for trend in trends:
+        if len(trend.steps) < 2:
+            continue
+        lines.append(f"trend: {trend_title(trend)}")
+        for label, run in trend.steps:
+            row = run.row
+            judged = row.get("trend") in ("improved", "same", "regressed")
+            decided = f", {row['trend_decided_by']}" if judged and row.get("trend_decided_by") else ""
+            reason = f" ({row['trend_reason']})" if judged and row.get("trend_reason") else ""
+            note = f" ({row['trend_note']})" if row.get("trend_note") else ""
+            lines.append(f"   {label:<25}  {_number(row.get('throughput'), '.1f'):>10}/s  {verdict_cell(row):<7}  "
+                         f"{trend_cell(row)}{decided}{reason}{note}")
+    if lines:
+        lines.insert(0, f"trends (each step against the earlier valid ones of its configuration, the latest "
+                        f"{HISTORY_RUNS}; regressed = slower by more than {threshold_percent:g}% and beyond the "
+                        f"spread of the earlier runs (with one earlier run: beyond the {noise_floor_percent:g}% "
+                        f"noise floor), as in `mpirunner-report compare`)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- trends
+
+@dataclass
+class Trend:
+    """One configuration's steps in order: (label, SummaryRun), the label being the commit or the created time.
+
+    configuration: the short key of its title (CONFIGURATION_KEYS); key: the full configuration key;
+    detail: what tells it from another trend of the same title ('compile inductor'), '' when none does.
+    """
+
+    configuration: tuple
+    steps: list = field(default_factory=list)
+    key: dict = field(default_factory=dict)
+    detail: str = ""
+
+
+def configuration(row, keys=CONFIGURATION_KEYS):
+    """The title fields of a trend (or, keys=SWEEP_KEYS, the key of one sweep figure of the html page)."""
+    return tuple(row.get(key, "") for key in keys)
+
+
+def configuration_text(key):
+    """A configuration in words: 'resnet18 32.32, Test CPU, 1 rank(s), batch 8'; a SWEEP_KEYS key without the
+    batch. Shared by the printed trends and the html page's trend and sweep titles."""
+    model, precision, device, world, *batch = key
+    return f"{model} {precision}, {device}, {world} rank(s)" + "".join(f", batch {size}" for size in batch)
+
+
+def run_key(run):
+    """The run's configuration key: read with the summary (summary.read_file(keys=True)), else its title's fields."""
+    key = getattr(run, "key", None)
+    if key:
+        return key
+    short = dict(zip(CONFIGURATION_KEYS, (key_value(value) for value in configuration(run.row))))
+    return {name: short.get(name, UNKNOWN) for name in KEY_NAMES}
+
+
+def build_trends(runs, by):
+    """The trends of these runs (one per configuration key, in title order), steps ordered as --by says.
+
+    Runs join, oldest first, the first trend whose key agrees with theirs wherever both are known.
+    """
+    groups = []  # [key, runs]
+    for run in sorted(runs, key=lambda run: (str(run.row.get("created", "")), run.row["file"], run.row["run"])):
+        key = run_key(run)
+        group = next((group for group in groups if compatible(group[0], key)), None)
+        if group is None:
+            groups.append([key, [run]])
+        else:
+            group[0] = merged(group[0], key)
+            group[1].append(run)
+    trends = []
+    for key, ordered in groups:
+        if by == "commit":
+            latest = {}
+            for run in ordered:  # oldest first: the last run seen for a commit is its latest
+                if run.row.get("git_commit"):
+                    latest[run.row["git_commit"]] = run
+            steps = sorted(((str(commit)[:12], run) for commit, run in latest.items()),
+                           key=lambda step: (str(step[1].row.get("created", "")), step[1].row["file"]))
+        else:
+            steps = [(str(run.row.get("created", "")), run) for run in ordered]
+        trends.append(Trend(configuration=configuration(ordered[0].row), steps=steps, key=key))
+    _set_details(trends)
+    return sorted(trends, key=lambda trend: (tuple(str(part) for part in trend.configuration), trend.detail))
+
+
+def _set_details(trends):
+    """Trends that share a title: each one's detail names the fields of the key that tell them apart."""
+    by_title = {}
+    for trend in trends:
+        by_title.setdefault(trend.configuration, []).append(trend)
+    for same_title in by_title.values():
+        if len(same_title) < 2:
+            continue
+        differing = [name for name in KEY_NAMES
+                     if len({trend.key.get(name, UNKNOWN) for trend in same_title}) > 1]
+        for trend in same_title:
+            trend.detail = ", ".join(f"{name} {trend.key.get(name, UNKNOWN)}" for name in differing)
+
+
+def trend_title(trend):
+    """The trend in words: its configuration_text, and what tells it from a trend of the same title."""
+    return configuration_text(trend.configuration) + (f" ({trend.detail})" if trend.detail else "")
+
+
+GATE_STATUSES = ("regressed", "invalid-new")  # a latest step that fails --fail-on-regression
+
+
+def latest_failures(trends):
+    """The trends whose LATEST step regressed, or is an INVALID run the rule would not judge (as compare exits
+    1 and 6 on such a pair): the gate of `summary --fail-on-regression`. Earlier steps are history."""
+    return [trend for trend in trends
+            if len(trend.steps) > 1 and trend.steps[-1][1].row.get("trend") in GATE_STATUSES]

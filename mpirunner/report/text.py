@@ -1,219 +1,41 @@
-"""Every line mpirunner prints about results: the runner's per-run block and sweep table, and mpirunner-report's text.
+"""What mpirunner-report prints: one file's headline, run table, --ranks and --histogram; compare's table.
 
-The runner (job.py) and mpirunner-report share this one module, so a run reads the same while it
-runs and afterwards. Everything works on run attributes as stored in a run group (flat dicts).
+A run's block as the runner printed it (and its verdict, intervals and percentiles) is written by
+mpirunner.runfile.block, the one place that words a run; this module shows it and builds the report's own
+tables around it. The summary's table is summary.py's.
 """
-import math
 
 import numpy as np
 
 from mpirunner import stats
-from mpirunner.report.accuracy_text import accuracy_lines
-from mpirunner.report.finite import finite_number
-from mpirunner.report.scenario_text import scenario_lines
-from mpirunner.report.rows import finite_rows, first_run_attrs, rank_throughputs, run_latency, text_value
+from mpirunner.report.rows import finite_number, finite_rows, first_run, rank_throughputs, run_latency, text_value
+from mpirunner.report.variation import CONFIDENCE
+from mpirunner.runfile.block import accuracy_lines, broken_roof_text, estimate_text, percentile_text, roof_text
+from mpirunner.runfile.parts import LatencyStats, Summary
 
 
-# ----------------------------------------------------------------------------- the runner's lines
+# ------------------------------------------------------------------------------------- one file
 
-def verdict_text(attrs):
-    """`VALID`, or `INVALID: <reason>; <reason>` (the validity verdict stored with the run)."""
-    reasons = attrs.get("validity_reason")
-    if reasons is None or isinstance(reasons, (str, bytes)):
-        reasons = [reasons] if reasons else []  # one reason, or '' as stored for none
-    return "VALID" if attrs["valid"] else "INVALID: " + "; ".join(text_value(reason) for reason in reasons)
-
-
-def estimate_text(attrs, key, spec, missing_name=None):
-    """`x [low, high]` from the stored 95% interval (`x ± h` when its two sides differ by under 10%);
-    `x (interval n/a: reason)` when the run stored none; `n/a (...)` when the estimate itself needs more samples."""
-    value = attrs.get(key)
-    if not _finite(attrs, key):
-        return "n/a"
-    low, high = attrs.get(f"{key}_ci95_low"), attrs.get(f"{key}_ci95_high")
-    if not _finite(attrs, f"{key}_ci95_low", f"{key}_ci95_high") and _finite(attrs, f"{key}_ci95"):
-        return f"{value:{spec}} ± {attrs[f'{key}_ci95']:{spec}}"  # a file that stored the half-width alone
-    if not _finite(attrs, f"{key}_ci95_low", f"{key}_ci95_high"):
-        reasons = [part.split(": ", 1)[1] for part in text_value(attrs.get("ci_unavailable", "")).split("; ")
-                   if part.startswith(f"{missing_name or key}: ")]
-        return f"{value:{spec}} (interval n/a{': ' + reasons[0] if reasons else ''})"
-    below, above = value - low, high - value
-    if max(below, above) > 0 and abs(above - below) < 0.1 * max(below, above):
-        return f"{value:{spec}} ± {max(below, above):{spec}}"
-    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
-
-
-def percentile_text(attrs, name, spec=".3f"):
-    """A stored latency percentile, or `n/a` when the run had too few latencies for it (p99 needs 100)."""
-    count = attrs.get("latency_count")
-    if isinstance(count, (int, np.integer)) and not stats.enough_for_percentile(int(count), stats.PERCENTILES[name]):
-        return "n/a"
-    value = attrs.get(f"latency_{name}")
-    return f"{value:{spec}}" if _finite(attrs, f"latency_{name}") else "n/a"
-
-
-def format_run_block(attrs, world_size):
-    """The runner's block for one run; its last two lines match the reference harness's regexes
-    (`throughput: *(.*?) samples/sec`, `latency avg: *(.*?) ms`), except on IPU, where one line of the
-    reference's own figures follows them (no regex of the harness matches it)."""
-    windows = f", {attrs['windows']} windows" if attrs.get("windows") else ""
-    busy = attrs["device_busy_min"]
-    busy = (f"{100 * busy:.1f}% (least busy rank)" if not math.isnan(busy)
-            else "n/a (batch latency is not device time)")
-    compute = (f"compute: {attrs['achieved_flops'] / 1e9:.1f} GFLOP/s "
-               f"({attrs['flops_per_sample'] / 1e9:.3f} GFLOP/sample)")
-    if broken_roof_text(attrs):
-        compute += ", " + broken_roof_text(attrs)
-    elif "roof_utilization" in attrs:
-        compute += ", " + roof_text(attrs)
-    elif "utilization" in attrs:
-        compute += (f", utilisation {100 * attrs['utilization']:.1f}% of the measured GEMM peak "
-                    f"{attrs['peak_flops'] / 1e9:.1f} GFLOP/s")
-    lines = [
-        "",
-        f"== {attrs['model']} batch {attrs['batch_size']} x {attrs['device_iterations']} device iterations, "
-        f"{world_size} rank(s), {attrs['precision']} ({attrs['dtype']}), data {attrs['data']}",
-        f"latency ms: min {attrs['latency_min']:.3f}  p50 {percentile_text(attrs, 'p50')}  "
-        f"p90 {percentile_text(attrs, 'p90')}  p99 {percentile_text(attrs, 'p99')}  max {attrs['latency_max']:.3f}",
-        f"{'compile' if attrs.get('first_call_compiles', True) else 'first call'}: "
-        f"{attrs['compile_seconds_max']:.2f} s   step cv: {100 * attrs['step_cv']:.1f}% "
-        f"(max per rank {100 * attrs.get('step_cv_rank_max', attrs['step_cv']):.1f}%)",
-        f"input: host gap {100 * attrs['host_gap_max']:.2f}% of the window (worst rank)   device busy {busy}"
-        f"   pool {attrs['input_pool_steps']} step(s), {attrs['input_pool_bytes'] / 2**20:.1f} MiB per rank",
-        f"95% CI: throughput {estimate_text(attrs, 'throughput', '.2f')} samples/sec   "
-        f"p50 {_latency_estimate(attrs, 'p50')} ms   p99 {_latency_estimate(attrs, 'p99')} ms   "
-        f"({attrs['iterations']} steps, {attrs['timed_seconds']:.2f} s{windows})",
-        compute,
-        *_ipu_cache_lines(attrs),
-        *scenario_lines(attrs, estimate_text),
-        *accuracy_lines(attrs),
-        *verdict_lines(attrs),
-        f"throughput: {attrs['throughput']:.2f} samples/sec",
-        f"latency avg: {attrs['latency_mean']:.3f} ms",
-        *_reference_lines(attrs),
-        *_sdk_era_lines(attrs),
-    ]
-    return "\n".join(lines)
-
-
-def verdict_lines(attrs, width=160):
-    """verdict_text on one line when it fits in `width`, else one reason per line (long ones wrapped)."""
-    import textwrap
-
-    text = verdict_text(attrs)
-    if len(text) <= width:
-        return [text]
-    head, *reasons = text.split("; ")
-    return [line for index, reason in enumerate([head, *reasons])
-            for line in textwrap.wrap(reason + (";" if index < len(reasons) else ""), width, break_on_hyphens=False,
-                                      initial_indent="" if index == 0 else "  ", subsequent_indent="    ")]
-
-
-def broken_roof_text(attrs):
-    """'roof measured under load (utilisation would be 130%): rerun --measure-peak on a quiet machine' when
-    the run beat its measured roof (`roof_broken`; in older files, a stored utilisation above 1), else ''."""
-    if attrs.get("roof_broken") is True or attrs.get("roof_broken") == 1:
-        share = attrs.get("achieved_over_roof")
-    else:
-        shares = [attrs.get(key) for key in ("utilization", "roof_utilization")]
-        share = max((value for value in shares if finite_number(value) and float(value) > 1.0), default=None)
-        if share is None:
-            return ""
-    would_be = f" (utilisation would be {100 * float(share):.0f}%)" if finite_number(share) else ""
-    return f"roof measured under load{would_be}: rerun --measure-peak on a quiet machine"
-
-
-def roof_text(attrs):
-    """'utilisation X% of the binding roof, memory bandwidth: ...' from the roofline attributes (--measure-peak)."""
-    intensity, bandwidth = attrs["arithmetic_intensity_estimate"], attrs["peak_memory_bandwidth"]
-    median = attrs.get("peak_flops_median")
-    spread = f" (best batch; median {median / 1e9:.1f})" if finite_number(median) else ""
-    return (f"utilisation {100 * attrs['roof_utilization']:.1f}% of the binding roof, {attrs['binding_roof']} "
-            f"({attrs['roof_flops'] / 1e9:.1f} GFLOP/s; intensity {intensity:.1f} FLOP/byte, an estimate; "
-            f"roofs: GEMM {attrs['peak_flops'] / 1e9:.1f} GFLOP/s{spread}, memory {bandwidth / 1e9:.1f} GB/s; "
-            f"{100 * attrs['utilization']:.1f}% of the GEMM peak)")
-
-
-def _latency_estimate(attrs, name):
-    """A latency percentile with its interval, or n/a when the run had too few latencies for it."""
-    if percentile_text(attrs, name) == "n/a":
-        return "n/a"
-    return estimate_text(attrs, f"latency_{name}", ".3f", missing_name=name)
-
-
-def _ipu_cache_lines(attrs):
-    """IPU runs whose cache the user did not name on the command line: say which folder was used and why."""
-    if attrs.get("ipu_executable_cache_source") == "POPTORCH_CACHE_DIR":
-        return [f"ipu cache: {attrs['ipu_executable_cache']} (from POPTORCH_CACHE_DIR)"]
-    if not attrs.get("ipu_executable_cache_default"):
-        return []
-    return [f"ipu cache: {attrs['ipu_executable_cache']} (default: several instances per host and no "
-            f"--model-cache-path; one instance compiles, the others load)"]
-
-
-def _reference_lines(attrs):
-    """IPU runs: the reference harness's own figures, AFTER its two lines and worded so that neither of its
-    regexes (which take the first match) can match here."""
-    if "ipu_latency_min_ms" not in attrs or "throughput_reference" not in attrs:
-        return []
-    return [f"reference harness definition: {attrs['throughput_reference']:.2f} samples/sec (per step, all "
-            f"instances' samples over the slowest instance's step time), getLatency over all instances "
-            f"min {attrs['ipu_latency_min_ms']:.3f} ms, max {attrs['ipu_latency_max_ms']:.3f} ms"]
-
-
-def _sdk_era_lines(attrs):
-    """IPU offline runs: the reference harness's closing lines of SDK 2.4 (32fc7bd inference/run_benchmark.py,
-    its exact wording, numbers as Python prints them; N/A latencies with synthetic data) and SDK 2.6's latency
-    line (its benchmarks.yml regex `latency: *(.*?) ms`), so a log scraper of either era parses this output."""
-    if "latency_reference_ms" not in attrs or "throughput_reference_min" not in attrs:
-        return []
-    dtype = str(attrs["dtype"])
-    dtype = dtype if dtype.startswith("torch.") else f"torch.{dtype}"
-    latency = [attrs[f"latency_reference{part}_ms"] for part in ("_min", "_max", "")]
-    low, high, mean = ["N/A" if value != value else value for value in latency]
-    return [f"Throughput at bs={attrs['batch_size']}, data_mode={attrs['data']}, data_type={dtype}, "
-            f"num_ipus={attrs['ipu_count']}, of {attrs['model']}: min={attrs['throughput_reference_min']} imgs/s, "
-            f"max={attrs['throughput_reference_max']} imgs/s, mean={attrs['throughput_reference']} imgs/s, "
-            f"std={attrs['throughput_reference_std']} imgs/s.",
-            f"Latency: min={low} ms, max={high} ms, mean={mean} ms.",
-            f"latency: {mean} ms (mean over every call, the reference's formula)"]
-
-
-def format_sweep_table(runs_attrs):
-    """The sweep summary: one row per batch size, every estimate as `x ± y` (95% CI), then the verdict."""
-    lines = ["",
-             " batch  samples/step    throughput (samples/s)  sum of ranks        lat p50 ms        lat p99 ms  "
-             "max cv%  verdict"]
-    for a in runs_attrs:
-        throughput = estimate_text(a, "throughput", ".2f")
-        p50, p99 = _latency_estimate(a, "p50"), _latency_estimate(a, "p99")
-        lines.append(f"{a['batch_size']:6d}  {a['samples_per_step']:12d}  {throughput:>24s}  {a['throughput_sum']:12.2f}"
-                     f"  {p50:>16s}  {p99:>16s}  {100 * a.get('step_cv_rank_max', a['step_cv']):7.1f}  {verdict_text(a)}")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------- mpirunner-report's text
-
-def headline(data):
+def headline(job):
     """The metadata of one file in two or three lines: what ran, where, when (fields a file lacks are left out)."""
-    a = data["attrs"]
-    first = first_run_attrs(data)
-    hosts = (", ".join(text_value(a.get("hosts", "")).split("; ")) if text_value(a.get("hosts", ""))
-             else ", ".join(sorted({text_value(r.get("host", "")) for r in data["ranks"]} - {""})) or "?")
-    world = a.get("world_size", len(data["ranks"]))
+    a, first = job.attrs(), first_run(job)
+    first = first.attrs() if first is not None else {}
+    hosts = (", ".join(text_value(list(job.hosts)).split("; ")) if job.hosts
+             else ", ".join(sorted({text_value(rank.host) for rank in job.ranks} - {""})) or "?")
+    world = a.get("world_size", len(job.ranks))
     image_size = first.get("image_size", a.get("image_size"))
     what = [f"model {first.get('model', '?')}",
             f"precision {first.get('precision', '?')} ({first.get('dtype', a.get('dtype', '?'))})",
             f"data {first['data']}" if first.get("data") else "",
             f"image {image_size} px" if image_size else ""]
     where = [f"backend {a.get('backend', '?')} on {a.get('device_name', '?')}", f"{world} rank(s) on {hosts}",
-             f"launcher {a['launcher']}" if a.get("launcher") else "", f"created {a.get('created', '?')}"]
-    lines = [f"== {data['path']}", "   " + ", ".join(part for part in what if part),
+             f"launcher {job.launcher}" if job.launcher else "", f"created {a.get('created', '?')}"]
+    lines = [f"== {job.path}", "   " + ", ".join(part for part in what if part),
              "   " + ", ".join(part for part in where if part)]
-    provenance = [f"SLURM job {a['slurm_job_id']}" if a.get("slurm_job_id") else "",
-                  f"mpirunner {a['mpirunner_version']}" if a.get("mpirunner_version") else "",
-                  f"git {text_value(a['git_commit'])[:12]}" if a.get("git_commit") else "",
-                  f"torch {a['torch_version']}" if a.get("torch_version") else ""]
+    provenance = [f"SLURM job {job.slurm_job_id}" if job.slurm_job_id else "",
+                  f"mpirunner {job.versions['mpirunner']}" if job.versions.get("mpirunner") else "",
+                  f"git {text_value(job.git_commit)[:12]}" if job.git_commit else "",
+                  f"torch {job.versions['torch']}" if job.versions.get("torch") else ""]
     if any(provenance):
         lines.append("   " + ", ".join(part for part in provenance if part))
     return "\n".join(lines)
@@ -224,25 +46,41 @@ def _finite(row, *keys):
     return all(finite_number(row.get(key)) for key in keys)
 
 
+def _latency(row):
+    """A row's recomputed latency statistics as the typed LatencyStats block.percentile_text judges."""
+    return LatencyStats(count=row.get("latency_count"), **{name.replace(".", "_"): row.get(f"latency_{name}")
+                                                            for name in stats.PERCENTILES})
+
+
+def _latency_estimate(row, name):
+    """A latency percentile with its stored interval, or n/a when the run had too few latencies for it."""
+    if percentile_text(_latency(row), name) == "n/a":
+        return "n/a"
+    summary = row.run.summary or Summary()
+    return estimate_text(row.get(f"latency_{name}"), getattr(summary.intervals, f"latency_{name}"), ".3f",
+                         summary.ci_unavailable, name)
+
+
 def interval_line(row):
     """'95% CI: throughput x [low, high] samples/s, p50 x [low, high] ms, p99 ...' (`x ± h` when symmetric),
     with n/a and the reason for what the run could not give."""
     if not any(key.endswith("_ci95_low") for key in row) and not row.get("ci_unavailable"):
         return ""  # an older file without intervals
-    parts = [f"throughput {estimate_text(row, 'throughput', '.2f')} samples/s"]
+    summary = row.run.summary or Summary()
+    parts = [f"throughput {estimate_text(row.get('throughput'), summary.intervals.throughput, '.2f', summary.ci_unavailable, 'throughput')} samples/s"]
     parts += [f"{name} {_latency_estimate(row, name)} ms" for name in ("p50", "p99")]
     return "95% CI: " + ", ".join(parts)
 
 
 def flops_line(row):
     """FLOPs per sample, achieved FLOP/s and utilisation of the measured peak, when the file stores them."""
-    parts = []
+    parts, compute = [], row.run.compute
     if _finite(row, "flops_per_sample"):
         parts.append(f"{row['flops_per_sample'] / 1e9:.3f} GFLOP/sample")
     if _finite(row, "achieved_flops"):
         parts.append(f"achieved {_si_flops(row['achieved_flops'])}/s")
-    if broken_roof_text(row):
-        return ", ".join(parts + [broken_roof_text(row)])
+    if broken_roof_text(compute):
+        return ", ".join(parts + [broken_roof_text(compute)])
     if _finite(row, "utilization", "peak_flops"):
         hosts = text_value(row.get("utilization_hosts", "")).split("; ")
         shares = str(row.get("utilization_per_host", "")).split("; ")
@@ -251,7 +89,7 @@ def flops_line(row):
         parts.append(f"utilisation {100 * row['utilization']:.1f}% of peak {_si_flops(row['peak_flops'])}/s"
                      + (f" ({per_host})" if len(hosts) > 1 and per_host else ""))
     if _finite(row, "roof_utilization", "roof_flops", "arithmetic_intensity_estimate", "peak_memory_bandwidth"):
-        parts.append(roof_text(row))
+        parts.append(roof_text(compute))
     return ", ".join(parts)
 
 
@@ -291,7 +129,7 @@ def run_table(rows):
             value = row.get(key, "")
             value = 100 * value if key == "step_cv_rank_max" and isinstance(value, (int, float)) else value
             if key.startswith("latency_p") and key[len("latency_"):] in stats.PERCENTILES:
-                value = percentile_text(row, key[len("latency_"):], spec)
+                value = percentile_text(_latency(row), key[len("latency_"):], spec)
             value = ("yes" if value else "NO") if key == "valid" else value
             try:
                 cells.append(f"{value:>{width}{spec}}")
@@ -301,21 +139,20 @@ def run_table(rows):
         if not row["valid"] or row["validity_reason"]:
             verdict = "valid" if row["valid"] else "INVALID"
             notes.append(f"   batch {row['batch_size']}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
-        for extra in (interval_line(row), flops_line(row), *accuracy_lines(row)[:1]):
+        for extra in (interval_line(row), flops_line(row), *accuracy_lines(row.run.accuracy)[:1]):
             if extra:
                 notes.append(f"   batch {row['batch_size']}: {extra}")
     return "\n".join(lines + notes)
 
 
-def rank_table(data, name):
+def rank_table(job, run):
     """A row per rank of one run: where it ran and how fast, the slowest rank marked, so a straggler stands out."""
-    run = data["runs"][name]
     throughputs = rank_throughputs(run)
-    steps, latencies = finite_rows(run.get("step_seconds")), finite_rows(run.get("batch_latency"))
-    by_rank = {int(row.get("rank", index)): row for index, row in enumerate(data["ranks"])}
+    steps, latencies = finite_rows(run.arrays.step_seconds), finite_rows(run.arrays.batch_latency)
+    by_rank = {int(row.rank): row for row in job.ranks}
     median = float(np.nanmedian(throughputs)) if throughputs.size else float("nan")
     slowest = int(np.nanargmin(throughputs)) if throughputs.size > 1 and np.isfinite(throughputs).any() else None
-    lines = [f"   batch {run['attrs'].get('batch_size', name)}, per rank:",
+    lines = [f"   batch {run.point.batch_size}, per rank:",
              f"   {'rank':>4}  {'host':<16} {'numa':>4}  {'cpus':<14} {'throughput/s':>12}  {'vs median':>9}"
              f"  {'step p50 ms':>11}  {'lat p50 ms':>10}  {'lat p99 ms':>10}"]
     for index in range(max(len(throughputs), len(steps))):
@@ -365,18 +202,113 @@ def terminal_histogram(latency_seconds, width=50, max_rows=40):
     return "\n".join(lines)
 
 
-def file_text(data, names, rows, ranks=False, histogram=False):
+def file_text(job, runs, rows, ranks=False, histogram=False):
     """Everything `mpirunner-report FILE` prints for one file: headline, run table, --ranks and --histogram."""
-    parts = [headline(data)]
+    parts = [headline(job)]
     if not rows:
         parts.append("   (no runs stored)")
     else:
         parts.append(run_table(rows))
-    for name in names:
+    for run in runs:
         if ranks:
-            parts.append(rank_table(data, name))
+            parts.append(rank_table(job, run))
         if histogram:
-            parts.append(f"   batch {data['runs'][name]['attrs'].get('batch_size', name)}:")
-            parts.append(terminal_histogram(run_latency(data["runs"][name])))
+            parts.append(f"   batch {run.point.batch_size}:")
+            parts.append(terminal_histogram(run_latency(run)))
     return "\n".join(parts) + "\n"
 
+
+def failed_runs_text(job):
+    """One line per failed size of a file ('' when none), for the report and compare."""
+    return "\n".join(f"   batch {run.point.batch_size}: FAILED, not measured: {text_value(run.failure_reason)} "
+                     f"({job.path})" for run in job.failed_runs)
+
+
+# --------------------------------------------------------------------------------------- compare
+
+SHOWN = {"regressed": "REGRESSED", "invalid-new": "INVALID (new)", "excluded-invalid": "excluded (base INVALID)",
+         "different-configuration": "DIFFERENT CONFIGURATION (not judged)"}
+
+
+def pair_verdict_text(pair):
+    """'same (below the 10% noise floor)', 'REGRESSED (beyond run-to-run noise of 3+3 runs: ±3.2%)': the verdict and
+    which test decided it."""
+    shown = SHOWN.get(pair.status, pair.status)
+    return f"{shown} ({pair.reason})" if pair.reason else shown
+
+
+def interval_text(pair):
+    """'ratio [low, high]': the between-run interval when a spread was measured, else the bootstrap one."""
+    if not finite_number(pair.ratio):
+        return "n/a"
+    low, high = ((pair.between_low, pair.between_high) if finite_number(pair.between_low)
+                 else (pair.low, pair.high))
+    return f"{pair.ratio:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def side_text(name, datas):
+    """'base: a.h5' or 'base (3 runs): a.h5, b.h5, c.h5'."""
+    paths = ", ".join(str(job.path) for job in datas)
+    return f"{name}:{' ' * (5 - len(name))}{paths}" if len(datas) == 1 else f"{name} ({len(datas)} runs): {paths}"
+
+
+def format_comparison(bases, news, results, threshold_percent, noise_floor_percent):
+    """The comparison as a table: throughput and latency ratios (NEW/BASE), the ratio that decided with its
+    interval, the quantity that decided, the verdict and what decided it; INVALID runs marked; notes under it."""
+    bases, news = (side if isinstance(side, list) else [side] for side in (bases, news))
+    lines = [side_text("base", bases), side_text("new", news),
+             f"regressed = the quantity that decided is more than {threshold_percent:g}% worse in NEW, its "
+             f"{100 * CONFIDENCE:.0f}% bootstrap interval lies wholly on the worse side of 1, and the change is beyond "
+             f"the run-to-run noise: the spread between the files of each side (two or more runs on a side), else "
+             f"the {noise_floor_percent:g}% noise floor",
+             f"{'batch':>6}  {'base/s':>10}  {'new/s':>10}  {'thr new/base':>12}  {'p50 ratio':>9}  {'p99 ratio':>9}"
+             f"  {'ratio [95% interval]':>26}  {'decided by':<24}  verdict"]
+    notes = []
+    for result in results:
+        verdict = result["regression_verdict"]
+        if "pair" not in result and "differences" not in result:
+            lines.append(f"{result['batch_size']!s:>6}  {'':>10}  {'':>10}  {'':>12}  {'':>9}  {'':>9}  {'':>26}  "
+                         f"{'':<24}  {verdict}")
+            continue
+        base_mark = "" if result["base_valid"] else "*"
+        new_mark = "" if result["new_valid"] else "*"
+        start = (f"{result['batch_size']!s:>6}  {result['base_throughput']:>9.2f}{base_mark or ' '}"
+                 f"  {result['new_throughput']:>9.2f}{new_mark or ' '}  {result['throughput_ratio']:>11.3f}x")
+        if "differences" in result:
+            lines.append(f"{start}  {'':>9}  {'':>9}  {'':>26}  {'':<24}  {SHOWN[verdict]}")
+            notes.extend(f"   batch {result['batch_size']}: configuration differs: {key}: {base_value} (base) vs "
+                         f"{new_value} (new)" for key, base_value, new_value in result["differences"])
+            continue
+        pair = result["pair"]
+        lines.append(f"{start}  {result['p50_ratio']:>8.3f}x  {result['p99_ratio']:>8.3f}x"
+                     f"  {interval_text(pair):>26}  {pair.decided_by:<24}  {pair_verdict_text(pair)}")
+        if pair.note:
+            notes.append(f"   batch {result['batch_size']}: {pair.note}")
+        if finite_number(pair.between_low) and finite_number(pair.low):
+            notes.append(f"   batch {result['batch_size']}: the interval shown is the between-run one; the steps' "
+                         f"own (bootstrap, pooled over the files) is [{pair.low:.3f}, {pair.high:.3f}]")
+    if any(not r.get("base_valid", True) or not r.get("new_valid", True) for r in results):
+        lines.append("   * INVALID run: left out of the verdict unless --include-invalid")
+    lines.extend(notes)
+    lines.append(comparison_conclusion(results))
+    return "\n".join(lines)
+
+
+def comparison_conclusion(results):
+    """The last line of a comparison: REGRESSION, different configurations, INVALID pair(s), nothing judged, or
+    no regression."""
+    def sizes(status):
+        return ", ".join(str(r["batch_size"]) for r in results if r["regression_verdict"] == status)
+
+    judged = [r for r in results if r["regression_verdict"] in ("improved", "same", "regressed")]
+    if sizes("regressed"):
+        return f"REGRESSION at batch size {sizes('regressed')}"
+    if sizes("different-configuration"):
+        keys = sorted({key for r in results for key, _base, _new in r.get("differences", ())})
+        return (f"DIFFERENT CONFIGURATIONS at batch size {sizes('different-configuration')} (not judged: "
+                f"{', '.join(keys)} {'differs' if len(keys) == 1 else 'differ'})")
+    if sizes("invalid-new"):
+        return f"INVALID: new run INVALID at batch size {sizes('invalid-new')} (not judged; --include-invalid to compare)"
+    if not judged:
+        return "INVALID: no pair could be judged (every pair excluded)"
+    return "no regression"

@@ -1,24 +1,154 @@
-"""Between-run variation: how far a statistic moves from one run (one process, one job) to the next.
+"""Whether two runs are the same measurement, and how much a measurement moves: compare's and trends' noise.
 
-A rerun is a new process, a new memory layout, a new moment of a shared host; the spread of
-one run's steps does not show that. Each file gives one value per rank (compare.py: the median
-step time per sample); the values are compared on a log scale, so a spread reads as a percentage:
-- groups of runs on each side (`compare --base A1 A2 .. --new B1 B2 ..`): the difference of the
-  means with a Welch t interval from each side's between-file spread; a side with one file
-  borrows the other side's spread (then the interval is the prediction interval of that one run,
-  sqrt(1/n + 1) standard deviations wide: what trends use against the earlier runs);
-- one run per side: no spread is measured, and a difference must exceed NOISE_FLOOR_PERCENT
-  (a minimum effect size, as criterion.rs's noise threshold) to count.
-numpy only (no scipy): the t quantiles come from a table.
+- The configuration key of a run: every setting that changes WHAT is measured, read from its file's
+  attributes and the settings the runner stored as YAML (root `config`). Settings that change how LONG a run
+  measures (--iterations, --min-duration, --until-stable, warm-up, --max-cv), where it writes, its seed and
+  test-only settings are not part of it. A field a file lacks (an older file) is UNKNOWN ('?') and an unknown
+  value never counts as a difference. Trends (`summary --by`) pair runs by it; `compare` judges nothing when
+  it differs (exit 7).
+- Between-run variation: a rerun is a new process, a new memory layout, a new moment of a shared host; one
+  value per file (compare.py: the median step time per sample) is compared on a log scale, so a spread reads
+  as a percentage: groups of runs on each side give the difference of the means with a Welch t interval (a
+  side with one file borrows the other side's spread: the prediction interval of that one run, what trends
+  use against the earlier runs); one run per side measures no spread, and a difference must exceed
+  NOISE_FLOOR_PERCENT (a minimum effect size, as criterion.rs's noise threshold).
+- Within-run noise: the seeded bootstrap of a median ratio. The resampling depends only on the seed and the
+  sizes, so it is drawn as counts once per (seed, sizes) and kept for the next pair of the same sizes; each
+  resample's median is read from the counts, exactly np.median of the resampled values.
+numpy only (no scipy, no h5py): the t quantiles come from a table.
 """
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-# The smallest change between ONE run and ONE other run that counts, in percent (see
-# docs/methodology-and-validity.md, "Between-run variation"; `--noise-floor` overrides it).
-NOISE_FLOOR_PERCENT = 10.0
+# The smallest change between ONE run and ONE other run that counts, in percent (docs/methodology-and-validity.md,
+# "Between-run variation"): --noise-floor's default, declared with the flag.
+from mpirunner.options import NOISE_FLOOR_PERCENT  # noqa: F401
+from mpirunner.runfile.names import parse_settings
+
+
+# ------------------------------------------------------------------------ configuration key
+
+UNKNOWN = "?"
+
+# (key, sources in order): 'run' = the run group's attributes, 'root' = the file's, 'settings' = the stored
+# settings (root `config`). The first source that has the field gives its value.
+FIELDS = (
+    ("model", ("run:model", "settings:model")),
+    ("weights", ("settings:weights",)),
+    ("image_size", ("run:image_size", "root:image_size")),
+    ("precision", ("run:precision", "settings:precision")),
+    ("dtype", ("run:dtype", "root:dtype")),
+    ("half_partial", ("root:half_partial_used", "settings:half_partial")),
+    ("norm_type", ("settings:norm_type",)),
+    ("compile", ("settings:compile",)),
+    ("cuda_graphs", ("settings:cuda_graphs",)),
+    ("channels_last", ("settings:channels_last",)),
+    ("eight_bit_io", ("settings:eight_bit_io",)),
+    ("normalization_location", ("root:normalization_location_used", "settings:normalization_location")),
+    ("min_latency", ("settings:min_latency",)),
+    ("num_io_tiles", ("settings:num_io_tiles",)),
+    ("enable_fast_groupnorm", ("settings:enable_fast_groupnorm",)),
+    ("data", ("run:data", "settings:data")),
+    ("batch_size", ("run:batch_size",)),
+    ("device_iterations", ("run:device_iterations", "settings:device_iterations")),
+    ("replicas", ("settings:replicas",)),
+    ("local_replicas", ("run:local_replicas",)),
+    ("world_size", ("root:world_size",)),
+    ("threads", ("settings:threads",)),
+    ("numa_aware", ("settings:numa_aware",)),
+    ("cpus_per_rank", ("settings:cpus_per_rank",)),
+    ("backend", ("root:backend",)),
+    ("device_name", ("root:device_name",)),
+    ("scenario", ("run:scenario", "settings:scenario")),
+    ("target_qps", ("run:target_qps", "settings:target_qps")),
+    ("latency_bound", ("settings:latency_bound",)),
+    ("percentile", ("settings:percentile",)),
+    ("query_size", ("settings:query_size",)),
+    ("max_batch_wait_ms", ("run:max_batch_wait_ms", "settings:max_batch_wait_ms")),
+)
+KEY_NAMES = tuple(name for name, _sources in FIELDS)
+# The fields `compare` lets differ: a different world size is a scaling question it answers on whole-job
+# throughput (trends keep them apart all the same).
+SCALING = ("world_size",)
+# What summary.read_file must read besides its table's attributes for the key (each read costs ~0.1 ms);
+# the stored settings (root `config`) it reads on its own.
+ROOT_ATTRS = ("image_size", "dtype", "half_partial_used", "normalization_location_used", "world_size",
+              "backend", "device_name")
+RUN_ATTRS = ("model", "image_size", "precision", "dtype", "data", "batch_size", "device_iterations",
+             "local_replicas", "scenario", "target_qps", "max_batch_wait_ms")
+
+
+def key_value(value):
+    """One value of the key as text: numbers without float noise, None as 'none', NaN as unknown."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return UNKNOWN
+        return str(int(value)) if value.is_integer() else f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(key_value(item) for item in value)
+    return str(value)
+
+
+def configuration_key(root, run):
+    """{key: value text} in FIELDS order: what this run measured (root: the file's attributes, run: the run group's)."""
+    sources = {"run": run or {}, "root": root or {}, "settings": parse_settings((root or {}).get("config", ""))}
+    key = {}
+    for name, places in FIELDS:
+        key[name] = UNKNOWN
+        for place in places:
+            where, field = place.split(":")
+            if field in sources[where]:
+                key[name] = key_value(sources[where][field])
+                break
+    return key
+
+
+def key_differences(base_keys, new_keys, ignore=()):
+    """(name, base values, new values) for each field whose KNOWN values are not all one; unknowns never differ.
+
+    base_keys, new_keys: lists of keys (one per file of each side); values are joined with '/' when a side mixes.
+    ignore: fields not checked (compare: SCALING, which it judges on whole-job throughput).
+    """
+    differences = []
+    for name in (name for name in KEY_NAMES if name not in ignore):
+        base = _known(key.get(name, UNKNOWN) for key in base_keys)
+        new = _known(key.get(name, UNKNOWN) for key in new_keys)
+        if len(set(base) | set(new)) > 1:
+            differences.append((name, "/".join(base) or UNKNOWN, "/".join(new) or UNKNOWN))
+    return differences
+
+
+def _known(values):
+    return list(dict.fromkeys(value for value in values if value != UNKNOWN))
+
+
+def compatible(first, second):
+    """Whether two keys can be one configuration: every field known in both has one value."""
+    return all(first.get(name, UNKNOWN) == second.get(name, UNKNOWN) for name in KEY_NAMES
+               if UNKNOWN not in (first.get(name, UNKNOWN), second.get(name, UNKNOWN)))
+
+
+def merged(first, second):
+    """The key with the fields `first` leaves unknown filled in from `second` (a trend's key as its runs add up)."""
+    return {name: first.get(name, UNKNOWN) if first.get(name, UNKNOWN) != UNKNOWN else second.get(name, UNKNOWN)
+            for name in KEY_NAMES}
+
+
+# ------------------------------------------------------------------ between-run variation
+
 HISTORY_RUNS = 10  # trends: a new run is judged against at most this many earlier valid runs
 
 # Two-sided 95% Student t quantiles (0.975) by degrees of freedom; between entries, linear in 1/df.
@@ -97,3 +227,74 @@ def runs_text(spread, history=False):
 def spread_text(percent):
     """'±4.1%' (the between-run interval's half-width); '±>999%' when the runs barely agree on anything."""
     return f"±{percent:.1f}%" if percent < 999.95 else "±>999%"
+
+
+# ----------------------------------------------------------------- within-run bootstrap
+
+RESAMPLES = 2000
+CONFIDENCE = 0.95
+CHUNK_ELEMENTS = 2_000_000  # bounds the memory of one block of resamples
+CACHED_ELEMENTS = 4_000_000  # resamplings up to this size (8 MB) are kept for the next pair of the same sizes
+
+
+def resampled_medians(values, rng, resamples=RESAMPLES):
+    """Medians of `resamples` bootstrap resamples (with replacement) of values."""
+    return _medians(values, _draw_counts(rng, values.size, resamples))
+
+
+def _draw_counts(rng, size, resamples):
+    """The resamples of `size` values as counts, block by block (a generator: one block in memory at a time).
+
+    A block is [size, rows]: how often each value was drawn in each resample. The draws are
+    rng.integers in blocks of CHUNK_ELEMENTS, as the plain bootstrap drew them, so the intervals
+    are those of np.median over values[picks].
+    """
+    rows_per_block = max(1, CHUNK_ELEMENTS // max(size, 1))
+    done = 0
+    while done < resamples:
+        count = min(rows_per_block, resamples - done)
+        picks = rng.integers(0, size, size=(count, size))
+        flat = (picks + size * np.arange(count)[:, None]).ravel()
+        yield np.ascontiguousarray(np.bincount(flat, minlength=count * size).reshape(count, size).T,
+                                   dtype=np.int16 if size <= np.iinfo(np.int16).max else np.int32)
+        done += count
+
+
+def _medians(values, blocks):
+    """The median of each resample, from its counts: exactly np.median of the resampled values, without sorting them.
+
+    In value order, a row's k-th smallest value is the first whose running count exceeds k.
+    """
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    middle = [(values.size - 1) // 2, values.size // 2]  # the same index twice for an odd count
+    medians = []
+    for counts in blocks:
+        running = np.cumsum(counts[order], axis=0, dtype=counts.dtype)  # a count never exceeds the size
+        low, high = ((running <= k).sum(axis=0) for k in middle)
+        medians.append((ordered[low] + ordered[high]) / 2 if middle[0] != middle[1] else ordered[low])
+    return np.concatenate(medians)
+
+
+@functools.lru_cache(maxsize=4)  # at most 32 MB
+def _pair_counts(seed, resamples, new_size, base_size):
+    """The counts of the NEW then the BASE resamples drawn from one seeded rng (they depend on the sizes alone)."""
+    rng = np.random.default_rng(seed)
+    return list(_draw_counts(rng, new_size, resamples)), list(_draw_counts(rng, base_size, resamples))
+
+
+def time_ratio_interval(base_values, new_values, seed=0, resamples=RESAMPLES, confidence=CONFIDENCE):
+    """(median ratio NEW/BASE, interval low, interval high) of per-sample step time, by seeded bootstrap.
+
+    The resampling depends only on the seed and the sizes, so it is drawn once per (seed, sizes)
+    and kept for the next pair of the same sizes (a trend's steps); large ones are drawn each time.
+    """
+    if isinstance(seed, int) and (new_values.size + base_values.size) * resamples <= CACHED_ELEMENTS:
+        new_counts, base_counts = _pair_counts(seed, resamples, new_values.size, base_values.size)
+        ratios = _medians(new_values, new_counts) / _medians(base_values, base_counts)
+    else:  # NEW's medians are all drawn before BASE's, one block at a time
+        rng = np.random.default_rng(seed)
+        ratios = resampled_medians(new_values, rng, resamples) / resampled_medians(base_values, rng, resamples)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(np.median(new_values) / np.median(base_values)), float(low), float(high)
