@@ -122,9 +122,9 @@ def _sides(args):
 
 def _check_percents(args, command):
     """Every PERCENT flag of the command (the option table) is >= 0; UsageError naming the first that is not."""
-    for flag in REPORT_FLAGS:
+    for flag in (flag for flag in REPORT_FLAGS if flag.command == command and flag.kind == PERCENT):
         value = getattr(args, flag.flag.lstrip("-").replace("-", "_"))
-        if flag.command == command and flag.kind == PERCENT and value < 0:
+        if value < 0:
             raise UsageError(f"{flag.flag} must be a percentage >= 0, got {value}")
 
 
