@@ -287,3 +287,12 @@ def test_a_step_longer_than_the_limit_does_not_end_a_healthy_job(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lost host" not in result.stderr and "no sign of life" not in result.stderr, result.stderr[-3000:]
     assert (tmp_path / "long.h5").exists()
+
+
+def test_bound_finalize_ends_a_process_that_lingers():
+    """After the guard stops, the alarm ends a process still there FINALIZE_SECONDS later (here 1 s)."""
+    started = time.monotonic()
+    program = "import time\nfrom mpirunner.mpi.liveness import bound_finalize\nbound_finalize(1)\ntime.sleep(30)"
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            timeout=60)
+    assert result.returncode == -signal.SIGALRM and time.monotonic() - started < 20
