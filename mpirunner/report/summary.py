@@ -19,8 +19,9 @@ from mpirunner.report.variation import (HISTORY_RUNS, KEY_NAMES, NOISE_FLOOR_PER
 from mpirunner.runfile.names import in_unit
 
 # --sort names (options.SORT_NAMES) -> row keys; '-name' sorts that key in descending order.
-SORT_KEYS = {name: {"device": "device_name", "world-size": "world_size", "batch-size": "batch_size", "p50": "latency_p50",
-                    "p99": "latency_p99", "commit": "git_commit"}.get(name, name) for name in SORT_NAMES}
+SORT_KEYS = {name: {"device": "device_name", "world-size": "world_size", "batch-size": "batch_size",
+                    "p50": "latency_p50", "p99": "latency_p99", "commit": "git_commit"}.get(name, name)
+             for name in SORT_NAMES}
 CONFIGURATION_KEYS = ("model", "precision", "device_name", "world_size", "batch_size")  # a trend's title
 SWEEP_KEYS = CONFIGURATION_KEYS[:-1]  # a sweep's figure: one configuration over its batch sizes (html.py)
 # Extra CSV/JSON columns of a trend (name with unit, row key).

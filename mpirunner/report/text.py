@@ -67,7 +67,9 @@ def interval_line(row):
     if not any(key.endswith("_ci95_low") for key in row) and not row.get("ci_unavailable"):
         return ""  # an older file without intervals
     summary = row.run.summary or Summary()
-    parts = [f"throughput {estimate_text(row.get('throughput'), summary.intervals.throughput, '.2f', summary.ci_unavailable, 'throughput')} samples/s"]
+    throughput = estimate_text(row.get("throughput"), summary.intervals.throughput, ".2f", summary.ci_unavailable,
+                               "throughput")
+    parts = [f"throughput {throughput} samples/s"]
     parts += [f"{name} {_latency_estimate(row, name)} ms" for name in ("p50", "p99")]
     return "95% CI: " + ", ".join(parts)
 
