@@ -79,3 +79,32 @@ def test_precision_and_half_partial_are_recorded(tmp_path, tiny_args):
         assert not h5.attrs["half_partial_used"]
         assert h5["runs/bs00001"].attrs["dtype"] == "float16"
         assert "float16" in h5.attrs["precision_detail"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_sixteen_bit_on_a_cpu_without_a_native_16_bit_type_is_said_once(monkeypatch, caplog, native):
+    """16.16 on a CPU without AVX512-BF16/AMX/AVX512-FP16 runs in software, several times slower than float32:
+    rank 0 says so, with the remedy; a CPU that has the type, or 32.32, says nothing."""
+    import logging
+
+    from mpirunner.backends import cpu
+
+    class Root:
+        is_root = True
+
+    monkeypatch.setattr(cpu, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(cpu, "cpu_has_fp16", lambda: native)
+    for precision, expected in (("16.16", not native), ("32.32", False)):
+        caplog.clear()
+        backend = CpuBackend(tiny_config(precision=precision), Root())
+        logger = logging.getLogger("mpirunner")
+        logger.addHandler(caplog.handler)  # whether or not an earlier test turned propagation off
+        try:
+            with caplog.at_level(logging.WARNING, logger="mpirunner"):
+                backend.prepare(torch.nn.Linear(2, 2), 32)
+        finally:
+            logger.removeHandler(caplog.handler)
+        lines = {record.getMessage() for record in caplog.records if "no native 16-bit type" in record.getMessage()}
+        assert len(lines) == (1 if expected else 0), lines
+        if expected:
+            assert "--precision 32.32" in lines.pop()
