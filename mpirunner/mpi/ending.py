@@ -55,6 +55,8 @@ class JobEnd:
         progress once the write is done (None: between runs)."""
         with self.lock:
             running = running()
+            if running in self.kept:  # written and kept, not yet marked finished: between runs
+                running = None
             during = f" during run {running}" if running else ""
             discarded = f"; discarded the unfinished run {running}" if running else ""
             print(f"mpirunner: {event}{during}{consequence}; {self.kept_text()}{discarded}", file=sys.stderr, flush=True)

@@ -176,14 +176,25 @@ def _pid_started(pid):
         return ""
 
 
+def _zombie(pid):
+    """Whether `pid` has ended and only waits to be reaped (state Z: a killed job whose parent died too)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _alive(owner):
-    """Whether the lock's owner (on this host) still runs: its pid exists and started when the lock says."""
+    """Whether the lock's owner (on this host) still runs: its pid exists, is not a zombie, and started when the
+    lock says."""
     try:
         os.kill(int(owner["pid"]), 0)
     except ProcessLookupError:
         return False
     except (PermissionError, KeyError, ValueError, TypeError):
         return True
+    if _zombie(owner["pid"]):
+        return False
     started, now_started = owner.get("pid_started") or "", _pid_started(owner["pid"])
     return not (started and now_started) or started == now_started
 
