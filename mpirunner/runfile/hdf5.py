@@ -15,6 +15,7 @@ import numpy as np
 
 from mpirunner import SCHEMA
 from mpirunner.errors import UsageError
+from mpirunner.runfile.block import text_value  # noqa: F401 (read as hdf5.text_value too)
 from mpirunner.runfile.names import plain, unit_name
 from mpirunner.runfile.run import Job, Run, RunArrays
 
@@ -247,15 +248,6 @@ def read_job(path):
     return Job.from_attrs(root, ranks, runs, path=path)
 
 
-def text_value(value):
-    """An attribute as one string: bytes decoded, lists joined with '; ', None as ''."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "; ".join(text_value(item) for item in value)
-    return str(value)
 
 
 def first_line(error):
