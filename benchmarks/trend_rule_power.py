@@ -19,6 +19,8 @@ from benchmarks.rejudge_validity import rules_module  # noqa: E402
 
 
 def wandering(seed, steps, sigma=0.04, phi=0.7, outliers=0.03, median=0.015):
+    """One rank's steps [1, steps]: log-normal AR(1) noise (lag-1 correlation phi, spread sigma) around `median`
+    and a few steps 2-8x slower (another process took the core). tests/test_trend_noise.py uses it too."""
     rng = np.random.default_rng(seed)
     noise = np.empty(steps)
     noise[0] = rng.normal(0.0, sigma)

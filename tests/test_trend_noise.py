@@ -8,6 +8,7 @@ import pytest
 
 from mpirunner.checks.noise import effective_size, lag1_autocorrelation, step_to_step_noise
 from mpirunner.checks.rules import ValidityRules, stragglers, timing_checks, warmed_up
+from benchmarks.trend_rule_power import wandering
 
 STEPS = 200           # a 3-s run of 15-ms steps
 MEDIAN = 0.015
@@ -15,16 +16,8 @@ MEDIAN = 0.015
 
 def _wandering(seed, steps=STEPS, sigma=0.04, phi=0.7, outliers=0.03):
     """One rank's steps: log-normal AR(1) noise (lag-1 correlation phi, spread sigma) and a few steps
-    2-8x slower (another process took the core)."""
-    rng = np.random.default_rng(seed)
-    noise = np.empty(steps)
-    noise[0] = rng.normal(0.0, sigma)
-    for step in range(1, steps):
-        noise[step] = phi * noise[step - 1] + rng.normal(0.0, sigma * np.sqrt(1 - phi ** 2))
-    series = MEDIAN * np.exp(noise)
-    slow = rng.random(steps) < outliers
-    series[slow] *= rng.uniform(2.0, 8.0, slow.sum())
-    return series[None, :]
+    2-8x slower (another process took the core); the generator benchmarks/trend_rule_power.py measures with."""
+    return wandering(seed, steps, sigma=sigma, phi=phi, outliers=outliers, median=MEDIAN)
 
 
 def _warming_up(seed):
