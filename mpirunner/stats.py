@@ -16,8 +16,9 @@ cannot be given is left out and `ci_unavailable` says why):
 - latency percentiles: percentile bootstrap on the log of the latencies (so the interval is never
   below 0). Above BOOTSTRAP_MAX_VALUES values each resample draws that many and its deviation is
   scaled by sqrt(m / n) (m-out-of-n bootstrap), which bounds the cost. A percentile q is given only
-  with at least 1 / (1 - q) samples (p99: 100, p99.9: 1000), its interval with at least that many
-  and at least MIN_INTERVAL_VALUES.
+  with at least minimum_count(q) values (p50: 7, p90: 44, p99: 459, p99.9: 4603: enough for the largest
+  value to bound it from above at 99% confidence, LoadGen's early-stopping minimum), its interval with at
+  least that many and at least MIN_INTERVAL_VALUES.
 """
 import numpy as np
 
@@ -148,9 +149,47 @@ def log_histogram(latency_seconds, bins_per_decade=20):
     return counts.astype(np.int64), edges
 
 
+PERCENTILE_CONFIDENCE = 0.99  # MLPerf LoadGen's early-stopping confidence
+
+
+def minimum_count(q, confidence=PERCENTILE_CONFIDENCE):
+    """The fewest values for which the q-th percentile has an upper confidence bound at `confidence`: the
+    largest of n values bounds the percentile once (q/100)^n <= 1 - confidence (p50: 7, p90: 44, p99: 459,
+    p99.9: 4603; LoadGen's minimum query count with no query over the bound). The one rule for showing a
+    percentile anywhere (run block, report, summary, page, CSV/JSON) and for judging a latency bound."""
+    if q >= 100 or q <= 0:
+        return 1
+    return int(np.ceil(np.log(1.0 - confidence) / np.log(q / 100.0) - 1e-9))
+
+
 def enough_for_percentile(count, q):
-    """Whether `count` samples can give the q-th percentile: at least 1 / (1 - q/100) of them (p99: 100)."""
-    return q < 100 and count >= int(np.ceil(1.0 / (1.0 - q / 100.0) - 1e-9))
+    """Whether `count` values can give the q-th percentile: at least minimum_count(q) of them."""
+    return q < 100 and count >= minimum_count(q)
+
+
+def upper_bound_rank(count, q, confidence=PERCENTILE_CONFIDENCE):
+    """The 1-based rank k of the order statistic that bounds the q-th percentile from above at `confidence`:
+    the smallest k with P(Binomial(count, q/100) >= k) <= 1 - confidence (distribution-free; the same test as
+    LoadGen's early-stopping estimate with no tolerance). None when even the largest value is not a bound."""
+    if count <= 0 or not enough_for_percentile(count, q):
+        return None
+    p = q / 100.0
+    k = np.arange(count + 1, dtype=np.float64)
+    log_pmf = count * np.log1p(-p) + np.concatenate(
+        [[0.0], np.cumsum(np.log((count - k[:-1]) / (k[:-1] + 1.0)))]) + k * np.log(p / (1.0 - p))
+    pmf = np.exp(log_pmf - log_pmf.max())
+    tail = np.cumsum(pmf[::-1])[::-1] / pmf.sum()  # tail[k] = P(X >= k)
+    (ranks,) = np.nonzero(tail <= 1.0 - confidence)
+    return int(ranks[0]) if ranks.size else None
+
+
+def percentile_upper_bound(values, q, confidence=PERCENTILE_CONFIDENCE):
+    """An upper bound of the q-th percentile at `confidence` (upper_bound_rank's order statistic); +inf values
+    (unserved queries) count as over any bound; NaN when there are too few values (minimum_count)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    ordered = ordered[~np.isnan(ordered)]
+    rank = upper_bound_rank(ordered.size, q, confidence)
+    return float(ordered[rank - 1]) if rank is not None else float("nan")
 
 
 def _blocks(occupancy, block_steps):
@@ -244,7 +283,7 @@ def confidence(step_start, step_seconds, batch_latency, samples_per_step, barrie
             result.update({f"latency_{name}_ci95_low": low, f"latency_{name}_ci95_high": high,
                            f"latency_{name}_ci95": half_width(estimate, low, high)})
         else:
-            needed = max(MIN_INTERVAL_VALUES, int(np.ceil(1.0 / (1.0 - q / 100.0) - 1e-9)))
+            needed = max(MIN_INTERVAL_VALUES, minimum_count(q))
             missing.append(f"{name}: {latency_ms.size} latencies < {needed}")
     if missing:
         result["ci_unavailable"] = "; ".join(missing)

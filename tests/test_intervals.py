@@ -60,8 +60,22 @@ def test_percentile_intervals_stay_positive_and_need_enough_samples():
     low, high = stats.percentile_interval(wide, 50)
     assert 0 < low < np.percentile(wide, 50) < high
     assert all(np.isnan(stats.percentile_interval(wide[:40], 99)))  # p99 from 40 samples: none
-    assert stats.enough_for_percentile(1000, 99.9) and not stats.enough_for_percentile(40, 99.9)
-    assert stats.enough_for_percentile(100, 99) and not stats.enough_for_percentile(99, 99)
+    assert stats.enough_for_percentile(4603, 99.9) and not stats.enough_for_percentile(4602, 99.9)
+    assert stats.enough_for_percentile(459, 99) and not stats.enough_for_percentile(458, 99)
+
+
+def test_the_percentile_upper_bound_is_loadgens_early_stopping_estimate():
+    """At 99% confidence the largest of n values bounds a p99 once 0.99^n <= 0.01 (459 values), and LoadGen's
+    early stopping needs 2,010 queries to tolerate 10 over the bound: the bound is then the 2,000th value."""
+    assert [stats.minimum_count(q) for q in (50, 90, 95, 99, 99.9)] == [7, 44, 90, 459, 4603]
+    assert stats.upper_bound_rank(458, 99) is None and stats.upper_bound_rank(459, 99) == 459
+    assert stats.upper_bound_rank(2010, 99) == 2000 and stats.upper_bound_rank(2009, 99) == 2000
+    values = np.arange(1, 2011, dtype=float)
+    assert stats.percentile_upper_bound(values, 99) == 2000.0
+    assert np.isnan(stats.percentile_upper_bound(values[:458], 99))
+    served = np.append(np.ones(1000), np.inf)  # one unserved query is over any bound, yet 1,001 tolerate it
+    assert stats.percentile_upper_bound(served, 99) == 1.0
+    assert stats.percentile_upper_bound(np.append(np.ones(459), np.inf), 99) == np.inf
 
 
 def test_a_missing_interval_is_left_out_with_its_reason_never_stored_as_nan():

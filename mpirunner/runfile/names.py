@@ -32,16 +32,24 @@ UNITS = {
     "peak_memory_bandwidth": ("bytes_per_s", 1.0),
     **{f"query_latency_{stat}{end}": ("ms", 1.0) for stat in ("mean", "p50", "p90", "p99")
        for end in ("", *_INTERVALS)},
-    **{name: ("ms", 1.0) for name in ("query_wait_mean", "latency_bound", "bound_latency")},
+    **{name: ("ms", 1.0) for name in ("query_wait_mean", "latency_bound", "bound_latency", "bound_latency_upper")},
+    **{name: ("qps", 1.0) for name in ("target_qps", "offered_qps")},
 }
+# Twins whose canonical name is not `<name>_<unit>`: the load a scenario point was asked for and the load its
+# schedule actually offered (docs/scenarios.md), exported as offered_qps_target / offered_qps_scheduled.
+NAMED_TWINS = {"target_qps": "offered_qps_target", "offered_qps": "offered_qps_scheduled"}
 # Older names that repeat another attribute: left out of exports (the twin of what they repeat is there).
 ALIASES = {"cv": "step_cv", "std": "latency_std"}
-TWINS = {f"{name}_{unit}": name for name, (unit, _factor) in UNITS.items()}
 
 
 def unit_name(name):
     """The unit-carrying name of an attribute (itself when it already carries its unit)."""
+    if name in NAMED_TWINS:
+        return NAMED_TWINS[name]
     return f"{name}_{UNITS[name][0]}" if name in UNITS else name
+
+
+TWINS = {unit_name(name): name for name in UNITS}
 
 
 def in_unit(name, value):
@@ -117,8 +125,8 @@ FIELDS = [
         "scenario", "queries", "queries_served", "queries_unserved", "query_latency_mean", "query_latency_p50",
         "query_latency_p90", "query_latency_p99", "query_wait_mean", "padding_share", "duration_seconds",
         "target_qps", "offered_qps", "achieved_qps", "keep_up", "latency_bound", "bound_percentile",
-        "bound_latency", "share_over_bound", "drain_seconds", "max_batch_wait_ms", "prepared_batch_sizes",
-        "peak_search", "peak_point", "peak_qps")],
+        "bound_latency", "bound_latency_upper", "queries_over_bound", "share_over_bound", "drain_seconds",
+        "max_batch_wait_ms", "prepared_batch_sizes", "peak_search", "peak_point", "peak_qps", "peak_qps_high")],
     *_interval("query_latency_p50", "scenario.intervals.query_latency_p50"),
     *_interval("query_latency_p99", "scenario.intervals.query_latency_p99"),
     *[(f"accuracy_{name}", f"accuracy.{name}") for name in (

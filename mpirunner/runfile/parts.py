@@ -192,6 +192,8 @@ class ScenarioSummary:
     latency_bound: Optional[float] = None
     bound_percentile: Optional[float] = None
     bound_latency: Optional[float] = None
+    bound_latency_upper: Optional[float] = None
+    queries_over_bound: Optional[int] = None
     share_over_bound: Optional[float] = None
     drain_seconds: Optional[float] = None
     max_batch_wait_ms: Optional[float] = None
@@ -199,6 +201,7 @@ class ScenarioSummary:
     peak_search: Optional[bool] = None
     peak_point: Optional[int] = None
     peak_qps: Optional[float] = None
+    peak_qps_high: Optional[float] = None
     intervals: ScenarioIntervals = field(default_factory=ScenarioIntervals)
 
     @classmethod
