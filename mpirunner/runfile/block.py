@@ -211,14 +211,17 @@ def format_failed_run(run):
             "the sweep stops here (larger sizes are not tried), the file keeps the sizes before it")
 
 
-def peak_search_line(peak_qps, points, percentile, bound_ms, batch_size):
-    """The runner's closing line of a --find-peak-qps search (its points are in the file already)."""
+def peak_search_line(peak_qps, points, percentile, bound_ms, batch_size, peak_qps_high=None):
+    """The runner's closing line of a --find-peak-qps search (its points are in the file already). With
+    peak_qps_high the peak is shown as the interval it lies in: [peak_qps, peak_qps_high] QPS."""
     where = f"{len(points)} points in the file as bs{batch_size:05d}-qps*"
     if peak_qps is None:
         return (f"peak search, batch {batch_size}: no load kept p{percentile:g} within {bound_ms:g} ms "
                 f"(lowest tried {min(points):.1f} QPS); {where}")
+    high = (f" (the peak lies in [{peak_qps:.1f}, {peak_qps_high:.1f}] QPS)"
+            if finite_number(peak_qps_high) and peak_qps_high > peak_qps else "")
     return (f"peak search, batch {batch_size}: {peak_qps:.1f} QPS in total is the highest load with p{percentile:g} "
-            f"within {bound_ms:g} ms; {where}")
+            f"within {bound_ms:g} ms{high}; {where}")
 
 
 def _compute_line(compute):
