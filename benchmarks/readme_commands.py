@@ -1,0 +1,72 @@
+"""The README's two run commands, as a new user types them: how many tries are VALID, and the longest line.
+
+    python benchmarks/readme_commands.py [--tries 3]
+
+Runs `python -m mpirunner --config resnet50-cpu` and the README's `mpiexec -n 2 ... --batch-size 1,4,8
+--iterations 20` sweep TRIES times each, alternating, each in a fresh temporary folder (so `results/`
+starts empty and nothing is resumed), with the progress bar off (stderr is not a terminal here).
+Prints, per try, each batch size's verdict read from the written file, the wall time, and the longest
+line of standard output; exit 1 when a run is INVALID or a stdout line is over 160 characters
+(issue 27's first-screen rule). Meant for a quiet machine: other load makes steps uneven and can
+fail the timing rules, which is what they are for.
+"""
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import mpiexec  # noqa: E402
+
+MAX_LINE = 160
+COMMANDS = {
+    "single": [sys.executable, "-m", "mpirunner", "--config", "resnet50-cpu"],
+    "sweep": [mpiexec(), "-n", "2", sys.executable, "-m", "mpirunner", "--config", "resnet50-cpu",
+              "--batch-size", "1,4,8", "--iterations", "20"],
+}
+
+
+def verdicts(path):
+    """{run name: 'VALID' or 'INVALID: reasons'} of a result file, through the runner's own reader."""
+    from mpirunner.runfile.hdf5 import read_job
+
+    job = read_job(path)
+    return {run.name: "VALID" if run.verdict.valid else "INVALID: " + "; ".join(run.verdict.reasons)
+            for run in job.runs}
+
+
+def run_once(name):
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / f"{name}.h5"
+        begin = time.perf_counter()
+        result = subprocess.run([*COMMANDS[name], "--output", str(output)], cwd=folder, capture_output=True,
+                                text=True)
+        seconds = time.perf_counter() - begin
+        longest = max((len(line) for line in result.stdout.splitlines()), default=0)
+        found = verdicts(output) if output.exists() else {}
+    return result.returncode, seconds, longest, found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tries", type=int, default=3)
+    args = parser.parse_args()
+    failures = 0
+    for attempt in range(1, args.tries + 1):
+        for name in COMMANDS:
+            code, seconds, longest, found = run_once(name)
+            bad = code != 0 or longest > MAX_LINE or not found or any(v != "VALID" for v in found.values())
+            failures += bad
+            print(f"try {attempt} {name}: exit {code}, {seconds:.0f} s, longest stdout line {longest} chars", flush=True)
+            for run, verdict in found.items():
+                print(f"    {run}: {verdict}", flush=True)
+    print(f"{failures} of {2 * args.tries} commands not VALID or over {MAX_LINE} chars")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
