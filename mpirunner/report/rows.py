@@ -20,9 +20,10 @@ from mpirunner import stats
 from mpirunner.errors import UsageError
 from mpirunner.report.variation import ROOT_ATTRS as KEY_ROOT_ATTRS, RUN_ATTRS as KEY_RUN_ATTRS, configuration_key
 from mpirunner.roofline import broken_roof
-from mpirunner.runfile import hdf5
+from mpirunner.runfile import hdf5, shown
 from mpirunner.runfile.block import finite_number, text_value  # noqa: F401 (the one test of a number to show)
 from mpirunner.runfile.names import exported, unit_name, value_of
+from mpirunner.runfile.run import Run
 
 RESULT_SUFFIXES = (".h5", ".hdf5")
 # The summary fields every CSV/JSON row of `mpirunner-report FILE` starts with, in this order; other attributes follow.
@@ -33,8 +34,11 @@ ROW_FIELDS = ("file", "run", "batch_size", "samples_per_step", "device_iteration
               "compile_seconds_max", "valid", "validity_reason")
 # (column in CSV/JSON, with its unit; key of the row) of `summary`: latencies in ms, throughput in samples/s,
 # utilization in percent, as in the file's unit-named twins and `mpirunner-report FILE --csv`.
+# latency_* is batch latency for every run; single-stream and server runs add their query columns (runfile/shown.py:
+# achieved and offered QPS, query percentiles, the bound), empty for offline runs.
 _UNIT_KEYS = ("throughput", "throughput_ci95_low", "throughput_ci95_high", "latency_p50", "latency_p50_ci95_low",
-              "latency_p50_ci95_high", "latency_p99", "latency_p99_ci95_low", "latency_p99_ci95_high", "utilization")
+              "latency_p50_ci95_high", "latency_p99", "latency_p99_ci95_low", "latency_p99_ci95_high", "utilization",
+              *shown.QUERY_COLUMNS)
 COLUMNS = (("file", "file"), ("run", "run"), ("model", "model"), ("precision", "precision"), ("dtype", "dtype"),
            ("backend", "backend"), ("device_name", "device_name"), ("world_size", "world_size"),
            ("hosts", "hosts"), ("batch_size", "batch_size"), ("samples_per_step", "samples_per_step"),
@@ -43,7 +47,8 @@ COLUMNS = (("file", "file"), ("run", "run"), ("model", "model"), ("precision", "
 RUN_KEYS = tuple(key for _column, key in COLUMNS
                  if key not in ("file", "run", "backend", "device_name", "world_size", "hosts", "created", "git_commit"))
 ROOT_KEYS = ("backend", "device_name", "world_size", "hosts", "created", "git_commit", "dtype")
-RUN_ATTRS = RUN_KEYS + ("dtype", "valid", "validity_reason")
+RUN_ATTRS = RUN_KEYS + ("dtype", "valid", "validity_reason", "latency_count", "query_latency_p50_ci95_low",
+                        "query_latency_p50_ci95_high", "query_latency_p99_ci95_low", "query_latency_p99_ci95_high")
 
 
 # ----------------------------------------------------------------------------------- one file
@@ -135,15 +140,31 @@ def summary_row(job, run):
     latency = run_latency(run)
     if latency.size:
         row.update(stats.latency_summary(latency))
+    shown_by_rule(row, row.get("latency_count"))
+    query = shown.query_columns(run)
+    if query:  # single-stream, server: the achieved rate as stored (the runner's line), the query columns
+        row = {key: value for key, value in row.items() if not key.startswith("throughput_reference")}
+        row.update(throughput=run.summary.throughput, throughput_sum=run.summary.throughput_sum, **query)
     if arrays.get("compile_seconds") is not None and np.size(arrays["compile_seconds"]):
         row["compile_seconds_max"] = float(np.nanmax(arrays["compile_seconds"]))
     row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
     row["valid"] = bool(attrs.get("valid", True))
-    ordered = RunRow({key: row.get(key, "") for key in ROW_FIELDS})
+    ordered = RunRow({key: row.get(key, "") for key in ROW_FIELDS[:ROW_FIELDS.index("throughput_sum") + 1]})
+    ordered.update({key: row[key] for key in shown.QUERY_COLUMNS if key in query})
+    ordered.update({key: row.get(key, "") for key in ROW_FIELDS if key not in ordered})
     ordered.update({key: row[key] for key in sorted(row) if key not in ordered})
     ordered.arrays = {key: arrays.get(key) for key in ("step_seconds", "step_start", "batch_latency")}
     ordered.run = run
     return ordered
+
+
+def shown_by_rule(row, count):
+    """Blank (None) the batch latency percentiles of a row, and their intervals, that `count` latencies cannot give
+    (stats.minimum_count: the one percentile rule); an unknown count leaves them."""
+    for name, q in stats.PERCENTILES.items():
+        if not shown.enough(count, q):
+            keys = (f"latency_{name}", *(f"latency_{name}{end}" for end in ("_ci95", "_ci95_low", "_ci95_high")))
+            row.update({key: None for key in keys if key in row or key == f"latency_{name}"})
 
 
 def _scalar(value):
@@ -221,6 +242,9 @@ def read_file(path, histograms=False, keys=False):
         row["dtype"] = attrs.get("dtype", root.get("dtype", ""))
         row["valid"] = bool(attrs.get("valid", True))
         row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
+        shown_by_rule(row, value_of(attrs, "latency_count"))
+        row.update({name: "" if value is None else value
+                    for name, value in shown.query_columns(Run.from_attrs(run.name, attrs)).items()})
         key = configuration_key(root, attrs) if keys else None
         found.append(SummaryRun(row=row, attrs=attrs, root=root, histogram=run.histogram, key=key))
     return found

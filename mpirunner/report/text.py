@@ -12,6 +12,7 @@ from mpirunner.report.rows import finite_number, finite_rows, first_run, rank_th
 from mpirunner.report.variation import CONFIDENCE
 from mpirunner.runfile.block import accuracy_lines, broken_roof_text, estimate_text, percentile_text, roof_text
 from mpirunner.runfile.parts import LatencyStats, Summary
+from mpirunner.runfile.shown import peak_text
 
 
 # ------------------------------------------------------------------------------------- one file
@@ -121,7 +122,63 @@ TABLE_COLUMNS = (("batch", "batch_size", 6, ""), ("samples/step", "samples_per_s
 
 
 def run_table(rows):
-    """The per-run table of one file, then a line per run for invalid verdicts and extra (CI, FLOPs) fields."""
+    """The per-run tables of one file: offline runs, then single-stream and server runs (scenario_table)."""
+    offline = [row for row in rows if not row.get("scenario")]
+    scenario = [row for row in rows if row.get("scenario")]
+    return "\n".join(([offline_table(offline)] if offline or not scenario else []) +
+                     ([scenario_table(scenario)] if scenario else []))
+
+
+def _cell(value, spec, width, missing="-"):
+    return f"{value:>{width}{spec}}" if finite_number(value) else f"{missing:>{width}}"
+
+
+# (title, row key, width, spec) of a single-stream or server run: the loads (queries/s, all ranks), the achieved
+# rate in samples/s (the runner's `throughput:`), query latency from the scheduled arrival (percentiles by the one
+# rule: n/a with too few queries), the judged percentile's 99% upper bound and whether it kept the bound.
+SCENARIO_COLUMNS = (("batch", "batch_size", 5, ""), ("target QPS", "target_qps", 10, ".1f"),
+                    ("offered QPS", "offered_qps", 11, ".1f"), ("QPS", "achieved_qps", 7, ".1f"),
+                    ("samples/s", "throughput", 10, ".2f"), ("query p50 ms", "query_latency_p50", 12, ".3f"),
+                    ("query p90 ms", "query_latency_p90", 12, ".3f"), ("query p99 ms", "query_latency_p99", 12, ".3f"),
+                    ("query mean ms", "query_latency_mean", 13, ".3f"), ("bound ms", "latency_bound", 8, "g"),
+                    ("upper ms", "bound_latency_upper", 9, ".3f"))
+
+
+def point_label(row):
+    """'batch 2' or, for a server run, 'batch 2 at 40.0 QPS' (a peak search's points share their batch size)."""
+    target = row.get("target_qps")
+    return f"batch {row['batch_size']}" + (f" at {target:.1f} QPS" if finite_number(target) else "")
+
+
+def scenario_table(rows):
+    """The table of single-stream and server runs (one row per point of a peak search), then per point: its
+    query percentiles with their intervals, its batch latency (the batches formed, under its own name), the
+    verdict's reasons; and the search's peak with its interval."""
+    lines = ["  ".join(f"{title:>{width}}" for title, _key, width, _spec in SCENARIO_COLUMNS) + "  within  valid"]
+    notes = []
+    for row in rows:
+        within = row.get("within_bound")
+        lines.append("  ".join(_cell(row.get(key), spec, width, "n/a" if key.startswith(("query_latency_p", "bound_l"))
+                                     else "-") for _title, key, width, spec in SCENARIO_COLUMNS)
+                     + f"  {'-' if within is None else 'yes' if within else 'NO':>6}  {'yes' if row['valid'] else 'NO':>5}")
+        label, summary = point_label(row), row.run.summary or Summary()
+        scenario = row.run.scenario
+        queries = [f"p{q} " + (estimate_text(row[f"query_latency_p{q}"], getattr(scenario.intervals, f"query_latency_p{q}"),
+                                             ".3f", summary.ci_unavailable, f"query_latency_p{q}")
+                               if finite_number(row.get(f"query_latency_p{q}")) else "n/a") for q in (50, 99)]
+        notes.append(f"   {label}: {row.get('queries')} queries, 95% CI: query {', '.join(queries)} ms")
+        notes.append(f"   {label}: batch latency ms: p50 {percentile_text(_latency(row), 'p50')}"
+                     f"  p99 {percentile_text(_latency(row), 'p99')}  mean {_cell(row.get('latency_mean'), '.3f', 0)}")
+        if not row["valid"] or row["validity_reason"]:
+            verdict = "valid" if row["valid"] else "INVALID"
+            notes.append(f"   {label}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
+    peaks = {peak_text(row.run.scenario) for row in rows} - {""}
+    notes += [f"   peak search: peak {peak} (the highest target load within the bound)" for peak in sorted(peaks)]
+    return "\n".join(lines + notes)
+
+
+def offline_table(rows):
+    """The table of offline runs, then a line per run for invalid verdicts and extra (CI, FLOPs) fields."""
     header = "  ".join(f"{title:>{width}}" for title, _key, width, _spec in TABLE_COLUMNS)
     lines = [header]
     notes = []

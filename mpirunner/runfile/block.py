@@ -159,25 +159,35 @@ def accuracy_lines(accuracy):
 
 
 def scenario_lines(run):
-    """single-stream and server runs (docs/scenarios.md): query latency from the scheduled arrival, and the load."""
-    scenario, summary = run.scenario, run.summary or Summary()
-    if scenario is None or scenario.scenario not in ("single-stream", "server"):
+    """single-stream and server runs (docs/scenarios.md): query latency from the scheduled arrival (percentiles by
+    the one rule, runfile/shown.py), and the load: target, offered (as scheduled), achieved, the bound."""
+    from mpirunner.runfile import shown
+
+    scenario, summary = shown.scenario_of(run), run.summary or Summary()
+    if scenario is None:
         return []
-    estimates = ((f"query_latency_p{q}", q, value) for q, value in (
-        (50, scenario.query_latency_p50), (90, scenario.query_latency_p90), (99, scenario.query_latency_p99)))
-    latency = "  ".join(f"p{q} " + estimate_text(value, getattr(scenario.intervals, name, None), ".3f",
-                                                  summary.ci_unavailable, name)
-                        for name, q, value in estimates if value is not None)
+    parts = []
+    for q in (50, 90, 99):
+        value, name = shown.query_percentile(scenario, q), f"query_latency_p{q}"
+        parts.append(f"p{q} " + (estimate_text(value, getattr(scenario.intervals, name, None), ".3f",
+                                               summary.ci_unavailable, name) if value is not None else "n/a"))
     mean = scenario.query_latency_mean if scenario.query_latency_mean is not None else float("nan")
-    lines = [f"{scenario.scenario}: {scenario.queries} queries, query latency ms: {latency}  mean {mean:.3f}"]
+    lines = [f"{scenario.scenario}: {scenario.queries} queries, query latency ms: {'  '.join(parts)}  mean {mean:.3f}"]
     if scenario.scenario == "server":
-        bound = (f"   {100 * scenario.share_over_bound:.2f}% over the {scenario.latency_bound:g} ms bound "
-                 f"(p{scenario.bound_percentile:g} {scenario.bound_latency:.3f} ms)"
-                 if scenario.latency_bound is not None else "")
+        bound = ""
+        if scenario.latency_bound is not None:
+            judged, upper = shown.judged_latency(scenario), shown.upper_bound(scenario)
+            over = (f"{scenario.queries_over_bound} queries ({100 * scenario.share_over_bound:.2f}%)"
+                    if scenario.queries_over_bound is not None else f"{100 * scenario.share_over_bound:.2f}%")
+            bound = (f"bound: p{scenario.bound_percentile:g} {f'{judged:.3f}' if judged is not None else 'n/a'} ms"
+                     + (f" (99% upper bound {upper:.3f} ms)" if upper is not None else "")
+                     + f" {'within' if shown.within_bound(scenario) else 'NOT within'} {scenario.latency_bound:g} ms; "
+                     f"{over} over it")
         wait = scenario.query_wait_mean if scenario.query_wait_mean is not None else float("nan")
-        lines.append(f"load: target {scenario.target_qps:.1f} QPS, offered {scenario.offered_qps:.1f}, achieved "
-                     f"{scenario.achieved_qps:.1f} ({scenario.keep_up:.2f}), {scenario.queries_unserved} unserved, "
-                     f"mean wait {wait:.3f} ms, padding {100 * scenario.padding_share:.1f}%{bound}")
+        lines.append(f"load: target {scenario.target_qps:.1f} QPS, offered {scenario.offered_qps:.1f} (as scheduled), "
+                     f"achieved {scenario.achieved_qps:.1f} ({scenario.keep_up:.2f}), {scenario.queries_unserved} "
+                     f"unserved, mean wait {wait:.3f} ms, padding {100 * scenario.padding_share:.1f}%")
+        lines += [bound] if bound else []
     return lines
 
 
@@ -240,8 +250,11 @@ def format_run_block(run, world_size):
     """The runner's block for one run; its last two lines match the reference harness's regexes
     (`throughput: *(.*?) samples/sec`, `latency avg: *(.*?) ms`), except on IPU, where one line of the
     reference's own figures follows them (no regex of the harness matches it)."""
+    from mpirunner.runfile import shown
+
     run = as_run(run)
     point, summary, inputs, latency = run.point, run.summary, run.input, run.summary.latency
+    queries = shown.scenario_of(run) is not None  # its latency is the queries'; the batches' is shown as such
     windows = f", {summary.windows} windows" if summary.windows else ""
     busy = inputs.device_busy_min
     busy = (f"{100 * busy:.1f}% (least busy rank)" if not math.isnan(busy)
@@ -252,7 +265,7 @@ def format_run_block(run, world_size):
         "",
         f"== {point.model} batch {point.batch_size} x {point.device_iterations} device iterations, "
         f"{world_size} rank(s), {point.precision} ({point.dtype}), data {point.data}",
-        f"latency ms: min {latency.min:.3f}  p50 {percentile_text(latency, 'p50')}  "
+        f"{'batch latency' if queries else 'latency'} ms: min {latency.min:.3f}  p50 {percentile_text(latency, 'p50')}  "
         f"p90 {percentile_text(latency, 'p90')}  p99 {percentile_text(latency, 'p99')}  max {latency.max:.3f}",
         f"{'compile' if compiles else 'first call'}: "
         f"{summary.compile_seconds_max:.2f} s   step cv: {100 * summary.step_cv:.1f}% "
@@ -260,7 +273,8 @@ def format_run_block(run, world_size):
         f"input: host gap {100 * inputs.host_gap_max:.2f}% of the window (worst rank)   device busy {busy}"
         f"   pool {inputs.pool_steps} step(s), {inputs.pool_bytes / 2**20:.1f} MiB per rank",
         f"95% CI: throughput {throughput_estimate(summary)} samples/sec   "
-        f"p50 {latency_estimate(summary, 'p50')} ms   p99 {latency_estimate(summary, 'p99')} ms   "
+        f"{'batch ' if queries else ''}p50 {latency_estimate(summary, 'p50')} ms   "
+        f"{'batch ' if queries else ''}p99 {latency_estimate(summary, 'p99')} ms   "
         f"({summary.iterations} steps, {summary.timed_seconds:.2f} s{windows})",
         _compute_line(run.compute),
         *_ipu_cache_lines(run.device),
@@ -268,7 +282,7 @@ def format_run_block(run, world_size):
         *accuracy_lines(run.accuracy),
         *verdict_lines(run),
         f"throughput: {summary.throughput:.2f} samples/sec",
-        f"latency avg: {latency.mean:.3f} ms",
+        f"latency avg: {shown.mean_latency(run):.3f} ms",
         *_reference_lines(run),
         *_sdk_era_lines(run),
     ]

@@ -110,6 +110,28 @@ def reference_throughput_spread(step_seconds, samples_per_step):
             "throughput_reference_std": float(per_step.std())}
 
 
+def scenario_throughput(summary, scenario_attrs, samples_per_step):
+    """A scenario run's throughput is its achieved rate in samples/s (runfile/shown.py): served queries per
+    second over the issuing window (achieved_qps) times the samples per query (server: one; single-stream: a
+    step's). The step-based reference harness figure does not apply (left out); a server's batches are not its
+    steps, so their bootstrap interval is left out too."""
+    summary = {key: value for key, value in summary.items() if not key.startswith("throughput_reference")}
+    if "throughput" in scenario_attrs:  # older engines stored the server's rate themselves
+        rate, rate_sum = scenario_attrs["throughput"], scenario_attrs.get("throughput_sum", scenario_attrs["throughput"])
+    else:
+        achieved = scenario_attrs.get("achieved_qps")
+        if not isinstance(achieved, (int, float)) or achieved != achieved:
+            return summary
+        per_query = 1 if scenario_attrs.get("scenario") == "server" else samples_per_step
+        rate = rate_sum = float(achieved) * per_query
+        if scenario_attrs.get("scenario") != "server":
+            rate_sum = summary.get("throughput_sum", rate)  # single-stream: each rank's own window, summed
+    if scenario_attrs.get("scenario") == "server":
+        summary = {key: value for key, value in summary.items() if not key.startswith("throughput_ci95")}
+    summary.update(throughput=rate, throughput_sum=rate_sum)
+    return summary
+
+
 def point_attrs(point):
     """What was asked for (the RunPoint), as every run group names it, measured or failed."""
     return {"batch_size": point.batch_size, "device_iterations": point.device_iterations,
@@ -135,9 +157,8 @@ def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, ju
     starts, seconds, latencies = timings["step_start"], timings["step_seconds"], timings["batch_latency"]
     summary = summarize(starts, seconds, latencies, point.samples_per_step,
                         barrier_skew_seconds=float(waits.max() - waits.min()))
-    if scenario is not None and "throughput" in scenario.attrs:  # server: served samples, not steps x size
-        summary = {key: value for key, value in summary.items() if not key.startswith("throughput_ci95")}
-        summary.update(throughput=scenario.attrs["throughput"], throughput_sum=scenario.attrs["throughput_sum"])
+    if scenario is not None:
+        summary = scenario_throughput(summary, scenario.attrs, point.samples_per_step)
     device_attrs = dict(device.attrs)
     if "latency_reference_ms" in device_attrs:  # IPU offline runs: the reference harness's throughput spread
         device_attrs.update(reference_throughput_spread(seconds, point.samples_per_step))

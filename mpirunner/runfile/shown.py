@@ -1,0 +1,135 @@
+"""What a run is shown by, wherever it is shown (the runner's block and sweep table, mpirunner-report's text, CSV
+and JSON, the summary and its page): one meaning per column, one rule for percentiles.
+
+- throughput (samples/s): the run's stored headline. Offline: all samples over the timed window. Single-stream
+  and server: the achieved rate, served queries per second over the issuing window times the samples per query
+  (build.py stores it so); never recomputed from the batches a server formed.
+- batch latency (`latency_*`): one micro-batch's time, for every run. Query latency (`query_latency_*`): single-
+  stream and server runs, from a query's scheduled arrival to its completion (queueing counts); the latency a
+  scenario run is judged and shown by (the runner's `latency avg`, the report's "query p50 ms").
+- a percentile is shown only with enough values for it: stats.minimum_count(q) (p50 7, p90 44, p99 459: 99%
+  confidence that the largest value bounds it, LoadGen's early-stopping minimum); below that it is `n/a` in
+  text and absent (empty, null) in CSV/JSON, never a number. Query percentiles count every query scheduled
+  (an unserved one is over any bound).
+numpy only (stats is numpy).
+"""
+import math
+
+SCENARIOS = ("single-stream", "server")
+# The scenario columns of a CSV/JSON row (unit-less names as the file stores them; exports carry the unit-named
+# twins: target_qps -> offered_qps_target, offered_qps -> offered_qps_scheduled, query_latency_p99 -> ..._ms).
+QUERY_COLUMNS = ("scenario", "queries", "queries_served", "target_qps", "offered_qps", "achieved_qps", "keep_up",
+                 "query_latency_mean", "query_latency_p50", "query_latency_p50_ci95", "query_latency_p50_ci95_low",
+                 "query_latency_p50_ci95_high", "query_latency_p90", "query_latency_p99", "query_latency_p99_ci95",
+                 "query_latency_p99_ci95_low", "query_latency_p99_ci95_high",
+                 "bound_percentile", "latency_bound", "bound_latency", "bound_latency_upper", "queries_over_bound",
+                 "within_bound", "peak_qps", "peak_qps_high")
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def enough(count, q):
+    """Whether `count` values give the q-th percentile (stats.minimum_count); an unknown count (an older file
+    that did not store it) is taken as enough."""
+    from mpirunner import stats
+
+    if count is None or isinstance(count, bool):
+        return True
+    try:
+        count = int(count)
+    except (TypeError, ValueError):
+        return True
+    return stats.enough_for_percentile(count, q)
+
+
+def needs_text(names=("p50", "p99")):
+    """'a p50 needs 7 values, a p99 459' (from stats.minimum_count): the footnote of an n/a percentile."""
+    from mpirunner import stats
+
+    counts = [f"{name} {stats.minimum_count(stats.PERCENTILES[name])}" for name in names]
+    return (f"too few values for that percentile (a {counts[0]} values"
+            + "".join(f", a {text}" for text in counts[1:])
+            + f": {100 * stats.PERCENTILE_CONFIDENCE:g}% confidence that the largest bounds it)")
+
+
+def scenario_of(run):
+    """The run's ScenarioSummary when it is a single-stream or server run, else None."""
+    scenario = getattr(run, "scenario", None)
+    return scenario if scenario is not None and scenario.scenario in SCENARIOS else None
+
+
+def query_percentile(scenario, q):
+    """The stored query latency percentile q (ms) when the run had enough queries for it, else None."""
+    value = getattr(scenario, f"query_latency_p{q:g}", None)
+    return value if _finite(value) and enough(scenario.queries, q) else None
+
+
+def query_interval(scenario, q):
+    """(low, high) of a query percentile's stored 95% interval, or (None, None) (not stored, or too few queries)."""
+    interval = getattr(scenario.intervals, f"query_latency_p{q:g}", None)
+    if query_percentile(scenario, q) is None or interval is None:
+        return None, None
+    low, high = interval.low, interval.high
+    return (low, high) if _finite(low) and _finite(high) else (None, None)
+
+
+def judged_latency(scenario):
+    """The judged percentile (bound_percentile) of a server run with a bound, or None (too few queries, no bound)."""
+    if scenario.bound_percentile is None or not _finite(scenario.bound_latency):
+        return None
+    return scenario.bound_latency if enough(scenario.queries, scenario.bound_percentile) else None
+
+
+def upper_bound(scenario):
+    """The judged percentile's 99% upper confidence bound (ms), or None (an older file, too few queries)."""
+    return scenario.bound_latency_upper if _finite(scenario.bound_latency_upper) else None
+
+
+def within_bound(scenario):
+    """True / False: whether the point kept its latency bound (the upper confidence bound when the file stores
+    it, else the percentile itself; too few queries for it is a fail); None without a bound."""
+    if scenario.latency_bound is None or scenario.bound_percentile is None:
+        return None
+    if scenario.bound_latency_upper is not None:
+        judged = upper_bound(scenario)
+    else:
+        judged = judged_latency(scenario)
+    return judged is not None and judged <= scenario.latency_bound
+
+
+def mean_latency(run):
+    """The runner's `latency avg`: the query latency mean of a scenario run, else the batch latency mean (ms)."""
+    scenario = scenario_of(run)
+    if scenario is not None and scenario.query_latency_mean is not None:
+        return scenario.query_latency_mean
+    return run.summary.latency.mean
+
+
+def peak_text(scenario):
+    """'22.9 QPS' or '[22.9, 25.0] QPS' (the search's peak with its interval), '' when none was found."""
+    peak, high = scenario.peak_qps, scenario.peak_qps_high
+    if not _finite(peak):
+        return ""
+    return f"[{peak:.1f}, {high:.1f}] QPS" if _finite(high) and high > peak else f"{peak:.1f} QPS"
+
+
+def query_columns(run):
+    """The scenario columns of a run's CSV/JSON row ({} for an offline run): the loads, the query percentiles
+    by the one rule (None: too few queries), the bound and whether the point kept it, the search's peak."""
+    scenario = scenario_of(run)
+    if scenario is None:
+        return {}
+    row = {name: getattr(scenario, name, None) for name in QUERY_COLUMNS if hasattr(scenario, name)}
+    for q in (50, 90, 99):
+        row[f"query_latency_p{q}"] = query_percentile(scenario, q)
+    for q in (50, 99):
+        row[f"query_latency_p{q}_ci95_low"], row[f"query_latency_p{q}_ci95_high"] = query_interval(scenario, q)
+        interval = getattr(scenario.intervals, f"query_latency_p{q}", None)
+        half = interval.half_width if interval is not None and row[f"query_latency_p{q}_ci95_low"] is not None else None
+        row[f"query_latency_p{q}_ci95"] = half
+    row["bound_latency"] = judged_latency(scenario)
+    row["bound_latency_upper"] = upper_bound(scenario)
+    row["within_bound"] = within_bound(scenario)
+    return {name: row.get(name) for name in QUERY_COLUMNS}
