@@ -1,4 +1,5 @@
-"""The figures of mpirunner-report, each drawn once: latency histogram, sweep curves, trend, server load curve.
+"""The figures of mpirunner-report, each drawn once: latency histogram, sweep curves, server load curve (the page's
+own trend and sweep SVGs are html.py's).
 
 matplotlib (Agg) draws them into the PNG of `--plot` or the SVG of the summary page (sweep_figure is both);
 the page's per-run histograms, hundreds per page, are hand-drawn SVG (html.histogram_svg: about a
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpirunner import stats
 from mpirunner.errors import UsageError
 from mpirunner.report.rows import finite_number, finite_rows, first_run, run_latency, sorted_runs, summary_row
 
@@ -177,7 +179,9 @@ def _histogram_figure(plt, job, run, per_rank):
                          for index in range(len(ranks))])
     else:
         axes.hist(latency * 1e3, bins=edges_ms, color="tab:blue", label="all ranks")
-    for label, q, style, _dashes in PERCENTILE_DASHES:
+    for label, q, style, _dashes in PERCENTILE_DASHES:  # each with enough latencies for it (runfile/shown.py)
+        if not stats.enough_for_percentile(latency.size, q):
+            continue
         value_ms = float(np.percentile(latency, q) * 1e3)
         axes.axvline(value_ms, color="black", linestyle=style, linewidth=1.5, label=f"{label} {value_ms:.3f} ms")
     axes.set_xscale("log")
@@ -299,53 +303,6 @@ def _sweep_figure(plt, files):
     return sweep_figure(plt, title, series)
 
 
-def sweep_svg(title, series):
-    """The page's sweep of one configuration (SVG text); series = [(label, rows)] as sweep_figure takes."""
-    plt = pyplot()
-    with plt.rc_context(SVG_FONT):
-        return _svg(plt, sweep_figure(plt, title, series, svg=True))
-
-
-def file_label(path):
-    """A series label: the file's name (its folder too when short)."""
-    path = Path(path)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-
-
-# ------------------------------------------------------------------------------------------- trend
-
-def trend_svg(title, rows, labels):
-    """Throughput of each step of one trend in order, with intervals; regressed steps marked and labelled."""
-    plt = pyplot()
-    marks = (("regressed", "v", "black"), ("improved", "^", "C2"))
-    with plt.rc_context(SVG_FONT):
-        figure, axes = plt.subplots(figsize=(SVG_INCHES, 3.2), layout="constrained")
-        x = list(range(len(rows)))
-        y = [row["throughput"] if finite_number(row.get("throughput")) else float("nan") for row in rows]
-        axes.errorbar(x, y, yerr=_interval(rows, "throughput"), color="C0", linestyle="-", marker="none", capsize=2,
-                      linewidth=1, label="throughput (95% CI)")
-        for index, (value, row) in enumerate(zip(y, rows)):
-            hollow, status = not row["valid"], row.get("trend", "")
-            marker, colour = next(((m, c) for name, m, c in marks if status == name), ("o", "C0"))
-            axes.plot([index], [value], linestyle="none", marker=marker, color=colour, markersize=8 if hollow else 6,
-                      markerfacecolor="white" if hollow else colour)
-            if status in ("regressed", "improved"):
-                axes.annotate(status, (index, value), textcoords="offset points", xytext=(0, -14), ha="center",
-                              fontsize="x-small")
-        for name, marker, colour in marks:
-            if any(row.get("trend") == name for row in rows):
-                axes.plot([], [], linestyle="none", marker=marker, color=colour, label=name)
-        if any(not row["valid"] for row in rows):
-            axes.plot([], [], linestyle="none", marker="o", markerfacecolor="white", color="black", label=INVALID_LABEL)
-        figure.legend(*axes.get_legend_handles_labels(), fontsize="x-small", loc="outside right upper")
-        axes.set_xticks(x)
-        axes.set_xticklabels([label[:19] for label in labels], rotation=20, ha="right", fontsize="x-small")
-        axes.set_ylabel("throughput (samples/s)")
-        axes.grid(True, alpha=0.3)
-        axes.set_title("\n".join(fitted(title, SVG_INCHES * 0.8 * 72, 8)))
-        return _svg(plt, figure)
-
-
 # ----------------------------------------------------------------------------- server load curve
 
 def server_runs(files):
@@ -357,41 +314,85 @@ def server_runs(files):
     return sorted(((float(attrs["target_qps"]), attrs) for attrs in runs), key=lambda pair: pair[0])
 
 
+def _or_nan(value):
+    return float(value) if finite_number(value) else float("nan")
+
+
 def server_figure(plt, runs, size_inches):
-    """Query latency percentiles (ms, log y) against the target load; runs of different files or batch sizes
-    are separate curves (one search each); invalid points (unserved: infinite) on the top edge of the finite values."""
-    figure, axis = plt.subplots(figsize=size_inches)
+    """Server points told apart (runs: (target QPS, attrs) pairs, by load; runfile/shown.py's rule for each
+    percentile). Left: query latency percentiles (ms, log y) against the target load, p99 with its 95% interval
+    and ^ its 99% upper bound, the bound, each point filled when it kept the bound and hollow when not (x: no
+    latency to show, e.g. unserved queries), the peak as a band [peak_qps, peak_qps_high]. Right: the load each
+    point offered as scheduled and the rate it achieved, against its target. Runs of different files or batch
+    sizes are separate curves (one search each)."""
+    from mpirunner.runfile import shown
+    from mpirunner.runfile.run import Run
+
+    figure, (axis, load) = plt.subplots(1, 2, figsize=size_inches, gridspec_kw={"width_ratios": (3, 2)})
     series = {}
     for qps, attrs in runs:
-        series.setdefault((attrs.get("_plot_file", ""), attrs.get("batch_size")), []).append((qps, attrs))
+        run = attrs if isinstance(attrs, Run) else Run.from_attrs("", attrs)
+        series.setdefault((attrs.get("_plot_file", ""), run.point.batch_size), []).append((qps, run.scenario, run))
     batches = [batch for _path, batch in series]
-    names = {key: "" if len(series) == 1 else " (" + ", ".join(
-        ([f"bs {key[1]}"] if key[1] is not None else []) + ([Path(key[0]).name] if batches.count(key[1]) > 1 else [])
-    ) + ")" for key in series}  # the same batch size in several files: the file tells them apart
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    finite_top = 1.0
+    finite, failed = [], []
     for index, (key, points) in enumerate(series.items()):
-        offered = np.array([qps for qps, _ in points])
-        colour = colours[index % len(colours)] if len(series) > 1 else None
+        name = "" if len(series) == 1 else " (" + ", ".join(  # the same batch size in several files: the file tells
+            ([f"bs {key[1]}"] if key[1] else []) + ([Path(key[0]).name] if batches.count(key[1]) > 1 else [])) + ")"
+        colour = colours[index % len(colours)]
+        target = np.array([qps for qps, _scenario, _run in points])
+        values = {q: np.array([_or_nan(shown.query_percentile(scenario, q)) for _qps, scenario, _run in points])
+                  for q in (50, 90, 99)}
         for q, style in ((50, ":"), (90, "--"), (99, "-")):
-            values = np.array([float(attrs.get(f"query_latency_p{q}", np.nan)) for _, attrs in points])
-            finite = values[np.isfinite(values)]
-            finite_top = max(finite_top, float(finite.max()) if finite.size else finite_top)
-            axis.plot(offered, values, marker="o", linestyle=style, color=colour, label=f"p{q}{names[key]}")
-        peaks = {float(attrs["peak_qps"]) for _, attrs in points if np.isfinite(float(attrs.get("peak_qps", np.nan)))}
-        for peak in sorted(peaks):
-            axis.axvline(peak, color=colour or "green", linestyle=":", label=f"peak {peak:.1f} QPS{names[key]}")
-    for bound in sorted({float(attrs["latency_bound"]) for _, attrs in runs if "latency_bound" in attrs}):
+            axis.plot(target, values[q], linestyle=style, color=colour, label=f"p{q}{name}")
+        ends = np.array([[_or_nan(end) for end in shown.query_interval(scenario, 99)] for _q, scenario, _r in points])
+        spans = np.nan_to_num([values[99] - ends[:, 0], ends[:, 1] - values[99]]).clip(0)
+        axis.errorbar(target, values[99], yerr=spans, fmt="none", ecolor=colour, capsize=3)
+        upper = np.array([_or_nan(shown.upper_bound(scenario)) for _qps, scenario, _run in points])
+        if np.isfinite(upper).any():
+            axis.plot(target, upper, linestyle="none", marker="^", color=colour, label=f"99% upper bound{name}")
+        for (qps, scenario, run), p50, p99 in zip(points, values[50], values[99]):
+            at = p99 if np.isfinite(p99) else p50
+            within = shown.within_bound(scenario) if shown.within_bound(scenario) is not None else run.verdict.valid
+            if np.isfinite(at):
+                finite.append(at)
+                axis.plot([qps], [at], linestyle="none", marker="o", color=colour,
+                          markerfacecolor=colour if within else "white")
+            if not within:
+                failed.append((qps, at))
+        peaks = {(scenario.peak_qps, scenario.peak_qps_high) for _q, scenario, _r in points
+                 if finite_number(scenario.peak_qps)}
+        for peak, high in sorted(peaks):
+            text = shown.peak_text(peak, high)
+            if finite_number(high) and high > peak:
+                axis.axvspan(peak, high, color=colour, alpha=0.15)
+            axis.axvline(peak, color=colour, linestyle=":", label=f"peak {text}{name}")
+        load.plot(target, [_or_nan(scenario.offered_qps) for _q, scenario, _r in points], marker="o", color=colour,
+                  linestyle="none", label=f"offered (as scheduled){name}")
+        load.plot(target, [_or_nan(scenario.achieved_qps) for _q, scenario, _r in points], marker="s",
+                  color=colour, markerfacecolor="white", linestyle="none", label=f"achieved{name}")
+    for bound in sorted({float(scenario.latency_bound) for points in series.values() for _q, scenario, _r in points
+                         if finite_number(scenario.latency_bound)}):
         axis.axhline(bound, color="red", linestyle="--", label=f"bound {bound:g} ms")
-    failed = [qps for qps, attrs in runs if not attrs.get("valid", True)]
+        finite.append(bound)
+    top = max(finite, default=1.0)
     if failed:
-        axis.scatter(failed, [finite_top] * len(failed), marker="x", color="black", label="invalid point")
-    axis.set_yscale("log")
-    readable_log_axis(axis.yaxis, *axis.get_ylim(), "ms")
+        axis.scatter([qps for qps, _at in failed], [at if np.isfinite(at) else top for _qps, at in failed],
+                     marker="x", color="black", zorder=3, label="point over the bound (or invalid)")
+    if finite:
+        axis.set_yscale("log")
+        readable_log_axis(axis.yaxis, *axis.get_ylim(), "ms")
+    everything = [qps for points in series.values() for qps, _s, _r in points]
+    load.plot([min(everything), max(everything)], [min(everything), max(everything)], color="gray", linestyle="--",
+              label="= target")
     axis.set_xlabel("target load (queries/s, all ranks)")
     axis.set_ylabel("query latency (ms, from the scheduled arrival)")
-    axis.set_title("server: query latency against offered load")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize="small")
+    axis.set_title("server: query latency against the target load")
+    load.set_xlabel("target load (queries/s)")
+    load.set_ylabel("queries/s, all ranks")
+    load.set_title("offered (as scheduled) and achieved load")
+    for axes in (axis, load):
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize="x-small")
     figure.tight_layout()
     return figure

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from mpirunner.errors import UsageError
-from mpirunner.report.figures import PERCENTILE_DASHES, file_label, fitted, log_ticks, sweep_svg, trend_svg
+from mpirunner.report.figures import (INVALID_LABEL, PERCENTILE_DASHES, SVG_FONT, SVG_INCHES, _interval, _svg, fitted,
+                                      log_ticks, pyplot, sweep_figure)
 from mpirunner.report.rows import finite_number
-from mpirunner.report.summary import (SWEEP_KEYS, TABLE, configuration, configuration_text, interval_cell, trend_cell,
+from mpirunner.report.summary import (SWEEP_KEYS, configuration, table_columns, configuration_text, interval_cell, trend_cell,
                                       trend_title)
 from mpirunner.runfile.block import format_run_block, verdict_text
 
@@ -45,7 +46,7 @@ def _image(svg_text, alt, kind):
 
 
 def _table(runs, with_trend):
-    columns = [(title, cell) for title, _width, cell in TABLE if title != "file"]
+    columns = [(title, cell) for title, _width, cell in table_columns(runs) if title != "file"]
     headers = ["run"] + [title for title, _cell in columns] + (["trend"] if with_trend else []) + ["reasons"]
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     lines = ['<div class="scroll"><table id="summary">', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
@@ -168,6 +169,53 @@ def write_page(path, text):
     except OSError as error:
         raise UsageError(f"cannot write --html {path}: {error.strerror or error}")
     return Path(path)
+
+
+# ---------------------------------------------------------------------- the page's own figures
+
+def sweep_svg(title, series):
+    """The page's sweep of one configuration (SVG text); series = [(label, rows)] as sweep_figure takes."""
+    plt = pyplot()
+    with plt.rc_context(SVG_FONT):
+        return _svg(plt, sweep_figure(plt, title, series, svg=True))
+
+
+def file_label(path):
+    """A series label: the file's name (its folder too when short)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def trend_svg(title, rows, labels):
+    """Throughput of each step of one trend in order, with intervals; regressed steps marked and labelled."""
+    plt = pyplot()
+    marks = (("regressed", "v", "black"), ("improved", "^", "C2"))
+    with plt.rc_context(SVG_FONT):
+        figure, axes = plt.subplots(figsize=(SVG_INCHES, 3.2), layout="constrained")
+        x = list(range(len(rows)))
+        y = [row["throughput"] if finite_number(row.get("throughput")) else float("nan") for row in rows]
+        axes.errorbar(x, y, yerr=_interval(rows, "throughput"), color="C0", linestyle="-", marker="none", capsize=2,
+                      linewidth=1, label="throughput (95% CI)")
+        for index, (value, row) in enumerate(zip(y, rows)):
+            hollow, status = not row["valid"], row.get("trend", "")
+            marker, colour = next(((m, c) for name, m, c in marks if status == name), ("o", "C0"))
+            axes.plot([index], [value], linestyle="none", marker=marker, color=colour, markersize=8 if hollow else 6,
+                      markerfacecolor="white" if hollow else colour)
+            if status in ("regressed", "improved"):
+                axes.annotate(status, (index, value), textcoords="offset points", xytext=(0, -14), ha="center",
+                              fontsize="x-small")
+        for name, marker, colour in marks:
+            if any(row.get("trend") == name for row in rows):
+                axes.plot([], [], linestyle="none", marker=marker, color=colour, label=name)
+        if any(not row["valid"] for row in rows):
+            axes.plot([], [], linestyle="none", marker="o", markerfacecolor="white", color="black", label=INVALID_LABEL)
+        figure.legend(*axes.get_legend_handles_labels(), fontsize="x-small", loc="outside right upper")
+        axes.set_xticks(x)
+        axes.set_xticklabels([label[:19] for label in labels], rotation=20, ha="right", fontsize="x-small")
+        axes.set_ylabel("throughput (samples/s)")
+        axes.grid(True, alpha=0.3)
+        axes.set_title("\n".join(fitted(title, SVG_INCHES * 0.8 * 72, 8)))
+        return _svg(plt, figure)
 
 
 # ------------------------------------------------------------------------------ histogram SVG

@@ -103,7 +103,13 @@ def run_latency(run):
 
 
 def rank_throughputs(run):
-    """Throughput of each rank (samples/s) over its own window, from step_start and step_seconds."""
+    """Throughput of each rank (samples/s) over its own window, from step_start and step_seconds; a single-stream
+    or server run: its achieved rate shared out by the queries each rank served (the batches are not its steps)."""
+    queries = run.arrays.queries if shown.scenario_of(run) is not None else {}
+    if "rank" in queries and "served" in queries and finite_number(run.summary.throughput):
+        served = np.asarray(queries["rank"])[np.asarray(queries["served"], dtype=bool)]
+        counts = np.bincount(served.astype(np.int64), minlength=len(finite_rows(run.arrays.step_seconds)))
+        return run.summary.throughput * counts / max(int(counts.sum()), 1)
     samples, arrays = run.point.samples_per_step, run.arrays.read("step_seconds", "step_start")
     if len(arrays) < 2 or not samples:
         return np.zeros(0)

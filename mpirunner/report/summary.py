@@ -121,6 +121,11 @@ def interval_cell(row, key, spec):
     return value if value == "-" or "-" in (low, high) else f"{value} [{low}, {high}]"
 
 
+def _batch_cell(row, key):
+    """A batch latency percentile with its interval: n/a when blanked by the one percentile rule (rows.py)."""
+    return "n/a" if row.get(key, "") is None else interval_cell(row, key, ".3f")
+
+
 def verdict_cell(row):
     """'valid' or 'INVALID' (capitals, so it stands out without colour)."""
     return "valid" if row["valid"] else "INVALID"
@@ -141,8 +146,8 @@ TABLE = (("model", 16, lambda r: str(r["model"])), ("prec", 5, lambda r: str(r["
          ("device", 18, lambda r: str(r["device_name"])[:18]), ("ranks", 5, lambda r: str(r["world_size"])),
          ("batch", 5, lambda r: str(r["batch_size"])), ("smp/step", 8, lambda r: str(r["samples_per_step"])),
          ("throughput/s [95% CI]", 30, lambda r: interval_cell(r, "throughput", ".1f")),
-         ("p50 ms [95% CI]", 26, lambda r: interval_cell(r, "latency_p50", ".3f")),
-         ("p99 ms [95% CI]", 26, lambda r: interval_cell(r, "latency_p99", ".3f")),
+         ("p50 ms [95% CI]", 26, lambda r: _batch_cell(r, "latency_p50")),
+         ("p99 ms [95% CI]", 26, lambda r: _batch_cell(r, "latency_p99")),
          ("util %", 6, lambda r: _number(100 * r["utilization"], ".1f") if isinstance(r.get("utilization"), float)
           and r["utilization"] <= 1.0 else "-"),  # above 100%: a roof measured under load, not a utilisation
          ("verdict", 7, verdict_cell), ("created", 25, lambda r: str(r["created"]) or "-"),
@@ -150,9 +155,45 @@ TABLE = (("model", 16, lambda r: str(r["model"])), ("prec", 5, lambda r: str(r["
          ("file", 0, lambda r: f"{r['file']}:{r['run']}"))
 
 
+def _query_cell(row, key):
+    """A scenario run's query percentile with its interval; n/a when it had too few queries (runfile/shown.py)."""
+    if not row.get("scenario"):
+        return "-"
+    return interval_cell(row, key, ".3f") if finite_number(row.get(key)) else "n/a"
+
+
+def _bound_cell(row):
+    within, bound = row.get("within_bound"), row.get("latency_bound")
+    if within in (None, "") or not finite_number(bound):
+        return "-"
+    return f"{'within' if within else 'OVER'} {bound:g} ms"
+
+
+def _loads_cell(row):
+    loads = [row.get(key) for key in ("target_qps", "offered_qps", "achieved_qps")]
+    return " / ".join(_number(value, ".1f") for value in loads) if any(map(finite_number, loads)) else "-"
+
+
+# Single-stream and server runs (shown when the table has any): the loads in queries/s (target / offered as
+# scheduled / achieved), query latency from the scheduled arrival, the bound. p50/p99 above are batch latency.
+SCENARIO_TABLE = (("QPS target/offered/achieved", 27, _loads_cell),
+                  ("query p50 ms [95% CI]", 26, lambda r: _query_cell(r, "query_latency_p50")),
+                  ("query p99 ms [95% CI]", 26, lambda r: _query_cell(r, "query_latency_p99")),
+                  ("bound", 14, _bound_cell))
+
+
+def table_columns(runs):
+    """The table's (title, width, cell) columns: TABLE, with SCENARIO_TABLE before the verdict when any run is a
+    single-stream or server run."""
+    if not any(run.row.get("scenario") for run in runs):
+        return list(TABLE)
+    at = [title for title, _width, _cell in TABLE].index("verdict")
+    return list(TABLE[:at]) + list(SCENARIO_TABLE) + list(TABLE[at:])
+
+
 def summary_table(runs, with_trend=False):
     """The table, one line per run, then one line per INVALID run with its reasons."""
-    columns = list(TABLE)
+    columns = table_columns(runs)
     if with_trend:
         columns.insert(-1, ("trend", 17, trend_cell))
     lines = ["  ".join(f"{title:<{width}}" for title, width, _cell in columns).rstrip()]

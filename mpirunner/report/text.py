@@ -172,7 +172,7 @@ def scenario_table(rows):
         if not row["valid"] or row["validity_reason"]:
             verdict = "valid" if row["valid"] else "INVALID"
             notes.append(f"   {label}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
-    peaks = {peak_text(row.run.scenario) for row in rows} - {""}
+    peaks = {peak_text(row.run.scenario.peak_qps, row.run.scenario.peak_qps_high) for row in rows} - {""}
     notes += [f"   peak search: peak {peak} (the highest target load within the bound)" for peak in sorted(peaks)]
     return "\n".join(lines + notes)
 
@@ -221,12 +221,13 @@ def rank_table(job, run):
         rate = throughputs[index] if index < len(throughputs) else float("nan")
         step_ms = np.median(steps[index]) * 1e3 if index < len(steps) and steps[index].size else float("nan")
         lat = latencies[index] if index < len(latencies) else np.zeros(0)
-        p50, p99 = (np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3) if lat.size else (float("nan"),) * 2
+        p50, p99 = (np.percentile(lat, q) * 1e3 if stats.enough_for_percentile(lat.size, q) else float("nan")
+                    for q in (50, 99))
         versus = f"{100 * (rate / median - 1):+8.1f}%" if median and np.isfinite(median) else f"{'-':>9}"
         mark = "  <- slowest" if index == slowest else ""
         lines.append(f"   {index:>4}  {text_value(info.get('host', '?')) or '?':<16} {numa!s:>4}  "
                      f"{text_value(info.get('cpus', '-')) or '-':<14} {rate:>12.2f}  {versus}  {step_ms:>11.3f}"
-                     f"  {p50:>10.3f}  {p99:>10.3f}{mark}")
+                     f"  {_cell(p50, '.3f', 10, 'n/a')}  {_cell(p99, '.3f', 10, 'n/a')}{mark}")
     return "\n".join(lines)
 
 
@@ -238,8 +239,8 @@ def terminal_histogram(latency_seconds, width=50, max_rows=40):
         return "   (no latencies)"
     decades = max(np.log10(values.max() / values.min()), 1e-9)
     counts, edges = stats.log_histogram(values, bins_per_decade=int(max(1, min(20, max_rows // max(decades, 1)))))
-    markers = {name: np.percentile(values, q) for name, q in
-               (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))}
+    markers = {name: np.percentile(values, q) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))
+               if stats.enough_for_percentile(values.size, q)}  # the one percentile rule (runfile/shown.py)
     tallest = max(int(counts.max()), 1)
     lines = [f"   latency histogram, {values.size} micro-batches, log bins (ms):"]
     index = 0

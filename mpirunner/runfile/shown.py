@@ -44,14 +44,16 @@ def enough(count, q):
     return stats.enough_for_percentile(count, q)
 
 
-def needs_text(names=("p50", "p99")):
-    """'a p50 needs 7 values, a p99 459' (from stats.minimum_count): the footnote of an n/a percentile."""
+def needs_text(names=("p50", "p90", "p99")):
+    """'too few values for that percentile (a p50 needs 7, a p90 44, a p99 459: ...)', from stats.minimum_count:
+    the footnote of an n/a percentile."""
     from mpirunner import stats
 
     counts = [f"{name} {stats.minimum_count(stats.PERCENTILES[name])}" for name in names]
-    return (f"too few values for that percentile (a {counts[0]} values"
-            + "".join(f", a {text}" for text in counts[1:])
-            + f": {100 * stats.PERCENTILE_CONFIDENCE:g}% confidence that the largest bounds it)")
+    first, *rest = counts
+    return (f"too few values for that percentile (a {first.replace(' ', ' needs ', 1)}"
+            + "".join(f", a {text}" for text in rest)
+            + f": {100 * stats.PERCENTILE_CONFIDENCE:g}% confidence that the largest value bounds it)")
 
 
 def scenario_of(run):
@@ -107,9 +109,8 @@ def mean_latency(run):
     return run.summary.latency.mean
 
 
-def peak_text(scenario):
-    """'22.9 QPS' or '[22.9, 25.0] QPS' (the search's peak with its interval), '' when none was found."""
-    peak, high = scenario.peak_qps, scenario.peak_qps_high
+def peak_text(peak, high=None):
+    """'22.9 QPS' or '[22.9, 25.0] QPS' (a search's peak with its interval), '' when none was found."""
     if not _finite(peak):
         return ""
     return f"[{peak:.1f}, {high:.1f}] QPS" if _finite(high) and high > peak else f"{peak:.1f} QPS"

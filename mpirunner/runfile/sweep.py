@@ -9,8 +9,9 @@ import logging
 import textwrap
 
 from mpirunner.errors import SweepCutShort, WriteFailed
-from mpirunner.runfile.block import (TABLE_WIDTH, as_run, format_failed_run, format_run_block, latency_estimate,
-                                     text_value, throughput_estimate, verdict_text)
+from mpirunner.runfile import shown
+from mpirunner.runfile.block import (TABLE_WIDTH, as_run, estimate_text, format_failed_run, format_run_block,
+                                     latency_estimate, text_value, throughput_estimate, verdict_text)
 
 log = logging.getLogger("mpirunner")
 
@@ -110,30 +111,65 @@ def _wrapped(text, indent):
     return textwrap.wrap(text, TABLE_WIDTH, subsequent_indent=indent, break_on_hyphens=False)
 
 
+def _offline_row(run, unavailable):
+    point, summary = run.point, run.summary
+    cv_max = summary.step_cv_rank_max if summary.step_cv_rank_max is not None else summary.step_cv
+    return (str(point.batch_size), str(point.samples_per_step),
+            _estimate_cell(throughput_estimate(summary), unavailable), f"{summary.throughput_sum:.2f}",
+            *(_estimate_cell(latency_estimate(summary, name), unavailable) for name in ("p50", "p99")),
+            f"{100 * cv_max:.1f}")
+
+
+def _number(value, spec):
+    return "-" if value is None or value != value else f"{value:{spec}}"
+
+
+def _scenario_row(run, unavailable):
+    """A single-stream or server point: the loads, the achieved rate, query percentiles (runfile/shown.py)."""
+    scenario, summary = shown.scenario_of(run), run.summary
+    percentiles = []
+    for q in (50, 99):
+        value, name = shown.query_percentile(scenario, q), f"query_latency_p{q}"
+        percentiles.append("n/a" if value is None else _estimate_cell(estimate_text(
+            value, getattr(scenario.intervals, name, None), ".3f", summary.ci_unavailable, name), unavailable))
+    within = shown.within_bound(scenario)
+    upper = shown.upper_bound(scenario)
+    return (str(run.point.batch_size), _number(scenario.target_qps, ".1f"), _number(scenario.offered_qps, ".1f"),
+            _number(scenario.achieved_qps, ".1f"), f"{summary.throughput:.2f}", *percentiles,
+            "n/a" if upper is None and within is not None else _number(upper, ".3f"),
+            "-" if within is None else "yes" if within else "NO")
+
+
+OFFLINE_HEADER = ("batch", "samples/step", "throughput (samples/s)", "sum of ranks", "lat p50 ms", "lat p99 ms",
+                  "max cv%", "verdict")
+SCENARIO_HEADER = ("batch", "target QPS", "offered QPS", "QPS", "samples/s", "query p50 ms", "query p99 ms",
+                   "upper ms", "within", "verdict")
+
+
 def sweep_table(runs):
-    """The sweep summary: one row per batch size (estimates with their 95% intervals, a short verdict), then
-    the reasons of every INVALID run listed once, and one footnote for the intervals that are not available."""
-    header = ("batch", "samples/step", "throughput (samples/s)", "sum of ranks", "lat p50 ms", "lat p99 ms",
-              "max cv%", "verdict")
+    """The sweep summary: one row per batch size, or per load of a single-stream or server run (estimates with
+    their 95% intervals, a short verdict), then the reasons of every INVALID run listed once, and one footnote
+    for the intervals that are not available and one for the percentiles (runfile/shown.py)."""
+    runs = [as_run(run) for run in runs]
+    scenario = any(shown.scenario_of(run) is not None for run in runs)
+    header = SCENARIO_HEADER if scenario else OFFLINE_HEADER
     rows, unavailable, invalid = [], {}, []
-    for run in map(as_run, runs):
-        point, summary, verdict = run.point, run.summary, run.verdict
+    for run in runs:
+        point, verdict = run.point, run.verdict
         reasons = [text_value(reason) for reason in verdict.reasons]
         short = "VALID" if verdict.valid else f"INVALID ({len(reasons)})" if reasons else "INVALID"
-        cv_max = summary.step_cv_rank_max if summary.step_cv_rank_max is not None else summary.step_cv
-        rows.append((str(point.batch_size), str(point.samples_per_step),
-                     _estimate_cell(throughput_estimate(summary), unavailable), f"{summary.throughput_sum:.2f}",
-                     *(_estimate_cell(latency_estimate(summary, name), unavailable) for name in ("p50", "p99")),
-                     f"{100 * cv_max:.1f}", short))
+        cells = _scenario_row(run, unavailable) if shown.scenario_of(run) else _offline_row(run, unavailable)
+        rows.append((*cells, short))
         if not verdict.valid:
-            invalid += [f"  batch {point.batch_size}: {reason}" for reason in reasons or ["no reason stored"]]
+            label = f"batch {point.batch_size}" + (f" at {cells[1]} QPS" if scenario and cells[1] != "-" else "")
+            invalid += [f"  {label}: {reason}" for reason in reasons or ["no reason stored"]]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
     lines = ["", "  ".join(cell.rjust(width) for cell, width in zip(header[:-1], widths)) + "  verdict"]
     lines += ["  ".join(cell.rjust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
     if unavailable:
         lines += _wrapped("* no 95% interval: " + "; ".join(unavailable), "  ")
-    if any("n/a" == row[column] for row in rows for column in (4, 5)):
-        lines += ["n/a: too few latencies for that percentile (a p99 needs 100)"]
+    if any(cell == "n/a" for row in rows for cell in row):
+        lines += ["n/a: " + shown.needs_text()]
     if invalid:
         lines += ["INVALID runs, why:"] + [line for reason in invalid for line in _wrapped(reason, "      ")]
     return "\n".join(lines)
