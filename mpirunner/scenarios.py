@@ -1,25 +1,23 @@
-"""Load scenarios: who issues queries when, and what each query waited (single-stream, server, peak search).
+"""Load scenarios: who issues queries when, and what each query waited (single-stream, server).
 
 Offline (steps back to back) is bench.measure. The two scenarios here issue *queries* instead:
 - single-stream: one query at a time, the next issued when the previous one completes (run by
   bench.measure with steps of --query-size samples; serve.py derives its queries from the steps);
-- server: queries arrive on a seeded Poisson schedule; while the device is busy they queue, and when
-  it is free the waiting ones are batched (up to a maximum, waiting at most a set time for more).
-  A query's latency runs from its SCHEDULED arrival to its completion, so time spent queued behind
-  a slow step counts (no coordinated omission).
+- server: queries arrive on a seeded Poisson schedule that offers exactly its load; while the device
+  is busy they queue, and when it is free the waiting ones are batched (up to a maximum, waiting at
+  most a set time for more). A query's latency runs from its SCHEDULED arrival to its completion, so
+  time spent queued behind a slow step counts (no coordinated omission).
 
 Like bench, this module knows nothing about MPI or torch: the device is a `step(batch_size)`
 callable, time comes from a Clock (PerfClock for real runs, VirtualClock in tests, where a fake
-step advances the clock by its service time, so queueing is checked exactly and without sleeping),
-and the peak-QPS search takes the cross-rank part (every rank agreeing on a point's global
-percentile) as a plain callable. Results are raw per-query timestamps (QueryLog); the summary is
-derived from them afterwards, as LoadGen does from its log, and judged in checks/scenario.py.
+step advances the clock by its service time, so queueing is checked exactly and without sleeping).
+Results are raw per-query timestamps (QueryLog); the summary is derived from them afterwards, as
+LoadGen does from its log, and judged in checks/scenario.py. The peak-QPS search is peak_qps.py.
 """
 import bisect
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -27,9 +25,8 @@ SCHEDULE_STREAM = 0x5C4ED  # keeps the arrival stream apart from the data stream
 UNIT_GAPS_PER_DRAW = 4096  # gaps are drawn in fixed blocks, so a seed gives the same stream at every rate
 DRAIN_MIN_SECONDS = 2.0    # after issuing stops, queued queries are served for at most
 DRAIN_SLOWEST_STEPS = 10   # max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS x the slowest prepared step)
-PEAK_RESOLUTION = 0.02     # the peak search stops when its bracket is this narrow (relative)
-PEAK_MAX_POINTS = 24
-SEARCH_QUERY_MARGIN = 1.2  # a search point holds at least this many times the queries its percentile needs
+IN_FLIGHT_BATCHES = 2      # keep-up excuses this many full batches per rank still in flight when issuing stops
+POINT_MINIMUM_MULTIPLE = 4  # a peak-search point holds 4 x the queries its percentile needs (p99: 1836)
 
 
 # ---------------------------------------------------------------------------------------- clocks
@@ -74,57 +71,58 @@ def schedule_rng(seed, rank):
     return np.random.default_rng([int(seed), int(rank), SCHEDULE_STREAM])
 
 
-def poisson_schedule(rate_per_second, duration_seconds, rng):
-    """Arrival instants (s) of a Poisson process of the given rate on [0, duration), sorted.
-
-    Exponential unit gaps scaled by 1/rate: one seed gives the same pattern stretched to any rate
-    (common random numbers), so the points of a peak search differ by their rate only.
-    """
+def scheduled_count(rate_per_second, duration_seconds):
+    """How many queries a schedule of this rate offers on [0, duration): rate x duration, rounded."""
     if rate_per_second <= 0 or duration_seconds <= 0:
-        return np.zeros(0, dtype=np.float64)
-    horizon = rate_per_second * duration_seconds
-    blocks = []
-    for block in _unit_arrival_blocks(rng):
-        blocks.append(block)
-        if block[-1] >= horizon:
-            break
-    unit_arrivals = np.concatenate(blocks)
-    return unit_arrivals[unit_arrivals < horizon] / rate_per_second
+        return 0
+    return int(math.floor(float(rate_per_second) * float(duration_seconds) + 0.5))
 
 
-def _unit_arrival_blocks(rng):
-    """Arrivals of a rate-1 Poisson process, UNIT_GAPS_PER_DRAW at a time (the stream every rate stretches)."""
-    total = 0.0
-    while True:
-        block = np.cumsum(rng.exponential(1.0, UNIT_GAPS_PER_DRAW)) + total
-        yield block
-        total = float(block[-1])
+def poisson_schedule(rate_per_second, duration_seconds, rng):
+    """Arrival instants (s) on [0, duration) of a Poisson process of the given rate, conditioned on offering
+    exactly its load: N = round(rate x duration) arrivals (scheduled_count), sorted.
 
-
-def search_point_seconds(total_qps, min_duration_seconds, percentile, seed, world_size,
-                         margin=SEARCH_QUERY_MARGIN):
-    """How long a peak-search point issues queries: min_duration_seconds, or longer where that load would
-    offer too few queries for the percentile to decide on (a p99 needs 100: minimum_queries).
-
-    The point runs until the schedules of all ranks together hold ceil(margin x the minimum) queries (120
-    for a p99). The schedules are seeded, so this is their actual count, not an expectation: every rank
-    draws every rank's unit stream (the same one poisson_schedule stretches) and finds the instant that
-    count is reached, with no collective, and all ranks get the same duration.
+    Given N arrivals in a window, a Poisson process's instants are N sorted uniforms on it; they are drawn as
+    the first N of N + 1 arrivals of a rate-1 process, scaled so that the (N + 1)-th falls on the window's
+    end. So the schedule offers rate x duration queries up to rounding (not a Poisson count around it), and
+    one seed gives the same gaps at every rate, stretched (common random numbers): the points of a peak
+    search differ by their load only.
     """
-    wanted = int(math.ceil(margin * minimum_queries(percentile)))
+    count = scheduled_count(rate_per_second, duration_seconds)
+    if count == 0:
+        return np.zeros(0, dtype=np.float64)
+    unit = _unit_arrivals(rng, count + 1)
+    return unit[:count] * (float(duration_seconds) / unit[count])
+
+
+def _unit_arrivals(rng, count):
+    """The first `count` arrivals of a rate-1 Poisson process, drawn UNIT_GAPS_PER_DRAW gaps at a time, so a
+    seed gives the same stream whatever the count."""
+    blocks, total, drawn = [], 0.0, 0
+    while drawn < count:
+        block = np.cumsum(rng.exponential(1.0, UNIT_GAPS_PER_DRAW)) + total
+        blocks.append(block)
+        total, drawn = float(block[-1]), drawn + block.size
+    return np.concatenate(blocks)[:count]
+
+
+def point_queries(percentile, multiple=POINT_MINIMUM_MULTIPLE):
+    """The queries a peak-search point holds, all ranks together: `multiple` x what its percentile needs
+    (stats.minimum_count; p99: 4 x 459 = 1836, of which 8 may be over the bound and the point still pass)."""
+    from mpirunner.stats import minimum_count
+
+    return int(multiple) * minimum_count(percentile)
+
+
+def search_point_seconds(total_qps, min_duration_seconds, percentile, world_size, multiple=POINT_MINIMUM_MULTIPLE):
+    """How long a peak-search point issues queries: long enough for every rank's schedule to hold
+    ceil(point_queries / ranks) queries exactly (so the point offers exactly its load), or min_duration_seconds
+    where that is longer."""
     rate = rank_share(total_qps, world_size)
     if rate <= 0:
         return float(min_duration_seconds)
-    firsts = []
-    for rank in range(int(world_size)):
-        blocks, rng = [], schedule_rng(seed, rank)
-        for block in _unit_arrival_blocks(rng):
-            blocks.append(block)
-            if sum(len(b) for b in blocks) >= wanted:
-                break
-        firsts.append(np.concatenate(blocks)[:wanted])
-    last_needed = float(np.sort(np.concatenate(firsts))[wanted - 1]) / rate  # the wanted-th arrival of the job
-    return max(float(min_duration_seconds), last_needed * (1.0 + 1e-9))  # arrivals are issued while < duration
+    per_rank = int(math.ceil(point_queries(percentile, multiple) / int(world_size)))
+    return max(float(min_duration_seconds), per_rank / rate)
 
 
 def rank_share(total_qps, world_size):
@@ -260,21 +258,24 @@ def latency_percentile(latency_seconds, percentile):
     return float(values[low] + (values[high] - values[low]) * (position - low))
 
 
-def minimum_queries(percentile):
-    """Queries needed for the percentile to rest on at least one query beyond it."""
-    if percentile >= 100:
-        return 1
-    return int(math.ceil(round(100.0 / (100.0 - percentile), 6)))  # 100 - 99.9 is 0.0999...: 1000, not 1001
-
 
 def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_seconds=None,
-                      target_qps=None, latency_bound_seconds=None, bound_percentile=99.0):
-    """Flat summary of a (global) QueryLog: counts, QPS, latency percentiles (ms), padding, bound share.
+                      target_qps=None, latency_bound_seconds=None, bound_percentile=99.0, max_batch=1):
+    """Flat summary of a (global) QueryLog: counts, QPS, latency percentiles (ms), padding, the bound.
 
-    server: offered_qps = queries scheduled / duration (the realised Poisson load), achieved_qps =
-    queries served / max(duration, last completion); keep_up = achieved / offered.
+    server: offered_qps = queries scheduled / duration (the load the schedule offered), achieved_qps =
+    queries served / max(duration, last completion); keep_up = the share of the scheduled queries completed
+    while issuing (completed_while_issuing), counting in_flight_allowance queries (IN_FLIGHT_BATCHES full
+    batches per rank) as legitimately still in flight, at most 1. A queue that keeps up ends issuing with a
+    backlog that does not grow with the run; an overload of e% leaves about e/(1+e) of the queries behind,
+    however long the drain that serves them afterwards.
     single-stream: achieved_qps = queries / (last completion - first issue).
+    With a bound: bound_latency (the percentile, ms), bound_latency_upper (its 99% upper confidence bound,
+    stats.percentile_upper_bound over every query, unserved as +inf; left out below stats.minimum_count),
+    queries_over_bound and share_over_bound.
     """
+    from mpirunner.stats import percentile_upper_bound
+
     latency = log.latency()
     served = int(np.count_nonzero(log.served))
     summary = {"scenario": scenario, "queries": len(log), "queries_served": served,
@@ -287,13 +288,16 @@ def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_se
     slots = log.batch_size[log.served].astype(np.float64) / np.maximum(log.batch_queries[log.served], 1)
     summary["padding_share"] = float(1.0 - served / slots.sum()) if served else 0.0
     if scenario == "server":
+        duration = float(duration_seconds)
         last_end = float(np.nanmax(log.end)) if served else 0.0
-        window = max(float(duration_seconds), last_end)
-        summary["duration_seconds"] = float(duration_seconds)
-        summary["target_qps"] = float(target_qps) if target_qps is not None else float("nan")
-        summary["offered_qps"] = len(log) / float(duration_seconds)
-        summary["achieved_qps"] = served / window if window > 0 else float("nan")
-        summary["keep_up"] = summary["achieved_qps"] / summary["offered_qps"] if len(log) else float("nan")
+        window = max(duration, last_end)
+        completed = int(np.count_nonzero(log.served & (log.end <= duration)))
+        allowance = IN_FLIGHT_BATCHES * int(max_batch) * max(1, np.unique(log.rank).size)
+        summary.update(duration_seconds=duration,
+                       target_qps=float(target_qps) if target_qps is not None else float("nan"),
+                       offered_qps=len(log) / duration, achieved_qps=served / window if window > 0 else float("nan"),
+                       completed_while_issuing=completed, in_flight_allowance=allowance,
+                       keep_up=min(1.0, (completed + allowance) / len(log)) if len(log) else float("nan"))
     elif served:
         window = float(np.nanmax(log.end) - np.nanmin(log.start))
         summary["achieved_qps"] = served / window if window > 0 else float("nan")
@@ -301,69 +305,10 @@ def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_se
         summary["latency_bound"] = float(latency_bound_seconds) * 1e3
         summary["bound_percentile"] = float(bound_percentile)
         summary["bound_latency"] = latency_percentile(latency, bound_percentile) * 1e3
-        summary["share_over_bound"] = float(np.mean(latency > latency_bound_seconds)) if len(log) else 0.0
+        upper = percentile_upper_bound(latency, bound_percentile)
+        if not math.isnan(upper):
+            summary["bound_latency_upper"] = upper * 1e3
+        over = int(np.count_nonzero(latency > latency_bound_seconds))
+        summary["queries_over_bound"] = over
+        summary["share_over_bound"] = over / len(log) if len(log) else 0.0
     return summary
-
-
-# -------------------------------------------------------------------------------------- peak search
-
-@dataclass
-class PeakPoint:
-    """One measured point of a peak search: total QPS offered, its global percentile (s), pass/fail."""
-
-    total_qps: float
-    percentile_seconds: float
-    within_bound: bool
-    result: object = None
-
-
-@dataclass
-class PeakSearch:
-    """The search's outcome: the highest passing total QPS (None if even the lowest failed) and every point."""
-
-    peak_qps: Optional[float]
-    points: List[PeakPoint]
-
-
-def find_peak_qps(run_point: Callable, start_qps, latency_bound_seconds, percentile=99.0,
-                  global_percentile: Callable = latency_percentile, resolution=PEAK_RESOLUTION,
-                  max_points=PEAK_MAX_POINTS, min_qps=None):
-    """Highest total QPS whose global percentile latency stays within the bound: bracket, then bisect.
-
-    run_point(total_qps) -> this rank's QueryLog for a server run at that total load (the caller
-    writes each point down as it likes); global_percentile(latency_seconds, percentile) -> the
-    percentile over every rank's queries (an MPI gather in the job; local by default), so every
-    rank sees the same number and takes the same path. Bracketing doubles (or halves) from
-    start_qps until a pass and a fail are found; bisection stops when the bracket is narrower
-    than `resolution` of its low end or after max_points points. Assumes latency grows with load.
-    """
-    floor = start_qps / 1024.0 if min_qps is None else min_qps
-    points: List[PeakPoint] = []
-
-    def measure(total_qps):
-        log = run_point(total_qps)
-        value = float(global_percentile(log.latency(), percentile))
-        point = PeakPoint(total_qps, value, value <= latency_bound_seconds, log)
-        points.append(point)
-        return point.within_bound
-
-    passing, failing = None, None
-    qps = float(start_qps)
-    while len(points) < max_points and (passing is None or failing is None):
-        if measure(qps):
-            passing = qps
-            qps *= 2.0
-        else:
-            failing = qps
-            if qps / 2.0 < floor:
-                break
-            qps /= 2.0
-    if passing is None:
-        return PeakSearch(None, points)
-    while failing is not None and len(points) < max_points and (failing - passing) > resolution * passing:
-        middle = (passing + failing) / 2.0
-        if measure(middle):
-            passing = middle
-        else:
-            failing = middle
-    return PeakSearch(passing, points)

@@ -1,10 +1,11 @@
 """The load scenarios on a real device (docs/scenarios.md): prepare every batch size the server may form,
 run the seeded schedule on the run's clock, gather every rank's queries and build each point's RunRecord.
 
-scenarios.py holds the engine (no MPI, no torch); this module gives it the backend's steps, PerfClock
-and the MPI agreement (the global percentile of a peak-search point is computed from every rank's
-queries on every rank, so all ranks take the same path). Single-stream runs through bench.measure
-(one query = one step of --query-size samples); its queries are derived from the step timestamps.
+scenarios.py and peak_qps.py hold the engine (no MPI, no torch); this module gives it the backend's steps,
+PerfClock and the MPI agreement: every rank gathers every rank's queries of a point and judges them alike
+(checks/scenario.py, the run's own verdict), so all ranks of a peak search take the same path. Single-stream
+runs through bench.measure (one query = one step of --query-size samples); its queries are derived from the
+step timestamps.
 """
 import logging
 import time
@@ -15,7 +16,8 @@ log = logging.getLogger("mpirunner")
 
 
 def single_stream_scenario(gathered, query_size):
-    """The ScenarioRecord of a single-stream run from the gathered step arrays ([ranks, steps], NaN-padded)."""
+    """The ScenarioRecord of a single-stream run from the gathered step arrays ([ranks, steps], NaN-padded);
+    checks.scenario.scenario_checks(record.attrs, percentile=--percentile) is its verdict's part."""
     from mpirunner.scenarios import QueryLog
 
     starts, seconds = gathered["step_start"], gathered["step_seconds"]
@@ -127,10 +129,10 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
 
 def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name, point, flops_per_sample, roofs,
                     keep):
-    """server_points' measurement once every batch size is prepared: the point(s), gathered and kept."""
-    from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, find_peak_qps,
-                                     latency_percentile, poisson_schedule, rank_share, run_server, schedule_rng,
-                                     search_point_seconds)
+    """server_points' measurement once every batch size is prepared: the point(s), gathered, judged and kept."""
+    from mpirunner.peak_qps import PointOutcome, find_peak_qps
+    from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, poisson_schedule, rank_share,
+                                     run_server, schedule_rng, search_point_seconds)
 
     slowest = world.max(prepared.slowest_step_seconds)
     drain_seconds = drain_bound_seconds(slowest)
@@ -138,11 +140,11 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
     log.info("server: batch sizes %s prepared; drain bound %.1f s", prepared.sizes, drain_seconds)
 
     def point_seconds(total_qps):
-        """A search point runs long enough for its percentile; one --target-qps run keeps --min-duration as asked
-        (its verdict says when that was too few queries)."""
+        """A search point runs long enough for scenarios.point_queries; one --target-qps run keeps --min-duration
+        as asked (its verdict says when that was too few queries)."""
         if not config.find_peak_qps:
             return config.min_duration
-        return search_point_seconds(total_qps, config.min_duration, config.percentile, config.seed, world.size)
+        return search_point_seconds(total_qps, config.min_duration, config.percentile, world.size)
 
     def run_point(total_qps, duration):
         schedule = poisson_schedule(rank_share(total_qps, world.size), duration, schedule_rng(config.seed, world.rank))
@@ -153,61 +155,63 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
         guard.checkpoint()
         return queries
 
-    def record_of(queries, total_qps, duration, point_name):
+    def record_of(queries, scenario, point_name):
         from mpirunner.checks import ValidityRules
         from mpirunner.checks.scenario import scenario_checks
         from mpirunner.runfile.build import DeviceFacts, Gathered, Judging, build_run, gather_timings, rank_values_row
 
         gathered = gather_timings(world, _batch_timings(queries, prepared.compile_seconds))
-        logs = world.gather(queries)
         report = backend.run_report(batch_size)
         rank_values = world.gather(rank_values_row(world.host, 0.0, prepared.largest, report))
         if not world.is_root:
             return None
-        scenario = _scenario_record(concatenate_logs(logs), "server", {
-            "duration_seconds": duration, "target_qps": total_qps, "latency_bound_seconds": bound,
-            "bound_percentile": config.percentile})
-        scenario.attrs.update(drain_seconds=drain_seconds, max_batch_wait_ms=config.max_batch_wait_ms,
-                              prepared_batch_sizes=list(prepared.sizes), throughput=scenario.attrs["achieved_qps"],
-                              throughput_sum=scenario.attrs["achieved_qps"])
         return build_run(point_name, point, Gathered(gathered, rank_values, int(gathered["step_seconds"].shape[1])),
                          DeviceFacts(report.attrs, backend.batch_latency_is_device_time(), flops_per_sample, roofs),
                          Judging(ValidityRules.from_config(config),
                                  scenario_checks=scenario_checks(scenario.attrs, drain_seconds)), scenario)
 
     def measure(total_qps, point_name):
-        """Serve one load -> (this rank's queries, rank 0's Run or None elsewhere)."""
+        """Serve one load -> PointOutcome: every rank's queries and the verdict, the same on every rank (all
+        judge the same gathered queries), and rank 0's Run (None elsewhere)."""
+        from mpirunner.checks.scenario import scenario_reasons
+
         duration = point_seconds(total_qps)
         queries = run_point(total_qps, duration)
-        return queries, record_of(queries, total_qps, duration, point_name)
+        every = concatenate_logs(world.allgather(queries))
+        scenario = _scenario_record(every, "server", {
+            "duration_seconds": duration, "target_qps": total_qps, "latency_bound_seconds": bound,
+            "bound_percentile": config.percentile, "max_batch": batch_size})
+        scenario.attrs.update(drain_seconds=drain_seconds, max_batch_wait_ms=config.max_batch_wait_ms,
+                              prepared_batch_sizes=list(prepared.sizes), throughput=scenario.attrs["achieved_qps"],
+                              throughput_sum=scenario.attrs["achieved_qps"])
+        passed = not scenario_reasons(scenario.attrs, drain_seconds)
+        return PointOutcome(every, duration, passed, record_of(queries, scenario, point_name))
 
     if not config.find_peak_qps:
-        _, record = measure(config.target_qps, name)
+        record = measure(config.target_qps, name).kept
         if record is not None:
             keep(record)
         return
     capacity = world.size * batch_size / max(slowest, 1e-9)
     start_qps = config.target_qps or capacity / 2
-
-    def global_percentile(latency_seconds, percentile):
-        return latency_percentile(np.concatenate(world.allgather(np.asarray(latency_seconds))), percentile)
-
     kept = []  # rank 0's records of the points so far
 
     def run_and_keep(total_qps):
-        queries, record = measure(total_qps, f"{name}-qps{total_qps:012.3f}")
-        if record is not None:
-            record = record.amended({"peak_search": True, "peak_point": len(kept), "peak_qps": float("nan")})
-            keep(record)
-            kept.append(record)
-        return queries
+        outcome = measure(total_qps, f"{name}-qps{total_qps:012.3f}")
+        if outcome.kept is not None:
+            outcome.kept = outcome.kept.amended({"peak_search": True, "peak_point": len(kept),
+                                                 "peak_qps": float("nan"), "peak_qps_high": float("nan")})
+            keep(outcome.kept)
+            kept.append(outcome.kept)
+        return outcome
 
-    search = find_peak_qps(run_and_keep, start_qps, bound, config.percentile,
-                           global_percentile=global_percentile)
+    search = find_peak_qps(run_and_keep, start_qps, config.percentile)
+    log.info("peak search stopped: %s", search.stop_reason)
     if kept:  # rank 0; the peak is known now: each point says what the search found
         from mpirunner.runfile.block import peak_search_line
 
+        found = {"peak_qps": search.peak_qps, "peak_qps_high": search.peak_qps_high}
         keep.amend([record.name for record in kept],
-                   {"peak_qps": search.peak_qps if search.peak_qps is not None else float("nan")})
-        print(peak_search_line(search.peak_qps, [found.total_qps for found in search.points], config.percentile,
-                               config.latency_bound, batch_size), flush=True)
+                   {key: float(value) if value is not None else float("nan") for key, value in found.items()})
+        print(peak_search_line(search.peak_qps, [measured.offered_qps for measured in search.points], config.percentile,
+                               config.latency_bound, batch_size, peak_qps_high=search.peak_qps_high), flush=True)

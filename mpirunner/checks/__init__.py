@@ -1,8 +1,9 @@
 """Validity: one decision from a run's timings, the user's rules and the checks of its outputs.
 
 Where a run is judged: decide_validity below. Its reasons are, in order, the failed checks handed in
-(output check, ...), the timing rules (rules.py) and the input path (input_path.py). Nothing here
-prints; the runner's console and report/text.py show the result.
+(output check, ...), then for an offline run the timing rules (rules.py) and the input path
+(input_path.py), for a single-stream or server run the scenario rules (scenario.py) instead. Nothing
+here prints; the runner's console and report/text.py show the result.
 """
 from dataclasses import dataclass, field
 from typing import List
@@ -29,9 +30,11 @@ def decide_validity(step_seconds, rules, checks=(), *, timed_seconds, windows=0,
 
     step_seconds: [ranks, steps] (NaN-padded); rules: ValidityRules; checks: Checks made by the run
     (the output check); host_gap / device_busy: per-rank shares (stats.input_shares), device_busy
-    None where batch latency is not device time. scenario_checks (server runs, checks/scenario.py) replace
-    the timing rules and the input path: a server's steps follow its arrivals, so their sizes differ
-    and the device waits between them by design.
+    None where batch latency is not device time. scenario_checks (single-stream and server runs,
+    checks/scenario.py) replace the timing rules and the input path: a scenario is judged on its queries
+    (enough of them, all served, kept up, the percentile within its bound), as LoadGen judges it. A
+    server's steps follow its arrivals (their sizes differ, the device waits between them by design); a
+    single-stream run's latency is its result, drift included, not a reason to discard it.
     """
     if scenario_checks is not None:
         every = [*checks, *scenario_checks]

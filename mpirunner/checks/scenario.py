@@ -1,38 +1,49 @@
-"""The server scenario's rules: it kept up with the offered load, served every query within the drain bound,
-had enough queries for its percentile and held the latency bound. Each failed rule is a Check whose reason
-carries its remedy; checks.decide_validity judges a server run by these instead of the timing rules."""
+"""The scenario rules (docs/scenarios.md): single-stream and server runs are judged by these, not by the offline
+step-time rules. A run holds when every query was served, a server kept up with its offered load while
+issuing, there were enough queries for the percentile, and the percentile's 99% upper confidence bound is
+within --latency-bound (LoadGen's early-stopping test with no tolerance). Each failed rule is a Check whose
+reason carries its remedy; checks.decide_validity judges a scenario run by these alone."""
 from mpirunner.checks.check import failed, passed
 
-KEEP_UP_SHARE = 0.95       # served QPS below this share of the offered QPS: "did not keep up"
+KEEP_UP_SHARE = 0.97  # fewer of the scheduled queries completed while issuing (scenarios.summarize_queries)
 
 
-def scenario_reasons(summary, drain_seconds=None):
-    """The summary's (scenarios.summarize_queries) verdict reasons, each with a remedy; empty when the rules hold."""
-    from mpirunner.scenarios import minimum_queries
+def scenario_reasons(summary, drain_seconds=None, percentile=None):
+    """The summary's (scenarios.summarize_queries) verdict reasons, each with a remedy; empty when the rules hold.
+
+    percentile: the one the run reports (--percentile); with a bound, the bound's. Too few queries for it
+    (stats.minimum_count) is a reason for single-stream, and for a server when it has a bound."""
+    from mpirunner.stats import minimum_count
 
     reasons = []
+    single_stream = summary.get("scenario") == "single-stream"
     if summary.get("queries_unserved"):
         drain = f" ({drain_seconds:.1f} s after issuing stopped)" if drain_seconds is not None else ""
         reasons.append(f"{summary['queries_unserved']} of {summary['queries']} queries unserved when the drain "
                        f"bound{drain} ran out — lower --target-qps or add instances")
     keep_up = summary.get("keep_up")
     if keep_up is not None and not keep_up >= KEEP_UP_SHARE:
-        reasons.append(f"did not keep up: achieved {keep_up:.2f} of the offered load "
-                       f"({summary['achieved_qps']:.1f} of {summary['offered_qps']:.1f} QPS, "
+        reasons.append(f"did not keep up: achieved {summary['completed_while_issuing']} of {summary['queries']} "
+                       f"queries while issuing (keep-up {keep_up:.3f} < {KEEP_UP_SHARE:g}, counting "
+                       f"{summary['in_flight_allowance']} in flight; offered {summary['offered_qps']:.1f} QPS, "
                        f"target {summary['target_qps']:g}) — lower --target-qps or add instances")
-    if "latency_bound" in summary:
-        name = f"p{summary['bound_percentile']:g}"
-        needed = minimum_queries(summary["bound_percentile"])
+    bounded = "latency_bound" in summary
+    if bounded:
+        percentile = summary["bound_percentile"]
+    if percentile is not None and (bounded or single_stream):
+        name, needed = f"p{percentile:g}", minimum_count(percentile)
         if summary["queries"] < needed:
-            reasons.append(f"only {summary['queries']} queries: too few for a {name} (needs {needed}) "
-                           "— raise --min-duration")
-        if not summary["bound_latency"] <= summary["latency_bound"]:
-            reasons.append(f"{name} query latency {summary['bound_latency']:.3f} ms over the bound "
-                           f"{summary['latency_bound']:.3f} ms — lower --target-qps or --max-batch-wait-ms, "
-                           "or add instances")
+            remedy = "raise --iterations" if single_stream else "raise --min-duration"
+            reasons.append(f"only {summary['queries']} queries: too few for a {name} (needs {needed}, "
+                           f"stats.minimum_count) — {remedy}")
+        elif bounded and not summary.get("bound_latency_upper", float("inf")) <= summary["latency_bound"]:
+            reasons.append(f"{name} query latency over the bound: {summary['bound_latency_upper']:.3f} ms at 99% "
+                           f"confidence > {summary['latency_bound']:g} ms ({name} {summary['bound_latency']:.3f} ms; "
+                           f"{summary['queries_over_bound']} of {summary['queries']} queries over the bound) — lower "
+                           "--target-qps or --max-batch-wait-ms, or add instances")
     return reasons
 
 
-def scenario_checks(summary, drain_seconds=None):
-    reasons = scenario_reasons(summary, drain_seconds=drain_seconds)
+def scenario_checks(summary, drain_seconds=None, percentile=None):
+    reasons = scenario_reasons(summary, drain_seconds=drain_seconds, percentile=percentile)
     return [failed("scenario", reason) for reason in reasons] or [passed("scenario")]

@@ -1,0 +1,136 @@
+"""The peak-QPS search (--find-peak-qps): the highest total load a server holds, and the interval it lies in.
+
+Like scenarios.py, this knows nothing about MPI or torch. run_point(target_qps) serves one load and returns a
+PointOutcome: every rank's queries, the issuing window and the point's verdict. The caller judges the point
+(serve.py: the run's own verdict, checks/scenario.py, so a point passes exactly when its run group is VALID)
+and hands every rank the same outcome, so all ranks take the same path. Loads are bracketed by doubling (or
+halving), then bisected until the two ends cannot be told apart within the points' own noise (docs/scenarios.md):
+- by load: the gap is within 1/sqrt(queries) of the lower end (the relative spread of a Poisson count of that
+  many queries: loads closer than that offer arrival patterns a run cannot tell apart), or
+- by latency: the failing end's percentile is not above the passing end's at 99% confidence (the passing
+  end's upper bound reaches the failing end's lower bound, distribution-free order statistics).
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from mpirunner.scenarios import latency_percentile
+
+PEAK_MAX_POINTS = 24
+
+
+@dataclass
+class PointOutcome:
+    """One served load, the same on every rank: every rank's QueryLog, its issuing window, whether it passed
+    (its verdict) and what the caller keeps with it (rank 0's record)."""
+
+    queries: object
+    duration_seconds: float
+    passed: bool
+    kept: object = None
+
+
+@dataclass
+class PeakPoint:
+    """One measured point: the load asked for and the load offered (scheduled queries / window), its query
+    count, the percentile (s) with its 99% distribution-free bounds (NaN with too few queries), its verdict."""
+
+    target_qps: float
+    offered_qps: float
+    queries: int
+    percentile_seconds: float
+    low_seconds: float
+    high_seconds: float
+    passed: bool
+    outcome: PointOutcome
+
+
+@dataclass
+class PeakSearch:
+    """The search's outcome. peak_qps: the highest passing offered load below the lowest failing one (None if
+    no load passed); peak_qps_high: that lowest failing offered load (None if none failed); why it stopped."""
+
+    peak_qps: Optional[float]
+    peak_qps_high: Optional[float]
+    points: List[PeakPoint]
+    stop_reason: str
+
+
+def percentile_bounds(latency_seconds, percentile):
+    """(low, high): 99% lower and upper confidence bounds of the percentile, order statistics chosen by the
+    binomial (stats.upper_bound_rank; the lower one by symmetry: the (100 - q)-th percentile's upper rank
+    counted from the top). +inf latencies (unserved queries) count as over any bound; NaN with too few."""
+    from mpirunner.stats import upper_bound_rank
+
+    ordered = np.sort(np.asarray(latency_seconds, dtype=np.float64).ravel())
+    count = ordered.size
+    high_rank, low_rank = upper_bound_rank(count, percentile), upper_bound_rank(count, 100.0 - percentile)
+    high = float(ordered[high_rank - 1]) if high_rank is not None else float("nan")
+    low = float(ordered[count - low_rank]) if low_rank is not None else float("nan")
+    return low, high
+
+
+def peak_interval(points):
+    """(peak_qps, peak_qps_high) over measured points: the lowest failing offered load, and the highest passing
+    offered load below it. A pass above a failure (a curve that is not monotone within the noise) never raises
+    the peak: the peak is always below every load that failed."""
+    failing = [point.offered_qps for point in points if not point.passed]
+    high = min(failing) if failing else None
+    passing = [point.offered_qps for point in points if point.passed and (high is None or point.offered_qps < high)]
+    return (max(passing) if passing else None), high
+
+
+def indistinguishable(passing, failing):
+    """Why two neighbouring points cannot be told apart within their own noise, or None (module docstring)."""
+    queries = min(passing.queries, failing.queries)
+    if queries and failing.offered_qps - passing.offered_qps <= passing.offered_qps / math.sqrt(queries):
+        return (f"{passing.offered_qps:.1f} and {failing.offered_qps:.1f} QPS are within 1/sqrt({queries}) of "
+                "each other")
+    if failing.low_seconds <= passing.high_seconds:
+        return (f"the percentiles at {passing.offered_qps:.1f} and {failing.offered_qps:.1f} QPS overlap at 99% "
+                "confidence")
+    return None
+
+
+def find_peak_qps(run_point: Callable, start_qps, percentile=99.0, max_points=PEAK_MAX_POINTS, min_qps=None):
+    """Highest total load whose point passes: bracket from start_qps (doubling after a pass, halving after a
+    failure, down to min_qps, default start_qps / 1024), then bisect the bracket until its ends are
+    indistinguishable or max_points points were measured. run_point(target_qps) -> PointOutcome."""
+    floor = start_qps / 1024.0 if min_qps is None else min_qps
+    points: List[PeakPoint] = []
+
+    def measure(target_qps):
+        outcome = run_point(target_qps)
+        latency = outcome.queries.latency()
+        low, high = percentile_bounds(latency, percentile)
+        point = PeakPoint(float(target_qps), len(latency) / float(outcome.duration_seconds), len(latency),
+                          float(latency_percentile(latency, percentile)), low, high, bool(outcome.passed), outcome)
+        points.append(point)
+        return point
+
+    passing, failing, stop_reason = None, None, "max points"
+    target = float(start_qps)
+    while len(points) < max_points and (passing is None or failing is None):
+        point = measure(target)
+        if point.passed:
+            passing, target = point, target * 2.0
+        else:
+            failing = point
+            if passing is None and target / 2.0 < floor:
+                stop_reason = "the lowest load failed"
+                break
+            target /= 2.0
+    while passing is not None and failing is not None and len(points) < max_points:
+        reason = indistinguishable(passing, failing)
+        if reason is not None:
+            stop_reason = reason
+            break
+        point = measure((passing.target_qps + failing.target_qps) / 2.0)
+        if point.passed:
+            passing = point
+        else:
+            failing = point
+    peak, high = peak_interval(points)
+    return PeakSearch(peak, high, points, stop_reason)
