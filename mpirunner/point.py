@@ -178,6 +178,7 @@ def _time_steps(setup, batch_size, source, step, agreement):
 def _record(setup, point, gathered, timings, rank_values, accuracy, checks, report):
     """Rank 0's Run of the point: timings, accuracy, checks, device facts, FLOPs and roofs."""
     from mpirunner.checks import ValidityRules
+    from mpirunner.checks.scenario import scenario_checks
     from mpirunner.runfile.build import DeviceFacts, Gathered, Judging, build_run
     from mpirunner.serve import single_stream_scenario
 
@@ -188,5 +189,6 @@ def _record(setup, point, gathered, timings, rank_values, accuracy, checks, repo
     device = DeviceFacts({**report.attrs, "first_call_compiles": backend.first_call_compiles()},
                          backend.batch_latency_is_device_time(), setup.flops_per_sample, setup.roofs)
     scenario = single_stream_scenario(gathered, point.batch_size) if config.scenario == "single-stream" else None
+    judged = scenario_checks(scenario.attrs, percentile=config.percentile) if scenario is not None else None
     return build_run(run_name(point.batch_size), point, measured, device,
-                     Judging(ValidityRules.from_config(config), checks), scenario)
+                     Judging(ValidityRules.from_config(config), checks, judged), scenario)
