@@ -1,5 +1,5 @@
-"""`mpirunner-report --plot` on server runs (report/load_plot.py): what the figure holds, read back from the
-matplotlib objects (Agg), for files written through the results layer as a peak search writes them."""
+"""`mpirunner-report --plot` on server runs (report/figures.py server_figure): what the figure holds, read back from
+the matplotlib objects (Agg), for files written through the results layer as a peak search writes them."""
 import numpy as np
 import pytest
 
@@ -8,6 +8,7 @@ from mpirunner.runfile.plain import RunResult, write_results
 pytest.importorskip("matplotlib")
 
 BOUND_MS = 30.0
+FAILED = "point over the bound (or invalid)"
 
 
 def _point(target_qps, p50, p90, p99, peak=float("nan"), batch_size=4, valid=True, order=0):
@@ -63,7 +64,7 @@ def _lines(axis):
 def test_a_search_draws_each_percentile_against_the_target_load_with_the_bound_and_the_peak(tmp_path, drawn):
     figure, written = drawn(_write(tmp_path / "search.h5", SEARCH))
     assert written.stat().st_size > 10_000
-    (axis,) = figure.axes
+    axis, load = figure.axes
     lines = _lines(axis)
     order = sorted(SEARCH)
     for column, name in ((1, "p50"), (2, "p90"), (3, "p99")):
@@ -73,12 +74,16 @@ def test_a_search_draws_each_percentile_against_the_target_load_with_the_bound_a
     assert set(bound.get_ydata()) == {BOUND_MS}
     peak = lines[f"peak {PEAK:.1f} QPS"]
     assert set(peak.get_xdata()) == {PEAK}
-    invalid = [collection for collection in axis.collections if collection.get_label() == "invalid point"]
+    invalid = [collection for collection in axis.collections if collection.get_label() == FAILED]
     (marks,) = invalid
     assert sorted(marks.get_offsets()[:, 0]) == [350.0, 400.0]  # the points over the bound
     low, high = axis.get_ylim()
     assert low <= 2.0 and high >= 80.0 and axis.get_yscale() == "log"
     assert axis.get_xlabel().startswith("target load")
+    # the points told apart: each one's offered load (as scheduled) and achieved rate against its target
+    offered, achieved = _lines(load)["offered (as scheduled)"], _lines(load)["achieved"]
+    np.testing.assert_allclose(offered.get_ydata(), [0.97 * point[0] for point in order])
+    np.testing.assert_allclose(achieved.get_ydata(), [0.96 * point[0] for point in order])
 
 
 def test_a_stopped_search_has_no_peak_line(tmp_path, drawn):
@@ -92,7 +97,7 @@ def test_an_unserved_point_is_marked_on_the_top_edge_not_lost(tmp_path, drawn):
     points = [(100.0, 2.0, 3.0, 5.0), (200.0, 3.0, 6.0, 12.0), (900.0, 50.0, float("inf"), float("inf"))]
     figure, _ = drawn(_write(tmp_path / "unserved.h5", points, peak=200.0))
     axis = figure.axes[0]
-    (marks,) = [collection for collection in axis.collections if collection.get_label() == "invalid point"]
+    (marks,) = [collection for collection in axis.collections if collection.get_label() == FAILED]
     np.testing.assert_array_equal(marks.get_offsets()[:, 0], [900.0])
     assert marks.get_offsets()[0, 1] >= 50.0
     assert _lines(axis)["p50"].get_ydata()[-1] == 50.0
@@ -110,3 +115,29 @@ def test_two_searches_at_different_batch_sizes_are_two_curves_not_one(tmp_path, 
     np.testing.assert_array_equal(by_batch[False].get_xdata(), [150.0, 600.0])
     np.testing.assert_array_equal(by_batch[False].get_ydata(), [4.0, 25.0])
     assert {label for label in lines if label.startswith("peak")} == {"peak 200.0 QPS (bs 2)", "peak 600.0 QPS (bs 8)"}
+
+
+def test_a_point_shows_its_interval_upper_bound_and_pass_or_fail_and_the_peak_its_interval(tmp_path, drawn):
+    """Points with enough queries (459 for a p99) and the fields a search now stores: the p99's 95% interval as an
+    error bar, its 99% upper bound (^), a filled marker for a point within the bound and a hollow one over it, the
+    peak as a band [peak_qps, peak_qps_high]; a point with too few queries draws no p99 (the one rule)."""
+    points = [(100.0, 2.0, 3.0, 5.0, 6.0, 500), (200.0, 3.0, 8.0, 20.0, 35.0, 900), (300.0, 4.0, 9.0, 25.0, 28.0, 100)]
+    runs = []
+    for order, (qps, p50, p90, p99, upper, queries) in enumerate(points):
+        attrs = _point(qps, p50, p90, p99, peak=100.0, order=order)
+        attrs.update(queries=queries, bound_latency_upper=upper, peak_qps_high=200.0, query_latency_p99_ci95_low=p99 - 1,
+                     query_latency_p99_ci95_high=p99 + 2)
+        runs.append(RunResult(name=f"bs00004-qps{qps:012.3f}", attrs=attrs))
+    path = write_results(tmp_path / "upper.h5", {"world_size": 1}, [{"rank": 0, "host": "a"}], runs)
+    figure, _ = drawn(path)
+    axis = figure.axes[0]
+    lines = _lines(axis)
+    np.testing.assert_array_equal(lines["p99"].get_ydata(), [5.0, 20.0, np.nan])  # 100 queries: no p99
+    np.testing.assert_array_equal(lines["p50"].get_ydata(), [2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(lines["99% upper bound"].get_ydata(), [6.0, 35.0, np.nan])
+    marks = [line for line in axis.get_lines() if line.get_label().startswith("_") and line.get_marker() == "o"]
+    filled = {float(line.get_xdata()[0]): line.get_markerfacecolor() != "white" for line in marks}
+    assert filled == {100.0: True, 200.0: False, 300.0: False}  # 6 <= 30 ms; 35 > 30; too few queries to judge
+    (band,) = [patch for patch in axis.patches]
+    assert (band.get_x(), band.get_x() + band.get_width()) == (100.0, 200.0)
+    assert "peak [100.0, 200.0] QPS" in lines

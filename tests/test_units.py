@@ -80,7 +80,7 @@ def test_report_csv_and_json_name_their_units_and_give_cv_in_percent(tmp_path, r
 
 
 def test_summary_and_report_exports_agree_on_names_and_values(tmp_path, capsys):
-    path = make_file(tmp_path / "u.h5", steps=30, run_extra={"utilization": 0.25})
+    path = make_file(tmp_path / "u.h5", steps=240, run_extra={"utilization": 0.25})  # 480 latencies: a p99
     assert report.main(["summary", str(path), "--json", str(tmp_path / "s.json")]) == 0
     assert report.main([str(path), "--json", str(tmp_path / "r.json")]) == 0
     summary_row, = json.loads((tmp_path / "s.json").read_text())
@@ -120,8 +120,9 @@ def plt():
 
 
 def test_multi_file_plot_titles_what_files_share_and_labels_what_sets_each_apart(tmp_path, plt):
-    cpu = rows.load(make_file(tmp_path / "a.h5", batch_sizes=(1, 4), root_extra={"device_name": "CPU A"}))
-    other = rows.load(make_file(tmp_path / "b.h5", batch_sizes=(1, 4), root_extra={"device_name": "CPU B"},
+    # 240 steps on 2 ranks: 480 latencies, enough for the p99 axis (stats.minimum_count(99) is 459)
+    cpu = rows.load(make_file(tmp_path / "a.h5", batch_sizes=(1, 4), steps=240, root_extra={"device_name": "CPU A"}))
+    other = rows.load(make_file(tmp_path / "b.h5", batch_sizes=(1, 4), steps=240, root_extra={"device_name": "CPU B"},
                                 run_extra={"model": "resnet50"}))
     figure = plot._sweep_figure(plt, [cpu, other])
     title = figure._suptitle.get_text()

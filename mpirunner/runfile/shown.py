@@ -86,7 +86,9 @@ def judged_latency(scenario):
 
 def upper_bound(scenario):
     """The judged percentile's 99% upper confidence bound (ms), or None (an older file, too few queries)."""
-    return scenario.bound_latency_upper if _finite(scenario.bound_latency_upper) else None
+    if not _finite(scenario.bound_latency_upper) or scenario.bound_percentile is None:
+        return None
+    return scenario.bound_latency_upper if enough(scenario.queries, scenario.bound_percentile) else None
 
 
 def within_bound(scenario):
