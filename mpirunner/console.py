@@ -47,29 +47,118 @@ def progress_bar(world, no_progress, total, description):
             bar.reset(total=total)
         bar.update(1)
 
+    def describe(text):  # from another thread too (the first step's ticker): tqdm holds its own lock
+        bar.set_description_str(text, refresh=True)
+
+    def pause():  # erase the bar, so that a log line is not written onto it
+        bar.clear()
+
     on_step.close = bar.close
+    on_step.describe = describe
+    on_step.pause = pause
+    on_step.description = f"{description}: compile + warm-up"
     return on_step
 
 
-def estimate_after_first_call(step, steps_after, description):
-    """The step, logging after its first call how long the `steps_after` calls that follow will take
-    (for a config run on a device family it was not written for, where one step can take minutes)."""
+def duration_text(seconds):
+    """A duration as a person reads it: '42 s', '12 min', '3.4 h'."""
+    if seconds < 1:
+        return f"{seconds:.2g} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def first_step_line(point, estimate, max_chars=160):
+    """The line said before a long point's first step: what is computed, the step's size, the first estimate.
+
+    point: the RunPoint (model, precision, dtype, batch size, device iterations, replicas); estimate: a
+    first_step.StepEstimate, or None when there is none (the line then says so)."""
+    if estimate is None:
+        guess = "no estimate before the first step"
+    else:
+        point_time = ("at least " if estimate.at_least else "") + duration_text(estimate.point_seconds)
+        guess = (f"estimate (FLOPs / GEMM rate) {duration_text(estimate.step_seconds)} a step, "
+                 f"{point_time} for {estimate.steps} steps")
+    head = f"batch {point.batch_size}: {point.model} {point.precision} {point.dtype}, {point.samples_per_step:,} samples a step"
+    parts = f" ({point.batch_size} x {point.device_iterations} x {point.local_replicas} replica(s))"
+    line = f"{head}{parts}; {guess}"
+    return line if len(line) <= max_chars else f"{head}; {guess}"[:max_chars]
+
+
+class Ticker:
+    """A thread that calls show(elapsed_seconds) every `interval` seconds from start() until stop()."""
+
+    def __init__(self, show, interval=0.5):
+        import threading
+
+        self.show, self.interval = show, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="mpirunner-first-step", daemon=True)
+
+    def _run(self):
+        import time
+
+        start = time.perf_counter()
+        while not self.stopped.wait(self.interval):
+            self.show(time.perf_counter() - start)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join()
+
+
+def first_step_progress(progress, description, estimate, micro_batches_done=None, micro_batches=None):
+    """show(elapsed) for a Ticker: the progress bar's description during the first step, e.g.
+    'batch 12: first step 41 s of ~5 min, micro-batch 3/128, ~9 min left' (counts where the backend allows)."""
+
+    def show(elapsed_seconds):
+        text = f"{description}: first step {duration_text(elapsed_seconds)}"
+        if estimate is not None:
+            text += f" of ~{duration_text(estimate.step_seconds)}"
+        done = micro_batches_done() if micro_batches_done is not None else 0
+        if done and micro_batches:
+            left = elapsed_seconds / done * max(micro_batches - done, 0)
+            text += f", micro-batch {min(done, micro_batches)}/{micro_batches}, ~{duration_text(left)} left"
+        progress.describe(text)
+
+    return show
+
+
+def watch_first_call(step, steps_after, description, report_after=True, during=None):
+    """The step, with its first call watched: during() -> a started object whose stop() is called when the call
+    returns (before the line below; its resume(), if any, after it), and with report_after, a line after it: how long it took and how long the `steps_after` calls
+    that follow will take (for a long step, or a config run on a device family it was not written for)."""
     import time
 
     calls = [0]
 
-    def step_with_estimate(step_input):
-        start = time.perf_counter()
-        result = step(step_input)
+    def step_with_watch(step_input):
         calls[0] += 1
-        if calls[0] == 1:
-            seconds = time.perf_counter() - start
-            log.warning("%s: the first step took %.1f s; the %d steps that follow will take about %.0f s "
-                        "(%.1f min)", description, seconds, steps_after, seconds * steps_after,
-                        seconds * steps_after / 60)
+        if calls[0] > 1:
+            return step(step_input)
+        ticker = during() if during is not None else None
+        start = time.perf_counter()
+        try:
+            result = step(step_input)
+        finally:
+            if ticker is not None:
+                ticker.stop()
+        seconds = time.perf_counter() - start
+        if report_after:
+            log.warning("%s: the first step took %s; the %d steps that follow will take about %s",
+                        description, duration_text(seconds), steps_after, duration_text(seconds * steps_after))
+        if ticker is not None and hasattr(ticker, "resume"):
+            ticker.resume()
         return result
 
-    return step_with_estimate
+    return step_with_watch
 
 
 def check_line(check):

@@ -137,10 +137,7 @@ def _rank_values(setup, timings, source, report):
 
 
 def _prepare_step(setup, point, agreement):
-    """This rank's input source (--data-path is read here) and its step, wrapped for fault injection and, on a
-    slow device family, for a time estimate after the first call."""
-    from mpirunner.backends import family_warning
-    from mpirunner.console import estimate_after_first_call
+    """This rank's input source (--data-path is read here) and its step, wrapped for fault injection."""
     from mpirunner.data import make_input_source, step_shape
 
     config, world, backend, model = setup.config, setup.world, setup.backend, setup.model
@@ -149,15 +146,12 @@ def _prepare_step(setup, point, agreement):
         config, backend, shape, model.input_dtype, world.rank, world_size=world.size))
     backend_step = backend.make_step(point.batch_size, source.next_input())
     source.follow(backend_step)  # real data pairs each step's outputs with its labels
-    step = setup.faults.wrap_step(backend_step)
-    if world.is_root and family_warning(backend.name, config):
-        step = estimate_after_first_call(step, config.warmup_iterations + config.iterations,
-                                         f"batch {point.batch_size}")
-    return source, step
+    return source, setup.faults.wrap_step(backend_step)
 
 
 def _time_steps(setup, batch_size, source, step, agreement):
-    """The warm-up and timed steps, under --iterations or the --until-stable stop rule, with a progress bar."""
+    """The warm-up and timed steps, under --iterations or the --until-stable stop rule, with a progress bar;
+    a long first step is announced first (first_step.py) and watched while it runs."""
     from mpirunner.bench import choose_stop_rule, measure
     from mpirunner.console import progress_bar, progress_wanted
 
@@ -165,14 +159,69 @@ def _time_steps(setup, batch_size, source, step, agreement):
     stop_rule, keep_last_windows = choose_stop_rule(config.iterations, config.until_stable,
                                                     config.stability_percentage, config.max_windows,
                                                     config.min_duration)  # all ranks agree via world.max
+    announced = _announce_long_step(setup, setup.point(batch_size)) if setup.world.is_root else False
     progress = progress_bar(setup.world, not progress_wanted(config.progress, config.no_progress),
                             None if stop_rule else config.iterations, f"batch {batch_size}")
+    if announced is not False:
+        step = _watched_first_step(setup, setup.point(batch_size), step, progress, announced)
     timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
                       agreement.barrier, on_step=progress, stop_rule=stop_rule,
                       decide=agreement.decide, keep_last_windows=keep_last_windows)
     if progress:
         progress.close()
     return timings
+
+
+def _announce_long_step(setup, point):
+    """Rank 0: when the point's step is long (or the config is another device family's), log the line that
+    says what is computed and the first estimate, and return the estimate (None: announced without one);
+    False when nothing is announced."""
+    from mpirunner.backends import family_warning
+    from mpirunner.console import first_step_line
+    from mpirunner.first_step import estimate_step, quick_gemm_rate
+
+    backend, model = setup.backend, setup.model
+    always = bool(family_warning(backend.name, setup.config))  # e.g. --device cpu on an -mk2 config
+    rate = setup.roofs.peak_flops[0] if setup.roofs is not None else None  # --measure-peak: rank 0's roof
+    rate_of = (lambda: quick_gemm_rate(model.compute_dtype, backend.roof_device())) if backend.measures_peak() else None
+    estimate = estimate_step(setup.config, point.samples_per_step, setup.flops_per_sample, rate=rate,
+                             rate_of=rate_of, always=always)
+    if estimate is None and not always:
+        return False
+    log.info("%s", first_step_line(point, estimate))
+    return estimate
+
+
+def _watched_first_step(setup, point, step, progress, estimate):
+    """Rank 0's step whose first call draws its progress on the bar (a terminal) and reports its time after."""
+    from mpirunner.console import Ticker, first_step_progress, watch_first_call
+
+    config, backend = setup.config, setup.backend
+    description = f"batch {point.batch_size}"
+
+    def during():
+        if not progress:
+            return None
+        micro_batches = [0]
+        hook = None
+        if backend.name == "cpu" and not backend.first_call_compiles():  # eager CPU: each micro-batch is a forward
+            hook = setup.model.module.register_forward_hook(lambda *_: micro_batches.__setitem__(0, micro_batches[0] + 1))
+        ticker = Ticker(first_step_progress(progress, description, estimate, lambda: micro_batches[0],
+                                            point.micro_batches_per_step if hook else None)).start()
+
+        class Watch:
+            def stop(self):
+                ticker.stop()
+                if hook is not None:
+                    hook.remove()
+                progress.pause()
+
+            def resume(self):
+                progress.describe(progress.description)
+
+        return Watch()
+
+    return watch_first_call(step, config.warmup_iterations + config.iterations, description, during=during)
 
 
 def _record(setup, point, gathered, timings, rank_values, accuracy, checks, report):

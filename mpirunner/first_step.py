@@ -1,0 +1,110 @@
+"""A first estimate of a point's step time, before its first step: is the step long enough to announce?
+
+The estimate is the step's FLOPs (FLOPs per sample, counted once per job, x the step's samples) over
+CNN_SHARE of a quick GEMM rate of the rank's device in the run's compute dtype: square matrix products
+of GEMM_SIZE, timed for about GEMM_SECONDS after one warm call, the best batch (0.3-0.6 s on a 2-core
+CPU; measured once per job and dtype, and only for a step of more than threshold x FLOOR_FLOPS FLOPs).
+With --measure-peak the job's own GEMM roof is used instead. No forward pass is run: a one-sample probe
+of efficientnet-b4 in software float16 takes 5-10 s on such a CPU, and a probe of another shape would
+recompile a torch.compile'd model.
+
+The estimate is coarse. CNNs reach 0.3 (EfficientNet-B0) to 1.0 (ResNet-50, compiled) of the GEMM
+peak (benchmarks/RESULTS.md), hence CNN_SHARE = 0.5; a model of few FLOPs (32 px images) is bound by
+per-layer overhead that FLOPs do not see, and load on the machine during the quick GEMM moves it
+(benchmarks/first_step_estimate.py sets the estimate against the measured first step). It says which
+order of magnitude to expect; the first step's measured time is logged after it.
+
+A step is long when the estimate exceeds MPIRUNNER_LONG_STEP_SECONDS (default 10 s); a config written
+for another device family (--device cpu on an -mk2 config) is always announced.
+"""
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger("mpirunner")
+
+LONG_STEP_VARIABLE = "MPIRUNNER_LONG_STEP_SECONDS"
+LONG_STEP_SECONDS = 10.0
+GEMM_SIZE = 384
+GEMM_SECONDS = 0.25
+CNN_SHARE = 0.5  # the share of the GEMM rate a CNN's forward pass is taken to reach
+FLOOR_FLOPS = 0.5e9  # no device is slower (software bfloat16 on a 2-core CPU: about 1 GFLOP/s); below it: no GEMM
+
+
+def long_step_seconds(environ=None):
+    """The threshold above which a step is announced (MPIRUNNER_LONG_STEP_SECONDS, default 10 s). Read on rank 0
+    alone, between collectives, so a value that is not a number >= 0 is warned about and the default used."""
+    env = os.environ if environ is None else environ
+    text = env.get(LONG_STEP_VARIABLE, "")
+    if not text:
+        return LONG_STEP_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:
+        log.warning("%s=%s is not a number of seconds >= 0; using %g", LONG_STEP_VARIABLE, text, LONG_STEP_SECONDS)
+        return LONG_STEP_SECONDS
+    return seconds
+
+
+_gemm_rates = {}
+
+
+def quick_gemm_rate(dtype, device):
+    """FLOP/s of the best batch of GEMM_SIZE matmuls in `dtype` on `device`, timed once per job and dtype."""
+    from mpirunner.peak import gemm_rates
+
+    key = (str(dtype), str(device))
+    if key not in _gemm_rates:
+        _gemm_rates[key] = max(gemm_rates(dtype, seconds=GEMM_SECONDS, size=GEMM_SIZE, device=device))
+    return _gemm_rates[key]
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """The first estimate of one point: seconds a step, and how many steps the point runs (first call,
+    warm-up, timed steps; 'at least' under --until-stable)."""
+
+    step_seconds: float
+    steps: int
+    at_least: bool = False
+
+    @property
+    def point_seconds(self):
+        return self.step_seconds * self.steps
+
+
+def point_steps(config, step_seconds):
+    """(steps of the point, whether that is a lower bound): the first call, the warm-up and the timed steps."""
+    timed, at_least = config.iterations, False
+    if config.until_stable:
+        from mpirunner.bench import STABLE_WINDOWS
+
+        timed, at_least = config.iterations * STABLE_WINDOWS, True
+    elif config.min_duration and step_seconds > 0:
+        timed = max(timed, math.ceil(config.min_duration / step_seconds))
+    return 1 + config.warmup_iterations + timed, at_least
+
+
+def estimate_step(config, samples_per_step, flops_per_sample, rate=None, rate_of=None, threshold=None,
+                  always=False):
+    """The StepEstimate of a point when its step is long (or `always`), else None.
+
+    rate: a known FLOP/s (the job's --measure-peak roof); rate_of(): measures one (quick_gemm_rate), called
+    only when the step's FLOPs could take longer than `threshold` even at FLOOR_FLOPS.
+    """
+    threshold = long_step_seconds() if threshold is None else threshold
+    step_flops = float(flops_per_sample or 0) * samples_per_step
+    if not always and step_flops < threshold * FLOOR_FLOPS:
+        return None
+    if rate is None and rate_of is not None:
+        rate = rate_of()
+    if not rate or rate <= 0 or not step_flops:
+        return None
+    step_seconds = step_flops / (CNN_SHARE * rate)
+    if not always and step_seconds <= threshold:
+        return None
+    steps, at_least = point_steps(config, step_seconds)
+    return StepEstimate(step_seconds, steps, at_least)
