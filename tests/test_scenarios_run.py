@@ -30,23 +30,23 @@ def _expected_arrivals(total_qps, seconds, seed=0):
             for rank in range(2)]
 
 
-def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_invalid(tmp_path):
-    single, single_queries, stdout = _run(tmp_path, "single", "--scenario", "single-stream", "--iterations", "150",
-                                          "--max-cv", "1000")
-    assert "single-stream: 300 queries" in stdout
-    assert single["queries"] == 300 and single_queries["served"].all()
+def test_single_stream_then_server_at_low_load_then_overload(tmp_path):
+    """What is asserted holds on a busy machine too (a test in a loaded CI must not flake on timing): counts, the
+    seeded schedules, agreement between numbers, and verdicts that do not follow the timings. Timing comparisons
+    (how close a query that found its rank idle comes to single-stream) are benchmarks/server_idle.py's."""
+    # single-stream is judged by the scenario rules alone: 460 queries (a p99 needs 459), all served -> VALID
+    # whatever the step times do (the offline cv and warm-up rules do not apply)
+    single, single_queries, stdout = _run(tmp_path, "single", "--scenario", "single-stream", "--iterations", "230")
+    assert "single-stream: 460 queries" in stdout
+    assert single["queries"] == 460 and single_queries["served"].all() and single["valid"], single["validity_reason"]
     service_seconds = single["query_latency_p50"] / 1e3
 
-    # Low load: each rank busy about 5% of the time, long enough for ~120 queries (a p99 needs 100).
-    # What is asserted holds on a busy machine too (a test in a loaded CI must not flake on timing): the
-    # seeded schedule, every query served, queueing counted, no overload reason. How close a query that
-    # found its rank idle comes to single-stream is a timing comparison: benchmarks/server_idle.py
-    # measures it (benchmarks/RESULTS.md).
+    # Low load (each rank busy about 5% of the time): the seeded schedule offers exactly its load, every query
+    # is in the file, latency counts from the scheduled arrival
     low_qps = 0.05 * 2 / service_seconds
     seconds = min(20.0, max(4.0, 120 / low_qps))
     server, queries, stdout = _run(tmp_path, "low", "--scenario", "server", "--batch-size", "1",
                                    "--target-qps", f"{low_qps:.3f}", "--min-duration", seconds)
-    assert not any(str(reason).startswith("did not keep up") for reason in server["validity_reason"])
     found_idle = scenarios.QueryLog(**queries).found_idle()
     assert found_idle.any()  # at 5% load queries find their rank idle
     latency_ms = 1e3 * (queries["end"] - queries["scheduled"])
@@ -54,11 +54,15 @@ def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_
     expected = _expected_arrivals(float(f"{low_qps:.3f}"), seconds)
     for rank in range(2):
         np.testing.assert_allclose(np.sort(queries["scheduled"][queries["rank"] == rank]), expected[rank])
-    assert queries["served"].all()
+    assert server["offered_qps"] == pytest.approx(sum(len(e) for e in expected) / seconds)
+    assert server["offered_qps"] == pytest.approx(server["target_qps"], rel=0.01)
     assert np.all(queries["end"] - queries["scheduled"] >= queries["end"] - queries["start"])
+    done = int(np.count_nonzero(queries["served"] & (queries["end"] <= seconds)))
+    assert server["completed_while_issuing"] == done
+    assert server["keep_up"] == pytest.approx(min(1.0, (done + server["in_flight_allowance"]) / server["queries"]))
 
-    # 3x the offline throughput at batch 1 (two ranks, one sample per step of service_seconds)
-    overload_qps, seconds = 3 * 2 / service_seconds, 3.0
+    # 10x the single-stream rate at batch 1 (two ranks): an overload on any machine, INVALID for not keeping up
+    overload_qps, seconds = 10 * 2 / service_seconds, 3.0
     over, queries, stdout = _run(tmp_path, "over", "--scenario", "server", "--batch-size", "1",
                                  "--target-qps", f"{overload_qps:.3f}", "--min-duration", seconds)
     assert not over["valid"]
@@ -67,12 +71,14 @@ def test_server_at_low_load_is_valid_and_matches_single_stream_then_overload_is_
                for r in reasons)
     expected = _expected_arrivals(float(f"{overload_qps:.3f}"), seconds)
     assert queries["scheduled"].size == sum(len(e) for e in expected)  # served or not, every query is there
-    assert (~queries["served"]).sum() == over["queries_unserved"] > 0
+    assert (~queries["served"]).sum() == over["queries_unserved"]
+    assert over["keep_up"] < 0.97
     served_end = np.nanmax(queries["end"])
     assert served_end <= seconds + over["drain_seconds"] + 10 * service_seconds + 1.0
 
 
-PEAK = ["--find-peak-qps", "--latency-bound", "50", "--min-duration", "1", "--batch-size", "2"]
+# a p90 search keeps the points small (4 x 44 queries) for a test; the default --percentile 99 takes 4 x 459
+PEAK = ["--find-peak-qps", "--latency-bound", "50", "--percentile", "90", "--batch-size", "2"]
 
 
 def _points(output):
@@ -80,29 +86,41 @@ def _points(output):
         return {name: dict(group.attrs) for name, group in h5["runs"].items()}
 
 
-def test_peak_search_keeps_every_point_and_names_the_peak(tmp_path):
+def _reasons(attrs):
+    reasons = attrs["validity_reason"]
+    return [reasons] if isinstance(reasons, str) else [str(reason) for reason in reasons]
+
+
+def test_peak_search_keeps_every_point_and_names_the_peak_with_its_interval(tmp_path):
     output = tmp_path / "peak.h5"
-    # from 40 QPS: 1 s (--min-duration) would offer ~40 queries, too few for a p99, so that point runs longer
-    result = run_cli([*MODEL, *PEAK, "--target-qps", "40", "--output", output], ranks=2, timeout=300)
+    result = run_cli([*MODEL, *PEAK, "--target-qps", "80", "--output", output], ranks=2, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     points = _points(output)
     assert len(points) >= 3 and all(name.startswith("bs00002-qps") for name in points)
+    assert "bs00002-qps00000080.000" in points
     for attrs in points.values():
-        chosen = scenarios.search_point_seconds(attrs["target_qps"], 1.0, 99.0, seed=0, world_size=2)
-        assert attrs["duration_seconds"] == pytest.approx(chosen) and attrs["queries"] >= 120
-        reasons = attrs["validity_reason"]
-        assert not any("too few" in reason for reason in ([reasons] if isinstance(reasons, str) else reasons))
-    assert points["bs00002-qps00000040.000"]["duration_seconds"] > 2.0
+        chosen = scenarios.search_point_seconds(attrs["target_qps"], 0.0, 90.0, world_size=2)
+        assert attrs["duration_seconds"] == pytest.approx(chosen)
+        assert attrs["queries"] == 4 * 44 and attrs["offered_qps"] == pytest.approx(attrs["target_qps"], rel=1e-6)
+        assert not any("too few" in reason for reason in _reasons(attrs))
+        # the verdict is the scenario rules, the point's pass is its verdict
+        holds = (attrs["bound_latency_upper"] <= 50 and attrs["keep_up"] >= 0.97 and attrs["queries_unserved"] == 0)
+        assert bool(attrs["valid"]) == holds, _reasons(attrs)
     assert sorted(attrs["peak_point"] for attrs in points.values()) == list(range(len(points)))
-    within = [attrs["target_qps"] for attrs in points.values() if attrs["bound_latency"] <= 50]
-    peaks = {float(attrs["peak_qps"]) for attrs in points.values()}
-    assert len(peaks) == 1  # every point says what the search found
-    (peak,) = peaks
-    if within:
-        assert peak == max(within)
-        assert f"peak search, batch 2: {peak:.1f} QPS in total is the highest load with p99 within 50 ms" in result.stdout
+    found = {(float(attrs["peak_qps"]), float(attrs["peak_qps_high"])) for attrs in points.values()}
+    assert len(found) == 1  # every point says what the search found
+    ((peak, high),) = found
+    failing = [attrs["offered_qps"] for attrs in points.values() if not attrs["valid"]]
+    passing = [attrs["offered_qps"] for attrs in points.values()
+               if attrs["valid"] and attrs["offered_qps"] < min(failing)]
+    assert failing, "a search ends with a failing point above its peak (or below every pass)"
+    assert high == min(failing)
+    if passing:
+        assert peak == max(passing) < high
+        assert (f"peak search, batch 2: {peak:.1f} QPS in total is the highest load with p90 within 50 ms "
+                f"(the peak lies in [{peak:.1f}, {high:.1f}] QPS)") in result.stdout
     else:
-        assert np.isnan(peak) and "peak search, batch 2: no load kept p99 within 50 ms" in result.stdout
+        assert np.isnan(peak) and "peak search, batch 2: no load kept p90 within 50 ms" in result.stdout
 
 
 def test_peak_search_stopped_part_way_keeps_the_points_it_finished(tmp_path):
