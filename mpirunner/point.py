@@ -70,11 +70,12 @@ def _measure(setup, batch_size, agreement):
 
     config, backend = setup.config, setup.backend
     point = setup.point(batch_size)
+    announced = _announce_long_step(setup, point) if setup.world.is_root else False  # before the inputs are made
     source, step = _prepare_step(setup, point, agreement)
     if config.compile_only and backend.compiles_ahead():  # IPU: build the executable (cache), no timing
         log.info("--compile-only: compiled for batch size %d; nothing measured", batch_size)
         return None
-    timings = _time_steps(setup, batch_size, source, step, agreement)
+    timings = _time_steps(setup, point, source, step, agreement, announced)
     agreement.barrier()  # this rank's steps are done (for --timeout too); a rank out of memory meets it at the latest
     gathered = agreement.stage("the gather of timings", lambda: timings, lambda rows: rows,
                                gather=lambda own, ok: _gather_timings(setup, own if ok else None))
@@ -149,9 +150,9 @@ def _prepare_step(setup, point, agreement):
     return source, setup.faults.wrap_step(backend_step)
 
 
-def _time_steps(setup, batch_size, source, step, agreement):
+def _time_steps(setup, point, source, step, agreement, announced):
     """The warm-up and timed steps, under --iterations or the --until-stable stop rule, with a progress bar;
-    a long first step is announced first (first_step.py) and watched while it runs."""
+    an `announced` first step (a long one: its StepEstimate or None; False: not announced) is watched while it runs."""
     from mpirunner.bench import choose_stop_rule, measure
     from mpirunner.console import progress_bar, progress_wanted
 
@@ -159,11 +160,10 @@ def _time_steps(setup, batch_size, source, step, agreement):
     stop_rule, keep_last_windows = choose_stop_rule(config.iterations, config.until_stable,
                                                     config.stability_percentage, config.max_windows,
                                                     config.min_duration)  # all ranks agree via world.max
-    announced = _announce_long_step(setup, setup.point(batch_size)) if setup.world.is_root else False
     progress = progress_bar(setup.world, not progress_wanted(config.progress, config.no_progress),
-                            None if stop_rule else config.iterations, f"batch {batch_size}")
+                            None if stop_rule else config.iterations, f"batch {point.batch_size}")
     if announced is not False:
-        step = _watched_first_step(setup, setup.point(batch_size), step, progress, announced)
+        step = _watched_first_step(setup, point, step, progress, announced)
     timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
                       agreement.barrier, on_step=progress, stop_rule=stop_rule,
                       decide=agreement.decide, keep_last_windows=keep_last_windows)
@@ -181,6 +181,8 @@ def _announce_long_step(setup, point):
     from mpirunner.first_step import estimate_step, quick_gemm_rate
 
     backend, model = setup.backend, setup.model
+    if setup.config.compile_only and backend.compiles_ahead():  # nothing runs
+        return False
     always = bool(family_warning(backend.name, setup.config))  # e.g. --device cpu on an -mk2 config
     rate = setup.roofs.peak_flops[0] if setup.roofs is not None else None  # --measure-peak: rank 0's roof
     rate_of = (lambda: quick_gemm_rate(model.compute_dtype, backend.roof_device())) if backend.measures_peak() else None
