@@ -174,3 +174,41 @@ def test_server_plot_latency_axis_reads_as_plain_numbers_with_units(plt):
     figure = server_figure(plt, runs, (8, 4))
     texts = _tick_texts(figure, figure.axes[0].yaxis)
     assert len(texts) >= 3 and all(re.fullmatch(r"\d+(\.\d+)? ms", text) for text in texts), texts
+
+
+def test_the_named_twins_of_a_scenario_load_go_through_the_writer_the_exports_and_value_of(tmp_path, capsys):
+    """target_qps / offered_qps are exported as offered_qps_target / offered_qps_scheduled (names.NAMED_TWINS):
+    the writer stores them beside the old names, a run reads back the same, CSV/JSON use only the twins, and
+    value_of finds the old name in a file holding only the twins."""
+    from mpirunner.runfile.names import NAMED_TWINS, TWINS, exported, unit_twins, value_of
+    from mpirunner.runfile.plain import RunResult
+    from mpirunner.runfile.run import Run
+
+    assert NAMED_TWINS == {"target_qps": "offered_qps_target", "offered_qps": "offered_qps_scheduled"}
+    assert unit_name("target_qps") == "offered_qps_target" and TWINS["offered_qps_scheduled"] == "offered_qps"
+    assert unit_name("bound_latency_upper") == "bound_latency_upper_ms"
+    attrs = {"batch_size": 2, "model": "resnet18", "scenario": "server", "target_qps": 40.0, "offered_qps": 41.5,
+             "achieved_qps": 41.0, "queries": 500, "bound_latency_upper": 12.5, "status": "measured", "valid": True,
+             "validity_reason": [], "throughput": 41.0}
+    attrs.update(unit_twins(attrs))  # as build.build_run does before a run is written
+    path = write_results(tmp_path / "load.h5", {"world_size": 1}, [{"rank": 0, "host": "a"}],
+                         [RunResult(name="bs00002", attrs=dict(attrs))])
+    with h5py.File(path) as h5:
+        stored = dict(h5["runs/bs00002"].attrs)
+    assert stored["offered_qps_target"] == 40.0 and stored["offered_qps_scheduled"] == 41.5
+    assert stored["bound_latency_upper_ms"] == 12.5
+    assert not any(name.endswith("_qps_qps") for name in stored)
+    run = rows.load(path).run("bs00002")
+    assert (run.scenario.target_qps, run.scenario.offered_qps) == (40.0, 41.5)
+    assert Run.from_attrs("bs00002", run.attrs()).attrs() == run.attrs()  # read and written back: the same names
+    out = exported({"target_qps": 40.0, "offered_qps": 41.5, "offered_qps_target": 40.0})
+    assert out == {"offered_qps_target": 40.0, "offered_qps_scheduled": 41.5}
+    twins_only = {"offered_qps_target": 40.0, "offered_qps_scheduled": 41.5}
+    assert value_of(twins_only, "target_qps") == 40.0 and value_of(twins_only, "offered_qps") == 41.5
+    assert report.main([str(path), "--json", str(tmp_path / "r.json")]) == 0
+    assert report.main(["summary", str(path), "--json", str(tmp_path / "s.json")]) == 0
+    for exported_rows in (json.loads((tmp_path / name).read_text()) for name in ("r.json", "s.json")):
+        (row,) = exported_rows
+        assert row["offered_qps_target"] == 40.0 and row["offered_qps_scheduled"] == 41.5
+        assert row["achieved_qps"] == 41.0 and row["bound_latency_upper_ms"] is None  # no bound: no upper bound
+        assert "target_qps" not in row and "offered_qps" not in row
