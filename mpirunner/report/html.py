@@ -15,7 +15,7 @@ import numpy as np
 
 from mpirunner.errors import UsageError
 from mpirunner.report.figures import (INVALID_LABEL, PERCENTILE_DASHES, SVG_FONT, SVG_INCHES, _interval, _svg, fitted,
-                                      log_ticks, pyplot, sweep_figure)
+                                      log_ticks, pyplot, server_figure, sweep_figure)
 from mpirunner.report.rows import finite_number
 from mpirunner.report.summary import (SWEEP_KEYS, configuration, table_columns, configuration_text, interval_cell, trend_cell,
                                       trend_title)
@@ -86,10 +86,29 @@ def _reasons_cell(row):
     return f"<details><summary>{len(reasons)} reason(s)</summary><ul>{items}</ul></details>"
 
 
+def _server_loads(runs):
+    """Per file of server runs (a peak search's points), figures.server_figure: the points told apart by load."""
+    files = {}
+    for run in runs:
+        if run.row.get("scenario") == "server" and finite_number(run.attrs.get("target_qps")):
+            files.setdefault(run.row["file"], []).append((float(run.attrs["target_qps"]),
+                                                         {**run.attrs, "_plot_file": run.row["file"]}))
+    parts = []
+    for path, points in files.items():
+        plt = pyplot()
+        with plt.rc_context(SVG_FONT):
+            svg = _svg(plt, server_figure(plt, sorted(points, key=lambda point: point[0]), (SVG_INCHES, 4.0)))
+        parts.append(_image(svg, f"Server load: {file_label(path)}", "server"))
+    return "\n".join(parts)
+
+
 def _sweeps(runs):
-    """One figure per configuration (model, precision, device, world size): a series per file."""
+    """One figure per configuration (model, precision, device, world size): a series per file. Single-stream and
+    server runs are not sweeps over batch size (their loads are drawn by _server_loads)."""
     groups = {}
     for run in runs:
+        if run.row.get("scenario"):
+            continue
         key = configuration(run.row, SWEEP_KEYS)
         groups.setdefault(key, {}).setdefault(run.row["file"], []).append(run.row)
     parts = []
@@ -153,7 +172,7 @@ def page(summary, runs, trends=None, paths=()):
             "<h2>Runs</h2>", _table(runs, trends is not None),
             "<h2>Sweep curves</h2>",
             "<p>Per configuration: throughput against batch size and against p99 latency, a series per file; "
-            "error bars are the 95% intervals, hollow markers INVALID runs.</p>", _sweeps(runs)]
+            "error bars are the 95% intervals, hollow markers INVALID runs.</p>", _sweeps(runs), _server_loads(runs)]
     if trends is not None:
         body += ["<h2>Trends</h2>", _trends(trends)]
     body += ["<h2>Every run</h2>", _runs(runs)]
