@@ -61,14 +61,16 @@ def progress_bar(world, no_progress, total, description):
 
 
 def duration_text(seconds):
-    """A duration as a person reads it: '42 s', '12 min', '3.4 h'."""
+    """A duration as a person reads it: '42 s', '12 min', '3.4 h', '7.7 days'."""
     if seconds < 1:
         return f"{seconds:.2g} s"
     if seconds < 120:
         return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def first_step_line(point, estimate, max_chars=160):

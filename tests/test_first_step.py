@@ -49,7 +49,8 @@ def test_the_line_says_what_how_big_and_how_long_in_160_characters():
 
 
 def test_durations_read_as_a_person_reads_them():
-    assert [duration_text(s) for s in (0.0123, 4.56, 42, 600, 9000)] == ["0.012 s", "4.6 s", "42 s", "10 min", "2.5 h"]
+    assert ([duration_text(s) for s in (0.0123, 4.56, 42, 600, 9000, 665640)]
+            == ["0.012 s", "4.6 s", "42 s", "10 min", "2.5 h", "7.7 days"])
 
 
 def test_a_quick_step_is_not_announced_and_no_gemm_is_timed_for_it():

@@ -58,7 +58,7 @@ def family_warning(name, config):
         return None
     return (f"config {config.name} is written for {config.config_device}; running it on {name}: one step is "
             f"{samples_per_step(config):,} samples (batch {max(config.batch_sizes)} x {config.device_iterations} "
-            f"device iterations x {config.replicas} replica(s)); the run's length is estimated after the first step")
+            f"device iterations x {config.replicas} replica(s)); its first estimate follows")
 
 
 def check_family_present(name, config, ipu_available=_ipu_available):
