@@ -48,10 +48,43 @@ def test_device_cpu_run_warns_estimates_and_draws_no_progress_into_a_file(tmp_pa
                       "--device-iterations", "2", "--iterations", "3", "--output", output])
     assert result.returncode == 0, result.stderr
     assert "one step is 4 samples" in result.stderr
+    # an -mk2 config on the CPU is always announced, however short its step (here 4 samples)
+    (line,) = [line for line in result.stderr.splitlines() if "samples a step" in line]
+    assert line.startswith("batch 2: resnet18 16.16 ") and "4 samples a step (2 x 2 x 1 replica(s))" in line
     assert "the first step took" in result.stderr and "steps that follow will take about" in result.stderr
     assert "\r" not in _raw_stderr(["--device", "cpu", *SMALL, "--iterations", "2", "--output", tmp_path / "raw.h5"])
     assert "device: cpu backend on " in result.stdout and "thread(s) per rank, 1 rank(s) on" in result.stdout
     assert "first call: " in result.stdout and "compile: " not in result.stdout  # eager: nothing compiles
+
+
+def test_the_efficientnet_b4_mk2_config_on_cpu_says_what_it_computes_before_its_first_step(tmp_path):
+    """Its step is 1,536 samples (hours on a small CPU): the line with the first estimate comes right after the
+    hardware line, before the step's inputs are made; the run is stopped there."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mpirunner", "--config", "efficientnet-b4-mk2", "--device", "cpu",
+               "--output", str(tmp_path / "b4.h5")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, hardware_at, line_at = [], None, None
+    try:
+        for text in process.stdout:
+            seen.append(text)
+            if text.startswith("device: cpu backend on "):
+                hardware_at = time.monotonic()
+            if "samples a step" in text:
+                line_at = time.monotonic()
+                break
+    finally:
+        process.kill()
+        process.wait()
+    output = "".join(seen)
+    assert hardware_at is not None and line_at is not None, output
+    assert line_at - hardware_at < 15, output  # the quick GEMM (software float16 here): under a second when quiet
+    line = seen[-1].strip()
+    assert line.startswith("batch 12: efficientnet-b4 16.16 ") and "1,536 samples a step (12 x 128 x 1" in line
+    assert "estimate (FLOPs / GEMM rate)" in line and len(line) <= 160, line
+    assert not (tmp_path / "b4.h5").exists()
 
 
 # ----------------------------------------------------------------------------- flags and progress
