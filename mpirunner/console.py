@@ -84,7 +84,8 @@ def first_step_line(point, estimate, max_chars=160):
         point_time = ("at least " if estimate.at_least else "") + duration_text(estimate.point_seconds)
         guess = (f"estimate (FLOPs / GEMM rate) {duration_text(estimate.step_seconds)} a step, "
                  f"{point_time} for {estimate.steps} steps")
-    head = f"batch {point.batch_size}: {point.model} {point.precision} {point.dtype}, {point.samples_per_step:,} samples a step"
+    head = (f"batch {point.batch_size}: {point.model} {point.precision} {point.dtype}, "
+            f"{point.samples_per_step:,} samples a step")
     parts = f" ({point.batch_size} x {point.device_iterations} x {point.local_replicas} replica(s))"
     line = f"{head}{parts}; {guess}"
     return line if len(line) <= max_chars else f"{head}; {guess}"[:max_chars]
@@ -116,27 +117,43 @@ class Ticker:
         self.thread.join()
 
 
-def first_step_progress(progress, description, estimate, micro_batches_done=None, micro_batches=None):
-    """show(elapsed) for a Ticker: the progress bar's description during the first step, e.g.
-    'batch 12: first step 41 s of ~5 min, micro-batch 3/128, ~9 min left' (counts where the backend allows)."""
+class FirstCallProgress:
+    """The progress bar while a long first call runs: every `interval` s a Ticker rewrites its description, e.g.
+    'batch 12: first step 41 s of ~5 min, micro-batch 3/128, ~9 min left' (micro-batches where the backend lets
+    them be counted: `counter`, with .done, .total and .remove()). stop() ends it and erases the bar (a line is
+    said next); resume() gives the bar back its warm-up description."""
 
-    def show(elapsed_seconds):
-        text = f"{description}: first step {duration_text(elapsed_seconds)}"
-        if estimate is not None:
-            text += f" of ~{duration_text(estimate.step_seconds)}"
-        done = micro_batches_done() if micro_batches_done is not None else 0
-        if done and micro_batches:
-            left = elapsed_seconds / done * max(micro_batches - done, 0)
-            text += f", micro-batch {min(done, micro_batches)}/{micro_batches}, ~{duration_text(left)} left"
-        progress.describe(text)
+    def __init__(self, progress, description, estimate, counter=None, interval=0.5):
+        self.progress, self.description, self.estimate, self.counter = progress, description, estimate, counter
+        self.ticker = Ticker(self.show, interval)
 
-    return show
+    def show(self, elapsed_seconds):
+        text = f"{self.description}: first step {duration_text(elapsed_seconds)}"
+        if self.estimate is not None:
+            text += f" of ~{duration_text(self.estimate.step_seconds)}"
+        counter = self.counter
+        if counter is not None and counter.done:
+            left = elapsed_seconds / counter.done * max(counter.total - counter.done, 0)
+            text += f", micro-batch {min(counter.done, counter.total)}/{counter.total}, ~{duration_text(left)} left"
+        self.progress.describe(text)
+
+    def start(self):
+        self.ticker.start()
+        return self
+
+    def stop(self):
+        self.ticker.stop()
+        if self.counter is not None:
+            self.counter.remove()
+        self.progress.pause()
+
+    def resume(self):
+        self.progress.describe(self.progress.description)
 
 
-def watch_first_call(step, steps_after, description, report_after=True, during=None):
-    """The step, with its first call watched: during() -> a started object whose stop() is called when the call
-    returns (before the line below; its resume(), if any, after it), and with report_after, a line after it: how long it took and how long the `steps_after` calls
-    that follow will take (for a long step, or a config run on a device family it was not written for)."""
+def watch_first_call(step, steps_after, description, during=None):
+    """The step, its first call watched: during() -> a started FirstCallProgress (or None), stopped when the call
+    returns; then a line says how long the call took and how long the `steps_after` calls that follow will take."""
     import time
 
     calls = [0]
@@ -145,19 +162,18 @@ def watch_first_call(step, steps_after, description, report_after=True, during=N
         calls[0] += 1
         if calls[0] > 1:
             return step(step_input)
-        ticker = during() if during is not None else None
+        watch = during() if during is not None else None
         start = time.perf_counter()
         try:
             result = step(step_input)
         finally:
-            if ticker is not None:
-                ticker.stop()
+            if watch is not None:
+                watch.stop()
         seconds = time.perf_counter() - start
-        if report_after:
-            log.warning("%s: the first step took %s; the %d steps that follow will take about %s",
-                        description, duration_text(seconds), steps_after, duration_text(seconds * steps_after))
-        if ticker is not None and hasattr(ticker, "resume"):
-            ticker.resume()
+        log.warning("%s: the first step took %s; the %d steps that follow will take about %s",
+                    description, duration_text(seconds), steps_after, duration_text(seconds * steps_after))
+        if watch is not None:
+            watch.resume()
         return result
 
     return step_with_watch

@@ -196,34 +196,33 @@ def _announce_long_step(setup, point):
 
 def _watched_first_step(setup, point, step, progress, estimate):
     """Rank 0's step whose first call draws its progress on the bar (a terminal) and reports its time after."""
-    from mpirunner.console import Ticker, first_step_progress, watch_first_call
+    from mpirunner.console import FirstCallProgress, watch_first_call
 
-    config, backend = setup.config, setup.backend
-    description = f"batch {point.batch_size}"
+    backend, description = setup.backend, f"batch {point.batch_size}"
 
     def during():
         if not progress:
             return None
-        micro_batches = [0]
-        hook = None
+        counter = None
         if backend.name == "cpu" and not backend.first_call_compiles():  # eager CPU: each micro-batch is a forward
-            hook = setup.model.module.register_forward_hook(lambda *_: micro_batches.__setitem__(0, micro_batches[0] + 1))
-        ticker = Ticker(first_step_progress(progress, description, estimate, lambda: micro_batches[0],
-                                            point.micro_batches_per_step if hook else None)).start()
+            counter = ForwardCounter(setup.model.module, point.micro_batches_per_step)
+        return FirstCallProgress(progress, description, estimate, counter).start()
 
-        class Watch:
-            def stop(self):
-                ticker.stop()
-                if hook is not None:
-                    hook.remove()
-                progress.pause()
+    return watch_first_call(step, setup.config.warmup_iterations + setup.config.iterations, description, during)
 
-            def resume(self):
-                progress.describe(progress.description)
 
-        return Watch()
+class ForwardCounter:
+    """Counts the forward passes of `module` (a forward hook) until remove(): micro-batches done of `total`."""
 
-    return watch_first_call(step, config.warmup_iterations + config.iterations, description, during=during)
+    def __init__(self, module, total):
+        self.done, self.total = 0, total
+        self.hook = module.register_forward_hook(self._count)
+
+    def _count(self, *_):
+        self.done += 1
+
+    def remove(self):
+        self.hook.remove()
 
 
 def _record(setup, point, gathered, timings, rank_values, accuracy, checks, report):

@@ -16,11 +16,12 @@ import termios
 import time
 from types import SimpleNamespace
 
-from mpirunner.console import duration_text, first_step_line, watch_first_call
+from mpirunner.console import FirstCallProgress, duration_text, first_step_line, watch_first_call
 from mpirunner.first_step import FLOOR_FLOPS, StepEstimate, estimate_step, long_step_seconds, point_steps
 from tests.conftest import REPO, TINY, run_cli, tiny_config
 
-LINE = re.compile(r"^batch (\d+): .* ([\d,]+) samples a step .*estimate \(FLOPs / GEMM rate\) ([\d.]+) (s|min|h) a step")
+LINE = re.compile(r"^batch (\d+): .* ([\d,]+) samples a step "
+                  r".*estimate \(FLOPs / GEMM rate\) ([\d.]+) (s|min|h|days) a step")
 FORCED = {"MPIRUNNER_LONG_STEP_SECONDS": "0", "MPIRUNNER_FAULT": "slow:seconds=0.2"}
 
 
@@ -92,7 +93,7 @@ def test_the_threshold_variable_lowers_it_and_a_bad_value_keeps_the_default():
 def test_progress_runs_only_while_the_first_call_runs_and_its_time_is_said_after(caplog):
     shown = []
 
-    class Ticker:
+    class Watch:
         def __init__(self):
             self.running = True
 
@@ -107,7 +108,7 @@ def test_progress_runs_only_while_the_first_call_runs_and_its_time_is_said_after
         time.sleep(0.05)
         return step_input, [0.05]
 
-    ticker = Ticker()
+    ticker = Watch()
     watched = watch_first_call(step, 9, "batch 4", during=lambda: ticker)
     with caplog.at_level("WARNING", logger="mpirunner"):
         assert watched("a") == ("a", [0.05])
@@ -117,6 +118,38 @@ def test_progress_runs_only_while_the_first_call_runs_and_its_time_is_said_after
     assert shown == ["stopped", "resumed"]  # the later calls are not watched
     (record,) = [r for r in caplog.records if "first step took" in r.getMessage()]
     assert "batch 4: the first step took" in record.getMessage() and "the 9 steps that follow" in record.getMessage()
+
+
+def test_the_bar_shows_elapsed_against_the_estimate_and_micro_batches_left():
+    class Bar:
+        description = "batch 12: compile + warm-up"
+
+        def __init__(self):
+            self.shown, self.paused = [], 0
+
+        def describe(self, text):
+            self.shown.append(text)
+
+        def pause(self):
+            self.paused += 1
+
+    class Counter:
+        done, total, removed = 0, 128, False
+
+        def remove(self):
+            self.removed = True
+
+    bar, counter = Bar(), Counter()
+    progress = FirstCallProgress(bar, "batch 12", StepEstimate(600.0, 23), counter)
+    progress.show(41.0)
+    counter.done = 4
+    progress.show(80.0)
+    assert bar.shown == ["batch 12: first step 41 s of ~10 min",
+                         "batch 12: first step 80 s of ~10 min, micro-batch 4/128, ~41 min left"]
+    progress.start().stop()
+    assert counter.removed and bar.paused == 1
+    progress.resume()
+    assert bar.shown[-1] == "batch 12: compile + warm-up"
 
 
 # ----------------------------------------------------------------------------- the runner, as a user runs it
@@ -142,7 +175,8 @@ def test_a_long_step_is_announced_once_per_point_before_it_runs(tmp_path):
     stderr = result.stderr.splitlines()
     for batch_size in (1, 2):  # the line comes before the point's first step; its measured time after it
         said = stderr.index(next(line for line in lines if line.startswith(f"batch {batch_size}:")))
-        took = stderr.index(next(line for line in stderr if line.startswith(f"batch {batch_size}: the first step took")))
+        took = stderr.index(next(line for line in stderr
+                                 if line.startswith(f"batch {batch_size}: the first step took")))
         assert said < took
     assert "\r" not in result.stderr  # not a terminal: the line, no progress
 
