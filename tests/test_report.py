@@ -210,14 +210,22 @@ def test_compare_flags_timings_scaled_by_1_2(tmp_path, capsys):
 
 
 def test_compare_does_not_flag_the_same_distribution(tmp_path, capsys):
-    base = make_file(tmp_path / "base.h5", batch_sizes=(1, 4, 16), seed=11)
-    again = make_file(tmp_path / "again.h5", batch_sizes=(1, 4, 16), seed=12)
+    # 240 steps on 2 ranks: 480 latencies a side, enough for a p99 (stats.minimum_count(99) = 459)
+    base = make_file(tmp_path / "base.h5", batch_sizes=(1, 4, 16), steps=240, seed=11)
+    again = make_file(tmp_path / "again.h5", batch_sizes=(1, 4, 16), steps=240, seed=12)
     status, out, _ = run_report(capsys, "compare", base, again)
     assert status == 0, out
     assert "REGRESSED" not in out and "no regression" in out
     ratios = [float(line.split()[5].rstrip("x")) for line in out.splitlines() if line.endswith("% noise floor)")
               and " same (" in line]  # the p99 ratio of each row judged same
     assert len(ratios) == 3 and all(abs(ratio - 1) < 0.05 for ratio in ratios)
+    # 80 latencies a side: the p99 ratio is n/a (the one percentile rule), the p50 ratio is still there
+    few = [make_file(tmp_path / f"{name}.h5", batch_sizes=(4,), seed=seed) for name, seed in (("a", 1), ("b", 2))]
+    status, out, _ = run_report(capsys, "compare", *few, "--json", tmp_path / "few.json")
+    (row,) = [line.split() for line in out.splitlines() if line.split()[:1] == ["4"]]
+    assert row[5] == "n/a" and float(row[4].rstrip("x")) == pytest.approx(1, abs=0.1)
+    (result,) = json.loads((tmp_path / "few.json").read_text())
+    assert result["p99_ratio"] is None and result["p50_ratio"] is not None
 
 
 def test_compare_one_slow_batch_size_and_unmatched_runs(tmp_path, capsys):

@@ -116,8 +116,16 @@ def test_the_runner_the_report_the_summary_and_the_page_show_the_same_rate_and_q
         # the page shows the runner's block itself
         assert f"throughput: {point['throughput']} samples/sec" in page
         assert f"latency avg: {point['latency_avg']} ms" in page
-    if kind == "peak":
-        assert "peak search: peak" in text or all(row.get("peak_qps") is None for row in rows.values())
+    if kind == "peak":  # the peak and its interval, as every point stores it and the runner's last line says it
+        (peak,) = {(row["peak_qps"], row["peak_qps_high"]) for row in rows.values()}
+        if peak[0] is None:
+            assert "no load" in stdout
+        else:
+            shown_peak = (f"[{peak[0]:.1f}, {peak[1]:.1f}] QPS" if peak[1] is not None and peak[1] > peak[0]
+                          else f"{peak[0]:.1f} QPS")
+            assert f"peak search: {'the peak lies in ' if '[' in shown_peak else 'peak '}{shown_peak}" in text
+            assert f"{peak[0]:.1f} QPS in total" in stdout and (f"[{peak[0]:.1f}, {peak[1]:.1f}] QPS" in stdout
+                                                              or "[" not in shown_peak)
 
 
 def report_json_summary(path):

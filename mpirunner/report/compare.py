@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpirunner import stats
+
 from mpirunner.report.rows import (RunRow, finite_number, finite_rows, read_step_seconds, run_latency, sorted_runs,
                                    summary_row)
 # CHUNK_ELEMENTS, CONFIDENCE, RESAMPLES and resampled_medians: the bootstrap's, read from here by tests and benchmarks
@@ -268,8 +270,9 @@ def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_flo
         base_latency = np.concatenate([run_latency(run) for _job, run in base_here])
         new_latency = np.concatenate([run_latency(run) for _job, run in new_here])
         for name, q in (("p50", 50), ("p99", 99)):
+            enough = min(base_latency.size, new_latency.size) >= stats.minimum_count(q)  # the one percentile rule
             result[f"{name}_ratio"] = (_ratio(np.percentile(new_latency, q), np.percentile(base_latency, q))
-                                       if base_latency.size and new_latency.size else float("nan"))
+                                       if enough else float("nan"))
         results.append(result)
     return results
 

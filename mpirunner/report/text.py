@@ -173,7 +173,8 @@ def scenario_table(rows):
             verdict = "valid" if row["valid"] else "INVALID"
             notes.append(f"   {label}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
     peaks = {peak_text(row.run.scenario.peak_qps, row.run.scenario.peak_qps_high) for row in rows} - {""}
-    notes += [f"   peak search: peak {peak} (the highest target load within the bound)" for peak in sorted(peaks)]
+    notes += [f"   peak search: {'the peak lies in ' if peak.startswith('[') else 'peak '}{peak} (the highest load that "
+              f"passed: valid, its percentile's upper bound within the bound)" for peak in sorted(peaks)]
     return "\n".join(lines + notes)
 
 
@@ -340,7 +341,9 @@ def format_comparison(bases, news, results, threshold_percent, noise_floor_perce
                          f"{new_value} (new)" for key, base_value, new_value in result["differences"])
             continue
         pair = result["pair"]
-        lines.append(f"{start}  {result['p50_ratio']:>8.3f}x  {result['p99_ratio']:>8.3f}x"
+        ratios = "  ".join(f"{result[key]:>8.3f}x" if finite_number(result[key]) else f"{'n/a':>9}"
+                           for key in ("p50_ratio", "p99_ratio"))
+        lines.append(f"{start}  {ratios}"
                      f"  {interval_text(pair):>26}  {pair.decided_by:<24}  {pair_verdict_text(pair)}")
         if pair.note:
             notes.append(f"   batch {result['batch_size']}: {pair.note}")
