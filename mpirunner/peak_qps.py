@@ -9,6 +9,9 @@ halving), then bisected until the two ends cannot be told apart within the point
   many queries: loads closer than that offer arrival patterns a run cannot tell apart), or
 - by latency: the failing end's percentile is not above the passing end's at 99% confidence (the passing
   end's upper bound reaches the failing end's lower bound, distribution-free order statistics).
+Below a failing start the search halves at most down to 1/16 of it, and stops at once when no lower load can
+pass: when the queries that found their rank idle (they waited for nothing) already have their percentile
+over the bound at 99% confidence, a lower load only makes more queries find it idle.
 """
 import math
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ import numpy as np
 from mpirunner.scenarios import latency_percentile
 
 PEAK_MAX_POINTS = 24
+PEAK_LOWEST_SHARE = 1 / 16  # a search that fails from its start tries loads down to this share of it
 
 
 @dataclass
@@ -35,7 +39,8 @@ class PointOutcome:
 @dataclass
 class PeakPoint:
     """One measured point: the load asked for and the load offered (scheduled queries / window), its query
-    count, the percentile (s) with its 99% distribution-free bounds (NaN with too few queries), its verdict."""
+    count, the percentile (s) with its 99% distribution-free bounds (NaN with too few queries), its verdict, and
+    the lower bound of the percentile over the queries that found their rank idle (NaN with too few of them)."""
 
     target_qps: float
     offered_qps: float
@@ -45,6 +50,7 @@ class PeakPoint:
     high_seconds: float
     passed: bool
     outcome: PointOutcome
+    idle_low_seconds: float = float("nan")
 
 
 @dataclass
@@ -94,19 +100,23 @@ def indistinguishable(passing, failing):
     return None
 
 
-def find_peak_qps(run_point: Callable, start_qps, percentile=99.0, max_points=PEAK_MAX_POINTS, min_qps=None):
+def find_peak_qps(run_point: Callable, start_qps, percentile=99.0, bound_seconds=None, max_points=PEAK_MAX_POINTS,
+                  min_qps=None):
     """Highest total load whose point passes: bracket from start_qps (doubling after a pass, halving after a
-    failure, down to min_qps, default start_qps / 1024), then bisect the bracket until its ends are
-    indistinguishable or max_points points were measured. run_point(target_qps) -> PointOutcome."""
-    floor = start_qps / 1024.0 if min_qps is None else min_qps
+    failure, down to min_qps, default start_qps x PEAK_LOWEST_SHARE, or until the idle queries of a failing
+    point are over bound_seconds when given), then bisect the bracket until its ends are indistinguishable or
+    max_points points were measured. run_point(target_qps) -> PointOutcome."""
+    floor = start_qps * PEAK_LOWEST_SHARE if min_qps is None else min_qps
     points: List[PeakPoint] = []
 
     def measure(target_qps):
         outcome = run_point(target_qps)
         latency = outcome.queries.latency()
         low, high = percentile_bounds(latency, percentile)
+        idle_low, _ = percentile_bounds(latency[outcome.queries.found_idle()], percentile)
         point = PeakPoint(float(target_qps), len(latency) / float(outcome.duration_seconds), len(latency),
-                          float(latency_percentile(latency, percentile)), low, high, bool(outcome.passed), outcome)
+                          float(latency_percentile(latency, percentile)), low, high, bool(outcome.passed), outcome,
+                          idle_low)
         points.append(point)
         return point
 
@@ -118,7 +128,11 @@ def find_peak_qps(run_point: Callable, start_qps, percentile=99.0, max_points=PE
             passing, target = point, target * 2.0
         else:
             failing = point
-            if passing is None and target / 2.0 < floor:
+            if passing is None and bound_seconds is not None and point.idle_low_seconds > bound_seconds:
+                stop_reason = (f"no lower load can pass: at {point.offered_qps:.1f} QPS the queries that found their "
+                               f"rank idle had their p{percentile:g} over the bound at 99% confidence")
+                break
+            if passing is None and target / 2.0 < floor * (1 - 1e-9):
                 stop_reason = "the lowest load failed"
                 break
             target /= 2.0

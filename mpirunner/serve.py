@@ -205,7 +205,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
             kept.append(outcome.kept)
         return outcome
 
-    search = find_peak_qps(run_and_keep, start_qps, config.percentile)
+    search = find_peak_qps(run_and_keep, start_qps, config.percentile, bound_seconds=bound)
     log.info("peak search stopped: %s", search.stop_reason)
     if kept:  # rank 0; the peak is known now: each point says what the search found
         from mpirunner.runfile.block import peak_search_line

@@ -451,6 +451,31 @@ def test_peak_search_follows_the_verdict_it_is_given():
     assert search.peak_qps is None and search.peak_qps_high == 50.0
     assert [p.target_qps for p in search.points] == [400.0, 200.0, 100.0, 50.0]
     assert search.stop_reason == "the lowest load failed"
+    search = peak_qps.find_peak_qps(fixed_verdict_point(lambda qps: False), start_qps=400.0)  # down to 1/16
+    assert [p.target_qps for p in search.points] == [400.0, 200.0, 100.0, 50.0, 25.0]
+
+
+def test_a_search_below_its_start_stops_when_no_lower_load_can_pass():
+    """A bound under the service time: the first point fails, and the queries that found their device idle (no
+    wait at all) are over the bound too, so no lower load is tried. A bound a queue can hold at a lower load:
+    the search halves and finds it."""
+    def point(service, bound):
+        def run_point(total_qps):
+            duration = scenarios.search_point_seconds(total_qps, 0.0, 99.0, 1)
+            log = serve(total_qps, duration, service=service)[0]
+            summary = scenarios.summarize_queries(log, "server", duration_seconds=duration, target_qps=total_qps,
+                                                  latency_bound_seconds=bound)
+            return peak_qps.PointOutcome(log, duration, not scenario_rules.scenario_reasons(summary), summary)
+        return run_point
+
+    slow = peak_qps.find_peak_qps(point(0.020, 0.010), start_qps=25.0, bound_seconds=0.010)
+    assert len(slow.points) == 1 and slow.peak_qps is None and slow.stop_reason.startswith("no lower load can pass")
+    assert slow.points[0].idle_low_seconds == pytest.approx(0.020)
+    fast = peak_qps.find_peak_qps(point(SERVICE_SECONDS, 10 * SERVICE_SECONDS), start_qps=950.0,
+                                  bound_seconds=10 * SERVICE_SECONDS)
+    assert not fast.points[0].passed and fast.points[0].idle_low_seconds == pytest.approx(SERVICE_SECONDS)
+    assert fast.points[1].target_qps == 475.0 and fast.points[1].passed
+    assert fast.peak_qps == pytest.approx(md1_knee(10 * SERVICE_SECONDS, SERVICE_SECONDS, 99.0), rel=0.10)
 
 
 # ----------------------------------------------------------------------------- flags and checks
