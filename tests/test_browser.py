@@ -76,7 +76,8 @@ def run_chromium(chromium, profile, *args, timeout=120):
 
 @pytest.fixture(scope="module")
 def page_path(tmp_path_factory):
-    """The page over 12 files of one configuration (several INVALID, with long reasons) and a 3-run trend."""
+    """The page over 12 files of one configuration (several INVALID, with long reasons), a 3-run trend and a peak
+    search (the scenario columns, its load figure)."""
     from mpirunner.report import main
 
     folder = tmp_path_factory.mktemp("browser") / "results"
@@ -86,9 +87,32 @@ def page_path(tmp_path_factory):
                           created=f"2026-11-{index + 1:02d}T12:00:00+00:00", seed=index,
                           invalid_reasons=LONG_REASONS if index % 4 == 0 else (),
                           device_name="AMD EPYC 7B13 64-Core Processor (a long device name, as CPUs report)")
+    write_peak_search(folder / "peak-search.h5")
     path = folder.parent / "summary.html"
     assert main(["summary", str(folder), "--html", str(path), "--by", "created"]) == 0
     return path
+
+
+def write_peak_search(path):
+    """A --find-peak-qps file of five points (enough queries for a p99), as serve.py stores them: its table
+    columns and its load figure are on the page too."""
+    from mpirunner.runfile.plain import RunResult, write_results
+
+    runs = []
+    for order, (qps, p99, upper) in enumerate(((100.0, 5.0, 6.0), (200.0, 9.0, 11.0), (400.0, 80.0, 95.0),
+                                                (300.0, 20.0, 24.0), (350.0, 45.0, 52.0))):
+        valid = upper <= 30.0
+        attrs = {"scenario": "server", "batch_size": 4, "model": "resnet18", "precision": "32.32",
+                 "target_qps": qps, "offered_qps": qps, "achieved_qps": qps * 0.99, "queries": 1836,
+                 "query_latency_p50": p99 / 4, "query_latency_p90": p99 / 2, "query_latency_p99": p99,
+                 "query_latency_p99_ci95_low": p99 * 0.9, "query_latency_p99_ci95_high": p99 * 1.1,
+                 "latency_bound": 30.0, "bound_percentile": 99.0, "bound_latency": p99, "bound_latency_upper": upper,
+                 "peak_search": True, "peak_point": order, "peak_qps": 300.0, "peak_qps_high": 350.0,
+                 "throughput": qps * 0.99, "valid": valid, "status": "measured", "failure_reason": "",
+                 "validity_reason": [] if valid else [f"p99 query latency over the bound: {upper} ms > 30 ms"]}
+        runs.append(RunResult(name=f"bs00004-qps{qps:012.3f}", attrs=attrs))
+    write_results(path, {"world_size": 1, "created": "2026-11-20T12:00:00+00:00", "device_name": "Test CPU"},
+                  [{"rank": 0, "host": "a"}], runs)
 
 
 PROBE = r"""
@@ -169,12 +193,13 @@ def test_no_figure_text_is_clipped_by_its_figure(measured):
 def test_legends_stay_off_the_data(measured):
     legends = [legend for legend in measured["legends"] if legend["markers"]]
     assert legends, "no legend found beside markers"
+    assert any(legend["kind"] == "server" for legend in legends)  # the peak search's load figure is measured too
     covering = [legend for legend in legends if legend["covered"]]
     assert not covering, f"legends over data markers: {covering}"
 
 
 def test_table_rows_have_bounded_height(measured):
-    assert len(measured["rows"]) == 60
+    assert len(measured["rows"]) == 60 + 5  # 12 sweeps of 5 batch sizes, 5 points of the peak search
     tallest = max(measured["rows"])
     assert tallest <= ROW_HEIGHT_MAX_PX, f"a table row is {tallest:.0f} px tall"
 

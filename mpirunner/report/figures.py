@@ -321,14 +321,15 @@ def _or_nan(value):
 def server_figure(plt, runs, size_inches):
     """Server points told apart (runs: (target QPS, attrs) pairs, by load; runfile/shown.py's rule for each
     percentile). Left: query latency percentiles (ms, log y) against the target load, p99 with its 95% interval
-    and ^ its 99% upper bound, the bound, each point filled when it kept the bound and hollow when not (x: no
-    latency to show, e.g. unserved queries), the peak as a band [peak_qps, peak_qps_high]. Right: the load each
+    and ^ its 99% upper bound, the bound, each point on its judged percentile, filled when it passed (valid, the
+    upper bound within the bound) and hollow and crossed when not (on the top edge with no latency to show), the peak as a band [peak_qps, peak_qps_high]. Right: the load each
     point offered as scheduled and the rate it achieved, against its target. Runs of different files or batch
     sizes are separate curves (one search each)."""
     from mpirunner.runfile import shown
     from mpirunner.runfile.run import Run
 
-    figure, (axis, load) = plt.subplots(1, 2, figsize=size_inches, gridspec_kw={"width_ratios": (3, 2)})
+    figure, (axis, load) = plt.subplots(1, 2, figsize=size_inches, gridspec_kw={"width_ratios": (3, 2)},
+                                        layout="constrained")
     series = {}
     for qps, attrs in runs:
         run = attrs if isinstance(attrs, Run) else Run.from_attrs("", attrs)
@@ -352,13 +353,14 @@ def server_figure(plt, runs, size_inches):
         if np.isfinite(upper).any():
             axis.plot(target, upper, linestyle="none", marker="^", color=colour, label=f"99% upper bound{name}")
         for (qps, scenario, run), p50, p99 in zip(points, values[50], values[99]):
-            at = p99 if np.isfinite(p99) else p50
-            within = shown.within_bound(scenario) if shown.within_bound(scenario) is not None else run.verdict.valid
+            judged = shown.judged_latency(scenario)  # marked on the judged percentile, else the highest shown
+            at = judged if judged is not None else p99 if np.isfinite(p99) else p50
+            passed = run.verdict.valid and shown.within_bound(scenario) is not False
             if np.isfinite(at):
                 finite.append(at)
                 axis.plot([qps], [at], linestyle="none", marker="o", color=colour,
-                          markerfacecolor=colour if within else "white")
-            if not within:
+                          markerfacecolor=colour if passed else "white")
+            if not passed:
                 failed.append((qps, at))
         peaks = {(scenario.peak_qps, scenario.peak_qps_high) for _q, scenario, _r in points
                  if finite_number(scenario.peak_qps)}
@@ -378,7 +380,7 @@ def server_figure(plt, runs, size_inches):
     top = max(finite, default=1.0)
     if failed:
         axis.scatter([qps for qps, _at in failed], [at if np.isfinite(at) else top for _qps, at in failed],
-                     marker="x", color="black", zorder=3, label="point over the bound (or invalid)")
+                     marker="x", color="black", zorder=3, label="point failed (INVALID or over the bound)")
     if finite:
         axis.set_yscale("log")
         readable_log_axis(axis.yaxis, *axis.get_ylim(), "ms")
@@ -391,8 +393,7 @@ def server_figure(plt, runs, size_inches):
     load.set_xlabel("target load (queries/s)")
     load.set_ylabel("queries/s, all ranks")
     load.set_title("offered (as scheduled) and achieved load")
-    for axes in (axis, load):
+    for axes in (axis, load):  # each legend beside its panel, off the data
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize="x-small")
-    figure.tight_layout()
+        axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
