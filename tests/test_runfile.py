@@ -131,3 +131,23 @@ def test_exactly_one_module_under_mpirunner_imports_h5py():
         if any(name.split(".")[0] == "h5py" for name in names):
             importers.append(path.relative_to(REPO).as_posix())
     assert importers == ["mpirunner/runfile/hdf5.py"]
+
+
+def test_a_scenario_runs_throughput_is_its_achieved_rate_and_it_has_no_reference_figure():
+    """build.scenario_throughput (runfile/shown.py): single-stream and server runs store the achieved rate in
+    samples/s as `throughput` (what the runner prints), never the step-based reference harness figure; a server's
+    batches are not its steps, so their bootstrap interval goes too."""
+    from mpirunner.runfile.build import scenario_throughput
+
+    steps = {"throughput": 50.0, "throughput_sum": 52.0, "throughput_reference": 61.0, "throughput_ci95_low": 45.0,
+             "throughput_ci95_high": 55.0, "latency_mean": 20.0}
+    single = scenario_throughput(dict(steps), {"scenario": "single-stream", "achieved_qps": 12.0}, samples_per_step=4)
+    assert single["throughput"] == 48.0 and single["throughput_sum"] == 52.0  # 12 queries/s of 4 samples
+    assert "throughput_reference" not in single and single["throughput_ci95_low"] == 45.0
+    server = scenario_throughput(dict(steps), {"scenario": "server", "achieved_qps": 41.0}, samples_per_step=8)
+    assert server["throughput"] == server["throughput_sum"] == 41.0  # one sample per query, not the batch size
+    assert not any(key.startswith(("throughput_reference", "throughput_ci95")) for key in server)
+    assert server["latency_mean"] == 20.0  # batch latency stays, under its own name
+    stored = scenario_throughput(dict(steps), {"scenario": "server", "achieved_qps": 41.0, "throughput": 41.0,
+                                               "throughput_sum": 41.0}, samples_per_step=8)
+    assert stored["throughput"] == 41.0 and "throughput_reference" not in stored
