@@ -26,7 +26,8 @@ UNIT_GAPS_PER_DRAW = 4096  # gaps are drawn in fixed blocks, so a seed gives the
 DRAIN_MIN_SECONDS = 2.0    # after issuing stops, queued queries are served for at most
 DRAIN_SLOWEST_STEPS = 10   # max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS x the slowest prepared step)
 IN_FLIGHT_BATCHES = 2      # keep-up excuses this many full batches per rank still in flight when issuing stops
-POINT_MINIMUM_MULTIPLE = 4  # a peak-search point holds 4 x the queries its percentile needs (p99: 1836)
+POINT_MINIMUM_MULTIPLE = 4  # a peak-search point holds 4 x the queries its percentile needs (p99: 1836) ...
+POINT_MAX_SECONDS = 60.0    # ... or, where they take longer, this long (never fewer than the percentile needs)
 
 
 # ---------------------------------------------------------------------------------------- clocks
@@ -106,12 +107,18 @@ def _unit_arrivals(rng, count):
     return np.concatenate(blocks)[:count]
 
 
-def point_queries(percentile, multiple=POINT_MINIMUM_MULTIPLE):
+def point_queries(percentile, total_qps=None, multiple=POINT_MINIMUM_MULTIPLE):
     """The queries a peak-search point holds, all ranks together: `multiple` x what its percentile needs
-    (stats.minimum_count; p99: 4 x 459 = 1836, of which 8 may be over the bound and the point still pass)."""
+    (stats.minimum_count; p99: 4 x 459 = 1836, of which 8 may be over the bound and the point still pass), or at
+    a load so low that these take longer than POINT_MAX_SECONDS, that many seconds' worth, and never fewer than
+    the percentile needs."""
     from mpirunner.stats import minimum_count
 
-    return int(multiple) * minimum_count(percentile)
+    needed = minimum_count(percentile)
+    wanted = int(multiple) * needed
+    if total_qps is not None and total_qps > 0:
+        wanted = min(wanted, max(needed, int(total_qps * POINT_MAX_SECONDS)))
+    return wanted
 
 
 def search_point_seconds(total_qps, min_duration_seconds, percentile, world_size, multiple=POINT_MINIMUM_MULTIPLE):
@@ -121,7 +128,7 @@ def search_point_seconds(total_qps, min_duration_seconds, percentile, world_size
     rate = rank_share(total_qps, world_size)
     if rate <= 0:
         return float(min_duration_seconds)
-    per_rank = int(math.ceil(point_queries(percentile, multiple) / int(world_size)))
+    per_rank = int(math.ceil(point_queries(percentile, total_qps, multiple) / int(world_size)))
     return max(float(min_duration_seconds), per_rank / rate)
 
 
