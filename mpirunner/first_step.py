@@ -1,9 +1,9 @@
 """A first estimate of a point's step time, before its first step: is the step long enough to announce?
 
 The estimate is the step's FLOPs (FLOPs per sample, counted once per job, x the step's samples) over
-CNN_SHARE of a quick GEMM rate of the rank's device in the run's compute dtype: square matrix products
-of GEMM_SIZE, timed for about GEMM_SECONDS after one warm call, the best batch (0.3-0.6 s on a 2-core
-CPU; measured once per job and dtype, and only for a step of more than threshold x FLOOR_FLOPS FLOPs).
+CNN_SHARE of a quick GEMM rate of the rank's device in the run's compute dtype (quick_gemm_rate: 0.3 s
+for float32 and under 1 s for software float16 on a 2-core CPU; measured once per job and dtype, and only
+for a step of more than threshold x FLOOR_FLOPS FLOPs).
 With --measure-peak the job's own GEMM roof is used instead. No forward pass is run: a one-sample probe
 of efficientnet-b4 in software float16 takes 5-10 s on such a CPU, and a probe of another shape would
 recompile a torch.compile'd model.
@@ -26,8 +26,9 @@ log = logging.getLogger("mpirunner")
 
 LONG_STEP_VARIABLE = "MPIRUNNER_LONG_STEP_SECONDS"
 LONG_STEP_SECONDS = 10.0
-GEMM_SIZE = 384
+GEMM_SIZE = 1024
 GEMM_SECONDS = 0.25
+SLOW_CALL_SECONDS = 0.1
 CNN_SHARE = 0.5  # the share of the GEMM rate a CNN's forward pass is taken to reach
 FLOOR_FLOPS = 0.5e9  # no device is slower (software bfloat16 on a 2-core CPU: about 1 GFLOP/s); below it: no GEMM
 
@@ -53,13 +54,42 @@ _gemm_rates = {}
 
 
 def quick_gemm_rate(dtype, device):
-    """FLOP/s of the best batch of GEMM_SIZE matmuls in `dtype` on `device`, timed once per job and dtype."""
+    """FLOP/s of square matmuls in `dtype` on `device`, timed once per job and dtype. Sizes grow from 256 to
+    GEMM_SIZE: at each, one call is timed after a warm one, and a call of SLOW_CALL_SECONDS or more gives the
+    rate (software float16 on a CPU is slow at 512 already, and far slower per FLOP at 1024: 0.2 GFLOP/s); at
+    GEMM_SIZE the best batch of calls timed for GEMM_SECONDS does. Smaller GEMMs suffer far more from other
+    load on shared cores (2 cores at a load of 6: 384-cubed 1-5 GFLOP/s, 1024-cubed 11-14; quiet: 150)."""
     from mpirunner.peak import gemm_rates
 
     key = (str(dtype), str(device))
     if key not in _gemm_rates:
+        size = 256
+        while size < GEMM_SIZE:
+            one_call = _one_call_seconds(dtype, device, size)
+            if one_call >= SLOW_CALL_SECONDS:
+                _gemm_rates[key] = 2.0 * size ** 3 / one_call
+                return _gemm_rates[key]
+            size *= 2
         _gemm_rates[key] = max(gemm_rates(dtype, seconds=GEMM_SECONDS, size=GEMM_SIZE, device=device))
     return _gemm_rates[key]
+
+
+def _one_call_seconds(dtype, device, size):
+    """Seconds of one size-cubed matmul after a first call (library start-up, page first-touch)."""
+    import time
+
+    import torch
+
+    def call():
+        torch.mm(a, a)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+
+    a = torch.ones((size, size), dtype=dtype, device=device)
+    call()
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)
