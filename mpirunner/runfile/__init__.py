@@ -7,6 +7,7 @@
     output.py  the output file settled before any model is built (--resume, the output lock)
     sweep.py   rank 0's file during a sweep (SweepFile, Keeper)
     block.py   the text the runner prints (run block, sweep table, verdict, hardware line)
+    shown.py   what a run is shown by everywhere: the achieved rate, query vs batch latency, the percentile rule
 
 Nothing here imports torch or mpi4py at module level: mpirunner.report reads files without them.
 """
