@@ -119,9 +119,10 @@ def test_two_searches_at_different_batch_sizes_are_two_curves_not_one(tmp_path, 
 
 def test_a_point_shows_its_interval_upper_bound_and_pass_or_fail_and_the_peak_its_interval(tmp_path, drawn):
     """Points with enough queries (459 for a p99) and the fields a search now stores: the p99's 95% interval as an
-    error bar, its 99% upper bound (^), a filled marker for a point that passed and a hollow one for one that failed, the
-    peak as a band [peak_qps, peak_qps_high]; a point with too few queries draws no p99 (the one rule)."""
-    points = [(100.0, 2.0, 3.0, 5.0, 6.0, 500), (200.0, 3.0, 8.0, 20.0, 35.0, 900), (300.0, 4.0, 9.0, 25.0, 28.0, 100)]
+    error bar, its 99% upper bound (^), a filled marker for a point that passed and a hollow one for one that failed,
+    the peak as a band [peak_qps, peak_qps_high]; a point with too few queries draws no p99 (the one rule)."""
+    points = [(100.0, 2.0, 3.0, 5.0, 6.0, 500), (200.0, 3.0, 8.0, 20.0, 35.0, 900),
+              (300.0, 4.0, 9.0, 25.0, 28.0, 100)]
     runs = []
     for order, (qps, p50, p90, p99, upper, queries) in enumerate(points):
         attrs = _point(qps, p50, p90, p99, peak=100.0, order=order, valid=queries >= 459 and upper <= BOUND_MS)

@@ -5,7 +5,8 @@ Files are read through mpirunner.runfile (its typed Job and Run; runfile/hdf5.py
 imports h5py): numpy, PyYAML and matplotlib (for --plot and --html) only, never torch or mpi4py. Every number
 of `mpirunner-report FILE` is recomputed from the raw per-step arrays with mpirunner.stats, so the report is
 also a check of the stored summary; a single-stream or server run's achieved rate and query latencies are shown
-as stored, the numbers the runner printed (mpirunner.runfile.shown: one meaning per column, one percentile rule). The runner does not import this package: the text it prints about a run
+as stored, the numbers the runner printed (mpirunner.runfile.shown: one meaning per column, one percentile
+rule). The runner does not import this package: the text it prints about a run
 is mpirunner.runfile.block, which the report shows as it is.
 
     cli.py        the command line (its words are declared in mpirunner/options.py, REPORT_FLAGS)

@@ -320,11 +320,11 @@ def _or_nan(value):
 
 def server_figure(plt, runs, size_inches):
     """Server points told apart (runs: (target QPS, attrs) pairs, by load; runfile/shown.py's rule for each
-    percentile). Left: query latency percentiles (ms, log y) against the target load, p99 with its 95% interval
-    and ^ its 99% upper bound, the bound, each point on its judged percentile, filled when it passed (valid, the
-    upper bound within the bound) and hollow and crossed when not (on the top edge with no latency to show), the peak as a band [peak_qps, peak_qps_high]. Right: the load each
-    point offered as scheduled and the rate it achieved, against its target. Runs of different files or batch
-    sizes are separate curves (one search each)."""
+    percentile). Left: query latency percentiles (ms, log y) against the target load, p99 with its 95% interval,
+    ^ its 99% upper bound, the bound; each point on its judged percentile, filled when it passed (valid, the upper
+    bound within the bound), hollow and crossed when not (on the top edge with no latency to show); the peak as a
+    band [peak_qps, peak_qps_high]. Right: each point's offered load (as scheduled) and achieved rate against its
+    target. Runs of different files or batch sizes are separate curves (one search each)."""
     from mpirunner.runfile import shown
     from mpirunner.runfile.run import Run
 

@@ -17,7 +17,8 @@ from mpirunner.errors import UsageError
 from mpirunner.report.figures import (INVALID_LABEL, PERCENTILE_DASHES, SVG_FONT, SVG_INCHES, _interval, _svg, fitted,
                                       log_ticks, pyplot, server_figure, sweep_figure)
 from mpirunner.report.rows import finite_number
-from mpirunner.report.summary import (SWEEP_KEYS, configuration, table_columns, configuration_text, interval_cell, trend_cell,
+from mpirunner.report.summary import (SWEEP_KEYS, configuration, configuration_text, interval_cell, table_columns,
+                                      trend_cell,
                                       trend_title)
 from mpirunner.runfile.block import format_run_block, verdict_text
 

@@ -160,12 +160,14 @@ def scenario_table(rows):
         within = row.get("within_bound")
         lines.append("  ".join(_cell(row.get(key), spec, width, "n/a" if key.startswith(("query_latency_p", "bound_l"))
                                      else "-") for _title, key, width, spec in SCENARIO_COLUMNS)
-                     + f"  {'-' if within is None else 'yes' if within else 'NO':>6}  {'yes' if row['valid'] else 'NO':>5}")
+                     + f"  {'-' if within is None else 'yes' if within else 'NO':>6}"
+                     + f"  {'yes' if row['valid'] else 'NO':>5}")
         label, summary = point_label(row), row.run.summary or Summary()
         scenario = row.run.scenario
-        queries = [f"p{q} " + (estimate_text(row[f"query_latency_p{q}"], getattr(scenario.intervals, f"query_latency_p{q}"),
-                                             ".3f", summary.ci_unavailable, f"query_latency_p{q}")
-                               if finite_number(row.get(f"query_latency_p{q}")) else "n/a") for q in (50, 99)]
+        names = {q: f"query_latency_p{q}" for q in (50, 99)}
+        queries = [f"p{q} " + (estimate_text(row[name], getattr(scenario.intervals, name), ".3f",
+                                             summary.ci_unavailable, name)
+                               if finite_number(row.get(name)) else "n/a") for q, name in names.items()]
         notes.append(f"   {label}: {row.get('queries')} queries, 95% CI: query {', '.join(queries)} ms")
         notes.append(f"   {label}: batch latency ms: p50 {percentile_text(_latency(row), 'p50')}"
                      f"  p99 {percentile_text(_latency(row), 'p99')}  mean {_cell(row.get('latency_mean'), '.3f', 0)}")
@@ -173,8 +175,8 @@ def scenario_table(rows):
             verdict = "valid" if row["valid"] else "INVALID"
             notes.append(f"   {label}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
     peaks = {peak_text(row.run.scenario.peak_qps, row.run.scenario.peak_qps_high) for row in rows} - {""}
-    notes += [f"   peak search: {'the peak lies in ' if peak.startswith('[') else 'peak '}{peak} (the highest load that "
-              f"passed: valid, its percentile's upper bound within the bound)" for peak in sorted(peaks)]
+    notes += [f"   peak search: {'the peak lies in ' if peak.startswith('[') else 'peak '}{peak} (the highest "
+              f"load that passed: valid, its percentile's upper bound within the bound)" for peak in sorted(peaks)]
     return "\n".join(lines + notes)
 
 

@@ -265,7 +265,8 @@ def format_run_block(run, world_size):
         "",
         f"== {point.model} batch {point.batch_size} x {point.device_iterations} device iterations, "
         f"{world_size} rank(s), {point.precision} ({point.dtype}), data {point.data}",
-        f"{'batch latency' if queries else 'latency'} ms: min {latency.min:.3f}  p50 {percentile_text(latency, 'p50')}  "
+        f"{'batch latency' if queries else 'latency'} ms: min {latency.min:.3f}  "
+        f"p50 {percentile_text(latency, 'p50')}  "
         f"p90 {percentile_text(latency, 'p90')}  p99 {percentile_text(latency, 'p99')}  max {latency.max:.3f}",
         f"{'compile' if compiles else 'first call'}: "
         f"{summary.compile_seconds_max:.2f} s   step cv: {100 * summary.step_cv:.1f}% "

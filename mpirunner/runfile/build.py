@@ -117,7 +117,8 @@ def scenario_throughput(summary, scenario_attrs, samples_per_step):
     steps, so their bootstrap interval is left out too."""
     summary = {key: value for key, value in summary.items() if not key.startswith("throughput_reference")}
     if "throughput" in scenario_attrs:  # older engines stored the server's rate themselves
-        rate, rate_sum = scenario_attrs["throughput"], scenario_attrs.get("throughput_sum", scenario_attrs["throughput"])
+        rate = scenario_attrs["throughput"]
+        rate_sum = scenario_attrs.get("throughput_sum", rate)
     else:
         achieved = scenario_attrs.get("achieved_qps")
         if not isinstance(achieved, (int, float)) or achieved != achieved:
