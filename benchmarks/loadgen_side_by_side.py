@@ -9,7 +9,8 @@ in odd rounds and mpirunner first in even ones:
   1. single-stream, --duration seconds each;
   2. server at --loads (fractions of the single-stream capacity 1000 / p50 ms of round 1, or --qps);
   3. a peak search for p99 within --bound-ms: LoadGen's FindPeakPerformance mode and
-     `mpirunner --find-peak-qps`, both from the same start load, points of --point-seconds.
+     `mpirunner --find-peak-qps`, both from the same start load; LoadGen's points hold as many queries
+     as mpirunner's (--point-queries, 1836 for a p99), its bisection stops at 1 QPS.
 
 The SUT runs the model on LoadGen's issuing thread (--sut inline, the default: one thread as in
 mpirunner) or hands each sample to a worker thread through a queue (--sut worker); the hand-off
@@ -18,7 +19,7 @@ tables comes from the raw per-query timestamps of each tool (LoadGen's trace, mp
 next to what the tool itself reported and judged.
 
     python benchmarks/loadgen_side_by_side.py                        # the full comparison, ~13 min
-    python benchmarks/loadgen_side_by_side.py --rounds 1 --duration 4 --point-seconds 3 --skip-peak
+    python benchmarks/loadgen_side_by_side.py --rounds 1 --duration 4 --skip-peak
     python benchmarks/loadgen_side_by_side.py --sut worker --rounds 1 --skip-peak   # the hand-off cost
 """
 import argparse
@@ -35,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 WARMUP_QUERIES = 30  # as the LoadGen child's (loadgen_sut.WARMUP_QUERIES)
+RUN_TIMEOUT_SECONDS = 600  # one tool's run or search; past it the script stops with a traceback
 
 
 # ----------------------------------------------------------------------------------- the drivers
@@ -44,7 +46,7 @@ def run_loadgen(options, folder, **spec):
             "min_queries": 0, "expected_ms": 5.0, "peak_decimals": 0, **spec,
             "out": str(Path(folder) / "loadgen.json")}
     command = [sys.executable, str(Path(__file__).with_name("loadgen_sut.py")), json.dumps(spec)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
     if result.returncode != 0:
         raise SystemExit(f"LoadGen child failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return json.loads(Path(spec["out"]).read_text())
@@ -57,8 +59,8 @@ def run_mpirunner(options, folder, args):
     output = Path(folder) / "mpirunner.h5"
     command = [sys.executable, "-m", "mpirunner", "--model", "resnet18", "--image-size", str(options.image_size),
                "--device", "cpu", "--threads", "1", "--seed", "0", "--warmup-iterations", str(WARMUP_QUERIES),
-               "--no-progress", "--output", str(output), *map(str, args)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+               "--no-progress", "--log-level", "info", "--output", str(output), *map(str, args)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
     if not output.exists():
         raise SystemExit(f"mpirunner failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-3000:]}")
     runs = []
@@ -66,8 +68,12 @@ def run_mpirunner(options, folder, args):
         for name, group in h5["runs"].items():
             attrs = {key: (value.tolist() if hasattr(value, "tolist") else value) for key, value in group.attrs.items()}
             found = {key: group["queries"][key][()] for key in group["queries"]} if "queries" in group else {}
-            runs.append({"name": name, "attrs": attrs, "queries": found})
-    return sorted(runs, key=lambda run: run["attrs"].get("peak_point", 0))
+            batch = group["batch_latency"][()].ravel() if "batch_latency" in group else np.array([])
+            runs.append({"name": name, "attrs": attrs, "queries": found, "batch_latency": batch})
+    runs = sorted(runs, key=lambda run: run["attrs"].get("peak_point", 0))
+    for run in runs:
+        run["output"] = result.stdout + result.stderr
+    return runs
 
 
 # ----------------------------------------------------------------------------------- statistics
@@ -88,6 +94,16 @@ def upper_bound(values, q):
     from mpirunner.stats import percentile_upper_bound
 
     return percentile_upper_bound(values, q)
+
+
+def point_queries():
+    """mpirunner's peak-search point size for a p99 (4 x stats.minimum_count(99) = 1836 at usual loads)."""
+    try:
+        from mpirunner.scenarios import point_queries as sized
+
+        return int(sized(99.0))
+    except ImportError:
+        return 1836
 
 
 def first(attrs, *names, default=math.nan):
@@ -136,7 +152,8 @@ def mpirunner_row(run, kind, load):
         row[f"p{q}"] = first(attrs, f"query_latency_p{q}", f"latency_p{q}")
     if found:
         row.update(raw=np.where(found["served"], 1e3 * (found["end"] - found["scheduled"]), np.inf),
-                   scheduled=1e3 * found["scheduled"], model=1e3 * (found["end"] - found["start"]))
+                   scheduled=1e3 * found["scheduled"], model=1e3 * (found["end"] - found["start"]),
+                   forward=1e3 * run["batch_latency"])
     row["queries"] = len(row.get("raw", ()))
     return row
 
@@ -174,43 +191,61 @@ def server(options, round_index, qps):
                 "--latency-bound", options.bound_ms])[0], "server", qps))
 
 
+def peak_by_rule(points, passes):
+    """The highest load that passes `passes` below the lowest that fails it, over a search's points."""
+    failing = min([point["load"] for point in points if not passes(point)], default=math.inf)
+    return max([point["load"] for point in points if passes(point) and point["load"] < failing], default=math.nan)
+
+
+def search_point(load, latency, bound_ms, **more):
+    """A peak-search point judged both ways: LoadGen's (nearest-rank p99 within the bound) and the upper bound."""
+    return {"load": load, "queries": int(latency.size), "p99": nearest_rank(latency, 99),
+            "p99_upper": upper_bound(latency, 99), "loadgen_pass": nearest_rank(latency, 99) <= bound_ms,
+            "upper_pass": upper_bound(latency, 99) <= bound_ms, **more}
+
+
 def loadgen_peak(options, folder, start_qps):
+    """LoadGen's FindPeakPerformance: its points' loads from its detail log, their latencies from its trace."""
     started = time.perf_counter()
-    result = run_loadgen(options, folder, kind="peak", qps=start_qps, duration=options.point_seconds)
+    result = run_loadgen(options, folder, kind="peak", qps=start_qps, duration=0, min_queries=options.point_queries)
     messages = result["detail"]["messages"]
+    loads = [start_qps]
+    for message in messages:
+        if "Checking fields [" in message:  # FindBoundaries: Checking fields [low, high): the high end is run
+            loads.append(float(message.split("[")[1].split(",")[1].strip(" )")))
+        elif "Testing the mid value" in message:
+            loads.append(float(message.rsplit(":", 1)[1]))
+    points = [search_point(load, np.asarray(point["latency_ns"], dtype=np.float64) / 1e6, options.bound_ms)
+              for load, point in zip(loads, result["points"])]
+    for point in points:
+        point["pass"] = point["loadgen_pass"]
     found = [message for message in messages if "Found peak performance field" in message]
-    tested = [float(message.rsplit(":", 1)[1]) for message in messages if "Testing the mid value" in message]
-    bounds = [message for message in messages if "Checking fields" in message or "base settings field" in message]
-    loads = [start_qps] + [float(message.split("[")[1].split(",")[1].strip(" )")) for message in bounds
-                           if "Checking fields" in message] + tested
-    points = []
-    for load, point in zip(loads, result["points"]):
-        latency = np.asarray(point["latency_ns"], dtype=np.float64) / 1e6
-        points.append({"load": load, "queries": int(latency.size), "p99": nearest_rank(latency, 99),
-                       "p99_upper": upper_bound(latency, 99), "pass": nearest_rank(latency, 99) <= options.bound_ms})
-    peak = float(found[0].rsplit(":", 1)[1]) if found else math.nan
     values = result["detail"]["values"]
-    return {"tool": "LoadGen", "peak": peak, "high": min([p["load"] for p in points if p["load"] > peak],
-                                                         default=math.nan),
-            "points": points, "seconds": time.perf_counter() - started,
-            "peak_point_verdict": values.get("result_validity"), "peak_early_stopping": values.get("early_stopping_met")}
+    return {"tool": "LoadGen", "peak": float(found[0].rsplit(":", 1)[1]) if found else math.nan,
+            "high": min([p["load"] for p in points if not p["pass"]], default=math.nan), "points": points,
+            "seconds": time.perf_counter() - started, "other_rule": "99% upper bound",
+            "other_peak": peak_by_rule(points, lambda point: point["upper_pass"]),
+            "note": f"peak point {values.get('result_validity')}, early stopping {values.get('early_stopping_met')}"}
 
 
 def mpirunner_peak(options, folder, start_qps):
+    """mpirunner --find-peak-qps from the same start; every point from its run group."""
     started = time.perf_counter()
     runs = run_mpirunner(options, folder, ["--find-peak-qps", "--latency-bound", options.bound_ms, "--target-qps",
-                                           start_qps, "--min-duration", options.point_seconds, "--batch-size", 1])
+                                           start_qps, "--min-duration", 1, "--batch-size", 1])
     points = []
     for run in runs:
         attrs = run["attrs"]
-        latency = mpirunner_row(run, "peak", 0).get("raw", np.array([]))
-        points.append({"load": first(attrs, "offered_qps_target", "target_qps"), "queries": int(latency.size),
-                       "offered": first(attrs, "offered_qps_scheduled", "offered_qps"),
-                       "p99": first(attrs, "query_latency_p99"), "p99_upper": upper_bound(latency, 99),
-                       "pass": bool(attrs.get("valid")), "why": reasons(attrs)})
+        points.append(search_point(first(attrs, "offered_qps_target", "target_qps"),
+                                   mpirunner_row(run, "peak", 0).get("raw", np.array([])), options.bound_ms,
+                                   offered=first(attrs, "offered_qps_scheduled", "offered_qps"),
+                                   own_p99=first(attrs, "query_latency_p99"), **{"pass": bool(attrs.get("valid"))}))
     attrs = runs[-1]["attrs"] if runs else {}
     return {"tool": "mpirunner", "peak": first(attrs, "peak_qps"), "high": first(attrs, "peak_qps_high"),
-            "points": points, "seconds": time.perf_counter() - started}
+            "points": points, "seconds": time.perf_counter() - started, "other_rule": "LoadGen's nearest-rank p99",
+            "other_peak": peak_by_rule(points, lambda point: point["loadgen_pass"]),
+            "note": " ".join(line.strip() for line in (runs[-1]["output"] if runs else "").splitlines()
+                             if "peak search" in line)}
 
 
 def peaks(options, round_index, start_qps):
@@ -241,7 +276,7 @@ def row_line(row):
     load = row["load"]
     offered = row["offered"]
     offered_text = "-" if not np.isfinite(offered) else f"{offered:.1f} ({100 * (offered / load - 1):+.1f}%)"
-    return (f"{row['kind']:<13} {str(load):>5} {row['tool']:<14} {row['queries']:>6} {offered_text:>15} "
+    return (f"{row['kind']:<13} {str(load):>5} {row.get('round', 1):>1} {row['tool']:<14} {row['queries']:>6} {offered_text:>15} "
             f"{row['achieved']:>8.1f} {ms(row['p50']):>7} {ms(row['p90']):>7} {ms(row['p99']):>7} {ms(other):>7} "
             f"{ms(upper_bound(raw, 99)):>7}  {row['verdict']} ({row['why']})")
 
@@ -257,6 +292,8 @@ def overheads(row):
     line = (f"{row['tool']} {row['kind']} {row['load']}: latency - model p50 {np.median(latency - model):.3f}; "
             f"{idle.sum()} found it idle: latency - model p50 {np.median((latency - model)[idle]):.3f}, model p50 "
             f"{np.median(model[idle]):.3f} (all: {np.median(model):.3f})")
+    if "forward" in row and row["forward"].size:
+        line += f"; the forward pass alone (batch_latency) p50 {np.median(row['forward']):.3f}"
     if row["tool"] == "LoadGen+worker":
         line += (f"; hand-off issue_queries -> worker p50 {np.median(row['handoff']):.3f}, "
                  f"p99 {nearest_rank(row['handoff'], 99):.3f}")
@@ -266,7 +303,7 @@ def overheads(row):
 def print_report(options, single_rows, server_rows, peak_rows, handoff_rows, capacity):
     print(f"\nresnet18 {options.image_size} px, 1 thread, batch-1 queries; p99 bound {options.bound_ms:g} ms; "
           f"single-stream capacity {capacity:.1f} QPS (1000 / round-1 p50); SUT: {options.sut}")
-    print(f"{'scenario':<13} {'load':>5} {'tool':<14} {'queries':>6} {'offered (vs load)':>15} {'achieved':>8} "
+    print(f"{'scenario':<13} {'load':>5} r {'tool':<14} {'queries':>6} {'offered (vs load)':>15} {'achieved':>8} "
           f"{'p50':>7} {'p90':>7} {'p99':>7} {'p99 alt':>7} {'p99 ub':>7}  verdict")
     for row in single_rows + server_rows + handoff_rows:
         print(row_line(row))
@@ -278,15 +315,14 @@ def print_report(options, single_rows, server_rows, peak_rows, handoff_rows, cap
             print("  " + line)
     if not peak_rows:
         return
-    print(f"\npeak QPS with p99 within {options.bound_ms:g} ms (start {peak_rows[0]['start']:g} QPS, "
-          f"points of {options.point_seconds:g} s)")
+    print(f"\npeak QPS with p99 within {options.bound_ms:g} ms (both from {peak_rows[0]['start']:g} QPS; LoadGen's "
+          f"points {options.point_queries} queries each)")
     for row in peak_rows:
-        points = " ".join(f"{p['load']:.1f}{'+' if p['pass'] else 'x'}({p['queries']},{ms(p['p99'])})"
+        points = " ".join(f"{p['load']:.1f}{'+' if p['pass'] else 'x'}({p['queries']},{ms(p['p99'])},{ms(p['p99_upper'])})"
                           for p in row["points"])
-        extra = (f"; peak point: {row['peak_point_verdict']}, early stopping {row['peak_early_stopping']}"
-                 if row["tool"] == "LoadGen" else "")
-        print(f"  round {row['round']} {row['tool']:<9} peak {row['peak']:.1f} (next failing {row['high']:.1f}) "
-              f"in {row['seconds']:.0f} s{extra}\n      points load+/x(queries, p99 ms): {points}")
+        print(f"  round {row['round']} {row['tool']:<9} peak {row['peak']:.1f} (lowest failing {row['high']:.1f}) in "
+              f"{row['seconds']:.0f} s; by {row['other_rule']}: {row['other_peak']:.1f}. {row['note']}\n"
+              f"      load +pass/x fail (queries, nearest-rank p99, 99% upper bound): {points}")
     by_tool = {tool: [row["peak"] for row in peak_rows if row["tool"] == tool] for tool in ("LoadGen", "mpirunner")}
     for tool, values in by_tool.items():
         print(f"  {tool}: peaks {', '.join(f'{v:.1f}' for v in values)}; mean {np.mean(values):.1f}, "
@@ -307,12 +343,15 @@ def main():
     parser.add_argument("--bound-ms", type=float, default=45.0, help="p99 latency bound of the server runs and peaks")
     parser.add_argument("--rounds", type=int, default=2, help="each measurement this many times per tool, alternating")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each single-stream and server run")
-    parser.add_argument("--loads", default="0.3,0.6,0.8", help="server loads as fractions of single-stream capacity")
+    parser.add_argument("--loads", default="0.3,0.5,0.7", help="server loads as fractions of single-stream capacity")
     parser.add_argument("--qps", help="server loads in QPS (instead of --loads)")
-    parser.add_argument("--peak-start", type=float, default=0.4, help="start load of both searches (x capacity)")
-    parser.add_argument("--point-seconds", type=float, default=6.0, help="seconds of each peak-search point")
+    parser.add_argument("--peak-start", type=float, default=0.3, help="start load of both searches (x capacity)")
+    parser.add_argument("--start-qps", type=float, help="start load of both searches in QPS (instead of --peak-start)")
+    parser.add_argument("--point-queries", type=int, default=point_queries(), help="queries per LoadGen search point "
+                        "(default: mpirunner's, scenarios.point_queries)")
     parser.add_argument("--sut", choices=("inline", "worker"), default="inline",
                         help="LoadGen SUT: model on LoadGen's issuing thread, or on a worker thread fed by a queue")
+    parser.add_argument("--skip-single-stream", action="store_true", help="needs --qps and --start-qps")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-peak", action="store_true")
     parser.add_argument("--skip-handoff", action="store_true")
@@ -320,17 +359,17 @@ def main():
     options = parser.parse_args()
     started = time.perf_counter()
     single_rows, server_rows, peak_rows, handoff_rows = [], [], [], []
-    for round_index in range(options.rounds):
-        single_rows += single_stream(options, round_index)
-    capacity = 1000.0 / np.mean([row["p50"] for row in single_rows[:2]])
+    for round_index in range(options.rounds if not options.skip_single_stream else 0):
+        single_rows += [{**row, "round": round_index + 1} for row in single_stream(options, round_index)]
+    capacity = 1000.0 / np.mean([row["p50"] for row in single_rows[:2]]) if single_rows else math.nan
     loads = ([float(q) for q in options.qps.split(",")] if options.qps else
              [round(float(f) * capacity) for f in options.loads.split(",")])
     for round_index in range(options.rounds if not options.skip_server else 0):
         for qps in loads:
-            server_rows += server(options, round_index, qps)
+            server_rows += [{**row, "round": round_index + 1} for row in server(options, round_index, qps)]
     if not options.skip_handoff:
         handoff_rows = handoff(options, loads[len(loads) // 2])
-    start_qps = round(options.peak_start * capacity)
+    start_qps = options.start_qps or round(options.peak_start * capacity)
     for round_index in range(options.rounds if not options.skip_peak else 0):
         for row in peaks(options, round_index, start_qps):
             peak_rows.append({**row, "round": round_index + 1, "start": start_qps})
