@@ -215,7 +215,8 @@ def loadgen_peak(options, folder, start_qps):
             loads.append(float(message.split("[")[1].split(",")[1].strip(" )")))
         elif "Testing the mid value" in message:
             loads.append(float(message.rsplit(":", 1)[1]))
-    points = [search_point(load, np.asarray(point["latency_ns"], dtype=np.float64) / 1e6, options.bound_ms)
+    points = [search_point(load, np.asarray(point["latency_ns"], dtype=np.float64) / 1e6, options.bound_ms,
+                           offered=(len(point["scheduled_us"]) - 1) / (1e-6 * np.ptp(point["scheduled_us"])))
               for load, point in zip(loads, result["points"])]
     for point in points:
         point["pass"] = point["loadgen_pass"]
@@ -318,15 +319,21 @@ def print_report(options, single_rows, server_rows, peak_rows, handoff_rows, cap
     print(f"\npeak QPS with p99 within {options.bound_ms:g} ms (both from {peak_rows[0]['start']:g} QPS; LoadGen's "
           f"points {options.point_queries} queries each)")
     for row in peak_rows:
+        offered = " ".join(f"{point.get('offered', math.nan):.1f}" for point in row["points"])
         points = " ".join(f"{p['load']:.1f}{'+' if p['pass'] else 'x'}({p['queries']},{ms(p['p99'])},{ms(p['p99_upper'])})"
                           for p in row["points"])
         print(f"  round {row['round']} {row['tool']:<9} peak {row['peak']:.1f} (lowest failing {row['high']:.1f}) in "
               f"{row['seconds']:.0f} s; by {row['other_rule']}: {row['other_peak']:.1f}. {row['note']}\n"
-              f"      load +pass/x fail (queries, nearest-rank p99, 99% upper bound): {points}")
+              f"      load +pass/x fail (queries, nearest-rank p99, 99% upper bound): {points}\n"
+              f"      offered as scheduled: {offered}")
     by_tool = {tool: [row["peak"] for row in peak_rows if row["tool"] == tool] for tool in ("LoadGen", "mpirunner")}
     for tool, values in by_tool.items():
         print(f"  {tool}: peaks {', '.join(f'{v:.1f}' for v in values)}; mean {np.mean(values):.1f}, "
               f"spread (max - min) {np.ptp(values):.1f}")
+    for tool in ("LoadGen", "mpirunner"):
+        rows = [row for row in peak_rows if row["tool"] == tool]
+        other = ", ".join(f"{row['other_peak']:.1f}" for row in rows)
+        print(f"  {tool}'s points judged by {rows[0]['other_rule']}: peaks {other}")
     low = max(min(by_tool["LoadGen"]), min(by_tool["mpirunner"]))
     high = min(max(by_tool["LoadGen"]), max(by_tool["mpirunner"]))
     gap = np.mean(by_tool["mpirunner"]) - np.mean(by_tool["LoadGen"])
