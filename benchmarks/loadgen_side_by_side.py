@@ -349,6 +349,7 @@ def main():
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--bound-ms", type=float, default=45.0, help="p99 latency bound of the server runs and peaks")
     parser.add_argument("--rounds", type=int, default=2, help="each measurement this many times per tool, alternating")
+    parser.add_argument("--first-round", type=int, default=1, help="number of the first round (odd: LoadGen first)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each single-stream and server run")
     parser.add_argument("--loads", default="0.3,0.5,0.7", help="server loads as fractions of single-stream capacity")
     parser.add_argument("--qps", help="server loads in QPS (instead of --loads)")
@@ -366,18 +367,19 @@ def main():
     options = parser.parse_args()
     started = time.perf_counter()
     single_rows, server_rows, peak_rows, handoff_rows = [], [], [], []
-    for round_index in range(options.rounds if not options.skip_single_stream else 0):
+    rounds = range(options.first_round - 1, options.first_round - 1 + options.rounds)
+    for round_index in rounds if not options.skip_single_stream else ():
         single_rows += [{**row, "round": round_index + 1} for row in single_stream(options, round_index)]
     capacity = 1000.0 / np.mean([row["p50"] for row in single_rows[:2]]) if single_rows else math.nan
     loads = ([float(q) for q in options.qps.split(",")] if options.qps else
              [round(float(f) * capacity) for f in options.loads.split(",")])
-    for round_index in range(options.rounds if not options.skip_server else 0):
+    for round_index in rounds if not options.skip_server else ():
         for qps in loads:
             server_rows += [{**row, "round": round_index + 1} for row in server(options, round_index, qps)]
     if not options.skip_handoff:
         handoff_rows = handoff(options, loads[len(loads) // 2])
     start_qps = options.start_qps or round(options.peak_start * capacity)
-    for round_index in range(options.rounds if not options.skip_peak else 0):
+    for round_index in rounds if not options.skip_peak else ():
         for row in peaks(options, round_index, start_qps):
             peak_rows.append({**row, "round": round_index + 1, "start": start_qps})
     print_report(options, single_rows, server_rows, peak_rows, handoff_rows, capacity)
