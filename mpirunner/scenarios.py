@@ -27,7 +27,7 @@ DRAIN_MIN_SECONDS = 2.0    # after issuing stops, queued queries are served for 
 DRAIN_SLOWEST_STEPS = 10   # max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS x the slowest prepared step)
 IN_FLIGHT_BATCHES = 2      # keep-up excuses this many full batches per rank still in flight when issuing stops
 POINT_MINIMUM_MULTIPLE = 4  # a peak-search point holds 4 x the queries its percentile needs (p99: 1836) ...
-POINT_MAX_SECONDS = 60.0    # ... or, where they take longer, this long (never fewer than the percentile needs)
+POINT_MAX_SECONDS = 30.0    # ... or, where they take longer, this long (never fewer than the percentile needs)
 
 
 # ---------------------------------------------------------------------------------------- clocks

@@ -159,9 +159,9 @@ def test_find_peak_qps_with_a_latency_bound_alone_is_a_server_search_sized_by_it
 
     config = resolve_config({"find_peak_qps": True, "latency_bound": 50.0})
     assert config.scenario == "server" and config.min_duration == 0.0
-    # a point's length comes from its percentile: 4 x 459 queries for a p99, at any load
-    seconds = search_point_seconds(40.0, config.min_duration, config.percentile, 1)
-    assert seconds == 4 * 459 / 40.0
+    # a point's length comes from its percentile: 4 x 459 queries for a p99, or 30 s worth where those take longer
+    assert search_point_seconds(400.0, config.min_duration, config.percentile, 1) == 4 * 459 / 400.0
+    assert search_point_seconds(40.0, config.min_duration, config.percentile, 1) == 30.0
 
 
 def test_a_plain_server_run_still_needs_its_duration():
