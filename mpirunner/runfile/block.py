@@ -185,7 +185,7 @@ def scenario_lines(run):
                      f"{over} over it")
         wait = scenario.query_wait_mean if scenario.query_wait_mean is not None else float("nan")
         lines.append(f"load: target {scenario.target_qps:.1f} QPS, offered {scenario.offered_qps:.1f} (as scheduled), "
-                     f"achieved {scenario.achieved_qps:.1f} ({scenario.keep_up:.2f}), {scenario.queries_unserved} "
+                     f"achieved {scenario.achieved_qps:.1f}, keep-up {scenario.keep_up:.2f}, {scenario.queries_unserved} "
                      f"unserved, mean wait {wait:.3f} ms, padding {100 * scenario.padding_share:.1f}%")
         lines += [bound] if bound else []
     return lines
