@@ -58,8 +58,9 @@ def run_mpirunner(options, folder, args):
 
     output = Path(folder) / "mpirunner.h5"
     command = [sys.executable, "-m", "mpirunner", "--model", "resnet18", "--image-size", str(options.image_size),
-               "--device", "cpu", "--threads", "1", "--seed", "0", "--warmup-iterations", str(WARMUP_QUERIES),
+               "--device", "cpu", "--threads", "1", "--warmup-iterations", str(WARMUP_QUERIES),
                "--no-progress", "--log-level", "info", "--output", str(output), *map(str, args)]
+    command += [] if "--seed" in args else ["--seed", "0"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
     if not output.exists():
         raise SystemExit(f"mpirunner failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-3000:]}")
@@ -85,14 +86,12 @@ def nearest_rank(values, q):
 
 
 def interpolated(values, q):
-    from mpirunner.scenarios import latency_percentile
-
+    from mpirunner.scenarios import latency_percentile  # mpirunner's own percentile
     return latency_percentile(values, q)
 
 
 def upper_bound(values, q):
-    from mpirunner.stats import percentile_upper_bound
-
+    from mpirunner.stats import percentile_upper_bound  # 99% confidence: LoadGen's early-stopping test
     return percentile_upper_bound(values, q)
 
 
@@ -180,15 +179,16 @@ def single_stream(options, round_index):
                                   "single-stream", "-"))
 
 
-def server(options, round_index, qps):
+def server(options, round_index, qps, seed=0):
+    """Both tools at one load; seed: LoadGen's schedule_rng_seed and mpirunner's --seed (its schedule, weights, data)."""
     with tempfile.TemporaryDirectory() as folder:
         return alternate(
             round_index,
-            lambda: loadgen_row(run_loadgen(options, folder, kind="server", qps=qps, duration=options.duration),
-                                "server", qps),
+            lambda: loadgen_row(run_loadgen(options, folder, kind="server", qps=qps, duration=options.duration,
+                                            schedule_seed=seed), "server", qps),
             lambda: mpirunner_row(run_mpirunner(options, folder, [
                 "--scenario", "server", "--target-qps", qps, "--min-duration", options.duration, "--batch-size", 1,
-                "--latency-bound", options.bound_ms])[0], "server", qps))
+                "--latency-bound", options.bound_ms, "--seed", seed])[0], "server", qps))
 
 
 def peak_by_rule(points, passes):
@@ -277,7 +277,7 @@ def row_line(row):
     load = row["load"]
     offered = row["offered"]
     offered_text = "-" if not np.isfinite(offered) else f"{offered:.1f} ({100 * (offered / load - 1):+.1f}%)"
-    return (f"{row['kind']:<13} {str(load):>5} {row.get('round', 1):>1} {row['tool']:<14} {row['queries']:>6} {offered_text:>15} "
+    return (f"{row['kind']:<13} {str(load):>5} {row.get('round', 1):>1} {row.get('seed', '-'):>2} {row['tool']:<14} {row['queries']:>6} {offered_text:>15} "
             f"{row['achieved']:>8.1f} {ms(row['p50']):>7} {ms(row['p90']):>7} {ms(row['p99']):>7} {ms(other):>7} "
             f"{ms(upper_bound(raw, 99)):>7}  {row['verdict']} ({row['why']})")
 
@@ -304,7 +304,7 @@ def overheads(row):
 def print_report(options, single_rows, server_rows, peak_rows, handoff_rows, capacity):
     print(f"\nresnet18 {options.image_size} px, 1 thread, batch-1 queries; p99 bound {options.bound_ms:g} ms; "
           f"single-stream capacity {capacity:.1f} QPS (1000 / round-1 p50); SUT: {options.sut}")
-    print(f"{'scenario':<13} {'load':>5} r {'tool':<14} {'queries':>6} {'offered (vs load)':>15} {'achieved':>8} "
+    print(f"{'scenario':<13} {'load':>5} r {'s':>2} {'tool':<14} {'queries':>6} {'offered (vs load)':>15} {'achieved':>8} "
           f"{'p50':>7} {'p90':>7} {'p99':>7} {'p99 alt':>7} {'p99 ub':>7}  verdict")
     for row in single_rows + server_rows + handoff_rows:
         print(row_line(row))
@@ -353,6 +353,8 @@ def main():
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each single-stream and server run")
     parser.add_argument("--loads", default="0.3,0.5,0.7", help="server loads as fractions of single-stream capacity")
     parser.add_argument("--qps", help="server loads in QPS (instead of --loads)")
+    parser.add_argument("--seeds", default="0", help="server runs: one per arrival-pattern seed (LoadGen's "
+                        "schedule_rng_seed, mpirunner's --seed)")
     parser.add_argument("--peak-start", type=float, default=0.3, help="start load of both searches (x capacity)")
     parser.add_argument("--start-qps", type=float, help="start load of both searches in QPS (instead of --peak-start)")
     parser.add_argument("--point-queries", type=int, default=point_queries(), help="queries per LoadGen search point "
@@ -375,11 +377,13 @@ def main():
              [round(float(f) * capacity) for f in options.loads.split(",")])
     for round_index in rounds if not options.skip_server else ():
         for qps in loads:
-            server_rows += [{**row, "round": round_index + 1} for row in server(options, round_index, qps)]
+            for seed in map(int, options.seeds.split(",")):
+                server_rows += [{**row, "round": round_index + 1, "seed": seed}
+                                for row in server(options, round_index, qps, seed)]
     if not options.skip_handoff:
         handoff_rows = handoff(options, loads[len(loads) // 2])
-    start_qps = options.start_qps or round(options.peak_start * capacity)
     for round_index in rounds if not options.skip_peak else ():
+        start_qps = options.start_qps or round(options.peak_start * capacity)
         for row in peaks(options, round_index, start_qps):
             peak_rows.append({**row, "round": round_index + 1, "start": start_qps})
     print_report(options, single_rows, server_rows, peak_rows, handoff_rows, capacity)

@@ -91,6 +91,7 @@ def loadgen_child(spec):
         settings.server_target_qps = float(spec["qps"])
         settings.server_target_latency_ns = int(spec["bound_ms"] * 1e6)
         settings.server_target_latency_percentile = 0.99
+        settings.schedule_rng_seed = int(spec.get("schedule_seed", 0))
         settings.mode = lg.TestMode.PerformanceOnly
         if spec["kind"] == "peak":
             settings.mode = lg.TestMode.FindPeakPerformance
