@@ -374,13 +374,13 @@ def main():
         single_rows += [{**row, "round": round_index + 1} for row in single_stream(options, round_index)]
     capacity = 1000.0 / np.mean([row["p50"] for row in single_rows[:2]]) if single_rows else math.nan
     loads = ([float(q) for q in options.qps.split(",")] if options.qps else
-             [round(float(f) * capacity) for f in options.loads.split(",")])
+             [round(float(f) * capacity) for f in options.loads.split(",")] if single_rows else [])
     for round_index in rounds if not options.skip_server else ():
         for qps in loads:
             for seed in map(int, options.seeds.split(",")):
                 server_rows += [{**row, "round": round_index + 1, "seed": seed}
                                 for row in server(options, round_index, qps, seed)]
-    if not options.skip_handoff:
+    if not options.skip_handoff and loads:
         handoff_rows = handoff(options, loads[len(loads) // 2])
     for round_index in rounds if not options.skip_peak else ():
         start_qps = options.start_qps or round(options.peak_start * capacity)
