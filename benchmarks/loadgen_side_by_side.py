@@ -204,10 +204,11 @@ def search_point(load, latency, bound_ms, **more):
             "upper_pass": upper_bound(latency, 99) <= bound_ms, **more}
 
 
-def loadgen_peak(options, folder, start_qps):
+def loadgen_peak(options, folder, start_qps, seed=0):
     """LoadGen's FindPeakPerformance: its points' loads from its detail log, their latencies from its trace."""
     started = time.perf_counter()
-    result = run_loadgen(options, folder, kind="peak", qps=start_qps, duration=0, min_queries=options.point_queries)
+    result = run_loadgen(options, folder, kind="peak", qps=start_qps, duration=0, min_queries=options.point_queries,
+                         schedule_seed=seed)
     messages = result["detail"]["messages"]
     loads = [start_qps]
     for message in messages:
@@ -229,11 +230,11 @@ def loadgen_peak(options, folder, start_qps):
             "note": f"peak point {values.get('result_validity')}, early stopping {values.get('early_stopping_met')}"}
 
 
-def mpirunner_peak(options, folder, start_qps):
+def mpirunner_peak(options, folder, start_qps, seed=0):
     """mpirunner --find-peak-qps from the same start; every point from its run group."""
     started = time.perf_counter()
     runs = run_mpirunner(options, folder, ["--find-peak-qps", "--latency-bound", options.bound_ms, "--target-qps",
-                                           start_qps, "--min-duration", 1, "--batch-size", 1])
+                                           start_qps, "--min-duration", 1, "--batch-size", 1, "--seed", seed])
     points = []
     for run in runs:
         attrs = run["attrs"]
@@ -249,10 +250,10 @@ def mpirunner_peak(options, folder, start_qps):
                              if "peak search" in line)}
 
 
-def peaks(options, round_index, start_qps):
+def peaks(options, round_index, start_qps, seed=0):
     with tempfile.TemporaryDirectory() as folder:
-        return alternate(round_index, lambda: loadgen_peak(options, folder, start_qps),
-                         lambda: mpirunner_peak(options, folder, start_qps))
+        return alternate(round_index, lambda: loadgen_peak(options, folder, start_qps, seed),
+                         lambda: mpirunner_peak(options, folder, start_qps, seed))
 
 
 def handoff(options, qps):
@@ -322,7 +323,7 @@ def print_report(options, single_rows, server_rows, peak_rows, handoff_rows, cap
         offered = " ".join(f"{point.get('offered', math.nan):.1f}" for point in row["points"])
         points = " ".join(f"{p['load']:.1f}{'+' if p['pass'] else 'x'}({p['queries']},{ms(p['p99'])},{ms(p['p99_upper'])})"
                           for p in row["points"])
-        print(f"  round {row['round']} {row['tool']:<9} peak {row['peak']:.1f} (lowest failing {row['high']:.1f}) in "
+        print(f"  round {row['round']} seed {row['seed']} {row['tool']:<9} peak {row['peak']:.1f} (lowest failing {row['high']:.1f}) in "
               f"{row['seconds']:.0f} s; by {row['other_rule']}: {row['other_peak']:.1f}. {row['note']}\n"
               f"      load +pass/x fail (queries, nearest-rank p99, 99% upper bound): {points}\n"
               f"      offered as scheduled: {offered}")
@@ -353,8 +354,8 @@ def main():
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each single-stream and server run")
     parser.add_argument("--loads", default="0.3,0.5,0.7", help="server loads as fractions of single-stream capacity")
     parser.add_argument("--qps", help="server loads in QPS (instead of --loads)")
-    parser.add_argument("--seeds", default="0", help="server runs: one per arrival-pattern seed (LoadGen's "
-                        "schedule_rng_seed, mpirunner's --seed)")
+    parser.add_argument("--seeds", default="0", help="server runs and searches: one per arrival-pattern seed "
+                        "(LoadGen's schedule_rng_seed, mpirunner's --seed)")
     parser.add_argument("--peak-start", type=float, default=0.3, help="start load of both searches (x capacity)")
     parser.add_argument("--start-qps", type=float, help="start load of both searches in QPS (instead of --peak-start)")
     parser.add_argument("--point-queries", type=int, default=point_queries(), help="queries per LoadGen search point "
@@ -384,8 +385,9 @@ def main():
         handoff_rows = handoff(options, loads[len(loads) // 2])
     for round_index in rounds if not options.skip_peak else ():
         start_qps = options.start_qps or round(options.peak_start * capacity)
-        for row in peaks(options, round_index, start_qps):
-            peak_rows.append({**row, "round": round_index + 1, "start": start_qps})
+        for seed in map(int, options.seeds.split(",")):
+            for row in peaks(options, round_index, start_qps, seed):
+                peak_rows.append({**row, "round": round_index + 1, "start": start_qps, "seed": seed})
     print_report(options, single_rows, server_rows, peak_rows, handoff_rows, capacity)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if options.json:
