@@ -18,9 +18,12 @@ mpirunner) or hands each sample to a worker thread through a queue (--sut worker
 tables comes from the raw per-query timestamps of each tool (LoadGen's trace, mpirunner's queries/)
 next to what the tool itself reported and judged.
 
-    python benchmarks/loadgen_side_by_side.py                        # the full comparison, ~13 min
-    python benchmarks/loadgen_side_by_side.py --rounds 1 --duration 4 --skip-peak
-    python benchmarks/loadgen_side_by_side.py --sut worker --rounds 1 --skip-peak   # the hand-off cost
+    python benchmarks/loadgen_side_by_side.py      # everything: ~16 min on one core (5 + 11, see RESULTS.md)
+    python benchmarks/loadgen_side_by_side.py --rounds 1 --duration 4 --skip-peak   # ~1.5 min
+    # as in RESULTS.md, on a reserved core (benchmarks/on_reserved_core.sh), in parts of 6, 11 and 2 minutes:
+    ... --rounds 2 --duration 15 --qps 38,57,76 --skip-peak
+    ... --rounds 2 --start-qps 38 --skip-single-stream --skip-server --skip-handoff
+    ... --rounds 1 --duration 15 --qps 76 --seeds 1,2,3 --skip-single-stream --skip-peak --skip-handoff
 """
 import argparse
 import json
@@ -97,19 +100,13 @@ def upper_bound(values, q):
 
 def point_queries():
     """mpirunner's peak-search point size for a p99 (4 x stats.minimum_count(99) = 1836 at usual loads)."""
-    try:
-        from mpirunner.scenarios import point_queries as sized
-
-        return int(sized(99.0))
-    except ImportError:
-        return 1836
+    from mpirunner.scenarios import point_queries as sized
+    return int(sized(99.0))
 
 
 def first(attrs, *names, default=math.nan):
-    for name in names:
-        if name in attrs:
-            return attrs[name]
-    return default
+    """The first of `names` the attrs hold (a name of an older file next)."""
+    return next((attrs[name] for name in names if name in attrs), default)
 
 
 def reasons(attrs):
@@ -363,9 +360,8 @@ def main():
     parser.add_argument("--sut", choices=("inline", "worker"), default="inline",
                         help="LoadGen SUT: model on LoadGen's issuing thread, or on a worker thread fed by a queue")
     parser.add_argument("--skip-single-stream", action="store_true", help="needs --qps and --start-qps")
-    parser.add_argument("--skip-server", action="store_true")
-    parser.add_argument("--skip-peak", action="store_true")
-    parser.add_argument("--skip-handoff", action="store_true")
+    for part in ("server", "peak", "handoff"):
+        parser.add_argument(f"--skip-{part}", action="store_true")
     parser.add_argument("--json", help="write every row (without raw latencies) to this file")
     options = parser.parse_args()
     started = time.perf_counter()
