@@ -26,7 +26,7 @@ PEAK = ["--find-peak-qps", "--latency-bound", "1000", "--percentile", "90", "--b
 BLOCK = re.compile(r"^(?:server|single-stream): (?P<queries>\d+) queries, query latency ms: p50 (?P<p50>\S+).*?"
                    r"p90 (?P<p90>\S+).*?p99 (?P<p99>\S+).*?mean (?P<mean>\S+)$", re.M)
 LOAD = re.compile(r"^load: target (?P<target>\S+) QPS, offered (?P<offered>\S+) \(as scheduled\), achieved "
-                  r"(?P<achieved>\S+) ", re.M)
+                  r"(?P<achieved>[^,\s]+), keep-up ", re.M)
 
 
 @pytest.fixture(scope="module")
