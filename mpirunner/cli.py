@@ -8,6 +8,7 @@ Nothing heavy is imported here, so `--help` and config errors are instant.
 import argparse
 import logging
 import sys
+import time
 
 from mpirunner import __version__
 from mpirunner.config import config_names, describe_configs, resolve_config
@@ -18,6 +19,7 @@ EXIT_USAGE = 2
 EXIT_INVALID = 3
 EXIT_FAILED = 1
 EXIT_CUT_SHORT = 5  # a size failed (out of memory); the sweep stopped there, the file keeps the rest
+QUIET_RANK_DELAY_SECONDS = 1.0  # a rank that does not print a usage error ends this much after rank 0
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -100,8 +102,12 @@ def _is_first_rank():
 
 
 def _usage_error(error):
+    """Rank 0 prints the one line; the other ranks wait a moment before they end, because a launcher
+    (Open MPI's prterun) may end the whole job, and drop rank 0's line, when the first rank exits."""
     if _is_first_rank():
         print(f"mpirunner: error: {error}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(QUIET_RANK_DELAY_SECONDS)
     return EXIT_USAGE
 
 

@@ -114,7 +114,7 @@ def test_another_jobs_datagrams_are_no_sign_of_life():
     stranger = Side(1, root=root.address, token=b"job-0002")
     try:
         assert wait_for(lambda: root.lost, 3 * LIMIT), "a datagram with another token kept rank 1 alive"
-        assert stranger.lost, "rank 0 answered another job's datagram"
+        assert wait_for(lambda: stranger.lost, 3 * LIMIT), "rank 0 answered another job's datagram"
     finally:
         root.close()
         stranger.close()
@@ -150,12 +150,17 @@ SCRIPT = textwrap.dedent("""
     from mpirunner.mpi.liveness import EXIT_LOST_HOST, start_liveness
     comm = MPI.COMM_WORLD
 
+    def say(line):  # to a file too: MPI_Abort may end the launcher before it forwards the last line
+        print(line, flush=True)
+        with open(sys.argv[1], "a") as said:
+            said.write(line + "\\n")
+
     def on_lost(ranks):
-        print(f"rank {comm.rank}: lost {ranks}", flush=True)
+        say(f"rank {comm.rank}: lost {ranks}")
         comm.Abort(EXIT_LOST_HOST) if comm.rank == 0 else os._exit(EXIT_LOST_HOST)
 
     liveness = start_liveness(comm, comm.rank, [socket.gethostname()] * comm.size, on_lost, limit=2.0)
-    print(f"rank {comm.rank}: started {liveness is not None}", flush=True)
+    say(f"rank {comm.rank}: started {liveness is not None}")
     comm.Barrier()
     if comm.rank == 1:
         os.kill(os.getpid(), signal.SIGSTOP)   # alive, but silent: as a host cut off would be
@@ -166,7 +171,7 @@ SCRIPT = textwrap.dedent("""
         if select.select([liveness], [], [], max(0.0, due - time.monotonic()))[0]:
             liveness.readable()
         liveness.tick()
-    print("not noticed", flush=True)
+    say("not noticed")
 """)
 
 
@@ -177,9 +182,10 @@ def test_the_start_under_mpiexec_and_a_stopped_rank(tmp_path):
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.monotonic()
-    result = subprocess.run([mpiexec_path(), "-n", "2", sys.executable, str(script)], cwd=REPO, env=env,
+    said = tmp_path / "said.txt"
+    result = subprocess.run([mpiexec_path(), "-n", "2", sys.executable, str(script), str(said)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=120)
-    text = result.stdout + result.stderr
+    text = f"exit {result.returncode}\n{said.read_text() if said.exists() else ''}\n{result.stdout}{result.stderr}"
     assert "rank 0: started True" in text and "rank 1: started True" in text, text[-2000:]
     assert "rank 0: lost [1]" in text and "not noticed" not in text, text[-2000:]
     assert result.returncode == EXIT_LOST_HOST, text[-2000:]

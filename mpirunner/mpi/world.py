@@ -12,6 +12,7 @@ that proves and what not). Never set it outside tests.
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from mpirunner.errors import UsageError
 
 HOST_OVERRIDE = "MPIRUNNER_TEST_HOST"
+LAST_LINES_SECONDS = 0.25  # before MPI_Abort: time for the launcher to read this rank's last flushed lines
 
 
 def host_name():
@@ -93,6 +95,7 @@ class World:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+        time.sleep(LAST_LINES_SECONDS)  # the launcher forwards what was flushed before MPI_Abort ends it
         self.comm.Abort(code)
 
 
