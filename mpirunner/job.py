@@ -32,7 +32,7 @@ def run_job(config):
     except Exception:  # a bug or a device failure on this rank: never leave the others waiting
         log.error("rank %d on %s failed:\n%s", world.rank, world.host, traceback.format_exc())
         if world.size > 1:
-            guard.fail()  # MPI_Abort: the job ends within seconds; rank 0 says which runs the file keeps
+            guard.ending.after_failure()  # MPI_Abort: every rank ends; rank 0 says which runs the file keeps
         raise
     finally:
         guard.stop()

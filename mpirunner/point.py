@@ -45,7 +45,7 @@ def measure_point(setup, batch_size, keep):
             return _server_points(setup, batch_size, keep, agreement)
         return _measure(setup, batch_size, agreement)
 
-    agreement = SizeAgreement(setup.world, setup.guard.checkpoint)
+    agreement = SizeAgreement(setup.world, setup.guard.checkpoints.reached)
     record, failure = measure_or_fail(agreement, setup.world, measure)
     if record is not None:  # rank 0, outside the agreement: writing the file is not a collective to agree on
         keep(record)

@@ -1,11 +1,8 @@
-"""The load scenarios on a real device (docs/scenarios.md): prepare every batch size the server may form,
-run the seeded schedule on the run's clock, gather every rank's queries and build each point's RunRecord.
+"""The load scenarios on a real device (docs/scenarios.md): prepare every batch size the server may form, run
+the seeded schedule on the run's clock, gather every rank's queries and build each point's Run.
 
-scenarios.py and peak_qps.py hold the engine (no MPI, no torch); this module gives it the backend's steps,
-PerfClock and the MPI agreement: every rank gathers every rank's queries of a point and judges them alike
-(checks/scenario.py, the run's own verdict), so all ranks of a peak search take the same path. Single-stream
-runs through bench.measure (one query = one step of --query-size samples); its queries are derived from the
-step timestamps.
+scenarios.py and peak_qps.py hold the engine; every rank judges every rank's queries of a point alike, so all
+ranks of a peak search take the same path. Single-stream's queries are derived from bench.measure's steps.
 """
 import logging
 import time
@@ -16,8 +13,7 @@ log = logging.getLogger("mpirunner")
 
 
 def single_stream_scenario(gathered, query_size):
-    """The ScenarioRecord of a single-stream run from the gathered step arrays ([ranks, steps], NaN-padded);
-    checks.scenario.scenario_checks(record.attrs, percentile=--percentile) is its verdict's part."""
+    """The ScenarioRecord of a single-stream run from the gathered step arrays ([ranks, steps], NaN-padded)."""
     from mpirunner.scenarios import QueryLog
 
     starts, seconds = gathered["step_start"], gathered["step_seconds"]
@@ -49,18 +45,16 @@ def _scenario_record(queries, scenario, summary_args):
 
 
 class PreparedSteps:
-    """One ready step per batch size the server may form: compiled/captured, warmed up, its inputs pooled.
+    """One ready step per batch size the server may form: compiled/captured, warmed up, its inputs pooled. A rank
+    out of memory while preparing a size meets the others at that size's next point of `agreement` (the inputs,
+    the lag check, the closing barrier): all leave together and the size becomes a failed run."""
 
-    With its SizeAgreement (mpi/agreement.py), a rank out of memory while preparing any size (its inputs, its
-    step, the first call, the warm-up) meets the other ranks at that size's next agreement point: making the
-    inputs, the lag check after making the step, or the barrier that ends the size. All leave together
-    (SizeFailed), and the batch size becomes a failed run, as an offline size does."""
-
-    def __init__(self, config, world, backend, model, faults, max_batch, agreement):
+    def __init__(self, setup, max_batch, agreement):
         from mpirunner.data import make_input_source, step_shape
         from mpirunner.errors import UsageError
         from mpirunner.scenarios import prepared_batch_sizes
 
+        config, world, backend, model = setup.config, setup.world, setup.backend, setup.model
         self.sizes = prepared_batch_sizes(max_batch)
         self.steps, self.sources = {}, {}
         self.compile_seconds, self.slowest_step_seconds = 0.0, 0.0
@@ -73,7 +67,7 @@ class PreparedSteps:
                 raise UsageError(f"--scenario {config.scenario} needs each step to return its own query's outputs; "
                                  f"add --min-latency (no IO overlap on {backend.name})")
             source.follow(backend_step)
-            step = source.observe(faults.wrap_step(backend_step))
+            step = source.observe(setup.faults.wrap_step(backend_step))
             begin = time.perf_counter()
             step(source.next_input())  # the first call compiles / captures: timed on its own
             self.compile_seconds = max(self.compile_seconds, time.perf_counter() - begin)
@@ -104,20 +98,18 @@ class ServingFailed(RuntimeError):
     point follows, so it takes the job's failure path, even when memory ran out (its cause says what happened)."""
 
 
-def server_points(config, world, backend, model, batch_size, guard, faults, *, name, point, flops_per_sample,
-                  roofs, keep, agreement):
-    """Run the server scenario (one --target-qps, or a --find-peak-qps search), every rank alike; rank 0
-    hands each point's Run to `keep` as soon as the point is measured, so a search stopped part way
-    keeps its finished points (peak_qps NaN until the search ends, then amended to the peak it found).
+def server_points(setup, name, batch_size, keep, agreement):
+    """Run the server scenario (one --target-qps, or a --find-peak-qps search), every rank alike; rank 0 hands
+    each point's Run to `keep` as soon as it is measured, so a search stopped part way keeps its finished points
+    (peak_qps NaN until the search ends, then amended to the peak it found).
 
-    agreement (mpi/agreement.py's SizeAgreement, under measure_or_fail): running out of memory while preparing the
-    batch sizes is agreed by every rank, and the batch size becomes a failed run (exit 5). After preparation
-    an error is a ServingFailed (the job's failure path), never an out-of-memory error that measure_or_fail
-    would answer with a collective the other ranks are not in."""
-    prepared = PreparedSteps(config, world, backend, model, faults, batch_size, agreement)
+    Out of memory while preparing is agreed by every rank (`agreement`) and the size becomes a failed run. After
+    preparation an error is a ServingFailed, never an out-of-memory error that measure_or_fail would answer with
+    a collective the other ranks are not in."""
+    world = setup.world
+    prepared = PreparedSteps(setup, batch_size, agreement)
     try:
-        _serve_prepared(config, world, backend, batch_size, guard, prepared, name=name, point=point,
-                        flops_per_sample=flops_per_sample, roofs=roofs, keep=keep)
+        _serve_prepared(setup, name, batch_size, prepared, keep)
     except Exception as error:
         from mpirunner.mpi.oom import is_out_of_memory
 
@@ -127,13 +119,14 @@ def server_points(config, world, backend, model, batch_size, guard, faults, *, n
                             "after preparing it (the cause is above)") from error
 
 
-def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name, point, flops_per_sample, roofs,
-                    keep):
+def _serve_prepared(setup, name, batch_size, prepared, keep):
     """server_points' measurement once every batch size is prepared: the point(s), gathered, judged and kept."""
     from mpirunner.peak_qps import PointOutcome, find_peak_qps
     from mpirunner.scenarios import (PerfClock, concatenate_logs, drain_bound_seconds, poisson_schedule, rank_share,
                                      run_server, schedule_rng, search_point_seconds)
 
+    config, world, backend, guard = setup.config, setup.world, setup.backend, setup.guard
+    point = setup.point(batch_size)
     slowest = world.max(prepared.slowest_step_seconds)
     drain_seconds = drain_bound_seconds(slowest)
     bound = config.latency_bound / 1e3 if config.latency_bound is not None else None
@@ -141,7 +134,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
 
     def point_seconds(total_qps):
         """A search point runs long enough for scenarios.point_queries; one --target-qps run keeps --min-duration
-        as asked (its verdict says when that was too few queries)."""
+        (its verdict says when that was too few queries)."""
         if not config.find_peak_qps:
             return config.min_duration
         return search_point_seconds(total_qps, config.min_duration, config.percentile, world.size)
@@ -152,7 +145,7 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
         clock = PerfClock()
         queries = run_server(prepared.run, clock, schedule, batch_size, config.max_batch_wait_ms / 1e3, duration,
                              drain_seconds, rank=world.rank)
-        guard.checkpoint()
+        guard.checkpoints.reached()
         return queries
 
     def record_of(queries, scenario, point_name):
@@ -166,13 +159,13 @@ def _serve_prepared(config, world, backend, batch_size, guard, prepared, *, name
         if not world.is_root:
             return None
         return build_run(point_name, point, Gathered(gathered, rank_values, int(gathered["step_seconds"].shape[1])),
-                         DeviceFacts(report.attrs, backend.batch_latency_is_device_time(), flops_per_sample, roofs),
+                         DeviceFacts(report.attrs, backend.batch_latency_is_device_time(), setup.flops_per_sample,
+                                     setup.roofs),
                          Judging(ValidityRules.from_config(config),
                                  scenario_checks=scenario_checks(scenario.attrs, drain_seconds)), scenario)
 
     def measure(total_qps, point_name):
-        """Serve one load -> PointOutcome: every rank's queries and the verdict, the same on every rank (all
-        judge the same gathered queries), and rank 0's Run (None elsewhere)."""
+        """Serve one load -> PointOutcome, the same on every rank (rank 0's Run, None elsewhere)."""
         from mpirunner.checks.scenario import scenario_reasons
 
         duration = point_seconds(total_qps)

@@ -74,7 +74,7 @@ def test_a_peer_that_ends_mid_run_ends_the_job_after_the_grace(capsys, monkeypat
     peer, ended = _sleeper(), []
     guard = _guard_of(peer, ended)
     try:
-        guard.kept, guard.path = ["bs00001"], "out.h5"
+        guard.ending.kept, guard.ending.path = ["bs00001"], "out.h5"
         guard.run_started("bs00002")
         peer.kill()
         died = time.monotonic()

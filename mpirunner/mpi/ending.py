@@ -1,9 +1,7 @@
 """Ending the job: what the file keeps, and how every rank stops at once.
 
-Rank 0 writes the file atomically under a lock (writing), so a signal or a timeout that ends the job waits
-for a write in progress, then says in one line what happened, which finished runs the file keeps and which
-run is discarded. Then MPI_Abort ends every rank with the job's exit status: a failing rank must never leave
-others waiting in a collective.
+Rank 0 writes the file atomically under a lock (writing), so an ending waits for a write in progress, then
+says in one line what happened and what the file keeps; then MPI_Abort ends every rank with the job's status.
 """
 import os
 import sys
@@ -35,7 +33,6 @@ class JobEnd:
             self.path = path
 
     def kept_text(self):
-        """What the file holds now, for messages on rank 0."""
         if not self.kept:
             return "no run had finished; nothing was written"
         return f"kept the finished run(s) {', '.join(self.kept)} in {self.path}"
@@ -49,7 +46,7 @@ class JobEnd:
             time.sleep(ABORT_DELAY_SECONDS)  # the launcher forwards the traceback before MPI_Abort ends its relay
         self.now(code)
 
-    def from_root(self, event, code, running, consequence=""):
+    def from_root(self, event, code, running=lambda: None, consequence=""):
         """Rank 0, once a write in progress is done: one line with what happened, during which run, what the
         file keeps and which run is discarded; then the job ends with `code`. running() names the run in
         progress once the write is done (None: between runs)."""

@@ -1,21 +1,9 @@
-"""Keep a job from hanging or losing results: the --timeout watchdog and clean ends on SIGTERM/SIGINT.
-(The test-only fault injection, MPIRUNNER_FAULT, is faults.py.)
+"""Keep a job from hanging or losing results: the --timeout watchdog, clean ends on SIGTERM/SIGINT, a rank of
+the host that ended, a host that dropped off (docs/failure-behaviour.md says what each does).
 
-One guard per rank. Its thread (watchdog.py) sleeps until a signal (signals.py), a peer's end or the current
-run's deadline, so it reacts even while the main thread is blocked inside an MPI collective or a long device
-call. What it then does is decided here; checkpoints.py tracks which ranks are behind, ending.py ends the job:
-
-- Timeout: rank 0, at the deadline, names the run and the ranks that did not report (each rank reports every
-  collective it reaches and the end of its steps; the ranks behind the others are the ones everyone waits
-  for) and calls MPI_Abort. The other ranks act 5 s later, in case rank 0 itself is stuck.
-- SIGTERM/SIGINT: rank 0 waits for a file write in progress to finish (writes are atomic), says which
-  finished runs the file keeps, and ends the job (MPI_Abort with 128 + signal number). The other ranks wait
-  for rank 0 to do that, and end the job themselves after 3 s if it does not.
-- A rank of the same host ends while the job still needs it (peers.py): unless this rank's guard stops too
-  within 2 s (the end of a job; 7 s on ranks other than 0, so rank 0 speaks first), the job is ended
-  (MPI_Abort with status 1) instead of waiting in a collective for a dead rank.
-- A host drops off (liveness.py: a UDP heartbeat with rank 0, read and sent by the guard thread): rank 0 names
-  the lost host and ends the job (MPI_Abort with status 6); a rank cut off from rank 0 ends itself.
+One guard per rank. Its thread (watchdog.py) wakes on a signal (signals.py), a peer's end (peers.py), the
+heartbeat (liveness.py) or the current run's deadline, even while the main thread is blocked in MPI or a long
+device call. What it then does is decided here; checkpoints.py names the ranks behind, ending.py ends the job.
 """
 import logging
 import os
@@ -30,21 +18,20 @@ from mpirunner.mpi.watchdog import Watchdog
 
 log = logging.getLogger("mpirunner")
 
-__all__ = ["EXIT_FAILED", "EXIT_TIMEOUT", "Guard", "start_guard"]
-
 BACKSTOP_SECONDS = 5.0   # other ranks act this long after rank 0 should have, for a timeout
 SIGNAL_GRACE_SECONDS = 3.0
 PEER_GRACE_SECONDS = 2.0  # a rank that ended this long before this rank stopped its guard was still needed
 
 
 class Guard:
-    """The per-rank watchdog and signal handler of one job; see the module docstring."""
+    """The per-rank watchdog and signal handler of one job. Its parts serve callers directly: `ending` (the
+    file's kept runs, writing, after_failure) and `checkpoints` (reached)."""
 
     def __init__(self, world, timeout=None):
         self.world = world
         self.timeout = timeout
         self.run_name = None        # the run in progress (None: between runs)
-        self.ending = JobEnd(world)  # the file's kept runs (rank 0), and the ways the job ends
+        self.ending = JobEnd(world)
         self.checkpoints = Checkpoints(world, None, timeout)
         self._deadline = None
         self._state = threading.RLock()
@@ -54,11 +41,10 @@ class Guard:
         self._liveness = None       # the heartbeat with rank 0 (liveness.py), or None
         self._watchdog = Watchdog(self._due, self._on_signal, self._on_peer_ended, self._on_timeout, self._stopping)
 
-    # ---- life cycle (main thread)
-
     def start(self):
         """Collective: every rank calls it once, right after the world is set up."""
         if self.world.size > 1:
+            from mpirunner.mpi.liveness import start_liveness
             from mpirunner.mpi.peers import open_peer_watches, process_identity
 
             comm = self.world.comm.Dup()
@@ -66,8 +52,6 @@ class Guard:
             gathered = comm.allgather((self.world.host, process_identity()))
             self._hosts = [host for host, _ in gathered]
             self._peers = open_peer_watches([identity for _, identity in gathered], self.world.rank)
-            from mpirunner.mpi.liveness import start_liveness
-
             self._liveness = start_liveness(comm, self.world.rank, self._hosts, self._on_lost)
         self._watchdog.start(self._peers, self._liveness)
         return self
@@ -90,24 +74,6 @@ class Guard:
             self._liveness = None
             bound_finalize()  # MPI_Finalize at exit cannot wait for a host lost now
 
-    # ---- runs and the file (main thread)
-
-    @property
-    def kept(self):
-        return self.ending.kept
-
-    @kept.setter
-    def kept(self, names):
-        self.ending.kept = names
-
-    @property
-    def path(self):
-        return self.ending.path
-
-    @path.setter
-    def path(self, path):
-        self.ending.path = path
-
     def run_started(self, name):
         """A run begins: arm the deadline and clear the ranks' progress."""
         with self._state:
@@ -116,35 +82,20 @@ class Guard:
             self._deadline = time.monotonic() + self.timeout if self.timeout else None
         self._watchdog.wake()
 
-    def checkpoint(self):
-        """This rank reached a point every rank must reach (a collective, the end of its steps)."""
-        self.checkpoints.reached()
-
     def at_checkpoint(self, collective):
         """`collective`, preceded by a checkpoint (for the barrier and the stop-rule reduction of bench)."""
 
         def checked(*args):
-            self.checkpoint()
+            self.checkpoints.reached()
             return collective(*args)
 
         return checked
-
-    def writing(self, name, path):
-        """Context for rank 0's write of the file: a signal waits until it is done; then `name` is kept."""
-        return self.ending.writing(name, path)
 
     def run_finished(self):
         with self._state:
             self._deadline = None
             self.run_name = None
             self.checkpoints.run_finished()
-
-    def kept_text(self):
-        return self.ending.kept_text()
-
-    def fail(self, code=EXIT_FAILED):
-        """After an exception on this rank (already logged): end every rank of the job now."""
-        self.ending.after_failure(code)
 
     # ---- what the guard thread does
 
@@ -161,10 +112,8 @@ class Guard:
             name = self.run_name
             missing = self.checkpoints.behind(self._hosts) if self.world.is_root else ""
         if self.world.is_root:
-            with self.ending.lock:
-                print(f"mpirunner: run {name} exceeded --timeout {self.timeout:g} s; rank(s) that did not report: "
-                      f"{missing}; aborting the job; {self.kept_text()}", file=sys.stderr, flush=True)
-                self.ending.now(EXIT_TIMEOUT)
+            self.ending.from_root(f"run {name} exceeded --timeout {self.timeout:g} s; rank(s) that did not report: "
+                                  f"{missing}", EXIT_TIMEOUT, consequence="; aborting the job")
             return
         log.error("run %s exceeded --timeout %g s (+%g s backstop) and rank 0 did not end the job; aborting it",
                   name, self.timeout, BACKSTOP_SECONDS)

@@ -28,8 +28,8 @@ class SweepFile:
         if earlier is not None:
             self.job = earlier.resumed_job(job)
             self.runs = dict(earlier.runs)
-            guard.kept.extend(sorted(self.runs))
-            guard.path = path
+            guard.ending.kept.extend(sorted(self.runs))
+            guard.ending.path = path
 
     def keep(self, run, world_size):
         """Add a Run (measured or failed), rewrite the file, print the run's block or its failure line."""
@@ -59,11 +59,11 @@ class SweepFile:
 
         job = self.job.with_runs(self.runs.values())
         try:
-            with self.guard.writing(name, self.path):  # a signal waits for the write, then keeps this run
+            with self.guard.ending.writing(name, self.path):  # a signal waits for the write, then keeps this run
                 write_job(self.path, job)
         except OSError as error:
             self.write_error = (f"could not write run {name} to {self.path}: {error.strerror or error}; "
-                                f"{self.guard.kept_text()}")
+                                f"{self.guard.ending.kept_text()}")
             return False
         return True
 
