@@ -1,13 +1,8 @@
-"""The measured loop: the first call timed alone, warm-up steps, a barrier, then timed steps.
+"""The measured loop: the first call timed alone, warm-up steps, a barrier, then timed steps (raw timings only).
 
-bench returns raw timings only; every statistic is derived later from these arrays (stats.py).
-Inputs are fetched before each step's clock starts, so making data is never timed.
-
-How long to measure is not decided here. As in torch.utils.benchmark's adaptive_autorange, a
-*stop rule* is a function handed to the loop: after each window of steps it says how many more
-steps this rank wants (0 = enough), and `decide` (the job passes an MPI max-reduction) turns the
-ranks' wishes into one answer, so every rank always runs the same number of steps. This module
-knows nothing about MPI: `barrier` and `decide` are plain callables.
+Inputs are fetched before each step's clock starts. As in torch.utils.benchmark's adaptive_autorange, a
+*stop rule* says after each window how many more steps this rank wants (0 = enough), and `decide` (an MPI
+max-reduction in the job; no MPI here) makes it one answer, so every rank runs the same number of steps.
 """
 import math
 import time
@@ -21,13 +16,8 @@ STABLE_WINDOWS = 3  # --until-stable: this many consecutive windows must agree, 
 
 @dataclass
 class Timings:
-    """Raw timings of one rank for one run. Times in seconds; step_start relative to the barrier exit.
-
-    barrier_wait_seconds: how long this rank waited in a second barrier right after reading its
-    origin; across ranks, max - min of it estimates the skew of the origins (see measure).
-    windows: how many windows (blocks of steps asked for at once; one without a stop rule) were
-    measured; kept_windows of them are in the arrays. measured_steps counts every timed step, kept or not.
-    """
+    """Raw timings of one rank for one run, in seconds; step_start relative to the barrier exit.
+    windows were measured (blocks of steps asked for at once), kept_windows of them are in the arrays."""
 
     compile_seconds: float
     step_start: np.ndarray
@@ -40,11 +30,8 @@ class Timings:
 
 
 def windows_agree(windows, percentage):
-    """True when every window's mean and median step time lie within `percentage` % of the windows' average.
-
-    The mean stands for throughput and the median for latency, the two quantities perf_analyzer
-    requires to agree across its last three measurement windows.
-    """
+    """True when every window's mean (throughput) and median (latency) step time lie within `percentage` % of
+    the windows' average, as perf_analyzer requires of its last three windows."""
     if len(windows) < 2:
         return False
     limit = percentage / 100.0
@@ -94,23 +81,13 @@ def choose_stop_rule(iterations, until_stable, stability_percentage, max_windows
     return None, None
 
 
-def _no_reduction(wanted):
-    return wanted
-
-
 def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
-            stop_rule=None, decide=_no_reduction, keep_last_windows=None):
-    """Run and time one configuration on this rank.
+            stop_rule=None, decide=lambda wanted: wanted, keep_last_windows=None):
+    """Run and time one configuration on this rank. step(input) -> (outputs, micro-batch latencies);
+    stop_rule(window_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`).
 
-    step(input) -> (outputs, micro-batch latencies); source.next_input() -> the next step's input;
-    barrier() aligns the ranks before timing starts; on_step(i) reports progress.
-    stop_rule(window_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`);
-    decide(wanted) -> the steps every rank runs next (must be called on all ranks alike);
-    keep_last_windows: keep only the steps of the last N windows in the returned arrays.
-
-    Clock: perf_counter_ns on each rank; the origin is read right after the barrier. A second
-    barrier follows: the rank whose origin was earliest waits longest in it, so max - min of the
-    waits over ranks estimates the origin skew on each rank's own clock (no common clock needed).
+    The origin is read right after a barrier; in a second barrier the rank whose origin was earliest waits
+    longest, so max - min of the waits over ranks estimates the origins' skew without a common clock.
     """
     first_input = source.next_input()
     start = time.perf_counter_ns()

@@ -1,6 +1,5 @@
-"""What the runner shows while it runs: per-rank logging, the progress bar, and the lines of the checks
-made after a run's timed steps (the output check; accuracy is in the run block). The per-run block and the sweep table are
-report/text.py's, shared with mpirunner-report."""
+"""What the runner shows while it runs: per-rank logging, the progress bar, the first step's progress and the
+output check's line (the run block is runfile/block.py's)."""
 import logging
 import sys
 
@@ -28,12 +27,8 @@ def progress_wanted(progress, no_progress, stream=None):
 
 
 def progress_bar(world, no_progress, total, description):
-    """on_step callback drawing a tqdm bar on rank 0 (stderr); None elsewhere or when `no_progress`
-    (see progress_wanted).
-
-    The bar's clock restarts at the first timed step, so its rate is not diluted by the first call
-    (compilation) and the warm-up, which it shows as a phase of their own. Call .close() when done.
-    """
+    """on_step callback drawing a tqdm bar on rank 0 (stderr); None elsewhere or when `no_progress`. The bar
+    restarts at the first timed step, so the first call and the warm-up do not dilute its rate."""
     if not world.is_root or no_progress:
         return None
     from tqdm import tqdm
@@ -47,15 +42,9 @@ def progress_bar(world, no_progress, total, description):
             bar.reset(total=total)
         bar.update(1)
 
-    def describe(text):  # from another thread too (the first step's ticker): tqdm holds its own lock
-        bar.set_description_str(text, refresh=True)
-
-    def pause():  # erase the bar, so that a log line is not written onto it
-        bar.clear()
-
     on_step.close = bar.close
-    on_step.describe = describe
-    on_step.pause = pause
+    on_step.describe = lambda text: bar.set_description_str(text, refresh=True)  # other threads too: tqdm locks
+    on_step.pause = bar.clear  # erase the bar, so that a log line is not written onto it
     on_step.description = f"{description}: compile + warm-up"
     return on_step
 
@@ -74,10 +63,8 @@ def duration_text(seconds):
 
 
 def first_step_line(point, estimate, max_chars=160):
-    """The line said before a long point's first step: what is computed, the step's size, the first estimate.
-
-    point: the RunPoint (model, precision, dtype, batch size, device iterations, replicas); estimate: a
-    first_step.StepEstimate, or None when there is none (the line then says so)."""
+    """The line said before a long point's first step (a RunPoint): what is computed, the step's size and the
+    first_step.StepEstimate (or None)."""
     if estimate is None:
         guess = "no estimate before the first step"
     else:
@@ -91,41 +78,25 @@ def first_step_line(point, estimate, max_chars=160):
     return line if len(line) <= max_chars else f"{head}; {guess}"[:max_chars]
 
 
-class Ticker:
-    """A thread that calls show(elapsed_seconds) every `interval` seconds from start() until stop()."""
-
-    def __init__(self, show, interval=0.5):
-        import threading
-
-        self.show, self.interval = show, interval
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="mpirunner-first-step", daemon=True)
-
-    def _run(self):
-        import time
-
-        start = time.perf_counter()
-        while not self.stopped.wait(self.interval):
-            self.show(time.perf_counter() - start)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join()
-
-
 class FirstCallProgress:
-    """The progress bar while a long first call runs: every `interval` s a Ticker rewrites its description, e.g.
+    """The progress bar while a long first call runs: every `interval` s a thread rewrites its description, e.g.
     'batch 12: first step 41 s of ~5 min, micro-batch 3/128, ~9 min left' (micro-batches where the backend lets
     them be counted: `counter`, with .done, .total and .remove()). stop() ends it and erases the bar (a line is
     said next); resume() gives the bar back its warm-up description."""
 
     def __init__(self, progress, description, estimate, counter=None, interval=0.5):
+        import threading
+
         self.progress, self.description, self.estimate, self.counter = progress, description, estimate, counter
-        self.ticker = Ticker(self.show, interval)
+        self.interval, self.stopped = interval, threading.Event()
+        self.thread = threading.Thread(target=self._tick, name="mpirunner-first-step", daemon=True)
+
+    def _tick(self):
+        import time
+
+        start = time.perf_counter()
+        while not self.stopped.wait(self.interval):
+            self.show(time.perf_counter() - start)
 
     def show(self, elapsed_seconds):
         text = f"{self.description}: first step {duration_text(elapsed_seconds)}"
@@ -138,11 +109,12 @@ class FirstCallProgress:
         self.progress.describe(text)
 
     def start(self):
-        self.ticker.start()
+        self.thread.start()
         return self
 
     def stop(self):
-        self.ticker.stop()
+        self.stopped.set()
+        self.thread.join()
         if self.counter is not None:
             self.counter.remove()
         self.progress.pause()
@@ -152,8 +124,8 @@ class FirstCallProgress:
 
 
 def watch_first_call(step, steps_after, description, during=None):
-    """The step, its first call watched: during() -> a started FirstCallProgress (or None), stopped when the call
-    returns; then a line says how long the call took and how long the `steps_after` calls that follow will take."""
+    """The step, its first call watched by during() (a started FirstCallProgress, or None); then a line says how
+    long the call took and how long the `steps_after` calls that follow will take."""
     import time
 
     calls = [0]
@@ -179,20 +151,12 @@ def watch_first_call(step, steps_after, description, during=None):
     return step_with_watch
 
 
-def check_line(check):
-    """The line a check made after the timed steps prints on rank 0 (None for checks that print nothing)."""
-    a = check.attrs
-    if check.name == "output_check":
-        return (f"output check vs float32 eager reference: max abs error {a['output_check_max_abs_error']:.3g}, "
-                f"relative error {a['output_check_rel_error']:.3g}, top-1 agreement "
-                f"{100 * a['output_check_top1_agreement']:.1f}% "
-                f"({100 * a['output_check_top1_agreement_within_ties']:.1f}% within ties): "
-                f"{'passed' if check.passed else 'FAILED'}")
-    return None
-
-
 def print_check(check):
-    """Print a check's line at once (rank 0 holds the check; other ranks pass None)."""
-    line = check_line(check) if check is not None else None
-    if line:
-        print(line, flush=True)
+    """Print the output check's line at once (rank 0 holds the check; other ranks pass None)."""
+    if check is not None and check.name == "output_check":
+        a = check.attrs
+        print(f"output check vs float32 eager reference: max abs error {a['output_check_max_abs_error']:.3g}, "
+              f"relative error {a['output_check_rel_error']:.3g}, top-1 agreement "
+              f"{100 * a['output_check_top1_agreement']:.1f}% "
+              f"({100 * a['output_check_top1_agreement_within_ties']:.1f}% within ties): "
+              f"{'passed' if check.passed else 'FAILED'}", flush=True)

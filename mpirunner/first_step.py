@@ -1,21 +1,9 @@
 """A first estimate of a point's step time, before its first step: is the step long enough to announce?
 
-The estimate is the step's FLOPs (FLOPs per sample, counted once per job, x the step's samples) over
-CNN_SHARE of a quick GEMM rate of the rank's device in the run's compute dtype (quick_gemm_rate: 0.3 s
-for float32 and under 1 s for software float16 on a 2-core CPU; measured once per job and dtype, and only
-for a step of more than threshold x FLOOR_FLOPS FLOPs).
-With --measure-peak the job's own GEMM roof is used instead. No forward pass is run: a one-sample probe
-of efficientnet-b4 in software float16 takes 5-10 s on such a CPU, and a probe of another shape would
-recompile a torch.compile'd model.
-
-The estimate is coarse. CNNs reach 0.3 (EfficientNet-B0) to 1.0 (ResNet-50, compiled) of the GEMM
-peak (benchmarks/RESULTS.md), hence CNN_SHARE = 0.5; a model of few FLOPs (32 px images) is bound by
-per-layer overhead that FLOPs do not see, and load on the machine during the quick GEMM moves it
-(benchmarks/first_step_estimate.py sets the estimate against the measured first step). It says which
-order of magnitude to expect; the first step's measured time is logged after it.
-
-A step is long when the estimate exceeds MPIRUNNER_LONG_STEP_SECONDS (default 10 s); a config written
-for another device family (--device cpu on an -mk2 config) is always announced.
+The step's FLOPs over CNN_SHARE of a quick GEMM rate of the rank's device in the compute dtype (or the
+--measure-peak roof); docs/methodology-and-validity.md ("A long first step"). No forward pass is run: a
+one-sample probe of efficientnet-b4 in software float16 takes 5-10 s on a 2-core CPU, and a probe of
+another shape would recompile a torch.compile'd model.
 """
 import logging
 import math
@@ -29,13 +17,13 @@ LONG_STEP_SECONDS = 10.0
 GEMM_SIZE = 1024
 GEMM_SECONDS = 0.25
 SLOW_CALL_SECONDS = 0.1
-CNN_SHARE = 0.5  # the share of the GEMM rate a CNN's forward pass is taken to reach
+CNN_SHARE = 0.5  # CNNs reach 0.3 (EfficientNet-B0) to 1.0 (ResNet-50, compiled) of it (benchmarks/RESULTS.md)
 FLOOR_FLOPS = 0.5e9  # no device is slower (software bfloat16 on a 2-core CPU: about 1 GFLOP/s); below it: no GEMM
 
 
 def long_step_seconds(environ=None):
-    """The threshold above which a step is announced (MPIRUNNER_LONG_STEP_SECONDS, default 10 s). Read on rank 0
-    alone, between collectives, so a value that is not a number >= 0 is warned about and the default used."""
+    """The threshold above which a step is announced. Read on rank 0 alone, between collectives, so a value that
+    is not a number >= 0 is warned about and the default used."""
     env = os.environ if environ is None else environ
     text = env.get(LONG_STEP_VARIABLE, "")
     if not text:
@@ -54,11 +42,10 @@ _gemm_rates = {}
 
 
 def quick_gemm_rate(dtype, device):
-    """FLOP/s of square matmuls in `dtype` on `device`, timed once per job and dtype. Sizes grow from 256 to
-    GEMM_SIZE: at each, one call is timed after a warm one, and a call of SLOW_CALL_SECONDS or more gives the
-    rate (software float16 on a CPU is slow at 512 already, and far slower per FLOP at 1024: 0.2 GFLOP/s); at
-    GEMM_SIZE the best batch of calls timed for GEMM_SECONDS does. Smaller GEMMs suffer far more from other
-    load on shared cores (2 cores at a load of 6: 384-cubed 1-5 GFLOP/s, 1024-cubed 11-14; quiet: 150)."""
+    """FLOP/s of square matmuls in `dtype` on `device`, timed once per job and dtype. Sizes grow from 256: the
+    first whose one call takes SLOW_CALL_SECONDS gives the rate (software float16 on a CPU is slow at 512
+    already), else the best batch at GEMM_SIZE. Smaller GEMMs suffer far more from other load on shared cores
+    (2 cores at a load of 6: 384-cubed 1-5 GFLOP/s, 1024-cubed 11-14; quiet: 150)."""
     from mpirunner.peak import gemm_rates
 
     key = (str(dtype), str(device))
@@ -94,8 +81,7 @@ def _one_call_seconds(dtype, device, size):
 
 @dataclass(frozen=True)
 class StepEstimate:
-    """The first estimate of one point: seconds a step, and how many steps the point runs (first call,
-    warm-up, timed steps; 'at least' under --until-stable)."""
+    """Seconds a step, and how many steps the point runs ('at least' under --until-stable)."""
 
     step_seconds: float
     steps: int
@@ -120,11 +106,8 @@ def point_steps(config, step_seconds):
 
 def estimate_step(config, samples_per_step, flops_per_sample, rate=None, rate_of=None, threshold=None,
                   always=False):
-    """The StepEstimate of a point when its step is long (or `always`), else None.
-
-    rate: a known FLOP/s (the job's --measure-peak roof); rate_of(): measures one (quick_gemm_rate), called
-    only when the step's FLOPs could take longer than `threshold` even at FLOOR_FLOPS.
-    """
+    """The StepEstimate of a point when its step is long (or `always`), else None. rate: a known FLOP/s;
+    rate_of(): measures one, called only when the step could take longer than `threshold` at FLOOR_FLOPS."""
     threshold = long_step_seconds() if threshold is None else threshold
     step_flops = float(flops_per_sample or 0) * samples_per_step
     if not always and step_flops < threshold * FLOOR_FLOPS:

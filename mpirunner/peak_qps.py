@@ -1,17 +1,8 @@
 """The peak-QPS search (--find-peak-qps): the highest total load a server holds, and the interval it lies in.
 
-Like scenarios.py, this knows nothing about MPI or torch. run_point(target_qps) serves one load and returns a
-PointOutcome: every rank's queries, the issuing window and the point's verdict. The caller judges the point
-(serve.py: the run's own verdict, checks/scenario.py, so a point passes exactly when its run group is VALID)
-and hands every rank the same outcome, so all ranks take the same path. Loads are bracketed by doubling (or
-halving), then bisected until the two ends cannot be told apart within the points' own noise (docs/scenarios.md):
-- by load: the gap is within 1/sqrt(queries) of the lower end (the relative spread of a Poisson count of that
-  many queries: loads closer than that offer arrival patterns a run cannot tell apart), or
-- by latency: the failing end's percentile is not above the passing end's at 99% confidence (the passing
-  end's upper bound reaches the failing end's lower bound, distribution-free order statistics).
-Below a failing start the search halves at most down to 1/16 of it, and stops at once when no lower load can
-pass: when the queries that found their rank idle (they waited for nothing) already have their percentile
-over the bound at 99% confidence, a lower load only makes more queries find it idle.
+No MPI, no torch: run_point(target_qps) serves one load and returns a PointOutcome that is the same on every
+rank (serve.py judges it as the run group's own verdict), so all ranks take the same path. Loads are bracketed
+by doubling (or halving), then bisected until the two ends cannot be told apart (docs/scenarios.md).
 """
 import math
 from dataclasses import dataclass
@@ -27,8 +18,8 @@ PEAK_LOWEST_SHARE = 1 / 16  # a search that fails from its start tries loads dow
 
 @dataclass
 class PointOutcome:
-    """One served load, the same on every rank: every rank's QueryLog, its issuing window, whether it passed
-    (its verdict) and what the caller keeps with it (rank 0's record)."""
+    """One served load, the same on every rank: every rank's QueryLog, its issuing window, its verdict and what
+    the caller keeps with it (rank 0's record)."""
 
     queries: object
     duration_seconds: float
@@ -38,9 +29,8 @@ class PointOutcome:
 
 @dataclass
 class PeakPoint:
-    """One measured point: the load asked for and the load offered (scheduled queries / window), its query
-    count, the percentile (s) with its 99% distribution-free bounds (NaN with too few queries), its verdict, and
-    the lower bound of the percentile over the queries that found their rank idle (NaN with too few of them)."""
+    """One measured point: loads asked for and offered, its queries, the percentile (s) with its 99% bounds, its
+    verdict, and the lower bound of the percentile over the queries that found their rank idle (NaN: too few)."""
 
     target_qps: float
     offered_qps: float
@@ -55,8 +45,7 @@ class PeakPoint:
 
 @dataclass
 class PeakSearch:
-    """The search's outcome. peak_qps: the highest passing offered load below the lowest failing one (None if
-    no load passed); peak_qps_high: that lowest failing offered load (None if none failed); why it stopped."""
+    """The search's outcome: peak_interval's two loads (None where there is none), its points, why it stopped."""
 
     peak_qps: Optional[float]
     peak_qps_high: Optional[float]
@@ -65,9 +54,8 @@ class PeakSearch:
 
 
 def percentile_bounds(latency_seconds, percentile):
-    """(low, high): 99% lower and upper confidence bounds of the percentile, order statistics chosen by the
-    binomial (stats.upper_bound_rank; the lower one by symmetry: the (100 - q)-th percentile's upper rank
-    counted from the top). +inf latencies (unserved queries) count as over any bound; NaN with too few."""
+    """(low, high): 99% confidence bounds of the percentile by stats.upper_bound_rank (the lower one by symmetry,
+    counted from the top); +inf latencies (unserved) count as over any bound; NaN with too few."""
     from mpirunner.stats import upper_bound_rank
 
     ordered = np.sort(np.asarray(latency_seconds, dtype=np.float64).ravel())
@@ -79,9 +67,8 @@ def percentile_bounds(latency_seconds, percentile):
 
 
 def peak_interval(points):
-    """(peak_qps, peak_qps_high) over measured points: the lowest failing offered load, and the highest passing
-    offered load below it. A pass above a failure (a curve that is not monotone within the noise) never raises
-    the peak: the peak is always below every load that failed."""
+    """(peak_qps, peak_qps_high): the highest passing offered load below the lowest failing one, and that one.
+    A pass above a failure (not monotone within the noise) never raises the peak."""
     failing = [point.offered_qps for point in points if not point.passed]
     high = min(failing) if failing else None
     passing = [point.offered_qps for point in points if point.passed and (high is None or point.offered_qps < high)]
@@ -89,7 +76,8 @@ def peak_interval(points):
 
 
 def indistinguishable(passing, failing):
-    """Why two neighbouring points cannot be told apart within their own noise, or None (module docstring)."""
+    """Why two neighbouring points cannot be told apart, or None: the gap in load is within 1/sqrt(queries)
+    (the spread of a Poisson count), or their percentiles' 99% bounds overlap."""
     queries = min(passing.queries, failing.queries)
     if queries and failing.offered_qps - passing.offered_qps <= passing.offered_qps / math.sqrt(queries):
         return (f"{passing.offered_qps:.1f} and {failing.offered_qps:.1f} QPS are within 1/sqrt({queries}) of "
@@ -102,10 +90,10 @@ def indistinguishable(passing, failing):
 
 def find_peak_qps(run_point: Callable, start_qps, percentile=99.0, bound_seconds=None, max_points=PEAK_MAX_POINTS,
                   min_qps=None):
-    """Highest total load whose point passes: bracket from start_qps (doubling after a pass, halving after a
-    failure, down to min_qps, default start_qps x PEAK_LOWEST_SHARE, or until the idle queries of a failing
-    point are over bound_seconds when given), then bisect the bracket until its ends are indistinguishable or
-    max_points points were measured. run_point(target_qps) -> PointOutcome."""
+    """Highest total load whose point passes: bracket from start_qps (halving down to min_qps, default
+    start_qps x PEAK_LOWEST_SHARE), then bisect until the ends are indistinguishable or max_points were run.
+    Below a failing start it stops at once when the queries that found their rank idle are over bound_seconds
+    at 99% confidence: a lower load only makes more queries find it idle."""
     floor = start_qps * PEAK_LOWEST_SHARE if min_qps is None else min_qps
     points: List[PeakPoint] = []
 

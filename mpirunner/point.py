@@ -1,6 +1,5 @@
-"""Measure one point of the sweep on every rank: its inputs, its timed steps, its checks and, on rank 0,
-its Run. job.py calls measure_point once per batch size; a rank out of memory fails the size on
-every rank alike (mpi/agreement.py) instead of leaving the others waiting.
+"""Measure one point of the sweep on every rank: its inputs, its timed steps, its checks and, on rank 0, its Run.
+A rank out of memory fails the size on every rank alike (mpi/agreement.py) instead of leaving the others waiting.
 """
 import logging
 from dataclasses import dataclass
@@ -35,14 +34,15 @@ class PointSetup:
 
 
 def measure_point(setup, batch_size, keep):
-    """Every rank measures `batch_size`; rank 0 hands each Run to `keep` as soon as it is measured (each
-    point of a peak-QPS search is in the file before the next begins). Returns None, or the failure line on
-    every rank when some rank ran out of memory (the server scenario: while preparing its batch sizes, serve.py)."""
+    """Every rank measures `batch_size`; rank 0 hands each Run to `keep` as soon as it is measured (a peak
+    search's points too). Returns None, or on every rank the failure line when some rank ran out of memory."""
     from mpirunner.mpi.agreement import SizeAgreement, measure_or_fail
 
     def measure():
         if setup.config.scenario == "server":  # keeps each point itself (a peak search has several)
-            return _server_points(setup, batch_size, keep, agreement)
+            from mpirunner.serve import server_points
+
+            return server_points(setup, run_name(batch_size), batch_size, keep, agreement)
         return _measure(setup, batch_size, agreement)
 
     agreement = SizeAgreement(setup.world, setup.guard.checkpoints.reached)
@@ -52,20 +52,9 @@ def measure_point(setup, batch_size, keep):
     return failure
 
 
-def _server_points(setup, batch_size, keep, agreement):
-    """The server's point(s) of one batch size (serve.py: one --target-qps, or every point of
-    --find-peak-qps), each handed to `keep` on rank 0 as soon as it is measured."""
-    from mpirunner.serve import server_points
-
-    server_points(setup.config, setup.world, setup.backend, setup.model, batch_size, setup.guard, setup.faults,
-                  name=run_name(batch_size), point=setup.point(batch_size), flops_per_sample=setup.flops_per_sample,
-                  roofs=setup.roofs, keep=keep, agreement=agreement)
-
-
 def _measure(setup, batch_size, agreement):
-    """Measure one point on every rank; rank 0 gets its Run, the others None. Every collective until
-    the steps end is one of `agreement`'s, and each stage after them is an agreement.stage (one small allreduce
-    each), so a rank out of memory anywhere leaves with the others."""
+    """Measure one point on every rank; rank 0 gets its Run, the others None. Every collective is one of
+    `agreement`'s, so a rank out of memory anywhere leaves with the others."""
     from mpirunner.console import print_check
 
     config, backend = setup.config, setup.backend
@@ -89,8 +78,8 @@ def _measure(setup, batch_size, agreement):
 
 
 def _gather_timings(setup, timings):
-    """gather_timings with this rank's fault site: a rank's row is packed before it is sent, rank 0 assembles
-    every rank's arrays after receiving. timings None (this rank failed): an empty row, to take part."""
+    """gather_timings with this rank's fault site (rank 0's after assembling, the others' before sending);
+    timings None (this rank failed): an empty row, to take part."""
     from types import SimpleNamespace
 
     from mpirunner.runfile.build import TIMING_ARRAYS, gather_timings
@@ -107,7 +96,7 @@ def _gather_timings(setup, timings):
 
 
 def _accuracy(setup, source, agreement):
-    """Rank 0's accuracy of labelled real data, a measurement (None without labels: no collective then)."""
+    """Rank 0's accuracy of labelled real data (None without labels: no collective then)."""
     from mpirunner.stats import accuracy_attrs
 
     def counts():
@@ -119,7 +108,7 @@ def _accuracy(setup, source, agreement):
 
 
 def _output_check(setup, step, source, agreement):
-    """--check-outputs: rank 0's Check of the step's outputs against the float32 reference, every rank's device."""
+    """--check-outputs: rank 0's Check of every rank's step outputs against the float32 reference."""
     from mpirunner.checks.output_check import judge_ranks, output_numbers
 
     def numbers():
@@ -130,7 +119,6 @@ def _output_check(setup, step, source, agreement):
 
 
 def _rank_values(setup, timings, source, report):
-    """This rank's row of per-rank values (the stage's fault site)."""
     from mpirunner.runfile.build import rank_values_row
 
     setup.faults.at_stage("rank-values")
@@ -151,8 +139,8 @@ def _prepare_step(setup, point, agreement):
 
 
 def _time_steps(setup, point, source, step, agreement, announced):
-    """The warm-up and timed steps, under --iterations or the --until-stable stop rule, with a progress bar;
-    an `announced` first step (a long one: its StepEstimate or None; False: not announced) is watched while it runs."""
+    """The warm-up and timed steps under the stop rule, with a progress bar; an `announced` first step (its
+    StepEstimate or None; False: not announced) is watched while it runs."""
     from mpirunner.bench import choose_stop_rule, measure
     from mpirunner.console import progress_bar, progress_wanted
 
@@ -173,9 +161,8 @@ def _time_steps(setup, point, source, step, agreement, announced):
 
 
 def _announce_long_step(setup, point):
-    """Rank 0: when the point's step is long (or the config is another device family's), log the line that
-    says what is computed and the first estimate, and return the estimate (None: announced without one);
-    False when nothing is announced."""
+    """Rank 0: when the point's step is long (or the config another device family's), log what is computed and
+    return the first estimate (None: announced without one); False when nothing is announced."""
     from mpirunner.backends import family_warning
     from mpirunner.console import first_step_line
     from mpirunner.first_step import estimate_step, quick_gemm_rate
@@ -195,7 +182,7 @@ def _announce_long_step(setup, point):
 
 
 def _watched_first_step(setup, point, step, progress, estimate):
-    """Rank 0's step whose first call draws its progress on the bar (a terminal) and reports its time after."""
+    """Rank 0's step whose first call draws its progress on the bar and reports its time after."""
     from mpirunner.console import FirstCallProgress, watch_first_call
 
     backend, description = setup.backend, f"batch {point.batch_size}"
@@ -212,7 +199,7 @@ def _watched_first_step(setup, point, step, progress, estimate):
 
 
 class ForwardCounter:
-    """Counts the forward passes of `module` (a forward hook) until remove(): micro-batches done of `total`."""
+    """Counts the forward passes of `module` until remove(): micro-batches done of `total`."""
 
     def __init__(self, module, total):
         self.done, self.total = 0, total

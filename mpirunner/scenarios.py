@@ -1,18 +1,8 @@
-"""Load scenarios: who issues queries when, and what each query waited (single-stream, server).
+"""Load scenarios (docs/scenarios.md): who issues queries when, and what each query waited.
 
-Offline (steps back to back) is bench.measure. The two scenarios here issue *queries* instead:
-- single-stream: one query at a time, the next issued when the previous one completes (run by
-  bench.measure with steps of --query-size samples; serve.py derives its queries from the steps);
-- server: queries arrive on a seeded Poisson schedule that offers exactly its load; while the device
-  is busy they queue, and when it is free the waiting ones are batched (up to a maximum, waiting at
-  most a set time for more). A query's latency runs from its SCHEDULED arrival to its completion, so
-  time spent queued behind a slow step counts (no coordinated omission).
-
-Like bench, this module knows nothing about MPI or torch: the device is a `step(batch_size)`
-callable, time comes from a Clock (PerfClock for real runs, VirtualClock in tests, where a fake
-step advances the clock by its service time, so queueing is checked exactly and without sleeping).
-Results are raw per-query timestamps (QueryLog); the summary is derived from them afterwards, as
-LoadGen does from its log, and judged in checks/scenario.py. The peak-QPS search is peak_qps.py.
+No MPI, no torch: the device is a `step(batch_size)` callable and time comes from a Clock (PerfClock
+for real runs, VirtualClock in tests, where a fake step advances it, so queueing is checked without
+sleeping). Results are raw per-query timestamps (QueryLog), summarized afterwards as LoadGen does.
 """
 import bisect
 import math
@@ -29,8 +19,6 @@ IN_FLIGHT_BATCHES = 2      # keep-up excuses this many full batches per rank sti
 POINT_MINIMUM_MULTIPLE = 4  # a peak-search point holds 4 x the queries its percentile needs (p99: 1836) ...
 POINT_MAX_SECONDS = 30.0    # ... or, where they take longer, this long (never fewer than the percentile needs)
 
-
-# ---------------------------------------------------------------------------------------- clocks
 
 class PerfClock:
     """The run's clock on real hardware: seconds of perf_counter since `origin` (read after the barrier)."""
@@ -65,8 +53,6 @@ class VirtualClock:
         self.seconds += float(seconds)
 
 
-# -------------------------------------------------------------------------------------- schedules
-
 def schedule_rng(seed, rank):
     """The arrival generator of one rank: seeded per rank (as data is), apart from the data stream."""
     return np.random.default_rng([int(seed), int(rank), SCHEDULE_STREAM])
@@ -80,15 +66,9 @@ def scheduled_count(rate_per_second, duration_seconds):
 
 
 def poisson_schedule(rate_per_second, duration_seconds, rng):
-    """Arrival instants (s) on [0, duration) of a Poisson process of the given rate, conditioned on offering
-    exactly its load: N = round(rate x duration) arrivals (scheduled_count), sorted.
-
-    Given N arrivals in a window, a Poisson process's instants are N sorted uniforms on it; they are drawn as
-    the first N of N + 1 arrivals of a rate-1 process, scaled so that the (N + 1)-th falls on the window's
-    end. So the schedule offers rate x duration queries up to rounding (not a Poisson count around it), and
-    one seed gives the same gaps at every rate, stretched (common random numbers): the points of a peak
-    search differ by their load only.
-    """
+    """Arrival instants (s) on [0, duration) of a Poisson process conditioned on N = round(rate x duration)
+    arrivals: the first N of N + 1 rate-1 arrivals, scaled so the (N + 1)-th falls on the end. One seed gives
+    the same gaps at every rate, stretched, so the points of a peak search differ by their load only."""
     count = scheduled_count(rate_per_second, duration_seconds)
     if count == 0:
         return np.zeros(0, dtype=np.float64)
@@ -97,8 +77,7 @@ def poisson_schedule(rate_per_second, duration_seconds, rng):
 
 
 def _unit_arrivals(rng, count):
-    """The first `count` arrivals of a rate-1 Poisson process, drawn UNIT_GAPS_PER_DRAW gaps at a time, so a
-    seed gives the same stream whatever the count."""
+    """The first `count` arrivals of a rate-1 Poisson process, drawn UNIT_GAPS_PER_DRAW gaps at a time."""
     blocks, total, drawn = [], 0.0, 0
     while drawn < count:
         block = np.cumsum(rng.exponential(1.0, UNIT_GAPS_PER_DRAW)) + total
@@ -108,10 +87,8 @@ def _unit_arrivals(rng, count):
 
 
 def point_queries(percentile, total_qps=None, multiple=POINT_MINIMUM_MULTIPLE):
-    """The queries a peak-search point holds, all ranks together: `multiple` x what its percentile needs
-    (stats.minimum_count; p99: 4 x 459 = 1836, of which 8 may be over the bound and the point still pass), or at
-    a load so low that these take longer than POINT_MAX_SECONDS, that many seconds' worth, and never fewer than
-    the percentile needs."""
+    """The queries a peak-search point holds, all ranks together: `multiple` x what its percentile needs, or
+    POINT_MAX_SECONDS' worth where that is fewer, never fewer than the percentile needs."""
     from mpirunner.stats import minimum_count
 
     needed = minimum_count(percentile)
@@ -122,9 +99,8 @@ def point_queries(percentile, total_qps=None, multiple=POINT_MINIMUM_MULTIPLE):
 
 
 def search_point_seconds(total_qps, min_duration_seconds, percentile, world_size, multiple=POINT_MINIMUM_MULTIPLE):
-    """How long a peak-search point issues queries: long enough for every rank's schedule to hold
-    ceil(point_queries / ranks) queries exactly (so the point offers exactly its load), or min_duration_seconds
-    where that is longer."""
+    """How long a peak-search point issues queries: ceil(point_queries / ranks) on every rank's schedule, or
+    min_duration_seconds where that is longer."""
     rate = rank_share(total_qps, world_size)
     if rate <= 0:
         return float(min_duration_seconds)
@@ -151,15 +127,10 @@ def drain_bound_seconds(slowest_step_seconds):
     return max(DRAIN_MIN_SECONDS, DRAIN_SLOWEST_STEPS * float(slowest_step_seconds))
 
 
-# --------------------------------------------------------------------------------- per-query log
-
 @dataclass
 class QueryLog:
-    """Raw per-query record of one rank (or of several, concatenated). Seconds on the run's clock.
-
-    batch_size: the prepared size the query's batch ran at (padding included); batch_queries: how
-    many real queries that batch held. Unserved queries have served False and start/end NaN.
-    """
+    """Raw per-query record of one rank (or several, concatenated), seconds on the run's clock. batch_size: the
+    prepared size its batch ran at (padding included); batch_queries: the real queries in it. Unserved: NaN."""
 
     scheduled: np.ndarray
     start: np.ndarray
@@ -204,19 +175,12 @@ def _empty_log(scheduled, rank):
                     rank=np.full(count, rank, dtype=np.int64))
 
 
-# ----------------------------------------------------------------------------------------- engines
-
 def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, duration_seconds,
                drain_seconds, rank=0):
-    """Serve queries arriving at `scheduled` (sorted, all before duration_seconds) on one device.
-
-    When the device is free and queries wait: if fewer than max_batch wait and more are still to
-    come, wait for more until the oldest waiting query has waited max_batch_wait_seconds (as
-    Triton's dynamic batcher; the batcher does not peek at future arrivals). Then run the oldest
-    min(waiting, max_batch) queries as one step, padded to the next prepared batch size.
-    Issuing stops at duration_seconds; no batch starts after duration + drain_seconds, so the run
-    ends at most one step later, and queries not started by then are unserved.
-    """
+    """Serve queries arriving at `scheduled` (sorted, all before duration_seconds) on one device: when it is
+    free, wait for more until the oldest waiting query has waited max_batch_wait_seconds (as Triton's dynamic
+    batcher, no peeking ahead), then run the oldest min(waiting, max_batch) padded to a prepared size. No batch
+    starts after duration + drain_seconds; queries not started by then are unserved."""
     arrivals = [float(t) for t in scheduled]
     log = _empty_log(arrivals, rank)
     sizes = prepared_batch_sizes(max_batch)
@@ -249,8 +213,6 @@ def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, durati
     return log
 
 
-# ------------------------------------------------------------------------------------------ summary
-
 def latency_percentile(latency_seconds, percentile):
     """Linear-interpolated percentile that keeps +inf (unserved) honest: inf once the rank reaches one."""
     values = np.sort(np.asarray(latency_seconds, dtype=np.float64).ravel())
@@ -265,21 +227,13 @@ def latency_percentile(latency_seconds, percentile):
     return float(values[low] + (values[high] - values[low]) * (position - low))
 
 
-
 def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_seconds=None,
                       target_qps=None, latency_bound_seconds=None, bound_percentile=99.0, max_batch=1):
     """Flat summary of a (global) QueryLog: counts, QPS, latency percentiles (ms), padding, the bound.
 
-    server: offered_qps = queries scheduled / duration (the load the schedule offered), achieved_qps =
-    queries served / max(duration, last completion); keep_up = the share of the scheduled queries completed
-    while issuing (completed_while_issuing), counting in_flight_allowance queries (IN_FLIGHT_BATCHES full
-    batches per rank) as legitimately still in flight, at most 1. A queue that keeps up ends issuing with a
-    backlog that does not grow with the run; an overload of e% leaves about e/(1+e) of the queries behind,
-    however long the drain that serves them afterwards.
-    single-stream: achieved_qps = queries / (last completion - first issue).
-    With a bound: bound_latency (the percentile, ms), bound_latency_upper (its 99% upper confidence bound,
-    stats.percentile_upper_bound over every query, unserved as +inf; left out below stats.minimum_count),
-    queries_over_bound and share_over_bound.
+    keep_up (server): the share of the scheduled queries completed while issuing, counting IN_FLIGHT_BATCHES
+    full batches per rank as still in flight. A queue that keeps up ends issuing with a backlog that does not
+    grow with the run; an overload of e% leaves about e/(1+e) of the queries behind, however long the drain.
     """
     from mpirunner.stats import percentile_upper_bound
 

@@ -1,24 +1,8 @@
 """Statistics derived from the raw timing arrays: throughput, latency percentiles, histograms,
 95% confidence intervals and the input path's shares. Whether a run is valid is decided in checks/.
 
-Nothing here is accumulated during the run; every value is recomputed from the stored arrays, so
-a reader of the HDF5 file can check each one (mpirunner.report does exactly that). No torch, no MPI.
-
-Confidence intervals (95%), shaped like the quantity (never below 0, never NaN: a value that
-cannot be given is left out and `ci_unavailable` says why):
-- throughput: block bootstrap of the window. Each rank's window is the sum of its steps'
-  occupancies (start to next start; the last step's own time). Consecutive steps are grouped into
-  blocks (about n^(1/3) steps, so short-range correlation stays inside a block); each resample
-  redraws every rank's blocks with replacement and the throughput is its samples over the slowest
-  rank's resampled window (plus the barrier skew), exactly as the headline. The percentile interval
-  of BOOTSTRAP_RESAMPLES resamples (seeded) is a rate interval: skewed, straggling or stalled steps
-  give a lopsided interval, not a negative one. Needs MIN_INTERVAL_STEPS steps on every rank.
-- latency percentiles: percentile bootstrap on the log of the latencies (so the interval is never
-  below 0). Above BOOTSTRAP_MAX_VALUES values each resample draws that many and its deviation is
-  scaled by sqrt(m / n) (m-out-of-n bootstrap), which bounds the cost. A percentile q is given only
-  with at least minimum_count(q) values (p50: 7, p90: 44, p99: 459, p99.9: 4603: enough for the largest
-  value to bound it from above at 99% confidence, LoadGen's early-stopping minimum), its interval with at
-  least that many and at least MIN_INTERVAL_VALUES.
+Every value is recomputed from the stored arrays, so a reader of the HDF5 file can check each one.
+The intervals are described in docs/methodology-and-validity.md ("Intervals"). No torch, no MPI.
 """
 import numpy as np
 
@@ -36,10 +20,7 @@ CI_METHOD = (f"throughput: block bootstrap of each rank's window ({BOOTSTRAP_RES
 
 def throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0):
     """Headline throughput: all samples of all ranks / (latest step end - earliest step start + barrier skew).
-
-    The ranks' clocks are aligned by a barrier whose exit is not simultaneous; widening the window
-    by the measured skew keeps the headline from gaining from that misalignment (0 on one rank).
-    """
+    The barrier that aligns the ranks' clocks does not exit at once: the skew keeps the headline from gaining."""
     step_start = np.atleast_2d(step_start)
     step_seconds = np.atleast_2d(step_seconds)
     window = float(np.nanmax(step_start + step_seconds) - np.nanmin(step_start)) + barrier_skew_seconds
@@ -68,11 +49,8 @@ def per_rank_throughput(step_start, step_seconds, samples_per_step):
 
 
 def input_shares(step_start, step_seconds, batch_latency):
-    """(host_gap, device_busy), one value per rank, over each rank's own first-start-to-last-end window.
-
-    host_gap: the share of the window between steps (the runner's own cost: fetching inputs, the loop).
-    device_busy: the sum of the rank's batch latencies over its window (how much the device worked).
-    """
+    """(host_gap, device_busy) per rank over its own window: the share between steps (the runner's own cost)
+    and the rank's batch latencies over the window (how much the device worked)."""
     starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
     durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     latencies = np.atleast_2d(np.asarray(batch_latency, dtype=np.float64))
@@ -111,10 +89,8 @@ def step_cv(step_seconds):
 
 
 def rank_cv_percents(step_seconds):
-    """Per rank, the coefficient of variation of its step times in percent, 100 * std(ddof=1) / mean: the one
-    formula of the --max-cv rule (checks/rules.stable_steps) and of the `max cv %` column (max_rank_cv). NaN
-    where a rank is not judged: fewer than 2 timed steps (NaN steps are not timed), an infinite step, or a
-    mean not above 0."""
+    """Per rank, 100 * std(ddof=1) / mean of its timed steps: the one formula of the --max-cv rule and the
+    `max cv %` column. NaN where a rank is not judged (fewer than 2 steps, an infinite step, a mean <= 0)."""
     table = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     percents = np.full(table.shape[0], np.nan)
     for rank, row in enumerate(table):
@@ -125,8 +101,7 @@ def rank_cv_percents(step_seconds):
 
 
 def max_rank_cv(step_seconds):
-    """The largest per-rank cv (rank_cv_percents, as a fraction): what the --max-cv rule judges; 0 when no
-    rank is judged."""
+    """The largest per-rank cv as a fraction (0 when no rank is judged)."""
     percents = rank_cv_percents(step_seconds)
     return float(np.nanmax(percents)) / 100.0 if np.any(np.isfinite(percents)) else 0.0
 
@@ -153,10 +128,8 @@ PERCENTILE_CONFIDENCE = 0.99  # MLPerf LoadGen's early-stopping confidence
 
 
 def minimum_count(q, confidence=PERCENTILE_CONFIDENCE):
-    """The fewest values for which the q-th percentile has an upper confidence bound at `confidence`: the
-    largest of n values bounds the percentile once (q/100)^n <= 1 - confidence (p50: 7, p90: 44, p99: 459,
-    p99.9: 4603; LoadGen's minimum query count with no query over the bound). The one rule for showing a
-    percentile anywhere (run block, report, summary, page, CSV/JSON) and for judging a latency bound."""
+    """The fewest values whose largest bounds the q-th percentile at `confidence`: (q/100)^n <= 1 - confidence
+    (p99: 459, LoadGen's minimum). The one rule for showing a percentile anywhere and for judging a bound."""
     if q >= 100 or q <= 0:
         return 1
     return int(np.ceil(np.log(1.0 - confidence) / np.log(q / 100.0) - 1e-9))
@@ -168,9 +141,8 @@ def enough_for_percentile(count, q):
 
 
 def upper_bound_rank(count, q, confidence=PERCENTILE_CONFIDENCE):
-    """The 1-based rank k of the order statistic that bounds the q-th percentile from above at `confidence`:
-    the smallest k with P(Binomial(count, q/100) >= k) <= 1 - confidence (distribution-free; the same test as
-    LoadGen's early-stopping estimate with no tolerance). None when even the largest value is not a bound."""
+    """The smallest 1-based k with P(Binomial(count, q/100) >= k) <= 1 - confidence: the order statistic that
+    bounds the q-th percentile from above (LoadGen's early-stopping test); None when none does."""
     if count <= 0 or not enough_for_percentile(count, q):
         return None
     p = q / 100.0
@@ -184,26 +156,17 @@ def upper_bound_rank(count, q, confidence=PERCENTILE_CONFIDENCE):
 
 
 def percentile_upper_bound(values, q, confidence=PERCENTILE_CONFIDENCE):
-    """An upper bound of the q-th percentile at `confidence` (upper_bound_rank's order statistic); +inf values
-    (unserved queries) count as over any bound; NaN when there are too few values (minimum_count)."""
+    """upper_bound_rank's order statistic of `values` (+inf: over any bound); NaN with too few values."""
     ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
     ordered = ordered[~np.isnan(ordered)]
     rank = upper_bound_rank(ordered.size, q, confidence)
     return float(ordered[rank - 1]) if rank is not None else float("nan")
 
 
-def _blocks(occupancy, block_steps):
-    """(block sums, steps per block) of one rank's occupancies, consecutive steps per block."""
-    parts = np.array_split(occupancy, max(1, int(np.ceil(occupancy.size / block_steps))))
-    return np.array([part.sum() for part in parts]), np.array([part.size for part in parts])
-
-
 def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0,
                         resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
-    """95% interval (low, high) of the headline throughput by block bootstrap of each rank's window.
-
-    (nan, nan) when a rank has fewer than MIN_INTERVAL_STEPS timed steps (the caller stores no interval).
-    """
+    """95% interval (low, high) of the headline throughput by block bootstrap of each rank's window; (nan, nan)
+    when a rank has fewer than MIN_INTERVAL_STEPS timed steps."""
     starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
     durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     origin = np.nanmin(starts)
@@ -218,7 +181,8 @@ def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew
             return float("nan"), float("nan")
         occupancy = np.append(np.diff(rank_starts), rank_seconds[-1])
         block_steps = max(int(round(n ** (1.0 / 3.0))), int(np.ceil(n / MAX_BLOCKS)))
-        sums, counts = _blocks(occupancy, block_steps)
+        parts = np.array_split(occupancy, max(1, int(np.ceil(n / block_steps))))
+        sums, counts = np.array([part.sum() for part in parts]), np.array([part.size for part in parts])
         picks = rng.integers(0, sums.size, size=(resamples, sums.size))
         samples += samples_per_step * counts[picks].sum(axis=1)
         window = np.maximum(window, rank_starts[0] - origin + sums[picks].sum(axis=1))
@@ -230,10 +194,8 @@ def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew
 
 def percentile_interval(values, q, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
                         max_values=BOOTSTRAP_MAX_VALUES):
-    """95% percentile-bootstrap interval (low, high) of the q-th percentile of positive values, on a log scale.
-
-    (nan, nan) below the values the percentile needs (enough_for_percentile) or below MIN_INTERVAL_VALUES.
-    """
+    """95% percentile-bootstrap interval (low, high) of the q-th percentile of positive values, on a log scale;
+    (nan, nan) with too few values for the percentile or fewer than MIN_INTERVAL_VALUES."""
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values) & (values > 0)]
     n = values.size
@@ -259,11 +221,8 @@ def half_width(estimate, low, high):
 
 
 def confidence(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds=0.0):
-    """The interval attributes of a run group: <name>_ci95_low/_high and <name>_ci95 (± half-width).
-
-    Throughput in samples/s, latencies in ms, as the estimates they belong to. An interval that
-    cannot be given is left out and named in `ci_unavailable` with its reason (never stored as NaN).
-    """
+    """The interval attributes of a run group: <name>_ci95_low/_high and <name>_ci95 (± half-width); one that
+    cannot be given is left out and named in `ci_unavailable` with its reason (never stored as NaN)."""
     result = {"ci_method": CI_METHOD}
     missing = []
     estimate = throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds)
@@ -290,12 +249,6 @@ def confidence(step_start, step_seconds, batch_latency, samples_per_step, barrie
     return result
 
 
-def median_standard_error(values):
-    """Standard error of a median from the MAD (normal approximation: 1.2533 * sigma / sqrt(n))."""
-    sigma = 1.4826 * np.median(np.abs(values - np.median(values)))
-    return 1.2533 * sigma / np.sqrt(values.size)
-
-
 def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier_skew_seconds=0.0):
     """The attributes of one run group, derived from the gathered arrays ([ranks, steps])."""
     summary = {
@@ -316,9 +269,8 @@ def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier
 
 
 def accuracy_attrs(gathered, weights=None):
-    """Top-1 / top-5 accuracy on labelled real data, a measurement recorded with the run (never a reason to
-    invalidate it): every rank's counts (data.TopKCounter, made outside the timed steps) summed on rank 0.
-    `weights`: --weights (None: seeded random weights, so accuracy is at chance level)."""
+    """Top-1 / top-5 accuracy on labelled real data (a measurement, never a reason to invalidate the run):
+    every rank's data.TopKCounter counts summed on rank 0. `weights`: --weights (None: random)."""
     samples = sum(row["samples"] for row in gathered)
     top1 = sum(row["top1"] for row in gathered)
     top5 = sum(row["top5"] for row in gathered)
