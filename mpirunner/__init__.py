@@ -5,14 +5,9 @@ SCHEMA = "mpirunner/1"
 
 
 def _find_models_in_checkout():
-    """Make `mpirunner.models` importable from a checkout that is on sys.path but not installed.
-
-    The model code lives in the checkout's top-level models/ folder; setup.py installs it as
-    mpirunner.models (package_dir), so it cannot collide with another package named `models`.
-    Run from the checkout without installing (PYTHONPATH=<checkout>, as on a GPU machine), there is
-    no mpirunner/models: this finder maps the name to <checkout>/models instead. An installed copy,
-    or setuptools' editable finder, is found first and this one is never asked.
-    """
+    """Make `mpirunner.models` importable from a checkout on sys.path but not installed (PYTHONPATH=<checkout>):
+    setup.py installs the top-level models/ folder as mpirunner.models; without it, map the name to
+    <checkout>/models. An installed copy, or setuptools' editable finder, is found first."""
     import importlib.abc
     import importlib.util
     import sys

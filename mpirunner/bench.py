@@ -1,8 +1,6 @@
 """The measured loop: the first call timed alone, warm-up steps, a barrier, then timed steps (raw timings only).
-
-Inputs are fetched before each step's clock starts. As in torch.utils.benchmark's adaptive_autorange, a
-*stop rule* says after each window how many more steps this rank wants (0 = enough), and `decide` (an MPI
-max-reduction in the job; no MPI here) makes it one answer, so every rank runs the same number of steps.
+As in torch.utils.benchmark's adaptive_autorange, a *stop rule* says after each window how many more steps
+this rank wants, and `decide` (an MPI max-reduction; no MPI here) makes every rank run the same number.
 """
 import math
 import time
@@ -72,8 +70,7 @@ def until_stable_rule(window_steps, percentage, max_windows, agree=windows_agree
 
 
 def choose_stop_rule(iterations, until_stable, stability_percentage, max_windows, min_duration):
-    """(stop_rule, keep_last_windows) for the flags: --until-stable keeps the agreeing windows only,
-    --min-duration keeps every step; neither: (None, None), exactly `iterations` steps."""
+    """(stop_rule, keep_last_windows) for the flags; (None, None): exactly `iterations` steps."""
     if until_stable:
         return until_stable_rule(iterations, stability_percentage, max_windows), STABLE_WINDOWS
     if min_duration:

@@ -1,9 +1,7 @@
 """Named config + command-line flags -> one validated, frozen RunConfig.
 
-Precedence: built-in DEFAULTS < the YAML config < flags given on the command line.
-Config keys are the flags' dest names (`batch_size`, `eight_bit_io`, ...); the flags, their defaults and
-the rules for their values are declared once, in options.py. Everything here is
-pure Python and YAML, so every rank reaches the same verdict on the same input without talking.
+Precedence: built-in DEFAULTS < the YAML config (keys: the options' dest names) < the command line. Pure
+Python and YAML, so every rank reaches the same verdict on the same input without talking.
 """
 import dataclasses
 import difflib
@@ -52,9 +50,8 @@ class _RunConfigMethods:
         return getattr(self, dest) == DEFAULTS[dest]
 
 
-# Everything one job needs, validated once and identical on every rank: the fields are the option table's
-# settings (--batch-size parsed into batch_sizes), plus the config's name and text, the command line and
-# config_device: the device family the config file declares (`device:`), which `--device auto` keeps.
+# The option table's settings (--batch-size parsed into batch_sizes), the config's name and text, the command line
+# and config_device: the device family the config file declares (`device:`), which `--device auto` keeps.
 RunConfig = dataclasses.make_dataclass(
     "RunConfig",
     [("config", Optional[str]), ("config_text", str), ("argv", Tuple[str, ...]), ("batch_sizes", Tuple[int, ...]),
@@ -112,12 +109,9 @@ def describe_configs():
 
     lines = []
     for name in config_names():
-        values = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()) or {}
-        lines.append(f"{name:24s} model={values.get('model', DEFAULTS['model'])} "
-                     f"device={values.get('device', DEFAULTS['device'])} "
-                     f"precision={values.get('precision', DEFAULTS['precision'])} "
-                     f"batch_size={values.get('batch_size', DEFAULTS['batch_size'])} "
-                     f"device_iterations={values.get('device_iterations', DEFAULTS['device_iterations'])}")
+        values = {**DEFAULTS, **(yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()) or {})}
+        shown = ("model", "device", "precision", "batch_size", "device_iterations")
+        lines.append(f"{name:24s} " + " ".join(f"{key}={values[key]}" for key in shown))
     return "\n".join(lines)
 
 
@@ -269,7 +263,7 @@ def resolve_config(given, argv=()):
     _check_scenario(values, batch_sizes)
     for option in OPTIONS:  # aliases: --normalization-location ipu is device
         if option.aliases:
-            values[option.dest] = option.canonical(values[option.dest])
+            values[option.dest] = option.aliases.get(values[option.dest], values[option.dest])
     values["config"] = name
     config_device = file_values.get("device")
     return RunConfig(config_text=config_text, argv=tuple(argv), batch_sizes=batch_sizes,

@@ -27,8 +27,7 @@ def progress_wanted(progress, no_progress, stream=None):
 
 
 def progress_bar(world, no_progress, total, description):
-    """on_step callback drawing a tqdm bar on rank 0 (stderr); None elsewhere or when `no_progress`. The bar
-    restarts at the first timed step, so the first call and the warm-up do not dilute its rate."""
+    """on_step drawing a tqdm bar on rank 0, restarted at the first timed step; None elsewhere."""
     if not world.is_root or no_progress:
         return None
     from tqdm import tqdm
@@ -63,8 +62,7 @@ def duration_text(seconds):
 
 
 def first_step_line(point, estimate, max_chars=160):
-    """The line said before a long point's first step (a RunPoint): what is computed, the step's size and the
-    first_step.StepEstimate (or None)."""
+    """The line said before a long point's first step: what is computed, its size, the estimate."""
     if estimate is None:
         guess = "no estimate before the first step"
     else:

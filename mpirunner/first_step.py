@@ -1,9 +1,6 @@
 """A first estimate of a point's step time, before its first step: is the step long enough to announce?
-
-The step's FLOPs over CNN_SHARE of a quick GEMM rate of the rank's device in the compute dtype (or the
---measure-peak roof); docs/methodology-and-validity.md ("A long first step"). No forward pass is run: a
-one-sample probe of efficientnet-b4 in software float16 takes 5-10 s on a 2-core CPU, and a probe of
-another shape would recompile a torch.compile'd model.
+(docs/methodology-and-validity.md, "A long first step"). No forward pass is run: a one-sample probe of
+efficientnet-b4 in software float16 takes 5-10 s on a 2-core CPU, and another shape would recompile the model.
 """
 import logging
 import math
@@ -106,8 +103,7 @@ def point_steps(config, step_seconds):
 
 def estimate_step(config, samples_per_step, flops_per_sample, rate=None, rate_of=None, threshold=None,
                   always=False):
-    """The StepEstimate of a point when its step is long (or `always`), else None. rate: a known FLOP/s;
-    rate_of(): measures one, called only when the step could take longer than `threshold` at FLOOR_FLOPS."""
+    """The StepEstimate of a point when its step is long (or `always`), else None."""
     threshold = long_step_seconds() if threshold is None else threshold
     step_flops = float(flops_per_sample or 0) * samples_per_step
     if not always and step_flops < threshold * FLOOR_FLOPS:

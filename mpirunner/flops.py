@@ -1,7 +1,5 @@
-"""FLOPs per sample of the benchmarked model, counted by PyTorch's own FlopCounterMode.
-
-Counted once per job, at the run's resolution, for one sample, on a meta-device copy of the model:
-no arithmetic is done, so the cost is the copy (about a second for ResNeXt-101), not a forward pass.
+"""FLOPs per sample of the benchmarked model, counted by PyTorch's FlopCounterMode once per job on a meta-device
+copy of the model: no arithmetic is done, so the cost is the copy (about a second for ResNeXt-101).
 """
 import copy
 import logging
@@ -36,11 +34,8 @@ def per_host_sums(rank_values, rank_hosts):
 
 
 def utilization_attrs(flops_per_sample, throughput, rank_throughputs, rank_hosts, rank_peaks=None):
-    """Run-group attributes: FLOPs per sample, achieved FLOP/s and, with peaks, utilisation.
-
-    Utilisation is achieved / peak, with both summed over the ranks of a host (ranks on one host
-    share its roof); `utilization` is the same over all hosts together.
-    """
+    """Run-group attributes: FLOPs per sample, achieved FLOP/s and, with peaks, utilisation: achieved / peak,
+    both summed over the ranks of a host (they share its roof), and `utilization` over all hosts together."""
     attrs = {"flops_per_sample": int(flops_per_sample), "achieved_flops": float(throughput * flops_per_sample)}
     if rank_peaks is None:
         return attrs

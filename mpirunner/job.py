@@ -1,9 +1,5 @@
 """The run's story: set up the world, place this rank, build the model once, then for each batch size
-measure it, record it and write the file.
-
-The parts are used in the order data flows through them: config -> world/placement -> models ->
-backend -> data -> bench -> stats -> checks -> runfile. point.py measures one batch size on
-every rank; runfile/sweep.py keeps each run in the file. Every rank measures; rank 0 alone prints and writes.
+measure it (point.py, every rank), record it and write the file (runfile/sweep.py, rank 0 alone).
 """
 import datetime
 import logging
@@ -97,8 +93,7 @@ def _run(config, world, guard, faults):
 
 
 def _start_backend(config, world):
-    """The backend of --device on every rank, checked against the option table's refusals (--device auto may pick
-    the IPU, which refuses --scenario)."""
+    """The backend of --device on every rank, checked against the option table's refusals (auto may pick the IPU)."""
     from mpirunner.backends import create_backend
     from mpirunner.options import refuse
 
@@ -134,7 +129,7 @@ def _build_model(config, world, backend, faults):
 
 
 def _measure_peak(config, backend, model):
-    """--measure-peak: this rank's GEMM and streaming-copy roofs ({} without the flag or on a backend without it)."""
+    """--measure-peak: this rank's roof columns ({} without the flag or on a backend without it)."""
     from mpirunner.models.assembly import dtype_name
     from mpirunner.peak import measure_roofs
 

@@ -1,12 +1,6 @@
 """Every flag of the runner and of mpirunner-report, declared once: name, value kind, default, help, devices.
-
-Derived from this table, and nowhere else declared: the argparse parser (cli.py), DEFAULTS and the
-fields of RunConfig (config.py), the validation of flag and YAML config values (`Option.problem`),
-the "flag unused on this device" warning (backends/base.py), the refusal of a value a device cannot run
-(`refuse`: config.py for --device, job.py for the device --device auto picked) and docs/flags.md
-(`python -m mpirunner.options > docs/flags.md`; a test keeps the two equal).
-REPORT_FLAGS declares mpirunner-report's words the same way (report/cli.py builds its parsers from it).
-A YAML config's keys are the options' `dest` names. Pure Python: importing this costs nothing.
+The parsers, RunConfig's fields, value checks, per-device warnings and refusals and docs/flags.md
+(`python -m mpirunner.options > docs/flags.md`) derive from it. Pure Python: importing this costs nothing.
 """
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -80,24 +74,17 @@ class Option:
 
     def problem(self, value):
         """What is wrong with `value` for this option (for '<origin>: <dest> = <value> <problem>'), or None."""
-        if self.kind in INT_KINDS:
-            if value is None and self.kind == OPTIONAL_POSITIVE_INT:
+        if self.kind in INT_KINDS + FLOAT_KINDS:
+            whole = self.kind in INT_KINDS
+            if value is None and self.kind in (OPTIONAL_POSITIVE_INT, OPTIONAL_POSITIVE_FLOAT):
                 return None
-            if isinstance(value, bool) or not isinstance(value, int):
-                return "must be a whole number"
-            if self.kind == NON_NEGATIVE_INT:
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                return "must be a whole number" if whole else "must be a number"
+            if self.kind in (NON_NEGATIVE_INT, NON_NEGATIVE_FLOAT):
                 return "must be 0 or more" if value < 0 else None
-            return "must be at least 1" if value < 1 else None
-        if self.kind in FLOAT_KINDS:
-            if value is None and self.kind == OPTIONAL_POSITIVE_FLOAT:
-                return None
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return "must be a number"
-            if self.kind == NON_NEGATIVE_FLOAT:
-                return "must be 0 or more" if value < 0 else None
-            if value <= 0:
-                return "must be a number above 0"
-            return None
+            if whole:
+                return "must be at least 1" if value < 1 else None
+            return "must be a number above 0" if value <= 0 else None
         if self.kind == BOOL:
             return None if isinstance(value, bool) else "must be true or false"
         if self.kind == CHOICE:
@@ -106,10 +93,6 @@ class Option:
         if self.kind == TEXT:
             return None if value is None or isinstance(value, str) else "must be a string"
         return None
-
-    def canonical(self, value):
-        """The value an alias stands for (--normalization-location ipu -> device); others unchanged."""
-        return self.aliases.get(value, value)
 
 
 def _only(*devices):
@@ -134,8 +117,7 @@ OPTIONS = (
            "several sizes make a sweep, one run group each", metavar="SIZES"),
     Option("--iterations", POSITIVE_INT, 20, WHAT, "timed steps per run"),
     Option("--device-iterations", POSITIVE_INT, 1, WHAT, "micro-batches per step (IPU: poptorch deviceIterations)"),
-    Option("--replicas", POSITIVE_INT, 1, WHAT, "replicas per instance (IPU replication factor)",
-           devices=_only("ipu")),
+    Option("--replicas", POSITIVE_INT, 1, WHAT, "replicas per instance (IPU replication factor)", devices=_only("ipu")),
     Option("--precision", CHOICE, "32.32", WHAT, "weights.activations precision", choices=("32.32", "16.16", "16.32")),
     Option("--half-partial", BOOL, False, WHAT, "half-precision partials/accumulation where the device has it",
            devices=_only("cuda", "ipu")),
@@ -232,8 +214,7 @@ OPTIONS = (
 
     Option("--cuda-graphs", BOOL, False, CUDA, "capture each step as a CUDA graph and replay it",
            devices=_only("cuda")),
-    Option("--allow-gpu-sharing", BOOL, False, CUDA, "allow more local ranks than visible GPUs",
-           devices=_only("cuda")),
+    Option("--allow-gpu-sharing", BOOL, False, CUDA, "allow more local ranks than visible GPUs", devices=_only("cuda")),
 
     Option("--output", TEXT, None, OUTPUT, "HDF5 file to write (default: results/<config or model>-<UTC time>.h5)",
            metavar="PATH"),

@@ -1,14 +1,7 @@
-"""The roofs of this rank (`--measure-peak`): GEMM peak and memory bandwidth, on its CPUs or its GPU.
-
-- GEMM peak: square matrix products in the run's dtype, large enough to be compute-bound, repeated
-  for about `seconds`; the best batch counts.
-- Memory bandwidth: a streaming copy (b = a) of arrays far larger than any cache, the best of
-  repeated copies; each copy moves 2 x its size (read a, write b), STREAM's "copy" convention.
-The roof is the best batch; the median batch and the number of batches are kept beside it, so that a
-reader sees how far the batches spread (a median far below the best: other load during the timing).
-Every rank measures at the same time, so ranks sharing a host (or a GPU) share its roofs; on CUDA
-the clock stops after torch.cuda.synchronize.
+"""The roofs of this rank (`--measure-peak`): GEMM peak and memory bandwidth (STREAM's "copy" convention), the best
+timed batch, with the median and count of batches beside it (a median far below the best: other load).
 """
+import statistics
 import time
 
 CPU_STREAM_BYTES = 256 << 20   # per array: far beyond the last-level cache of any current CPU
@@ -39,10 +32,7 @@ def _batch_rates(work, units_per_call, device, seconds, repeats):
 
 def _roof_columns(name, rates):
     """{name: the best rate, name_median: the median batch, name_batches: how many batches were timed}."""
-    ordered = sorted(rates)
-    middle = len(ordered) // 2
-    median = ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
-    return {name: float(ordered[-1]), f"{name}_median": float(median), f"{name}_batches": len(ordered)}
+    return {name: float(max(rates)), f"{name}_median": float(statistics.median(rates)), f"{name}_batches": len(rates)}
 
 
 def gemm_rates(dtype, seconds=1.5, size=2048, device="cpu"):
@@ -77,8 +67,7 @@ def measure_memory_bandwidth(seconds=1.0, array_bytes=None, device="cpu"):
 
 
 def measure_roofs(dtype, device="cpu"):
-    """This rank's /ranks roof columns: peak_flops (and gemm_peak_flops, its earlier name) and
-    peak_memory_bandwidth (bytes/s), the best batch of each, with their _median and _batches columns."""
+    """This rank's /ranks roof columns (gemm_peak_flops: peak_flops' earlier name)."""
     flops = _roof_columns("peak_flops", gemm_rates(dtype, device=device))
     return {"gemm_peak_flops": flops["peak_flops"], **flops,
             **_roof_columns("peak_memory_bandwidth", copy_rates(device=device))}

@@ -1,8 +1,6 @@
 """The peak-QPS search (--find-peak-qps): the highest total load a server holds, and the interval it lies in.
-
-No MPI, no torch: run_point(target_qps) serves one load and returns a PointOutcome that is the same on every
-rank (serve.py judges it as the run group's own verdict), so all ranks take the same path. Loads are bracketed
-by doubling (or halving), then bisected until the two ends cannot be told apart (docs/scenarios.md).
+No MPI, no torch: run_point(target_qps) returns a PointOutcome that is the same on every rank, so all ranks take
+the same path. Loads are bracketed by doubling (or halving), then bisected (docs/scenarios.md).
 """
 import math
 from dataclasses import dataclass
@@ -18,8 +16,7 @@ PEAK_LOWEST_SHARE = 1 / 16  # a search that fails from its start tries loads dow
 
 @dataclass
 class PointOutcome:
-    """One served load, the same on every rank: every rank's QueryLog, its issuing window, its verdict and what
-    the caller keeps with it (rank 0's record)."""
+    """One served load, the same on every rank: queries, window, verdict and rank 0's record."""
 
     queries: object
     duration_seconds: float

@@ -15,7 +15,7 @@ def run_name(batch_size):
 
 @dataclass(frozen=True)
 class PointSetup:
-    """What every point of the sweep shares, settled once by job.py before the first size."""
+    """What every point of the sweep shares, settled once by job.py."""
 
     config: Any
     world: Any
@@ -34,8 +34,7 @@ class PointSetup:
 
 
 def measure_point(setup, batch_size, keep):
-    """Every rank measures `batch_size`; rank 0 hands each Run to `keep` as soon as it is measured (a peak
-    search's points too). Returns None, or on every rank the failure line when some rank ran out of memory."""
+    """Every rank measures `batch_size`; rank 0 keeps each Run at once. Returns None, or the OOM failure line."""
     from mpirunner.mpi.agreement import SizeAgreement, measure_or_fail
 
     def measure():
@@ -53,8 +52,7 @@ def measure_point(setup, batch_size, keep):
 
 
 def _measure(setup, batch_size, agreement):
-    """Measure one point on every rank; rank 0 gets its Run, the others None. Every collective is one of
-    `agreement`'s, so a rank out of memory anywhere leaves with the others."""
+    """One point on every rank, all collectives `agreement`'s; rank 0 gets its Run, the others None."""
     from mpirunner.console import print_check
 
     config, backend = setup.config, setup.backend
@@ -78,8 +76,7 @@ def _measure(setup, batch_size, agreement):
 
 
 def _gather_timings(setup, timings):
-    """gather_timings with this rank's fault site (rank 0's after assembling, the others' before sending);
-    timings None (this rank failed): an empty row, to take part."""
+    """gather_timings at this rank's fault site; timings None (this rank failed): an empty row."""
     from types import SimpleNamespace
 
     from mpirunner.runfile.build import TIMING_ARRAYS, gather_timings

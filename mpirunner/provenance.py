@@ -1,5 +1,4 @@
-"""What a results file needs to be reproduced: the job's settings, versions, hosts, launcher and the
-git commit of the mpirunner checkout (the file's root attributes)."""
+"""The file's root attributes: what a results file needs to be reproduced (settings, versions, hosts, commit)."""
 import os
 from pathlib import Path
 
@@ -11,16 +10,13 @@ def git_commit():
     git = Path(__file__).resolve().parent.parent / ".git"
     try:
         head = (git / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            ref = head[5:]
-            ref_file = git / ref
-            if ref_file.exists():
-                return ref_file.read_text().strip()
-            for line in (git / "packed-refs").read_text().splitlines():
-                if line.endswith(" " + ref):
-                    return line.split()[0]
-            return ""
-        return head
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).exists():
+            return (git / ref).read_text().strip()
+        packed = (git / "packed-refs").read_text().splitlines()
+        return next((line.split()[0] for line in packed if line.endswith(" " + ref)), "")
     except OSError:
         return ""
 

@@ -1,16 +1,6 @@
 """Which roof binds a model (`--measure-peak`): compute (GEMM peak) or memory bandwidth, by the roofline model.
-
-The model's arithmetic intensity is its FLOPs per sample over an ESTIMATE of the bytes it moves per
-sample: every layer's output written once and read once (2 x activation bytes per sample, counted
-on the meta device, no arithmetic done) plus the weights read once per micro-batch (weight bytes /
-batch size). Caches, fusion and re-reads make the true traffic differ; the estimate only says which
-roof is nearer. The roof a run can reach is min(GEMM peak, intensity x bandwidth), summed per host;
-`roof_utilization` is the achieved FLOP/s over that roof.
-
-A roof is the best of several timed batches; timed while other work shared the CPUs or the GPU, it
-comes out low, and the run then reaches more than "100%" of it. Such a roof is broken: broken_roof
-drops every utilisation of the run (`utilization`, its per-host values, `roof_utilization`) and says
-so instead (`roof_broken`, `achieved_over_roof`): a share above 1 is never stored as a utilisation.
+Its intensity is FLOPs over an ESTIMATE of the bytes moved per sample (every layer's output written and read
+once, the weights once per micro-batch): it only says which roof is nearer.
 """
 import math
 from dataclasses import dataclass
@@ -33,8 +23,7 @@ class Roofs:
 
 
 def traffic_estimate(module, image_size, input_dtype, compute_dtype):
-    """(weight bytes, activation bytes per sample): parameters and buffers, and every leaf module's output
-    for one sample in the compute dtype, counted on a meta-device copy."""
+    """(weight bytes, activation bytes per sample in the compute dtype), on a meta-device copy."""
     import copy
 
     import torch
@@ -68,8 +57,8 @@ def rank_roofs(rank_rows, module, image_size, input_dtype, compute_dtype):
 
 
 def roof_attrs(flops_per_sample, achieved_flops, rank_hosts, roofs, batch_size):
-    """Run-group attributes: both roofs (summed over ranks), the intensity estimate, the binding roof and
-    the utilisation of the roof the run can reach (min of the two roofs, per host, summed)."""
+    """Run-group attributes: both roofs (summed over ranks), the intensity estimate, the binding roof and the
+    utilisation of the roof the run can reach, min(GEMM peak, intensity x bandwidth) per host, summed."""
     bytes_per_sample = 2.0 * roofs.activation_bytes_per_sample + roofs.weight_bytes / max(batch_size, 1)
     intensity = flops_per_sample / bytes_per_sample if bytes_per_sample else float("inf")
     hosts = sorted(set(rank_hosts))
@@ -87,9 +76,9 @@ def roof_attrs(flops_per_sample, achieved_flops, rank_hosts, roofs, batch_size):
 
 
 def broken_roof(compute):
-    """The run's compute attributes, or, when any utilisation is above 1 (the run beat its measured roof,
-    so the roof was timed under load), the same without any utilisation and with `roof_broken` True and
-    `achieved_over_roof` the largest of those shares (achieved FLOP/s over the measured roof)."""
+    """The run's compute attributes, or, when any utilisation is above 1 (the roof was timed under load, so the
+    run beat it), the same without any utilisation, with `roof_broken` True and the largest share as
+    `achieved_over_roof`: a share above 1 is never stored as a utilisation."""
     shares = [compute.get("utilization"), compute.get("roof_utilization"), *compute.get("utilization_per_host", [])]
     shares = [float(share) for share in shares if share is not None and math.isfinite(float(share))]
     if not shares or max(shares) <= 1.0:

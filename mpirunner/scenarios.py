@@ -1,8 +1,6 @@
-"""Load scenarios (docs/scenarios.md): who issues queries when, and what each query waited.
-
-No MPI, no torch: the device is a `step(batch_size)` callable and time comes from a Clock (PerfClock
-for real runs, VirtualClock in tests, where a fake step advances it, so queueing is checked without
-sleeping). Results are raw per-query timestamps (QueryLog), summarized afterwards as LoadGen does.
+"""Load scenarios (docs/scenarios.md): who issues queries when, and what each query waited. No MPI, no torch: the
+device is a `step(batch_size)` callable and time a Clock (VirtualClock in tests: a fake step advances it, so
+queueing is checked without sleeping). Results are raw per-query timestamps (QueryLog), summarized afterwards.
 """
 import bisect
 import math
@@ -99,8 +97,7 @@ def point_queries(percentile, total_qps=None, multiple=POINT_MINIMUM_MULTIPLE):
 
 
 def search_point_seconds(total_qps, min_duration_seconds, percentile, world_size, multiple=POINT_MINIMUM_MULTIPLE):
-    """How long a peak-search point issues queries: ceil(point_queries / ranks) on every rank's schedule, or
-    min_duration_seconds where that is longer."""
+    """How long a peak-search point issues queries: point_queries over the ranks, or min_duration."""
     rate = rank_share(total_qps, world_size)
     if rate <= 0:
         return float(min_duration_seconds)

@@ -1,8 +1,6 @@
 """The load scenarios on a real device (docs/scenarios.md): prepare every batch size the server may form, run
-the seeded schedule on the run's clock, gather every rank's queries and build each point's Run.
-
-scenarios.py and peak_qps.py hold the engine; every rank judges every rank's queries of a point alike, so all
-ranks of a peak search take the same path. Single-stream's queries are derived from bench.measure's steps.
+the seeded schedule on the run's clock, gather every rank's queries and build each point's Run; every rank
+judges the gathered queries alike. Single-stream's queries are derived from bench.measure's steps.
 """
 import logging
 import time

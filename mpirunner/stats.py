@@ -1,8 +1,5 @@
-"""Statistics derived from the raw timing arrays: throughput, latency percentiles, histograms,
-95% confidence intervals and the input path's shares. Whether a run is valid is decided in checks/.
-
-Every value is recomputed from the stored arrays, so a reader of the HDF5 file can check each one.
-The intervals are described in docs/methodology-and-validity.md ("Intervals"). No torch, no MPI.
+"""Statistics recomputed from the raw timing arrays (so a reader of the file can check each one): throughput,
+latency percentiles, histograms, 95% intervals (docs/methodology-and-validity.md) and the input path's shares.
 """
 import numpy as np
 
@@ -165,8 +162,7 @@ def percentile_upper_bound(values, q, confidence=PERCENTILE_CONFIDENCE):
 
 def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0,
                         resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
-    """95% interval (low, high) of the headline throughput by block bootstrap of each rank's window; (nan, nan)
-    when a rank has fewer than MIN_INTERVAL_STEPS timed steps."""
+    """95% block-bootstrap interval of the headline throughput; (nan, nan) with too few steps."""
     starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
     durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     origin = np.nanmin(starts)
@@ -194,8 +190,7 @@ def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew
 
 def percentile_interval(values, q, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
                         max_values=BOOTSTRAP_MAX_VALUES):
-    """95% percentile-bootstrap interval (low, high) of the q-th percentile of positive values, on a log scale;
-    (nan, nan) with too few values for the percentile or fewer than MIN_INTERVAL_VALUES."""
+    """95% bootstrap interval of the q-th percentile of positive values, on a log scale (or nans)."""
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values) & (values > 0)]
     n = values.size
@@ -269,8 +264,7 @@ def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier
 
 
 def accuracy_attrs(gathered, weights=None):
-    """Top-1 / top-5 accuracy on labelled real data (a measurement, never a reason to invalidate the run):
-    every rank's data.TopKCounter counts summed on rank 0. `weights`: --weights (None: random)."""
+    """Top-1 / top-5 accuracy on labelled real data, every rank's counts summed (never a verdict)."""
     samples = sum(row["samples"] for row in gathered)
     top1 = sum(row["top1"] for row in gathered)
     top5 = sum(row["top5"] for row in gathered)

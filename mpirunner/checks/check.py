@@ -1,6 +1,5 @@
-"""One check of a run: what it looked at (name), whether it passed, the reason a user can act on when
-it did not, and the run attributes it measured. Checks never print and never decide validity alone:
-checks/__init__.py's decide_validity turns them, with the timing rules, into the verdict."""
+"""One check of a run: what it looked at (name), whether it passed, the reason a user can act on when it did
+not, and the run attributes it measured; decide_validity turns the checks into the verdict."""
 from dataclasses import dataclass, field
 
 

@@ -1,17 +1,6 @@
-"""How much a run's step times wander on their own: the noise that the trend and straggler rules judge against.
-
-Step times on a shared host are not independent draws: a burst of other load slows several steps in a
-row, so neighbouring steps correlate, and the median of n such steps is less certain than the median of
-n independent ones. Everything here is measured from the run's own steps, robustly (ranks and median
-absolute deviations), so that a few outlier steps do not decide:
-
-- lag1_autocorrelation: the rank correlation of each step with the next, pooled over segments (each
-  less its own median, so a level shift between segments is not counted), small-sample bias corrected;
-- robust_sigma: the steps' spread from their MAD, pooled over segments;
-- median_standard_error: the standard error of a median of n steps over the effective number of
-  independent steps n (1 - r) / (1 + r) (an AR(1) process with lag-1 correlation r);
-- step_to_step_noise: the typical relative change from one step to the next (MAD of successive
-  differences / sqrt 2, over the median), the noise a single step carries.
+"""How much a run's step times wander on their own: the noise the trend and straggler rules judge against. Steps
+of a shared host correlate (a burst of load slows several in a row), so their median is less certain than that
+of independent ones. Measured robustly (ranks and MADs), so that a few outlier steps do not decide.
 """
 import numpy as np
 
@@ -34,9 +23,9 @@ def centred(segment):
 
 
 def lag1_autocorrelation(segments):
-    """Lag-1 rank autocorrelation of steps, pooled over segments (each less its median), clipped
-    to [0, MAX_AUTOCORRELATION]; 0 with fewer than MIN_PAIRS pairs. Pairs never span two segments.
-    Bias-corrected to first order for short segments (Marriott and Pope: E[r] ~ r - (1 + 4 r) / n)."""
+    """Lag-1 rank autocorrelation of steps, pooled over segments (each less its median, so a level shift between
+    them is not counted; pairs never span two), clipped to [0, MAX_AUTOCORRELATION]; 0 with fewer than MIN_PAIRS
+    pairs. Bias-corrected to first order for short segments (Marriott and Pope: E[r] ~ r - (1 + 4 r) / n)."""
     segments = [centred(segment) for segment in segments]
     segments = [segment for segment in segments if segment.size >= 3]
     if not segments:
@@ -68,14 +57,13 @@ def robust_sigma(segments):
 
 
 def median_standard_error(size, sigma, autocorrelation=0.0):
-    """Standard error of the median of `size` steps of this sigma (normal approximation 1.2533 sigma /
-    sqrt(n)), with n the effective number of independent steps."""
+    """Standard error of the median of `size` steps of this sigma (1.2533 sigma / sqrt(n)), n the effective
+    number of independent steps (an AR(1) process with lag-1 correlation r: n (1 - r) / (1 + r))."""
     return float(1.2533 * sigma / np.sqrt(effective_size(size, autocorrelation)))
 
 
 def step_to_step_noise(series):
-    """The typical relative change between neighbouring steps: 1.4826 MAD(diff) / sqrt(2) / median
-    (0 for fewer than 3 steps)."""
+    """The typical relative change between neighbouring steps (0 for fewer than 3 steps)."""
     series = np.asarray(series, dtype=np.float64)
     series = series[np.isfinite(series)]
     median = np.median(series) if series.size else 0.0

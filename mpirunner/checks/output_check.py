@@ -1,22 +1,6 @@
-"""--check-outputs: does the benchmarked configuration compute what a float32 eager model of the same weights does?
-
-Run once per batch size, right after its timed steps, through the very step that was timed (half
-precision, 8-bit IO, channels_last, compiled, on the device). Running it after the timed steps keeps
-the step's first call the one timed as compile_seconds. The reference is the float32 network of the
-same weights (rebuilt from --seed / --weights, before any rounding to 16 bits), eager, on the host,
-fed the same input in its exact host form (uint8, or float32 before the cast to the model's dtype).
-Every rank checks its own device (output_numbers); rank 0 keeps the worst numbers (judge_ranks). point.py
-gathers them in a stage that may run out of memory (mpi/agreement.py, SizeAgreement.stage): the step runs once more.
-
-Numbers (run attributes output_check_*):
-- max_abs_error: max |out - ref|;  rel_error: ||out - ref||_2 / ||ref||_2 over the batch;
-- top1_agreement: share of samples whose top-1 class is the reference's top-1 class;
-- top1_agreement_within_ties: as top1_agreement, but a sample also agrees when the reference scores the
-  benchmarked top-1 class within tie_tolerance x max|ref| of its own top-1 (a near tie that rounding
-  may flip). tie_tolerance = max(4 x eps of the 16-bit (or 32-bit) type used, 1e-4): 3.1% for
-  bfloat16, 0.39% for float16, 1e-4 for float32.
-Passed when every output is finite and top1_agreement_within_ties >= MIN_AGREEMENT (0.9); a failed
-check makes the run invalid (checks.decide_validity) with the reason made here.
+"""--check-outputs: does the benchmarked step compute what a float32 eager model of the same weights does?
+Run after the timed steps (the first call stays the one timed as compile_seconds), on every rank's device, fed
+the same input in its exact host form (docs/inputs-and-precision.md, "Output check").
 """
 import functools
 
@@ -94,8 +78,7 @@ def judge(gathered, samples, dtype):
 
 
 def output_numbers(config, backend, model, step, source):
-    """This rank's part: one step's outputs against the reference's on the same input (compare_outputs), and
-    the number of samples."""
+    """This rank's compare_outputs of one step against the reference, and the number of samples."""
     import torch
 
     reference_input = source.check_input()

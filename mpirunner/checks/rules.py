@@ -1,6 +1,5 @@
-"""The timing rules of validity: enough steps, long enough, stable, warmed up, no straggler, and
-(--until-stable) windows that agree. Each rule looks at the raw step times [ranks, steps] only and
-returns Checks; the limits come from the user's flags through ValidityRules.
+"""The timing rules of validity (enough steps, long enough, stable, warmed up, no straggler, --until-stable windows
+that agree) on the raw step times [ranks, steps], and the input path's checks on stats.input_shares.
 """
 from dataclasses import dataclass
 from typing import Optional
@@ -17,6 +16,8 @@ MIN_TIMED_SECONDS = 1.0      # without --min-duration, a shorter timed window is
 WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors (noise.py) ...
 WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median ...
 WARMUP_NOISE_SHARE = 0.5     # ... and beyond this share of the step-to-step noise is a trend, not noise
+HOST_GAP_LIMIT = 0.02      # more of a rank's window between steps than this: the runner measured itself
+DEVICE_BUSY_LIMIT = 0.8    # less of a rank's window in batch latency than this: the device waited for input
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,7 @@ class ValidityRules:
 
 
 def rank_name(rank, hosts, bracketed=False):
-    """'rank 1 on node-b' (the timing rules' wording) or, bracketed, 'rank 1 (node-b)' (the input path's);
-    'rank 1' where the host is not known. Shared so that every verdict reason finds a rank's host alike."""
+    """'rank 1 on node-b', bracketed 'rank 1 (node-b)', 'rank 1' where the host is not known."""
     if hosts is None or rank >= len(hosts):
         return f"rank {rank}"
     return f"rank {rank} ({hosts[rank]})" if bracketed else f"rank {rank} on {hosts[rank]}"
@@ -68,8 +68,7 @@ def long_enough(timed_seconds, rules):
 
 
 def stable_steps(steps, rules, hosts):
-    """The rank with the largest step-time coefficient of variation, when it is above --max-cv: the formula of
-    stats.rank_cv_percents, which the `max cv %` column shows too (stats.max_rank_cv; tests/test_cv_rule.py)."""
+    """The rank with the largest step-time cv (stats.rank_cv_percents, as the `max cv %` column), above --max-cv."""
     percents = rank_cv_percents(steps)
     if np.any(np.isfinite(percents)):
         worst = int(np.nanargmax(percents))  # the first of equals, as the column's maximum
@@ -93,16 +92,9 @@ def _thirds(steps):
 
 
 def trend_evidence(steps):
-    """(first median, last median, noise, floor, monotone) of the warm-up rule, or None when too short.
-
-    The noise is measured where the trend in question would not be: on the middle and last thirds
-    when the first is the slower (a warm-up), on the first and middle when the last is (a slowdown).
-    noise: WARMUP_NOISE_SIGMAS standard errors of first - last, over the effective number of
-    independent steps (noise.py: neighbouring steps of a shared host correlate); floor: the smallest
-    difference called a trend, WARMUP_MIN_PERCENT of the last third's median or WARMUP_NOISE_SHARE of
-    the step-to-step noise, whichever is larger; monotone: the middle third is not slower than the slower
-    end (beyond the noise of that difference), so a burst of load in the middle of a run is not read as
-    a trend."""
+    """(first median, last median, noise, floor, monotone) of the warm-up rule, or None when too short
+    (docs/methodology-and-validity.md). The noise is measured on the two thirds the suspected trend leaves
+    alone; monotone: the middle third is not the slowest, so a burst of load mid-run is not a trend."""
     thirds = _thirds(steps)
     if thirds is None:
         return None
@@ -145,10 +137,9 @@ def _median_error(row):
 
 
 def stragglers(steps, hosts):
-    """One failed check per rank whose median step is STRAGGLER_PERCENT above the others' median and
-    beyond the noise: WARMUP_NOISE_SIGMAS standard errors of the difference (noise.py; a rank's own
-    error, and the others' typical one), so that a short run on a loaded host does not name a rank
-    whose median wandered by chance."""
+    """One failed check per rank whose median step is STRAGGLER_PERCENT above the others' median and beyond
+    WARMUP_NOISE_SIGMAS standard errors of the difference, so that a short run on a loaded host does not name
+    a rank whose median wandered by chance."""
     found = []
     if steps.shape[0] > 1:
         medians = np.nanmedian(steps, axis=1)
@@ -190,3 +181,27 @@ def timing_checks(step_seconds, rules, *, timed_seconds, windows=0, hosts=None):
     steps = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     return [enough_steps(steps, rules), long_enough(timed_seconds, rules), stable_steps(steps, rules, hosts),
             warmed_up(steps), *stragglers(steps, hosts), windows_stable(steps, rules, windows, hosts)]
+
+
+def host_gap_check(host_gap, hosts=None):
+    """Fails, naming the worst rank, when a rank spent more than HOST_GAP_LIMIT of its window between steps."""
+    if host_gap is not None and np.any(np.asarray(host_gap) > HOST_GAP_LIMIT):
+        rank = int(np.nanargmax(host_gap))
+        return failed("host_gap", f"runner overhead: {100 * host_gap[rank]:.1f}% of the window between steps "
+                                  f"on {rank_name(rank, hosts, bracketed=True)} (remedy: larger --batch-size or "
+                                  f"--device-iterations, --data generated to rule out the input)")
+    return passed("host_gap")
+
+
+def device_busy_check(device_busy, hosts=None):
+    """Fails, naming the least busy rank, below DEVICE_BUSY_LIMIT (None: nothing to judge)."""
+    if device_busy is not None and np.any(np.asarray(device_busy) < DEVICE_BUSY_LIMIT):
+        rank = int(np.nanargmin(device_busy))
+        return failed("device_busy", f"input-bound: device busy {100 * device_busy[rank]:.0f}% of the window "
+                                     f"on {rank_name(rank, hosts, bracketed=True)} (remedy: --data generated, a "
+                                     f"larger --input-pool-mib, or more CPUs per rank for decoding)")
+    return passed("device_busy")
+
+
+def input_path_checks(host_gap=None, device_busy=None, hosts=None):
+    return [host_gap_check(host_gap, hosts), device_busy_check(device_busy, hosts)]

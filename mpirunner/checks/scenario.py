@@ -1,18 +1,13 @@
-"""The scenario rules (docs/scenarios.md): single-stream and server runs are judged by these, not by the offline
-step-time rules. A run holds when every query was served, a server kept up with its offered load while
-issuing, there were enough queries for the percentile, and the percentile's 99% upper confidence bound is
-within --latency-bound (LoadGen's early-stopping test with no tolerance). Each failed rule is a Check whose
-reason carries its remedy; checks.decide_validity judges a scenario run by these alone."""
+"""The scenario rules (docs/scenarios.md) that judge single-stream and server runs: every query served, a server
+kept up while issuing, enough queries for the percentile, and its 99% upper bound within --latency-bound."""
 from mpirunner.checks.check import failed, passed
 
 KEEP_UP_SHARE = 0.97  # fewer of the scheduled queries completed while issuing (scenarios.summarize_queries)
 
 
 def scenario_reasons(summary, drain_seconds=None, percentile=None):
-    """The summary's (scenarios.summarize_queries) verdict reasons, each with a remedy; empty when the rules hold.
-
-    percentile: the one the run reports (--percentile); with a bound, the bound's. Too few queries for it
-    (stats.minimum_count) is a reason for single-stream, and for a server when it has a bound."""
+    """The verdict reasons of a scenarios.summarize_queries summary, each with a remedy. Too few queries for the
+    percentile (the bound's, else --percentile) is a reason for single-stream, and for a server with a bound."""
     from mpirunner.stats import minimum_count
 
     reasons = []
