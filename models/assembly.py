@@ -1,16 +1,7 @@
 """Assembles the benchmarked model of a run: registry model + variants + weights + input normalisation + precision.
 
-Takes the run's settings as an object with the RunConfig attributes (and `is_default`); it imports
-nothing of mpirunner but errors, so the models package sits below the runner in the data flow.
-
-Precision is `weights.activations` (`--precision`):
-- 32.32: float32 weights and activations.
-- 16.16: weights and activations in the device's half dtype (`backend.half_dtype()`: float16 on CUDA/IPU,
-  bfloat16 on a CPU that has it, `--half-dtype` overrides).
-- 16.32: weights rounded to the half dtype, then held and computed in float32. The numbers are those of
-  16-bit weights; the speed is that of float32 compute (no CPU kernel mixes the two). Recorded as
-  weights_dtype=<half>, dtype=float32 and spelled out in `precision_detail`.
-The float32 network before any rounding is what `--check-outputs` compares against (build_reference_model).
+Takes the run's settings as an object with the RunConfig attributes (and `is_default`) and imports nothing of
+mpirunner but errors, so the models package sits below the runner. Precisions: docs/inputs-and-precision.md.
 """
 import contextlib
 import logging
@@ -42,26 +33,22 @@ class BenchmarkModel:
     normalization_location: str = "host"
     precision_detail: str = ""
 
-    def precision_attrs(self, backend=None, config=None):
+    def precision_attrs(self, backend, config):
         """Root attributes of the HDF5 file saying which numerics were actually used."""
-        attrs = {
+        return {
             "dtype": dtype_name(self.compute_dtype),
             "weights_dtype": dtype_name(self.weights_dtype),
             "input_dtype": dtype_name(self.input_dtype),
             "precision_detail": self.precision_detail,
             "normalization_location_used": self.normalization_location,
+            "half_dtype": dtype_name(backend.half_dtype()),
+            "half_partial_used": bool(config.half_partial and backend.uses_option("half_partial")),
         }
-        if backend is not None and config is not None:
-            attrs["half_dtype"] = dtype_name(backend.half_dtype())
-            attrs["half_partial_used"] = bool(config.half_partial and backend.uses_option("half_partial"))
-        return attrs
 
 
 def build_network(config):
-    """The float32 eval-mode network of the run: registry model, EfficientNet variant, norm swap, weights.
-
-    Seeded with --seed, so every rank (and the output check's reference) builds the same weights.
-    """
+    """The float32 eval-mode network of the run (registry model, variants, weights), seeded with --seed so every
+    rank (and the output check's reference) builds the same weights."""
     torch.manual_seed(config.seed)
     name = torchvision_name(config.model)
     group_dim, expand_ratio = config.efficientnet_group_dim, config.efficientnet_expand_ratio

@@ -6,10 +6,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class NormalizeInput(torch.nn.Module):
-    """uint8 (or float 0..255) NCHW images -> (x/255 - mean) / std in the dtype of the model.
-
-    One fused multiply-add per pixel: x * scale + shift, with scale = 1/(255 std), shift = -mean/std.
-    """
+    """uint8 (or float 0..255) NCHW images -> (x/255 - mean) / std in the model's dtype, as one multiply-add."""
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
@@ -19,16 +16,12 @@ class NormalizeInput(torch.nn.Module):
         self.register_buffer("shift", -mean / std)
 
     def forward(self, images):
-        images = images.to(self.scale.dtype)
-        return images * self.scale + self.shift
+        return images.to(self.scale.dtype) * self.scale + self.shift
 
 
 def normalization_location(config):
-    """Where this run normalises its inputs: host, device or none ('ipu' was already made 'device').
-
-    8-bit IO with 'host' becomes 'device', as in the reference: uint8 bytes cannot carry normalised values
-    (build_benchmark_model logs the switch). 8-bit IO with 'none' is refused in config.py.
-    """
+    """Where this run normalises its inputs: host, device or none. 8-bit IO with 'host' becomes 'device', as in
+    the reference: uint8 bytes cannot carry normalised values."""
     if config.eight_bit_io and config.normalization_location == "host":
         return "device"
     return config.normalization_location

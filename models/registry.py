@@ -1,8 +1,4 @@
-"""Build a classification model by name, with random weights, in eval mode.
-
-Names: resnet50 (torchvision's, which is v1.5), resnext101 (resnext101_32x8d, as the reference),
-efficientnet-b0 ... efficientnet-b7, and any torchvision classification model by its own name.
-"""
+"""Build a classification model by name (our aliases or any torchvision classification model), in eval mode."""
 import difflib
 
 from mpirunner.errors import UsageError
@@ -53,5 +49,4 @@ def build_model(name, num_classes=1000):
     kwargs = {"weights": None, "num_classes": num_classes}
     if torchvision_name(name) == "inception_v3":
         kwargs.update(aux_logits=False, init_weights=True)
-    model = torchvision.models.get_model(torchvision_name(name), **kwargs)
-    return model.eval()
+    return torchvision.models.get_model(torchvision_name(name), **kwargs).eval()

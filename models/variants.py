@@ -1,11 +1,11 @@
 """Model variants of the reference flags: norm-layer swap (`--norm-type`) and EfficientNet group dim / expand ratio.
 
 They change the network before its weights are set, so `--weights` of a variant loads into that variant.
-Every problem a user can cause (groups that do not divide a layer's channels, an EfficientNet option
-on another model) is a UsageError naming the layer, decided identically on every rank.
 """
 import contextlib
 import math
+
+import torch
 
 from mpirunner.errors import UsageError
 
@@ -13,20 +13,18 @@ DEFAULT_EXPAND_RATIO = 6  # torchvision's (and the paper's) MBConv6 stages
 
 
 def _replace_modules(root, should_replace, make_replacement):
-    """Replace every submodule for which should_replace(module) holds; returns how many were replaced."""
+    """Replace every submodule for which should_replace(module) holds (none when one replacement raises)."""
     targets = [(name, module) for name, module in root.named_modules() if name and should_replace(module)]
-    for name, module in targets:
+    replacements = [make_replacement(name, module) for name, module in targets]
+    for (name, _), replacement in zip(targets, replacements):
         parent_name, _, child = name.rpartition(".")
-        parent = root.get_submodule(parent_name) if parent_name else root
-        setattr(parent, child, make_replacement(name, module))
+        setattr(root.get_submodule(parent_name) if parent_name else root, child, replacement)
     return len(targets)
 
 
 def swap_norm_layers(network, norm_type, num_groups=32, eps=1e-5):
-    """--norm-type: 'batch' keeps the model's BatchNorm layers (and their eps); 'group' puts GroupNorm(num_groups,
-    eps) in place of each; 'none' removes them (Identity). Returns the number of layers swapped."""
-    import torch
-
+    """--norm-type: 'batch' keeps the BatchNorm layers, 'group' puts GroupNorm(num_groups, eps) in place of each,
+    'none' removes them. Returns the number of layers swapped."""
     if norm_type == "batch":
         return 0
 
@@ -37,14 +35,12 @@ def swap_norm_layers(network, norm_type, num_groups=32, eps=1e-5):
         return _replace_modules(network, is_batch_norm, lambda _name, _bn: torch.nn.Identity())
 
     channels = [module.num_features for module in network.modules() if is_batch_norm(module)]
-    for name, module in network.named_modules():
-        if is_batch_norm(module) and module.num_features % num_groups:
-            divisor = math.gcd(*channels) if channels else 1
-            raise UsageError(f"--norm-num-groups {num_groups} does not divide the {module.num_features} channels of "
-                             f"layer '{name}'; choose a divisor of every norm layer's channels "
-                             f"(largest for this model: {divisor})")
 
-    def group_norm(_name, bn):
+    def group_norm(name, bn):
+        if bn.num_features % num_groups:
+            raise UsageError(f"--norm-num-groups {num_groups} does not divide the {bn.num_features} channels of "
+                             f"layer '{name}'; choose a divisor of every norm layer's channels "
+                             f"(largest for this model: {math.gcd(*channels)})")
         return torch.nn.GroupNorm(num_groups, bn.num_features, eps=eps, affine=True)
 
     return _replace_modules(network, is_batch_norm, group_norm)
@@ -80,8 +76,6 @@ def efficientnet_expand_ratio(ratio):
 def set_depthwise_group_dim(network, group_dim):
     """Depthwise convs (groups == channels) become group convs of `group_dim` channels per group
     (the reference's G16 variants: group_dim 16). Returns the number of convs changed."""
-    import torch
-
     if group_dim == 1:
         return 0
 
@@ -89,12 +83,10 @@ def set_depthwise_group_dim(network, group_dim):
         return (isinstance(module, torch.nn.Conv2d) and module.groups > 1
                 and module.groups == module.in_channels == module.out_channels)
 
-    for name, module in network.named_modules():
-        if is_depthwise(module) and module.in_channels % group_dim:
-            raise UsageError(f"--efficientnet-group-dim {group_dim} does not divide the {module.in_channels} channels "
+    def group_conv(name, conv):
+        if conv.in_channels % group_dim:
+            raise UsageError(f"--efficientnet-group-dim {group_dim} does not divide the {conv.in_channels} channels "
                              f"of depthwise conv '{name}'")
-
-    def group_conv(_name, conv):
         replacement = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                                       padding=conv.padding, dilation=conv.dilation,
                                       groups=conv.in_channels // group_dim, bias=conv.bias is not None)

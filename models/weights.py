@@ -1,10 +1,10 @@
 """--weights FILE: load a saved state_dict into the benchmarked network, strictly; --weights torchvision:
-torchvision's standard weights of the model, from the local torch hub cache only.
+torchvision's standard weights of the model, from the local torch hub cache only."""
+import os
+from pathlib import Path
 
-A mismatch is a UsageError that names the first missing and unexpected keys (and shape
-mismatches), so a user sees at once whether the file belongs to another model or variant.
-"""
 from mpirunner.errors import UsageError
+from mpirunner.models.registry import torchvision_name
 
 SHOWN_KEYS = 5
 
@@ -36,27 +36,17 @@ def read_state_dict(path):
 TORCHVISION = "torchvision"  # --weights torchvision: the model's standard weights from torchvision's local cache
 
 
-def torchvision_weights_file(model_name):
-    """(path in the local torch hub cache, URL) of torchvision's standard (DEFAULT) weights for the model."""
-    import os
-    from pathlib import Path
-
+def cached_torchvision_weights(model_name):
+    """The cached file of torchvision's standard (DEFAULT) weights for the model; never downloads (benchmark hosts
+    are often offline, and a download inside a timed job would be a surprise). UsageError says where to put it."""
     import torch
     import torchvision
-
-    from mpirunner.models.registry import torchvision_name
 
     try:
         url = torchvision.models.get_model_weights(torchvision_name(model_name)).DEFAULT.url
     except (ValueError, KeyError, AttributeError):
         raise UsageError(f"--weights torchvision: torchvision has no standard weights for model {model_name}") from None
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
-
-
-def cached_torchvision_weights(model_name):
-    """The cached file of torchvision's weights for the model; never downloads (benchmark hosts are often
-    offline, and a download inside a timed job would be a surprise). UsageError says where to put it."""
-    path, url = torchvision_weights_file(model_name)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if not path.is_file():
         raise UsageError(f"--weights torchvision: {path} is not in the local cache (nothing is downloaded); "
                          f"fetch {url} on a machine with network and copy it there (the cache is "

@@ -1,4 +1,5 @@
 """Device backends behind one small interface (base.py); `auto` picks ipu > cuda > cpu."""
+import importlib
 import os
 
 from mpirunner.errors import UsageError
@@ -24,9 +25,7 @@ def select_backend_name(device, ipu_available=_ipu_available, cuda_available=_cu
         return device
     if ipu_available():
         return "ipu"
-    if cuda_available():
-        return "cuda"
-    return "cpu"
+    return "cuda" if cuda_available() else "cpu"
 
 
 def family_for(config, ipu_available=_ipu_available, cuda_available=_cuda_available):
@@ -45,13 +44,6 @@ def samples_per_step(config):
     return max(config.batch_sizes) * config.device_iterations * config.replicas
 
 
-def elsewhere_hint(config):
-    """How to run the same benchmark on this host's CPU, with the step size that makes it slow."""
-    return (f"; to run the same benchmark on this host's CPU add --device cpu "
-            f"(one step is {samples_per_step(config):,} samples, slow on a CPU: --batch-size and "
-            f"--device-iterations make it smaller)")
-
-
 def family_warning(name, config):
     """The warning for a config written for another device family (--device cpu on an -mk2 config), or None."""
     if not config.config_device or config.config_device == name:
@@ -67,23 +59,16 @@ def check_family_present(name, config, ipu_available=_ipu_available):
         return
     asked = (f"config {config.name} is written for IPUs (device: ipu)" if config.config_device == "ipu"
              and config.device in ("ipu", "auto") else "--device ipu")
-    raise UsageError(f"{asked}, and this host has none (poptorch does not import or sees no IPU){elsewhere_hint(config)}")
+    raise UsageError(f"{asked}, and this host has none (poptorch does not import or sees no IPU); to run the same "
+                     f"benchmark on this host's CPU add --device cpu (one step is {samples_per_step(config):,} "
+                     f"samples, slow on a CPU: --batch-size and --device-iterations make it smaller)")
 
 
 def create_backend(config, world):
     """Build the backend object for this rank (imports the device's library only now)."""
     name = family_for(config)
     check_family_present(name, config)
-    if name == "cpu":
-        from mpirunner.backends.cpu import CpuBackend
-
-        return CpuBackend(config, world)
-    if name == "cuda":
-        from mpirunner.backends.cuda import CudaBackend
-
-        return CudaBackend(config, world)
-    if name == "ipu":
-        from mpirunner.backends.ipu import IpuBackend
-
-        return IpuBackend(config, world)
-    raise UsageError(f"unknown device '{name}' (valid: auto, {', '.join(BACKENDS)})")
+    if name not in BACKENDS:
+        raise UsageError(f"unknown device '{name}' (valid: auto, {', '.join(BACKENDS)})")
+    module = importlib.import_module(f"mpirunner.backends.{name}")
+    return getattr(module, f"{name.capitalize()}Backend")(config, world)

@@ -1,28 +1,21 @@
 """The interface every backend implements: everything a job may ask of a device family is declared here.
 
-A backend turns the model into a `step` callable for one batch size. A step takes the input of one
-host iteration (device_iterations x local replicas micro-batches, stacked along dim 0, as poptorch
-expects) and returns the outputs on the host plus the latency in seconds of each micro-batch.
-bench.py times the step itself; the backend only reports what happens inside it. Every step also
-carries `output_lag_steps` (its outputs are those of the input handed over that many calls earlier)
-and `reuses_outputs` (whether the returned tensor is overwritten by the next call).
-
-Which flags a backend uses is not declared here but in the option table (options.py, `devices`):
-`unused_options` and the capabilities below derive from it.
+A step takes one host iteration's input (device_iterations x local replicas micro-batches along dim 0)
+and returns (host outputs, seconds of each micro-batch); bench.py times the call itself. Which flags a
+backend uses is declared in the option table (options.py, `devices`), and the capabilities derive from it.
 """
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+
+import torch
 
 from mpirunner.options import option, unused_on
 
 
 @dataclass
 class RunReport:
-    """What a backend adds to one run, asked on every rank after the timed steps.
-
-    `attrs`: rank 0's go into the run group's attributes. `per_rank`: one number per key on every rank,
-    gathered into a [world_size] dataset of the run group each.
-    """
+    """What a backend adds to one run: `attrs` (rank 0's, run group attributes) and `per_rank` (one number per
+    key on every rank, gathered into a [world_size] dataset each)."""
 
     attrs: dict = field(default_factory=dict)
     per_rank: dict = field(default_factory=dict)
@@ -37,8 +30,6 @@ class Backend(ABC):
         self.config = config
         self.world = world
 
-    # ------------------------------------------------------------ flags and capabilities
-
     def uses_option(self, dest):
         """Whether this device family uses the flag `dest` (its `devices` in the option table)."""
         return self.name in option(dest).devices
@@ -52,22 +43,19 @@ class Backend(ABC):
         return self.uses_option("compile_only")
 
     def measures_peak(self):
-        """Whether --measure-peak means something here: the rank's GEMM peak and memory bandwidth are timed
-        on roof_device() (CPU: its CPUs; CUDA: its GPU)."""
+        """Whether --measure-peak means something here (timed on roof_device())."""
         return self.uses_option("measure_peak")
 
     def roof_device(self):
-        """The torch device whose roofs --measure-peak times: the rank's CPUs unless a backend says otherwise."""
+        """The torch device whose roofs --measure-peak times."""
         return "cpu"
 
     def first_call_compiles(self):
-        """Whether a step's first call compiles (IPU executables, torch.compile, CUDA graph capture): the run
-        block calls its time 'compile', otherwise 'first call'."""
+        """Whether a step's first call compiles (IPU executables, torch.compile, CUDA graph capture)."""
         return self.compiles_ahead() or self.config.compile != "none" or bool(self.config.cuda_graphs)
 
     def pin(self, host_tensor):
-        """The host tensor as the step copies it fastest (CUDA: page-locked). data.py makes inputs with it
-        before timing. Identity by default."""
+        """The host tensor as the step copies it fastest (CUDA: page-locked); data.py pins inputs before timing."""
         return host_tensor
 
     def batch_latency_is_device_time(self):
@@ -81,11 +69,9 @@ class Backend(ABC):
     def local_replicas(self):
         return 1
 
-    # ------------------------------------------------------------ the model and its step
-
-    @abstractmethod
     def half_dtype(self):
-        """The device's native 16-bit torch dtype."""
+        """The device's native 16-bit torch dtype, unless --half-dtype names one."""
+        return getattr(torch, self.config.half_dtype or "float16")
 
     @abstractmethod
     def prepare(self, model, image_size):
@@ -93,14 +79,13 @@ class Backend(ABC):
 
     @abstractmethod
     def make_step(self, batch_size, example_input):
-        """Return step(step_input) -> (outputs, micro_batch_latencies_seconds), compiled for this size,
-        with the attributes output_lag_steps and reuses_outputs (see the module docstring)."""
+        """Return step(step_input) -> (outputs, micro_batch_latencies_seconds) for this size, with attributes
+        output_lag_steps (its outputs are those of the input that many calls earlier) and reuses_outputs
+        (whether the returned tensor is overwritten by the next call)."""
 
     @abstractmethod
     def to_device(self, host_input):
         """Hand a host tensor to the device (used by synthetic data to place its input once)."""
-
-    # ------------------------------------------------------------ what goes into the file
 
     def metadata(self):
         """Root attributes for the HDF5 file: device name and library versions (rank 0's are kept)."""

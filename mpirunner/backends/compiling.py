@@ -7,12 +7,8 @@ from pathlib import Path
 def compile_module(module, batch_sizes, cache_path=None):
     """torch.compile with inductor for inference: static shapes, weight freezing, one graph per batch size.
 
-    Freezing folds the weights into the graph as constants, so inductor can pre-pack them for oneDNN
-    (CPU) or fuse them (CUDA). Each batch size of a sweep is one more specialisation of the same code
-    object, so the recompile limit (default 8, past which dynamo silently falls back to eager) is
-    raised to cover the sweep. --model-cache-path keeps inductor's cache (FX graphs, kernels) there,
-    so a second run starts fast. Compilation happens in the first call, which bench.py times alone
-    as compile_seconds.
+    Each batch size is one more specialisation of the same code object, so the recompile limit (past which
+    dynamo silently falls back to eager) is raised to cover the sweep.
     """
     import torch
     import torch._dynamo

@@ -1,24 +1,7 @@
 """CUDA backend: one GPU per rank, NUMA-near placement, float16, CUDA graphs, torch.compile, overlapped IO.
 
-Imported only when the job uses CUDA (backends.create_backend), so CPU-only runs never touch CUDA.
-Three modules: cuda_devices.py decides which GPU each rank uses (and reads facts about it), cuda_step.py
-is one batch size's step on that GPU, and this one is the Backend that wires them into a job.
-
-Who gets which GPU: each rank takes `local rank % visible GPUs` among the GPUs it can see; the ranks
-compare what they chose (one allgather): two ranks of a host on one GPU is an error unless
---allow-gpu-sharing, and every rank raises the same error, so none is left waiting.
-
-Options:
-- --cuda-graphs: the whole step (all micro-batches) is captured once, in the first call, and replayed.
-- --compile inductor: torch.compile through backends/compiling.py (shared with the CPU backend); compiled in the first call.
-- IO overlap (default with --data generated and real, off with --min-latency): the copy of the input
-  handed to step N runs on a side stream while the forward of step N-1's input runs, the CUDA analogue
-  of IPU IO tiles. The outputs a step returns are therefore those of the previous step's input (the
-  first call computes its own input, which the second step computes again); real data's accuracy pairs
-  them with that input's labels (data.RealInput). Synthetic data is on the device already.
-- Both host sources come pinned (data.py makes them with `pin`, before timing), so a step copies them
-  without staging. The step returns one pinned host output buffer, reused by the next call
-  (`reuses_outputs`): whoever keeps outputs must copy them.
+Imported only when the job uses CUDA. cuda_devices.py decides which GPU each rank uses, cuda_step.py is
+one batch size's step on that GPU, and this module wires them into a job (docs/backends.md: each option).
 """
 import logging
 
@@ -42,8 +25,7 @@ class CudaBackend(Backend):
 
     def __init__(self, config, world):
         super().__init__(config, world)
-        view = local_gpu_view(world)
-        views = world.allgather(view)
+        views = world.allgather(local_gpu_view(world))
         indices = plan_gpus(views, config.allow_gpu_sharing)  # same views -> same verdict on every rank
         for (host, gpu), ranks in shared_gpus(views, indices).items():
             if world.is_root:
@@ -57,7 +39,6 @@ class CudaBackend(Backend):
         self.numa_node = numa_node_of_pci_device(self.pci)
         world.agree(self._check_half_dtype)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = None
         self.forward_module = None
         self.memory_after_load = 0
         self.runtime = CudaRuntime()
@@ -78,19 +59,14 @@ class CudaBackend(Backend):
         torch.backends.cuda.matmul.allow_tf32 = not full_float32
         torch.backends.cudnn.allow_tf32 = not full_float32
 
-    def half_dtype(self):
-        if self.config.half_dtype:
-            return getattr(torch, self.config.half_dtype)
-        return torch.float16
-
     def preferred_numa_node(self):
         return self.numa_node
 
     def prepare(self, model, image_size):
-        self.model = model.to(self.device).to(memory_format=self.memory_format)
-        self.forward_module = self.model
+        self.forward_module = model.to(self.device).to(memory_format=self.memory_format)
         if self.config.compile == "inductor":
-            self.forward_module = compile_module(self.model, self.config.batch_sizes, self.config.model_cache_path)
+            self.forward_module = compile_module(self.forward_module, self.config.batch_sizes,
+                                                 self.config.model_cache_path)
         torch.cuda.synchronize(self.device)
         self.memory_after_load = torch.cuda.memory_allocated(self.device)
 
@@ -102,8 +78,7 @@ class CudaBackend(Backend):
         return device_input
 
     def pin(self, host_input):
-        """Pinned copy of a host tensor: data.py makes generated inputs with it, outside the timed step, so a
-        step copies them to the GPU without blocking (the step stages any other host input itself)."""
+        """Pinned copy of a host tensor, so a step copies it to the GPU without staging it first."""
         return self.runtime.pin(host_input)
 
     def io_overlap(self):
@@ -116,18 +91,16 @@ class CudaBackend(Backend):
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         pool = torch.cuda.graph_pool_handle() if self.config.cuda_graphs else None
-        step = CudaStep(self.forward_module, batch_size, example_input, self.device, self.memory_format,
-                        overlap=self.io_overlap(), use_graphs=self.config.cuda_graphs, graph_pool=pool,
-                        runtime=self.runtime)
-        self._last_step = step
-        return step
+        self._last_step = CudaStep(self.forward_module, batch_size, example_input, self.device, self.memory_format,
+                                   overlap=self.io_overlap(), use_graphs=self.config.cuda_graphs, graph_pool=pool,
+                                   runtime=self.runtime)
+        return self._last_step
 
     def peak_memory_allocated(self):
         """Most GPU memory this rank has had allocated since the current batch size's step was made (bytes)."""
         return int(torch.cuda.max_memory_allocated(self.device))
 
     def roof_device(self):
-        """--measure-peak times the GEMM peak and memory bandwidth of this rank's GPU."""
         return self.device
 
     def metadata(self):

@@ -1,10 +1,7 @@
 """Which GPU each rank uses, and facts about a GPU: pure planning over what the ranks see, sysfs and driver readers.
 
-Who gets which GPU: each rank takes `local rank % visible GPUs` among the GPUs it can see (so
-CUDA_VISIBLE_DEVICES is respected, also when a launcher gives each rank its own). The ranks then
-compare what they chose (one allgather, in backends/cuda.py): two ranks of a host on one GPU is an
-error unless --allow-gpu-sharing, and every rank reaches the same verdict from the same views.
-Everything but `local_gpu_view` is tested without a GPU.
+Each rank takes `local rank % visible GPUs` (so CUDA_VISIBLE_DEVICES is respected); every rank reaches the
+same verdict on sharing from the same views. Everything but `local_gpu_view` is tested without a GPU.
 """
 import ctypes
 import os
@@ -13,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
 
+import torch
+
 from mpirunner.errors import UsageError
 
-
-# ---------------------------------------------------------------- which GPU (pure, tested without a GPU)
 
 @dataclass(frozen=True)
 class GpuView:
@@ -32,11 +29,8 @@ class GpuView:
 
 
 def describe_visibility(environ=None):
-    env = os.environ if environ is None else environ
-    value = env.get("CUDA_VISIBLE_DEVICES")
-    if value is None:
-        return "CUDA_VISIBLE_DEVICES unset"
-    return f"CUDA_VISIBLE_DEVICES='{value}'"
+    value = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    return "CUDA_VISIBLE_DEVICES unset" if value is None else f"CUDA_VISIBLE_DEVICES='{value}'"
 
 
 def gpu_index_for_rank(local_rank, device_count):
@@ -52,23 +46,20 @@ def plan_gpus(views, allow_sharing):
     UsageError when a rank sees no GPU, or, without --allow-gpu-sharing, when two ranks of one host
     would use the same GPU (more local ranks than visible GPUs).
     """
-    indices = []
     for view in views:
         if not view.visible:
             reason = f" ({view.no_gpu_reason})" if view.no_gpu_reason else ""
             raise UsageError(f"--device cuda: no CUDA GPU is visible to rank {view.rank} on host {view.host}"
                              f"{reason}; use --device cpu, or auto to pick what is there")
-        indices.append(gpu_index_for_rank(view.local_rank, len(view.visible)))
+    indices = [gpu_index_for_rank(view.local_rank, len(view.visible)) for view in views]
     owners = {}
     for view, index in zip(views, indices):
-        key = (view.host, view.visible[index])
-        if key in owners and not allow_sharing:
-            first = owners[key]
+        first = owners.setdefault((view.host, view.visible[index]), view)
+        if first is not view and not allow_sharing:
             raise UsageError(
                 f"--device cuda: {view.local_size} ranks on host {view.host} but {len(view.visible)} visible GPU(s) "
                 f"({view.visibility}): local ranks {first.local_rank} and {view.local_rank} would share GPU {index}; "
                 f"start at most {len(view.visible)} ranks per host or pass --allow-gpu-sharing")
-        owners.setdefault(key, view)
     return indices
 
 
@@ -79,8 +70,6 @@ def shared_gpus(views, indices):
         users.setdefault((view.host, view.visible[index]), []).append(view.rank)
     return {key: ranks for key, ranks in users.items() if len(ranks) > 1}
 
-
-# ---------------------------------------------------------------- facts about a GPU (pure where possible)
 
 def pci_id(properties):
     """'0000:3b:00.0' (the sysfs name) from torch's device properties, or '' when torch does not report it."""
@@ -142,15 +131,11 @@ def gpu_identity(properties, pci):
 
 def local_gpu_view(world):
     """This rank's GpuView, read from torch.cuda (device count respects CUDA_VISIBLE_DEVICES)."""
-    import torch
-
     visibility = describe_visibility()
     if not torch.cuda.is_available():
         build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         reason = f"torch {torch.__version__}, {build}: torch.cuda.is_available() is False; {visibility}"
         return GpuView(world.rank, world.host, world.local_rank, world.local_size, (), visibility, reason)
-    visible = []
-    for index in range(torch.cuda.device_count()):
-        properties = torch.cuda.get_device_properties(index)
-        visible.append(gpu_identity(properties, pci_id(properties)))
-    return GpuView(world.rank, world.host, world.local_rank, world.local_size, tuple(visible), visibility)
+    properties = [torch.cuda.get_device_properties(index) for index in range(torch.cuda.device_count())]
+    visible = tuple(gpu_identity(gpu, pci_id(gpu)) for gpu in properties)
+    return GpuView(world.rank, world.host, world.local_rank, world.local_size, visible, visibility)

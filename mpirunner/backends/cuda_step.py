@@ -1,27 +1,13 @@
 """One batch size's step on a rank's GPU (CudaStep), and the torch.cuda calls it makes behind a seam (CudaRuntime).
 
-A step (one host iteration = device_iterations micro-batches) runs on the rank's compute stream:
-host input -> pinned buffer -> non-blocking copy -> forward of each micro-batch between two CUDA
-events -> outputs copied back to pinned host memory -> synchronise. bench.py times the whole call
-on the host, so step time always includes the device work; the events give each micro-batch's
-device latency.
-
-- CUDA graphs: the whole step (all micro-batches) is captured once, in the first call, and replayed.
-- IO overlap: the copy of the input handed to step N runs on a side stream while the forward of step
-  N-1's input runs, the CUDA analogue of IPU IO tiles. The outputs a step returns are therefore those
-  of the previous step's input (`output_lag_steps` = 1; the first call computes its own input, which
-  the second step computes again).
-- Pinned host inputs are copied without staging. The step returns one pinned host output buffer,
-  reused by the next call (`reuses_outputs`): whoever keeps outputs must copy them.
-
-Tests run the step's logic on a CPU double of CudaRuntime (tests/test_cuda.py).
+A step runs on the rank's compute stream: host input -> pinned buffer -> non-blocking copy -> each
+micro-batch's forward between two CUDA events -> outputs copied to pinned host memory -> synchronise.
+CUDA graphs and IO overlap: docs/backends.md. Tests run the step on a CPU double of CudaRuntime.
 """
 import torch
 
 GRAPH_WARMUP_CALLS = 3  # forward passes on a side stream before capture, as the CUDA graphs docs ask
 
-
-# ---------------------------------------------------------------- the torch.cuda calls a step makes (a seam)
 
 class CudaRuntime:
     """The torch.cuda calls CudaStep makes, in one place, so tests can run the step's logic on a CPU double."""
@@ -76,8 +62,6 @@ def graph_events_supported():
     return True
 
 
-# ---------------------------------------------------------------- the step
-
 class CudaStep:
     """One batch size's step on this rank's GPU; call it with one step's input (host or device tensor).
 
@@ -119,7 +103,6 @@ class CudaStep:
         self.captures = 0
         self.host_output = None
         self.pending = None  # overlap: the buffer holding an input whose forward has not run yet
-        self.calls = 0
         self.reuses_outputs = True  # host_output is overwritten by the next call
 
     def _event_pairs(self, inside_graph):
@@ -169,9 +152,7 @@ class CudaStep:
         """Host input -> pinned buffer `index` (a no-op when it is pinned already)."""
         if self.runtime.is_pinned(step_input):
             return step_input
-        pinned = self.pinned_inputs[index]
-        pinned.copy_(step_input)
-        return pinned
+        return self.pinned_inputs[index].copy_(step_input)
 
     def _adopt_device_input(self, step_input):
         """Device input (synthetic data): compute on it in place, or copy it into the captured buffer."""
@@ -212,7 +193,6 @@ class CudaStep:
         return index, incoming
 
     def __call__(self, step_input):
-        self.calls += 1
         with torch.inference_mode(), self.runtime.use_device(self.device), self.runtime.use_stream(self.compute_stream):
             index, self.pending = self._load(step_input)
             device_output = self._compute(index)

@@ -1,19 +1,9 @@
 """IPU backend: each rank's replicas as one poptorch inference model, alone or under poprun (popdist).
 
-poptorch and popdist ship only with the Poplar SDK and are imported inside functions, so this module
-imports on any machine. It is written against their documented API and has been verified only
-against the recording stand-in in tests/fake_poptorch, never on IPU hardware (see README).
-
-What a step is here: one call of the inference model with micro-batch x device_iterations x local
-replicas samples; poptorch splits it over the replicas and device iterations. The batch latency is
-poptorch's own getLatency() average for that call (one value per step).
-
-SDK differences handled here (docs/ipu.md): popdist.init() exists from SDK 3.x only and is
-called once, after mpi4py's MPI_Init; outside poprun poptorch's distributed options are disabled,
-because poptorch.Options() reads Open MPI's OMPI_COMM_WORLD_SIZE/RANK and would otherwise join
-independent mpiexec ranks into one distributed graph. What the SDK's libraries do that this backend
-follows (cache choice and compile lock, PopART option names, getLatency() after the timed call) is in
-ipu_sdk.py.
+poptorch and popdist ship only with the Poplar SDK and are imported inside functions, so this module imports
+on any machine. Written against their documented API, verified only against the recording stand-in in
+tests/fake_poptorch, never on IPU hardware. SDK differences: docs/ipu.md; what the SDK's libraries do that
+this backend follows: ipu_sdk.py.
 """
 import json
 import logging
@@ -26,8 +16,7 @@ from mpirunner.backends.base import Backend, RunReport
 from mpirunner.backends.ipu_sdk import (  # noqa: F401  (default_cache_path: tests and docs name it here)
     CACHE_DEFAULT, UNKNOWN_HARDWARE_VERSION, LatencyReading, buffering_depth_option, choose_cache,
     default_cache_path, engine_options_from_env, hardware_version_text, init_popdist, nan_extreme,
-    popart_version_number, popart_version_text, reference_latency, sdk_version_from_path, warn_about_stale_locks,
-    warn_if_cache_not_shared)
+    popart_version, reference_latency, sdk_version_from_path, warn_about_stale_locks, warn_if_cache_not_shared)
 from mpirunner.errors import UsageError
 
 log = logging.getLogger("mpirunner")
@@ -113,7 +102,6 @@ class IpuBackend(Backend):
             log.warning("poptorch reports the IPU hardware version as unknown (-1); running on, recorded as unknown")
         self.offline_ipu_version = self._offline_target()
         self.cache_path, self.cache_source = choose_cache(config, world, self.popdist is not None, os.environ)
-        self.cache_is_default = self.cache_source == CACHE_DEFAULT
         warn_if_cache_not_shared(world, self.cache_path)
         warn_about_stale_locks(world, self.cache_path)
         if config.compile_only and self.popdist is None and world.is_root:
@@ -161,11 +149,6 @@ class IpuBackend(Backend):
             return None  # compile for the attached IPUs, whatever their version
         return self.hardware_version
 
-    # ------------------------------------------------------------ Backend interface
-
-    def half_dtype(self):
-        return torch.float16
-
     def local_replicas(self):
         return self.replicas_here
 
@@ -194,7 +177,7 @@ class IpuBackend(Backend):
         opts.Precision.setPartialsType(torch.float16 if config.half_partial else torch.float32)
         if config.num_io_tiles > 0:
             opts.setExecutionStrategy(poptorch.ShardedExecution())
-            opts._Popart.set(buffering_depth_option(popart_version_number()), PREFETCH_BUFFERING_DEPTH)
+            opts._Popart.set(buffering_depth_option(popart_version()[0]), PREFETCH_BUFFERING_DEPTH)
             opts.TensorLocations.numIOTiles(config.num_io_tiles)
         if self.cache_path:
             opts.enableExecutableCaching(self.cache_path)
@@ -208,21 +191,18 @@ class IpuBackend(Backend):
         return opts
 
     def _release_device(self):
-        """Detach the previous batch size's model so the next one can attach to the same IPUs, then destroy it
-        so its executable does not stay in host memory for the rest of the sweep (destroy() where the SDK
-        has it; otherwise the last reference is dropped)."""
+        """Detach the previous batch size's model so the next one can attach, then destroy it (where the SDK
+        has destroy()) so its executable leaves host memory."""
         previous, self.inference_model = self.inference_model, None
         if previous is None:
             return
         if previous.isAttachedToDevice():
             previous.detachFromDevice()
-        destroy = getattr(previous, "destroy", None)
-        if destroy is not None:
-            destroy()
+        if hasattr(previous, "destroy"):
+            previous.destroy()
 
     def _forget_unread_latency(self):
-        """A call after the timed steps whose latency nobody looked at (the output check's) is not a step of the
-        run: its reading is not recorded (it could no longer be read right once the model ran again)."""
+        """A call after the timed steps whose latency nobody looked at (the output check's) is not recorded."""
         while self._unread:
             self._unread.pop().expire()
 
@@ -238,11 +218,8 @@ class IpuBackend(Backend):
         return self.config.data != "synthetic"
 
     def make_step(self, batch_size, example_input):
-        """A new inference model per batch size. The step's first call compiles it explicitly, then runs.
-
-        bench.py times that first call as compile_seconds (compile + first run, as on every backend);
-        the explicit compile alone is kept as ipu_compile_seconds. --compile-only compiles here.
-        """
+        """A new inference model per batch size; the step's first call compiles it explicitly (kept alone as
+        ipu_compile_seconds), then runs. --compile-only compiles here."""
         self._forget_unread_latency()
         self._release_device()
         inference_model = self.poptorch.inferenceModel(self.model, self.options())
@@ -271,15 +248,13 @@ class IpuBackend(Backend):
         step.reuses_outputs = True  # not promised otherwise by poptorch: whoever keeps outputs copies them
         return step
 
-    # ------------------------------------------------------------ what goes into the file
-
     def metadata(self):
         sdk_path = os.environ.get("POPLAR_SDK_ENABLED", "")
         effective = {**self.engine_options, **self.env_engine_options}
         return {
             "device_name": f"Graphcore IPU x{self.total_replicas * self.ipus_per_replica}",
             "poptorch_version": str(getattr(self.poptorch, "__version__", "")),
-            "popart_version": popart_version_text(),
+            "popart_version": popart_version()[1],
             "poplar_sdk_path": sdk_path,
             "poplar_sdk_version": sdk_version_from_path(sdk_path),
             "ipu_count": self.total_replicas * self.ipus_per_replica,
@@ -301,11 +276,8 @@ class IpuBackend(Backend):
         return {"device": f"ipu x{self.replicas_here * self.ipus_per_replica}", "ipu_replicas": self.replicas_here}
 
     def run_report(self, batch_size):
-        """The poptorch view of one run: explicit compile time, getLatency() extremes of this rank (per-rank
-        datasets) and of every instance (attrs, as the reference reports them), latency meaning, cache, and
-        for offline runs the reference harness's latency formula (latency_reference_*; see reference_latency).
-
-        Called on every rank (one allgather of this rank's figures)."""
+        """The poptorch view of one run: compile time, getLatency() extremes of this rank and of every instance,
+        cache, and for offline runs the reference harness's latency formula (one allgather, on every rank)."""
         self._forget_unread_latency()
         readings = self.latencies.get(batch_size, [])
         timed = readings[1 + self.config.warmup_iterations:]
@@ -322,7 +294,7 @@ class IpuBackend(Backend):
             "latency_note": ("synthetic data: no host IO, so the latency values are not meaningful"
                              if synthetic else ""),
             "ipu_executable_cache": self.cache_path or "",
-            "ipu_executable_cache_default": self.cache_is_default,
+            "ipu_executable_cache_default": self.cache_source == CACHE_DEFAULT,
             "ipu_executable_cache_source": self.cache_source,
         }
         if self.config.scenario == "offline":  # the reference harness has no scenarios

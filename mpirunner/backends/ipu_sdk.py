@@ -1,6 +1,5 @@
 """What the Poplar SDK's libraries do that the IPU backend follows, read from their sources (docs/ipu.md cites
-each): the executable cache poptorch uses and its compile lock, popdist's init by SDK generation, PopART's
-option names and versions, and getLatency() read after the timed call. Imports nothing from the SDK at import."""
+each). Imports nothing from the SDK at import."""
 import json
 import logging
 import os
@@ -21,17 +20,13 @@ CACHE_DEFAULT = "default"
 
 
 def default_cache_path():
-    """Host-local executable cache used under poprun with several instances per host and no --model-cache-path:
-    poptorch's cache lock then lets one instance compile while the others wait and load."""
+    """Host-local executable cache under poprun with every instance on one host and no --model-cache-path."""
     return os.path.join(tempfile.gettempdir(), f"mpirunner-ipu-cache-{os.getuid()}")
 
 
 def init_popdist(popdist):
-    """Initialise popdist's backend once, where the SDK has it (3.x); returns what happened, for the record.
-
-    SDK 2.x has no popdist.init (nothing to do). In 3.x init() registers popdist's MPI backend and an
-    at-exit finalise; it runs after mpi4py's MPI_Init (init_world comes first), so MPI is already up.
-    """
+    """Initialise popdist's backend once, where the SDK has it (3.x, after mpi4py's MPI_Init); returns what
+    happened, for the record."""
     init = getattr(popdist, "init", None)
     if init is None:
         return "absent (SDK 2.x)"
@@ -76,42 +71,28 @@ def hardware_version_text(version):
 
 def nan_extreme(pick, values):
     """min or max of the values that are not NaN (NaN when none is)."""
-    finite = [value for value in values if value == value]
-    return pick(finite) if finite else float("nan")
+    return pick((value for value in values if value == value), default=float("nan"))
 
 
 def buffering_depth_option(popart_version):
-    """The PopART session option for the IO buffering depth: defaultBufferingDepth from PopART 2.5 on (the old
-    name still works there with a deprecation warning: willow/src/sessionoptions.cpp, getBufferingDepth), the
-    old defaultPrefetchBufferingDepth before 2.5 or when the version is unknown (an empty tuple)."""
+    """The PopART session option for the IO buffering depth: defaultBufferingDepth from PopART 2.5 on, the old
+    defaultPrefetchBufferingDepth before 2.5 or when the version is unknown (an empty tuple)."""
     return "defaultBufferingDepth" if tuple(popart_version[:2]) >= (2, 5) else "defaultPrefetchBufferingDepth"
 
 
-def popart_version_number():
-    """popart.versionNumber() as (major, minor, point); () when popart does not import."""
+def popart_version():
+    """(versionNumber() as (major, minor, point), versionString()) of popart; ((), '') when it does not import."""
     try:
         import popart
     except ImportError:
-        return ()
-    return tuple(int(part) for part in popart.versionNumber())
-
-
-def popart_version_text():
-    try:
-        import popart
-    except ImportError:
-        return ""
-    return str(popart.versionString())
+        return (), ""
+    return tuple(int(part) for part in popart.versionNumber()), str(popart.versionString())
 
 
 class LatencyReading(Sequence):
-    """The one batch latency of a step, [getLatency()'s average], read from poptorch only when first looked at.
-
-    The reference harness stops its clock right after the model call and reads getLatency() afterwards
-    (graphcore/examples 32fc7bd, applications/pytorch/cnns/inference/run_benchmark.py, benchmark()); bench.py
-    looks at a step's latencies after reading its end time, so the read stays outside the timed window. The
-    reading is appended to the batch size's (min, max, avg) list once, in call order.
-    """
+    """The one batch latency of a step, [getLatency()'s average], read from poptorch only when first looked at
+    (bench.py looks after reading the step's end time, so the read stays outside the timed window, as in the
+    reference harness). The reading is appended to the batch size's (min, max, avg) list once, in call order."""
 
     def __init__(self, inference_model, readings):
         self._model, self._readings, self._seconds = inference_model, readings, None
@@ -143,10 +124,9 @@ class LatencyReading(Sequence):
 
 
 def choose_cache(config, world, under_poprun, environ):
-    """(executable cache directory or None, where it came from): --model-cache-path, then POPTORCH_CACHE_DIR
-    (poptorch.Options() turns caching on from it in its constructor), then mpirunner's host-local default,
-    which only a poprun job with all its instances on one host gets (poptorch's compile lock counts every
-    instance of the job in one file: on host-local folders of several hosts it never reaches that count)."""
+    """(executable cache directory or None, where it came from): --model-cache-path, then POPTORCH_CACHE_DIR,
+    then the host-local default, which only a poprun job with all its instances on one host gets (poptorch's
+    compile lock counts every instance in one file: on several hosts' own folders it never reaches that count)."""
     if config.model_cache_path:
         return config.model_cache_path, CACHE_FROM_FLAG
     if environ.get(CACHE_VARIABLE):
@@ -163,9 +143,8 @@ def choose_cache(config, world, under_poprun, environ):
 
 
 def warn_if_cache_not_shared(world, cache_path):
-    """A job on several hosts: rank 0 writes a file into the cache folder and every rank looks for it. A host
-    that does not see it has its own folder, where poptorch's compile lock never counts every instance, so
-    its lock files stay and later sizes (and jobs) compile everywhere at once: one warning line names them."""
+    """A job on several hosts: rank 0 writes a file into the cache folder and every rank looks for it; one
+    warning names the hosts that do not see it (their own folder: poptorch's compile lock files stay)."""
     if not cache_path or world.local_size >= world.size:
         return
     marker = ""
@@ -192,8 +171,8 @@ def warn_if_cache_not_shared(world, cache_path):
 
 
 def warn_about_stale_locks(world, cache_path):
-    """Name poptorch compile-lock files already in the cache before this job compiles: a count left by a
-    job killed mid-compile (or another job's) shifts every instance's position, so none compiles first."""
+    """Name poptorch compile-lock files already in the cache before this job compiles (a count left there
+    shifts every instance's position, so none compiles first)."""
     if not (world.is_root and cache_path and world.size > 1 and os.path.isdir(cache_path)):
         return
     found = sorted(name for name in os.listdir(cache_path) if name.endswith(".lock"))
@@ -204,10 +183,8 @@ def warn_about_stale_locks(world, cache_path):
 
 
 def reference_latency(readings):
-    """This rank's (mean of the averages, min, max) in ms over EVERY call's getLatency(), as the reference
-    harness takes them (32fc7bd inference/run_benchmark.py, benchmark(): it keeps the latencies of the two
-    steps it drops from throughput; the averages of each step are averaged over instances, then over steps).
-    mpirunner's calls are the compile call, the warm-up steps and the timed steps."""
+    """This rank's (mean of the averages, min, max) in ms over EVERY call's getLatency() (the compile call,
+    warm-up and timed steps), as the reference harness takes them (docs/ipu.md)."""
     if not readings:
         return float("nan"), float("nan"), float("nan")
     return (1000.0 * sum(r[2] for r in readings) / len(readings), 1000.0 * min(r[0] for r in readings),
