@@ -1,7 +1,5 @@
-"""The text the runner prints about its runs: the hardware line, each run's block, a failed size's line, the
-sweep table and a peak search's closing line. mpirunner-report shows the same block from a file.
-
-Every function takes the typed Run (or Job); a plain attribute dict is read as a Run first (Run.from_attrs).
+"""The text the runner prints about its runs (the hardware line, each run's block, a failed size's line, a peak
+search's closing line); mpirunner-report shows the same block from a file. A plain attribute dict is read as a Run.
 """
 import math
 import textwrap
@@ -9,6 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from mpirunner.runfile import shown
+from mpirunner.runfile.shown import finite_number
 from mpirunner.runfile.parts import Interval, LatencyStats, Summary
 from mpirunner.runfile.run import Job, Run
 
@@ -18,11 +18,6 @@ TABLE_WIDTH = 160  # no printed line of the sweep table is longer: reasons and f
 def as_run(run):
     """A Run, or a run group's attribute dict read as one."""
     return Run.from_attrs("", run) if isinstance(run, Mapping) else run
-
-
-def finite_number(value):
-    """True for an int or float (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def text_value(value):
@@ -144,8 +139,8 @@ def accuracy_lines(accuracy):
                if images and samples > images else "each image counted at most once")
     lines.append(f"  {images} images in {classes} class folder(s) loaded; {counted}")
     mapping = text_value(accuracy.class_map or "").split("; ")
-    shown = ", ".join(mapping[:6]) + (f", ... ({len(mapping)} in all)" if len(mapping) > 6 else "")
-    lines.append(f"  class folders, sorted by name, are the model's class indices: {shown}")
+    listed = ", ".join(mapping[:6]) + (f", ... ({len(mapping)} in all)" if len(mapping) > 6 else "")
+    lines.append(f"  class folders, sorted by name, are the model's class indices: {listed}")
     weights = text_value(accuracy.weights if accuracy.weights is not None else "random")
     model_classes = int(accuracy.model_classes or 0)
     if weights == "random":
@@ -158,19 +153,20 @@ def accuracy_lines(accuracy):
     return lines
 
 
-def scenario_lines(run):
-    """single-stream and server runs (docs/scenarios.md): query latency from the scheduled arrival (percentiles by
-    the one rule, runfile/shown.py), and the load: target, offered (as scheduled), achieved, the bound."""
-    from mpirunner.runfile import shown
+def query_estimate(scenario, summary, q):
+    """A query latency percentile (ms) with its interval, or n/a (too few queries for it: runfile/shown.py)."""
+    value, name = shown.query_percentile(scenario, q), f"query_latency_p{q}"
+    return "n/a" if value is None else estimate_text(value, getattr(scenario.intervals, name, None), ".3f",
+                                                     summary.ci_unavailable, name)
 
+
+def scenario_lines(run):
+    """single-stream and server runs (docs/scenarios.md): query latency from the scheduled arrival, and the load:
+    target, offered (as scheduled), achieved, the bound."""
     scenario, summary = shown.scenario_of(run), run.summary or Summary()
     if scenario is None:
         return []
-    parts = []
-    for q in (50, 90, 99):
-        value, name = shown.query_percentile(scenario, q), f"query_latency_p{q}"
-        parts.append(f"p{q} " + (estimate_text(value, getattr(scenario.intervals, name, None), ".3f",
-                                               summary.ci_unavailable, name) if value is not None else "n/a"))
+    parts = [f"p{q} {query_estimate(scenario, summary, q)}" for q in (50, 90, 99)]
     mean = scenario.query_latency_mean if scenario.query_latency_mean is not None else float("nan")
     lines = [f"{scenario.scenario}: {scenario.queries} queries, query latency ms: {'  '.join(parts)}  mean {mean:.3f}"]
     if scenario.scenario == "server":
@@ -250,8 +246,6 @@ def format_run_block(run, world_size):
     """The runner's block for one run; its last two lines match the reference harness's regexes
     (`throughput: *(.*?) samples/sec`, `latency avg: *(.*?) ms`), except on IPU, where one line of the
     reference's own figures follows them (no regex of the harness matches it)."""
-    from mpirunner.runfile import shown
-
     run = as_run(run)
     point, summary, inputs, latency = run.point, run.summary, run.input, run.summary.latency
     queries = shown.scenario_of(run) is not None  # its latency is the queries'; the batches' is shown as such

@@ -1,15 +1,12 @@
 """Rank 0 builds a run's Run, once, from what every rank gathered: summary, histogram, input shares, validity.
-
-gather_timings brings every rank's step arrays to rank 0 in one message each; build_run derives everything
-the run group stores from them; failed_run is the run group of a size that could not be measured. A Run
-built here and the same Run read back from its file are equal (names.py maps both ways).
+A Run built here and the same Run read back from its file are equal (names.py maps both ways).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from mpirunner.runfile.names import unit_twins
+from mpirunner.runfile.names import POINT, unit_twins
 from mpirunner.runfile.parts import TIMING_ARRAYS, RunPoint
 from mpirunner.runfile.run import Run
 
@@ -35,13 +32,9 @@ def gather_timings(world, timings):
     rows = world.gather_rows(packed)
     if rows is None:
         return None
-    gathered = {name: [] for name in TIMING_ARRAYS}
-    for row in rows:
-        sizes = row[1:1 + len(TIMING_ARRAYS)].astype(np.int64)
-        offsets = np.cumsum(np.concatenate([[1 + len(TIMING_ARRAYS)], sizes]))
-        for index, name in enumerate(TIMING_ARRAYS):
-            gathered[name].append(row[offsets[index]:offsets[index + 1]])
-    result = {name: _stack_rows(pieces) for name, pieces in gathered.items()}
+    count = len(TIMING_ARRAYS)
+    pieces = [np.split(row[1 + count:], np.cumsum(row[1:1 + count].astype(np.int64))[:-1]) for row in rows]
+    result = {name: _stack_rows([row[index] for row in pieces]) for index, name in enumerate(TIMING_ARRAYS)}
     result["compile_seconds"] = np.array([row[0] for row in rows])
     return result
 
@@ -135,11 +128,7 @@ def scenario_throughput(summary, scenario_attrs, samples_per_step):
 
 def point_attrs(point):
     """What was asked for (the RunPoint), as every run group names it, measured or failed."""
-    return {"batch_size": point.batch_size, "device_iterations": point.device_iterations,
-            "local_replicas": point.local_replicas, "samples_per_step": point.samples_per_step,
-            "model": point.model, "data": point.data, "precision": point.precision, "dtype": point.dtype,
-            "image_size": point.image_size, "iterations_requested": point.iterations_requested,
-            "warmup": point.warmup}
+    return {name: getattr(point, name) for name, _path in POINT}
 
 
 def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, judging: Judging,

@@ -1,10 +1,7 @@
 """The only module under mpirunner/ that imports h5py: write a Job to its file and read it back (schema mpirunner/1).
 
-The file is always built whole in memory, written to a temporary file in the same folder, fsynced
-and renamed over the target, so the file on disk is complete and valid at every moment. A sweep rewrites it after
-each finished run. Reading needs only h5py and numpy (mpirunner.report uses it on machines without torch):
-read_job gives a Job whose runs read their big arrays on first access; read_light reads attributes alone
-(a summary of hundreds of files), read_step_seconds one dataset.
+Written whole and atomically (docs/failure-behaviour.md, "Nothing lost"). Reading needs only h5py and numpy:
+read_job's runs read their arrays on first access; read_light reads attributes alone (a summary of many files).
 """
 import os
 from dataclasses import dataclass, field
@@ -15,8 +12,8 @@ import numpy as np
 
 from mpirunner import SCHEMA
 from mpirunner.errors import UsageError
-from mpirunner.runfile.block import text_value  # noqa: F401 (read as hdf5.text_value too)
-from mpirunner.runfile.names import plain, unit_name
+from mpirunner.runfile.block import text_value
+from mpirunner.runfile.names import plain, stored_text, unit_name
 from mpirunner.runfile.run import Job, Run, RunArrays
 
 SCHEMA_PREFIX = "mpirunner/"
@@ -27,23 +24,17 @@ NUMBERS = (bool, int, float, np.number, np.bool_)
 # ------------------------------------------------------------------------------------- writing
 
 def _attr_value(value):
-    """HDF5 attributes cannot hold None or dicts: store '' and YAML text instead."""
-    if value is None:
-        return ""
-    if isinstance(value, (bytes, np.bytes_)):  # stored as bytes, h5py would read it back as bytes: text is str
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        return str(value)  # plain str: numpy cannot store subclasses such as torch's TorchVersion
-    if isinstance(value, dict):
-        import yaml
-
-        return yaml.safe_dump(value, sort_keys=True)
-    if isinstance(value, (list, tuple)):
-        if all(isinstance(item, (int, float, np.integer, np.floating)) and not isinstance(item, bool) for item in value) and value:
-            return np.asarray(value)
-        return np.asarray([_attr_value(item) if isinstance(item, (bytes, np.bytes_)) else str(item) for item in value],
-                          dtype=object) if value else ""
-    return value
+    """HDF5 attributes cannot hold None or dicts: store '' and YAML text instead; bytes as str (h5py would read them
+    back as bytes), a str subclass (torch's TorchVersion) as str."""
+    if value is None or isinstance(value, (bytes, np.bytes_, str, dict)):
+        return stored_text(value)
+    if not isinstance(value, (list, tuple)):
+        return value
+    if value and all(isinstance(item, (int, float, np.integer, np.floating)) and not isinstance(item, bool)
+                     for item in value):
+        return np.asarray(value)
+    return np.asarray([stored_text(item) if isinstance(item, (bytes, np.bytes_)) else str(item) for item in value],
+                      dtype=object) if value else ""
 
 
 def _set_attrs(node, attrs):
@@ -70,11 +61,8 @@ def _set_text_columns(ranks):
 
 
 def _ranks_table(rows):
-    """List of per-rank dicts -> structured array, one column per key (first-seen order).
-
-    A column is text when any value is not a number (or it is named in STRING_COLUMNS), else bool,
-    int or float from its values; missing values become '' / False / -1.
-    """
+    """List of per-rank dicts -> structured array, one column per key (first-seen order): text when any value is
+    not a number (or named in STRING_COLUMNS), else bool, int or float; missing values become '' / False / -1."""
     import h5py
 
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -120,9 +108,11 @@ def _hdf5_image(job):
 
 
 def _write_all(handle, data):
+    """Write all of `data` and fsync it."""
     view = memoryview(data)
     while view:
         view = view[os.write(handle, view):]
+    os.fsync(handle)
 
 
 def _write_named(temporary, data):
@@ -130,20 +120,13 @@ def _write_named(temporary, data):
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         _write_all(handle, data)
-        os.fsync(handle)
     finally:
         os.close(handle)
 
 
 def write_job(path, job):
-    """Write the whole file atomically: build it in memory, write a temporary file in the same folder,
-    fsync, rename over the target.
-
-    On Linux the temporary file is unnamed (O_TMPFILE) until it is complete, so a process killed
-    mid-write (SIGKILL from MPI_Abort, the OOM killer) leaves nothing behind; it gets a name only
-    for the instant between link and rename. Elsewhere a named '.<name>.tmp-<pid>' file is used,
-    and stale ones of dead processes are removed on the next write.
-    """
+    """Write the whole file atomically. The temporary file is unnamed (O_TMPFILE) until it is complete, so a process
+    killed mid-write leaves nothing behind; elsewhere a named '.<name>.tmp-<pid>' file is used."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _hdf5_image(job)
@@ -157,7 +140,6 @@ def write_job(path, job):
         else:
             try:
                 _write_all(unnamed, data)
-                os.fsync(unnamed)
                 try:
                     _link_unnamed(unnamed, temporary)
                 except OSError:  # /proc or linkat refused (some containers): write a named temporary instead
@@ -184,10 +166,8 @@ def _open_unnamed(folder):
 
 
 def _link_unnamed(handle, name):
-    """Give the unnamed file a name: linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/<handle>.
-
-    A directory fd is passed so that Python calls linkat (plain link() would not follow the link).
-    """
+    """Give the unnamed file a name: linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/<handle> (a directory fd is passed
+    so that Python calls linkat: plain link() would not follow the link)."""
     proc = os.open("/proc/self/fd", os.O_RDONLY)
     try:
         os.link(str(handle), name, src_dir_fd=proc, follow_symlinks=True)
@@ -248,8 +228,6 @@ def read_job(path):
     return Job.from_attrs(root, ranks, runs, path=path)
 
 
-
-
 def first_line(error):
     """An exception's first line (its type's name when it has no text), for one-line usage errors."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -305,7 +283,7 @@ class LightFile:
 
 
 def _attributes(node, wanted):
-    """The node's attributes as plain Python: only the `wanted` ones (each read costs ~0.1 ms), or all but the config."""
+    """The node's attributes as plain Python: the `wanted` ones (each read costs ~0.1 ms), or all but the config."""
     names = [key for key in node.attrs if (key != "config" if wanted is None else key in wanted)]
     return {key: plain(node.attrs[key]) for key in names}
 
@@ -346,10 +324,7 @@ def read_light(path, root_names=None, run_names=None, histograms=False, config=F
 
 
 def read_step_seconds(path, name):
-    """Run group `name`'s step_seconds array ([ranks, steps], s), None when it has none: what a trend's rule needs.
-
-    Only that dataset is read (not the file's other arrays); raises UsageError when the file can no longer be read.
-    """
+    """Run group `name`'s step_seconds array ([ranks, steps], s) alone, None when it has none (a trend's rule)."""
     import h5py
 
     try:

@@ -1,16 +1,9 @@
 """The only place that knows a run's attribute names: which typed field each one fills (run.py), and the
-unit convention (every stored or exported number whose name lacks its unit gets a twin that carries it).
-
-Older attribute names (`throughput`, `latency_p50`, `step_cv` as a fraction, ...) stay in every
-mpirunner/1 file, so readers written for them keep working; the writer adds the unit-named twin
-next to each (`throughput_samples_per_s`, `latency_p50_ms`, `step_cv_percent`), and the report's
-CSV/JSON use the twin names only. Ratios are percent under a unit name, never fractions.
-The unit-named twins are the canonical names from here on: a future schema (mpirunner/2) may drop
-the old names, and readers that look a value up with `value_of` read either kind of file.
-
-FIELDS maps each known run attribute to the dotted path of its typed field in a Run ('summary.latency.p50');
-an attribute it does not name is kept verbatim (`Run.extra`, or `Run.device` for a backend's report), so
-reading a run and writing it back stores the same names, types and values.
+unit convention (docs/hdf5-schema.md): every stored or exported number whose name lacks its unit gets a twin
+that carries it (`latency_p50` -> `latency_p50_ms`, `step_cv` -> `step_cv_percent`, ratios as percent).
+The old names stay in every mpirunner/1 file; the report's CSV/JSON use the twins only, and `value_of` reads
+either kind of file. An attribute FIELDS does not name is kept verbatim (`Run.extra`, or `Run.device`), so a
+run read and written back stores the same names, types and values.
 """
 import functools
 
@@ -126,7 +119,8 @@ FIELDS = [
         "query_latency_p90", "query_latency_p99", "query_wait_mean", "padding_share", "duration_seconds",
         "target_qps", "offered_qps", "achieved_qps", "keep_up", "latency_bound", "bound_percentile",
         "bound_latency", "bound_latency_upper", "queries_over_bound", "share_over_bound", "drain_seconds",
-        "max_batch_wait_ms", "prepared_batch_sizes", "peak_search", "peak_point", "peak_qps", "peak_qps_high")],
+        "max_batch_wait_ms", "prepared_batch_sizes", "peak_search", "peak_point", "peak_qps", "peak_qps_high",
+        "completed_while_issuing", "in_flight_allowance")],
     *_interval("query_latency_p50", "scenario.intervals.query_latency_p50"),
     *_interval("query_latency_p99", "scenario.intervals.query_latency_p99"),
     *[(f"accuracy_{name}", f"accuracy.{name}") for name in (
@@ -138,10 +132,6 @@ PATHS = dict(FIELDS)
 DEVICE_NAMES = frozenset({"cuda_graphs", "io_overlap", "output_lag_steps", "batch_latency_source",
                           "latency_meaningful", "latency_note", "first_call_compiles", "visible_devices"})
 DEVICE_PREFIXES = ("gpu_", "ipu_", "latency_reference", "throughput_reference_")
-
-
-def is_device_name(name):
-    return name in DEVICE_NAMES or name.startswith(DEVICE_PREFIXES)
 
 
 def plain(value):
@@ -166,7 +156,7 @@ def split_attrs(attrs):
             continue  # recomputed from its unit-less name
         path = PATHS.get(name)
         if path is None:
-            (device if is_device_name(name) else extra)[name] = value
+            (device if name in DEVICE_NAMES or name.startswith(DEVICE_PREFIXES) else extra)[name] = value
             continue
         node = nested
         *parts, leaf = path.split(".")

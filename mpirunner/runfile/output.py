@@ -1,19 +1,6 @@
-"""The output file, settled before any model is built: can it be written, is there room, and with
---resume, what does it already hold and does this job measure the same thing?
-
-An unwritable --output found after an hour of benchmarking loses the hour; so rank 0 tries it first
-(makes the folder, creates and removes a probe file, compares free space with a generous estimate).
---resume continues a sweep in an existing file: the sizes it holds are skipped, the stored runs are
-written back unchanged (their arrays byte for byte), and the root attributes keep the first job's
-values plus one entry per resumption (resumed_argv, resumed_created, resumed_hosts).
-
-One job owns an output at a time: rank 0 creates `<output>.lock` (O_EXCL) holding its host, pid, the pid's
-start time and when it started; a second job on the same output exits 2 naming the owner, whatever
---overwrite or --resume say. The owner refreshes the lock's mtime every LOCK_HEARTBEAT_SECONDS and
-removes it when it exits. A lock is stale, and taken over with a warning, when its owner is on this host
-and its pid is gone (or is another process now), when its owner is on another host where a rank of this
-job finds that pid gone (a job whose rank 0's host was lost, resumed from another host), or when it is on
-another host and its mtime is older than LOCK_STALE_SECONDS.
+"""The output file, settled before any model is built: can it be written, is there room, and with --resume, what
+does it already hold and does this job measure the same thing; and the output's lock, one job per output
+(docs/failure-behaviour.md: "One job per output file", "The output is settled first").
 """
 import atexit
 import datetime
@@ -24,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +83,7 @@ class Earlier:
         attrs = {key: value for key, value in self.job.attrs().items() if key != "schema"}
         for key, value in (("resumed_argv", resumed.argv), ("resumed_created", resumed.created),
                            ("resumed_hosts", ",".join(resumed.hosts))):
-            earlier = attrs.get(key) or []
-            attrs[key] = [*([earlier] if isinstance(earlier, str) else earlier), value]
+            attrs[key] = [*attrs.get(key, []), value]
         return Job.from_attrs(attrs, [row.as_dict() for row in self.job.ranks], self.job.runs)
 
 
@@ -124,7 +111,6 @@ def read_earlier(path, config, layout):
             run.arrays.all()  # written back byte for byte: read now, while the file is the one checked
     except (OSError, KeyError) as error:
         raise UsageError(f"--resume: cannot read {path} as an mpirunner file ({error})") from None
-    ranks = [row.as_dict() for row in job.ranks]
     stored = _comparable(job.config_text)
     current = _comparable(config.settings())
     differ = sorted(key for key in set(stored) | set(current)
@@ -133,27 +119,25 @@ def read_earlier(path, config, layout):
         shown = ", ".join(f"{key} ({stored.get(key)!r} in the file, {current.get(key)!r} now)" for key in differ)
         raise UsageError(f"--resume: {path} was measured with other settings: {shown}; "
                          "use the same settings or another --output")
-    stored_size = int(job.world_size if job.world_size is not None else len(ranks))
+    stored_size = int(job.world_size if job.world_size is not None else len(job.ranks))
     if stored_size != len(layout):
         raise UsageError(f"--resume: {path} was measured by {stored_size} rank(s), this job has {len(layout)}; "
                          "resume with the same number of ranks or use another --output")
-    if _per_host(ranks) != _per_host([{"host": h, "local_rank": r} for h, r in layout]):
+    hosts, here = [row.host for row in job.ranks], [host for host, _local_rank in layout]
+    if _per_host(hosts) != _per_host(here):
         raise UsageError(f"--resume: {path} was measured with another rank layout "
-                         f"({_describe(ranks)}; this job: {_describe([{'host': h} for h, _ in layout])}); "
+                         f"({_describe(hosts)}; this job: {_describe(here)}); "
                          "resume with the same ranks per host or use another --output")
     return Earlier(job=job)
 
 
-def _per_host(rows):
+def _per_host(hosts):
     """Ranks per host, in rank order of first appearance: the layout that must not change on resume."""
-    counts = {}
-    for row in rows:
-        counts[row["host"]] = counts.get(row["host"], 0) + 1
-    return list(counts.values())
+    return list(Counter(hosts).values())
 
 
-def _describe(rows):
-    per_host = _per_host(rows)
+def _describe(hosts):
+    per_host = _per_host(hosts)
     return f"{sum(per_host)} rank(s) on {len(per_host)} host(s)"
 
 
@@ -168,20 +152,17 @@ def lock_path(path):
     return Path(f"{path}.lock")
 
 
+def _stat(pid, index, unknown):
+    """Field `index` of /proc/<pid>/stat after the command name (0: the state, 19: the start time), else `unknown`."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[index]
+    except (OSError, IndexError):
+        return unknown
+
+
 def _pid_started(pid):
     """The kernel's start time of `pid` (clock ticks since boot), '' where unknown: a reused pid differs."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _zombie(pid):
-    """Whether `pid` has ended and only waits to be reaped (state Z: a killed job whose parent died too)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return _stat(pid, 19, "")
 
 
 def _alive(owner):
@@ -193,7 +174,7 @@ def _alive(owner):
         return False
     except (PermissionError, KeyError, ValueError, TypeError):
         return True
-    if _zombie(owner["pid"]):
+    if _stat(owner["pid"], 0, "") == "Z":  # ended, waiting to be reaped (a killed job whose parent died too)
         return False
     started, now_started = owner.get("pid_started") or "", _pid_started(owner["pid"])
     return not (started and now_started) or started == now_started

@@ -1,9 +1,8 @@
-"""The typed nested parts of a Run (run.py): what was asked for, the verdict, the measured summary, the input
-path, compute, a scenario's queries, accuracy, and the run group's datasets (read on first access).
+"""The typed nested parts of a Run (run.py) and the run group's datasets (read on first access).
 A field that is None was not stored (an older file, a failed run, a run without that part). numpy only.
 """
-from dataclasses import dataclass, field, fields
-from typing import Callable, Dict, Optional, Tuple, Union
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Callable, Dict, Optional, Tuple, Union, get_args, get_origin
 
 import numpy as np
 
@@ -23,11 +22,18 @@ def as_tuple(value):
 
 
 def make(cls, values):
-    """cls from a {field: value} dict of names.split_attrs (None when the part stored nothing)."""
+    """cls from a nested {field: value} dict of names.split_attrs (None when the part stored nothing): nested parts
+    made the same way, stored lists as tuples."""
     if values is None:
         return None
-    known = {item.name for item in fields(cls)}
-    return cls(**{key: value for key, value in values.items() if key in known})
+    made = {}
+    for item in fields(cls):
+        if item.name in values:
+            kind = get_args(item.type)[0] if get_origin(item.type) is Union else item.type  # X of Optional[X]
+            value = values[item.name]
+            made[item.name] = (make(kind, value) if is_dataclass(kind) else
+                               as_tuple(value) if get_origin(kind) is tuple else value)
+    return cls(**made)
 
 
 @dataclass(frozen=True)
@@ -123,14 +129,6 @@ class Summary:
     latency: LatencyStats = field(default_factory=LatencyStats)
     intervals: Intervals = field(default_factory=Intervals)
 
-    @classmethod
-    def of(cls, values):
-        values = dict(values)
-        latency = make(LatencyStats, values.pop("latency", {}))
-        spans = values.pop("intervals", {})
-        intervals = Intervals(**{key: make(Interval, value) for key, value in spans.items()})
-        return cls(latency=latency, intervals=intervals, **values)
-
 
 @dataclass(frozen=True)
 class InputPath:
@@ -202,16 +200,9 @@ class ScenarioSummary:
     peak_point: Optional[int] = None
     peak_qps: Optional[float] = None
     peak_qps_high: Optional[float] = None
+    completed_while_issuing: Optional[int] = None  # server: queries done within the schedule's duration
+    in_flight_allowance: Optional[int] = None  # server: the queries keep-up allows to be still in flight then
     intervals: ScenarioIntervals = field(default_factory=ScenarioIntervals)
-
-    @classmethod
-    def of(cls, values):
-        values = dict(values)
-        spans = values.pop("intervals", {})
-        if "prepared_batch_sizes" in values:
-            values["prepared_batch_sizes"] = as_tuple(values["prepared_batch_sizes"])
-        return cls(intervals=ScenarioIntervals(**{key: make(Interval, value) for key, value in spans.items()}),
-                   **values)
 
 
 @dataclass(frozen=True)
@@ -244,19 +235,12 @@ class RunArrays:
         self._names = tuple(names_) if names_ is not None else tuple(self._arrays)
         self._loader = loader
 
-    def names(self):
-        return self._names
-
     def __contains__(self, name):
         return name in self._names
 
     def get(self, name, default=None):
         """The dataset `name`, or `default` when the run has none (a failed run has no arrays)."""
-        if name not in self._names:
-            return default
-        if name not in self._arrays:
-            self._load((name,))
-        return self._arrays[name]
+        return self.read(name).get(name, default)
 
     def read(self, *wanted):
         """{name: array} of the wanted datasets the run has, reading only those (one open of the file)."""
@@ -265,8 +249,7 @@ class RunArrays:
 
     def all(self):
         """Every dataset, read at once: what --resume writes back byte for byte."""
-        self._load(self._names)
-        return {name: self._arrays[name] for name in self._names}
+        return self.read(*self._names)
 
     def _load(self, wanted):
         missing = [name for name in wanted if name not in self._arrays]
@@ -278,16 +261,8 @@ class RunArrays:
         return self.get("step_seconds")
 
     @property
-    def step_start(self):
-        return self.get("step_start")
-
-    @property
     def batch_latency(self):
         return self.get("batch_latency")
-
-    @property
-    def compile_seconds(self):
-        return self.get("compile_seconds")
 
     @property
     def histogram(self):

@@ -1,18 +1,16 @@
 """The typed model of a results file: a Job (the file's root and /ranks) and its Runs (one per run group).
 
-A Run is the only shape of a run from the moment rank 0 builds it (build.py) to every reader: the block
-the runner prints, --strict, --resume, and mpirunner-report. Its nested parts are typed; a field that is
-None was not stored (an older file, a failed run, a run without that part). names.py maps a Run to the
-run group's flat attributes and back (`run.attrs()`, `Run.from_attrs`); the big arrays load lazily from
-the file on first access (RunArrays). numpy only: no h5py, torch or mpi4py here.
+A Run is the only shape of a run from the moment rank 0 builds it (build.py) to every reader; names.py maps it
+to the run group's flat attributes and back. numpy only: no h5py, torch or mpi4py here.
 """
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from mpirunner.runfile import names
-from mpirunner.runfile.parts import (  # noqa: F401 (the parts are part of the Run API)
-    TIMING_ARRAYS, Accuracy, AttrValue, Compute, DeviceReport, InputPath, Interval, Intervals, LatencyStats,
-    RunArrays, RunPoint, Scalar, ScenarioIntervals, ScenarioSummary, Summary, Verdict, as_tuple, make)
+from mpirunner.runfile.parts import (  # noqa: F401 (RunPoint: imported from here too)
+    Accuracy, AttrValue, Compute, DeviceReport, InputPath, RunArrays, RunPoint, Scalar, ScenarioSummary, Summary,
+    Verdict, as_tuple, make)
 
 
 @dataclass
@@ -54,28 +52,19 @@ class Run:
     def from_attrs(cls, name, attrs, arrays=None):
         """The Run of a run group's attributes (plain Python, names.plain) and its datasets (RunArrays or dict)."""
         nested, device, extra, twins = names.split_attrs(attrs)
-        point = dict(nested.get("point", {}))
-        point.setdefault("batch_size", 0)
-        inputs = nested.get("input")
-        if inputs and "pool_limit_bytes" in inputs:
-            point["input_pool_limit_bytes"] = inputs["pool_limit_bytes"]
+        inputs = nested.get("input") or {}
+        point = {"batch_size": 0, **nested.get("point", {}),
+                 **({"input_pool_limit_bytes": inputs["pool_limit_bytes"]} if "pool_limit_bytes" in inputs else {})}
         verdict = nested.get("verdict", {})
-        compute = nested.get("compute")
-        if compute:
-            lists = ("utilization_hosts", "utilization_per_host")
-            compute = {**compute, **{key: as_tuple(compute[key]) for key in lists if key in compute}}
-        if not isinstance(arrays, RunArrays):
-            arrays = RunArrays(arrays)
         return cls(name=name, point=RunPoint(**point), status=nested.get("status"),
                    failure_reason=nested.get("failure_reason"),
                    verdict=Verdict(valid=bool(verdict.get("valid", True)),
                                    reasons=tuple(str(reason) for reason in as_tuple(verdict.get("reasons", ()))),
                                    stored=bool(verdict)),
-                   summary=Summary.of(nested["summary"]) if "summary" in nested else None,
-                   input=make(InputPath, inputs), compute=make(Compute, compute),
-                   scenario=ScenarioSummary.of(nested["scenario"]) if "scenario" in nested else None,
+                   summary=make(Summary, nested.get("summary")), input=make(InputPath, nested.get("input")),
+                   compute=make(Compute, nested.get("compute")), scenario=make(ScenarioSummary, nested.get("scenario")),
                    accuracy=make(Accuracy, nested.get("accuracy")), device=device, extra=extra,
-                   arrays=arrays, twins=twins)
+                   arrays=arrays if isinstance(arrays, RunArrays) else RunArrays(arrays), twins=twins)
 
     def amended(self, attrs):
         """This run with `attrs` set (a peak search's points, once the peak is known), its arrays kept."""
@@ -161,7 +150,7 @@ class Job:
         """The Job of root attributes (as built or as read: a dict `config` becomes its YAML text) and /ranks."""
         values = {key: names.stored_text(value) for key, value in attrs.items()}
         job = cls(path=None if path is None else str(path), root_names=tuple(values),
-                  ranks=[RankRow.of(row, index) for index, row in enumerate(rank_rows)], runs=sorted(runs, key=_name))
+                  ranks=[RankRow.of(row, index) for index, row in enumerate(rank_rows)]).with_runs(runs)
         for key, value in values.items():
             if key == "config":
                 job.config_text = value
@@ -187,8 +176,4 @@ class Job:
         return {key: values[key] for key in order if key in values}
 
     def with_runs(self, runs):
-        return replace(self, runs=sorted(runs, key=_name))
-
-
-def _name(run):
-    return run.name
+        return replace(self, runs=sorted(runs, key=attrgetter("name")))

@@ -1,17 +1,6 @@
 """What a run is shown by, wherever it is shown (the runner's block and sweep table, mpirunner-report's text, CSV
-and JSON, the summary and its page): one meaning per column, one rule for percentiles.
-
-- throughput (samples/s): the run's stored headline. Offline: all samples over the timed window. Single-stream
-  and server: the achieved rate, served queries per second over the issuing window times the samples per query
-  (build.py stores it so); never recomputed from the batches a server formed.
-- batch latency (`latency_*`): one micro-batch's time, for every run. Query latency (`query_latency_*`): single-
-  stream and server runs, from a query's scheduled arrival to its completion (queueing counts); the latency a
-  scenario run is judged and shown by (the runner's `latency avg`, the report's "query p50 ms").
-- a percentile is shown only with enough values for it: stats.minimum_count(q) (p50 7, p90 44, p99 459: 99%
-  confidence that the largest value bounds it, LoadGen's early-stopping minimum); below that it is `n/a` in
-  text and absent (empty, null) in CSV/JSON, never a number. Query percentiles count every query scheduled
-  (an unserved one is over any bound).
-numpy only (stats is numpy).
+and JSON, the summary and its page): one meaning per column and one rule for percentiles (docs/reports.md: "One
+rule for percentiles", "Single-stream and server runs"). numpy only (stats is numpy).
 """
 import math
 
@@ -26,7 +15,8 @@ QUERY_COLUMNS = ("scenario", "queries", "queries_served", "target_qps", "offered
                  "within_bound", "peak_qps", "peak_qps_high")
 
 
-def _finite(value):
+def finite_number(value):
+    """True for an int or float (not a bool) that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -65,7 +55,7 @@ def scenario_of(run):
 def query_percentile(scenario, q):
     """The stored query latency percentile q (ms) when the run had enough queries for it, else None."""
     value = getattr(scenario, f"query_latency_p{q:g}", None)
-    return value if _finite(value) and enough(scenario.queries, q) else None
+    return value if finite_number(value) and enough(scenario.queries, q) else None
 
 
 def query_interval(scenario, q):
@@ -74,21 +64,24 @@ def query_interval(scenario, q):
     if query_percentile(scenario, q) is None or interval is None:
         return None, None
     low, high = interval.low, interval.high
-    return (low, high) if _finite(low) and _finite(high) else (None, None)
+    return (low, high) if finite_number(low) and finite_number(high) else (None, None)
+
+
+def _if_enough(scenario, value):
+    """`value` when it is a number and the run had enough queries for its judged percentile, else None."""
+    if scenario.bound_percentile is None or not finite_number(value):
+        return None
+    return value if enough(scenario.queries, scenario.bound_percentile) else None
 
 
 def judged_latency(scenario):
     """The judged percentile (bound_percentile) of a server run with a bound, or None (too few queries, no bound)."""
-    if scenario.bound_percentile is None or not _finite(scenario.bound_latency):
-        return None
-    return scenario.bound_latency if enough(scenario.queries, scenario.bound_percentile) else None
+    return _if_enough(scenario, scenario.bound_latency)
 
 
 def upper_bound(scenario):
     """The judged percentile's 99% upper confidence bound (ms), or None (an older file, too few queries)."""
-    if not _finite(scenario.bound_latency_upper) or scenario.bound_percentile is None:
-        return None
-    return scenario.bound_latency_upper if enough(scenario.queries, scenario.bound_percentile) else None
+    return _if_enough(scenario, scenario.bound_latency_upper)
 
 
 def within_bound(scenario):
@@ -96,10 +89,7 @@ def within_bound(scenario):
     it, else the percentile itself; too few queries for it is a fail); None without a bound."""
     if scenario.latency_bound is None or scenario.bound_percentile is None:
         return None
-    if scenario.bound_latency_upper is not None:
-        judged = upper_bound(scenario)
-    else:
-        judged = judged_latency(scenario)
+    judged = upper_bound(scenario) if scenario.bound_latency_upper is not None else judged_latency(scenario)
     return judged is not None and judged <= scenario.latency_bound
 
 
@@ -113,9 +103,9 @@ def mean_latency(run):
 
 def peak_text(peak, high=None):
     """'22.9 QPS' or '[22.9, 25.0] QPS' (a search's peak with its interval), '' when none was found."""
-    if not _finite(peak):
+    if not finite_number(peak):
         return ""
-    return f"[{peak:.1f}, {high:.1f}] QPS" if _finite(high) and high > peak else f"{peak:.1f} QPS"
+    return f"[{peak:.1f}, {high:.1f}] QPS" if finite_number(high) and high > peak else f"{peak:.1f} QPS"
 
 
 def query_columns(run):
@@ -124,15 +114,14 @@ def query_columns(run):
     scenario = scenario_of(run)
     if scenario is None:
         return {}
-    row = {name: getattr(scenario, name, None) for name in QUERY_COLUMNS if hasattr(scenario, name)}
+    row = {name: getattr(scenario, name, None) for name in QUERY_COLUMNS}
     for q in (50, 90, 99):
         row[f"query_latency_p{q}"] = query_percentile(scenario, q)
     for q in (50, 99):
-        row[f"query_latency_p{q}_ci95_low"], row[f"query_latency_p{q}_ci95_high"] = query_interval(scenario, q)
-        interval = getattr(scenario.intervals, f"query_latency_p{q}", None)
-        half = interval.half_width if interval is not None and row[f"query_latency_p{q}_ci95_low"] is not None else None
-        row[f"query_latency_p{q}_ci95"] = half
-    row["bound_latency"] = judged_latency(scenario)
-    row["bound_latency_upper"] = upper_bound(scenario)
-    row["within_bound"] = within_bound(scenario)
-    return {name: row.get(name) for name in QUERY_COLUMNS}
+        low, high = query_interval(scenario, q)  # (None, None) without an interval
+        half = None if low is None else getattr(scenario.intervals, f"query_latency_p{q}").half_width
+        row.update({f"query_latency_p{q}_ci95_low": low, f"query_latency_p{q}_ci95_high": high,
+                    f"query_latency_p{q}_ci95": half})
+    row.update(bound_latency=judged_latency(scenario), bound_latency_upper=upper_bound(scenario),
+               within_bound=within_bound(scenario))
+    return row

@@ -1,17 +1,13 @@
-"""Rank 0's file during a sweep: the runs kept so far (earlier ones too, with --resume), written after
-each size, what happens when a size fails or the disk does, and the sweep table at the end.
-
-A size that ran out of memory becomes a run group with status 'failed' and its reason, one line is
-printed, and the sweep stops going up (exit status 5, "cut short"). A write that fails (disk full)
-keeps the file as it was after the last good write and ends the job with one line (exit status 1).
+"""Rank 0's file during a sweep: the runs kept so far (earlier ones too, with --resume), written after each size,
+what happens when a size fails or the disk does (docs/failure-behaviour.md), and the sweep table at the end.
 """
 import logging
 import textwrap
 
 from mpirunner.errors import SweepCutShort, WriteFailed
 from mpirunner.runfile import shown
-from mpirunner.runfile.block import (TABLE_WIDTH, as_run, estimate_text, format_failed_run, format_run_block,
-                                     latency_estimate, text_value, throughput_estimate, verdict_text)
+from mpirunner.runfile.block import (TABLE_WIDTH, as_run, format_failed_run, format_run_block, latency_estimate,
+                                     query_estimate, text_value, throughput_estimate, verdict_text)
 
 log = logging.getLogger("mpirunner")
 
@@ -127,11 +123,7 @@ def _number(value, spec):
 def _scenario_row(run, unavailable):
     """A single-stream or server point: the loads, the achieved rate, query percentiles (runfile/shown.py)."""
     scenario, summary = shown.scenario_of(run), run.summary
-    percentiles = []
-    for q in (50, 99):
-        value, name = shown.query_percentile(scenario, q), f"query_latency_p{q}"
-        percentiles.append("n/a" if value is None else _estimate_cell(estimate_text(
-            value, getattr(scenario.intervals, name, None), ".3f", summary.ci_unavailable, name), unavailable))
+    percentiles = [_estimate_cell(query_estimate(scenario, summary, q), unavailable) for q in (50, 99)]
     within = shown.within_bound(scenario)
     upper = shown.upper_bound(scenario)
     return (str(run.point.batch_size), _number(scenario.target_qps, ".1f"), _number(scenario.offered_qps, ".1f"),
