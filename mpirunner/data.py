@@ -1,23 +1,15 @@
-"""Input sources: each gives the input of one step, made before the barrier, so the window never times them.
-
-- generated: a pool of up to POOL_MAX_STEPS distinct random host steps (within --input-pool-mib), made
-  once per batch size; steps cycle through it; handing it to the device is part of the step.
-- synthetic: one input placed on the device once; steps do no host IO.
-- real: images of --data-path (an ImageFolder tree of class folders, or a flat folder), decoded once per
-  job, resized to size*256/224 and center-cropped to the model's size (as the reference), then staged
-  as a ring of ready steps (RealInput) that the steps cycle through. Ranks take disjoint shares (every
-  world_size-th file); unreadable files are skipped with a warning, none readable is a UsageError. Class
-  folders give labels (sorted folder names -> 0, 1, ..., as torchvision's ImageFolder), and then the
-  source counts top-1/top-5 accuracy outside the timed region (TopKCounter; stats.accuracy_attrs sums it).
-
-How an image reaches the model depends on where the run normalises (models.normalization):
-device -> uint8 with 8-bit IO, else float 0..255; host -> (x/255 - mean)/std; none -> x/255.
+"""Input sources (docs/input-path.md): each gives the input of one step, made before the barrier, so the window
+never times them. generated: a pool of distinct random host steps; synthetic: one input on the device; real:
+the images of --data-path (class folders give labels, as torchvision's ImageFolder), decoded once per job,
+resized and center-cropped as the reference, staged as a ring of ready steps.
 """
 import functools
 import logging
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mpirunner.models.normalization import normalization_location, normalize_on_host
@@ -34,24 +26,16 @@ def step_shape(batch_size, micro_batches_per_step, image_size):
 
 def image_generator(seed):
     """The random generator of generated/synthetic images (numpy's PCG64: seeded, and fast)."""
-    import numpy as np
-
     return np.random.default_rng(seed)
 
 
 def random_images(shape, dtype, generator, channels_last=False):
-    """Random NCHW images: uint8 bytes for 8-bit IO, else zero-mean unit-variance values in `dtype`.
-
-    Drawn as raw bytes from numpy's PCG64 (about 0.7 ms for ResNet-50's 8 x 3 x 224 x 224; torch.randint
-    takes 4 ms, which the throughput window, spanning the gaps between steps, would count). With
-    channels_last the bytes are laid out NHWC, so the backend's layout change is free.
-    """
+    """Random NCHW images: uint8 bytes for 8-bit IO, else zero-mean unit-variance values in `dtype`. Drawn as raw
+    bytes (0.7 ms for ResNet-50's 8 x 3 x 224 x 224; torch.randint's 4 ms would widen the throughput window);
+    with channels_last laid out NHWC, so the backend's layout change is free."""
     count, channels, height, width = shape
     raw = torch.frombuffer(bytearray(generator.bytes(count * channels * height * width)), dtype=torch.uint8)
-    if channels_last:
-        images = raw.view(count, height, width, channels).permute(0, 3, 1, 2)
-    else:
-        images = raw.view(shape)
+    images = raw.view(count, height, width, channels).permute(0, 3, 1, 2) if channels_last else raw.view(shape)
     if dtype == torch.uint8:
         return images
     return ((images.to(torch.float32) - 127.5) / 73.9).to(dtype)  # uniform bytes: std 73.9
@@ -63,16 +47,16 @@ def host_reference_dtype(dtype):
 
 
 class InputSource:
-    """What every source offers: the next step's input, a check input, and (real data) accuracy."""
+    """What every source offers: the next step's input, from its pool of ready steps (pool, pool_bytes), one
+    step's input in its exact host form (check_input: uint8, or float32 before the cast to the model's dtype),
+    and (labelled real data) accuracy."""
 
-    mode = "base"
+    steps_made = 0
 
     def next_input(self):
-        raise NotImplementedError
-
-    def check_input(self):
-        """One step's input in its exact host form (uint8, or float32 before the cast to the model's dtype)."""
-        raise NotImplementedError
+        staged = self.pool[self.steps_made % len(self.pool)]
+        self.steps_made += 1
+        return staged
 
     def observe(self, step):
         """Wrap the step to see its outputs (labelled real data); other sources return it unchanged."""
@@ -101,61 +85,38 @@ def tensor_bytes(tensor):
 
 
 class SeededInput(InputSource):
-    """Generated and synthetic data: random images from a seed. Their check input is drawn again from that
-    seed in its host form (host_reference_dtype); one method for both, as both draw alike."""
+    """Generated and synthetic data: random images from a seed, from which the check input is drawn again."""
 
     def check_input(self):
         return random_images(self.shape, host_reference_dtype(self.dtype), image_generator(self.seed))
 
 
 class GeneratedInput(SeededInput):
-    """A pool of distinct random steps, made once before timing (seeded per rank); steps cycle through it.
-
-    The pool is already in the model's input dtype and layout, and pinned on CUDA (backend.pin), so a
-    step's input is handed out as it is: nothing is drawn, cast or allocated between timed steps. Its
-    host->device copy stays inside the step (that is what generated data measures).
-    """
-
-    mode = "generated"
+    """A pool of distinct random steps, made once before timing (seeded per rank) in the model's input dtype and
+    layout, pinned on CUDA (backend.pin): nothing is drawn, cast or allocated between timed steps; the
+    host->device copy stays inside the step (that is what generated data measures)."""
 
     def __init__(self, shape, dtype, seed, pin=None, channels_last=False, limit_bytes=1 << 30):
-        self.shape = shape
-        self.dtype = dtype
-        self.seed = seed
+        self.shape, self.dtype, self.seed = shape, dtype, seed
         generator = image_generator(seed)
         first = self._make(generator, pin, channels_last)
         count = steps_within(tensor_bytes(first), limit_bytes, POOL_MAX_STEPS)
         self.pool = [first] + [self._make(generator, pin, channels_last) for _ in range(count - 1)]
         self.pool_bytes = sum(tensor_bytes(tensor) for tensor in self.pool)
-        self.steps_made = 0
 
     def _make(self, generator, pin, channels_last):
         images = random_images(self.shape, self.dtype, generator, channels_last)
         return pin(images) if pin else images
 
-    def next_input(self):
-        images = self.pool[self.steps_made % len(self.pool)]
-        self.steps_made += 1
-        return images
-
 
 class SyntheticInput(SeededInput):
     """One input, made once and placed on the device; every step reuses it."""
 
-    mode = "synthetic"
-
     def __init__(self, shape, dtype, seed, to_device):
         self.shape, self.dtype, self.seed = shape, dtype, seed
-        self.device_input = to_device(random_images(shape, dtype, image_generator(seed)))
-        self.pool = [self.device_input]
-        self.pool_bytes = tensor_bytes(self.device_input)  # on the device
-        self.steps_made = 1
+        self.pool = [to_device(random_images(shape, dtype, image_generator(seed)))]
+        self.pool_bytes = tensor_bytes(self.pool[0])  # on the device
 
-    def next_input(self):
-        return self.device_input
-
-
-# ---------------------------------------------------------------- real images
 
 def list_images(folder):
     """(paths, labels or None, class names) of an ImageFolder tree (class folders) or a flat folder."""
@@ -170,13 +131,10 @@ def list_images(folder):
         return images_in(folder, False), None, []
     loose = images_in(folder, False)
     if loose:
-        log.warning("--data-path %s has class folders; the %d images directly inside it are not used", folder, len(loose))
-    paths, labels = [], []
-    for label, directory in enumerate(class_dirs):
-        for path in images_in(directory, True):
-            paths.append(path)
-            labels.append(label)
-    return paths, labels, [d.name for d in class_dirs]
+        log.warning("--data-path %s has class folders; the %d images directly inside it are not used", folder,
+                    len(loose))
+    labelled = [(path, label) for label, directory in enumerate(class_dirs) for path in images_in(directory, True)]
+    return [path for path, _ in labelled], [label for _, label in labelled], [d.name for d in class_dirs]
 
 
 def _decode_all(paths, image_size):
@@ -207,12 +165,9 @@ def _every_rank(value, world_size):
 
 @functools.lru_cache(maxsize=2)
 def load_image_set(folder, image_size, rank=0, world_size=1):
-    """Decode this rank's share of the folder once per job: (uint8 [N, 3, size, size], int64 labels or None, classes).
-
-    Unreadable files (not an image, empty, truncated) are counted over every rank (one allgather): some
-    readable -> rank 0 warns once, naming the first and the count, and they are skipped; none readable ->
-    UsageError on every rank alike. A rank whose whole share is unreadable takes every readable file.
-    """
+    """Decode this rank's share of the folder once per job -> (uint8 [N, 3, size, size], int64 labels or None,
+    classes). Unreadable files are counted over every rank (one allgather): rank 0 warns once and they are
+    skipped, or none is readable: a UsageError on every rank alike (docs/failure-behaviour.md)."""
     all_paths, all_labels, classes = list_images(folder)
     paths, labels = all_paths, all_labels
     if len(paths) >= world_size:  # disjoint shares; with fewer images than ranks every rank takes them all
@@ -281,29 +236,21 @@ ACCURACY_PENDING_BYTES = 256 << 20  # outputs kept for counting after the timed 
 def ring_plan(image_count, samples_per_step, step_bytes, limit_bytes):
     """Steps in the real-data ring: one full cycle through the images (image_count / gcd steps), or as many
     of its first steps as fit in `limit_bytes` (at least one)."""
-    import math
-
     cycle = image_count // math.gcd(image_count, samples_per_step)
     return min(cycle, steps_within(step_bytes, limit_bytes))
 
 
 class RealInput(InputSource):
-    """Decoded images staged before timing as a ring of ready steps; with labels it counts accuracy.
+    """Decoded images staged before timing as a ring of ready steps (docs/input-path.md: the real-data ring);
+    step k takes images k*S .. k*S+S-1 (modulo the image count, S samples per step) from ring entry k mod R.
 
-    Step k of the run takes images k*S .. k*S+S-1 (modulo the image count N, S = samples per step). The
-    ring holds the first R steps of that sequence, each contiguous, in the model's input dtype and
-    layout (uint8 with 8-bit IO), pinned on CUDA; step k uses ring entry k mod R. R is the whole cycle
-    (N / gcd(N, S) steps) when it fits in the memory bound, else as many steps as fit.
-
-    Accuracy: a step's outputs are kept (a copy when the backend reuses its output buffer) and counted
-    after the timed steps; only past ACCURACY_PENDING_BYTES are older outputs counted between steps.
-    `output_lag_steps` (CUDA IO overlap: a step returns the previous input's outputs) pairs them with
-    the right labels.
+    With labels it counts accuracy: a step's outputs are kept (a copy when the backend reuses its output
+    buffer) and counted after the timed steps, or between steps past ACCURACY_PENDING_BYTES;
+    `output_lag_steps` (a step returns the previous input's outputs) pairs them with the right labels.
     """
 
-    mode = "real"
-
-    def __init__(self, images, labels, shape, dtype, location, pin=None, channels_last=False, limit_bytes=1 << 30):
+    def __init__(self, images, labels, shape, dtype, location, pin=None, channels_last=False, limit_bytes=1 << 30,
+                 classes=()):
         self.samples_per_step = shape[0]
         self.dtype, self.location = dtype, location
         self.images, self.labels = images, labels
@@ -319,7 +266,6 @@ class RealInput(InputSource):
             self.ring_labels.append(labels[indices] if labels is not None else None)
         self.pool = self.ring
         self.pool_bytes = sum(tensor_bytes(tensor) for tensor in self.ring)
-        self.steps_made = 0
         self.counter = TopKCounter() if labels is not None else None
         self.output_lag_steps = 0
         self.outputs_reused = True  # keep a copy unless the job knows the step returns fresh tensors
@@ -327,7 +273,7 @@ class RealInput(InputSource):
         self._pending_bytes = 0
         self._ring_entry = {tensor.data_ptr(): index for index, tensor in enumerate(self.ring)}
         self._previous_entry = None
-        self.classes = ()
+        self.classes = classes  # the class folder names, sorted: folder i is class index i
 
     def _indices(self, start):
         return (start + torch.arange(self.samples_per_step)) % self.images.shape[0]
@@ -335,11 +281,6 @@ class RealInput(InputSource):
     def follow(self, step):
         self.output_lag_steps = step.output_lag_steps
         self.outputs_reused = step.reuses_outputs
-
-    def next_input(self):
-        staged = self.ring[self.steps_made % len(self.ring)]
-        self.steps_made += 1
-        return staged
 
     def check_input(self):
         return prepare_images(self.images[self._indices(0)], host_reference_dtype(self.dtype), self.location)
@@ -393,8 +334,6 @@ def make_input_source(config, backend, shape, dtype, rank, world_size=1, image_s
         return GeneratedInput(shape, dtype, seed, pin=pin, channels_last=config.channels_last, limit_bytes=limit_bytes)
     if config.data == "real":
         images, labels, classes = load_image_set(str(config.data_path), image_size or shape[-1], rank, world_size)
-        source = RealInput(images, labels, shape, dtype, normalization_location(config), pin=pin,
-                           channels_last=config.channels_last, limit_bytes=limit_bytes)
-        source.classes = classes  # class folder names, sorted: folder i is class index i
-        return source
+        return RealInput(images, labels, shape, dtype, normalization_location(config), pin=pin,
+                         channels_last=config.channels_last, limit_bytes=limit_bytes, classes=classes)
     raise ValueError(f"unknown data mode {config.data}")

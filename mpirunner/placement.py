@@ -1,22 +1,8 @@
-"""NUMA placement of each rank, decided and applied in-process: the way `poprun --numa-aware=yes` places instances.
-
-Three parts, each usable on its own:
-
-1. Topology: NUMA nodes with their CPUs and memory from sysfs, intersected with the CPUs the ranks of
-   this host may use (their `sched_getaffinity`, which reflects cgroups and any launcher binding).
-   No NUMA sysfs -> one node holding every allowed CPU. The sysfs root is a parameter (tests use fake trees).
-2. Plan: (topology, local rank, local size) -> (node, CPU set, threads). Ranks go round-robin over the
-   nodes; ranks sharing a node split its CPUs into disjoint contiguous shares whose sizes differ by at
-   most one CPU, so every CPU is used; with more ranks than CPUs each rank gets one CPU and CPUs are shared
-   (the plan says so). A rank with a preferred node (its GPU's, or the node a launcher bound it inside)
-   goes there. A rank a launcher bound to fewer CPUs than its share keeps the launcher's binding.
-3. Apply: affinity of every thread of the process, the preferred memory node (set_mempolicy syscall),
-   torch.set_num_threads and OMP_NUM_THREADS.
-
-Nothing shells out; the only MPI traffic is one allgather (so every rank plans its host the same way)
-and one gather for the log.
-"""
+"""NUMA placement of each rank, decided and applied in-process as `poprun --numa-aware=yes` does (docs/placement.md):
+the topology from sysfs, a plan for every local rank, its application. Nothing shells out; the only MPI traffic
+is one allgather (so every rank plans its host the same way) and one gather for the log."""
 import ctypes
+import itertools
 import logging
 import os
 import platform
@@ -25,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
+import numpy as np
+
 log = logging.getLogger("mpirunner")
 
 NO_NODE = -1
 
-
-# ---------------------------------------------------------------- CPU lists
 
 def parse_cpu_list(text):
     """Kernel CPU-list syntax ('0-3,8-11', '0-7:2' strides, '' empty) -> sorted tuple of ints."""
@@ -48,17 +34,10 @@ def parse_cpu_list(text):
 
 def format_cpu_list(cpus):
     """Sorted CPUs -> the compact kernel syntax: [0, 1, 2, 3, 8] -> '0-3,8'."""
-    ordered = sorted(set(cpus))
-    spans = []
-    for cpu in ordered:
-        if spans and cpu == spans[-1][1] + 1:
-            spans[-1][1] = cpu
-        else:
-            spans.append([cpu, cpu])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+    runs = itertools.groupby(enumerate(sorted(set(cpus))), key=lambda pair: pair[1] - pair[0])  # consecutive CPUs
+    spans = [[cpu for _, cpu in run] for _, run in runs]
+    return ",".join(str(span[0]) if len(span) == 1 else f"{span[0]}-{span[-1]}" for span in spans)
 
-
-# ---------------------------------------------------------------- 1. topology
 
 @dataclass(frozen=True)
 class NumaNode:
@@ -74,17 +53,10 @@ class Topology:
     nodes: Tuple[NumaNode, ...]
     from_sysfs: bool = True
 
-    @property
-    def cpus(self):
-        return tuple(sorted(cpu for node in self.nodes for cpu in node.cpus))
-
     def node_of(self, cpus):
         """The node holding every one of `cpus`, or NO_NODE when they span nodes (or none is known)."""
         wanted = set(cpus)
-        for node in self.nodes:
-            if wanted and wanted <= set(node.cpus):
-                return node.node
-        return NO_NODE
+        return next((node.node for node in self.nodes if wanted and wanted <= set(node.cpus)), NO_NODE)
 
 
 def _node_memory_kib(node_dir):
@@ -96,10 +68,8 @@ def _node_memory_kib(node_dir):
 
 
 def read_topology(allowed_cpus, sysfs_root="/sys"):
-    """NUMA nodes from `<sysfs_root>/devices/system/node/node*/`, keeping only `allowed_cpus`.
-
-    Nodes without allowed CPUs (memory-only nodes, nodes outside the cgroup) cannot host a rank and are left out.
-    """
+    """NUMA nodes from `<sysfs_root>/devices/system/node/node*/`, keeping only `allowed_cpus` (a node without
+    any cannot host a rank); no NUMA sysfs: one node of every allowed CPU (from_sysfs False)."""
     allowed = set(allowed_cpus)
     node_root = Path(sysfs_root) / "devices" / "system" / "node"
     nodes = []
@@ -116,8 +86,6 @@ def read_topology(allowed_cpus, sysfs_root="/sys"):
     return Topology(tuple(nodes))
 
 
-# ---------------------------------------------------------------- 2. plan
-
 @dataclass(frozen=True)
 class RankPlan:
     """Where one rank runs. `shared`: other ranks of the host use some of these CPUs too."""
@@ -129,52 +97,27 @@ class RankPlan:
     kept_launcher_binding: bool = False
 
 
-def _split_evenly(cpus, ranks):
-    """Disjoint contiguous shares of `cpus` for `ranks` ranks, sizes differing by at most one (larger first)."""
-    base, extra = divmod(len(cpus), ranks)
-    shares, start = [], 0
-    for index in range(ranks):
-        size = base + (1 if index < extra else 0)
-        shares.append(tuple(cpus[start:start + size]))
-        start += size
-    return shares
-
-
 def _node_shares(cpus, ranks, cpus_per_rank):
-    """Shares of one node's CPUs for its `ranks` ranks -> (shares, shared?)."""
-    if cpus_per_rank is None:
-        if ranks <= len(cpus):
-            return _split_evenly(cpus, ranks), False
-        return [(cpus[index % len(cpus)],) for index in range(ranks)], True
-    size = min(cpus_per_rank, len(cpus))
+    """Shares of one node's CPUs for its `ranks` ranks -> (shares, shared?): disjoint and contiguous, sizes
+    differing by at most one (larger first); else `cpus_per_rank` each (or one), wrapping round to share."""
+    if cpus_per_rank is None and ranks <= len(cpus):
+        return [tuple(share.tolist()) for share in np.array_split(cpus, ranks)], False
+    size = min(cpus_per_rank or 1, len(cpus))
     shares = [tuple(cpus[(index * size + k) % len(cpus)] for k in range(size)) for index in range(ranks)]
     return shares, ranks * size > len(cpus)
 
 
 def plan_host(topology, local_size, cpus_per_rank=None, threads=None, preferred_nodes=None):
-    """Plans for every local rank of one host, in local-rank order.
-
-    preferred_nodes: optional list (one entry per local rank) of a node id or None. Ranks with a preferred
-    node that the topology holds go there; the others go round-robin over the nodes in node order.
-    cpus_per_rank: each rank gets this many contiguous CPUs of its node (fewer when the node has fewer);
-    ranks beyond the node's CPUs wrap round and share. threads: overrides the share's CPU count.
-    """
-    preferred_nodes = list(preferred_nodes or [None] * local_size)
+    """Plans for every local rank of one host, in local-rank order. A rank whose preferred_nodes entry (a node id
+    or None) the topology holds goes there; the others go round-robin over the nodes. cpus_per_rank: CPUs of
+    each share (at most the node's); threads: overrides the share's CPU count."""
     known = {node.node: node for node in topology.nodes}
-    order = [node.node for node in topology.nodes]
-    assignment, next_free = [], 0
-    for local_rank in range(local_size):
-        preferred = preferred_nodes[local_rank]
-        if preferred in known:
-            assignment.append(preferred)
-        else:
-            assignment.append(order[next_free % len(order)])
-            next_free += 1
+    round_robin = itertools.cycle(known)
+    assignment = [preferred if preferred in known else next(round_robin)
+                  for preferred in preferred_nodes or [None] * local_size]
     plans = [None] * local_size
-    for node_id in order:
+    for node_id in dict.fromkeys(assignment):  # the nodes that got a rank
         members = [rank for rank in range(local_size) if assignment[rank] == node_id]
-        if not members:
-            continue
         shares, shared = _node_shares(known[node_id].cpus, len(members), cpus_per_rank)
         for rank, share in zip(members, shares):
             plans[rank] = RankPlan(node_id, share, threads or len(share), shared)
@@ -194,8 +137,6 @@ def respect_launcher_binding(plan, start_cpus, topology, threads=None):
     return RankPlan(topology.node_of(cpus), cpus, threads or len(cpus), plan.shared, kept_launcher_binding=True)
 
 
-# ---------------------------------------------------------------- 3. apply
-
 MPOL_PREFERRED = 1
 # set_mempolicy / get_mempolicy syscall numbers (glibc wraps neither; libnuma is optional).
 MEMPOLICY_SYSCALLS = {
@@ -206,10 +147,8 @@ MASK_WORDS = 16  # 1024 nodes
 
 
 def set_preferred_memory_node(node):
-    """Prefer allocating this thread's (and its future threads') memory on `node`.
-
-    Returns 'preferred:<node>' after get_mempolicy confirms it, or raises OSError saying why not.
-    """
+    """Prefer allocating this thread's (and its future threads') memory on `node`: 'preferred:<node>' once
+    get_mempolicy confirms it, else an OSError saying why not."""
     numbers = MEMPOLICY_SYSCALLS.get(platform.machine())
     if numbers is None:
         raise OSError(f"no set_mempolicy syscall number known for {platform.machine()}")
@@ -261,8 +200,6 @@ def kernel_cpus_allowed(status_path="/proc/self/status"):
     return ""
 
 
-# ---------------------------------------------------------------- the rank's placement
-
 @dataclass(frozen=True)
 class HostView:
     """What one rank tells the others before planning."""
@@ -287,24 +224,19 @@ def _host_plan(config, me, views, sysfs_root):
         return node if node != NO_NODE else None  # a launcher bound it inside one node: stay there
 
     plans = plan_host(topology, len(mine), config.cpus_per_rank, config.threads, [preference(v) for v in mine])
-    index = [v.local_rank for v in mine].index(me.local_rank)
-    plan = plans[index]
+    plan = plans[[v.local_rank for v in mine].index(me.local_rank)]
     if launcher_bound:
         plan = respect_launcher_binding(plan, me.start_cpus, topology, config.threads)
     return topology, plan, launcher_bound
 
 
 def place_this_rank(config, world, preferred_node=None, sysfs_root="/sys"):
-    """Decide and apply this rank's placement; return the columns of its /ranks row.
-
-    Collective: every rank calls it (one allgather of each rank's starting affinity, one gather for the log).
-    """
+    """Decide and apply this rank's placement; return the columns of its /ranks row (collective)."""
     start_cpus = tuple(sorted(os.sched_getaffinity(0)))
     me = HostView(world.host, world.local_rank, start_cpus, preferred_node)
     views = world.allgather(me)
     topology, plan, launcher_bound = _host_plan(config, me, views, sysfs_root)
-    notes = []
-    mem_policy = "none"
+    notes, mem_policy = [], "none"
     if config.numa_aware == "yes":
         try:
             set_affinity_of_all_threads(plan.cpus)
@@ -329,12 +261,11 @@ def place_this_rank(config, world, preferred_node=None, sysfs_root="/sys"):
         set_threads(config.threads)
     import torch
 
-    threads = torch.get_num_threads()
     cpus = tuple(sorted(os.sched_getaffinity(0)))
     row = {
         "numa_node": topology.node_of(cpus) if topology.from_sysfs else NO_NODE,
         "cpus": format_cpu_list(cpus),
-        "threads": threads,
+        "threads": torch.get_num_threads(),
         "mem_policy": mem_policy,
         "launcher_binding": "yes" if launcher_bound else "no",
         "cpus_at_start": format_cpu_list(start_cpus),
@@ -361,7 +292,3 @@ def _log_placement(world, config, row, notes):
             by_note.setdefault(note, []).append(rank)
     for note, ranks in by_note.items():
         log.warning("placement: %s (rank%s %s)", note, "s" if len(ranks) > 1 else "", format_cpu_list(ranks))
-
-
-__all__ = ["parse_cpu_list", "format_cpu_list", "read_topology", "plan_host", "plan_rank",
-           "respect_launcher_binding", "place_this_rank"]

@@ -1,29 +1,15 @@
-"""Every rank leaves a batch size together when one rank ran out of memory (mpi/oom.py recognises it).
-
-A batch size too large for the device (CPU allocator, CUDA out of memory, IPU "out of memory on tile" at
-compile time) is caught on the rank where it happens. That rank then joins the size's next agreement point,
-the one collective every other rank reaches next (the barriers before timing, the stop rule's decision, the
-end of the steps), saying it failed; every rank leaves the size there together (SizeFailed), with the
-reason, and the sweep stops going up.
-
-Each agreement point is the world's one primitive (world.agree, mpi/world.py: check() on every rank, then one
-small allreduce): SizeAgreement only adds the guard's checkpoint before it and keeps out-of-memory errors as
-failures. After the timed steps, each stage (the gather of timings, accuracy, the output check, the per-rank
-values) is a SizeAgreement.stage: local work, its gather to rank 0 (a failed rank still takes part), rank 0's
-assembly, then one agreement point that says whether any rank ran out of memory in it.
-"""
+"""Every rank leaves a batch size together when one rank ran out of memory (docs/failure-behaviour.md): the
+failing rank joins the size's next agreement point (World.agree after the guard's checkpoint), the collective
+every other rank reaches next, saying it failed, and every rank leaves the size there (SizeFailed)."""
 import traceback
 
 from mpirunner.mpi.oom import is_out_of_memory, out_of_memory_reason
 from mpirunner.mpi.world import Failed as SizeFailed  # every rank's view of a size that failed on some rank
 
-__all__ = ["SizeAgreement", "SizeFailed", "measure_or_fail"]
-
 
 def measure_or_fail(agreement, world, measure):
     """measure() on every rank -> (its result, None), or (None, the failure line on every rank) when any rank
-    ran out of memory. Other errors go on up (the job's failure path), as every error does without an
-    agreement."""
+    ran out of memory. Other errors go on up (the job's failure path)."""
     if agreement is None:
         return measure(), None
     failed_here = False
@@ -56,11 +42,10 @@ class SizeAgreement:
         self.checkpoint = checkpoint or (lambda: None)
         self.own_reason = None  # this rank's line, once it ran out of memory
 
-    def agree(self, make):
-        """make() on every rank, agreed: a UsageError of some rank is raised on every rank (world.agree), and
-        running out of memory on some rank makes every rank leave the size here (SizeFailed)."""
+    def agree(self, make=None, failed=None, value=None):
+        """make() on every rank, agreed (World.agree); running out of memory in it makes every rank leave here."""
         self.checkpoint()
-        return self.world.agree(make, keep=self._keep)
+        return self.world.agree(make, keep=self._keep, failed=failed, value=value)
 
     def _keep(self, error):
         if not is_out_of_memory(error):
@@ -69,35 +54,26 @@ class SizeAgreement:
         return self.own_reason
 
     def barrier(self):
-        self._sync()
+        self.agree()
 
     def decide(self, wanted):
         """The largest `wanted` of any rank (bench's stop rule: the steps every rank runs next)."""
-        return self._sync(value=int(wanted))
+        return self.agree(value=int(wanted))
 
     def fail(self):
         """This rank could not go on: meet the others at their next agreement point and make all leave."""
         try:
-            self._sync(failed=self.own_reason or "failed")
+            self.agree(failed=self.own_reason or "failed")
         except SizeFailed:
             pass
 
-    def _sync(self, failed=None, value=None):
-        self.checkpoint()
-        return self.world.agree(failed=failed, value=value)
-
     def stage(self, name, local, combine, gather=None, optional=False):
-        """One stage after the timed steps, named in the failure line ("the output check"): value = local() on
-        every rank, gathered to rank 0, combine(every rank's value) there -> its result on rank 0, None elsewhere.
-
-        Then one agreement point (the stage's only added collective): when any rank ran out of memory in any of
-        the three, every rank raises SizeFailed here together. A rank that failed in local() still takes part in
-        the gather, so none waits for it. gather(value, ok) replaces the default (world.gather of (ok, value);
-        rank 0 gets the values, or None when some rank failed); it must allocate only before sending on ranks
-        other than 0 and only after receiving on rank 0, except in world.gather_rows, whose failure goes on up
-        (the job's failure path). optional: local() returning None on every rank alike means nothing to gather:
-        no collective.
-        """
+        """One stage after the timed steps, named in the failure line ("the output check"): local() on every rank,
+        gathered to rank 0, combine(values) there -> its result on rank 0, None elsewhere; then one agreement point,
+        where every rank raises SizeFailed when any ran out of memory in any of the three (a rank that failed in
+        local() still takes part in the gather). gather(value, ok) replaces world.gather of (ok, value); it must
+        allocate only before sending on ranks other than 0 and only after receiving on rank 0, except in
+        world.gather_rows, whose failure goes on up. optional: local() None on every rank means no collective."""
         value, failure = self._attempt_stage(name, local)
         if optional and value is None and failure is None:
             return None
@@ -112,7 +88,7 @@ class SizeAgreement:
         gathered = None
         if failure is not None:
             self.own_reason = failure
-        self._sync(failed=failure)
+        self.agree(failed=failure)
         return result
 
     def _attempt_stage(self, name, work):

@@ -1,7 +1,6 @@
-"""Checkpoints between ranks, for --timeout: each rank counts the points every rank must reach in a run (a
-collective, the end of its steps); ranks other than 0 tell rank 0 each count with a non-blocking one-number
-message on the guard's own communicator, so that at the deadline rank 0 can name the ranks that are behind:
-the ones the others are waiting for."""
+"""Checkpoints for --timeout: each rank counts the points every rank must reach in a run (a collective, the end
+of its steps) and tells rank 0 each count (a non-blocking message on the guard's communicator), so that at
+the deadline rank 0 can name the ranks behind: the ones the others wait for."""
 import threading
 
 
@@ -43,7 +42,6 @@ class Checkpoints:
                 self._receive(any_tag=True)  # drop this run's reports: rank 0 needs them no more
 
     def _receive(self, any_tag=False):
-        """Rank 0: take the messages that have arrived (this run's, or all with any_tag)."""
         import numpy as np
         from mpi4py import MPI
 

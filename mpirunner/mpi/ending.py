@@ -1,8 +1,5 @@
-"""Ending the job: what the file keeps, and how every rank stops at once.
-
-Rank 0 writes the file atomically under a lock (writing), so an ending waits for a write in progress, then
-says in one line what happened and what the file keeps; then MPI_Abort ends every rank with the job's status.
-"""
+"""Ending the job: an ending waits for rank 0's write in progress (writing), says in one line what happened and
+what the file keeps, then MPI_Abort ends every rank with the job's exit status."""
 import os
 import sys
 import threading
@@ -56,7 +53,8 @@ class JobEnd:
                 running = None
             during = f" during run {running}" if running else ""
             discarded = f"; discarded the unfinished run {running}" if running else ""
-            print(f"mpirunner: {event}{during}{consequence}; {self.kept_text()}{discarded}", file=sys.stderr, flush=True)
+            print(f"mpirunner: {event}{during}{consequence}; {self.kept_text()}{discarded}", file=sys.stderr,
+                  flush=True)
             self.now(code)
 
     def now(self, code):

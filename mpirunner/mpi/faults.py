@@ -3,9 +3,11 @@ show that no fault leaves a job hanging or a file half-written. Unset, it change
 
 MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C], KIND one of raise, hang,
 exit, sleep, slow, oom (oom: the CPU allocator's out-of-memory error, as a batch size too large would raise it).
-sleep waits before a step (the host makes the device wait: an input-bound run); slow waits inside every
-forward pass of the model (a slower model: the wait counts as batch latency, as a real regression would).
-stage=NAME moves the fault from the steps to a stage after them (FAULT_STAGES).
+step S is the S-th call of the step function in a run (1 = the first, which compiles); run N the N-th run of a
+sweep. sleep waits X seconds (default 1) before each matching step (an input-bound run); slow waits inside
+every forward pass of the model (it counts as batch latency, as a real regression would); exit ends the
+process at once with status C (default 7), as a crash would. stage=NAME moves the fault from the steps to a
+stage after them (FAULT_STAGES).
 """
 import os
 import sys
@@ -22,18 +24,12 @@ INJECTED_BYTES = 123 << 30  # what an injected oom says it asked for
 # (a rank's row packed before sending; rank 0's arrays assembled after receiving), the accuracy counts,
 # the output check (its step and reference), the per-rank values (and rank 0's run record).
 FAULT_STAGES = ("gather", "accuracy", "output-check", "rank-values")
+OPTION_TYPES = {"rank": int, "step": int, "run": int, "code": int, "seconds": float}  # and stage=NAME
 
 
 @dataclass(frozen=True)
 class Fault:
-    """MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C]; omitted rank/step/run =
-    every one.
-
-    step S is the S-th call of the step function in a run (1 = the first call, which compiles);
-    run N is the N-th run of a sweep (1-based). sleep waits X seconds (default 1) in each matching
-    step; exit ends the process at once with status C (default 7), as a crash would. stage NAME (one of
-    FAULT_STAGES): the fault happens in that stage after the timed steps instead of in a step.
-    """
+    """One parsed MPIRUNNER_FAULT (the module docstring); omitted rank/step/run = every one."""
 
     kind: str
     rank: Optional[int] = None
@@ -44,7 +40,7 @@ class Fault:
     stage: Optional[str] = None
 
     def matches(self, rank, run, step):
-        return all(want is None or want == have for want, have in ((self.rank, rank), (self.run, run), (self.step, step)))
+        return all(want in (None, have) for want, have in ((self.rank, rank), (self.run, run), (self.step, step)))
 
 
 def parse_fault(text):
@@ -58,15 +54,8 @@ def parse_fault(text):
     for option in options:
         key, _, value = option.partition("=")
         try:
-            if key in ("rank", "step", "run", "code"):
-                values[key] = int(value)
-            elif key == "seconds":
-                values[key] = float(value)
-            elif key == "stage" and value in FAULT_STAGES:
-                values[key] = value
-            else:
-                raise ValueError
-        except ValueError:
+            values[key] = value if key == "stage" and value in FAULT_STAGES else OPTION_TYPES[key](value)
+        except (KeyError, ValueError):
             raise UsageError(f"{FAULT_VARIABLE}={text}: bad option '{option}' "
                              f"(valid: rank=R, step=S, run=N, stage={'|'.join(FAULT_STAGES)}, seconds=X, code=C)"
                              ) from None

@@ -1,10 +1,7 @@
-"""Keep a job from hanging or losing results: the --timeout watchdog, clean ends on SIGTERM/SIGINT, a rank of
-the host that ended, a host that dropped off (docs/failure-behaviour.md says what each does).
-
-One guard per rank. Its thread (watchdog.py) wakes on a signal (signals.py), a peer's end (peers.py), the
-heartbeat (liveness.py) or the current run's deadline, even while the main thread is blocked in MPI or a long
-device call. What it then does is decided here; checkpoints.py names the ranks behind, ending.py ends the job.
-"""
+"""Keep a job from hanging or losing results (docs/failure-behaviour.md): one guard per rank, whose thread
+(watchdog.py) wakes on --timeout's deadline, SIGTERM/SIGINT (signals.py), the end of a rank of the host
+(peers.py) or a lost host (liveness.py), even while the main thread is blocked in MPI. What it does is decided
+here; checkpoints.py names the ranks behind, ending.py ends the job."""
 import logging
 import os
 import sys

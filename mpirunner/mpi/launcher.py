@@ -1,36 +1,18 @@
-"""Does the MPI library mpi4py loads belong to the launcher that started this process? Checked before
-MPI_Init, and once more right after it.
-
-A launcher of one MPI family cannot start ranks of another: under Open MPI's mpirun (poprun uses it)
-an mpi4py built on MPICH either aborts inside MPI_Init or, without the launcher's server, silently
-becomes a world of one rank, so every process believes it is rank 0 and writes the same file. The
-launcher's own variables say how many ranks it started; MPI must agree, or the job ends at once with
-one line (exit 2) naming both sizes, the library and the fix (docs/cluster-jobs.md).
-
-Precedence of the declarations: the direct launcher's variables (Open MPI's OMPI_COMM_WORLD_*, PMI's
-PMI_SIZE/PMI_RANK, PMIx's PMIX_RANK), and SLURM's task variables only when none of those is set:
-MPICH's and Open MPI's launchers start their daemons through srun inside an allocation, so
-SLURM_PROCID/SLURM_STEP_NUM_TASKS may describe the daemons, not the ranks.
-"""
+"""Does the MPI library mpi4py loads belong to the launcher that started this process (checked before and after
+MPI_Init)? An mpi4py built on MPICH under Open MPI's mpirun (poprun's) may silently be a world of one rank, so
+every process would write the same file. SLURM's task variables count only without a direct launcher's: MPICH's
+and Open MPI's launchers start their daemons through srun, and then they describe the daemons."""
 import os
 import sys
-from dataclasses import dataclass
-from typing import Optional
+from collections import namedtuple
 
 from mpirunner.errors import UsageError
 
 FIX = ("install mpi4py against the launcher's MPI (docs/cluster-jobs.md: 'MPI libraries'), "
        "or start the job with the launcher of the MPI mpi4py loads")
-
-
-@dataclass(frozen=True)
-class Declared:
-    """What the launcher says about this process: `size` ranks (None: not said), this one is `rank`."""
-
-    size: Optional[int]
-    rank: Optional[int]
-    family: str        # "Open MPI", "PMI", "PMIx" or "SLURM"
-    variables: str     # the variables it was read from, for the message
+# What the launcher says about this process: `size` ranks and this one's `rank` (None: not said), its `family`
+# ("Open MPI", "PMI", "PMIx" or "SLURM") and the `variables` it was read from, for the message.
+Declared = namedtuple("Declared", "size rank family variables")
 
 
 def _int(env, key):
@@ -49,8 +31,7 @@ def declared_world(environ=None):
     if "PMI_SIZE" in env or "PMI_RANK" in env:
         return Declared(_int(env, "PMI_SIZE"), _int(env, "PMI_RANK"), "PMI", f"PMI_SIZE={env.get('PMI_SIZE', '?')}")
     if "PMIX_RANK" in env:
-        size = _int(env, "PMIX_SIZE")
-        return Declared(size, _int(env, "PMIX_RANK"), "PMIx", f"PMIX_RANK={env['PMIX_RANK']}")
+        return Declared(_int(env, "PMIX_SIZE"), _int(env, "PMIX_RANK"), "PMIx", f"PMIX_RANK={env['PMIX_RANK']}")
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:  # srun started this process itself
         return Declared(_int(env, "SLURM_STEP_NUM_TASKS"), _int(env, "SLURM_PROCID"), "SLURM",
                         f"SLURM_STEP_NUM_TASKS={env['SLURM_STEP_NUM_TASKS']}")
@@ -85,11 +66,8 @@ def mismatch_after_init(declared, size, rank, library):
 
 
 def start_mpi(environ=None):
-    """Initialise MPI (MPI_THREAD_MULTIPLE) after checking that the library suits the launcher; return mpi4py's MPI.
-
-    Raises UsageError (before MPI_Init where that is already certain) on a mismatch. Does nothing more
-    when MPI is already running.
-    """
+    """Initialise MPI (MPI_THREAD_MULTIPLE, unless already running) and return mpi4py's MPI; a UsageError when the
+    library does not suit the launcher (before MPI_Init where that is already certain)."""
     if "mpi4py.MPI" not in sys.modules:
         import mpi4py
 

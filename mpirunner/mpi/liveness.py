@@ -1,25 +1,7 @@
-"""A host that drops off: a heartbeat over UDP between rank 0 and every other rank, on the guard thread.
-
-MPI does not notice a host whose link is cut: both sides of the job wait in MPI forever (MPICH), or the
-launcher ends it minutes later and with exit status 0 (Open MPI's default keepalive). So every rank other than
-0 sends rank 0 a small datagram every INTERVAL_SECONDS and rank 0 answers each one to its sender. A rank
-silent for the limit (LIMIT_SECONDS, or MPIRUNNER_LIVENESS_SECONDS; 0 turns the check off) is lost:
-
-- rank 0 names the lost host and its ranks in one line, says what the file keeps, and ends the job with
-  MPI_Abort and EXIT_LOST_HOST (the guard's ending path);
-- a rank whose rank 0 is silent cannot reach the job (MPI_Abort would wait for it too): it logs one line and
-  ends itself with os._exit(EXIT_LOST_HOST), so that no rank is left spinning on a host cut off from the job.
-
-The datagrams are sent and read by the guard thread (its selector waits on the socket too), never inside the
-timed window, so a step of any length (minutes of compile) does not make a rank look lost; the main thread
-may even hold the GIL, as the interpreter hands it to the guard thread every few milliseconds.
-
-At the start (collective, guard start) rank 0 opens its socket and tells every rank its port and addresses;
-each rank finds an address that answers. When one rank finds none (a firewall, no IPv4 route), every rank
-agrees to run without the check and rank 0 says so once. When a rank stops its guard (the end of its job),
-it says goodbye, so rank 0 no longer expects it; MPI_Finalize, after that, is bounded by an alarm
-(bound_finalize): a peer lost at that moment cannot keep a rank waiting.
-"""
+"""A host that drops off (docs/failure-behaviour.md): MPI does not notice a cut link, so every rank other than 0
+sends rank 0 a UDP datagram every INTERVAL_SECONDS and rank 0 answers each; a rank silent for the limit is lost
+(the guard's _on_lost). The guard thread sends and reads them, never the timed window, so a step of any length
+does not make a rank look lost."""
 import logging
 import os
 import secrets
@@ -52,9 +34,8 @@ def configured_limit(environ=None):
 
 
 class Liveness:
-    """One rank's side of the heartbeat, driven by the thread that owns it (see Liveness.serve and the guard):
-    readable() when the socket has data, tick() at due(). on_lost(ranks) is called once, with the silent ranks
-    (rank 0) or [0] (other ranks)."""
+    """One rank's side of the heartbeat, driven by its thread: readable() when the socket has data, tick() at due().
+    on_lost(ranks) is called once, with the silent ranks (rank 0) or [0] (other ranks)."""
 
     def __init__(self, rank, sock, token, on_lost, root=None, peers=(), limit=LIMIT_SECONDS,
                  interval=INTERVAL_SECONDS, clock=time.monotonic):
@@ -136,14 +117,11 @@ class Liveness:
 
 
 def bound_finalize(seconds=FINALIZE_SECONDS):
-    """After the guard stops: MPI_Finalize, at the interpreter's exit, waits for the other ranks, and no Python
-    thread runs by then. An alarm whose default action ends the process bounds it (none when the process has
-    a handler of its own for SIGALRM)."""
+    """After the guard stops: MPI_Finalize at exit waits for the other ranks, with no Python thread left to notice
+    a lost one; an alarm whose default action ends the process bounds it (not when SIGALRM has a handler)."""
     if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
         signal.alarm(int(seconds))
 
-
-# ---------------------------------------------------------------- the start (collective)
 
 def interface_addresses():
     """This host's IPv4 addresses: those its name resolves to first, then each interface's (Linux)."""
@@ -213,9 +191,7 @@ def start_liveness(comm, rank, hosts, on_lost, limit=None):
     sock.bind(("0.0.0.0", 0))
     offer = (secrets.token_bytes(8), sock.getsockname()[1], interface_addresses()) if rank == 0 else None
     token, port, addresses = comm.bcast(offer, root=0)
-    root = None
-    if rank:
-        root = find_root(sock, token, rank, candidates(hosts[0], addresses, hosts[rank]), port)
+    root = find_root(sock, token, rank, candidates(hosts[0], addresses, hosts[rank]), port) if rank else None
     found, every = np.array([rank == 0 or root is not None], dtype=np.int32), np.zeros(1, dtype=np.int32)
     if rank == 0:  # answer the HELLOs while the others look, until every rank has its answer
         liveness = Liveness(0, sock, token, on_lost, peers=range(1, len(hosts)), limit=limit)

@@ -45,6 +45,5 @@ def describe(nbytes):
 
 def out_of_memory_reason(error, rank, host, stage=None):
     """One line for the run's failure_reason: where (and in which stage after the steps), how much was asked for."""
-    text = str(error)
     where = f" in {stage}" if stage else ""
-    return f"out of memory on rank {rank} ({host}){where}: {describe(bytes_asked(text))}"
+    return f"out of memory on rank {rank} ({host}){where}: {describe(bytes_asked(str(error)))}"

@@ -1,22 +1,14 @@
-"""Notice a rank on the same host that ended while the job still needed it.
-
-Launchers normally end a job when one of its ranks exits, but not every launcher does so at once,
-and a rank left in a collective with a dead peer waits forever. So each rank's guard thread also
-waits on a pidfd per other rank of its host: the kernel makes it readable when that process ends,
-so the watch costs nothing while runs are timed (no polling). Ranks on other hosts are watched by
-the ranks of their own host, when they have any. Linux only (pidfds, /proc); elsewhere nothing is
-watched and the launcher alone ends the job.
-"""
+"""Notice a rank on the same host that ended while the job still needed it (not every launcher ends the job at
+once, and a rank left in a collective with a dead peer waits forever): the guard thread waits on a pidfd per
+other rank of its host, readable when that process ends, so nothing polls while runs are timed. Linux only
+(pidfds, /proc); elsewhere the launcher alone ends the job."""
 import os
 import socket
 
 
 def process_identity():
-    """(host, pid, start time in clock ticks since boot) of this process, for the other ranks.
-
-    A pid alone is not enough: in another PID namespace (a container per rank) it names another
-    process, and the start time tells them apart.
-    """
+    """(host, pid, start time in clock ticks since boot) of this process, for the other ranks: in another PID
+    namespace (a container per rank) a pid names another process, and the start time tells them apart."""
     return socket.gethostname(), os.getpid(), _start_ticks(os.getpid())
 
 
@@ -32,12 +24,9 @@ def _start_ticks(pid):
 
 
 def open_peer_watches(identities, rank):
-    """{pidfd: rank} for every other rank on this host whose process this one can see.
-
-    `identities` holds every rank's process_identity(), in rank order. A rank is left out (the
-    launcher still ends the job if it dies) when it is on another host, when pidfds are missing
-    (Linux < 5.3) or when the process under its pid is not the rank (another PID namespace).
-    """
+    """{pidfd: rank} for every other rank on this host whose process this one can see, from every rank's
+    process_identity() in rank order. Left out: ranks on other hosts, all without pidfds (Linux < 5.3), a pid
+    that is not the rank's process (another PID namespace)."""
     host = identities[rank][0]
     watches = {}
     if not hasattr(os, "pidfd_open"):

@@ -1,14 +1,10 @@
-"""SIGTERM/SIGINT reach the guard thread as a byte on its wake-up socket (signal.set_wakeup_fd), so the job
-can end cleanly even while the main thread is blocked in an MPI collective or a long device call, where
-Python signal handlers cannot run. The Python-level handler does nothing: the main thread carries on."""
+"""SIGTERM/SIGINT reach the guard thread as a byte on its wake-up socket (signal.set_wakeup_fd): Python signal
+handlers cannot run while the main thread is blocked in MPI or a long device call. The Python-level handler
+does nothing: the main thread carries on."""
 import signal
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def _note_signal(signum, frame):
-    """Python-level handler: the guard thread acts on the wake-up byte; the main thread carries on."""
 
 
 class SignalWakeup:
@@ -23,7 +19,7 @@ class SignalWakeup:
             return
         self._old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for signum in SIGNALS:
-            self._old_handlers[signum] = signal.signal(signum, _note_signal)
+            self._old_handlers[signum] = signal.signal(signum, lambda signum, frame: None)
 
     def restore(self):
         if not self._old_handlers:

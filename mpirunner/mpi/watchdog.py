@@ -17,8 +17,7 @@ class Watchdog:
         self.deadline, self.on_signal, self.on_peer_ended, self.on_deadline = (deadline, on_signal, on_peer_ended,
                                                                                on_deadline)
         self.stopping = stopping  # threading.Event, set when the guard stops
-        self.peers = {}
-        self.liveness = None
+        self.peers, self.liveness = {}, None
         self._signals = SignalWakeup()
         self._thread = None
         self._wake_read = self._wake_write = None
@@ -52,11 +51,9 @@ class Watchdog:
     def _watch(self):
         selector = selectors.DefaultSelector()
         try:
-            selector.register(self._wake_read, selectors.EVENT_READ)
-            for descriptor in self.peers:
-                selector.register(descriptor, selectors.EVENT_READ)
-            if self.liveness is not None:
-                selector.register(self.liveness, selectors.EVENT_READ)
+            for source in (self._wake_read, *self.peers, self.liveness):
+                if source is not None:
+                    selector.register(source, selectors.EVENT_READ)
             while not self.stopping.is_set():
                 deadline = self.deadline()
                 due = [when for when in (deadline, self.liveness and self.liveness.due()) if when]
@@ -69,13 +66,11 @@ class Watchdog:
                         self.liveness.readable()
                     self.liveness.tick()
                 for source in ready:
-                    if source is self.liveness:
-                        continue
                     if source is self._wake_read:
                         for signum in self._wake_read.recv(64):
                             if signum:
                                 self.on_signal(signum)
-                    else:
+                    elif source is not self.liveness:
                         selector.unregister(source)  # a pidfd stays readable once its process has ended
                         self.on_peer_ended(self.peers[source])
         except (OSError, ValueError, KeyError):

@@ -1,13 +1,6 @@
-"""The MPI world: rank, size, local rank/size on this host, host name, gather, abort and agree (the one way
-ranks decide together: agree_on).
-
-Works as a singleton without any launcher. Local rank and size come from an MPI shared-memory
-split, never from one launcher's environment variables. MPI is started by launcher.start_mpi, which
-first checks that the MPI library suits the launcher (mpi/launcher.py).
-
-Test-only: MPIRUNNER_TEST_HOST=NAME makes this rank report host NAME and group its local ranks by that
-name instead of by shared memory, so one machine can play several hosts (docs/testing.md says what
-that proves and what not). Never set it outside tests.
+"""The MPI world: rank, size, local rank/size on this host (an MPI shared-memory split, never a launcher's
+variables), host name, gather, abort and agree (the one way ranks decide together); a singleton without a
+launcher. Test-only: MPIRUNNER_TEST_HOST=NAME makes this rank's host NAME (docs/testing.md).
 """
 import os
 import socket
@@ -26,6 +19,15 @@ LAST_LINES_SECONDS = 0.25  # before MPI_Abort: time for the launcher to read thi
 def host_name():
     """This rank's host name: the real one, or MPIRUNNER_TEST_HOST's (tests only)."""
     return os.environ.get(HOST_OVERRIDE) or socket.gethostname()
+
+
+class Failed(Exception):
+    """Raised on every rank by World.agree when some rank failed in a way its caller keeps (keep=, failed=): a
+    batch size out of memory (mpi/agreement.py). `reason`: this rank's own line, None where it did not fail."""
+
+    def __init__(self, reason=None):
+        super().__init__(reason or "")
+        self.reason = reason
 
 
 @dataclass
@@ -65,14 +67,39 @@ class World:
         return self.comm.allreduce(value, op=MPI.MAX)
 
     def agree(self, check=None, *, keep=None, failed=None, value=None):
-        """The one way ranks decide together (see agree_on): check() on every rank, then one collective."""
-        return agree_on(self, check, keep=keep, failed=failed, value=value)
+        """The one consensus primitive: check() on every rank (None: nothing to run), then one small allreduce
+        settles, on every rank alike: a UsageError on some rank (bad input only some ranks see) is raised on every
+        rank, another rank's with " (seen by rank R on HOST)"; else a failure on some rank (an error of check()
+        that keep(error) turned into a line, or `failed`: a line from before this point) raises Failed; else the
+        result is check()'s, or with `value` (an int) the largest value any rank passed. Any object with rank,
+        host, max and allgather serves as self."""
+        result, problem = None, None
+        if check is not None:
+            try:
+                result = check()
+            except UsageError as error:
+                problem = error
+            except Exception as error:  # noqa: BLE001 - only what keep() recognises is agreed; others go on up
+                failed = keep(error) if keep is not None else None
+                if failed is None:
+                    raise
+        # tuples compare in order: a UsageError outranks a failure, a failure the value (so it is exact then)
+        any_problem, any_failed, agreed = self.max((int(problem is not None), int(failed is not None),
+                                                    int(value or 0)))
+        if any_problem:
+            reports = self.allgather(None if problem is None else (self.host, str(problem)))
+            first = next(rank for rank, report in enumerate(reports) if report is not None)
+            if first == self.rank:
+                raise problem
+            host, message = reports[first]
+            raise UsageError(f"{message} (seen by rank {first} on {host})")
+        if any_failed:
+            raise Failed(failed)
+        return agreed if value is not None else result
 
     def gather_rows(self, array):
         """Gatherv of one float64 row per rank (rows may differ in length) -> list of rows on rank 0, else None.
-
-        Uses the buffer interface, so 64 ranks x 10,000 steps cost one message per rank, not pickling.
-        """
+        The buffer interface: 64 ranks x 10,000 steps cost one message per rank, not pickling."""
         row = np.ascontiguousarray(array, dtype=np.float64).ravel()
         counts = np.zeros(self.size, dtype=np.int64) if self.is_root else None
         self.comm.Gather(np.array([row.size], dtype=np.int64), counts, root=0)
@@ -81,15 +108,11 @@ class World:
             return None
         flat = np.empty(int(counts.sum()), dtype=np.float64)
         self.comm.Gatherv(row, (flat, counts), root=0)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        return [flat[offsets[i]:offsets[i + 1]] for i in range(self.size)]
+        return np.split(flat, np.cumsum(counts)[:-1])
 
     def abort(self, code=1):
-        """End every rank of the job now (MPI_Abort): a failing rank must never leave others waiting.
-
-        The launcher returns `code` as the job's exit status (MPICH's mpiexec does) and kills the
-        other ranks. Callable from any thread (mpi4py initialises MPI_THREAD_MULTIPLE).
-        """
+        """End every rank of the job now (MPI_Abort, whose code the launcher returns): a failing rank must never
+        leave others waiting. Callable from any thread (mpi4py initialises MPI_THREAD_MULTIPLE)."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -114,71 +137,8 @@ def detect_launcher(environ=None):
     return "none"
 
 
-class Failed(Exception):
-    """Raised on every rank by agree_on when some rank failed in a way its caller keeps (keep=, failed=): a batch
-    size out of memory (mpi/agreement.py). `reason`: this rank's own line, None where it did not fail."""
-
-    def __init__(self, reason=None):
-        super().__init__(reason or "")
-        self.reason = reason
-
-
-def agree_on(world, check=None, *, keep=None, failed=None, value=None):
-    """The one consensus primitive: every rank runs check() (None: nothing to run), then one small allreduce
-    (world.max) of (a UsageError here, a kept failure here, value) settles, on every rank alike:
-
-    - a UsageError on some rank (bad input only some ranks can see: a config file, --data-path or --weights
-      that differ between hosts): every rank raises the first such rank's error, another rank's with
-      " (seen by rank R on HOST)"; a second collective (allgather) fetches its text only then. A rank that
-      exited alone would leave the others waiting in the next collective (MPICH's mpiexec does not end them);
-    - else a failure on some rank, an error of check() that keep(error) turned into a line (None: not kept, it
-      goes on up) or `failed`, the line of a rank that failed before this point: every rank raises Failed;
-    - else check()'s result, or with `value` (an int) the largest value any rank passed.
-
-    Any object with rank, host, max and allgather serves as the world. A rank-0-only check is
-    `world.agree(lambda: check() if world.is_root else None)`.
-    """
-    result, problem = None, None
-    if check is not None:
-        try:
-            result = check()
-        except UsageError as error:
-            problem = error
-        except Exception as error:  # noqa: BLE001 - only what keep() recognises is agreed; others go on up
-            failed = keep(error) if keep is not None else None
-            if failed is None:
-                raise
-    # tuples compare in order: a UsageError outranks a failure, a failure the value (so it is exact then)
-    any_problem, any_failed, agreed = world.max((int(problem is not None), int(failed is not None), int(value or 0)))
-    if any_problem:
-        reports = world.allgather(None if problem is None else (world.host, str(problem)))
-        first = next(rank for rank, report in enumerate(reports) if report is not None)
-        if first == world.rank:
-            raise problem
-        host, message = reports[first]
-        raise UsageError(f"{message} (seen by rank {first} on {host})")
-    if any_failed:
-        raise Failed(failed)
-    return agreed if value is not None else result
-
-
-class _CommWorld:
-    """agree_on's view of a bare communicator (before init_world: cli.py's config check)."""
-
-    def __init__(self, comm):
-        self.comm, self.rank, self.host = comm, comm.Get_rank(), host_name()
-
-    def max(self, value):
-        from mpi4py import MPI
-
-        return self.comm.allreduce(value, op=MPI.MAX)
-
-    def allgather(self, value):
-        return self.comm.allgather(value)
-
-
 def agree(check, comm=None):
-    """agree_on for code that runs before the world is set up: without a launcher and with no comm, check()
+    """World.agree for code that runs before the world is set up: without a launcher and with no comm, check()
     just runs (MPI is not started for it); otherwise the ranks of `comm` (default: MPI's world) agree."""
     if comm is None and detect_launcher() == "none":
         return check()
@@ -186,7 +146,7 @@ def agree(check, comm=None):
         from mpirunner.mpi.launcher import start_mpi
 
         comm = start_mpi().COMM_WORLD
-    return agree_on(_CommWorld(comm), check)
+    return World(comm, comm.Get_rank(), comm.Get_size(), None, None, host_name()).agree(check)  # no local place yet
 
 
 def init_world():
