@@ -62,8 +62,6 @@ RunConfig.__module__ = __name__  # pickles and prints as mpirunner.config.RunCon
 RunConfig.__doc__ = "Everything one job needs, validated once; identical on every rank (fields: options.py)."
 
 
-# ---------------------------------------------------------------- batch sizes
-
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)(?:/(\d+))?$")
 
 
@@ -96,8 +94,6 @@ def parse_batch_sizes(text):
         raise UsageError(f"--batch-size lists {duplicates[0]} twice; each size makes one run group")
     return tuple(sizes)
 
-
-# ---------------------------------------------------------------- named configs
 
 def config_names():
     return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
@@ -145,8 +141,7 @@ def load_config_file(name_or_path):
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UsageError(f"config file {path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    if values is None:
-        values = {}
+    values = {} if values is None else values
     if not isinstance(values, dict):
         raise UsageError(f"config file {path} must be a mapping of flag names to values")
     for key in values:
@@ -155,8 +150,6 @@ def load_config_file(name_or_path):
             raise UsageError(f"config file {path}: unknown key '{key}'{_suggest(str(key), valid)}")
     return values, text, path
 
-
-# ---------------------------------------------------------------- validation
 
 def _check_types(values, origin):
     """Each setting against its kind in the option table (the same rules for flags and YAML values)."""

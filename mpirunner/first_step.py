@@ -21,12 +21,9 @@ FLOOR_FLOPS = 0.5e9  # no device is slower (software bfloat16 on a 2-core CPU: a
 def long_step_seconds(environ=None):
     """The threshold above which a step is announced. Read on rank 0 alone, between collectives, so a value that
     is not a number >= 0 is warned about and the default used."""
-    env = os.environ if environ is None else environ
-    text = env.get(LONG_STEP_VARIABLE, "")
-    if not text:
-        return LONG_STEP_SECONDS
+    text = (os.environ if environ is None else environ).get(LONG_STEP_VARIABLE, "")
     try:
-        seconds = float(text)
+        seconds = float(text) if text else LONG_STEP_SECONDS
     except ValueError:
         seconds = float("nan")
     if not seconds >= 0:

@@ -252,8 +252,6 @@ def refuse(device, values):
                              + " or ".join(d for d in DEVICES if d in o.devices))
 
 
-# ---------------------------------------------------------------- docs/flags.md
-
 def _cell(text):
     return str(text).replace("|", "\\|")
 
@@ -297,8 +295,6 @@ def flags_markdown():
             lines.append(f"| {flag} | {_value(o)} | {default} | {key} | {devices} | {_cell(o.help)} |")
     return "\n".join(lines + report_markdown()) + "\n"
 
-
-# ---------------------------------------------------------------- mpirunner-report
 
 # The report's kinds besides BOOL, CHOICE, TEXT and SIZES (the runner's --batch-size grammar, config.py parses):
 PERCENT, INT, PATHS, REPEATED = "percent", "int", "paths", "repeated"  # >= 0; whole; positional; once per value

@@ -31,7 +31,6 @@ def _batch_rates(work, units_per_call, device, seconds, repeats):
 
 
 def _roof_columns(name, rates):
-    """{name: the best rate, name_median: the median batch, name_batches: how many batches were timed}."""
     return {name: float(max(rates)), f"{name}_median": float(statistics.median(rates)), f"{name}_batches": len(rates)}
 
 
@@ -57,12 +56,10 @@ def copy_rates(seconds=1.0, array_bytes=None, device="cpu"):
 
 
 def measure_gemm_peak(dtype, seconds=1.5, size=2048, device="cpu"):
-    """FLOP/s of the best of several timed batches of size x size x size matmuls."""
     return max(gemm_rates(dtype, seconds, size, device))
 
 
 def measure_memory_bandwidth(seconds=1.0, array_bytes=None, device="cpu"):
-    """Bytes/s of the best of several timed batches of streaming copies."""
     return max(copy_rates(seconds, array_bytes, device))
 
 

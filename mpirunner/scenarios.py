@@ -106,7 +106,6 @@ def search_point_seconds(total_qps, min_duration_seconds, percentile, world_size
 
 
 def rank_share(total_qps, world_size):
-    """Each rank's arrival rate: an equal share of the total."""
     return float(total_qps) / int(world_size)
 
 
@@ -159,17 +158,8 @@ class QueryLog:
 
 
 def concatenate_logs(logs):
-    """One QueryLog of several ranks' logs, each query keeping its rank."""
     return QueryLog(**{name: np.concatenate([getattr(log, name) for log in logs])
                        for name in ("scheduled", "start", "end", "batch_size", "batch_queries", "served", "rank")})
-
-
-def _empty_log(scheduled, rank):
-    count = len(scheduled)
-    return QueryLog(scheduled=np.asarray(scheduled, dtype=np.float64), start=np.full(count, np.nan),
-                    end=np.full(count, np.nan), batch_size=np.zeros(count, dtype=np.int64),
-                    batch_queries=np.zeros(count, dtype=np.int64), served=np.zeros(count, dtype=bool),
-                    rank=np.full(count, rank, dtype=np.int64))
 
 
 def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, duration_seconds,
@@ -179,10 +169,13 @@ def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, durati
     batcher, no peeking ahead), then run the oldest min(waiting, max_batch) padded to a prepared size. No batch
     starts after duration + drain_seconds; queries not started by then are unserved."""
     arrivals = [float(t) for t in scheduled]
-    log = _empty_log(arrivals, rank)
+    count, head = len(arrivals), 0
+    log = QueryLog(scheduled=np.asarray(arrivals, dtype=np.float64), start=np.full(count, np.nan),
+                   end=np.full(count, np.nan), batch_size=np.zeros(count, dtype=np.int64),
+                   batch_queries=np.zeros(count, dtype=np.int64), served=np.zeros(count, dtype=bool),
+                   rank=np.full(count, rank, dtype=np.int64))
     sizes = prepared_batch_sizes(max_batch)
     deadline = duration_seconds + drain_seconds
-    count, head = len(arrivals), 0
     while head < count:
         now = clock.now()
         if now >= deadline:

@@ -130,22 +130,6 @@ def _serve_prepared(setup, name, batch_size, prepared, keep):
     bound = config.latency_bound / 1e3 if config.latency_bound is not None else None
     log.info("server: batch sizes %s prepared; drain bound %.1f s", prepared.sizes, drain_seconds)
 
-    def point_seconds(total_qps):
-        """A search point runs long enough for scenarios.point_queries; one --target-qps run keeps --min-duration
-        (its verdict says when that was too few queries)."""
-        if not config.find_peak_qps:
-            return config.min_duration
-        return search_point_seconds(total_qps, config.min_duration, config.percentile, world.size)
-
-    def run_point(total_qps, duration):
-        schedule = poisson_schedule(rank_share(total_qps, world.size), duration, schedule_rng(config.seed, world.rank))
-        guard.at_checkpoint(world.barrier)()
-        clock = PerfClock()
-        queries = run_server(prepared.run, clock, schedule, batch_size, config.max_batch_wait_ms / 1e3, duration,
-                             drain_seconds, rank=world.rank)
-        guard.checkpoints.reached()
-        return queries
-
     def record_of(queries, scenario, point_name):
         from mpirunner.checks import ValidityRules
         from mpirunner.checks.scenario import scenario_checks
@@ -166,8 +150,15 @@ def _serve_prepared(setup, name, batch_size, prepared, keep):
         """Serve one load -> PointOutcome, the same on every rank (rank 0's Run, None elsewhere)."""
         from mpirunner.checks.scenario import scenario_reasons
 
-        duration = point_seconds(total_qps)
-        queries = run_point(total_qps, duration)
+        # a search point runs long enough for scenarios.point_queries; one --target-qps run keeps --min-duration
+        duration = (search_point_seconds(total_qps, config.min_duration, config.percentile, world.size)
+                    if config.find_peak_qps else config.min_duration)
+        schedule = poisson_schedule(rank_share(total_qps, world.size), duration, schedule_rng(config.seed, world.rank))
+        guard.at_checkpoint(world.barrier)()
+        clock = PerfClock()  # the run's clock starts at the barrier's exit
+        queries = run_server(prepared.run, clock, schedule, batch_size, config.max_batch_wait_ms / 1e3, duration,
+                             drain_seconds, rank=world.rank)
+        guard.checkpoints.reached()
         every = concatenate_logs(world.allgather(queries))
         scenario = _scenario_record(every, "server", {
             "duration_seconds": duration, "target_qps": total_qps, "latency_bound_seconds": bound,

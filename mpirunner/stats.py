@@ -133,7 +133,6 @@ def minimum_count(q, confidence=PERCENTILE_CONFIDENCE):
 
 
 def enough_for_percentile(count, q):
-    """Whether `count` values can give the q-th percentile: at least minimum_count(q) of them."""
     return q < 100 and count >= minimum_count(q)
 
 
@@ -265,9 +264,7 @@ def summarize(step_start, step_seconds, batch_latency, samples_per_step, barrier
 
 def accuracy_attrs(gathered, weights=None):
     """Top-1 / top-5 accuracy on labelled real data, every rank's counts summed (never a verdict)."""
-    samples = sum(row["samples"] for row in gathered)
-    top1 = sum(row["top1"] for row in gathered)
-    top5 = sum(row["top5"] for row in gathered)
+    samples, top1, top5 = (sum(row[key] for row in gathered) for key in ("samples", "top1", "top5"))
     classes = gathered[0]["classes"]
     return {
         "accuracy_samples": samples, "accuracy_top1_correct": top1, "accuracy_top5_correct": top5,

@@ -8,15 +8,7 @@ MAX_AUTOCORRELATION = 0.9   # beyond this n_eff is 5% of n or less: the series s
 MIN_PAIRS = 12              # fewer neighbouring pairs cannot show a correlation: the steps count as independent
 
 
-def _ranks(values):
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = np.arange(values.size, dtype=np.float64)
-    return ranks
-
-
 def centred(segment):
-    """The finite steps of a segment less their median."""
     segment = np.asarray(segment, dtype=np.float64)
     segment = segment[np.isfinite(segment)]
     return segment - np.median(segment) if segment.size else segment
@@ -30,7 +22,7 @@ def lag1_autocorrelation(segments):
     segments = [segment for segment in segments if segment.size >= 3]
     if not segments:
         return 0.0
-    ranks = _ranks(np.concatenate(segments))
+    ranks = np.argsort(np.argsort(np.concatenate(segments), kind="stable")).astype(np.float64)
     pairs, start = [], 0
     for segment in segments:
         part = ranks[start:start + segment.size]

@@ -55,12 +55,8 @@ def check_dtype(model):
 
 def judge(gathered, samples, dtype):
     """Every rank's numbers -> the Check rank 0 keeps: the worst numbers, passed or failed with its reason."""
-    worst = {
-        "max_abs_error": max(row["max_abs_error"] for row in gathered),
-        "rel_error": max(row["rel_error"] for row in gathered),
-        "top1_agreement": min(row["top1_agreement"] for row in gathered),
-        "top1_agreement_within_ties": min(row["top1_agreement_within_ties"] for row in gathered),
-    }
+    worst = {key: max(row[key] for row in gathered) for key in ("max_abs_error", "rel_error")}
+    worst.update({key: min(row[key] for row in gathered) for key in ("top1_agreement", "top1_agreement_within_ties")})
     finite = all(row["finite"] for row in gathered)
     passed = finite and worst["top1_agreement_within_ties"] >= MIN_AGREEMENT
     attrs = {f"output_check_{key}": value for key, value in worst.items()}
@@ -90,5 +86,4 @@ def output_numbers(config, backend, model, step, source):
 
 
 def judge_ranks(gathered, model):
-    """Every rank's output_numbers -> the Check rank 0 keeps."""
     return judge(gathered, gathered[0]["samples"], check_dtype(model))

@@ -81,23 +81,16 @@ def stable_steps(steps, rules, hosts):
     return passed("step_cv")
 
 
-def _thirds(steps):
-    """(first, middle, last) thirds of the per-step median over ranks, or None below 2 steps a third."""
-    series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)
-    series = series[np.isfinite(series)]
-    third = series.size // 3
-    if third < 2:
-        return None
-    return series[:third], series[third:-third], series[-third:]
-
-
 def trend_evidence(steps):
     """(first median, last median, noise, floor, monotone) of the warm-up rule, or None when too short
     (docs/methodology-and-validity.md). The noise is measured on the two thirds the suspected trend leaves
     alone; monotone: the middle third is not the slowest, so a burst of load mid-run is not a trend."""
-    thirds = _thirds(steps)
-    if thirds is None:
+    series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)  # per step, the median over ranks
+    series = series[np.isfinite(series)]
+    third = series.size // 3
+    if third < 2:
         return None
+    thirds = series[:third], series[third:-third], series[-third:]
     first, middle, last = thirds
     first_median, middle_median, last_median = np.median(first), np.median(middle), np.median(last)
     steady = (middle, last) if first_median > last_median else (first, middle)
