@@ -31,12 +31,9 @@ def text_value(value):
     return str(value)
 
 
-# ------------------------------------------------------------------------------- pieces of text
-
 def estimate_text(value, interval, spec, ci_unavailable="", name=""):
-    """`x [low, high]` from a stored 95% interval (`x ± h` when its two sides differ by under 10%);
-    `x (interval n/a: reason)` when the run stored none (the reason: `name: ...` in ci_unavailable); `n/a` when
-    the estimate itself is missing."""
+    """`x [low, high]` from a stored 95% interval (`x ± h` when its two sides differ by under 10%), `x (interval
+    n/a: reason)` without one (the reason: `name: ...` in ci_unavailable), `n/a` without the estimate."""
     if not finite_number(value):
         return "n/a"
     interval = interval or Interval()
@@ -95,8 +92,7 @@ def verdict_lines(run, width=160):
 
 
 def broken_roof_text(compute):
-    """'roof measured under load (utilisation would be 130%): rerun --measure-peak on a quiet machine' when
-    the run beat its measured roof (`roof_broken`; in older files, a stored utilisation above 1), else ''."""
+    """The remedy when the run beat its measured roof (`roof_broken`; older files: a utilisation above 1), else ''."""
     if compute is None:
         return ""
     if compute.roof_broken is True or compute.roof_broken == 1:
@@ -122,9 +118,7 @@ def roof_text(compute):
 
 
 def accuracy_lines(accuracy):
-    """Accuracy on labelled real data, with what explains it: images and classes loaded, how the class
-    folders map to the model's class indices, why more samples than images were counted, and what the
-    weights make of it. [] for runs without accuracy (and files written before these fields)."""
+    """Accuracy on labelled real data, with what explains it (docs/inputs-and-precision.md); [] without it."""
     if accuracy is None or accuracy.top1 is None:
         return []
     samples = int(accuracy.samples)
@@ -161,8 +155,7 @@ def query_estimate(scenario, summary, q):
 
 
 def scenario_lines(run):
-    """single-stream and server runs (docs/scenarios.md): query latency from the scheduled arrival, and the load:
-    target, offered (as scheduled), achieved, the bound."""
+    """single-stream and server runs (docs/scenarios.md): query latency, and the load and bound of a server."""
     scenario, summary = shown.scenario_of(run), run.summary or Summary()
     if scenario is None:
         return []
@@ -181,18 +174,16 @@ def scenario_lines(run):
                      f"{over} over it")
         wait = scenario.query_wait_mean if scenario.query_wait_mean is not None else float("nan")
         lines.append(f"load: target {scenario.target_qps:.1f} QPS, offered {scenario.offered_qps:.1f} (as scheduled), "
-                     f"achieved {scenario.achieved_qps:.1f}, keep-up {scenario.keep_up:.2f}, {scenario.queries_unserved} "
-                     f"unserved, mean wait {wait:.3f} ms, padding {100 * scenario.padding_share:.1f}%")
+                     f"achieved {scenario.achieved_qps:.1f}, keep-up {scenario.keep_up:.2f}, "
+                     f"{scenario.queries_unserved} unserved, mean wait {wait:.3f} ms, "
+                     f"padding {100 * scenario.padding_share:.1f}%")
         lines += [bound] if bound else []
     return lines
 
 
-# ------------------------------------------------------------------------------------- the lines
-
 def hardware_line(job, rank_rows=()):
-    """'device: cpu backend on <CPU model>, 2 thread(s) per rank, 1 rank(s) on vm' (cuda: the GPU and its memory),
-    printed once before the first run block; it reads the same from a file's Job (or root attributes and /ranks
-    rows given as dicts)."""
+    """'device: cpu backend on <CPU model>, 2 thread(s) per rank, 1 rank(s) on vm', from a Job (or root attributes
+    and /ranks rows given as dicts)."""
     if isinstance(job, Mapping):
         job = Job.from_attrs(job, rank_rows)
     backend = text_value(job.backend or "?")
@@ -218,8 +209,7 @@ def format_failed_run(run):
 
 
 def peak_search_line(peak_qps, points, percentile, bound_ms, batch_size, peak_qps_high=None):
-    """The runner's closing line of a --find-peak-qps search (its points are in the file already). With
-    peak_qps_high the peak is shown as the interval it lies in: [peak_qps, peak_qps_high] QPS."""
+    """The runner's closing line of a --find-peak-qps search (its points are in the file already)."""
     where = f"{len(points)} points in the file as bs{batch_size:05d}-qps*"
     if peak_qps is None:
         return (f"peak search, batch {batch_size}: no load kept p{percentile:g} within {bound_ms:g} ms "
@@ -295,8 +285,7 @@ def _ipu_cache_lines(device):
 
 
 def _reference_lines(run):
-    """IPU runs: the reference harness's own figures, AFTER its two lines and worded so that neither of its
-    regexes (which take the first match) can match here."""
+    """IPU runs: the reference harness's own figures, after its two lines, worded so that its regexes cannot match."""
     device, reference = run.device, run.summary.throughput_reference
     if "ipu_latency_min_ms" not in device or reference is None:
         return []
@@ -306,9 +295,8 @@ def _reference_lines(run):
 
 
 def _sdk_era_lines(run):
-    """IPU offline runs: the reference harness's closing lines of SDK 2.4 (32fc7bd inference/run_benchmark.py,
-    its exact wording, numbers as Python prints them; N/A latencies with synthetic data) and SDK 2.6's latency
-    line (its benchmarks.yml regex `latency: *(.*?) ms`), so a log scraper of either era parses this output."""
+    """IPU offline runs: the reference harness's closing lines of SDK 2.4 (32fc7bd inference/run_benchmark.py, its
+    exact wording) and SDK 2.6's latency line, so a log scraper of either era parses this output."""
     device, point = run.device, run.point
     if "latency_reference_ms" not in device or "throughput_reference_min" not in device:
         return []

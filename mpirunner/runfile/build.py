@@ -21,12 +21,8 @@ def _stack_rows(rows):
 
 
 def gather_timings(world, timings):
-    """Gather this rank's Timings to rank 0 in one Gatherv. Returns a dict of [ranks, ...] arrays there, else None.
-
-    Each rank packs [compile_seconds, the three array lengths, the three arrays] into one float64
-    row, so the cost is one message per rank whatever the number of steps (64 ranks x 10,000 steps:
-    about 15 MB, well under a second).
-    """
+    """Gather this rank's Timings to rank 0 -> a dict of [ranks, ...] arrays there, else None. Each rank packs
+    [compile_seconds, the three array lengths, the three arrays] into one float64 row: one message per rank."""
     arrays = [np.asarray(getattr(timings, name), dtype=np.float64).ravel() for name in TIMING_ARRAYS]
     packed = np.concatenate([[timings.compile_seconds], [array.size for array in arrays], *arrays])
     rows = world.gather_rows(packed)
@@ -72,9 +68,8 @@ class DeviceFacts:
 
 @dataclass
 class Judging:
-    """How the run is judged: checks.ValidityRules, the checks measured with it (the output check), and for
-    a server the scenario's checks, judged instead of the step-time and input-path rules (its steps follow its
-    arrivals: mixed batch sizes, an idle device between them)."""
+    """How the run is judged: checks.ValidityRules, the checks measured with it (the output check), and for a server
+    the scenario's checks instead of the step-time and input-path rules (its steps follow its arrivals)."""
 
     rules: object
     checks: list = field(default_factory=list)
@@ -92,8 +87,8 @@ class ScenarioRecord:
 
 def reference_throughput_spread(step_seconds, samples_per_step):
     """min, max and std of the reference harness's per-step throughputs (all instances' samples over the slowest
-    instance's step time; graphcore/examples 32fc7bd inference/run_benchmark.py, benchmark()), whose mean is
-    stats' throughput_reference; over mpirunner's timed steps (the reference drops its first two instead)."""
+    instance's step time; graphcore/examples 32fc7bd inference/run_benchmark.py), whose mean is stats'
+    throughput_reference; over mpirunner's timed steps (the reference drops its first two instead)."""
     seconds = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     done = np.count_nonzero(~np.isnan(seconds), axis=0)
     if not np.any(done):
@@ -104,10 +99,8 @@ def reference_throughput_spread(step_seconds, samples_per_step):
 
 
 def scenario_throughput(summary, scenario_attrs, samples_per_step):
-    """A scenario run's throughput is its achieved rate in samples/s (runfile/shown.py): served queries per
-    second over the issuing window (achieved_qps) times the samples per query (server: one; single-stream: a
-    step's). The step-based reference harness figure does not apply (left out); a server's batches are not its
-    steps, so their bootstrap interval is left out too."""
+    """A scenario run's throughput is its achieved rate in samples/s (docs/reports.md); the step-based reference
+    harness figure does not apply, and a server's batches are not its steps, so their bootstrap interval goes too."""
     summary = {key: value for key, value in summary.items() if not key.startswith("throughput_reference")}
     if "throughput" in scenario_attrs:  # older engines stored the server's rate themselves
         rate = scenario_attrs["throughput"]
@@ -133,8 +126,7 @@ def point_attrs(point):
 
 def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, judging: Judging,
               scenario: Optional[ScenarioRecord] = None):
-    """The Run of one measured point. scenario (single-stream, server): its throughput* attrs replace the
-    step-based ones."""
+    """The Run of one measured point (a scenario's throughput* attrs replace the step-based ones)."""
     from mpirunner.checks import decide_validity
     from mpirunner.flops import utilization_attrs
     from mpirunner.roofline import broken_roof, roof_attrs
@@ -199,8 +191,7 @@ def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, ju
 
 
 def failed_run(name, point, reason):
-    """The run group of a point that could not be measured (out of memory): what was asked, why it failed; its
-    verdict is checks.failed_run_validity's."""
+    """The run group of a point that could not be measured (out of memory): what was asked, why it failed."""
     from mpirunner.checks import failed_run_validity
 
     verdict = failed_run_validity(reason)

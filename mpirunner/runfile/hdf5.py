@@ -21,8 +21,6 @@ STRING_COLUMNS = ("host", "cpus", "device", "mem_policy", "launcher_binding")
 NUMBERS = (bool, int, float, np.number, np.bool_)
 
 
-# ------------------------------------------------------------------------------------- writing
-
 def _attr_value(value):
     """HDF5 attributes cannot hold None or dicts: store '' and YAML text instead; bytes as str (h5py would read them
     back as bytes), a str subclass (torch's TorchVersion) as str."""
@@ -38,6 +36,7 @@ def _attr_value(value):
 
 
 def _set_attrs(node, attrs):
+    """Set attributes: text lists as variable-length strings."""
     import h5py
 
     for key, value in attrs.items():
@@ -197,8 +196,6 @@ def _fsync_folder(folder):
         os.close(handle)
 
 
-# ------------------------------------------------------------------------------------- reading
-
 def _loader(path, name):
     """Read datasets of run group `name` on demand (each call opens the file once)."""
     def load(wanted):
@@ -289,12 +286,9 @@ def _attributes(node, wanted):
 
 
 def read_light(path, root_names=None, run_names=None, histograms=False, config=False, twins=()):
-    """Attributes alone, for summaries of many files: the wanted root and run-group attributes (None: every one
-    but the stored settings), the settings text when `config`, each run's histogram when `histograms`.
-
-    twins: unit-less names whose unit-named twin is read when a run group lacks the name itself (a file written
-    with twin names only). UsageError (no path prefix) when the file cannot be read, is foreign or damaged.
-    """
+    """Attributes alone, for summaries of many files: the wanted root and run-group attributes (None: all but the
+    stored settings), the settings text when `config`, histograms when `histograms`, and for each unit-less name
+    in `twins` its unit-named twin when a run group lacks the name itself (a file written with twin names only)."""
     import h5py
 
     try:
@@ -333,4 +327,3 @@ def read_step_seconds(path, name):
             return group["step_seconds"][()] if "step_seconds" in group else None
     except (KeyError, OSError, ValueError, TypeError) as error:
         raise UsageError(f"{path}: damaged or incomplete mpirunner file: {first_line(error)}")
-

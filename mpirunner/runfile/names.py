@@ -6,6 +6,7 @@ either kind of file. An attribute FIELDS does not name is kept verbatim (`Run.ex
 run read and written back stores the same names, types and values.
 """
 import functools
+from operator import attrgetter
 
 import numpy as np
 
@@ -61,19 +62,15 @@ def unit_twins(attrs):
 
 
 def exported(row):
-    """A CSV/JSON row with unit names only: each unit-less key replaced in place by its twin (same order),
-    aliases and stored twins that the row's own recomputed value replaces left out."""
+    """A CSV/JSON row with unit names only: each unit-less key replaced in place by its twin, aliases and stored
+    twins of recomputed values left out."""
     own = {unit_name(name) for name in row if name in UNITS}
-    out = {}
-    for name, value in row.items():
-        if name in ALIASES or (name in own and name not in UNITS):
-            continue
-        out[unit_name(name)] = in_unit(name, value)
-    return out
+    return {unit_name(name): in_unit(name, value) for name, value in row.items()
+            if name not in ALIASES and (name not in own or name in UNITS)}
 
 
 def value_of(attrs, name, default=None):
-    """Attribute `name` (an old, unit-less name) from a file of either kind: the old name, else its twin converted back."""
+    """Attribute `name` (an old, unit-less name) from a file of either kind: itself, else its twin converted back."""
     if name in attrs:
         return attrs[name]
     twin = unit_name(name)
@@ -83,8 +80,6 @@ def value_of(attrs, name, default=None):
         return value / factor if isinstance(value, (int, float)) and not isinstance(value, bool) else value
     return default
 
-
-# ------------------------------------------------------------------- run attributes <-> typed fields
 
 def _interval(prefix, path):
     return [(f"{prefix}_ci95", f"{path}.half_width"), (f"{prefix}_ci95_low", f"{path}.low"),
@@ -135,8 +130,7 @@ DEVICE_PREFIXES = ("gpu_", "ipu_", "latency_reference", "throughput_reference_")
 
 
 def plain(value):
-    """An attribute as plain Python, as the file gives it back: bytes decoded, text arrays as lists, numpy scalars
-    as Python numbers (numeric arrays stay arrays)."""
+    """An attribute as the file gives it back, as plain Python (numeric arrays stay arrays)."""
     if isinstance(value, (bytes, np.bytes_)):
         return bytes(value).decode()
     if isinstance(value, np.ndarray) and value.dtype == object:
@@ -148,7 +142,7 @@ def plain(value):
 
 def split_attrs(attrs):
     """A run group's attributes -> (nested {part: {field: value}} of the known names, device attrs, other attrs,
-    whether the unit-named twins were stored). Twins and known names are recomputed on the way back (run_attrs)."""
+    whether the unit-named twins were stored); run_attrs recomputes the twins."""
     nested, device, extra = {}, {}, {}
     twins = any(name in attrs for name in TWINS)
     for name, value in attrs.items():
@@ -166,22 +160,17 @@ def split_attrs(attrs):
     return nested, device, extra, twins
 
 
-def _get(obj, path):
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
 def run_attrs(run):
     """The run group's attributes exactly as stored: known fields (None: not stored), the device report, every
-    other attribute verbatim, then the unit-named twins (units above) when the run carries them."""
+    other attribute verbatim, then the unit-named twins when the run carries them."""
     attrs = {}
     for name, path in FIELDS:
         if path.startswith("verdict.") and not run.verdict.stored:
             continue
-        value = _get(run, path)
+        try:
+            value = attrgetter(path)(run)
+        except AttributeError:  # a part the run does not have (None)
+            continue
         if value is not None:
             attrs[name] = list(value) if isinstance(value, tuple) else value
     attrs.update(run.device)
@@ -191,8 +180,6 @@ def run_attrs(run):
     return attrs
 
 
-# ---------------------------------------------------------------------------- the file's root
-
 # Root attributes that are plain fields of a Job (`config`, `hosts`, `*_version` and `resumed_*` are grouped).
 ROOT_FIELDS = ("schema", "created", "argv", "config_name", "config_file_text", "world_size", "backend",
                "device_name", "dtype", "image_size", "launcher", "slurm_job_id", "git_commit", "gpu_total_memory_bytes")
@@ -200,8 +187,7 @@ RANK_FIELDS = ("rank", "host", "local_rank", "numa_node", "cpus", "device", "thr
 
 
 def stored_text(value):
-    """A root attribute as the file gives it back: a dict as its YAML text, None as '', bytes decoded, a str
-    subclass (torch's TorchVersion) as str."""
+    """A root attribute as the file gives it back: a dict as its YAML text, None as '', a str subclass as str."""
     if value is None:
         return ""
     if isinstance(value, (bytes, np.bytes_)):

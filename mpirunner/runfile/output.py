@@ -96,10 +96,8 @@ def _comparable(settings):
 
 
 def read_earlier(path, config, layout):
-    """The file to resume (None when it does not exist yet); UsageError when it measures something else.
-
-    layout: [(host, local_rank)] of this job's ranks; the world size and ranks per host must match.
-    """
+    """The file to resume (None when it does not exist yet); UsageError when it measures something else or with
+    another rank layout (layout: [(host, local_rank)] of this job's ranks)."""
     from mpirunner.runfile.hdf5 import read_job
 
     path = Path(path)
@@ -166,8 +164,7 @@ def _pid_started(pid):
 
 
 def _alive(owner):
-    """Whether the lock's owner (on this host) still runs: its pid exists, is not a zombie, and started when the
-    lock says."""
+    """Whether the lock's owner (on this host) still runs: its pid exists, is not a zombie, started when it says."""
     try:
         os.kill(int(owner["pid"]), 0)
     except ProcessLookupError:
@@ -214,9 +211,8 @@ _heartbeat = {}  # rank 0: {"stop": threading.Event} of the thread that refreshe
 
 
 def release_lock():
-    """Remove this job's lock if it still holds this job's record. Called when the job ends on any rank
-    (guard.stop), when a rank ends the job (guard._end: MPI_Abort, timeout, signal; the launcher may kill rank 0
-    before its exit handlers), and at exit."""
+    """Remove this job's lock if it still holds this job's record: when the job ends on any rank, when a rank ends
+    the job (the launcher may kill rank 0 before its exit handlers), and at exit."""
     if "stop" in _heartbeat:
         _heartbeat.pop("stop").set()
     lock, owner = HELD.pop("path", None), HELD.pop("owner", None)
@@ -230,8 +226,8 @@ def release_lock():
 
 
 def take_lock(path, host, argv=(), gone=None):
-    """Rank 0: own `path` for this job (UsageError naming the live owner); returns the lock's path, or None when
-    its folder cannot be written (check_output says so). release_lock frees it; its mtime is a heartbeat."""
+    """Rank 0: own `path` for this job (UsageError naming the live owner) -> the lock's path, or None when its
+    folder cannot be written (check_output says so)."""
     lock = lock_path(path)
     mine = {"host": host, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -290,8 +286,8 @@ def _hold(lock, mine):
 
 
 def settle_output(world, config, created):
-    """Collective, before any model is built: the path (rank 0 decides), locked and checked on rank 0 and agreed,
-    and with --resume the earlier file (rank 0) and the batch sizes it already holds (every rank)."""
+    """Collective, before any model is built: the path, locked and checked on rank 0 and agreed, and with --resume
+    the earlier file (rank 0) and the batch sizes it already holds (every rank)."""
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
     gone = lock_owner_gone(world, path)  # a lock from another host whose job is over: a rank there sees it
     world.agree(lambda: take_lock(path, world.host, config.argv, gone) if world.is_root else None)  # live owner: exit 2

@@ -8,8 +8,6 @@ from mpirunner.runfile.hdf5 import read_job, write_job
 from mpirunner.runfile.run import Job, Run
 
 
-# ------------------------------------------------------------------ plain dicts (tests, scripts)
-
 @dataclass
 class RunResult:
     """A run group given as plain attributes and arrays (tests and scripts write files this way)."""

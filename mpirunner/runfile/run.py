@@ -36,10 +36,6 @@ class Run:
     def failed(self):
         return self.status == "failed"
 
-    @property
-    def batch_size(self):
-        return self.point.batch_size
-
     def attrs(self):
         """The run group's attributes exactly as stored (names.py)."""
         return names.run_attrs(self)
@@ -128,11 +124,6 @@ class Job:
     root_names: Tuple[str, ...] = ()  # the root attributes stored, in order
     ranks: List[RankRow] = field(default_factory=list)
     runs: List[Run] = field(default_factory=list)
-
-    @property
-    def settings(self):
-        """The settings the runner stored (root `config`, YAML text) as a dict; {} when absent or unreadable."""
-        return names.parse_settings(self.config_text)
 
     def run(self, name):
         return next(run for run in self.runs if run.name == name)

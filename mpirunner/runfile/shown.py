@@ -21,8 +21,7 @@ def finite_number(value):
 
 
 def enough(count, q):
-    """Whether `count` values give the q-th percentile (stats.minimum_count); an unknown count (an older file
-    that did not store it) is taken as enough."""
+    """Whether `count` values give the q-th percentile (stats.minimum_count); an unknown count is taken as enough."""
     from mpirunner import stats
 
     if count is None or isinstance(count, bool):
@@ -35,8 +34,7 @@ def enough(count, q):
 
 
 def needs_text(names=("p50", "p90", "p99")):
-    """'too few values for that percentile (a p50 needs 7, a p90 44, a p99 459: ...)', from stats.minimum_count:
-    the footnote of an n/a percentile."""
+    """The footnote of an n/a percentile: 'too few values for that percentile (a p50 needs 7, a p90 44, ...)'."""
     from mpirunner import stats
 
     counts = [f"{name} {stats.minimum_count(stats.PERCENTILES[name])}" for name in names]
@@ -85,8 +83,8 @@ def upper_bound(scenario):
 
 
 def within_bound(scenario):
-    """True / False: whether the point kept its latency bound (the upper confidence bound when the file stores
-    it, else the percentile itself; too few queries for it is a fail); None without a bound."""
+    """Whether the point kept its latency bound (the upper confidence bound when the file stores it, else the
+    percentile itself; too few queries for it is a fail); None without a bound."""
     if scenario.latency_bound is None or scenario.bound_percentile is None:
         return None
     judged = upper_bound(scenario) if scenario.bound_latency_upper is not None else judged_latency(scenario)
@@ -109,8 +107,7 @@ def peak_text(peak, high=None):
 
 
 def query_columns(run):
-    """The scenario columns of a run's CSV/JSON row ({} for an offline run): the loads, the query percentiles
-    by the one rule (None: too few queries), the bound and whether the point kept it, the search's peak."""
+    """The scenario columns of a run's CSV/JSON row ({} for an offline run), percentiles by the one rule."""
     scenario = scenario_of(run)
     if scenario is None:
         return {}

@@ -13,8 +13,7 @@ log = logging.getLogger("mpirunner")
 
 
 class SweepFile:
-    """The output file as rank 0 builds it: `job` (root attributes and /ranks, runs added as they are kept);
-    `earlier`: an output.Earlier when resuming."""
+    """The output file as rank 0 builds it (`earlier`: an output.Earlier when resuming)."""
 
     def __init__(self, path, job, earlier, guard):
         self.path, self.guard = path, guard
@@ -73,8 +72,7 @@ class SweepFile:
 
 
 class Keeper:
-    """Rank 0's hand-off from measuring to the file: keep(run) adds a measured Run (the file is rewritten
-    at once); amend(names, attrs) updates runs already kept."""
+    """Rank 0's hand-off from measuring to the file: keep(run), amend(names, attrs) of runs already kept."""
 
     def __init__(self, sweep, world_size):
         self.sweep, self.world_size = sweep, world_size
@@ -139,9 +137,8 @@ SCENARIO_HEADER = ("batch", "target QPS", "offered QPS", "QPS", "samples/s", "qu
 
 
 def sweep_table(runs):
-    """The sweep summary: one row per batch size, or per load of a single-stream or server run (estimates with
-    their 95% intervals, a short verdict), then the reasons of every INVALID run listed once, and one footnote
-    for the intervals that are not available and one for the percentiles (runfile/shown.py)."""
+    """The sweep summary: one row per batch size (or load of a scenario run), then the reasons of every INVALID run,
+    and footnotes for the intervals not available and the n/a percentiles."""
     runs = [as_run(run) for run in runs]
     scenario = any(shown.scenario_of(run) is not None for run in runs)
     header = SCENARIO_HEADER if scenario else OFFLINE_HEADER
@@ -168,8 +165,7 @@ def sweep_table(runs):
 
 
 def format_sweep_table(runs):
-    """The sweep summary of mpirunner-report: one row per batch size, every estimate as `x ± y` (95% CI), then
-    the verdict."""
+    """A sweep summary with fixed columns: one row per batch size, every estimate with its 95% CI, the verdict."""
     lines = ["",
              " batch  samples/step    throughput (samples/s)  sum of ranks        lat p50 ms        lat p99 ms  "
              "max cv%  verdict"]
