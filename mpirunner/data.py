@@ -1,8 +1,6 @@
-"""Input sources (docs/input-path.md): each gives the input of one step, made before the barrier, so the window
-never times them. generated: a pool of distinct random host steps; synthetic: one input on the device; real:
-the images of --data-path (class folders give labels, as torchvision's ImageFolder), decoded once per job,
-resized and center-cropped as the reference, staged as a ring of ready steps.
-"""
+"""Input sources (docs/input-path.md), each a pool of steps made before the barrier, so the window never times
+them: generated (distinct random host steps), synthetic (one input on the device), real (the images of
+--data-path, class folders giving labels as torchvision's ImageFolder, decoded and cropped as the reference)."""
 import functools
 import logging
 import math
@@ -241,19 +239,15 @@ def ring_plan(image_count, samples_per_step, step_bytes, limit_bytes):
 
 
 class RealInput(InputSource):
-    """Decoded images staged before timing as a ring of ready steps (docs/input-path.md: the real-data ring);
-    step k takes images k*S .. k*S+S-1 (modulo the image count, S samples per step) from ring entry k mod R.
-
-    With labels it counts accuracy: a step's outputs are kept (a copy when the backend reuses its output
-    buffer) and counted after the timed steps, or between steps past ACCURACY_PENDING_BYTES;
-    `output_lag_steps` (a step returns the previous input's outputs) pairs them with the right labels.
-    """
+    """Decoded images staged before timing as a ring of ready steps (docs/input-path.md: the real-data ring).
+    With labels it counts accuracy: a step's outputs are kept (a copy when the backend reuses its output buffer)
+    and counted after the timed steps, or between steps past ACCURACY_PENDING_BYTES; `output_lag_steps` (a step
+    returns the previous input's outputs) pairs them with the right labels."""
 
     def __init__(self, images, labels, shape, dtype, location, pin=None, channels_last=False, limit_bytes=1 << 30,
                  classes=()):
         self.samples_per_step = shape[0]
-        self.dtype, self.location = dtype, location
-        self.images, self.labels = images, labels
+        self.images, self.dtype, self.location = images, dtype, location
         per_sample = prepare_images(images[:1], dtype, location)
         steps = ring_plan(images.shape[0], self.samples_per_step, tensor_bytes(per_sample) * self.samples_per_step,
                           limit_bytes)

@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import re
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
@@ -108,9 +109,8 @@ def _node_shares(cpus, ranks, cpus_per_rank):
 
 
 def plan_host(topology, local_size, cpus_per_rank=None, threads=None, preferred_nodes=None):
-    """Plans for every local rank of one host, in local-rank order. A rank whose preferred_nodes entry (a node id
-    or None) the topology holds goes there; the others go round-robin over the nodes. cpus_per_rank: CPUs of
-    each share (at most the node's); threads: overrides the share's CPU count."""
+    """Plans for every local rank of one host: a rank goes to its preferred_nodes entry when the topology holds it,
+    else round-robin over the nodes. cpus_per_rank: CPUs of each share; threads: overrides its CPU count."""
     known = {node.node: node for node in topology.nodes}
     round_robin = itertools.cycle(known)
     assignment = [preferred if preferred in known else next(round_robin)
@@ -149,10 +149,9 @@ MASK_WORDS = 16  # 1024 nodes
 def set_preferred_memory_node(node):
     """Prefer allocating this thread's (and its future threads') memory on `node`: 'preferred:<node>' once
     get_mempolicy confirms it, else an OSError saying why not."""
-    numbers = MEMPOLICY_SYSCALLS.get(platform.machine())
-    if numbers is None:
+    if platform.machine() not in MEMPOLICY_SYSCALLS:
         raise OSError(f"no set_mempolicy syscall number known for {platform.machine()}")
-    set_number, get_number = numbers
+    set_number, get_number = MEMPOLICY_SYSCALLS[platform.machine()]
     libc = ctypes.CDLL(None, use_errno=True)
     word_bits = 8 * ctypes.sizeof(ctypes.c_ulong)
     mask = (ctypes.c_ulong * MASK_WORDS)()
@@ -175,10 +174,8 @@ def set_affinity_of_all_threads(cpus):
     (an OpenMP pool, MPI progress threads) would otherwise keep the old mask."""
     os.sched_setaffinity(0, cpus)
     for task in Path("/proc/self/task").glob("[0-9]*"):
-        try:
+        with suppress(OSError):  # a thread that ended meanwhile
             os.sched_setaffinity(int(task.name), cpus)
-        except OSError:  # a thread that ended meanwhile
-            pass
 
 
 def set_threads(threads):
@@ -191,12 +188,10 @@ def set_threads(threads):
 
 def kernel_cpus_allowed(status_path="/proc/self/status"):
     """The kernel's own word on this process's affinity (Cpus_allowed_list), '' where unreadable."""
-    try:
+    with suppress(OSError):
         for line in Path(status_path).read_text().splitlines():
             if line.startswith("Cpus_allowed_list:"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return ""
 
 

@@ -68,12 +68,11 @@ class SizeAgreement:
             pass
 
     def stage(self, name, local, combine, gather=None, optional=False):
-        """One stage after the timed steps, named in the failure line ("the output check"): local() on every rank,
-        gathered to rank 0, combine(values) there -> its result on rank 0, None elsewhere; then one agreement point,
-        where every rank raises SizeFailed when any ran out of memory in any of the three (a rank that failed in
-        local() still takes part in the gather). gather(value, ok) replaces world.gather of (ok, value); it must
-        allocate only before sending on ranks other than 0 and only after receiving on rank 0, except in
-        world.gather_rows, whose failure goes on up. optional: local() None on every rank means no collective."""
+        """One stage after the timed steps, named in the failure line: local() on every rank, gathered to rank 0 (a
+        rank that failed takes part too), combine(values) there -> its result on rank 0, None elsewhere; then one
+        agreement point (SizeFailed when any rank ran out of memory in any of the three). gather(value, ok) replaces
+        world.gather of (ok, value): it allocates only before sending (ranks other than 0) or after receiving (rank
+        0), world.gather_rows excepted. optional: local() None on every rank alike means no collective."""
         value, failure = self._attempt_stage(name, local)
         if optional and value is None and failure is None:
             return None

@@ -3,20 +3,19 @@ of its steps) and tells rank 0 each count (a non-blocking message on the guard's
 the deadline rank 0 can name the ranks behind: the ones the others wait for."""
 import threading
 
+import numpy as np
+
 
 class Checkpoints:
     """comm: the guard's duplicate of the world's communicator (None in a world of one rank)."""
 
     def __init__(self, world, comm, timeout):
-        self.world, self.comm, self.timeout = world, comm, timeout
+        self.world, self.comm = world, comm
+        self.sending = comm is not None and timeout  # reports to rank 0 only serve --timeout
         self.run_index = 0          # 1-based index of the current run: the messages' tag
         self._progress = [0] * world.size
         self._sends = []            # non-root: (request, buffer) of messages to rank 0
         self._lock = threading.RLock()
-
-    @property
-    def _sending(self):
-        return self.comm is not None and self.timeout
 
     def run_started(self):
         with self._lock:
@@ -27,9 +26,7 @@ class Checkpoints:
         """This rank reached a point every rank must reach."""
         with self._lock:
             self._progress[self.world.rank] += 1
-            if self._sending and not self.world.is_root:
-                import numpy as np
-
+            if self.sending and not self.world.is_root:
                 buffer = np.array([self._progress[self.world.rank]], dtype=np.int64)
                 self._sends.append((self.comm.Isend(buffer, dest=0, tag=self.run_index), buffer))
 
@@ -38,11 +35,10 @@ class Checkpoints:
             for request, _buffer in self._sends:
                 request.Wait()  # one small message each: sent eagerly, done at once
             self._sends = []
-            if self._sending and self.world.is_root:
+            if self.sending and self.world.is_root:
                 self._receive(any_tag=True)  # drop this run's reports: rank 0 needs them no more
 
     def _receive(self, any_tag=False):
-        import numpy as np
         from mpi4py import MPI
 
         tag = MPI.ANY_TAG if any_tag else self.run_index

@@ -44,9 +44,8 @@ class JobEnd:
         self.now(code)
 
     def from_root(self, event, code, running=lambda: None, consequence=""):
-        """Rank 0, once a write in progress is done: one line with what happened, during which run, what the
-        file keeps and which run is discarded; then the job ends with `code`. running() names the run in
-        progress once the write is done (None: between runs)."""
+        """Rank 0, once a write in progress is done: one line with what happened, during which run (running(), read
+        then; None: between runs), what the file keeps and which run is discarded; then the job ends with `code`."""
         with self.lock:
             running = running()
             if running in self.kept:  # written and kept, not yet marked finished: between runs

@@ -1,14 +1,6 @@
-"""Test-only fault injection: MPIRUNNER_FAULT makes a chosen rank fail in a chosen step, so the tests can
-show that no fault leaves a job hanging or a file half-written. Unset, it changes nothing.
-
-MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C], KIND one of raise, hang,
-exit, sleep, slow, oom (oom: the CPU allocator's out-of-memory error, as a batch size too large would raise it).
-step S is the S-th call of the step function in a run (1 = the first, which compiles); run N the N-th run of a
-sweep. sleep waits X seconds (default 1) before each matching step (an input-bound run); slow waits inside
-every forward pass of the model (it counts as batch latency, as a real regression would); exit ends the
-process at once with status C (default 7), as a crash would. stage=NAME moves the fault from the steps to a
-stage after them (FAULT_STAGES).
-"""
+"""Test-only fault injection: MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C]
+makes a chosen rank fail in a chosen step or stage (docs/failure-behaviour.md: "Fault injection"); `slow` waits
+inside every forward pass of the model, so the wait counts as batch latency, as a real regression would."""
 import os
 import sys
 import time
@@ -20,9 +12,7 @@ from mpirunner.errors import UsageError
 FAULT_VARIABLE = "MPIRUNNER_FAULT"
 FAULT_KINDS = ("raise", "hang", "exit", "sleep", "slow", "oom")
 INJECTED_BYTES = 123 << 30  # what an injected oom says it asked for
-# Stages after the timed steps (point.py), where a rank's memory can still run out: the gather of timings
-# (a rank's row packed before sending; rank 0's arrays assembled after receiving), the accuracy counts,
-# the output check (its step and reference), the per-rank values (and rank 0's run record).
+# Stages after the timed steps (point.py) where a rank's memory can still run out
 FAULT_STAGES = ("gather", "accuracy", "output-check", "rank-values")
 OPTION_TYPES = {"rank": int, "step": int, "run": int, "code": int, "seconds": float}  # and stage=NAME
 
@@ -92,9 +82,8 @@ class Faults:
     def slow_model(self, module):
         """`slow` (rank=R only): every forward pass of the model waits `seconds` first, inside the batch timing."""
         fault = self.fault
-        if fault is None or fault.kind != "slow" or not fault.matches(self.rank, None, None):
-            return
-        module.register_forward_pre_hook(lambda _module, _inputs: time.sleep(fault.seconds))
+        if fault is not None and fault.kind == "slow" and fault.matches(self.rank, None, None):
+            module.register_forward_pre_hook(lambda _module, _inputs: time.sleep(fault.seconds))
 
     def wrap_step(self, step):
         """The run's step function with the fault applied (unchanged when none is set)."""

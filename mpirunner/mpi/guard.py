@@ -10,6 +10,8 @@ import time
 
 from mpirunner.mpi.checkpoints import Checkpoints
 from mpirunner.mpi.ending import EXIT_FAILED, EXIT_TIMEOUT, JobEnd
+from mpirunner.mpi.liveness import EXIT_LOST_HOST, bound_finalize, start_liveness
+from mpirunner.mpi.peers import open_peer_watches, process_identity
 from mpirunner.mpi.signals import signal_name
 from mpirunner.mpi.watchdog import Watchdog
 
@@ -41,9 +43,6 @@ class Guard:
     def start(self):
         """Collective: every rank calls it once, right after the world is set up."""
         if self.world.size > 1:
-            from mpirunner.mpi.liveness import start_liveness
-            from mpirunner.mpi.peers import open_peer_watches, process_identity
-
             comm = self.world.comm.Dup()
             self.checkpoints = Checkpoints(self.world, comm, self.timeout)
             gathered = comm.allgather((self.world.host, process_identity()))
@@ -65,8 +64,6 @@ class Guard:
             os.close(descriptor)
         self._peers = {}
         if self._liveness is not None:
-            from mpirunner.mpi.liveness import bound_finalize
-
             self._liveness.close()
             self._liveness = None
             bound_finalize()  # MPI_Finalize at exit cannot wait for a host lost now
@@ -93,8 +90,6 @@ class Guard:
             self._deadline = None
             self.run_name = None
             self.checkpoints.run_finished()
-
-    # ---- what the guard thread does
 
     def _due(self):
         with self._state:
@@ -144,8 +139,6 @@ class Guard:
     def _on_lost(self, ranks):
         """The heartbeat found `ranks` silent for its limit: rank 0 names their hosts and ends the job; a rank whose
         rank 0 is silent is cut off from the job (its MPI_Abort would wait too): it ends itself."""
-        from mpirunner.mpi.liveness import EXIT_LOST_HOST
-
         seconds = f"{getattr(self._liveness, 'limit', 0):g}"
         if self.world.is_root:
             by_host = {}

@@ -54,12 +54,10 @@ def mismatch_before_init(declared, library):
 
 def mismatch_after_init(declared, size, rank, library):
     """The problem line when MPI's world differs from what the launcher declared (checked after MPI_Init)."""
-    if declared is None:
-        return None
-    if declared.size is not None and declared.size != size:
+    if declared is not None and declared.size not in (None, size):
         return (f"the launcher started {declared.size} ranks ({declared.variables}) but MPI sees a world of "
                 f"{size} rank{'s' if size != 1 else ''} (mpi4py loaded {library}); {FIX}")
-    if declared.rank is not None and declared.rank != rank:
+    if declared is not None and declared.rank not in (None, rank):
         return (f"the launcher says this is rank {declared.rank} but MPI says rank {rank} "
                 f"(mpi4py loaded {library}); {FIX}")
     return None

@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import time
+from contextlib import suppress
 
 log = logging.getLogger("mpirunner")
 
@@ -110,10 +111,8 @@ class Liveness:
             self.tick()
 
     def _send(self, data, address):
-        try:
+        with suppress(OSError):  # no route while a link is down: silence, which the other side notices
             self.sock.sendto(data, address)
-        except OSError:  # no route while a link is down: silence, which the other side notices
-            pass
 
 
 def bound_finalize(seconds=FINALIZE_SECONDS):
@@ -126,10 +125,8 @@ def bound_finalize(seconds=FINALIZE_SECONDS):
 def interface_addresses():
     """This host's IPv4 addresses: those its name resolves to first, then each interface's (Linux)."""
     found = []
-    try:
+    with suppress(OSError):
         found += socket.gethostbyname_ex(socket.gethostname())[2]
-    except OSError:
-        pass
     try:
         import fcntl
 
@@ -157,10 +154,8 @@ def find_root(sock, token, rank, addresses, port, seconds=HANDSHAKE_SECONDS, clo
     deadline = clock() + seconds
     while clock() < deadline:
         for index, address in enumerate(addresses):
-            try:
+            with suppress(OSError):
                 sock.sendto(MESSAGE.pack(HELLO, token, rank, index), (address, port))
-            except OSError:
-                continue
         answer_by = min(deadline, clock() + 0.25)
         while clock() < answer_by:
             ready, _, _ = select.select([sock], [], [], max(0.0, answer_by - clock()))
@@ -178,9 +173,8 @@ def find_root(sock, token, rank, addresses, port, seconds=HANDSHAKE_SECONDS, clo
 
 
 def start_liveness(comm, rank, hosts, on_lost, limit=None):
-    """Collective over `comm` (the guard's communicator): this rank's Liveness, or None on every rank when the
-    check is off (limit 0, one rank, no MPI communicator) or some rank could not reach rank 0 (rank 0 says so
-    once)."""
+    """Collective over `comm` (the guard's): this rank's Liveness, or None on every rank when the check is off (limit
+    0, one rank, no MPI communicator) or some rank could not reach rank 0 (rank 0 says so once)."""
     import numpy as np
     from mpi4py import MPI
 

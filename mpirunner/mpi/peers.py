@@ -24,13 +24,11 @@ def _start_ticks(pid):
 
 
 def open_peer_watches(identities, rank):
-    """{pidfd: rank} for every other rank on this host whose process this one can see, from every rank's
-    process_identity() in rank order. Left out: ranks on other hosts, all without pidfds (Linux < 5.3), a pid
-    that is not the rank's process (another PID namespace)."""
-    host = identities[rank][0]
-    watches = {}
+    """{pidfd: rank} for every other rank on this host whose process this one can see (from every rank's
+    process_identity(), in rank order): not without pidfds (Linux < 5.3) nor across PID namespaces."""
     if not hasattr(os, "pidfd_open"):
-        return watches
+        return {}
+    host, watches = identities[rank][0], {}
     for other, (other_host, pid, ticks) in enumerate(identities):
         if other == rank or other_host != host or ticks is None:
             continue

@@ -6,6 +6,7 @@ import selectors
 import socket
 import threading
 import time
+from contextlib import suppress
 
 from mpirunner.mpi.signals import SignalWakeup
 
@@ -14,10 +15,8 @@ class Watchdog:
     """deadline(): the monotonic time at which on_deadline() is due (None: nothing due); peers: {pidfd: rank}."""
 
     def __init__(self, deadline, on_signal, on_peer_ended, on_deadline, stopping):
-        self.deadline, self.on_signal, self.on_peer_ended, self.on_deadline = (deadline, on_signal, on_peer_ended,
-                                                                               on_deadline)
-        self.stopping = stopping  # threading.Event, set when the guard stops
-        self.peers, self.liveness = {}, None
+        self.deadline, self.on_deadline, self.stopping = deadline, on_deadline, stopping  # set when the guard stops
+        self.on_signal, self.on_peer_ended = on_signal, on_peer_ended
         self._signals = SignalWakeup()
         self._thread = None
         self._wake_read = self._wake_write = None
@@ -43,10 +42,8 @@ class Watchdog:
 
     def wake(self):
         """Make the thread look at the deadline again (a zero byte: not a signal number)."""
-        try:
+        with suppress(AttributeError, OSError):
             self._wake_write.send(b"\0")
-        except (AttributeError, OSError):
-            pass
 
     def _watch(self):
         selector = selectors.DefaultSelector()

@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +23,8 @@ def host_name():
 
 
 class Failed(Exception):
-    """Raised on every rank by World.agree when some rank failed in a way its caller keeps (keep=, failed=): a
-    batch size out of memory (mpi/agreement.py). `reason`: this rank's own line, None where it did not fail."""
+    """Raised on every rank by World.agree when some rank failed in a way its caller keeps (keep=, failed=; a batch
+    size out of memory). `reason`: this rank's own line, None where it did not fail."""
 
     def __init__(self, reason=None):
         super().__init__(reason or "")
@@ -67,12 +68,11 @@ class World:
         return self.comm.allreduce(value, op=MPI.MAX)
 
     def agree(self, check=None, *, keep=None, failed=None, value=None):
-        """The one consensus primitive: check() on every rank (None: nothing to run), then one small allreduce
-        settles, on every rank alike: a UsageError on some rank (bad input only some ranks see) is raised on every
-        rank, another rank's with " (seen by rank R on HOST)"; else a failure on some rank (an error of check()
-        that keep(error) turned into a line, or `failed`: a line from before this point) raises Failed; else the
-        result is check()'s, or with `value` (an int) the largest value any rank passed. Any object with rank,
-        host, max and allgather serves as self."""
+        """The one consensus primitive: check() on every rank (None: nothing to run), then one small allreduce. On
+        every rank alike, a UsageError on some rank is raised (another rank's with " (seen by rank R on HOST)");
+        else a failure on some rank (an error of check() that keep(error) made a line, or `failed`) raises Failed;
+        else check()'s result, or with `value` (an int) the largest any rank passed. Needs rank, host, max and
+        allgather of self only."""
         result, problem = None, None
         if check is not None:
             try:
@@ -114,10 +114,8 @@ class World:
         """End every rank of the job now (MPI_Abort, whose code the launcher returns): a failing rank must never
         leave others waiting. Callable from any thread (mpi4py initialises MPI_THREAD_MULTIPLE)."""
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         time.sleep(LAST_LINES_SECONDS)  # the launcher forwards what was flushed before MPI_Abort ends it
         self.comm.Abort(code)
 
