@@ -1,14 +1,5 @@
-"""mpirunner-report's command line: parse the words, run `report`, `compare` or `summary`; usage errors in one line.
-
-    mpirunner-report [report] FILE... [--ranks] [--histogram] [--plot PNG] [--csv PATH] [--json PATH] [--batch-size SIZES]
-    mpirunner-report compare BASE.h5 NEW.h5 [--threshold PERCENT] [--noise-floor PERCENT] [--include-invalid]
-                             [--json PATH]
-    mpirunner-report compare --base A1.h5 A2.h5 ... --new B1.h5 B2.h5 ...   # groups of reruns
-        # exit 1 on a regression, 6 when NEW is INVALID or no pair could be judged, 7 different configurations
-    mpirunner-report summary PATH... [filters] [--by commit|created] [--csv|--json PATH] [--html OUT.html]
-
-The words are declared in the option table (mpirunner/options.py, REPORT_FLAGS), as the runner's are.
-"""
+"""mpirunner-report's command line: `report`, `compare` or `summary`, usage errors in one line; its words are
+declared in the option table (mpirunner/options.py, REPORT_FLAGS), as the runner's are."""
 import argparse
 import os
 import sys
@@ -52,8 +43,7 @@ COMMANDS = (
 
 
 def only_batch_sizes(job, text):
-    """The Job with only the measured runs of the --batch-size sizes (the runner's grammar: 8, 1,2,4, 1..80);
-    UsageError naming the sizes it holds when it has none of them."""
+    """The Job with only the measured runs of the --batch-size sizes (8, 1,2,4, 1..80); UsageError when it has none."""
     wanted = parse_batch_sizes(text)
     if not any(run.point.batch_size in wanted for run in job.measured_runs):
         sizes = sorted({run.point.batch_size for run in job.measured_runs})
@@ -74,10 +64,7 @@ def check_plot_available(path, option="--plot"):
 
 
 def report(args):
-    """`report FILE...`: headline and table per file; --ranks, --histogram, --plot, --csv, --json on request.
-
-    With `--csv -` or `--json -` stdout carries only that data (for pipes); the tables are left out.
-    """
+    """`report FILE...`: headline and table per file and what was asked for; `--csv -`/`--json -`: that data alone."""
     if args.csv == "-" and args.json == "-":
         raise UsageError("only one of --csv and --json can write to stdout ('-')")
     files = [load(path) for path in args.files]
@@ -98,10 +85,9 @@ def report(args):
             print(file_text(job, runs, rows, ranks=args.ranks, histogram=args.histogram))
             if failed_runs_text(job):
                 print(failed_runs_text(job))
-    if args.csv:
-        write_rows(all_rows, args.csv, "csv")
-    if args.json:
-        write_rows(all_rows, args.json, "json")
+    for kind in ("csv", "json"):
+        if getattr(args, kind):
+            write_rows(all_rows, getattr(args, kind), kind)
     if args.plot:
         written = plot(files, args.plot, per_rank=args.ranks)
         print(f"plot written to {written}", file=sys.stderr if to_stdout else sys.stdout)
@@ -129,11 +115,7 @@ def _check_percents(args, command):
 
 
 def compare(args):
-    """`compare BASE NEW` or `compare --base A.. --new B..`: match runs by batch size, print ratios and verdicts.
-
-    1 when any run regressed; else 7 when the sides are different configurations at some batch size; else
-    EXIT_INVALID_PAIR when a NEW run is INVALID or no pair was judged.
-    """
+    """`compare`: runs matched by batch size; exit 1 regressed, else 7 different configurations, else 6 INVALID/none."""
     _check_percents(args, "compare")
     base_paths, new_paths = _sides(args)
     bases, news = [load(path) for path in base_paths], [load(path) for path in new_paths]
@@ -160,10 +142,7 @@ def compare(args):
 
 
 def summary(args):
-    """`summary PATH...`: a row per run over many files (attributes only), trends with --by, a page with --html.
-
-    With `--csv -` or `--json -` stdout carries only that data; the table is left out and skipped files go to stderr.
-    """
+    """`summary PATH...`: a row per run over many files (attributes only), trends with --by, a page with --html."""
     if args.csv == "-" and args.json == "-":
         raise UsageError("only one of --csv and --json can write to stdout ('-')")
     _check_percents(args, "summary")
@@ -199,8 +178,7 @@ def summary(args):
 
 
 def _gate(trends):
-    """--fail-on-regression: compare's exit status over each configuration's latest step (1 regressed, else 6
-    for an INVALID latest run), each failure on a line of stderr."""
+    """--fail-on-regression: compare's exit status over each configuration's latest step, each failure on stderr."""
     failures = latest_failures(trends)
     if not failures:
         return 0
@@ -229,23 +207,13 @@ def _parser(command):
     return parser
 
 
-def build_parsers():
-    """(report parser, compare parser, summary parser); `report` is also what runs when the first word is a file."""
-    return _parser("report"), _parser("compare"), _parser("summary")
-
-
 def main(argv=None):
     """Entry point of `mpirunner-report` and `python -m mpirunner.report`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    report_parser, compare_parser, summary_parser = build_parsers()
+    commands = {"report": report, "compare": compare, "summary": summary}
+    command = argv[0] if argv and argv[0] in commands else "report"  # a file first: `report`
     try:
-        if argv and argv[0] == "compare":
-            return compare(compare_parser.parse_args(argv[1:]))
-        if argv and argv[0] == "summary":
-            return summary(summary_parser.parse_args(argv[1:]))
-        if argv and argv[0] == "report":
-            argv = argv[1:]
-        return report(report_parser.parse_args(argv))
+        return commands[command](_parser(command).parse_args(argv[1:] if argv and argv[0] == command else argv))
     except UsageError as error:
         print(f"mpirunner-report: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,58 +1,29 @@
-"""Regression check for `mpirunner-report compare`: did NEW get slower than BASE, beyond noise?
+"""Regression check for `mpirunner-report compare` and each trend step: did NEW get slower than BASE, beyond noise?
 
-Runs are matched by batch size; each side is one file (`compare BASE NEW`) or a group of files
-(`compare --base A1 A2 .. --new B1 B2 ..`: reruns of one job). Each pair of sides is judged by
-judge_groups, which the summary's trends (judge_trends, below) use too, so both say the same:
-- Same measurement first: the configuration keys (variation.py) of every file at that
-  batch size must agree (the world size may differ: see below); when they differ nothing is judged
-  ("different-configuration").
-- Validity: a NEW run that is INVALID keeps the pair out of the verdict ("invalid-new"), except in a
-  group of NEW files that stays a majority VALID, where it is left out; INVALID BASE runs are left out,
-  and when none is left so is the pair ("excluded-invalid"); unless include_invalid.
-- The statistic of one file: same world size: per rank, the median step time per sample; the rank
-  whose NEW/BASE ratio is worst decides, so one rank that got slower is a regression even when the
-  pooled median hides it. Different world sizes: whole-job time per sample, the slowest rank's step
-  time / (world size x samples per step), reported as whole-job throughput.
-- Three tests, all needed for "regressed" (mirrored for "improved"): the ratio is worse than the
-  threshold; the 95% seeded bootstrap interval of the steps (pooled over each side's files) lies on the
-  worse side of 1; and the change is beyond the variation BETWEEN runs (variation.py): the
-  Welch interval of the files' spread when a side has two or more files, else the noise floor.
-The numbers only: text.py prints them.
+judge_groups is the one rule for both (docs/reports.md, "compare"; docs/methodology-and-validity.md).
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from mpirunner import stats
-
-from mpirunner.report.rows import (RunRow, finite_number, finite_rows, read_step_seconds, run_latency, sorted_runs,
-                                   summary_row)
+from mpirunner.report.rows import RunRow, finite_number, finite_rows, run_latency, sorted_runs, summary_row
 # CHUNK_ELEMENTS, CONFIDENCE, RESAMPLES and resampled_medians: the bootstrap's, read from here by tests and benchmarks
 from mpirunner.report.variation import (CHUNK_ELEMENTS, CONFIDENCE, HISTORY_RUNS, NOISE_FLOOR_PERCENT,  # noqa: F401
                                         RESAMPLES, SCALING, between_runs, configuration_key, key_differences,
                                         resampled_medians, runs_text, spread_text, time_ratio_interval)
+from mpirunner.runfile.hdf5 import read_step_seconds
 
 PER_RANK = "per-rank time per sample"
 WHOLE_JOB = "whole-job throughput"
 BETWEEN_RUNS = "between-run spread"
 NOISE_FLOOR = "noise floor"
-STATUSES = ("improved", "same", "regressed", "excluded-invalid", "invalid-new", "no-timings",
-            "different-configuration")
-JUDGED = ("improved", "same", "regressed")
 
 
 @dataclass
 class PairResult:
-    """The judgement of one BASE/NEW pair (one file or a group of files per side).
-
-    status: one of STATUSES. decided_by: the quantity compared (PER_RANK or WHOLE_JOB); ratio: NEW/BASE of
-    that quantity (for time, above 1 is slower; for throughput, above 1 is faster), of the files' geometric
-    means when a side has several; low, high: its 95% within-run bootstrap interval. rank: for PER_RANK, the
-    NEW rank that decided (the slowest). note: what a reader must know. reason: which test decided, in words
-    ('within run-to-run noise of 6 runs: ±4.1%', 'below the 10% noise floor'); decided_by_noise: BETWEEN_RUNS
-    or NOISE_FLOOR; between_low, between_high, between_run_percent: the between-run interval of the ratio and
-    its half-width in percent (NaN with one run per side); base_runs, new_runs: files judged per side.
-    """
+    """The judgement of one BASE/NEW pair: ratio NEW/BASE of the quantity that decided, its bootstrap interval
+    (low, high), the NEW rank that decided (PER_RANK), which test decided (reason) and the between-run interval."""
 
     status: str
     decided_by: str
@@ -76,35 +47,18 @@ def _rank_rows(attrs, step_seconds):
     return [row / samples for row in finite_rows(step_seconds) if row.size]
 
 
-def _job_step_seconds(step_seconds):
-    """Per step, the slowest rank's time: the step time of the whole (synchronous) job."""
-    table = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
-    with np.errstate(all="ignore"):
-        job = np.nanmax(table, axis=0) if table.size else np.zeros(0)
-    return job[np.isfinite(job)]
-
-
 def _job_values(row):
     """The whole job's time per sample of each step: the slowest rank's step / (ranks x samples per step)."""
-    return _job_step_seconds(_arrays(row)["step_seconds"]) / (_world_size(row) * (row.get("samples_per_step") or 1))
-
-
-def regression_verdict(ratio, low, high, threshold):
-    """'regressed', 'improved' or 'same' from a TIME ratio, its interval and the threshold (a fraction)."""
-    if ratio > 1.0 + threshold and low > 1.0:
-        return "regressed"
-    if ratio < 1.0 / (1.0 + threshold) and high < 1.0:
-        return "improved"
-    return "same"
+    table = np.atleast_2d(np.asarray(_arrays(row)["step_seconds"], dtype=np.float64))
+    with np.errstate(all="ignore"):
+        job = np.nanmax(table, axis=0) if table.size else np.zeros(0)
+    return job[np.isfinite(job)] / (_world_size(row) * (row.get("samples_per_step") or 1))
 
 
 def _validity(base_rows, new_rows, include_invalid):
-    """(status or None, note, the BASE rows, the NEW rows to judge): whether validity keeps this pair out of the
-    verdict. INVALID base runs are left out while one is left; INVALID new runs only from a group of NEW runs
-    that stays a majority VALID (reruns of one job, a few of which met a noisy moment): one INVALID new run,
-    or a group mostly INVALID, is "invalid-new"."""
-    bad = {"base": [row for row in base_rows if not bool(row.get("valid", True))],
-           "new": [row for row in new_rows if not bool(row.get("valid", True))]}
+    """(status or None, note, BASE rows, NEW rows to judge): whether validity keeps the pair out of the verdict."""
+    bad = {name: [row for row in rows if not bool(row.get("valid", True))]
+           for name, rows in (("base", base_rows), ("new", new_rows))}
     if not bad["base"] and not bad["new"]:
         return None, "", base_rows, new_rows
     which = " and ".join(name for name in ("base", "new") if bad[name])
@@ -126,11 +80,7 @@ def _sizes_text(rows):
 
 def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCENT,
                  include_invalid=False, seed=0, history=False):
-    """Judge NEW against BASE: lists of rows as report/rows.py's summary_row builds them (with their arrays).
-
-    history (trends): BASE are earlier runs, oldest first, NEW the one run judged against them; the
-    bootstrap interval is then NEW's steps against the LATEST base run's, not the pooled ones.
-    """
+    """Judge NEW against BASE rows (rows.summary_row's, with their arrays); history: BASE are a trend's earlier runs."""
     status, note, base_rows, new_rows = _validity(list(base_rows), list(new_rows), include_invalid)
     decided_by = PER_RANK if len({_world_size(row) for row in base_rows + new_rows}) == 1 else WHOLE_JOB
     counts = {"base_runs": len(base_rows), "new_runs": len(new_rows)}
@@ -225,25 +175,18 @@ def _arrays(row):
 
 
 def _by_batch_size(job):
-    matched = {}
-    for run in sorted_runs(job):
-        matched.setdefault(run.point.batch_size, run)
-    return matched
+    """Each batch size's first run in sweep order."""
+    return {run.point.batch_size: run for run in reversed(sorted_runs(job))}
 
 
-def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_floor_percent=NOISE_FLOOR_PERCENT):
-    """One result dict per batch size in any file: 'pair' (a PairResult), or 'differences' with the verdict
-    'different-configuration', or the verdict 'only in base' / 'only in new'.
-
-    base, new: one Job (rows.load) or a list of them (a group per side); threshold is a fraction.
-    """
-    bases, news = (side if isinstance(side, list) else [side] for side in (base, new))
-    base_names, new_names = [_by_batch_size(job) for job in bases], [_by_batch_size(job) for job in news]
-    sizes = {size for names in base_names + new_names for size in names}
+def compare_files(bases, news, threshold, seed=0, include_invalid=False, noise_floor_percent=NOISE_FLOOR_PERCENT):
+    """A result dict per batch size: 'pair', or 'differences', or only on one side; bases, news: lists of Jobs."""
+    bases, news = ([(job, _by_batch_size(job)) for job in side] for side in (bases, news))
     results = []
+    sizes = {size for _job, runs in bases + news for size in runs}
     for batch_size in sorted(sizes, key=lambda size: (size is None, size)):
-        base_here = [(job, names[batch_size]) for job, names in zip(bases, base_names) if batch_size in names]
-        new_here = [(job, names[batch_size]) for job, names in zip(news, new_names) if batch_size in names]
+        base_here = [(job, runs[batch_size]) for job, runs in bases if batch_size in runs]
+        new_here = [(job, runs[batch_size]) for job, runs in news if batch_size in runs]
         if not base_here or not new_here:
             results.append({"batch_size": batch_size,
                             "regression_verdict": "only in base" if base_here else "only in new"})
@@ -264,9 +207,7 @@ def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_flo
             results.append(result)
             continue
         pair = judge_groups(base_rows, new_rows, 100.0 * threshold, noise_floor_percent, include_invalid, seed)
-        result.update(pair=pair, regression_verdict=pair.status, time_ratio=pair.ratio, low=pair.low, high=pair.high,
-                      decided_by_noise=pair.decided_by_noise, between_run_percent=pair.between_run_percent,
-                      reason=pair.reason)
+        result.update(pair=pair, regression_verdict=pair.status)
         base_latency = np.concatenate([run_latency(run) for _job, run in base_here])
         new_latency = np.concatenate([run_latency(run) for _job, run in new_here])
         for name, q in (("p50", 50), ("p99", 99)):
@@ -278,7 +219,7 @@ def compare_files(base, new, threshold, seed=0, include_invalid=False, noise_flo
 
 
 def result_rows(results):
-    """compare's results as flat rows for `compare --json/--csv`: one per batch size, the verdict and its numbers."""
+    """compare's results as flat rows for `compare --json`: one per batch size, the verdict and its numbers."""
     rows = []
     for result in results:
         row = {key: result.get(key) for key in ("batch_size", "regression_verdict", "base_files", "new_files",
@@ -301,24 +242,12 @@ def _median(values):
 
 
 def _ratio(new, base):
-    try:
-        value = float(new) / float(base) if float(base) else float("nan")
-    except (TypeError, ValueError):
-        return float("nan")
+    value = float(new) / float(base) if float(base) else float("nan")
     return value if finite_number(value) else float("nan")
 
 
-# ----------------------------------------------------------------------------------------- trends
-
-def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=None,
-                 noise_floor_percent=NOISE_FLOOR_PERCENT):
-    """Mark every step's row with its trend (status, ratio, interval, what decided, base) by compare's rule.
-
-    Each step is judged against the latest HISTORY_RUNS earlier valid steps (compare.judge_groups with
-    history=True). load_row(run) -> the run's row with the arrays the rule needs (report/rows.py's
-    RunRow); the default reads only step_seconds, and each run once: rows are kept while they are a base.
-    """
-    load_row = load_row or _load_row
+def judge_trends(trends, by, threshold_percent, include_invalid=False, noise_floor_percent=NOISE_FLOOR_PERCENT):
+    """Mark every step's row with its trend by compare's rule, against the latest HISTORY_RUNS earlier valid steps."""
     for trend in trends:
         earlier = []  # [run, its row or None until needed], oldest first
         for index, (label, run) in enumerate(trend.steps):
@@ -330,27 +259,25 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, load_row=
                 run.row.update(trend="no-base", trend_note="no earlier valid run to compare with")
             else:
                 for entry in earlier:
-                    entry[1] = entry[1] if entry[1] is not None else load_row(entry[0])
-                row = load_row(run)
+                    entry[1] = entry[1] if entry[1] is not None else _load_row(entry[0])
+                row = _load_row(run)
                 result = judge_groups([entry[1] for entry in earlier], [row], threshold_percent, noise_floor_percent,
                                       include_invalid=include_invalid, history=True)
                 base = earlier[-1][0]
                 run.row.update(trend=result.status, trend_base=f"{base.row['file']}:{base.row['run']}",
                                trend_decided_by=result.decided_by, trend_ratio=result.ratio,
-                               trend_low=result.low, trend_high=result.high, trend_note=result.note or "",
+                               trend_ratio_ci95_low=result.low, trend_ratio_ci95_high=result.high,
+                               trend_note=result.note or "",
                                trend_reason=result.reason, trend_decided_by_noise=result.decided_by_noise,
                                trend_earlier_runs=result.base_runs, trend_between_run_percent=result.between_run_percent,
-                               trend_between_low=result.between_low, trend_between_high=result.between_high)
+                               trend_between_ci95_low=result.between_low, trend_between_ci95_high=result.between_high)
             if run.row["valid"] or include_invalid:
                 earlier = (earlier + [[run, row]])[-HISTORY_RUNS:]
     return trends
 
 
 def _load_row(run):
-    """The row compare_runs judges: the table's row (validity, world size, samples per step) and step_seconds.
-
-    The same values rows.summary_row gives those keys, read without the file's other arrays and attributes.
-    """
+    """The row judge_groups reads: the table's row (validity, world size, samples per step) and step_seconds alone."""
     row = RunRow(run.row)
     row.arrays = {"step_seconds": read_step_seconds(run.row["file"], run.row["run"])}
     return row

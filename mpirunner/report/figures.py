@@ -1,11 +1,8 @@
-"""The figures of mpirunner-report, each drawn once: latency histogram, sweep curves, server load curve (the page's
-own trend and sweep SVGs are html.py's).
+"""The figures of mpirunner-report (latency histogram, sweep curves, server load curve), the histograms' one binning
+and the log axes' ticks; matplotlib (Agg) draws the PNG of `--plot` and the page's SVGs.
 
-matplotlib (Agg) draws them into the PNG of `--plot` or the SVG of the summary page (sweep_figure is both);
-the page's per-run histograms, hundreds per page, are hand-drawn SVG (html.histogram_svg: about a
-millisecond, where matplotlib takes tens) on the same ticks and percentile dashes as the PNG's. Log axes
-read as plain numbers with their unit (0.5 ms, 1 ms, 2 ms), never 10^k; each series has its own marker
-and line style, INVALID runs are hollow, so the figures read in black and white.
+Log axes read as plain numbers with their unit (0.5 ms, 1 ms), never 10^k; each series has its own marker and line
+style and INVALID runs are hollow, so the figures read in black and white.
 """
 import io
 import math
@@ -16,7 +13,9 @@ import numpy as np
 
 from mpirunner import stats
 from mpirunner.errors import UsageError
-from mpirunner.report.rows import finite_number, finite_rows, first_run, run_latency, sorted_runs, summary_row
+from mpirunner.report.rows import finite_number, finite_rows, first_attrs, run_latency, sorted_runs, summary_row
+from mpirunner.runfile import shown
+from mpirunner.runfile.run import Run
 
 PNG_INCHES, PNG_DPI = (12.0, 5.0), 100  # -> 1200 x 500 pixels
 SVG_INCHES = 12.0  # the page scales its figures to its width
@@ -32,11 +31,8 @@ TICK_SERIES = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
 MIN_BINS, MAX_BINS = 5, 80
 
 
-# ----------------------------------------------------------------------------- axes and bins
-
 def log_ticks(low, high, minimum=3, maximum=12):
-    """Round tick values within [low, high] (> 0) for a log axis: the coarsest 1-2-5 style series that gives
-    at least `minimum` ticks and at most `maximum`; over a narrow range (under a 1.25x span) evenly spaced round values."""
+    """Round tick values within [low, high] for a log axis: the coarsest 1-2-5 style series giving enough."""
     if not (low > 0 and high > 0 and math.isfinite(low) and math.isfinite(high)):
         return []
     low, high = min(low, high), max(low, high)
@@ -70,16 +66,25 @@ def sample_bins(count):
     return int(min(MAX_BINS, max(MIN_BINS, round(2.0 * count ** (1.0 / 3.0))))) if count > 0 else MIN_BINS
 
 
-def log_bin_edges(values):
-    """Log-spaced bin edges spanning exactly the positive `values`, as many bins as sample_bins says."""
-    values = np.asarray(values, dtype=np.float64)
+def latency_bins(latency_seconds, max_rows=None):
+    """(the finite positive latencies, counts, bin edges in s) over log-spaced bins: every histogram's binning.
+
+    max_rows (the text histogram): stats.log_histogram's round bins, as the runner stores them for the page, as many
+    per decade (at most 20) as fit in max_rows rows; else (the PNG) sample_bins over exactly the latencies' span.
+    """
+    values = np.asarray(latency_seconds, dtype=np.float64)
     values = values[np.isfinite(values) & (values > 0)]
     if values.size == 0:
-        return np.zeros(0)
+        return values, np.zeros(0, dtype=np.int64), np.zeros(0)
+    if max_rows:
+        decades = max(np.log10(values.max() / values.min()), 1e-9)
+        per_decade = int(max(1, min(20, max_rows // max(decades, 1))))
+        return (values, *stats.log_histogram(values, bins_per_decade=per_decade))
     low, high = float(values.min()), float(values.max())
     if high <= low * 1.001:  # all (nearly) equal: one narrow range around them
         low, high = low / 1.05, high * 1.05
-    return np.logspace(math.log10(low), math.log10(high), sample_bins(values.size) + 1)
+    edges = np.logspace(math.log10(low), math.log10(high), sample_bins(values.size) + 1)
+    return values, np.histogram(values, edges)[0], edges
 
 
 def readable_log_axis(axis, low, high, unit):
@@ -104,16 +109,13 @@ def batch_size_axis(axes, sizes):
 
 
 def fitted(title, width_points, font_points, most=None):
-    """The title wrapped to `width_points` (matplotlib cuts a long title; SVG text does not wrap), at most `most`
-    lines (the last one shortened with an ellipsis)."""
+    """The title wrapped to `width_points` (SVG text does not wrap), at most `most` lines (then an ellipsis)."""
     per_line = max(int(width_points / (0.62 * font_points)), 8)
     lines = textwrap.wrap(title, per_line, break_on_hyphens=False) or [""]
     if most and len(lines) > most:
         lines = lines[:most - 1] + [textwrap.shorten(" ".join(lines[most - 1:]), per_line, placeholder=" …")]
     return lines
 
-
-# ---------------------------------------------------------------------------- matplotlib output
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed); imported on call, as heavy imports are."""
@@ -124,19 +126,20 @@ def pyplot():
     return plt
 
 
-def _svg(plt, figure):
-    """The figure as SVG text (closed afterwards)."""
-    buffer = io.StringIO()
-    try:
-        figure.savefig(buffer, format="svg")
-    finally:
-        plt.close(figure)
+def svg_figure(draw, *args, **kwargs):
+    """The figure draw(plt, *args, **kwargs) makes, drawn in the page's font, as SVG text (closed afterwards)."""
+    plt, buffer = pyplot(), io.StringIO()
+    with plt.rc_context(SVG_FONT):
+        figure = draw(plt, *args, **kwargs)
+        try:
+            figure.savefig(buffer, format="svg")
+        finally:
+            plt.close(figure)
     return buffer.getvalue()
 
 
 def plot(files, path, per_rank=False):
-    """`--plot PATH.png`: the figure that fits the files (server runs -> load curve, one run -> histogram,
-    several -> sweep curves); returns the path."""
+    """`--plot PATH.png`: server runs -> load curve, one run -> histogram, several -> sweep curves."""
     runs = [(job, run) for job in files for run in sorted_runs(job)]
     if not runs:
         raise UsageError("--plot: the files hold no runs")
@@ -158,18 +161,15 @@ def plot(files, path, per_rank=False):
     return path
 
 
-# -------------------------------------------------------------------------------- latency histogram
-
 def _histogram_figure(plt, job, run, per_rank):
     """One run's batch latencies (PNG): bins from the sample count, stacked per rank with --ranks, p50 and p99."""
     run, root = job.run(run) if isinstance(run, str) else run, job.attrs()
-    latency = run_latency(run)
-    latency = latency[latency > 0]
+    latency, _counts, edges = latency_bins(run_latency(run))  # matplotlib counts each rank's share of the bins
     figure, axes = plt.subplots(figsize=PNG_INCHES)
     if latency.size == 0:
         axes.text(0.5, 0.5, "no latencies stored", ha="center", transform=axes.transAxes)
         return figure
-    edges_ms = log_bin_edges(latency) * 1e3  # bins from the sample count: 20 samples -> 5 bars, not 2
+    edges_ms = edges * 1e3  # bins from the sample count: 20 samples -> 5 bars, not 2
     ranks = finite_rows(run.arrays.batch_latency)
     if per_rank and len(ranks) > 1:
         colours = plt.get_cmap("tab10" if len(ranks) <= 10 else "viridis")
@@ -199,8 +199,6 @@ def _histogram_figure(plt, job, run, per_rank):
     return figure
 
 
-# ------------------------------------------------------------------------------------ sweep curves
-
 def _interval(rows, key):
     """Asymmetric error bars [[below], [above]] from the stored interval ends (0 where missing)."""
     below, above = [], []
@@ -212,9 +210,8 @@ def _interval(rows, key):
 
 
 def _series(axes, rows, x_key, style, label, png):
-    """A series through the runs in batch order with their error bars, INVALID runs hollow. PNG: a marker and an
-    error bar per run (a handful), each point labelled with its batch size; SVG (a page may draw hundreds of runs
-    in one sweep): one error bar for the series and the hollow markers over it, five times faster to draw."""
+    """A series through the runs with their error bars, INVALID runs hollow: the PNG's each on its own, labelled with
+    its batch size; the SVG's (hundreds on a page) as one error bar plot, five times faster to draw."""
     rows = [row for row in rows if finite_number(row.get(x_key)) and finite_number(row.get("throughput"))]
     if not rows:
         return
@@ -241,9 +238,7 @@ def _series(axes, rows, x_key, style, label, png):
 
 
 def sweep_figure(plt, title, series, svg=False):
-    """Throughput vs batch size and vs p99 latency (95% intervals as error bars): series = [(label, rows)],
-    a row per run (batch_size, throughput, latency_p99, their _ci95_low/_high, valid). PNG: a legend on each
-    axes and each point labelled with its batch size; SVG: one legend outside on the right, fitted titles."""
+    """Throughput vs batch size and vs p99 latency with their 95% intervals: series = [(label, rows)]."""
     if len(series) > MAX_SERIES:
         older = [row for _label, rows in series[:len(series) - MAX_SERIES + 1] for row in rows]
         series = [("earlier files", older)] + list(series[len(series) - MAX_SERIES + 1:])
@@ -281,12 +276,10 @@ def sweep_figure(plt, title, series, svg=False):
 
 
 def _sweep_figure(plt, files):
-    """--plot of several runs (PNG): a series per file, rows recomputed from the arrays; the title holds what
-    every file shares (model, precision, device, ranks), each label the file's name and what sets it apart."""
+    """--plot of several runs: a series per file, the title what they share, each label what sets it apart."""
     described = []
     for job in files:
-        first, root = first_run(job), job.attrs()
-        attrs = first.attrs() if first is not None else {}
+        attrs, root = first_attrs(job), job.attrs()
         described.append({"model": str(attrs.get("model", "?")), "precision": str(attrs.get("precision", "?")),
                           "device": f"{root.get('backend', '?')} on {root.get('device_name', '?')}",
                           "ranks": f"{root.get('world_size', '?')} rank(s)"})
@@ -303,15 +296,12 @@ def _sweep_figure(plt, files):
     return sweep_figure(plt, title, series)
 
 
-# ----------------------------------------------------------------------------- server load curve
-
 def server_runs(files):
-    """(target QPS, run attrs + '_plot_file') of every server run in the files, by load; [] when any run is not
-    a server run. The target (not the realised Poisson count) is the axis a peak search moves along."""
-    runs = [{**run.attrs(), "_plot_file": str(job.path or "")} for job in files for run in job.measured_runs]
-    if not runs or any(attrs.get("scenario") != "server" for attrs in runs):
+    """(target QPS, Run, file) of every server run, by load (the axis a search moves along); [] unless all are."""
+    runs = [(run, str(job.path or "")) for job in files for run in job.measured_runs]
+    if not runs or any(run.scenario is None or run.scenario.scenario != "server" for run, _path in runs):
         return []
-    return sorted(((float(attrs["target_qps"]), attrs) for attrs in runs), key=lambda pair: pair[0])
+    return sorted(((float(run.scenario.target_qps), run, path) for run, path in runs), key=lambda point: point[0])
 
 
 def _or_nan(value):
@@ -319,21 +309,15 @@ def _or_nan(value):
 
 
 def server_figure(plt, runs, size_inches):
-    """Server points told apart (runs: (target QPS, attrs) pairs, by load; runfile/shown.py's rule for each
-    percentile). Left: query latency percentiles (ms, log y) against the target load, p99 with its 95% interval,
-    ^ its 99% upper bound, the bound; each point on its judged percentile, filled when it passed (valid, the upper
-    bound within the bound), hollow and crossed when not (on the top edge with no latency to show); the peak as a
-    band [peak_qps, peak_qps_high]. Right: each point's offered load (as scheduled) and achieved rate against its
-    target. Runs of different files or batch sizes are separate curves (one search each)."""
-    from mpirunner.runfile import shown
-    from mpirunner.runfile.run import Run
-
+    """Server points (target QPS, Run or its attributes[, file]) by load, a curve per file and batch size. Left: query
+    latency percentiles against the target (p99 with its interval, ^ its upper bound), the bound, each point filled
+    when it passed, crossed when not, the peak as a band. Right: offered and achieved load against the target."""
     figure, (axis, load) = plt.subplots(1, 2, figsize=size_inches, gridspec_kw={"width_ratios": (3, 2)},
                                         layout="constrained")
     series = {}
-    for qps, attrs in runs:
-        run = attrs if isinstance(attrs, Run) else Run.from_attrs("", attrs)
-        series.setdefault((attrs.get("_plot_file", ""), run.point.batch_size), []).append((qps, run.scenario, run))
+    for qps, run, *path in runs:
+        run = run if isinstance(run, Run) else Run.from_attrs("", run)
+        series.setdefault((path[0] if path else "", run.point.batch_size), []).append((qps, run.scenario, run))
     batches = [batch for _path, batch in series]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     finite, failed = [], []

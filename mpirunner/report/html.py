@@ -1,10 +1,7 @@
-"""`mpirunner-report summary --html OUT.html`: one self-contained static page over many runs.
+"""`mpirunner-report summary --html OUT.html`: one self-contained static page over many runs, no JavaScript.
 
-No server, no network, no JavaScript: the table, the figures (SVG, embedded as data URIs so their ids cannot
-clash) and each run's full text block are all in the one file. The per-run latency histograms, hundreds on a
-page, are drawn here by hand (about a millisecond each, where matplotlib takes tens), on figures.py's ticks.
-Readable printed and without colour: INVALID is written out, not coloured, and the figures use
-markers and line styles besides colours.
+Figures are SVG data URIs (so their ids cannot clash); the per-run histograms, hundreds on a page, are drawn by
+hand (about a millisecond each, where matplotlib takes tens). INVALID is written out, never only coloured.
 """
 import base64
 import math
@@ -14,12 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from mpirunner.errors import UsageError
-from mpirunner.report.figures import (INVALID_LABEL, PERCENTILE_DASHES, SVG_FONT, SVG_INCHES, _interval, _svg, fitted,
-                                      log_ticks, pyplot, server_figure, sweep_figure)
+from mpirunner.report.figures import (INVALID_LABEL, PERCENTILE_DASHES, SVG_INCHES, _interval, fitted, log_ticks,
+                                      server_figure, svg_figure, sweep_figure)
 from mpirunner.report.rows import finite_number
 from mpirunner.report.summary import (SWEEP_KEYS, configuration, configuration_text, interval_cell, table_columns,
-                                      trend_cell,
-                                      trend_title)
+                                      trend_cell, trend_title)
 from mpirunner.runfile.block import format_run_block, verdict_text
 
 STYLE = """
@@ -68,8 +64,7 @@ def _table(runs, with_trend):
 
 def _reasons(row):
     """A run's validity reasons as a list (stored as '; '-joined text in the summary's rows)."""
-    reasons = row.get("validity_reason") or ""
-    return [reason for reason in str(reasons).split("; ") if reason] if isinstance(reasons, str) else list(reasons)
+    return [reason for reason in str(row.get("validity_reason") or "").split("; ") if reason]
 
 
 def short_verdict(row):
@@ -91,21 +86,17 @@ def _server_loads(runs):
     """Per file of server runs (a peak search's points), figures.server_figure: the points told apart by load."""
     files = {}
     for run in runs:
-        if run.row.get("scenario") == "server" and finite_number(run.attrs.get("target_qps")):
-            files.setdefault(run.row["file"], []).append((float(run.attrs["target_qps"]),
-                                                         {**run.attrs, "_plot_file": run.row["file"]}))
+        if run.row.get("scenario") == "server" and finite_number(run.run.scenario.target_qps):
+            files.setdefault(run.row["file"], []).append((float(run.run.scenario.target_qps), run.run, run.row["file"]))
     parts = []
     for path, points in files.items():
-        plt = pyplot()
-        with plt.rc_context(SVG_FONT):
-            svg = _svg(plt, server_figure(plt, sorted(points, key=lambda point: point[0]), (SVG_INCHES, 4.0)))
+        svg = svg_figure(server_figure, sorted(points, key=lambda point: point[0]), (SVG_INCHES, 4.0))
         parts.append(_image(svg, f"Server load: {file_label(path)}", "server"))
     return "\n".join(parts)
 
 
 def _sweeps(runs):
-    """One figure per configuration (model, precision, device, world size): a series per file. Single-stream and
-    server runs are not sweeps over batch size (their loads are drawn by _server_loads)."""
+    """One figure per configuration, a series per file (scenario runs are not sweeps: _server_loads draws them)."""
     groups = {}
     for run in runs:
         if run.row.get("scenario"):
@@ -116,7 +107,7 @@ def _sweeps(runs):
     for key in sorted(groups, key=lambda key: tuple(str(part) for part in key)):
         title = configuration_text(key)
         series = sorted(groups[key].items(), key=lambda item: (str(item[1][0].get("created", "")), item[0]))
-        svg = sweep_svg(title, [(file_label(path), rows) for path, rows in series])
+        svg = svg_figure(sweep_figure, title, [(file_label(path), rows) for path, rows in series], svg=True)
         parts.append(_image(svg, f"Sweep: {title}", "sweep"))
     return "\n".join(parts)
 
@@ -126,18 +117,19 @@ def _trends(trends):
     for trend in trends:
         if len(trend.steps) >= 2:
             title = f"Trend: {trend_title(trend)}"
-            parts.append(_image(trend_svg(title, [run.row for _label, run in trend.steps],
+            parts.append(_image(svg_figure(_trend_figure, title, [run.row for _label, run in trend.steps],
                                            [label for label, _run in trend.steps]), title, "trend"))
     return "\n".join(parts) or "<p>No configuration has two or more runs.</p>"
 
 
 def run_block(run):
     """The run's full text block as the runner printed it; its stored attributes when they lack a field for it."""
+    world_size = "?" if run.job.world_size is None else run.job.world_size
     try:
-        return format_run_block(run.attrs, run.root.get("world_size", "?")).strip("\n")
+        return format_run_block(run.run, world_size).strip("\n")
     except (AttributeError, KeyError, TypeError, ValueError):  # a file too old or too odd for the block
         lines = [f"{key}: {value}" for key, value in sorted(run.attrs.items())]
-        return "\n".join([verdict_text({"valid": run.row["valid"], **run.attrs})] + lines)
+        return "\n".join([verdict_text(run.run)] + lines)
 
 
 def _runs(runs):
@@ -191,54 +183,41 @@ def write_page(path, text):
     return Path(path)
 
 
-# ---------------------------------------------------------------------- the page's own figures
-
-def sweep_svg(title, series):
-    """The page's sweep of one configuration (SVG text); series = [(label, rows)] as sweep_figure takes."""
-    plt = pyplot()
-    with plt.rc_context(SVG_FONT):
-        return _svg(plt, sweep_figure(plt, title, series, svg=True))
-
-
 def file_label(path):
     """A series label: the file's name (its folder too when short)."""
     path = Path(path)
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
-def trend_svg(title, rows, labels):
+def _trend_figure(plt, title, rows, labels):
     """Throughput of each step of one trend in order, with intervals; regressed steps marked and labelled."""
-    plt = pyplot()
     marks = (("regressed", "v", "black"), ("improved", "^", "C2"))
-    with plt.rc_context(SVG_FONT):
-        figure, axes = plt.subplots(figsize=(SVG_INCHES, 3.2), layout="constrained")
-        x = list(range(len(rows)))
-        y = [row["throughput"] if finite_number(row.get("throughput")) else float("nan") for row in rows]
-        axes.errorbar(x, y, yerr=_interval(rows, "throughput"), color="C0", linestyle="-", marker="none", capsize=2,
-                      linewidth=1, label="throughput (95% CI)")
-        for index, (value, row) in enumerate(zip(y, rows)):
-            hollow, status = not row["valid"], row.get("trend", "")
-            marker, colour = next(((m, c) for name, m, c in marks if status == name), ("o", "C0"))
-            axes.plot([index], [value], linestyle="none", marker=marker, color=colour, markersize=8 if hollow else 6,
-                      markerfacecolor="white" if hollow else colour)
-            if status in ("regressed", "improved"):
-                axes.annotate(status, (index, value), textcoords="offset points", xytext=(0, -14), ha="center",
-                              fontsize="x-small")
-        for name, marker, colour in marks:
-            if any(row.get("trend") == name for row in rows):
-                axes.plot([], [], linestyle="none", marker=marker, color=colour, label=name)
-        if any(not row["valid"] for row in rows):
-            axes.plot([], [], linestyle="none", marker="o", markerfacecolor="white", color="black", label=INVALID_LABEL)
-        figure.legend(*axes.get_legend_handles_labels(), fontsize="x-small", loc="outside right upper")
-        axes.set_xticks(x)
-        axes.set_xticklabels([label[:19] for label in labels], rotation=20, ha="right", fontsize="x-small")
-        axes.set_ylabel("throughput (samples/s)")
-        axes.grid(True, alpha=0.3)
-        axes.set_title("\n".join(fitted(title, SVG_INCHES * 0.8 * 72, 8)))
-        return _svg(plt, figure)
+    figure, axes = plt.subplots(figsize=(SVG_INCHES, 3.2), layout="constrained")
+    x = list(range(len(rows)))
+    y = [row["throughput"] if finite_number(row.get("throughput")) else float("nan") for row in rows]
+    axes.errorbar(x, y, yerr=_interval(rows, "throughput"), color="C0", linestyle="-", marker="none", capsize=2,
+                  linewidth=1, label="throughput (95% CI)")
+    for index, (value, row) in enumerate(zip(y, rows)):
+        hollow, status = not row["valid"], row.get("trend", "")
+        marker, colour = next(((m, c) for name, m, c in marks if status == name), ("o", "C0"))
+        axes.plot([index], [value], linestyle="none", marker=marker, color=colour, markersize=8 if hollow else 6,
+                  markerfacecolor="white" if hollow else colour)
+        if status in ("regressed", "improved"):
+            axes.annotate(status, (index, value), textcoords="offset points", xytext=(0, -14), ha="center",
+                          fontsize="x-small")
+    for name, marker, colour in marks:
+        if any(row.get("trend") == name for row in rows):
+            axes.plot([], [], linestyle="none", marker=marker, color=colour, label=name)
+    if any(not row["valid"] for row in rows):
+        axes.plot([], [], linestyle="none", marker="o", markerfacecolor="white", color="black", label=INVALID_LABEL)
+    figure.legend(*axes.get_legend_handles_labels(), fontsize="x-small", loc="outside right upper")
+    axes.set_xticks(x)
+    axes.set_xticklabels([label[:19] for label in labels], rotation=20, ha="right", fontsize="x-small")
+    axes.set_ylabel("throughput (samples/s)")
+    axes.grid(True, alpha=0.3)
+    axes.set_title("\n".join(fitted(title, SVG_INCHES * 0.8 * 72, 8)))
+    return figure
 
-
-# ------------------------------------------------------------------------------ histogram SVG
 
 SVG_WIDTH, SVG_HEIGHT = 900, 250
 LEFT, RIGHT, TOP, BOTTOM = 56, 885, 44, 202  # the plot area of a hand-drawn histogram

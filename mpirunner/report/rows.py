@@ -1,16 +1,13 @@
 """Every read of a result file in mpirunner-report, and the rows its tables, CSV and JSON are made of.
 
-Files are read through mpirunner.runfile.hdf5 only (the one module that imports h5py). One file
-(`mpirunner-report FILE`, compare): the typed Job, each run's numbers recomputed from its raw per-step
-arrays through mpirunner.stats, so the report is also a check of the summary the runner stored. Many files
-(`summary`): the root and run-group attributes alone (and, for the page, each run's stored histogram; for
-trends, step_seconds alone), so hundreds of files summarise in seconds; a file that cannot be read is
-skipped with its reason. Never torch or mpi4py.
+One file (report, compare): the Job, each run's numbers recomputed from its arrays, so the report also checks the
+stored summary. Many files (summary): attributes alone (and the page's histograms), so hundreds read in seconds.
 """
 import csv
 import json
 import math
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from mpirunner.roofline import broken_roof
 from mpirunner.runfile import hdf5, shown
 from mpirunner.runfile.block import finite_number, text_value  # noqa: F401 (the one test of a number to show)
 from mpirunner.runfile.names import exported, unit_name, value_of
-from mpirunner.runfile.run import Run
+from mpirunner.runfile.run import Job, Run
 
 RESULT_SUFFIXES = (".h5", ".hdf5")
 # The summary fields every CSV/JSON row of `mpirunner-report FILE` starts with, in this order; other attributes follow.
@@ -32,16 +29,12 @@ ROW_FIELDS = ("file", "run", "batch_size", "samples_per_step", "device_iteration
               "latency_min", "latency_mean", "latency_p50", "latency_p90", "latency_p95", "latency_p99",
               "latency_p99.9", "latency_max", "latency_std", "latency_cv", "step_cv", "step_cv_rank_max",
               "compile_seconds_max", "valid", "validity_reason")
-# (column in CSV/JSON, with its unit; key of the row) of `summary`: latencies in ms, throughput in samples/s,
-# utilization in percent, as in the file's unit-named twins and `mpirunner-report FILE --csv`.
-# latency_* is batch latency for every run; single-stream and server runs add their query columns (runfile/shown.py:
-# achieved and offered QPS, query percentiles, the bound), empty for offline runs.
+# (column in CSV/JSON, with its unit; key of the row) of `summary`; scenario runs add their query columns (shown.py).
 _UNIT_KEYS = ("throughput", "throughput_ci95_low", "throughput_ci95_high", "latency_p50", "latency_p50_ci95_low",
               "latency_p50_ci95_high", "latency_p99", "latency_p99_ci95_low", "latency_p99_ci95_high", "utilization",
               *shown.QUERY_COLUMNS)
-COLUMNS = (("file", "file"), ("run", "run"), ("model", "model"), ("precision", "precision"), ("dtype", "dtype"),
-           ("backend", "backend"), ("device_name", "device_name"), ("world_size", "world_size"),
-           ("hosts", "hosts"), ("batch_size", "batch_size"), ("samples_per_step", "samples_per_step"),
+COLUMNS = (*((key, key) for key in ("file", "run", "model", "precision", "dtype", "backend", "device_name",
+                                    "world_size", "hosts", "batch_size", "samples_per_step")),
            *((unit_name(key), key) for key in _UNIT_KEYS), ("valid", "valid"), ("validity_reason", "validity_reason"),
            ("created_utc", "created"), ("git_commit", "git_commit"))
 RUN_KEYS = tuple(key for _column, key in COLUMNS
@@ -51,11 +44,8 @@ RUN_ATTRS = RUN_KEYS + ("dtype", "valid", "validity_reason", "latency_count", "q
                         "query_latency_p50_ci95_high", "query_latency_p99_ci95_low", "query_latency_p99_ci95_high")
 
 
-# ----------------------------------------------------------------------------------- one file
-
 def load(path):
-    """One results file as a Job (runfile/run.py), or UsageError with one clear line (missing, foreign, newer,
-    damaged). Its failed runs (status 'failed': no arrays) are listed by the report, never summarised."""
+    """One results file as a Job, or UsageError with one clear line (missing, foreign, newer, damaged)."""
     return hdf5.load_job(path)
 
 
@@ -64,18 +54,14 @@ def sorted_runs(job):
     return sorted(job.measured_runs, key=lambda run: (run.point.batch_size or 0, run.name))
 
 
-def first_run(job):
-    """The first measured run in sweep order (None when the file holds none): its model, precision, data."""
+def first_attrs(job):
+    """The attributes of the first measured run in sweep order ({} when the file holds none)."""
     runs = sorted_runs(job)
-    return runs[0] if runs else None
+    return runs[0].attrs() if runs else {}
 
 
 class RunRow(dict):
-    """A summary row (the CSV/JSON cells) that also carries its Run (`.run`) and the raw arrays compare reads.
-
-    The arrays (step_seconds, step_start, batch_latency) are not cells: CSV/JSON never see them,
-    while compare.judge_groups, which needs the per-step timings, reads them from the row.
-    """
+    """A summary row (the CSV/JSON cells) that also carries its Run (`.run`) and the arrays compare reads."""
 
     arrays = None
     run = None
@@ -121,25 +107,19 @@ def rank_throughputs(run):
 
 
 def summary_row(job, run):
-    """One CSV/JSON row of a run (a Run or its name): its stored attributes, then the values recomputed from its
-    arrays."""
-    run = job.run(run) if isinstance(run, str) else run
+    """One CSV/JSON row of a run: its stored attributes, then the values recomputed from its arrays."""
     attrs, root = run.attrs(), job.attrs()
     arrays = run.arrays.read("step_seconds", "step_start", "batch_latency", "compile_seconds")
     row = {"file": job.path, "run": run.name}
-    for key in ("backend", "device_name", "world_size"):
-        row[key] = root.get(key, "")
-    for key, value in broken_roof(dict(attrs)).items():  # an older file's utilisation above 1: a broken roof
-        row[key] = _scalar(value)
-    if "dtype" not in row:
-        row["dtype"] = root.get("dtype", "")
+    row.update({key: root.get(key, "") for key in ("backend", "device_name", "world_size")})
+    row.update({key: _scalar(value) for key, value in broken_roof(dict(attrs)).items()})  # utilisation > 1: broken
+    row.setdefault("dtype", root.get("dtype", ""))
     samples = run.point.samples_per_step
     if "step_seconds" in arrays and "step_start" in arrays and samples:
         starts, seconds = _flat(arrays["step_start"]), _flat(arrays["step_seconds"])
         if seconds.size and seconds.size == starts.size:
             skew = float(attrs.get("barrier_skew_seconds", 0.0) or 0.0)  # widens the window (stats.throughput)
-            row["throughput"] = (stats.throughput(starts, seconds, samples, skew) if skew
-                                 else stats.throughput(starts, seconds, samples))
+            row["throughput"] = stats.throughput(starts, seconds, samples, skew)
             row["throughput_sum"] = float(np.nansum(rank_throughputs(run)))
             row["step_cv"] = stats.step_cv(seconds)
             row["step_cv_rank_max"] = stats.max_rank_cv(arrays["step_seconds"])
@@ -165,12 +145,16 @@ def summary_row(job, run):
 
 
 def shown_by_rule(row, count):
-    """Blank (None) the batch latency percentiles of a row, and their intervals, that `count` latencies cannot give
-    (stats.minimum_count: the one percentile rule); an unknown count leaves them."""
+    """Blank (None) the batch latency percentiles and intervals that `count` latencies cannot give."""
     for name, q in stats.PERCENTILES.items():
         if not shown.enough(count, q):
             keys = (f"latency_{name}", *(f"latency_{name}{end}" for end in ("_ci95", "_ci95_low", "_ci95_high")))
             row.update({key: None for key in keys if key in row or key == f"latency_{name}"})
+
+
+def number_text(value, spec, width=0, missing="-"):
+    """A finite number formatted (`spec`, right-aligned in `width`), else `missing`."""
+    return f"{value:>{width}{spec}}" if finite_number(value) else f"{missing:>{width}}"
 
 
 def _scalar(value):
@@ -182,15 +166,14 @@ def _scalar(value):
     return value
 
 
-# ------------------------------------------------------------------------- many files: attributes only
-
 @dataclass
 class SummaryRun:
-    """One run group: its table row, its attributes and its file's as stored, its histogram when asked for."""
+    """One run group of a summary: its table row, the Run and Job of its attributes, its histogram when asked for."""
 
     row: dict
-    attrs: dict
-    root: dict
+    run: Run
+    job: Job
+    attrs: dict  # as stored: what the page lists for a run too odd for its block
     histogram: tuple = None  # (counts, edges in s), or None
     key: dict = None  # its configuration key (variation.py) when read with keys=True
 
@@ -205,107 +188,74 @@ class Summary:
 
 
 def find_files(paths):
-    """(result files, count of other files): each PATH as given, each folder searched recursively for *.h5 / *.hdf5.
-
-    A file named on the command line is always tried, whatever its name; in folders only the result suffixes
-    count (other files are counted, not read). UsageError for a PATH that does not exist (a typo, not a damaged
-    result)."""
+    """(result files, count of other files): each PATH as given, folders searched for *.h5 / *.hdf5."""
     files, others = [], 0
     for path in map(Path, paths):
-        if path.is_dir():
-            for candidate in sorted(path.rglob("*")):
-                if not candidate.is_file():
-                    continue
-                if candidate.suffix.lower() in RESULT_SUFFIXES and not candidate.name.startswith("."):
-                    files.append(candidate)
-                else:
-                    others += 1
-        elif path.exists():
-            files.append(path)
-        else:
+        if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
+        if not path.is_dir():
+            files.append(path)  # named on the command line: always tried, whatever its name
+            continue
+        found = sorted(item for item in path.rglob("*") if item.is_file())
+        results = [item for item in found if item.suffix.lower() in RESULT_SUFFIXES and not item.name.startswith(".")]
+        files.extend(results)
+        others += len(found) - len(results)
     return list(dict.fromkeys(files)), others
 
 
 def read_file(path, histograms=False, keys=False):
-    """The SummaryRuns of one file, in run-group order; UsageError with the reason it cannot be read.
-
-    Only the attributes the table needs are read (each read costs ~0.1 ms), all of them for the page;
-    keys: also what the configuration key needs (the stored settings and a few attributes; trends)."""
+    """The SummaryRuns of one file: only the attributes the table (keys: and the key) needs, all for the page."""
     light = hdf5.read_light(path, root_names=None if histograms else ROOT_KEYS + (KEY_ROOT_ATTRS if keys else ()),
                             run_names=None if histograms else RUN_ATTRS + (KEY_RUN_ATTRS if keys else ()),
                             histograms=histograms, config=keys, twins=RUN_KEYS)
-    root = light.root
+    root, job = light.root, Job.from_attrs(light.root, path=path)
     found = []
-    for run in light.runs:
-        attrs = run.attrs
-        row = {"file": str(path), "run": run.name}
-        for key in ("backend", "device_name", "world_size", "created", "git_commit"):
-            row[key] = root.get(key, "")
-        row["hosts"] = text_value(root.get("hosts", ""))
-        for key in RUN_KEYS:
-            row[key] = value_of(attrs, key, "")  # a file without the old name: its unit-named twin
+    for light_run in light.runs:
+        attrs, run = light_run.attrs, Run.from_attrs(light_run.name, light_run.attrs)
+        row = {"file": str(path), "run": run.name,
+               **{key: root.get(key, "") for key in ("backend", "device_name", "world_size", "created", "git_commit")},
+               "hosts": text_value(root.get("hosts", "")),
+               **{key: value_of(attrs, key, "") for key in RUN_KEYS}}  # a file without the old name: its twin
         row["dtype"] = attrs.get("dtype", root.get("dtype", ""))
-        row["valid"] = bool(attrs.get("valid", True))
+        row["valid"] = run.verdict.valid
         row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
         shown_by_rule(row, value_of(attrs, "latency_count"))
-        row.update({name: "" if value is None else value
-                    for name, value in shown.query_columns(Run.from_attrs(run.name, attrs)).items()})
+        row.update({name: "" if value is None else value for name, value in shown.query_columns(run).items()})
         key = configuration_key(root, attrs) if keys else None
-        found.append(SummaryRun(row=row, attrs=attrs, root=root, histogram=run.histogram, key=key))
+        found.append(SummaryRun(row=row, run=run, job=job, attrs=attrs, histogram=light_run.histogram, key=key))
     return found
 
 
-def read_step_seconds(path, name):
-    """Run group `name`'s step_seconds ([ranks, steps], s; None when it has none): what a trend's rule needs."""
-    return hdf5.read_step_seconds(path, name)
-
-
 def read_summary(paths, histograms=False, keys=False):
-    """Every run of every result file under PATHS; unreadable files go to `skipped` with their reason.
-
-    keys: each run also carries its configuration key (what trends pair runs by)."""
+    """Every run of every result file under PATHS; unreadable files go to `skipped` with their reason."""
     files, others = find_files(paths)
     summary = Summary(other_files=others)
     for path in files:
         try:
             summary.runs.extend(read_file(path, histograms=histograms, keys=keys))
         except UsageError as error:
-            reason, prefix = str(error), f"{path}: "
-            summary.skipped.append((str(path), reason[len(prefix):] if reason.startswith(prefix) else reason))
+            summary.skipped.append((str(path), str(error).removeprefix(f"{path}: ")))
     return summary
 
 
-# ------------------------------------------------------------------------------------ file output
-
 def write_rows(rows, path, kind):
-    """Write rows as CSV or JSON to PATH ('-': stdout). Non-finite numbers become empty / null.
-
-    Column names carry their unit (runfile/names.py: `latency_p50_ms`, `step_cv_percent`); unit-less aliases
-    are left out."""
+    """Write rows as CSV or JSON to PATH ('-': stdout), names with their unit; non-finite numbers empty / null."""
     rows = [exported(row) for row in rows]
-    columns = []
-    for row in rows:
-        columns.extend(key for key in row if key not in columns)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     clean = [{key: _cell(row.get(key, "")) for key in columns} for row in rows]
-    handle = sys.stdout if str(path) == "-" else None
     try:
-        if handle is None:
-            handle = open(path, "w", newline="", encoding="utf-8")
-        if kind == "csv":
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in clean)
-        else:
-            json.dump(clean, handle, indent=1)
-            handle.write("\n")
+        with nullcontext(sys.stdout) if str(path) == "-" else open(path, "w", newline="", encoding="utf-8") as handle:
+            if kind == "csv":
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in clean)
+            else:
+                json.dump(clean, handle, indent=1)
+                handle.write("\n")
     except BrokenPipeError:
         raise  # the reader went away (`| head`): not an error of the path; main() ends quietly
     except OSError as error:
         raise UsageError(f"cannot write --{kind} {path}: {error.strerror or error}")
-    finally:
-        if handle is not None and handle is not sys.stdout:
-            handle.close()
 
 
 def _cell(value):

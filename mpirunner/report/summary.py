@@ -1,11 +1,7 @@
-"""`mpirunner-report summary`: many runs at a glance: filters, order, the table, CSV/JSON columns, trends.
+"""`mpirunner-report summary`: many runs (rows.SummaryRun) at a glance: filters, order, the table, CSV/JSON, trends.
 
-Works on rows.SummaryRun (the stored summary of each run group, read from attributes alone). A trend is a
-configuration's runs in order (`--by commit|created`): the configuration is the run's configuration key
-(variation.py: every setting that changes what is measured, batch size included), so an eager run is never
-trended against an inductor run nor a server load against an offline run; a field a file lacks is unknown
-and never splits a trend. Runs are ordered by creation time; with `--by commit` each commit is one step (its
-latest run) and runs without a commit are left out. compare.judge_trends judges each step.
+A trend is the runs of one configuration key (variation.py) in creation order; with `--by commit` each commit is
+one step (its latest run). compare.judge_trends judges each step.
 """
 import fnmatch
 import math
@@ -13,9 +9,8 @@ from dataclasses import dataclass, field
 
 from mpirunner.errors import UsageError
 from mpirunner.options import DEFAULT_SORT, SORT_NAMES
-from mpirunner.report.rows import COLUMNS, finite_number, write_rows
-from mpirunner.report.variation import (HISTORY_RUNS, KEY_NAMES, NOISE_FLOOR_PERCENT, UNKNOWN, compatible, key_value,
-                                        merged)
+from mpirunner.report.rows import COLUMNS, finite_number, number_text, write_rows
+from mpirunner.report.variation import HISTORY_RUNS, KEY_NAMES, NOISE_FLOOR_PERCENT, UNKNOWN, compatible, merged
 from mpirunner.runfile.names import in_unit
 
 # --sort names (options.SORT_NAMES) -> row keys; '-name' sorts that key in descending order.
@@ -24,24 +19,16 @@ SORT_KEYS = {name: {"device": "device_name", "world-size": "world_size", "batch-
              for name in SORT_NAMES}
 CONFIGURATION_KEYS = ("model", "precision", "device_name", "world_size", "batch_size")  # a trend's title
 SWEEP_KEYS = CONFIGURATION_KEYS[:-1]  # a sweep's figure: one configuration over its batch sizes (html.py)
-# Extra CSV/JSON columns of a trend (name with unit, row key).
-TREND_COLUMNS = (("trend", "trend"), ("trend_by", "trend_by"), ("trend_base", "trend_base"),
-                 ("trend_decided_by", "trend_decided_by"), ("trend_ratio", "trend_ratio"),
-                 ("trend_ratio_ci95_low", "trend_low"), ("trend_ratio_ci95_high", "trend_high"),
-                 ("trend_note", "trend_note"), ("trend_reason", "trend_reason"),
-                 ("trend_decided_by_noise", "trend_decided_by_noise"), ("trend_earlier_runs", "trend_earlier_runs"),
-                 ("trend_between_run_percent", "trend_between_run_percent"),
-                 ("trend_between_ci95_low", "trend_between_low"), ("trend_between_ci95_high", "trend_between_high"))
+# Extra CSV/JSON columns of a trend (compare.judge_trends names each row key as its column).
+TREND_COLUMNS = tuple((name, name) for name in (
+    "trend", "trend_by", "trend_base", "trend_decided_by", "trend_ratio", "trend_ratio_ci95_low",
+    "trend_ratio_ci95_high", "trend_note", "trend_reason", "trend_decided_by_noise", "trend_earlier_runs",
+    "trend_between_run_percent", "trend_between_ci95_low", "trend_between_ci95_high"))
 
-
-# ------------------------------------------------------------------------------ filters and sort
 
 def select(runs, models=(), devices=(), batch_sizes=(), valid_only=False):
-    """The runs that pass every filter given.
-
-    models: glob patterns (`resnet*`), case-insensitive; devices: the backend (cpu, cuda, ipu) or a
-    glob or part of the device name, case-insensitive; batch_sizes: a set of sizes.
-    """
+    """The runs that pass every filter given: models are globs, devices a backend or a glob or part of the device name
+    (both case-insensitive), batch_sizes a set of sizes."""
     def model_ok(row):
         return not models or any(fnmatch.fnmatch(str(row["model"]).lower(), pattern.lower()) for pattern in models)
 
@@ -92,32 +79,17 @@ def _sortable(value):
     return (1, 0.0, str(value))
 
 
-# ----------------------------------------------------------------------------- table and columns
-
-def output_rows(runs, extra_columns=()):
-    """The rows as CSV/JSON writes them: column names carry their units; extra (name, key) columns appended.
-
-    A field the file lacks is None (empty in CSV, null in JSON)."""
-    columns = COLUMNS + tuple(extra_columns)
-    return [{column: None if run.row.get(key, "") == "" else in_unit(key, run.row[key]) for column, key in columns}
-            for run in runs]
-
-
 def write_summary(runs, path, kind, extra_columns=()):
-    """Write the summary rows as 'csv' or 'json' to PATH ('-': stdout), through rows.write_rows."""
-    write_rows(output_rows(runs, extra_columns), path, kind)
-
-
-def _number(value, spec):
-    if not finite_number(value):
-        return "-"
-    return f"{value:{spec}}"
+    """Write the rows' COLUMNS and extra (name, key) columns as CSV or JSON; a missing field is None."""
+    columns = COLUMNS + tuple(extra_columns)
+    write_rows([{column: None if run.row.get(key, "") == "" else in_unit(key, run.row[key]) for column, key in columns}
+                for run in runs], path, kind)
 
 
 def interval_cell(row, key, spec):
     """'x [low, high]' from the stored interval ends, 'x' without them, '-' without the estimate."""
-    value = _number(row.get(key), spec)
-    low, high = _number(row.get(f"{key}_ci95_low"), spec), _number(row.get(f"{key}_ci95_high"), spec)
+    value = number_text(row.get(key), spec)
+    low, high = number_text(row.get(f"{key}_ci95_low"), spec), number_text(row.get(f"{key}_ci95_high"), spec)
     return value if value == "-" or "-" in (low, high) else f"{value} [{low}, {high}]"
 
 
@@ -148,7 +120,7 @@ TABLE = (("model", 16, lambda r: str(r["model"])), ("prec", 5, lambda r: str(r["
          ("throughput/s [95% CI]", 30, lambda r: interval_cell(r, "throughput", ".1f")),
          ("p50 ms [95% CI]", 26, lambda r: _batch_cell(r, "latency_p50")),
          ("p99 ms [95% CI]", 26, lambda r: _batch_cell(r, "latency_p99")),
-         ("util %", 6, lambda r: _number(100 * r["utilization"], ".1f") if isinstance(r.get("utilization"), float)
+         ("util %", 6, lambda r: number_text(100 * r["utilization"], ".1f") if isinstance(r.get("utilization"), float)
           and r["utilization"] <= 1.0 else "-"),  # above 100%: a roof measured under load, not a utilisation
          ("verdict", 7, verdict_cell), ("created", 25, lambda r: str(r["created"]) or "-"),
          ("commit", 12, lambda r: str(r["git_commit"])[:12] or "-"), ("hosts", 16, lambda r: str(r["hosts"]) or "-"),
@@ -171,11 +143,10 @@ def _bound_cell(row):
 
 def _loads_cell(row):
     loads = [row.get(key) for key in ("target_qps", "offered_qps", "achieved_qps")]
-    return " / ".join(_number(value, ".1f") for value in loads) if any(map(finite_number, loads)) else "-"
+    return " / ".join(number_text(value, ".1f") for value in loads) if any(map(finite_number, loads)) else "-"
 
 
-# Single-stream and server runs (shown when the table has any): the loads in queries/s (target / offered as
-# scheduled / achieved), query latency from the scheduled arrival, the bound. p50/p99 above are batch latency.
+# Single-stream and server runs (when the table has any): the loads, query latency, the bound.
 SCENARIO_TABLE = (("QPS target/offered/achieved", 27, _loads_cell),
                   ("query p50 ms [95% CI]", 26, lambda r: _query_cell(r, "query_latency_p50")),
                   ("query p99 ms [95% CI]", 26, lambda r: _query_cell(r, "query_latency_p99")),
@@ -183,8 +154,7 @@ SCENARIO_TABLE = (("QPS target/offered/achieved", 27, _loads_cell),
 
 
 def table_columns(runs):
-    """The table's (title, width, cell) columns: TABLE, with SCENARIO_TABLE before the verdict when any run is a
-    single-stream or server run."""
+    """The table's (title, width, cell) columns, with SCENARIO_TABLE's when any run is a scenario run."""
     if not any(run.row.get("scenario") for run in runs):
         return list(TABLE)
     at = [title for title, _width, _cell in TABLE].index("verdict")
@@ -239,7 +209,7 @@ def trends_text(trends, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCE
             decided = f", {row['trend_decided_by']}" if judged and row.get("trend_decided_by") else ""
             reason = f" ({row['trend_reason']})" if judged and row.get("trend_reason") else ""
             note = f" ({row['trend_note']})" if row.get("trend_note") else ""
-            lines.append(f"   {label:<25}  {_number(row.get('throughput'), '.1f'):>10}/s  {verdict_cell(row):<7}  "
+            lines.append(f"   {label:<25}  {number_text(row.get('throughput'), '.1f'):>10}/s  {verdict_cell(row):<7}  "
                          f"{trend_cell(row)}{decided}{reason}{note}")
     if lines:
         lines.insert(0, f"trends (each step against the earlier valid ones of its configuration, the latest "
@@ -249,15 +219,12 @@ def trends_text(trends, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCE
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------- trends
-
 @dataclass
 class Trend:
-    """One configuration's steps in order: (label, SummaryRun), the label being the commit or the created time.
+    """One configuration's steps in order: (label: the commit or the created time, SummaryRun).
 
-    configuration: the short key of its title (CONFIGURATION_KEYS); key: the full configuration key;
-    detail: what tells it from another trend of the same title ('compile inductor'), '' when none does.
-    """
+    configuration: its title's fields (CONFIGURATION_KEYS); key: the full configuration key; detail: what tells it
+    from another trend of the same title ('compile inductor')."""
 
     configuration: tuple
     steps: list = field(default_factory=list)
@@ -271,34 +238,21 @@ def configuration(row, keys=CONFIGURATION_KEYS):
 
 
 def configuration_text(key):
-    """A configuration in words: 'resnet18 32.32, Test CPU, 1 rank(s), batch 8'; a SWEEP_KEYS key without the
-    batch. Shared by the printed trends and the html page's trend and sweep titles."""
+    """A configuration in words: 'resnet18 32.32, Test CPU, 1 rank(s), batch 8' (a sweep's: no batch)."""
     model, precision, device, world, *batch = key
     return f"{model} {precision}, {device}, {world} rank(s)" + "".join(f", batch {size}" for size in batch)
 
 
-def run_key(run):
-    """The run's configuration key: read with the summary (summary.read_file(keys=True)), else its title's fields."""
-    key = getattr(run, "key", None)
-    if key:
-        return key
-    short = dict(zip(CONFIGURATION_KEYS, (key_value(value) for value in configuration(run.row))))
-    return {name: short.get(name, UNKNOWN) for name in KEY_NAMES}
-
-
 def build_trends(runs, by):
-    """The trends of these runs (one per configuration key, in title order), steps ordered as --by says.
-
-    Runs join, oldest first, the first trend whose key agrees with theirs wherever both are known.
-    """
+    """The trends of these runs (read with their keys), in title order: runs join, oldest first, the first trend whose
+    key agrees with theirs wherever both are known; steps ordered as --by says."""
     groups = []  # [key, runs]
     for run in sorted(runs, key=lambda run: (str(run.row.get("created", "")), run.row["file"], run.row["run"])):
-        key = run_key(run)
-        group = next((group for group in groups if compatible(group[0], key)), None)
+        group = next((group for group in groups if compatible(group[0], run.key)), None)
         if group is None:
-            groups.append([key, [run]])
+            groups.append([run.key, [run]])
         else:
-            group[0] = merged(group[0], key)
+            group[0] = merged(group[0], run.key)
             group[1].append(run)
     trends = []
     for key, ordered in groups:
@@ -335,11 +289,7 @@ def trend_title(trend):
     return configuration_text(trend.configuration) + (f" ({trend.detail})" if trend.detail else "")
 
 
-GATE_STATUSES = ("regressed", "invalid-new")  # a latest step that fails --fail-on-regression
-
-
 def latest_failures(trends):
-    """The trends whose LATEST step regressed, or is an INVALID run the rule would not judge (as compare exits
-    1 and 6 on such a pair): the gate of `summary --fail-on-regression`. Earlier steps are history."""
+    """--fail-on-regression: the trends whose LATEST step regressed or is an INVALID run not judged."""
     return [trend for trend in trends
-            if len(trend.steps) > 1 and trend.steps[-1][1].row.get("trend") in GATE_STATUSES]
+            if len(trend.steps) > 1 and trend.steps[-1][1].row.get("trend") in ("regressed", "invalid-new")]

@@ -1,45 +1,39 @@
 """What mpirunner-report prints: one file's headline, run table, --ranks and --histogram; compare's table.
 
-A run's block as the runner printed it (and its verdict, intervals and percentiles) is written by
-mpirunner.runfile.block, the one place that words a run; this module shows it and builds the report's own
-tables around it. The summary's table is summary.py's.
+A run's own words (verdict, intervals, percentiles) come from mpirunner.runfile.block, the one place that words a run.
 """
 
 import numpy as np
 
 from mpirunner import stats
-from mpirunner.report.rows import finite_number, finite_rows, first_run, rank_throughputs, run_latency, text_value
+from mpirunner.report.figures import latency_bins
+from mpirunner.report.rows import (finite_number, finite_rows, first_attrs, number_text, rank_throughputs, run_latency,
+                                   text_value)
 from mpirunner.report.variation import CONFIDENCE
 from mpirunner.runfile.block import accuracy_lines, broken_roof_text, estimate_text, percentile_text, roof_text
 from mpirunner.runfile.parts import LatencyStats, Summary
 from mpirunner.runfile.shown import peak_text
 
 
-# ------------------------------------------------------------------------------------- one file
-
 def headline(job):
     """The metadata of one file in two or three lines: what ran, where, when (fields a file lacks are left out)."""
-    a, first = job.attrs(), first_run(job)
-    first = first.attrs() if first is not None else {}
+    a, first = job.attrs(), first_attrs(job)
     hosts = (", ".join(text_value(list(job.hosts)).split("; ")) if job.hosts
              else ", ".join(sorted({text_value(rank.host) for rank in job.ranks} - {""})) or "?")
-    world = a.get("world_size", len(job.ranks))
     image_size = first.get("image_size", a.get("image_size"))
     what = [f"model {first.get('model', '?')}",
             f"precision {first.get('precision', '?')} ({first.get('dtype', a.get('dtype', '?'))})",
             f"data {first['data']}" if first.get("data") else "",
             f"image {image_size} px" if image_size else ""]
-    where = [f"backend {a.get('backend', '?')} on {a.get('device_name', '?')}", f"{world} rank(s) on {hosts}",
+    where = [f"backend {a.get('backend', '?')} on {a.get('device_name', '?')}",
+             f"{a.get('world_size', len(job.ranks))} rank(s) on {hosts}",
              f"launcher {job.launcher}" if job.launcher else "", f"created {a.get('created', '?')}"]
-    lines = [f"== {job.path}", "   " + ", ".join(part for part in what if part),
-             "   " + ", ".join(part for part in where if part)]
     provenance = [f"SLURM job {job.slurm_job_id}" if job.slurm_job_id else "",
                   f"mpirunner {job.versions['mpirunner']}" if job.versions.get("mpirunner") else "",
                   f"git {text_value(job.git_commit)[:12]}" if job.git_commit else "",
                   f"torch {job.versions['torch']}" if job.versions.get("torch") else ""]
-    if any(provenance):
-        lines.append("   " + ", ".join(part for part in provenance if part))
-    return "\n".join(lines)
+    return "\n".join([f"== {job.path}"] + ["   " + ", ".join(filter(None, parts))
+                                           for parts in (what, where, provenance) if any(parts)])
 
 
 def _finite(row, *keys):
@@ -63,8 +57,7 @@ def _latency_estimate(row, name):
 
 
 def interval_line(row):
-    """'95% CI: throughput x [low, high] samples/s, p50 x [low, high] ms, p99 ...' (`x ± h` when symmetric),
-    with n/a and the reason for what the run could not give."""
+    """'95% CI: throughput x [low, high] samples/s, p50 ..., p99 ...', n/a with its reason."""
     if not any(key.endswith("_ci95_low") for key in row) and not row.get("ci_unavailable"):
         return ""  # an older file without intervals
     summary = row.run.summary or Summary()
@@ -129,13 +122,7 @@ def run_table(rows):
                      ([scenario_table(scenario)] if scenario else []))
 
 
-def _cell(value, spec, width, missing="-"):
-    return f"{value:>{width}{spec}}" if finite_number(value) else f"{missing:>{width}}"
-
-
-# (title, row key, width, spec) of a single-stream or server run: the loads (queries/s, all ranks), the achieved
-# rate in samples/s (the runner's `throughput:`), query latency from the scheduled arrival (percentiles by the one
-# rule: n/a with too few queries), the judged percentile's 99% upper bound and whether it kept the bound.
+# (title, row key, width, spec) of a single-stream or server run: the loads, the achieved rate, query latency.
 SCENARIO_COLUMNS = (("batch", "batch_size", 5, ""), ("target QPS", "target_qps", 10, ".1f"),
                     ("offered QPS", "offered_qps", 11, ".1f"), ("QPS", "achieved_qps", 7, ".1f"),
                     ("samples/s", "throughput", 10, ".2f"), ("query p50 ms", "query_latency_p50", 12, ".3f"),
@@ -151,15 +138,15 @@ def point_label(row):
 
 
 def scenario_table(rows):
-    """The table of single-stream and server runs (one row per point of a peak search), then per point: its
-    query percentiles with their intervals, its batch latency (the batches formed, under its own name), the
-    verdict's reasons; and the search's peak with its interval."""
+    """Single-stream and server runs (a row per point of a peak search), then per point its query percentiles with
+    their intervals, its batch latency and verdict; and the search's peak."""
     lines = ["  ".join(f"{title:>{width}}" for title, _key, width, _spec in SCENARIO_COLUMNS) + "  within  valid"]
     notes = []
     for row in rows:
         within = row.get("within_bound")
-        lines.append("  ".join(_cell(row.get(key), spec, width, "n/a" if key.startswith(("query_latency_p", "bound_l"))
-                                     else "-") for _title, key, width, spec in SCENARIO_COLUMNS)
+        lines.append("  ".join(number_text(row.get(key), spec, width,
+                                           "n/a" if key.startswith(("query_latency_p", "bound_l")) else "-")
+                               for _title, key, width, spec in SCENARIO_COLUMNS)
                      + f"  {'-' if within is None else 'yes' if within else 'NO':>6}"
                      + f"  {'yes' if row['valid'] else 'NO':>5}")
         label, summary = point_label(row), row.run.summary or Summary()
@@ -169,15 +156,20 @@ def scenario_table(rows):
                                              summary.ci_unavailable, name)
                                if finite_number(row.get(name)) else "n/a") for q, name in names.items()]
         notes.append(f"   {label}: {row.get('queries')} queries, 95% CI: query {', '.join(queries)} ms")
-        notes.append(f"   {label}: batch latency ms: p50 {percentile_text(_latency(row), 'p50')}"
-                     f"  p99 {percentile_text(_latency(row), 'p99')}  mean {_cell(row.get('latency_mean'), '.3f', 0)}")
-        if not row["valid"] or row["validity_reason"]:
-            verdict = "valid" if row["valid"] else "INVALID"
-            notes.append(f"   {label}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
+        notes.append(f"   {label}: batch latency ms: p50 {percentile_text(_latency(row), 'p50')}  p99 "
+                     f"{percentile_text(_latency(row), 'p99')}  mean {number_text(row.get('latency_mean'), '.3f')}")
+        notes += _verdict_note(label, row)
     peaks = {peak_text(row.run.scenario.peak_qps, row.run.scenario.peak_qps_high) for row in rows} - {""}
     notes += [f"   peak search: {'the peak lies in ' if peak.startswith('[') else 'peak '}{peak} (the highest "
               f"load that passed: valid, its percentile's upper bound within the bound)" for peak in sorted(peaks)]
     return "\n".join(lines + notes)
+
+
+def _verdict_note(label, row):
+    """['   batch 4: INVALID: reasons'] for an INVALID run or one with reasons stored, else []."""
+    if row["valid"] and not row["validity_reason"]:
+        return []
+    return [f"   {label}: {'valid' if row['valid'] else 'INVALID'}: {row['validity_reason'] or 'no reason stored'}"]
 
 
 def offline_table(rows):
@@ -198,9 +190,7 @@ def offline_table(rows):
             except (ValueError, TypeError):
                 cells.append(f"{str(value) or '-':>{width}}")
         lines.append("  ".join(cells))
-        if not row["valid"] or row["validity_reason"]:
-            verdict = "valid" if row["valid"] else "INVALID"
-            notes.append(f"   batch {row['batch_size']}: {verdict}: {row['validity_reason'] or 'no reason stored'}")
+        notes += _verdict_note(f"batch {row['batch_size']}", row)
         for extra in (interval_line(row), flops_line(row), *accuracy_lines(row.run.accuracy)[:1]):
             if extra:
                 notes.append(f"   batch {row['batch_size']}: {extra}")
@@ -230,29 +220,25 @@ def rank_table(job, run):
         mark = "  <- slowest" if index == slowest else ""
         lines.append(f"   {index:>4}  {text_value(info.get('host', '?')) or '?':<16} {numa!s:>4}  "
                      f"{text_value(info.get('cpus', '-')) or '-':<14} {rate:>12.2f}  {versus}  {step_ms:>11.3f}"
-                     f"  {_cell(p50, '.3f', 10, 'n/a')}  {_cell(p99, '.3f', 10, 'n/a')}{mark}")
+                     f"  {number_text(p50, '.3f', 10, 'n/a')}  {number_text(p99, '.3f', 10, 'n/a')}{mark}")
     return "\n".join(lines)
 
 
 def terminal_histogram(latency_seconds, width=50, max_rows=40):
     """Latency histogram as text: log-spaced bins (ms), a bar per bin, its count, and p50/p90/p99/p99.9 markers."""
-    values = np.asarray(latency_seconds, dtype=np.float64)
-    values = values[np.isfinite(values) & (values > 0)]
+    values, counts, edges = latency_bins(latency_seconds, max_rows)
     if values.size == 0:
         return "   (no latencies)"
-    decades = max(np.log10(values.max() / values.min()), 1e-9)
-    counts, edges = stats.log_histogram(values, bins_per_decade=int(max(1, min(20, max_rows // max(decades, 1)))))
     markers = {name: np.percentile(values, q) for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))
                if stats.enough_for_percentile(values.size, q)}  # the one percentile rule (runfile/shown.py)
     tallest = max(int(counts.max()), 1)
     lines = [f"   latency histogram, {values.size} micro-batches, log bins (ms):"]
     index = 0
     while index < len(counts):
-        empty_end = index
-        while empty_end < len(counts) and counts[empty_end] == 0:
-            empty_end += 1
+        filled = np.flatnonzero(counts[index:])
+        empty = int(filled[0]) if filled.size else len(counts) - index  # empty bins from here on
         # a long gap of empty bins is one row, so a few outliers do not scroll the screen
-        following = empty_end if empty_end - index >= 3 else index + 1
+        following = index + empty if empty >= 3 else index + 1
         low, high = edges[index], edges[following]
         last = following == len(counts)
         inside = [name for name, value in markers.items() if low <= value < high or (last and value == high)]
@@ -267,17 +253,12 @@ def terminal_histogram(latency_seconds, width=50, max_rows=40):
 
 def file_text(job, runs, rows, ranks=False, histogram=False):
     """Everything `mpirunner-report FILE` prints for one file: headline, run table, --ranks and --histogram."""
-    parts = [headline(job)]
-    if not rows:
-        parts.append("   (no runs stored)")
-    else:
-        parts.append(run_table(rows))
+    parts = [headline(job), run_table(rows) if rows else "   (no runs stored)"]
     for run in runs:
         if ranks:
             parts.append(rank_table(job, run))
         if histogram:
-            parts.append(f"   batch {run.point.batch_size}:")
-            parts.append(terminal_histogram(run_latency(run)))
+            parts += [f"   batch {run.point.batch_size}:", terminal_histogram(run_latency(run))]
     return "\n".join(parts) + "\n"
 
 
@@ -287,15 +268,12 @@ def failed_runs_text(job):
                      f"({job.path})" for run in job.failed_runs)
 
 
-# --------------------------------------------------------------------------------------- compare
-
 SHOWN = {"regressed": "REGRESSED", "invalid-new": "INVALID (new)", "excluded-invalid": "excluded (base INVALID)",
          "different-configuration": "DIFFERENT CONFIGURATION (not judged)"}
 
 
 def pair_verdict_text(pair):
-    """'same (below the 10% noise floor)', 'REGRESSED (beyond run-to-run noise of 3+3 runs: ±3.2%)': the verdict and
-    which test decided it."""
+    """'REGRESSED (beyond run-to-run noise of 3+3 runs: ±3.2%)': the verdict and which test decided it."""
     shown = SHOWN.get(pair.status, pair.status)
     return f"{shown} ({pair.reason})" if pair.reason else shown
 
@@ -316,9 +294,7 @@ def side_text(name, datas):
 
 
 def format_comparison(bases, news, results, threshold_percent, noise_floor_percent):
-    """The comparison as a table: throughput and latency ratios (NEW/BASE), the ratio that decided with its
-    interval, the quantity that decided, the verdict and what decided it; INVALID runs marked; notes under it."""
-    bases, news = (side if isinstance(side, list) else [side] for side in (bases, news))
+    """The comparison as a table (ratios NEW/BASE, the one that decided, the verdict), notes under it."""
     lines = [side_text("base", bases), side_text("new", news),
              f"regressed = the quantity that decided is more than {threshold_percent:g}% worse in NEW, its "
              f"{100 * CONFIDENCE:.0f}% bootstrap interval lies wholly on the worse side of 1, and the change is beyond "
@@ -360,8 +336,7 @@ def format_comparison(bases, news, results, threshold_percent, noise_floor_perce
 
 
 def comparison_conclusion(results):
-    """The last line of a comparison: REGRESSION, different configurations, INVALID pair(s), nothing judged, or
-    no regression."""
+    """The last line of a comparison: REGRESSION, different configurations, INVALID, or no regression."""
     def sizes(status):
         return ", ".join(str(r["batch_size"]) for r in results if r["regression_verdict"] == status)
 

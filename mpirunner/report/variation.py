@@ -1,21 +1,6 @@
-"""Whether two runs are the same measurement, and how much a measurement moves: compare's and trends' noise.
-
-- The configuration key of a run: every setting that changes WHAT is measured, read from its file's
-  attributes and the settings the runner stored as YAML (root `config`). Settings that change how LONG a run
-  measures (--iterations, --min-duration, --until-stable, warm-up, --max-cv), where it writes, its seed and
-  test-only settings are not part of it. A field a file lacks (an older file) is UNKNOWN ('?') and an unknown
-  value never counts as a difference. Trends (`summary --by`) pair runs by it; `compare` judges nothing when
-  it differs (exit 7).
-- Between-run variation: a rerun is a new process, a new memory layout, a new moment of a shared host; one
-  value per file (compare.py: the median step time per sample) is compared on a log scale, so a spread reads
-  as a percentage: groups of runs on each side give the difference of the means with a Welch t interval (a
-  side with one file borrows the other side's spread: the prediction interval of that one run, what trends
-  use against the earlier runs); one run per side measures no spread, and a difference must exceed
-  NOISE_FLOOR_PERCENT (a minimum effect size, as criterion.rs's noise threshold).
-- Within-run noise: the seeded bootstrap of a median ratio. The resampling depends only on the seed and the
-  sizes, so it is drawn as counts once per (seed, sizes) and kept for the next pair of the same sizes; each
-  resample's median is read from the counts, exactly np.median of the resampled values.
-numpy only (no scipy, no h5py): the t quantiles come from a table.
+"""Whether two runs are the same measurement (the configuration key) and how much a measurement moves: the
+between-run spread (Welch t interval, else NOISE_FLOOR_PERCENT) and the within-run bootstrap of a median ratio
+(docs/methodology-and-validity.md, "Between-run variation"). numpy only: the t quantiles come from a table.
 """
 import functools
 import math
@@ -23,18 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The smallest change between ONE run and ONE other run that counts, in percent (docs/methodology-and-validity.md,
-# "Between-run variation"): --noise-floor's default, declared with the flag.
-from mpirunner.options import NOISE_FLOOR_PERCENT  # noqa: F401
+from mpirunner.options import NOISE_FLOOR_PERCENT  # noqa: F401 (--noise-floor's default, declared with the flag)
 from mpirunner.runfile.names import parse_settings
 
 
-# ------------------------------------------------------------------------ configuration key
-
 UNKNOWN = "?"
 
-# (key, sources in order): 'run' = the run group's attributes, 'root' = the file's, 'settings' = the stored
-# settings (root `config`). The first source that has the field gives its value.
+# (key, sources in order: the run group's attributes, the file's, the stored settings); the first that has it counts.
 FIELDS = (
     ("model", ("run:model", "settings:model")),
     ("weights", ("settings:weights",)),
@@ -70,15 +50,10 @@ FIELDS = (
     ("max_batch_wait_ms", ("run:max_batch_wait_ms", "settings:max_batch_wait_ms")),
 )
 KEY_NAMES = tuple(name for name, _sources in FIELDS)
-# The fields `compare` lets differ: a different world size is a scaling question it answers on whole-job
-# throughput (trends keep them apart all the same).
-SCALING = ("world_size",)
-# What summary.read_file must read besides its table's attributes for the key (each read costs ~0.1 ms);
-# the stored settings (root `config`) it reads on its own.
-ROOT_ATTRS = ("image_size", "dtype", "half_partial_used", "normalization_location_used", "world_size",
-              "backend", "device_name")
-RUN_ATTRS = ("model", "image_size", "precision", "dtype", "data", "batch_size", "device_iterations",
-             "local_replicas", "scenario", "target_qps", "max_batch_wait_ms")
+SCALING = ("world_size",)  # what `compare` lets differ, judged on whole-job throughput (trends keep them apart)
+# What rows.read_file must read besides its table's attributes for the key (the stored settings it reads on its own).
+ROOT_ATTRS = tuple(place[len("root:"):] for _name, places in FIELDS for place in places if place.startswith("root:"))
+RUN_ATTRS = tuple(place[len("run:"):] for _name, places in FIELDS for place in places if place.startswith("run:"))
 
 
 def key_value(value):
@@ -103,25 +78,19 @@ def key_value(value):
 
 
 def configuration_key(root, run):
-    """{key: value text} in FIELDS order: what this run measured (root: the file's attributes, run: the run group's)."""
+    """{key: value text} in FIELDS order from the file's (root) and the run group's attributes."""
     sources = {"run": run or {}, "root": root or {}, "settings": parse_settings((root or {}).get("config", ""))}
     key = {}
     for name, places in FIELDS:
-        key[name] = UNKNOWN
-        for place in places:
-            where, field = place.split(":")
-            if field in sources[where]:
-                key[name] = key_value(sources[where][field])
-                break
+        values = [sources[where][field] for where, field in (place.split(":") for place in places)
+                  if field in sources[where]]
+        key[name] = key_value(values[0]) if values else UNKNOWN
     return key
 
 
 def key_differences(base_keys, new_keys, ignore=()):
-    """(name, base values, new values) for each field whose KNOWN values are not all one; unknowns never differ.
-
-    base_keys, new_keys: lists of keys (one per file of each side); values are joined with '/' when a side mixes.
-    ignore: fields not checked (compare: SCALING, which it judges on whole-job throughput).
-    """
+    """(name, base values, new values) for each field, but `ignore`, whose KNOWN values over the keys of both sides
+    (one per file) are not all one; a side's mixed values are joined with '/'."""
     differences = []
     for name in (name for name in KEY_NAMES if name not in ignore):
         base = _known(key.get(name, UNKNOWN) for key in base_keys)
@@ -147,8 +116,6 @@ def merged(first, second):
             for name in KEY_NAMES}
 
 
-# ------------------------------------------------------------------ between-run variation
-
 HISTORY_RUNS = 10  # trends: a new run is judged against at most this many earlier valid runs
 
 # Two-sided 95% Student t quantiles (0.975) by degrees of freedom; between entries, linear in 1/df.
@@ -173,11 +140,8 @@ def t_quantile_95(df):
 
 @dataclass
 class Spread:
-    """The between-run comparison of one rank (or the whole job): NEW/BASE of the file values' geometric means.
-
-    ratio, low, high: that ratio and its 95% between-run interval (NaN ends when no spread was measured:
-    one run per side); percent: the interval's half-width in percent (±x%); base_runs, new_runs: files per side.
-    """
+    """NEW/BASE of the file values' geometric means (one rank or the whole job), its 95% between-run interval (NaN
+    ends with one run per side) and the interval's half-width in percent."""
 
     ratio: float
     low: float = float("nan")
@@ -192,7 +156,7 @@ class Spread:
 
 
 def between_runs(base_values, new_values):
-    """Spread of NEW against BASE from one positive value per file on each side (e.g. median s per sample)."""
+    """Spread of NEW against BASE from one positive value per file on each side (median s per sample)."""
     base = np.log(np.asarray(base_values, dtype=np.float64))
     new = np.log(np.asarray(new_values, dtype=np.float64))
     n_base, n_new = base.size, new.size
@@ -229,8 +193,6 @@ def spread_text(percent):
     return f"±{percent:.1f}%" if percent < 999.95 else "±>999%"
 
 
-# ----------------------------------------------------------------- within-run bootstrap
-
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 CHUNK_ELEMENTS = 2_000_000  # bounds the memory of one block of resamples
@@ -243,12 +205,8 @@ def resampled_medians(values, rng, resamples=RESAMPLES):
 
 
 def _draw_counts(rng, size, resamples):
-    """The resamples of `size` values as counts, block by block (a generator: one block in memory at a time).
-
-    A block is [size, rows]: how often each value was drawn in each resample. The draws are
-    rng.integers in blocks of CHUNK_ELEMENTS, as the plain bootstrap drew them, so the intervals
-    are those of np.median over values[picks].
-    """
+    """The resamples of `size` values as counts, one [size, rows] block at a time: how often each value was drawn in
+    each resample, from rng.integers drawn as the plain bootstrap draws them (the same intervals)."""
     rows_per_block = max(1, CHUNK_ELEMENTS // max(size, 1))
     done = 0
     while done < resamples:
@@ -261,10 +219,8 @@ def _draw_counts(rng, size, resamples):
 
 
 def _medians(values, blocks):
-    """The median of each resample, from its counts: exactly np.median of the resampled values, without sorting them.
-
-    In value order, a row's k-th smallest value is the first whose running count exceeds k.
-    """
+    """The median of each resample, exactly np.median of the resampled values, from its counts without sorting: in
+    value order, a row's k-th smallest value is the first whose running count exceeds k."""
     order = np.argsort(values, kind="stable")
     ordered = values[order]
     middle = [(values.size - 1) // 2, values.size // 2]  # the same index twice for an odd count
@@ -284,11 +240,7 @@ def _pair_counts(seed, resamples, new_size, base_size):
 
 
 def time_ratio_interval(base_values, new_values, seed=0, resamples=RESAMPLES, confidence=CONFIDENCE):
-    """(median ratio NEW/BASE, interval low, interval high) of per-sample step time, by seeded bootstrap.
-
-    The resampling depends only on the seed and the sizes, so it is drawn once per (seed, sizes)
-    and kept for the next pair of the same sizes (a trend's steps); large ones are drawn each time.
-    """
+    """(median ratio NEW/BASE, low, high) of per-sample step time by seeded bootstrap (cached per sizes)."""
     if isinstance(seed, int) and (new_values.size + base_values.size) * resamples <= CACHED_ELEMENTS:
         new_counts, base_counts = _pair_counts(seed, resamples, new_values.size, base_values.size)
         ratios = _medians(new_values, new_counts) / _medians(base_values, base_counts)
