@@ -36,16 +36,14 @@ def gather_timings(world, timings):
 
 
 def rank_values_row(host, barrier_wait_seconds, source, report):
-    """This rank's entry of Gathered.rank_values: its host, its barrier wait, its input pool
-    (source: a data.py input source) and its backend's per-rank values (report: backend.run_report)."""
+    """This rank's entry of Gathered.rank_values (source: a data.py input source, report: backend.run_report)."""
     return {"host": host, "barrier_wait_seconds": barrier_wait_seconds, "pool_steps": len(source.pool),
             "pool_bytes": source.pool_bytes, **report.per_rank}
 
 
 @dataclass
 class Gathered:
-    """What every rank measured, on rank 0: timings ([ranks, ...] step_seconds, step_start, batch_latency and
-    compile_seconds [ranks]), one rank_values_row per rank, and how the steps were counted."""
+    """What every rank measured, on rank 0: gather_timings' arrays, one rank_values_row per rank, the step counts."""
 
     timings: Dict[str, np.ndarray]
     rank_values: List[dict]
@@ -57,8 +55,7 @@ class Gathered:
 
 @dataclass
 class DeviceFacts:
-    """What the device says about the run: its report (rank 0's attrs), whether batch latency is device time,
-    the model's FLOPs per sample and the measured roofs (roofline.Roofs, --measure-peak) or None."""
+    """What the device says about the run (roofs: roofline.Roofs with --measure-peak, else None)."""
 
     attrs: dict
     latency_is_device_time: bool
@@ -78,8 +75,7 @@ class Judging:
 
 @dataclass
 class ScenarioRecord:
-    """A single-stream or server run's queries (every rank's, one entry per query) and their summary
-    (scenarios.summarize_queries, with intervals); stored as the run group's `queries/` datasets."""
+    """A single-stream or server run's queries (every rank's; the `queries/` datasets) and their summary attrs."""
 
     attrs: dict
     queries: Dict[str, np.ndarray]

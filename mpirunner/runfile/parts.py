@@ -22,8 +22,7 @@ def as_tuple(value):
 
 
 def make(cls, values):
-    """cls from a nested {field: value} dict of names.split_attrs (None when the part stored nothing): nested parts
-    made the same way, stored lists as tuples."""
+    """cls from a nested {field: value} dict of names.split_attrs (None when the part stored nothing)."""
     if values is None:
         return None
     made = {}

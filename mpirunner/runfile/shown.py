@@ -37,11 +37,10 @@ def needs_text(names=("p50", "p90", "p99")):
     """The footnote of an n/a percentile: 'too few values for that percentile (a p50 needs 7, a p90 44, ...)'."""
     from mpirunner import stats
 
-    counts = [f"{name} {stats.minimum_count(stats.PERCENTILES[name])}" for name in names]
-    first, *rest = counts
-    return (f"too few values for that percentile (a {first.replace(' ', ' needs ', 1)}"
-            + "".join(f", a {text}" for text in rest)
-            + f": {100 * stats.PERCENTILE_CONFIDENCE:g}% confidence that the largest value bounds it)")
+    counts = [f"a {name} {'needs ' if index == 0 else ''}{stats.minimum_count(stats.PERCENTILES[name])}"
+              for index, name in enumerate(names)]
+    return (f"too few values for that percentile ({', '.join(counts)}: "
+            f"{100 * stats.PERCENTILE_CONFIDENCE:g}% confidence that the largest value bounds it)")
 
 
 def scenario_of(run):

@@ -153,8 +153,8 @@ def sweep_table(runs):
             label = f"batch {point.batch_size}" + (f" at {cells[1]} QPS" if scenario and cells[1] != "-" else "")
             invalid += [f"  {label}: {reason}" for reason in reasons or ["no reason stored"]]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    lines = ["", "  ".join(cell.rjust(width) for cell, width in zip(header[:-1], widths)) + "  verdict"]
-    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
+    lines = [""] + ["  ".join(cell.rjust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1]
+                    for row in [header, *rows]]
     if unavailable:
         lines += _wrapped("* no 95% interval: " + "; ".join(unavailable), "  ")
     if any(cell == "n/a" for row in rows for cell in row):
