@@ -55,8 +55,7 @@ def build_network(config):
     if not is_efficientnet(name) and (group_dim != 1 or expand_ratio != DEFAULT_EXPAND_RATIO):
         raise UsageError(f"--efficientnet-group-dim / --efficientnet-expand-ratio apply to efficientnet-b0..b7 only "
                          f"(this run's model is {config.model})")
-    ratio = efficientnet_expand_ratio(expand_ratio) if expand_ratio != DEFAULT_EXPAND_RATIO else contextlib.nullcontext()
-    with ratio:
+    with efficientnet_expand_ratio(expand_ratio) if expand_ratio != DEFAULT_EXPAND_RATIO else contextlib.nullcontext():
         network = build_model(config.model)
     set_depthwise_group_dim(network, group_dim)
     swap_norm_layers(network, config.norm_type, config.norm_num_groups, config.norm_eps)
@@ -80,7 +79,8 @@ def build_benchmark_model(config, half_dtype):
         log.warning("--eight-bit-io: inputs are uint8 and are normalised on the device; "
                     "--normalization-location host switched to device")
     if config.norm_type != "group" and not (config.is_default("norm_num_groups") and config.is_default("norm_eps")):
-        log.warning("--norm-num-groups / --norm-eps are used only with --norm-type group (this run: %s)", config.norm_type)
+        log.warning("--norm-num-groups / --norm-eps are used only with --norm-type group (this run: %s)",
+                    config.norm_type)
     location = normalization_location(config)
     network = build_network(config)
     image_size = config.image_size or default_resolution(config.model)

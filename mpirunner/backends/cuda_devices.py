@@ -41,11 +41,8 @@ def gpu_index_for_rank(local_rank, device_count):
 
 
 def plan_gpus(views, allow_sharing):
-    """Each rank's GPU index (in rank order), identical on every rank given the same views.
-
-    UsageError when a rank sees no GPU, or, without --allow-gpu-sharing, when two ranks of one host
-    would use the same GPU (more local ranks than visible GPUs).
-    """
+    """Each rank's GPU index (in rank order), identical on every rank given the same views. UsageError when a rank
+    sees no GPU, or, without --allow-gpu-sharing, when two ranks of one host would use the same GPU."""
     for view in views:
         if not view.visible:
             reason = f" ({view.no_gpu_reason})" if view.no_gpu_reason else ""
@@ -123,10 +120,9 @@ def cuda_driver_api_version():
     return ""
 
 
-def gpu_identity(properties, pci):
+def gpu_identity(properties):
     """A string naming one physical GPU (or MIG instance) on its host: its UUID, else its PCI id."""
-    uuid = getattr(properties, "uuid", None)
-    return str(uuid) if uuid else (pci or properties.name)
+    return str(properties.uuid) if getattr(properties, "uuid", None) else (pci_id(properties) or properties.name)
 
 
 def local_gpu_view(world):
@@ -136,6 +132,5 @@ def local_gpu_view(world):
         build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         reason = f"torch {torch.__version__}, {build}: torch.cuda.is_available() is False; {visibility}"
         return GpuView(world.rank, world.host, world.local_rank, world.local_size, (), visibility, reason)
-    properties = [torch.cuda.get_device_properties(index) for index in range(torch.cuda.device_count())]
-    visible = tuple(gpu_identity(gpu, pci_id(gpu)) for gpu in properties)
+    visible = tuple(gpu_identity(torch.cuda.get_device_properties(index)) for index in range(torch.cuda.device_count()))
     return GpuView(world.rank, world.host, world.local_rank, world.local_size, visible, visibility)

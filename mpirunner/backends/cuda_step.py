@@ -63,12 +63,9 @@ def graph_events_supported():
 
 
 class CudaStep:
-    """One batch size's step on this rank's GPU; call it with one step's input (host or device tensor).
-
-    Returns (outputs in pinned host memory, valid until the next call; seconds of each micro-batch).
-    With `overlap` the outputs of a host input are those of the previous call's input (output_lag_steps = 1);
-    a device tensor is always computed at once (how --check-outputs hands its input over).
-    """
+    """One batch size's step on this rank's GPU: step(host or device tensor) -> (outputs in pinned host memory, valid
+    until the next call; seconds of each micro-batch). With `overlap` a host input's outputs come one call later
+    (output_lag_steps = 1); a device tensor (how --check-outputs hands its input over) is computed at once."""
 
     def __init__(self, forward_module, batch_size, example_input, device, memory_format=torch.contiguous_format,
                  overlap=True, use_graphs=False, graph_pool=None, runtime=None):

@@ -116,7 +116,8 @@ class IpuBackend(Backend):
         self.engine_options = {"opt.internalExchangeOptimisationTarget": config.exchange_memory_target,
                                **REFERENCE_ENGINE_OPTIONS}
         if config.data == "synthetic" and world.is_root:
-            log.warning("--data synthetic on IPU: no host IO, so latency values are not meaningful (marked in the file)")
+            log.warning("--data synthetic on IPU: no host IO, so latency values are not meaningful "
+                        "(marked in the file)")
         self.model = None
         self.inference_model = None
         self.compile_seconds = {}

@@ -27,13 +27,11 @@ def default_cache_path():
 def init_popdist(popdist):
     """Initialise popdist's backend once, where the SDK has it (3.x, after mpi4py's MPI_Init); returns what
     happened, for the record."""
-    init = getattr(popdist, "init", None)
-    if init is None:
+    if not hasattr(popdist, "init"):
         return "absent (SDK 2.x)"
-    is_initialised = getattr(popdist, "isBackendInitialized", None)
-    if is_initialised is not None and is_initialised():
+    if getattr(popdist, "isBackendInitialized", lambda: False)():
         return "already initialised"
-    init()
+    popdist.init()
     return "called after MPI_Init"
 
 
@@ -152,8 +150,7 @@ def warn_if_cache_not_shared(world, cache_path):
         try:
             os.makedirs(cache_path, exist_ok=True)
             marker = os.path.join(cache_path, f".mpirunner-shared-{os.getpid()}-{os.urandom(4).hex()}")
-            with open(marker, "w"):
-                pass
+            open(marker, "w").close()
         except OSError:  # not writable: poptorch says so when it compiles; no rank may wait here
             marker = ""
     marker = world.bcast(marker)  # after rank 0 wrote it
