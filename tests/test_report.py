@@ -440,10 +440,11 @@ def test_run_block_lines_for_invalid_runs_windows_peak_and_no_device_time():
 
 
 def test_sweep_table_one_row_per_run_with_intervals_and_verdict():
-    table = runner_sweep.format_sweep_table([_block_attrs(), _block_attrs(batch_size=16, samples_per_step=32,
-                                                                          valid=False, validity_reason="too short")])
+    table = runner_sweep.sweep_table([_block_attrs(), _block_attrs(batch_size=16, samples_per_step=32,
+                                                                   valid=False, validity_reason="too short")])
     lines = table.splitlines()
     assert lines[0] == "" and lines[1].split()[:2] == ["batch", "samples/step"]
     assert lines[2].split() == ["8", "16", "1234.57", "±", "10.00", "1240.00", "2.000", "±", "0.100", "4.000", "±",
                                 "0.200", "3.1", "VALID"]
-    assert lines[3].split()[:2] == ["16", "32"] and lines[3].endswith("INVALID: too short")
+    assert lines[3].split()[:2] == ["16", "32"] and lines[3].endswith("INVALID (1)")
+    assert lines[4:] == ["INVALID runs, why:", "  batch 16: too short"]

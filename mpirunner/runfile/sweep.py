@@ -1,15 +1,11 @@
-"""Rank 0's file during a sweep: the runs kept so far (earlier ones too, with --resume), written after each size,
-what happens when a size fails or the disk does (docs/failure-behaviour.md), and the sweep table at the end.
-"""
-import logging
+"""Rank 0's file during a sweep: the runs kept so far (earlier ones too, with --resume), written after each size
+(docs/failure-behaviour.md: a failed size, a full disk), and the sweep table at the end."""
 import textwrap
 
 from mpirunner.errors import SweepCutShort, WriteFailed
 from mpirunner.runfile import shown
 from mpirunner.runfile.block import (TABLE_WIDTH, as_run, format_failed_run, format_run_block, latency_estimate,
                                      query_estimate, text_value, throughput_estimate, verdict_text)
-
-log = logging.getLogger("mpirunner")
 
 
 class SweepFile:
@@ -18,8 +14,7 @@ class SweepFile:
     def __init__(self, path, job, earlier, guard):
         self.path, self.guard = path, guard
         self.job, self.runs = job, {}
-        self.write_error = None
-        self.failure = None
+        self.write_error = self.failure = None
         if earlier is not None:
             self.job = earlier.resumed_job(job)
             self.runs = dict(earlier.runs)
@@ -67,9 +62,6 @@ class SweepFile:
         return [f"{name} ({verdict_text(run)})" for name, run in sorted(self.runs.items())
                 if not run.failed and not run.verdict.valid]
 
-    def measured(self):
-        return [run for _name, run in sorted(self.runs.items()) if not run.failed]
-
 
 class Keeper:
     """Rank 0's hand-off from measuring to the file: keep(run), amend(names, attrs) of runs already kept."""
@@ -92,8 +84,7 @@ def after_each_size(world, guard, sweep):
 
 
 def _estimate_cell(text, unavailable):
-    """An estimate with its 95% interval; an interval that is not available becomes a `*` mark and its reason
-    goes to `unavailable` (one footnote under the table)."""
+    """An estimate with its 95% interval, or a `*` mark with its reason in `unavailable` (one footnote)."""
     if " (interval n/a" not in text:
         return text
     value, reason = text.split(" (interval n/a", 1)
@@ -122,8 +113,7 @@ def _scenario_row(run, unavailable):
     """A single-stream or server point: the loads, the achieved rate, query percentiles (runfile/shown.py)."""
     scenario, summary = shown.scenario_of(run), run.summary
     percentiles = [_estimate_cell(query_estimate(scenario, summary, q), unavailable) for q in (50, 99)]
-    within = shown.within_bound(scenario)
-    upper = shown.upper_bound(scenario)
+    within, upper = shown.within_bound(scenario), shown.upper_bound(scenario)
     return (str(run.point.batch_size), _number(scenario.target_qps, ".1f"), _number(scenario.offered_qps, ".1f"),
             _number(scenario.achieved_qps, ".1f"), f"{summary.throughput:.2f}", *percentiles,
             "n/a" if upper is None and within is not None else _number(upper, ".3f"),
@@ -137,8 +127,7 @@ SCENARIO_HEADER = ("batch", "target QPS", "offered QPS", "QPS", "samples/s", "qu
 
 
 def sweep_table(runs):
-    """The sweep summary: one row per batch size (or load of a scenario run), then the reasons of every INVALID run,
-    and footnotes for the intervals not available and the n/a percentiles."""
+    """One row per batch size (or load of a scenario run), footnotes, then the reasons of every INVALID run."""
     runs = [as_run(run) for run in runs]
     scenario = any(shown.scenario_of(run) is not None for run in runs)
     header = SCENARIO_HEADER if scenario else OFFLINE_HEADER
@@ -164,24 +153,10 @@ def sweep_table(runs):
     return "\n".join(lines)
 
 
-def format_sweep_table(runs):
-    """A sweep summary with fixed columns: one row per batch size, every estimate with its 95% CI, the verdict."""
-    lines = ["",
-             " batch  samples/step    throughput (samples/s)  sum of ranks        lat p50 ms        lat p99 ms  "
-             "max cv%  verdict"]
-    for run in map(as_run, runs):
-        point, summary = run.point, run.summary
-        cv_max = summary.step_cv_rank_max if summary.step_cv_rank_max is not None else summary.step_cv
-        lines.append(f"{point.batch_size:6d}  {point.samples_per_step:12d}  {throughput_estimate(summary):>24s}  "
-                     f"{summary.throughput_sum:12.2f}  {latency_estimate(summary, 'p50'):>16s}  "
-                     f"{latency_estimate(summary, 'p99'):>16s}  {100 * cv_max:7.1f}  {verdict_text(run)}")
-    return "\n".join(lines)
-
-
 def finish(world, sweep, path, compile_only_text):
     """Rank 0 prints the sweep table and where the file is; every rank raises SweepCutShort after a failed size."""
     if world.is_root and sweep.runs:
-        measured = sweep.measured()
+        measured = [run for _name, run in sorted(sweep.runs.items()) if not run.failed]
         if measured:
             print(sweep_table(measured))
         print(f"results written to {path}", flush=True)
