@@ -1,6 +1,7 @@
 """The first screen: bad inputs a newcomer meets end in one line and exit 2, on every rank, with nothing written;
 an output file belongs to one job at a time; the sweep table stays readable."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,30 +85,33 @@ def test_a_second_job_on_a_running_jobs_output_exits_2_and_the_first_file_is_int
 
     output = tmp_path / "shared.h5"
     lock = tmp_path / "shared.h5.lock"
-    # the first job writes batch 1, then sleeps 45 s in the first call of batch 2 while the others try
+    # the first job writes batch 1, then sleeps in the first call of batch 2 while the others try; SIGTERM ends it
     command = [sys.executable, "-m", "mpirunner", *TINY, "--iterations", "3", "--batch-size", "1,2",
                "--output", str(output)]
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "MPIRUNNER_FAULT": "sleep:run=2:step=1:seconds=45"})
+                             env={**os.environ, "MPIRUNNER_FAULT": "sleep:run=2:step=1:seconds=300"})
     try:
         deadline = time.monotonic() + 120
         while not output.exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert output.exists() and lock.exists(), "the first job wrote no file"
+        owner = lock.read_text()
         for flag, ranks in (("--overwrite", 2), ("--resume", None)):  # a live owner beats both
             second = run_cli([*TINY, "--iterations", "3", "--output", output, flag], ranks=ranks)
             assert second.returncode == 2, second.stdout + second.stderr
             assert no_traceback(second)
             line = error_lines(second)[0]
             assert "another job" in line and f"pid {first.pid}" in line and "host " in line, line
-        assert first.poll() is None, "the first job ended before the second ones were tried: make it sleep longer"
-        out, err = first.communicate(timeout=300)
+        assert first.poll() is None, "the first job ended before the second ones were tried"
+        assert lock.read_text() == owner  # the second jobs left the first job's lock alone
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
             first.kill()
-    assert first.returncode in (0, 3), err  # 3: INVALID runs are still written
+    assert first.returncode == 128 + signal.SIGTERM, err
     runs = read_results(output)["runs"]
-    assert sorted(int(run["attrs"]["batch_size"]) for run in runs.values()) == [1, 2]
+    assert [int(run["attrs"]["batch_size"]) for run in runs.values()] == [1]  # the first job's run, intact
     assert not lock.exists()  # released when the first job ended
 
 

@@ -55,7 +55,8 @@ def test_single_stream_then_server_at_low_load_then_overload(tmp_path):
     for rank in range(2):
         np.testing.assert_allclose(np.sort(queries["scheduled"][queries["rank"] == rank]), expected[rank])
     assert server["offered_qps"] == pytest.approx(sum(len(e) for e in expected) / seconds)
-    assert server["offered_qps"] == pytest.approx(server["target_qps"], rel=0.01)
+    # each rank schedules round(its share x seconds) queries: at most half a query each from the target
+    assert abs(server["offered_qps"] - server["target_qps"]) * seconds <= 0.5 * 2 + 1e-9
     assert np.all(queries["end"] - queries["scheduled"] >= queries["end"] - queries["start"])
     done = int(np.count_nonzero(queries["served"] & (queries["end"] <= seconds)))
     assert server["completed_while_issuing"] == done
