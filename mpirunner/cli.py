@@ -1,17 +1,13 @@
-"""The command line: flags compatible with the reference run_benchmark.py, plus mpirunner's own.
-
-Only this module knows argparse. The flags themselves are declared in options.py; the parser is built
-from that table. Every flag is parsed with no default, so the namespace holds exactly what the user
-typed; config.py layers it over the named config and the defaults.
-Nothing heavy is imported here, so `--help` and config errors are instant.
-"""
+"""The command line (flags compatible with the reference run_benchmark.py), the only module that knows argparse.
+The parser is built from options.py's table with no defaults: config.py layers what was typed over the named
+config. Nothing heavy is imported here, so `--help` and config errors are instant."""
 import argparse
 import logging
 import sys
 import time
 
 from mpirunner import __version__
-from mpirunner.config import config_names, describe_configs, resolve_config
+from mpirunner.config import describe_configs, resolve_config
 from mpirunner.errors import InvalidRunError, SweepCutShort, UsageError, WriteFailed
 from mpirunner.options import ACTION, BOOL, CHOICE, FLOAT_KINDS, INT_KINDS, OPTIONS, VERSION
 
@@ -85,11 +81,8 @@ def build_parser():
 
 
 def _is_first_rank():
-    """Whether this process should print a usage error: rank 0, or any process outside MPI.
-
-    The launcher's declared rank comes first: when the launcher and MPI disagree (launcher.py), every
-    process is rank 0 of its own one-rank world, and only the launcher's rank 0 should speak.
-    """
+    """Whether this process prints a usage error: rank 0, or any process outside MPI. The launcher's rank comes
+    first: when it and MPI disagree (launcher.py), every process is rank 0 of its own one-rank world."""
     from mpirunner.mpi.launcher import declared_world
 
     declared = declared_world()
@@ -111,10 +104,6 @@ def _usage_error(error):
     return EXIT_USAGE
 
 
-def _configure_logging(level_name):
-    logging.basicConfig(level=getattr(logging, level_name.upper()), format="%(message)s", stream=sys.stderr)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -131,7 +120,7 @@ def main(argv=None):
         config = agree(lambda: resolve_config(given, argv=["python -m mpirunner"] + argv))
     except UsageError as error:
         return _usage_error(error)
-    _configure_logging(config.log_level)
+    logging.basicConfig(level=getattr(logging, config.log_level.upper()), format="%(message)s", stream=sys.stderr)
     from mpirunner.job import run_job  # heavy imports (torch, mpi4py) start here
 
     try:
@@ -148,6 +137,3 @@ def main(argv=None):
             print(f"mpirunner: {error}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     return 0
-
-
-__all__ = ["main", "build_parser", "config_names"]

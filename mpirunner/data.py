@@ -231,13 +231,6 @@ class TopKCounter:
 ACCURACY_PENDING_BYTES = 256 << 20  # outputs kept for counting after the timed steps, per rank
 
 
-def ring_plan(image_count, samples_per_step, step_bytes, limit_bytes):
-    """Steps in the real-data ring: one full cycle through the images (image_count / gcd steps), or as many
-    of its first steps as fit in `limit_bytes` (at least one)."""
-    cycle = image_count // math.gcd(image_count, samples_per_step)
-    return min(cycle, steps_within(step_bytes, limit_bytes))
-
-
 class RealInput(InputSource):
     """Decoded images staged before timing as a ring of ready steps (docs/input-path.md: the real-data ring).
     With labels it counts accuracy: a step's outputs are kept (a copy when the backend reuses its output buffer)
@@ -248,9 +241,9 @@ class RealInput(InputSource):
                  classes=()):
         self.samples_per_step = shape[0]
         self.images, self.dtype, self.location = images, dtype, location
-        per_sample = prepare_images(images[:1], dtype, location)
-        steps = ring_plan(images.shape[0], self.samples_per_step, tensor_bytes(per_sample) * self.samples_per_step,
-                          limit_bytes)
+        step_bytes = tensor_bytes(prepare_images(images[:1], dtype, location)) * self.samples_per_step
+        cycle = images.shape[0] // math.gcd(images.shape[0], self.samples_per_step)  # steps through every image once
+        steps = min(cycle, steps_within(step_bytes, limit_bytes))  # or as many of them as fit
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.ring, self.ring_labels = [], []
         for step in range(steps):

@@ -124,11 +124,6 @@ def plan_host(topology, local_size, cpus_per_rank=None, threads=None, preferred_
     return plans
 
 
-def plan_rank(topology, local_rank, local_size, cpus_per_rank=None, threads=None, preferred_nodes=None):
-    """This rank's plan: (node, CPU set, threads) from (topology, local rank, local size)."""
-    return plan_host(topology, local_size, cpus_per_rank, threads, preferred_nodes)[local_rank]
-
-
 def respect_launcher_binding(plan, start_cpus, topology, threads=None):
     """Keep a launcher's binding narrower than the planned share (e.g. `srun --cpu-bind=cores`)."""
     if len(start_cpus) >= len(plan.cpus):

@@ -2,6 +2,7 @@
 failing rank joins the size's next agreement point (World.agree after the guard's checkpoint), the collective
 every other rank reaches next, saying it failed, and every rank leaves the size there (SizeFailed)."""
 import traceback
+from contextlib import suppress
 
 from mpirunner.mpi.oom import is_out_of_memory, out_of_memory_reason
 from mpirunner.mpi.world import Failed as SizeFailed  # every rank's view of a size that failed on some rank
@@ -48,10 +49,9 @@ class SizeAgreement:
         return self.world.agree(make, keep=self._keep, failed=failed, value=value)
 
     def _keep(self, error):
-        if not is_out_of_memory(error):
-            return None
-        self.own_reason = out_of_memory_reason(error, self.world.rank, self.world.host)
-        return self.own_reason
+        if is_out_of_memory(error):
+            self.own_reason = out_of_memory_reason(error, self.world.rank, self.world.host)
+            return self.own_reason
 
     def barrier(self):
         self.agree()
@@ -62,10 +62,8 @@ class SizeAgreement:
 
     def fail(self):
         """This rank could not go on: meet the others at their next agreement point and make all leave."""
-        try:
+        with suppress(SizeFailed):
             self.agree(failed=self.own_reason or "failed")
-        except SizeFailed:
-            pass
 
     def stage(self, name, local, combine, gather=None, optional=False):
         """One stage after the timed steps, named in the failure line: local() on every rank, gathered to rank 0 (a

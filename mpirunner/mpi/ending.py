@@ -3,12 +3,11 @@ what the file keeps, then MPI_Abort ends every rank with the job's exit status."
 import os
 import sys
 import threading
-import time
 from contextlib import contextmanager
 
 EXIT_FAILED = 1      # an exception or a crash on some rank
 EXIT_TIMEOUT = 4     # a run exceeded --timeout
-ABORT_DELAY_SECONDS = 0.3  # a failing rank's last lines reach the job's log before MPI_Abort
+ABORT_DELAY_SECONDS = 0.3  # after world.abort's own pause: the launcher forwards a failing rank's traceback
 
 
 class JobEnd:
@@ -38,10 +37,7 @@ class JobEnd:
         """After an exception on this rank (already logged): end every rank of the job now."""
         if self.world.is_root and self.world.size > 1:
             print(f"mpirunner: ending the job; {self.kept_text()}", file=sys.stderr, flush=True)
-        if self.world.size > 1:
-            sys.stderr.flush()
-            time.sleep(ABORT_DELAY_SECONDS)  # the launcher forwards the traceback before MPI_Abort ends its relay
-        self.now(code)
+        self.now(code, pause=ABORT_DELAY_SECONDS)
 
     def from_root(self, event, code, running=lambda: None, consequence=""):
         """Rank 0, once a write in progress is done: one line with what happened, during which run (running(), read
@@ -56,12 +52,12 @@ class JobEnd:
                   flush=True)
             self.now(code)
 
-    def now(self, code):
+    def now(self, code, pause=0.0):
         from mpirunner.runfile.output import release_lock
 
         release_lock()  # the output's lock (runfile/output.py): the launcher may kill rank 0 before its exit handlers
         sys.stdout.flush()
         sys.stderr.flush()
         if self.world.size > 1:
-            self.world.abort(code)
+            self.world.abort(code, pause)
         os._exit(code)

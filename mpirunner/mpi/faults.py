@@ -107,7 +107,6 @@ class Faults:
             inject(fault, self.rank, self.host, self.run_index, None)
 
 
-def faults_from_environment(world, environ=None):
+def faults_from_environment(world):
     """Parse MPIRUNNER_FAULT for this rank (job.py agrees on a bad value across ranks, so none waits)."""
-    env = os.environ if environ is None else environ
-    return Faults(parse_fault(env.get(FAULT_VARIABLE)), world.rank, world.host)
+    return Faults(parse_fault(os.environ.get(FAULT_VARIABLE)), world.rank, world.host)

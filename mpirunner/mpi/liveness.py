@@ -127,18 +127,13 @@ def interface_addresses():
     found = []
     with suppress(OSError):
         found += socket.gethostbyname_ex(socket.gethostname())[2]
-    try:
+    with suppress(ImportError, OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         import fcntl
 
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            for _, name in socket.if_nameindex():
-                try:
-                    answer = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
-                except OSError:
-                    continue
+        for _, name in socket.if_nameindex():
+            with suppress(OSError):
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
                 found.append(socket.inet_ntoa(answer[20:24]))
-    except (ImportError, OSError):
-        pass
     return list(dict.fromkeys(found))
 
 

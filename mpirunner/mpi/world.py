@@ -1,7 +1,6 @@
 """The MPI world: rank, size, local rank/size on this host (an MPI shared-memory split, never a launcher's
 variables), host name, gather, abort and agree (the one way ranks decide together); a singleton without a
-launcher. Test-only: MPIRUNNER_TEST_HOST=NAME makes this rank's host NAME (docs/testing.md).
-"""
+launcher. Test-only: MPIRUNNER_TEST_HOST=NAME makes this rank's host NAME (docs/testing.md)."""
 import os
 import socket
 import sys
@@ -58,9 +57,7 @@ class World:
 
     def any(self, flag):
         """True on every rank when any rank says True."""
-        from mpi4py import MPI
-
-        return bool(self.comm.allreduce(bool(flag), op=MPI.LOR))
+        return self.max(bool(flag))
 
     def max(self, value):
         from mpi4py import MPI
@@ -110,13 +107,13 @@ class World:
         self.comm.Gatherv(row, (flat, counts), root=0)
         return np.split(flat, np.cumsum(counts)[:-1])
 
-    def abort(self, code=1):
+    def abort(self, code=1, pause=0.0):
         """End every rank of the job now (MPI_Abort, whose code the launcher returns): a failing rank must never
         leave others waiting. Callable from any thread (mpi4py initialises MPI_THREAD_MULTIPLE)."""
         for stream in (sys.stdout, sys.stderr):
             with suppress(OSError, ValueError):
                 stream.flush()
-        time.sleep(LAST_LINES_SECONDS)  # the launcher forwards what was flushed before MPI_Abort ends it
+        time.sleep(LAST_LINES_SECONDS + pause)  # the launcher forwards what was flushed before MPI_Abort ends it
         self.comm.Abort(code)
 
 
