@@ -1,14 +1,14 @@
-"""The only place that knows a run's attribute names: which typed field each one fills (run.py), and the
-unit convention (docs/hdf5-schema.md): every stored or exported number whose name lacks its unit gets a twin
-that carries it (`latency_p50` -> `latency_p50_ms`, `step_cv` -> `step_cv_percent`, ratios as percent).
-The old names stay in every mpirunner/1 file; the report's CSV/JSON use the twins only, and `value_of` reads
-either kind of file. An attribute FIELDS does not name is kept verbatim (`Run.extra`, or `Run.device`), so a
-run read and written back stores the same names, types and values.
+"""The only place that knows a run's attribute names: which typed field each one fills (run.py), and their
+unit-named twins (docs/hdf5-schema.md: `latency_p50` -> `latency_p50_ms`, ratios as percent). An attribute
+FIELDS does not name is kept verbatim (`Run.extra` or `Run.device`): a run read and written back stores the same.
 """
 import functools
+from dataclasses import fields, is_dataclass
 from operator import attrgetter
 
 import numpy as np
+
+from mpirunner.runfile.parts import Accuracy, Compute, RunPoint, ScenarioSummary, Summary
 
 _LATENCY_STATS = ("mean", "min", "p50", "p90", "p95", "p99", "p99.9", "max", "std")
 _INTERVALS = ("_ci95", "_ci95_low", "_ci95_high")
@@ -86,9 +86,12 @@ def _interval(prefix, path):
             (f"{prefix}_ci95_high", f"{path}.high")]
 
 
-POINT = [(name, f"point.{name}") for name in (
-    "batch_size", "device_iterations", "local_replicas", "samples_per_step", "model", "data", "precision", "dtype",
-    "image_size", "iterations_requested", "warmup")]
+def _own_fields(part, path, prefix=""):
+    """(attribute, path) of a part's own fields (parts.py), each stored under its field's name (with `prefix`)."""
+    return [(prefix + item.name, f"{path}.{item.name}") for item in fields(part) if not is_dataclass(item.type)]
+
+
+POINT = [pair for pair in _own_fields(RunPoint, "point") if pair[0] != "input_pool_limit_bytes"]  # stored as input's
 FIELDS = [
     *POINT,
     ("status", "status"), ("failure_reason", "failure_reason"),
@@ -96,31 +99,16 @@ FIELDS = [
     ("input_pool_steps", "input.pool_steps"), ("input_pool_bytes", "input.pool_bytes"),
     ("input_pool_limit_bytes", "input.pool_limit_bytes"), ("host_gap_max", "input.host_gap_max"),
     ("device_busy_min", "input.device_busy_min"),
-    *[(name, f"summary.{name}") for name in (
-        "iterations", "measured_steps", "windows", "windows_kept", "compile_seconds_max", "throughput",
-        "throughput_sum", "throughput_reference", "step_cv", "step_cv_rank_max", "timed_seconds",
-        "barrier_skew_seconds", "ci_method", "ci_unavailable")],
+    *_own_fields(Summary, "summary"),
     *[(f"latency_{stat}", f"summary.latency.{stat.replace('.', '_')}") for stat in (*_LATENCY_STATS, "cv", "count")],
     *_interval("throughput", "summary.intervals.throughput"),
     *_interval("latency_p50", "summary.intervals.latency_p50"),
     *_interval("latency_p99", "summary.intervals.latency_p99"),
-    *[(name, f"compute.{name}") for name in (
-        "flops_per_sample", "achieved_flops", "peak_flops", "peak_flops_median", "utilization", "utilization_hosts",
-        "utilization_per_host", "peak_memory_bandwidth", "bytes_per_sample_estimate",
-        "arithmetic_intensity_estimate", "binding_roof", "roof_flops", "roof_utilization", "roof_broken",
-        "achieved_over_roof")],
-    *[(name, f"scenario.{name}") for name in (
-        "scenario", "queries", "queries_served", "queries_unserved", "query_latency_mean", "query_latency_p50",
-        "query_latency_p90", "query_latency_p99", "query_wait_mean", "padding_share", "duration_seconds",
-        "target_qps", "offered_qps", "achieved_qps", "keep_up", "latency_bound", "bound_percentile",
-        "bound_latency", "bound_latency_upper", "queries_over_bound", "share_over_bound", "drain_seconds",
-        "max_batch_wait_ms", "prepared_batch_sizes", "peak_search", "peak_point", "peak_qps", "peak_qps_high",
-        "completed_while_issuing", "in_flight_allowance")],
+    *_own_fields(Compute, "compute"),
+    *_own_fields(ScenarioSummary, "scenario"),
     *_interval("query_latency_p50", "scenario.intervals.query_latency_p50"),
     *_interval("query_latency_p99", "scenario.intervals.query_latency_p99"),
-    *[(f"accuracy_{name}", f"accuracy.{name}") for name in (
-        "samples", "top1_correct", "top5_correct", "top1", "top5", "images", "classes", "class_map", "model_classes",
-        "weights")],
+    *_own_fields(Accuracy, "accuracy", "accuracy_"),
 ]
 PATHS = dict(FIELDS)
 # A backend's run report (backends' RunReport.attrs) and its reference-harness figures: Run.device.

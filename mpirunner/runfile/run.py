@@ -48,19 +48,13 @@ class Run:
     def from_attrs(cls, name, attrs, arrays=None):
         """The Run of a run group's attributes (plain Python, names.plain) and its datasets (RunArrays or dict)."""
         nested, device, extra, twins = names.split_attrs(attrs)
-        inputs = nested.get("input") or {}
+        inputs, verdict = nested.get("input") or {}, nested.get("verdict", {})
         point = {"batch_size": 0, **nested.get("point", {}),
                  **({"input_pool_limit_bytes": inputs["pool_limit_bytes"]} if "pool_limit_bytes" in inputs else {})}
-        verdict = nested.get("verdict", {})
-        return cls(name=name, point=RunPoint(**point), status=nested.get("status"),
-                   failure_reason=nested.get("failure_reason"),
-                   verdict=Verdict(valid=bool(verdict.get("valid", True)),
-                                   reasons=tuple(str(reason) for reason in as_tuple(verdict.get("reasons", ()))),
-                                   stored=bool(verdict)),
-                   summary=make(Summary, nested.get("summary")), input=make(InputPath, nested.get("input")),
-                   compute=make(Compute, nested.get("compute")), scenario=make(ScenarioSummary, nested.get("scenario")),
-                   accuracy=make(Accuracy, nested.get("accuracy")), device=device, extra=extra,
-                   arrays=arrays if isinstance(arrays, RunArrays) else RunArrays(arrays), twins=twins)
+        verdict = {"valid": bool(verdict.get("valid", True)), "stored": bool(verdict),
+                   "reasons": tuple(str(reason) for reason in as_tuple(verdict.get("reasons", ())))}
+        return make(cls, {**nested, "name": name, "point": point, "verdict": verdict, "device": device, "extra": extra,
+                          "twins": twins, "arrays": arrays if isinstance(arrays, RunArrays) else RunArrays(arrays)})
 
     def amended(self, attrs):
         """This run with `attrs` set (a peak search's points, once the peak is known), its arrays kept."""
