@@ -1,8 +1,8 @@
-"""The output file, settled before any model is built: can it be written, is there room, and with --resume, what
-does it already hold and does this job measure the same thing; and the output's lock, one job per output
-(docs/failure-behaviour.md: "One job per output file", "The output is settled first").
+"""The output file, settled before any model is built (writable, room, with --resume the same measurement), and
+its lock, one job per output (docs/failure-behaviour.md: "One job per output file", "The output is settled first").
 """
 import atexit
+import contextlib
 import datetime
 import json
 import logging
@@ -12,7 +12,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from mpirunner.errors import UsageError
@@ -62,29 +61,13 @@ def check_output(path, config, world_size):
                          f"{needed / MIB:.0f} MiB; free some space or choose another --output")
 
 
-@dataclass
-class Earlier:
-    """What an existing file holds for --resume (rank 0): the Job as stored, its runs with their arrays read."""
-
-    job: Job
-
-    @property
-    def runs(self):
-        """name -> Run, as stored."""
-        return {run.name: run for run in self.job.runs}
-
-    @property
-    def measured_sizes(self):
-        """Batch sizes with a measured run (a failed size is tried again)."""
-        return {int(run.point.batch_size) for run in self.job.runs if not run.failed}
-
-    def resumed_job(self, resumed):
-        """The first job's root attributes and /ranks, with this resumption (argv, time, hosts) appended."""
-        attrs = {key: value for key, value in self.job.attrs().items() if key != "schema"}
-        for key, value in (("resumed_argv", resumed.argv), ("resumed_created", resumed.created),
-                           ("resumed_hosts", ",".join(resumed.hosts))):
-            attrs[key] = [*attrs.get(key, []), value]
-        return Job.from_attrs(attrs, [row.as_dict() for row in self.job.ranks], self.job.runs)
+def resumed_job(earlier, resumed):
+    """The earlier Job's root attributes, /ranks and runs, with this resumption (argv, time, hosts) appended."""
+    attrs = {key: value for key, value in earlier.attrs().items() if key != "schema"}
+    for key, value in (("resumed_argv", resumed.argv), ("resumed_created", resumed.created),
+                       ("resumed_hosts", ",".join(resumed.hosts))):
+        attrs[key] = [*attrs.get(key, []), value]
+    return Job.from_attrs(attrs, [row.as_dict() for row in earlier.ranks], earlier.runs)
 
 
 def _comparable(settings):
@@ -96,8 +79,8 @@ def _comparable(settings):
 
 
 def read_earlier(path, config, layout):
-    """The file to resume (None when it does not exist yet); UsageError when it measures something else or with
-    another rank layout (layout: [(host, local_rank)] of this job's ranks)."""
+    """The Job to resume, its arrays read (None when the file does not exist yet); UsageError when it measures
+    something else or with another rank layout (layout: [(host, local_rank)] of this job's ranks)."""
     from mpirunner.runfile.hdf5 import read_job
 
     path = Path(path)
@@ -122,21 +105,15 @@ def read_earlier(path, config, layout):
         raise UsageError(f"--resume: {path} was measured by {stored_size} rank(s), this job has {len(layout)}; "
                          "resume with the same number of ranks or use another --output")
     hosts, here = [row.host for row in job.ranks], [host for host, _local_rank in layout]
-    if _per_host(hosts) != _per_host(here):
+    if list(Counter(hosts).values()) != list(Counter(here).values()):  # ranks per host, in order of first appearance
         raise UsageError(f"--resume: {path} was measured with another rank layout "
                          f"({_describe(hosts)}; this job: {_describe(here)}); "
                          "resume with the same ranks per host or use another --output")
-    return Earlier(job=job)
-
-
-def _per_host(hosts):
-    """Ranks per host, in rank order of first appearance: the layout that must not change on resume."""
-    return list(Counter(hosts).values())
+    return job
 
 
 def _describe(hosts):
-    per_host = _per_host(hosts)
-    return f"{sum(per_host)} rank(s) on {len(per_host)} host(s)"
+    return f"{len(hosts)} rank(s) on {len(set(hosts))} host(s)"
 
 
 def output_path(config, now):
@@ -197,10 +174,8 @@ def lock_owner_gone(world, path):
     its pid no longer running (a job whose rank 0's host was lost); else None."""
     owner = None
     if world.is_root:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             owner = json.loads(lock_path(path).read_text())
-        except (OSError, ValueError):
-            pass
     owner = world.bcast(owner if isinstance(owner, dict) and owner.get("host") != world.host else None)
     ended = owner is not None and owner.get("host") == world.host and not _alive(owner)
     return owner if world.any(ended) else None
@@ -218,11 +193,9 @@ def release_lock():
     lock, owner = HELD.pop("path", None), HELD.pop("owner", None)
     if lock is None:
         return
-    try:
+    with contextlib.suppress(OSError, ValueError):
         if json.loads(lock.read_text()) == owner:
             lock.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 def take_lock(path, host, argv=(), gone=None):
@@ -287,7 +260,7 @@ def _hold(lock, mine):
 
 def settle_output(world, config, created):
     """Collective, before any model is built: the path, locked and checked on rank 0 and agreed, and with --resume
-    the earlier file (rank 0) and the batch sizes it already holds (every rank)."""
+    the earlier file (rank 0) and the batch sizes it already measured (every rank; a failed one runs again)."""
     path = world.bcast(str(output_path(config, created)) if world.is_root else None)
     gone = lock_owner_gone(world, path)  # a lock from another host whose job is over: a rank there sees it
     world.agree(lambda: take_lock(path, world.host, config.argv, gone) if world.is_root else None)  # live owner: exit 2
@@ -295,4 +268,5 @@ def settle_output(world, config, created):
     world.agree(lambda: check_output(path, config, world.size) if world.is_root else None)
     layout = world.gather((world.host, world.local_rank))
     earlier = world.agree(lambda: read_earlier(path, config, layout) if world.is_root and config.resume else None)
-    return path, earlier, set(world.bcast(sorted(earlier.measured_sizes) if earlier else []))
+    measured = sorted({int(run.point.batch_size) for run in earlier.measured_runs}) if earlier else []
+    return path, earlier, set(world.bcast(measured))

@@ -6,18 +6,19 @@ from mpirunner.errors import SweepCutShort, WriteFailed
 from mpirunner.runfile import shown
 from mpirunner.runfile.block import (TABLE_WIDTH, as_run, format_failed_run, format_run_block, latency_estimate,
                                      query_estimate, text_value, throughput_estimate, verdict_text)
+from mpirunner.runfile.output import resumed_job
 
 
 class SweepFile:
-    """The output file as rank 0 builds it (`earlier`: an output.Earlier when resuming)."""
+    """The output file as rank 0 builds it (`earlier`: the Job output.read_earlier read for --resume, or None)."""
 
     def __init__(self, path, job, earlier, guard):
         self.path, self.guard = path, guard
         self.job, self.runs = job, {}
         self.write_error = self.failure = None
         if earlier is not None:
-            self.job = earlier.resumed_job(job)
-            self.runs = dict(earlier.runs)
+            self.job = resumed_job(earlier, job)
+            self.runs = {run.name: run for run in earlier.runs}
             guard.ending.kept.extend(sorted(self.runs))
             guard.ending.path = path
 
