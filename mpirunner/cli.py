@@ -1,6 +1,5 @@
-"""The command line (flags compatible with the reference run_benchmark.py), the only module that knows argparse.
-The parser is built from options.py's table with no defaults: config.py layers what was typed over the named
-config. Nothing heavy is imported here, so `--help` and config errors are instant."""
+"""The command line, the only module that knows argparse: options.py's flags (the reference run_benchmark.py's and
+more), parsed without defaults for config.py; nothing heavy is imported, so `--help` and config errors are instant."""
 import argparse
 import logging
 import sys
@@ -9,6 +8,7 @@ import time
 from mpirunner import __version__
 from mpirunner.config import describe_configs, resolve_config
 from mpirunner.errors import InvalidRunError, SweepCutShort, UsageError, WriteFailed
+from mpirunner.mpi.launcher import declared_world
 from mpirunner.options import ACTION, BOOL, CHOICE, FLOAT_KINDS, INT_KINDS, OPTIONS, VERSION
 
 EXIT_USAGE = 2
@@ -19,8 +19,7 @@ QUIET_RANK_DELAY_SECONDS = 1.0  # a rank that does not print a usage error ends 
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are UsageErrors: one line, printed by rank 0 only (argparse's own
-    error prints the usage block on every rank of an mpiexec job)."""
+    """argparse whose errors are one-line UsageErrors (argparse's own prints the usage block on every rank of a job)."""
 
     def error(self, message):
         raise UsageError(f"{message}{_flag_suggestions(message)} (see --help)")
@@ -33,18 +32,15 @@ def _flag_suggestions(message):
     if not message.startswith("unrecognized arguments:"):
         return ""
     flags = [o.flag for o in OPTIONS] + [f"--no-{o.flag[2:]}" for o in OPTIONS if o.negatable]
-    hints = []  # (flag as typed, the closest real flag)
-    for word in message.split(":", 1)[1].split():
-        typed = word.split("=", 1)[0]
-        close = difflib.get_close_matches(typed, flags, n=1, cutoff=0.6) if typed.startswith("--") else []
-        hints += [(typed, close[0])] if close else []
+    words = [word.split("=", 1)[0] for word in message.split(":", 1)[1].split() if word.startswith("--")]
+    hints = [(word, close[0]) for word in words if (close := difflib.get_close_matches(word, flags, n=1, cutoff=0.6))]
     if len(hints) == 1:
         return f"; did you mean {hints[0][1]}?"
     return f"; did you mean: {', '.join(f'{typed} -> {flag}' for typed, flag in hints)}?" if hints else ""
 
 
 def _add(container, option):
-    """One flag of the option table as an argparse argument (no default: SUPPRESS keeps the namespace to what was typed)."""
+    """One flag of the option table as an argparse argument (no default: the namespace holds what was typed)."""
     if option.kind == VERSION:
         container.add_argument(option.flag, action="version", version=f"mpirunner {__version__}", help=option.help)
         return
@@ -63,7 +59,6 @@ def _add(container, option):
 
 
 def build_parser():
-    """The parser, built from the option table (mpirunner/options.py) in its order and groups."""
     p = _OneLineParser(
         prog="python -m mpirunner",
         description="Benchmark CNN inference on every MPI rank and write one HDF5 file on rank 0. "
@@ -83,8 +78,6 @@ def build_parser():
 def _is_first_rank():
     """Whether this process prints a usage error: rank 0, or any process outside MPI. The launcher's rank comes
     first: when it and MPI disagree (launcher.py), every process is rank 0 of its own one-rank world."""
-    from mpirunner.mpi.launcher import declared_world
-
     declared = declared_world()
     if declared is not None and declared.rank is not None:
         return declared.rank == 0
@@ -106,24 +99,18 @@ def _usage_error(error):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     try:
-        given = vars(parser.parse_args(argv))
-    except UsageError as error:
-        return _usage_error(error)
-    if given.get("list_configs"):
-        print(describe_configs())
-        return 0
-    from mpirunner.mpi.world import agree  # no MPI without a launcher
+        given = vars(build_parser().parse_args(argv))
+        if given.get("list_configs"):
+            print(describe_configs())
+            return 0
+        from mpirunner.mpi.world import agree  # no MPI without a launcher
 
-    try:  # under a launcher every rank learns of bad input any rank found (files may differ between hosts)
+        # under a launcher every rank learns of bad input any rank found (files may differ between hosts)
         config = agree(lambda: resolve_config(given, argv=["python -m mpirunner"] + argv))
-    except UsageError as error:
-        return _usage_error(error)
-    logging.basicConfig(level=getattr(logging, config.log_level.upper()), format="%(message)s", stream=sys.stderr)
-    from mpirunner.job import run_job  # heavy imports (torch, mpi4py) start here
+        logging.basicConfig(level=getattr(logging, config.log_level.upper()), format="%(message)s", stream=sys.stderr)
+        from mpirunner.job import run_job  # heavy imports (torch, mpi4py) start here
 
-    try:
         run_job(config)
     except UsageError as error:
         return _usage_error(error)

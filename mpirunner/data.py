@@ -1,6 +1,5 @@
-"""Input sources (docs/input-path.md), each a pool of steps made before the barrier, so the window never times
-them: generated (distinct random host steps), synthetic (one input on the device), real (the images of
---data-path, class folders giving labels as torchvision's ImageFolder, decoded and cropped as the reference)."""
+"""Input sources (docs/input-path.md), each a pool of steps made before the barrier so the window never times them:
+generated (random host steps), synthetic (one input on the device), real (--data-path's images, ImageFolder-style)."""
 import functools
 import logging
 import math
@@ -28,9 +27,8 @@ def image_generator(seed):
 
 
 def random_images(shape, dtype, generator, channels_last=False):
-    """Random NCHW images: uint8 bytes for 8-bit IO, else zero-mean unit-variance values in `dtype`. Drawn as raw
-    bytes (0.7 ms for ResNet-50's 8 x 3 x 224 x 224; torch.randint's 4 ms would widen the throughput window);
-    with channels_last laid out NHWC, so the backend's layout change is free."""
+    """Random NCHW images (laid out NHWC with channels_last): uint8 bytes for 8-bit IO, else zero-mean unit-variance
+    values in `dtype`. Raw bytes: 0.7 ms for ResNet-50's 8 x 3 x 224 x 224, where torch.randint's 4 ms would show."""
     count, channels, height, width = shape
     raw = torch.frombuffer(bytearray(generator.bytes(count * channels * height * width)), dtype=torch.uint8)
     images = raw.view(count, height, width, channels).permute(0, 3, 1, 2) if channels_last else raw.view(shape)
@@ -45,9 +43,8 @@ def host_reference_dtype(dtype):
 
 
 class InputSource:
-    """What every source offers: the next step's input, from its pool of ready steps (pool, pool_bytes), one
-    step's input in its exact host form (check_input: uint8, or float32 before the cast to the model's dtype),
-    and (labelled real data) accuracy."""
+    """What every source offers: next_input() from its pool of ready steps (pool, pool_bytes), check_input() (one
+    step in its exact host form: uint8, or float32 before the cast) and, with labelled real data, accuracy."""
 
     steps_made = 0
 
@@ -72,10 +69,8 @@ class InputSource:
 POOL_MAX_STEPS = 4  # generated data: distinct steps kept; enough that no two neighbouring steps share an input
 
 
-def steps_within(step_bytes, limit_bytes, most=None):
-    """How many steps of `step_bytes` fit in `limit_bytes` (at least one; at most `most` when given)."""
-    count = max(1, int(limit_bytes // max(step_bytes, 1)))
-    return min(count, most) if most else count
+def steps_within(step_bytes, limit_bytes, most):
+    return min(max(1, int(limit_bytes // max(step_bytes, 1))), most)
 
 
 def tensor_bytes(tensor):
@@ -90,9 +85,8 @@ class SeededInput(InputSource):
 
 
 class GeneratedInput(SeededInput):
-    """A pool of distinct random steps, made once before timing (seeded per rank) in the model's input dtype and
-    layout, pinned on CUDA (backend.pin): nothing is drawn, cast or allocated between timed steps; the
-    host->device copy stays inside the step (that is what generated data measures)."""
+    """A pool of distinct random steps made before timing (seeded per rank) in the model's dtype and layout, pinned on
+    CUDA: nothing is drawn or cast between timed steps; the host->device copy stays inside the step (it is measured)."""
 
     def __init__(self, shape, dtype, seed, pin=None, channels_last=False, limit_bytes=1 << 30):
         self.shape, self.dtype, self.seed = shape, dtype, seed
@@ -164,18 +158,17 @@ def _every_rank(value, world_size):
 @functools.lru_cache(maxsize=2)
 def load_image_set(folder, image_size, rank=0, world_size=1):
     """Decode this rank's share of the folder once per job -> (uint8 [N, 3, size, size], int64 labels or None,
-    classes). Unreadable files are counted over every rank (one allgather): rank 0 warns once and they are
-    skipped, or none is readable: a UsageError on every rank alike (docs/failure-behaviour.md)."""
+    classes). Unreadable files are skipped (rank 0 warns once), unless none is readable: a UsageError on every rank."""
     all_paths, all_labels, classes = list_images(folder)
-    paths, labels = all_paths, all_labels
-    if len(paths) >= world_size:  # disjoint shares; with fewer images than ranks every rank takes them all
-        paths, labels = paths[rank::world_size], (labels[rank::world_size] if labels is not None else None)
-    images, kept, unreadable = _decode_all(paths, image_size)
+    chosen = range(len(all_paths))  # indices into all_paths
+    if len(all_paths) >= world_size:  # disjoint shares; with fewer images than ranks every rank takes them all
+        chosen = chosen[rank::world_size]
+    images, kept, unreadable = _decode_all([all_paths[index] for index in chosen], image_size)
     reports = _every_rank((len(images), unreadable), world_size)
     bad = dict(sorted(why for _, found in reports for why in found))  # path -> reason, over the folder
     if bad:
         first = next(iter(bad.items()))
-        where = (f"{len(bad)} of {len(all_paths) if len(reports) == world_size else len(paths)} image file(s) "
+        where = (f"{len(bad)} of {len(all_paths) if len(reports) == world_size else len(chosen)} image file(s) "
                  f"unreadable, first: {first[0]} ({first[1]})")
         if not any(count for count, _ in reports):
             raise UsageError(f"--data-path {folder}: no image can be read ({where})")
@@ -183,11 +176,9 @@ def load_image_set(folder, image_size, rank=0, world_size=1):
             log.warning("--data-path %s: skipping %s", folder, where)
     if not images:  # this rank's share is unreadable, other ranks' is not: take every readable file
         chosen = [index for index, path in enumerate(all_paths) if str(path) not in bad]
-        paths = [all_paths[index] for index in chosen]
-        labels = [all_labels[index] for index in chosen] if all_labels is not None else None
-        images, kept, _ = _decode_all(paths, image_size)
-    label_tensor = torch.tensor([labels[index] for index in kept], dtype=torch.int64) if labels is not None else None
-    return torch.stack(images), label_tensor, tuple(classes)
+        images, kept, _ = _decode_all([all_paths[index] for index in chosen], image_size)
+    labels = None if all_labels is None else torch.tensor([all_labels[chosen[i]] for i in kept], dtype=torch.int64)
+    return torch.stack(images), labels, tuple(classes)
 
 
 def prepare_images(images, dtype, location):
@@ -218,8 +209,7 @@ class TopKCounter:
                 self.warned = True
             return
         self.model_classes = int(logits.shape[1])
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == labels.view(-1, 1)
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels.view(-1, 1)
         self.samples += int(labels.shape[0])
         self.top1 += int(hits[:, 0].sum())
         self.top5 += int(hits.any(dim=1).sum())
@@ -232,10 +222,9 @@ ACCURACY_PENDING_BYTES = 256 << 20  # outputs kept for counting after the timed 
 
 
 class RealInput(InputSource):
-    """Decoded images staged before timing as a ring of ready steps (docs/input-path.md: the real-data ring).
-    With labels it counts accuracy: a step's outputs are kept (a copy when the backend reuses its output buffer)
-    and counted after the timed steps, or between steps past ACCURACY_PENDING_BYTES; `output_lag_steps` (a step
-    returns the previous input's outputs) pairs them with the right labels."""
+    """Decoded images staged before timing as a ring of ready steps (docs/input-path.md). With labels it counts
+    accuracy: a step's outputs are kept (copied when the backend reuses its buffer) and counted after the timed steps,
+    or between steps past ACCURACY_PENDING_BYTES; `output_lag_steps` pairs them with the right labels."""
 
     def __init__(self, images, labels, shape, dtype, location, pin=None, channels_last=False, limit_bytes=1 << 30,
                  classes=()):
@@ -243,7 +232,7 @@ class RealInput(InputSource):
         self.images, self.dtype, self.location = images, dtype, location
         step_bytes = tensor_bytes(prepare_images(images[:1], dtype, location)) * self.samples_per_step
         cycle = images.shape[0] // math.gcd(images.shape[0], self.samples_per_step)  # steps through every image once
-        steps = min(cycle, steps_within(step_bytes, limit_bytes))  # or as many of them as fit
+        steps = steps_within(step_bytes, limit_bytes, cycle)  # or as many of them as fit
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.ring, self.ring_labels = [], []
         for step in range(steps):

@@ -1,6 +1,5 @@
-"""NUMA placement of each rank, decided and applied in-process as `poprun --numa-aware=yes` does (docs/placement.md):
-the topology from sysfs, a plan for every local rank, its application. Nothing shells out; the only MPI traffic
-is one allgather (so every rank plans its host the same way) and one gather for the log."""
+"""NUMA placement of each rank, decided and applied in-process as `poprun --numa-aware=yes` does (docs/placement.md);
+nothing shells out, and the only MPI traffic is one allgather (every rank plans its host alike) and one gather."""
 import ctypes
 import itertools
 import logging
@@ -22,10 +21,7 @@ NO_NODE = -1
 def parse_cpu_list(text):
     """Kernel CPU-list syntax ('0-3,8-11', '0-7:2' strides, '' empty) -> sorted tuple of ints."""
     cpus = set()
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in filter(None, map(str.strip, text.split(","))):
         span, _, stride = part.partition(":")
         first, _, last = span.partition("-")
         step = int(stride.split("/")[0]) if stride else 1
@@ -142,8 +138,7 @@ MASK_WORDS = 16  # 1024 nodes
 
 
 def set_preferred_memory_node(node):
-    """Prefer allocating this thread's (and its future threads') memory on `node`: 'preferred:<node>' once
-    get_mempolicy confirms it, else an OSError saying why not."""
+    """Prefer this thread's (and its future threads') memory on `node`: 'preferred:<node>', confirmed, or an OSError."""
     if platform.machine() not in MEMPOLICY_SYSCALLS:
         raise OSError(f"no set_mempolicy syscall number known for {platform.machine()}")
     set_number, get_number = MEMPOLICY_SYSCALLS[platform.machine()]
@@ -165,8 +160,7 @@ def set_preferred_memory_node(node):
 
 
 def set_affinity_of_all_threads(cpus):
-    """sched_setaffinity for every thread of this process: threads started before placement
-    (an OpenMP pool, MPI progress threads) would otherwise keep the old mask."""
+    """sched_setaffinity for every thread: those started before placement (OpenMP, MPI) would keep the old mask."""
     os.sched_setaffinity(0, cpus)
     for task in Path("/proc/self/task").glob("[0-9]*"):
         with suppress(OSError):  # a thread that ended meanwhile
@@ -276,9 +270,6 @@ def _log_placement(world, config, row, notes):
     header = "placement (--numa-aware yes):" if config.numa_aware == "yes" else \
         "placement left to the launcher (--numa-aware no):"
     log.info("%s\n  %s", header, "\n  ".join(entry[0] for entry in gathered))
-    by_note = {}
-    for rank, (_line, rank_notes) in enumerate(gathered):
-        for note in rank_notes:
-            by_note.setdefault(note, []).append(rank)
-    for note, ranks in by_note.items():
+    for note in dict.fromkeys(note for _, notes in gathered for note in notes):
+        ranks = [rank for rank, (_, notes) in enumerate(gathered) if note in notes]
         log.warning("placement: %s (rank%s %s)", note, "s" if len(ranks) > 1 else "", format_cpu_list(ranks))

@@ -1,2 +1,1 @@
-"""The MPI world and its failure handling (docs/layout.md lists the modules): the job never hangs and its file
-stays whole."""
+"""The MPI world and its failure handling (docs/layout.md lists the modules): no hung job, no broken file."""

@@ -1,6 +1,5 @@
-"""Every rank leaves a batch size together when one rank ran out of memory (docs/failure-behaviour.md): the
-failing rank joins the size's next agreement point (World.agree after the guard's checkpoint), the collective
-every other rank reaches next, saying it failed, and every rank leaves the size there (SizeFailed)."""
+"""Every rank leaves a batch size together when one rank ran out of memory (docs/failure-behaviour.md): the failing
+rank says so at the size's next agreement point, the collective every rank reaches next, and all leave there."""
 import traceback
 from contextlib import suppress
 
@@ -9,8 +8,7 @@ from mpirunner.mpi.world import Failed as SizeFailed  # every rank's view of a s
 
 
 def measure_or_fail(agreement, world, measure):
-    """measure() on every rank -> (its result, None), or (None, the failure line on every rank) when any rank
-    ran out of memory. Other errors go on up (the job's failure path)."""
+    """measure() on every rank -> (its result, None), or (None, the failure line) when any rank ran out of memory."""
     if agreement is None:
         return measure(), None
     failed_here = False
@@ -35,8 +33,8 @@ def _inside_gather_rows(error):
 
 
 class SizeAgreement:
-    """The agreement points of one batch size: each is world.agree after the guard's checkpoint, and each
-    also says whether any rank ran out of memory (then every rank raises SizeFailed there)."""
+    """The agreement points of one batch size (world.agree after the guard's checkpoint), each raising SizeFailed on
+    every rank when any rank ran out of memory."""
 
     def __init__(self, world, checkpoint=None):
         self.world = world

@@ -1,6 +1,5 @@
-"""Checkpoints for --timeout: each rank counts the points every rank must reach in a run (a collective, the end
-of its steps) and tells rank 0 each count (a non-blocking message on the guard's communicator), so that at
-the deadline rank 0 can name the ranks behind: the ones the others wait for."""
+"""Checkpoints for --timeout: each rank counts the points every rank must reach in a run (a collective) and tells
+rank 0 (a non-blocking message on the guard's communicator), so that at the deadline rank 0 names the ranks behind."""
 import threading
 
 import numpy as np
@@ -23,7 +22,6 @@ class Checkpoints:
             self._progress = [0] * self.world.size
 
     def reached(self):
-        """This rank reached a point every rank must reach."""
         with self._lock:
             self._progress[self.world.rank] += 1
             if self.sending and not self.world.is_root:

@@ -1,6 +1,5 @@
-"""Test-only fault injection: MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C]
-makes a chosen rank fail in a chosen step or stage (docs/failure-behaviour.md: "Fault injection"); `slow` waits
-inside every forward pass of the model, so the wait counts as batch latency, as a real regression would."""
+"""Test-only fault injection, MPIRUNNER_FAULT=KIND[:rank=R][:step=S][:run=N][:stage=NAME][:seconds=X][:code=C]
+(docs/failure-behaviour.md); `slow` waits in every forward pass, so it counts as batch latency as a regression would."""
 import os
 import sys
 import time
@@ -55,7 +54,6 @@ def parse_fault(text):
 
 
 def inject(fault, rank, host, run, step):
-    """Do what the fault says, here and now."""
     where = f"rank {rank} on {host}, run {run}, " + (f"stage {fault.stage}" if fault.stage else f"step {step}")
     if fault.kind == "raise":
         raise RuntimeError(f"{FAULT_VARIABLE}: injected failure on {where}")
@@ -86,7 +84,6 @@ class Faults:
             module.register_forward_pre_hook(lambda _module, _inputs: time.sleep(fault.seconds))
 
     def wrap_step(self, step):
-        """The run's step function with the fault applied (unchanged when none is set)."""
         self.run_index += 1
         if self.fault is None or self.fault.stage is not None or self.fault.kind == "slow":
             return step

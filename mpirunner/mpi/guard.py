@@ -1,7 +1,5 @@
-"""Keep a job from hanging or losing results (docs/failure-behaviour.md): one guard per rank, whose thread
-(watchdog.py) wakes on --timeout's deadline, SIGTERM/SIGINT (signals.py), the end of a rank of the host
-(peers.py) or a lost host (liveness.py), even while the main thread is blocked in MPI. What it does is decided
-here; checkpoints.py names the ranks behind, ending.py ends the job."""
+"""Keep a job from hanging or losing results (docs/failure-behaviour.md): one guard per rank decides what to do when
+its thread (watchdog.py) wakes, even while the main thread is blocked in MPI; ending.py ends the job."""
 import logging
 import os
 import sys
@@ -23,8 +21,7 @@ PEER_GRACE_SECONDS = 2.0  # a rank that ended this long before this rank stopped
 
 
 class Guard:
-    """The per-rank watchdog and signal handler of one job. Its parts serve callers directly: `ending` (the
-    file's kept runs, writing, after_failure) and `checkpoints` (reached)."""
+    """The guard of one rank; callers use its `ending` (writing, after_failure) and `checkpoints` (reached)."""
 
     def __init__(self, world, timeout=None):
         self.world = world
@@ -41,7 +38,6 @@ class Guard:
         self._watchdog = Watchdog(self._due, self._on_signal, self._on_peer_ended, self._on_timeout, self._stopping)
 
     def start(self):
-        """Collective: every rank calls it once, right after the world is set up."""
         if self.world.size > 1:
             comm = self.world.comm.Dup()
             self.checkpoints = Checkpoints(self.world, comm, self.timeout)
@@ -69,7 +65,6 @@ class Guard:
             bound_finalize()  # MPI_Finalize at exit cannot wait for a host lost now
 
     def run_started(self, name):
-        """A run begins: arm the deadline and clear the ranks' progress."""
         with self._state:
             self.checkpoints.run_started()
             self.run_name = name
@@ -96,6 +91,14 @@ class Guard:
             deadline = self._deadline
         return None if deadline is None else deadline + (0.0 if self.world.is_root else BACKSTOP_SECONDS)
 
+    def _end(self, code, root_event, other_line, *args, during=True, consequence=""):
+        """Rank 0 ends the job saying root_event; another rank, where rank 0 did not, logs other_line and ends it."""
+        if self.world.is_root:
+            self.ending.from_root(root_event, code, lambda: self.run_name if during else None, consequence)
+            return
+        log.error(other_line, *args)
+        self.ending.now(code)
+
     def _on_timeout(self):
         with self._state:
             due = self._due()
@@ -103,38 +106,26 @@ class Guard:
                 return  # the run finished meanwhile, or a new one began
             name = self.run_name
             missing = self.checkpoints.behind(self._hosts) if self.world.is_root else ""
-        if self.world.is_root:
-            self.ending.from_root(f"run {name} exceeded --timeout {self.timeout:g} s; rank(s) that did not report: "
-                                  f"{missing}", EXIT_TIMEOUT, consequence="; aborting the job")
-            return
-        log.error("run %s exceeded --timeout %g s (+%g s backstop) and rank 0 did not end the job; aborting it",
-                  name, self.timeout, BACKSTOP_SECONDS)
-        self.ending.now(EXIT_TIMEOUT)
+        self._end(EXIT_TIMEOUT,
+                  f"run {name} exceeded --timeout {self.timeout:g} s; rank(s) that did not report: {missing}",
+                  "run %s exceeded --timeout %g s (+%g s backstop) and rank 0 did not end the job; aborting it",
+                  name, self.timeout, BACKSTOP_SECONDS, during=False, consequence="; aborting the job")
 
     def _on_signal(self, signum):
         name, code = signal_name(signum), 128 + signum
-        if self.world.is_root:
-            self.ending.from_root(f"stopped by {name}", code, lambda: self.run_name)
+        if not self.world.is_root and self._stopping.wait(SIGNAL_GRACE_SECONDS):
             return
-        if self._stopping.wait(SIGNAL_GRACE_SECONDS):
-            return
-        log.error("stopped by %s; rank 0 did not end the job, so this rank does", name)
-        self.ending.now(code)
+        self._end(code, f"stopped by {name}", "stopped by %s; rank 0 did not end the job, so this rank does", name)
 
     def _on_peer_ended(self, other):
-        """A rank of this host ended. At the end of a job this rank stops its guard too, within the grace;
-        otherwise the rank was still needed and the others would wait for it forever: end the job."""
+        """A rank of this host ended: unless this rank stops its guard within the grace (the job's end), end the job."""
         grace = PEER_GRACE_SECONDS if self.world.is_root else PEER_GRACE_SECONDS + BACKSTOP_SECONDS
         if self._stopping.wait(grace):
             return
         host = self._hosts[other] if self._hosts else "?"
-        if self.world.is_root:
-            self.ending.from_root(f"rank {other} ({host}) ended", EXIT_FAILED, lambda: self.run_name,
-                                  consequence=" while the job still needed it; ending the job")
-            return
-        log.error("rank %d (%s) ended while the job still needed it and rank 0 did not end the job; ending it",
-                  other, host)
-        self.ending.now(EXIT_FAILED)
+        self._end(EXIT_FAILED, f"rank {other} ({host}) ended",
+                  "rank %d (%s) ended while the job still needed it and rank 0 did not end the job; ending it",
+                  other, host, consequence=" while the job still needed it; ending the job")
 
     def _on_lost(self, ranks):
         """The heartbeat found `ranks` silent for its limit: rank 0 names their hosts and ends the job; a rank whose

@@ -1,7 +1,6 @@
-"""Does the MPI library mpi4py loads belong to the launcher that started this process (checked before and after
-MPI_Init)? An mpi4py built on MPICH under Open MPI's mpirun (poprun's) may silently be a world of one rank, so
-every process would write the same file. SLURM's task variables count only without a direct launcher's: MPICH's
-and Open MPI's launchers start their daemons through srun, and then they describe the daemons."""
+"""Does the MPI library mpi4py loads belong to the launcher that started this process? An mpi4py built on MPICH
+under Open MPI's mpirun (poprun's) may silently be a world of one rank, so every process would write the same file.
+SLURM's task variables count only without a direct launcher's (MPICH's and Open MPI's start their daemons by srun)."""
 import os
 import sys
 from collections import namedtuple

@@ -1,7 +1,6 @@
 """A host that drops off (docs/failure-behaviour.md): MPI does not notice a cut link, so every rank other than 0
-sends rank 0 a UDP datagram every INTERVAL_SECONDS and rank 0 answers each; a rank silent for the limit is lost
-(the guard's _on_lost). The guard thread sends and reads them, never the timed window, so a step of any length
-does not make a rank look lost."""
+sends rank 0 a UDP datagram every INTERVAL_SECONDS and rank 0 answers each; a rank silent for the limit is lost. The
+guard thread sends and reads them, never the timed window, so a step of any length does not make a rank look lost."""
 import logging
 import os
 import secrets
@@ -152,10 +151,7 @@ def find_root(sock, token, rank, addresses, port, seconds=HANDSHAKE_SECONDS, clo
             with suppress(OSError):
                 sock.sendto(MESSAGE.pack(HELLO, token, rank, index), (address, port))
         answer_by = min(deadline, clock() + 0.25)
-        while clock() < answer_by:
-            ready, _, _ = select.select([sock], [], [], max(0.0, answer_by - clock()))
-            if not ready:
-                break
+        while clock() < answer_by and select.select([sock], [], [], max(0.0, answer_by - clock()))[0]:
             try:
                 data = sock.recv(64)
             except OSError:

@@ -1,17 +1,15 @@
-"""Out of memory is a result, not a crash: recognise it in an error, and say in one line where it happened and
-how much was asked for. The allocators that run out: CPU (c10's DefaultCPUAllocator), CUDA (torch), IPU (poplar
-via poptorch, at compile time), and numpy / Python's own MemoryError text. mpi/agreement.py makes every rank
-leave a batch size together when one rank ran out."""
+"""Out of memory is a result, not a crash (mpi/agreement.py): recognise it in an error of any allocator (CPU, CUDA,
+IPU at compile time, numpy, MemoryError) and say in one line where it happened and how much was asked for."""
 import re
 
 _OOM_TEXT = re.compile(r"can't allocate memory|out of memory|OutOfMemory|Unable to allocate|"
                        r"not enough memory|failed to allocate", re.IGNORECASE)
 _OOM_TYPES = ("MemoryError", "OutOfMemoryError", "_ArrayMemoryError")
-_ASKED = (
-    (re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE), 1),                   # CPU
-    (re.compile(r"Tried to allocate ([\d.]+) ([KMGT]i?B)", re.IGNORECASE), None),      # CUDA
-    (re.compile(r"Unable to allocate ([\d.]+) ([KMGT]i?B)", re.IGNORECASE), None),     # numpy
-    (re.compile(r"(\d+) bytes (?:used|required)", re.IGNORECASE), 1),                   # IPU tile memory
+_ASKED = (  # the amount asked for, and its unit where it is not bytes
+    re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE),               # CPU
+    re.compile(r"Tried to allocate ([\d.]+) ([KMGT]i?B)", re.IGNORECASE),      # CUDA
+    re.compile(r"Unable to allocate ([\d.]+) ([KMGT]i?B)", re.IGNORECASE),     # numpy
+    re.compile(r"(\d+) bytes (?:used|required)", re.IGNORECASE),               # IPU tile memory
 )
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -24,13 +22,12 @@ def is_out_of_memory(error):
 
 def bytes_asked(text):
     """The allocation that failed, in bytes, when the message says (None when it does not)."""
-    for pattern, unit in _ASKED:
-        found = pattern.search(text)
-        if found:
-            if unit is not None:
-                return int(found.group(1))
-            return int(float(found.group(1)) * _UNITS[found.group(2)[0].upper()])
-    return None
+    found = next(filter(None, (pattern.search(text) for pattern in _ASKED)), None)
+    if found is None:
+        return None
+    if found.lastindex == 1:  # no unit: bytes
+        return int(found.group(1))
+    return int(float(found.group(1)) * _UNITS[found.group(2)[0].upper()])
 
 
 def describe(nbytes):

@@ -1,7 +1,5 @@
-"""Notice a rank on the same host that ended while the job still needed it (not every launcher ends the job at
-once, and a rank left in a collective with a dead peer waits forever): the guard thread waits on a pidfd per
-other rank of its host, readable when that process ends, so nothing polls while runs are timed. Linux only
-(pidfds, /proc); elsewhere the launcher alone ends the job."""
+"""Notice a rank of this host that ended while the job still needed it (not every launcher ends the job at once, and
+a collective with a dead peer waits forever): the guard thread waits on a pidfd per other local rank, never polling."""
 import os
 import socket
 

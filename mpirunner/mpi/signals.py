@@ -1,6 +1,5 @@
-"""SIGTERM/SIGINT reach the guard thread as a byte on its wake-up socket (signal.set_wakeup_fd): Python signal
-handlers cannot run while the main thread is blocked in MPI or a long device call. The Python-level handler
-does nothing: the main thread carries on."""
+"""SIGTERM/SIGINT reach the guard thread as a byte on its wake-up socket (signal.set_wakeup_fd): Python's handlers
+cannot run while the main thread is blocked in MPI or a device call (the one installed here does nothing)."""
 import signal
 import threading
 

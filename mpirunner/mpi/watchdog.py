@@ -1,7 +1,5 @@
-"""The guard thread: one per rank, asleep in select() until a signal, a wake-up, the end of a peer process,
-the current run's deadline or the heartbeat (liveness.py: a datagram to read, or one to send every 3 s); no
-other periodic wake-ups while runs are timed. It only notices; what to do is the guard's (guard.py):
-on_signal(signum), on_peer_ended(rank), on_deadline(), and the heartbeat's on_lost(ranks)."""
+"""The guard thread: one per rank, asleep in select() until a signal, a wake-up, a peer process's end, the run's
+deadline or the heartbeat (liveness.py), so nothing else wakes while runs are timed; it notices, the guard decides."""
 import selectors
 import socket
 import threading
@@ -35,9 +33,8 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join(2.0)
         self._signals.restore()
-        for sock in (self._wake_read, self._wake_write):
-            if sock is not None:
-                sock.close()
+        for sock in filter(None, (self._wake_read, self._wake_write)):
+            sock.close()
         self._wake_read = self._wake_write = None
 
     def wake(self):

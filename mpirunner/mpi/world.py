@@ -1,6 +1,5 @@
 """The MPI world: rank, size, local rank/size on this host (an MPI shared-memory split, never a launcher's
-variables), host name, gather, abort and agree (the one way ranks decide together); a singleton without a
-launcher. Test-only: MPIRUNNER_TEST_HOST=NAME makes this rank's host NAME (docs/testing.md)."""
+variables), host name, gather, abort and agree (the one way ranks decide together); a singleton without a launcher."""
 import os
 import socket
 import sys
@@ -11,14 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpirunner.errors import UsageError
+from mpirunner.mpi.launcher import start_mpi
 
-HOST_OVERRIDE = "MPIRUNNER_TEST_HOST"
 LAST_LINES_SECONDS = 0.25  # before MPI_Abort: time for the launcher to read this rank's last flushed lines
-
-
-def host_name():
-    """This rank's host name: the real one, or MPIRUNNER_TEST_HOST's (tests only)."""
-    return os.environ.get(HOST_OVERRIDE) or socket.gethostname()
+host_name = socket.gethostname
 
 
 class Failed(Exception):
@@ -56,7 +51,6 @@ class World:
         return self.comm.gather(value, root=0)
 
     def any(self, flag):
-        """True on every rank when any rank says True."""
         return self.max(bool(flag))
 
     def max(self, value):
@@ -118,8 +112,7 @@ class World:
 
 
 def detect_launcher(environ=None):
-    """Which launcher started this process, from the variables each one sets: for the record, and for agree
-    ("none": no other rank to compare with, so MPI is not started for it)."""
+    """Which launcher started this process, from the variables each one sets ("none": agree starts no MPI)."""
     env = os.environ if environ is None else environ
     if any(key.startswith("POPDIST_") for key in env):
         return "poprun"
@@ -133,30 +126,20 @@ def detect_launcher(environ=None):
 
 
 def agree(check, comm=None):
-    """World.agree for code that runs before the world is set up: without a launcher and with no comm, check()
-    just runs (MPI is not started for it); otherwise the ranks of `comm` (default: MPI's world) agree."""
+    """World.agree before the world is set up, over `comm` (default: MPI's world; none without a launcher: check())."""
     if comm is None and detect_launcher() == "none":
         return check()
     if comm is None:
-        from mpirunner.mpi.launcher import start_mpi
-
         comm = start_mpi().COMM_WORLD
     return World(comm, comm.Get_rank(), comm.Get_size(), None, None, host_name()).agree(check)  # no local place yet
 
 
 def init_world():
     """Initialise MPI (singleton when no launcher) and work out this rank's place on its host."""
-    from mpirunner.mpi.launcher import start_mpi
-
     MPI = start_mpi()
     comm = MPI.COMM_WORLD
-    host = host_name()
-    if comm.allreduce(bool(os.environ.get(HOST_OVERRIDE)), op=MPI.LOR):  # tests: a "host" = the ranks of one name
-        hosts = comm.allgather(host)
-        node_comm = comm.Split(color=sorted(set(hosts)).index(host), key=comm.Get_rank())
-    else:
-        node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     world = World(comm=comm, rank=comm.Get_rank(), size=comm.Get_size(),
-                  local_rank=node_comm.Get_rank(), local_size=node_comm.Get_size(), host=host)
+                  local_rank=node_comm.Get_rank(), local_size=node_comm.Get_size(), host=host_name())
     node_comm.Free()
     return world
