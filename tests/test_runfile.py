@@ -100,7 +100,7 @@ def test_arrays_are_read_on_first_access_only(tmp_path):
     assert "step_seconds" in run.arrays and run.arrays._arrays == {}  # nothing read yet
     assert run.arrays.step_seconds.shape == (2, 120)
     assert set(run.arrays._arrays) == {"step_seconds"}
-    counts, edges = run.arrays.histogram
+    counts, edges = run.arrays.read("histogram/counts", "histogram/edges").values()
     assert counts.sum() == 240 and edges.size == counts.size + 1
 
 

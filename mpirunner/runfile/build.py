@@ -1,6 +1,5 @@
 """Rank 0 builds a run's Run, once, from what every rank gathered: summary, histogram, input shares, validity.
-A Run built here and the same Run read back from its file are equal (names.py maps both ways).
-"""
+A Run built here and the same Run read back from its file are equal (names.py maps both ways)."""
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -82,9 +81,8 @@ class ScenarioRecord:
 
 
 def reference_throughput_spread(step_seconds, samples_per_step):
-    """min, max and std of the reference harness's per-step throughputs (all instances' samples over the slowest
-    instance's step time; graphcore/examples 32fc7bd inference/run_benchmark.py), whose mean is stats'
-    throughput_reference; over mpirunner's timed steps (the reference drops its first two instead)."""
+    """min, max and std of the reference harness's per-step throughputs (stats' throughput_reference is their mean),
+    over mpirunner's timed steps (graphcore/examples 32fc7bd inference/run_benchmark.py drops its first two)."""
     seconds = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     done = np.count_nonzero(~np.isnan(seconds), axis=0)
     if not np.any(done):
@@ -98,7 +96,7 @@ def scenario_throughput(summary, scenario_attrs, samples_per_step):
     """A scenario run's throughput is its achieved rate in samples/s (docs/reports.md); the step-based reference
     harness figure does not apply, and a server's batches are not its steps, so their bootstrap interval goes too."""
     summary = {key: value for key, value in summary.items() if not key.startswith("throughput_reference")}
-    if "throughput" in scenario_attrs:  # older engines stored the server's rate themselves
+    if "throughput" in scenario_attrs:  # the server (serve.py) stores its rate itself
         rate = scenario_attrs["throughput"]
         rate_sum = scenario_attrs.get("throughput_sum", rate)
     else:

@@ -1,7 +1,5 @@
-"""The only module under mpirunner/ that imports h5py: write a Job to its file and read it back (schema mpirunner/1).
-
-Written whole and atomically (docs/failure-behaviour.md, "Nothing lost"). Reading needs only h5py and numpy:
-read_job's runs read their arrays on first access; read_light reads attributes alone (a summary of many files).
+"""The only module under mpirunner/ that imports h5py: write a Job to its file, whole and atomically
+(docs/failure-behaviour.md, "Nothing lost"), and read it back (schema mpirunner/1) with h5py and numpy alone.
 """
 import os
 from dataclasses import dataclass, field
@@ -60,8 +58,7 @@ def _set_text_columns(ranks):
 
 
 def _ranks_table(rows):
-    """List of per-rank dicts -> structured array, one column per key (first-seen order): text when any value is
-    not a number (or named in STRING_COLUMNS), else bool, int or float; missing values become '' / False / -1."""
+    """Per-rank dicts -> structured array, one typed column per key (first-seen order); '' / False / -1 if missing."""
     import h5py
 
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -287,8 +284,7 @@ def _attributes(node, wanted):
 
 def read_light(path, root_names=None, run_names=None, histograms=False, config=False, twins=()):
     """Attributes alone, for summaries of many files: the wanted root and run-group attributes (None: all but the
-    stored settings), the settings text when `config`, histograms when `histograms`, and for each unit-less name
-    in `twins` its unit-named twin when a run group lacks the name itself (a file written with twin names only)."""
+    settings), and for each unit-less name in `twins` its twin when a run group lacks the name (twin names only)."""
     import h5py
 
     try:

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from mpirunner.errors import UsageError
+from mpirunner.runfile.names import parse_settings, stored_text
 from mpirunner.runfile.run import Job
 
 log = logging.getLogger("mpirunner")
@@ -70,14 +71,6 @@ def resumed_job(earlier, resumed):
     return Job.from_attrs(attrs, [row.as_dict() for row in earlier.ranks], earlier.runs)
 
 
-def _comparable(settings):
-    """Settings as the file stores them (YAML text of the dict), so that a tuple and a list compare equal."""
-    import yaml
-
-    text = yaml.safe_dump(settings, sort_keys=True) if isinstance(settings, dict) else settings
-    return yaml.safe_load(text) or {}
-
-
 def read_earlier(path, config, layout):
     """The Job to resume, its arrays read (None when the file does not exist yet); UsageError when it measures
     something else or with another rank layout (layout: [(host, local_rank)] of this job's ranks)."""
@@ -92,8 +85,8 @@ def read_earlier(path, config, layout):
             run.arrays.all()  # written back byte for byte: read now, while the file is the one checked
     except (OSError, KeyError) as error:
         raise UsageError(f"--resume: cannot read {path} as an mpirunner file ({error})") from None
-    stored = _comparable(job.config_text)
-    current = _comparable(config.settings())
+    # this job's settings as the file stores them (YAML text), so that a tuple and a list compare equal
+    stored, current = parse_settings(job.config_text), parse_settings(stored_text(config.settings()))
     differ = sorted(key for key in set(stored) | set(current)
                     if key not in NOT_COMPARED and stored.get(key) != current.get(key))
     if differ:
@@ -213,10 +206,9 @@ def take_lock(path, host, argv=(), gone=None):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
+            owner = None
+            with contextlib.suppress(OSError, ValueError):
                 owner = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                owner = None
             try:
                 why = _stale(lock, owner if isinstance(owner, dict) else None, host, time.time(), gone)
             except FileNotFoundError:

@@ -243,17 +243,14 @@ class RunArrays:
 
     def read(self, *wanted):
         """{name: array} of the wanted datasets the run has, reading only those (one open of the file)."""
-        self._load(tuple(name for name in wanted if name in self._names))
+        missing = tuple(name for name in wanted if name in self._names and name not in self._arrays)
+        if missing and self._loader is not None:
+            self._arrays.update(self._loader(missing))
         return {name: self._arrays[name] for name in wanted if name in self._names}
 
     def all(self):
         """Every dataset, read at once: what --resume writes back byte for byte."""
         return self.read(*self._names)
-
-    def _load(self, wanted):
-        missing = [name for name in wanted if name not in self._arrays]
-        if missing and self._loader is not None:
-            self._arrays.update(self._loader(tuple(missing)))
 
     @property
     def step_seconds(self):
@@ -262,14 +259,6 @@ class RunArrays:
     @property
     def batch_latency(self):
         return self.get("batch_latency")
-
-    @property
-    def histogram(self):
-        """(counts, edges in s) of the stored log histogram, or None."""
-        if "histogram/counts" not in self._names:
-            return None
-        found = self.read("histogram/counts", "histogram/edges")
-        return found["histogram/counts"], found["histogram/edges"]
 
     @property
     def queries(self):

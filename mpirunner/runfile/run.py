@@ -1,7 +1,5 @@
-"""The typed model of a results file: a Job (the file's root and /ranks) and its Runs (one per run group).
-
-A Run is the only shape of a run from the moment rank 0 builds it (build.py) to every reader; names.py maps it
-to the run group's flat attributes and back. numpy only: no h5py, torch or mpi4py here.
+"""The typed model of a results file: a Job (the file's root and /ranks) and its Runs (one per run group); names.py
+maps a Run to its run group's flat attributes and back. numpy only: no h5py, torch or mpi4py here.
 """
 from dataclasses import dataclass, field, replace
 from operator import attrgetter

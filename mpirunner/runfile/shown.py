@@ -24,13 +24,10 @@ def enough(count, q):
     """Whether `count` values give the q-th percentile (stats.minimum_count); an unknown count is taken as enough."""
     from mpirunner import stats
 
-    if count is None or isinstance(count, bool):
-        return True
     try:
-        count = int(count)
+        return count is None or isinstance(count, bool) or stats.enough_for_percentile(int(count), q)
     except (TypeError, ValueError):
         return True
-    return stats.enough_for_percentile(count, q)
 
 
 def needs_text(names=("p50", "p90", "p99")):
