@@ -1,7 +1,5 @@
 """Regression check for `mpirunner-report compare` and each trend step: did NEW get slower than BASE, beyond noise?
-
-judge_groups is the one rule for both (docs/reports.md, "compare"; docs/methodology-and-validity.md).
-"""
+judge_groups is the one rule for both (docs/reports.md, "compare"; docs/methodology-and-validity.md)."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +20,7 @@ NOISE_FLOOR = "noise floor"
 
 @dataclass
 class PairResult:
-    """The judgement of one BASE/NEW pair: ratio NEW/BASE of the quantity that decided, its bootstrap interval
-    (low, high), the NEW rank that decided (PER_RANK), which test decided (reason) and the between-run interval."""
+    """The judgement of one BASE/NEW pair: NEW/BASE of what decided, with its bootstrap and between-run intervals."""
 
     status: str
     decided_by: str
@@ -174,14 +171,11 @@ def _arrays(row):
     return getattr(row, "arrays", None) or {}
 
 
-def _by_batch_size(job):
-    """Each batch size's first run in sweep order."""
-    return {run.point.batch_size: run for run in reversed(sorted_runs(job))}
-
-
 def compare_files(bases, news, threshold, seed=0, include_invalid=False, noise_floor_percent=NOISE_FLOOR_PERCENT):
     """A result dict per batch size: 'pair', or 'differences', or only on one side; bases, news: lists of Jobs."""
-    bases, news = ([(job, _by_batch_size(job)) for job in side] for side in (bases, news))
+    # each batch size's first run in sweep order
+    bases, news = ([(job, {run.point.batch_size: run for run in reversed(sorted_runs(job))}) for job in side]
+                   for side in (bases, news))
     results = []
     sizes = {size for _job, runs in bases + news for size in runs}
     for batch_size in sorted(sizes, key=lambda size: (size is None, size)):
@@ -267,9 +261,9 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, noise_flo
                 run.row.update(trend=result.status, trend_base=f"{base.row['file']}:{base.row['run']}",
                                trend_decided_by=result.decided_by, trend_ratio=result.ratio,
                                trend_ratio_ci95_low=result.low, trend_ratio_ci95_high=result.high,
-                               trend_note=result.note or "",
-                               trend_reason=result.reason, trend_decided_by_noise=result.decided_by_noise,
-                               trend_earlier_runs=result.base_runs, trend_between_run_percent=result.between_run_percent,
+                               trend_note=result.note or "", trend_reason=result.reason,
+                               trend_decided_by_noise=result.decided_by_noise, trend_earlier_runs=result.base_runs,
+                               trend_between_run_percent=result.between_run_percent,
                                trend_between_ci95_low=result.between_low, trend_between_ci95_high=result.between_high)
             if run.row["valid"] or include_invalid:
                 earlier = (earlier + [[run, row]])[-HISTORY_RUNS:]

@@ -1,9 +1,6 @@
 """The figures of mpirunner-report (latency histogram, sweep curves, server load curve), the histograms' one binning
-and the log axes' ticks; matplotlib (Agg) draws the PNG of `--plot` and the page's SVGs.
-
-Log axes read as plain numbers with their unit (0.5 ms, 1 ms), never 10^k; each series has its own marker and line
-style and INVALID runs are hollow, so the figures read in black and white.
-"""
+and the log axes' ticks: matplotlib (Agg) draws the PNG of `--plot` and the page's SVGs. Markers, line styles and
+hollow INVALID runs make them read in black and white."""
 import io
 import math
 import textwrap
@@ -39,7 +36,8 @@ def log_ticks(low, high, minimum=3, maximum=12):
     decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
     best = []
     for series in TICK_SERIES:
-        ticks = [m * 10.0 ** d for d in decades for m in series if low * (1 - 1e-9) <= m * 10.0 ** d <= high * (1 + 1e-9)]
+        ticks = [m * 10.0 ** d for d in decades for m in series
+                 if low * (1 - 1e-9) <= m * 10.0 ** d <= high * (1 + 1e-9)]
         if len(ticks) > maximum and best:
             return best
         best = ticks
@@ -67,11 +65,8 @@ def sample_bins(count):
 
 
 def latency_bins(latency_seconds, max_rows=None):
-    """(the finite positive latencies, counts, bin edges in s) over log-spaced bins: every histogram's binning.
-
-    max_rows (the text histogram): stats.log_histogram's round bins, as the runner stores them for the page, as many
-    per decade (at most 20) as fit in max_rows rows; else (the PNG) sample_bins over exactly the latencies' span.
-    """
+    """(the finite positive latencies, counts, bin edges in s) over log-spaced bins: every histogram's binning. max_rows
+    (text): the runner's round bins, as many per decade as fit; else (PNG) sample_bins over the latencies' span."""
     values = np.asarray(latency_seconds, dtype=np.float64)
     values = values[np.isfinite(values) & (values > 0)]
     if values.size == 0:
@@ -95,17 +90,6 @@ def readable_log_axis(axis, low, high, unit):
     axis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g} {unit}".strip()))
     axis.set_minor_locator(NullLocator())
     axis.set_minor_formatter(NullFormatter())
-
-
-def batch_size_axis(axes, sizes):
-    """A log2 x axis with a tick at each batch size, labelled as the plain number (8, 16, 32), no minor labels."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    axes.set_xscale("log", base=2)
-    if sizes:
-        axes.set_xticks(sizes)
-        axes.xaxis.set_major_formatter(ScalarFormatter())
-        axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def fitted(title, width_points, font_points, most=None):
@@ -210,8 +194,8 @@ def _interval(rows, key):
 
 
 def _series(axes, rows, x_key, style, label, png):
-    """A series through the runs with their error bars, INVALID runs hollow: the PNG's each on its own, labelled with
-    its batch size; the SVG's (hundreds on a page) as one error bar plot, five times faster to draw."""
+    """A series through the runs with their error bars, INVALID runs hollow; the SVG's (hundreds on a page) as one
+    error bar plot, five times faster to draw than the PNG's point by point."""
     rows = [row for row in rows if finite_number(row.get(x_key)) and finite_number(row.get("throughput"))]
     if not rows:
         return
@@ -239,6 +223,8 @@ def _series(axes, rows, x_key, style, label, png):
 
 def sweep_figure(plt, title, series, svg=False):
     """Throughput vs batch size and vs p99 latency with their 95% intervals: series = [(label, rows)]."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     if len(series) > MAX_SERIES:
         older = [row for _label, rows in series[:len(series) - MAX_SERIES + 1] for row in rows]
         series = [("earlier files", older)] + list(series[len(series) - MAX_SERIES + 1:])
@@ -251,8 +237,13 @@ def sweep_figure(plt, title, series, svg=False):
     if any(not bool(row.get("valid", True)) for _label, rows in series for row in rows):
         for axes in (by_batch, by_p99):  # one legend entry says what a hollow marker means
             axes.plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="gray", label=INVALID_LABEL)
-    batch_size_axis(by_batch, sorted({row["batch_size"] for _label, rows in series for row in rows
-                                      if finite_number(row.get("batch_size"))}))
+    by_batch.set_xscale("log", base=2)  # a tick at each batch size, labelled as the plain number (8, 16, 32)
+    sizes = sorted({row["batch_size"] for _label, rows in series for row in rows
+                    if finite_number(row.get("batch_size"))})
+    if sizes:
+        by_batch.set_xticks(sizes)
+        by_batch.xaxis.set_major_formatter(ScalarFormatter())
+        by_batch.xaxis.set_minor_formatter(NullFormatter())
     by_batch.set_xlabel("batch size (samples per micro-batch, log2 scale)")
     by_p99.set_xlabel("p99 batch latency (ms)")
     by_batch.set_title("Throughput vs batch size (95% CI)")

@@ -1,8 +1,6 @@
 """`mpirunner-report summary --html OUT.html`: one self-contained static page over many runs, no JavaScript.
-
 Figures are SVG data URIs (so their ids cannot clash); the per-run histograms, hundreds on a page, are drawn by
-hand (about a millisecond each, where matplotlib takes tens). INVALID is written out, never only coloured.
-"""
+hand (about a millisecond each, where matplotlib takes tens). INVALID is written out, never only coloured."""
 import base64
 import math
 from html import escape

@@ -1,8 +1,5 @@
-"""Every read of a result file in mpirunner-report, and the rows its tables, CSV and JSON are made of.
-
-One file (report, compare): the Job, each run's numbers recomputed from its arrays, so the report also checks the
-stored summary. Many files (summary): attributes alone (and the page's histograms), so hundreds read in seconds.
-"""
+"""Every read of a result file in mpirunner-report, and the rows its tables, CSV and JSON are made of. One file: the
+numbers recomputed from its arrays; many files (summary): attributes alone, so hundreds read in seconds."""
 import csv
 import json
 import math
@@ -37,16 +34,11 @@ COLUMNS = (*((key, key) for key in ("file", "run", "model", "precision", "dtype"
                                     "world_size", "hosts", "batch_size", "samples_per_step")),
            *((unit_name(key), key) for key in _UNIT_KEYS), ("valid", "valid"), ("validity_reason", "validity_reason"),
            ("created_utc", "created"), ("git_commit", "git_commit"))
-RUN_KEYS = tuple(key for _column, key in COLUMNS
-                 if key not in ("file", "run", "backend", "device_name", "world_size", "hosts", "created", "git_commit"))
 ROOT_KEYS = ("backend", "device_name", "world_size", "hosts", "created", "git_commit", "dtype")
+RUN_KEYS = tuple(key for _column, key in COLUMNS if key == "dtype" or key not in ("file", "run", *ROOT_KEYS))
 RUN_ATTRS = RUN_KEYS + ("dtype", "valid", "validity_reason", "latency_count", "query_latency_p50_ci95_low",
                         "query_latency_p50_ci95_high", "query_latency_p99_ci95_low", "query_latency_p99_ci95_high")
-
-
-def load(path):
-    """One results file as a Job, or UsageError with one clear line (missing, foreign, newer, damaged)."""
-    return hdf5.load_job(path)
+load = hdf5.load_job  # one results file as a Job, or UsageError with one clear line (missing, foreign, newer, damaged)
 
 
 def sorted_runs(job):
@@ -242,13 +234,14 @@ def write_rows(rows, path, kind):
     """Write rows as CSV or JSON to PATH ('-': stdout), names with their unit; non-finite numbers empty / null."""
     rows = [exported(row) for row in rows]
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    clean = [{key: _cell(row.get(key, "")) for key in columns} for row in rows]
+    cells = [[(key, row.get(key, "")) for key in columns] for row in rows]
+    clean = [{key: None if isinstance(v, float) and not math.isfinite(v) else v for key, v in row} for row in cells]
     try:
         with nullcontext(sys.stdout) if str(path) == "-" else open(path, "w", newline="", encoding="utf-8") as handle:
-            if kind == "csv":
+            if kind == "csv":  # the csv module writes None as an empty cell
                 writer = csv.DictWriter(handle, fieldnames=columns)
                 writer.writeheader()
-                writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in clean)
+                writer.writerows(clean)
             else:
                 json.dump(clean, handle, indent=1)
                 handle.write("\n")
@@ -256,9 +249,3 @@ def write_rows(rows, path, kind):
         raise  # the reader went away (`| head`): not an error of the path; main() ends quietly
     except OSError as error:
         raise UsageError(f"cannot write --{kind} {path}: {error.strerror or error}")
-
-
-def _cell(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -1,8 +1,5 @@
-"""`mpirunner-report summary`: many runs (rows.SummaryRun) at a glance: filters, order, the table, CSV/JSON, trends.
-
-A trend is the runs of one configuration key (variation.py) in creation order; with `--by commit` each commit is
-one step (its latest run). compare.judge_trends judges each step.
-"""
+"""`mpirunner-report summary`: many runs (rows.SummaryRun) at a glance: filters, order, the table, CSV/JSON, trends
+(the runs of one configuration key in creation order, or a step per commit; compare.judge_trends judges them)."""
 import fnmatch
 import math
 from dataclasses import dataclass, field
@@ -27,8 +24,7 @@ TREND_COLUMNS = tuple((name, name) for name in (
 
 
 def select(runs, models=(), devices=(), batch_sizes=(), valid_only=False):
-    """The runs that pass every filter given: models are globs, devices a backend or a glob or part of the device name
-    (both case-insensitive), batch_sizes a set of sizes."""
+    """The runs that pass every filter: models are globs, devices a backend, a glob or part of the device name."""
     def model_ok(row):
         return not models or any(fnmatch.fnmatch(str(row["model"]).lower(), pattern.lower()) for pattern in models)
 
@@ -47,36 +43,30 @@ def select(runs, models=(), devices=(), batch_sizes=(), valid_only=False):
 def parse_sort(text):
     """'created,-throughput' -> [('created', False), ('throughput', True)]; UsageError on an unknown key."""
     keys = []
-    for part in (piece.strip() for piece in str(text).split(",")):
-        if not part:
-            continue
+    for part in filter(None, (piece.strip() for piece in str(text).split(","))):
         name, descending = (part[1:], True) if part.startswith("-") else (part, False)
         if name not in SORT_KEYS:
-            raise UsageError(f"--sort: unknown key '{name}'; use {', '.join(SORT_KEYS)} (a leading '-' sorts descending)")
+            raise UsageError(f"--sort: unknown key '{name}'; use {', '.join(SORT_KEYS)} "
+                             "(a leading '-' sorts descending)")
         keys.append((name, descending))
     return keys
 
 
 def sort_runs(runs, keys=None):
     """Runs sorted by the (name, descending) keys, then by the default order; missing values last either way."""
-    keys = list(keys or []) + [(name, False) for name in DEFAULT_SORT]
     ordered = list(runs)
-    for name, descending in reversed(keys):  # stable sorts, least significant key first
-        key = SORT_KEYS[name]
-        present = [run for run in ordered if _sortable(run.row.get(key)) is not None]
-        missing = [run for run in ordered if _sortable(run.row.get(key)) is None]
-        present.sort(key=lambda run: _sortable(run.row.get(key)), reverse=descending)
-        ordered = present + missing
-    return ordered
+    for name, descending in reversed(list(keys or []) + [(name, False) for name in DEFAULT_SORT]):
+        ordered.sort(key=lambda run: _sortable(run.row.get(SORT_KEYS[name]), descending), reverse=descending)
+    return ordered  # stable sorts, least significant key first
 
 
-def _sortable(value):
-    """A value numbers and texts can be sorted by (numbers before texts), or None when it is missing."""
+def _sortable(value, descending):
+    """A sort key: numbers before texts, a missing value last whichever the direction."""
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return None
+        return (not descending,)
     if isinstance(value, (bool, int, float)):
-        return (0, float(value), "")
-    return (1, 0.0, str(value))
+        return (descending, 0, float(value), "")
+    return (descending, 1, 0.0, str(value))
 
 
 def write_summary(runs, path, kind, extra_columns=()):
@@ -104,7 +94,7 @@ def verdict_cell(row):
 
 
 def trend_cell(row):
-    """The step's trend as a cell: 'REGRESSED 1.203x', 'same 0.998x' (NEW/BASE of the quantity that decided), 'first'."""
+    """The step's trend as a cell: 'REGRESSED 1.203x', 'same 0.998x' (NEW/BASE of what decided), 'first'."""
     status = row.get("trend", "")
     if not status:
         return ""
@@ -221,10 +211,8 @@ def trends_text(trends, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCE
 
 @dataclass
 class Trend:
-    """One configuration's steps in order: (label: the commit or the created time, SummaryRun).
-
-    configuration: its title's fields (CONFIGURATION_KEYS); key: the full configuration key; detail: what tells it
-    from another trend of the same title ('compile inductor')."""
+    """One configuration's steps in order, (the commit or the created time, SummaryRun); detail: what tells it from
+    another trend of the same title ('compile inductor')."""
 
     configuration: tuple
     steps: list = field(default_factory=list)
@@ -244,8 +232,7 @@ def configuration_text(key):
 
 
 def build_trends(runs, by):
-    """The trends of these runs (read with their keys), in title order: runs join, oldest first, the first trend whose
-    key agrees with theirs wherever both are known; steps ordered as --by says."""
+    """The trends of these runs in title order: each run, oldest first, joins the first trend whose key agrees."""
     groups = []  # [key, runs]
     for run in sorted(runs, key=lambda run: (str(run.row.get("created", "")), run.row["file"], run.row["run"])):
         group = next((group for group in groups if compatible(group[0], run.key)), None)
@@ -257,10 +244,8 @@ def build_trends(runs, by):
     trends = []
     for key, ordered in groups:
         if by == "commit":
-            latest = {}
-            for run in ordered:  # oldest first: the last run seen for a commit is its latest
-                if run.row.get("git_commit"):
-                    latest[run.row["git_commit"]] = run
+            # oldest first: the last run seen for a commit is its latest
+            latest = {run.row["git_commit"]: run for run in ordered if run.row.get("git_commit")}
             steps = sorted(((str(commit)[:12], run) for commit, run in latest.items()),
                            key=lambda step: (str(step[1].row.get("created", "")), step[1].row["file"]))
         else:

@@ -1,8 +1,5 @@
-"""What mpirunner-report prints: one file's headline, run table, --ranks and --histogram; compare's table.
-
-A run's own words (verdict, intervals, percentiles) come from mpirunner.runfile.block, the one place that words a run.
-"""
-
+"""What mpirunner-report prints: one file's headline, run table, --ranks and --histogram; compare's table. A run's own
+words (verdict, intervals, percentiles) come from mpirunner.runfile.block, the one place that words a run."""
 import numpy as np
 
 from mpirunner import stats
@@ -138,8 +135,7 @@ def point_label(row):
 
 
 def scenario_table(rows):
-    """Single-stream and server runs (a row per point of a peak search), then per point its query percentiles with
-    their intervals, its batch latency and verdict; and the search's peak."""
+    """Single-stream and server runs: a row per point, then its intervals, batch latency and verdict; the peak."""
     lines = ["  ".join(f"{title:>{width}}" for title, _key, width, _spec in SCENARIO_COLUMNS) + "  within  valid"]
     notes = []
     for row in rows:
@@ -272,12 +268,6 @@ SHOWN = {"regressed": "REGRESSED", "invalid-new": "INVALID (new)", "excluded-inv
          "different-configuration": "DIFFERENT CONFIGURATION (not judged)"}
 
 
-def pair_verdict_text(pair):
-    """'REGRESSED (beyond run-to-run noise of 3+3 runs: ±3.2%)': the verdict and which test decided it."""
-    shown = SHOWN.get(pair.status, pair.status)
-    return f"{shown} ({pair.reason})" if pair.reason else shown
-
-
 def interval_text(pair):
     """'ratio [low, high]': the between-run interval when a spread was measured, else the bootstrap one."""
     if not finite_number(pair.ratio):
@@ -321,8 +311,8 @@ def format_comparison(bases, news, results, threshold_percent, noise_floor_perce
         pair = result["pair"]
         ratios = "  ".join(f"{result[key]:>8.3f}x" if finite_number(result[key]) else f"{'n/a':>9}"
                            for key in ("p50_ratio", "p99_ratio"))
-        lines.append(f"{start}  {ratios}"
-                     f"  {interval_text(pair):>26}  {pair.decided_by:<24}  {pair_verdict_text(pair)}")
+        lines.append(f"{start}  {ratios}  {interval_text(pair):>26}  {pair.decided_by:<24}  "
+                     f"{SHOWN.get(pair.status, pair.status)}" + (f" ({pair.reason})" if pair.reason else ""))
         if pair.note:
             notes.append(f"   batch {result['batch_size']}: {pair.note}")
         if finite_number(pair.between_low) and finite_number(pair.low):
@@ -348,7 +338,8 @@ def comparison_conclusion(results):
         return (f"DIFFERENT CONFIGURATIONS at batch size {sizes('different-configuration')} (not judged: "
                 f"{', '.join(keys)} {'differs' if len(keys) == 1 else 'differ'})")
     if sizes("invalid-new"):
-        return f"INVALID: new run INVALID at batch size {sizes('invalid-new')} (not judged; --include-invalid to compare)"
+        return (f"INVALID: new run INVALID at batch size {sizes('invalid-new')} "
+                "(not judged; --include-invalid to compare)")
     if not judged:
         return "INVALID: no pair could be judged (every pair excluded)"
     return "no regression"

@@ -1,7 +1,5 @@
-"""Whether two runs are the same measurement (the configuration key) and how much a measurement moves: the
-between-run spread (Welch t interval, else NOISE_FLOOR_PERCENT) and the within-run bootstrap of a median ratio
-(docs/methodology-and-validity.md, "Between-run variation"). numpy only: the t quantiles come from a table.
-"""
+"""Whether two runs are the same measurement (the configuration key) and how much a measurement moves: the between-run
+spread (Welch t interval) and the within-run bootstrap of a median ratio (docs/methodology-and-validity.md)."""
 import functools
 import math
 from dataclasses import dataclass
@@ -89,8 +87,7 @@ def configuration_key(root, run):
 
 
 def key_differences(base_keys, new_keys, ignore=()):
-    """(name, base values, new values) for each field, but `ignore`, whose KNOWN values over the keys of both sides
-    (one per file) are not all one; a side's mixed values are joined with '/'."""
+    """(name, base values, new values) of each field but `ignore` whose known values over both sides are not one."""
     differences = []
     for name in (name for name in KEY_NAMES if name not in ignore):
         base = _known(key.get(name, UNKNOWN) for key in base_keys)
@@ -140,8 +137,7 @@ def t_quantile_95(df):
 
 @dataclass
 class Spread:
-    """NEW/BASE of the file values' geometric means (one rank or the whole job), its 95% between-run interval (NaN
-    ends with one run per side) and the interval's half-width in percent."""
+    """NEW/BASE of the files' geometric means, its 95% between-run interval (NaN with one run per side), in percent."""
 
     ratio: float
     low: float = float("nan")
@@ -208,14 +204,12 @@ def _draw_counts(rng, size, resamples):
     """The resamples of `size` values as counts, one [size, rows] block at a time: how often each value was drawn in
     each resample, from rng.integers drawn as the plain bootstrap draws them (the same intervals)."""
     rows_per_block = max(1, CHUNK_ELEMENTS // max(size, 1))
-    done = 0
-    while done < resamples:
+    for done in range(0, resamples, rows_per_block):
         count = min(rows_per_block, resamples - done)
         picks = rng.integers(0, size, size=(count, size))
         flat = (picks + size * np.arange(count)[:, None]).ravel()
         yield np.ascontiguousarray(np.bincount(flat, minlength=count * size).reshape(count, size).T,
                                    dtype=np.int16 if size <= np.iinfo(np.int16).max else np.int32)
-        done += count
 
 
 def _medians(values, blocks):
