@@ -1,7 +1,6 @@
 """The measured loop: the first call timed alone, warm-up steps, a barrier, then timed steps (raw timings only).
 As in torch.utils.benchmark's adaptive_autorange, a *stop rule* says after each window how many more steps
-this rank wants, and `decide` (an MPI max-reduction; no MPI here) makes every rank run the same number.
-"""
+this rank wants, and `decide` (an MPI max-reduction; no MPI here) makes every rank run the same number."""
 import math
 import time
 from dataclasses import dataclass
@@ -81,11 +80,9 @@ def choose_stop_rule(iterations, until_stable, stability_percentage, max_windows
 def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
             stop_rule=None, decide=lambda wanted: wanted, keep_last_windows=None):
     """Run and time one configuration on this rank. step(input) -> (outputs, micro-batch latencies);
-    stop_rule(window_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`).
-
-    The origin is read right after a barrier; in a second barrier the rank whose origin was earliest waits
-    longest, so max - min of the waits over ranks estimates the origins' skew without a common clock.
-    """
+    stop_rule(window_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`). The origin is
+    read right after a barrier; in a second barrier the rank whose origin was earliest waits longest, so max - min
+    of the waits over ranks estimates the origins' skew without a common clock."""
     first_input = source.next_input()
     start = time.perf_counter_ns()
     step(first_input)
@@ -99,9 +96,7 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
     origin_ns = time.perf_counter_ns()
     barrier()
     barrier_wait_ns = time.perf_counter_ns() - origin_ns
-    first_begin_ns = None
-    wanted = iterations
-    index = 0
+    wanted, index = iterations, 0
     while wanted > 0:
         window = {"starts": [], "durations": [], "latencies": []}
         for _ in range(wanted):
@@ -109,8 +104,6 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
             begin = time.perf_counter_ns()
             _, micro_batch_latencies = step(step_input)
             end = time.perf_counter_ns()
-            if first_begin_ns is None:
-                first_begin_ns = begin
             window["starts"].append(begin - origin_ns)
             window["durations"].append(end - begin)
             window["latencies"].extend(micro_batch_latencies)
@@ -120,18 +113,16 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
         windows.append(window)
         if stop_rule is None:
             break
-        elapsed_seconds = (time.perf_counter_ns() - first_begin_ns) * 1e-9
+        elapsed_seconds = (time.perf_counter_ns() - origin_ns - windows[0]["starts"][0]) * 1e-9  # since the first step
         window_seconds = [np.asarray(w["durations"], dtype=np.float64) * 1e-9 for w in windows]
         wanted = int(decide(int(stop_rule(window_seconds, elapsed_seconds))))
 
     kept = windows[-keep_last_windows:] if keep_last_windows else windows
-    return Timings(
-        compile_seconds=compile_seconds,
-        step_start=np.asarray([s for w in kept for s in w["starts"]], dtype=np.float64) * 1e-9,
-        step_seconds=np.asarray([d for w in kept for d in w["durations"]], dtype=np.float64) * 1e-9,
-        batch_latency=np.asarray([v for w in kept for v in w["latencies"]], dtype=np.float64),
-        barrier_wait_seconds=barrier_wait_ns * 1e-9,
-        windows=len(windows),
-        kept_windows=len(kept),
-        measured_steps=index,
-    )
+
+    def joined(key):
+        return np.asarray([value for w in kept for value in w[key]], dtype=np.float64)
+
+    return Timings(compile_seconds=compile_seconds, step_start=joined("starts") * 1e-9,
+                   step_seconds=joined("durations") * 1e-9, batch_latency=joined("latencies"),
+                   barrier_wait_seconds=barrier_wait_ns * 1e-9, windows=len(windows), kept_windows=len(kept),
+                   measured_steps=index)

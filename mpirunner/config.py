@@ -1,8 +1,6 @@
-"""Named config + command-line flags -> one validated, frozen RunConfig.
-
-Precedence: built-in DEFAULTS < the YAML config (keys: the options' dest names) < the command line. Pure
-Python and YAML, so every rank reaches the same verdict on the same input without talking.
-"""
+"""Named config + command-line flags -> one validated, frozen RunConfig. Precedence: built-in DEFAULTS < the YAML
+config (keys: the options' dest names) < the command line. Pure Python and YAML, so every rank reaches the same
+verdict on the same input without talking."""
 import dataclasses
 import difflib
 import os
@@ -11,8 +9,9 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from mpirunner.errors import UsageError
-from mpirunner.options import (BOOL, BY_DEST, CHOICE, DEFAULTS, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, OPTIONAL_POSITIVE_FLOAT,
-                               OPTIONAL_POSITIVE_INT, OPTIONS, POSITIVE_FLOAT, POSITIVE_INT, SIZES, TEXT, refuse)
+from mpirunner.options import (BOOL, BY_DEST, CHOICE, DEFAULTS, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT,
+                               OPTIONAL_POSITIVE_FLOAT, OPTIONAL_POSITIVE_INT, OPTIONS, POSITIVE_FLOAT, POSITIVE_INT,
+                               SIZES, TEXT, refuse)
 
 # The named configs: mpirunner/configs/ in an installed copy (setup.py), else the checkout's configs/ folder.
 _PACKAGE = Path(__file__).resolve().parent
@@ -42,11 +41,10 @@ class _RunConfigMethods:
 
     def settings(self):
         """The run's settings as a plain dict (for the HDF5 file and the YAML echo)."""
-        skip = {"config_text", "argv"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in ("config_text", "argv")}
 
     def is_default(self, dest):
-        """Whether setting `dest` has its built-in default (models use it to warn about settings that change nothing)."""
+        """Whether setting `dest` has its built-in default (models warn about settings that change nothing)."""
         return getattr(self, dest) == DEFAULTS[dest]
 
 

@@ -79,8 +79,7 @@ def first_step_line(point, estimate, max_chars=160):
 class FirstCallProgress:
     """The progress bar while a long first call runs: every `interval` s a thread rewrites its description, e.g.
     'batch 12: first step 41 s of ~5 min, micro-batch 3/128, ~9 min left' (micro-batches where the backend lets
-    them be counted: `counter`, with .done, .total and .remove()). stop() ends it and erases the bar (a line is
-    said next); resume() gives the bar back its warm-up description."""
+    them be counted: `counter`, with .done, .total and .remove()); stop() erases the bar for the line said next."""
 
     def __init__(self, progress, description, estimate, counter=None, interval=0.5):
         import threading

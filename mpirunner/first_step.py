@@ -1,7 +1,6 @@
 """A first estimate of a point's step time, before its first step: is the step long enough to announce?
 (docs/methodology-and-validity.md, "A long first step"). No forward pass is run: a one-sample probe of
-efficientnet-b4 in software float16 takes 5-10 s on a 2-core CPU, and another shape would recompile the model.
-"""
+efficientnet-b4 in software float16 takes 5-10 s on a 2-core CPU, and another shape would recompile the model."""
 import logging
 import math
 import os
@@ -46,31 +45,13 @@ def quick_gemm_rate(dtype, device):
     if key not in _gemm_rates:
         size = 256
         while size < GEMM_SIZE:
-            one_call = _one_call_seconds(dtype, device, size)
-            if one_call >= SLOW_CALL_SECONDS:
-                _gemm_rates[key] = 2.0 * size ** 3 / one_call
-                return _gemm_rates[key]
+            rate = gemm_rates(dtype, seconds=0.0, size=size, device=device, repeats=1)[0]  # one call, after a warm one
+            if 2.0 * size ** 3 / rate >= SLOW_CALL_SECONDS:
+                _gemm_rates[key] = rate
+                return rate
             size *= 2
         _gemm_rates[key] = max(gemm_rates(dtype, seconds=GEMM_SECONDS, size=GEMM_SIZE, device=device))
     return _gemm_rates[key]
-
-
-def _one_call_seconds(dtype, device, size):
-    """Seconds of one size-cubed matmul after a first call (library start-up, page first-touch)."""
-    import time
-
-    import torch
-
-    def call():
-        torch.mm(a, a)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
-
-    a = torch.ones((size, size), dtype=dtype, device=device)
-    call()
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)

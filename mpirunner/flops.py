@@ -1,6 +1,5 @@
 """FLOPs per sample of the benchmarked model, counted by PyTorch's FlopCounterMode once per job on a meta-device
-copy of the model: no arithmetic is done, so the cost is the copy (about a second for ResNeXt-101).
-"""
+copy of the model: no arithmetic is done, so the cost is the copy (about a second for ResNeXt-101)."""
 import copy
 import logging
 

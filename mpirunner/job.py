@@ -1,6 +1,5 @@
 """The run's story: set up the world, place this rank, build the model once, then for each batch size
-measure it (point.py, every rank), record it and write the file (runfile/sweep.py, rank 0 alone).
-"""
+measure it (point.py, every rank), record it and write the file (runfile/sweep.py, rank 0 alone)."""
 import datetime
 import logging
 import traceback

@@ -1,7 +1,6 @@
 """Every flag of the runner and of mpirunner-report, declared once: name, value kind, default, help, devices.
 The parsers, RunConfig's fields, value checks, per-device warnings and refusals and docs/flags.md
-(`python -m mpirunner.options > docs/flags.md`) derive from it. Pure Python: importing this costs nothing.
-"""
+(`python -m mpirunner.options > docs/flags.md`) derive from it. Pure Python: importing this costs nothing."""
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -125,7 +124,8 @@ OPTIONS = (
     Option("--normalization-location", CHOICE, "host", WHAT,
            "where inputs are normalised ('ipu' is an alias of 'device')",
            choices=("host", "device", "ipu", "none"), aliases={"ipu": "device"}),
-    Option("--norm-type", CHOICE, "batch", WHAT, "normalisation layers of the model", choices=("batch", "group", "none")),
+    Option("--norm-type", CHOICE, "batch", WHAT, "normalisation layers of the model",
+           choices=("batch", "group", "none")),
     Option("--norm-num-groups", POSITIVE_INT, 32, WHAT, "groups for --norm-type group"),
     Option("--norm-eps", POSITIVE_FLOAT, 1e-5, WHAT, "epsilon of the norm layers"),
     Option("--num-io-tiles", NON_NEGATIVE_INT, 0, WHAT, "IPU tiles reserved for IO overlap (0: none)",
@@ -147,10 +147,12 @@ OPTIONS = (
            "one step)", metavar="MIB"),
     Option("--half-dtype", CHOICE, None, DEVICE, "16-bit type (default: the device's native one)",
            choices=("float16", "bfloat16")),
-    Option("--weights", TEXT, None, DEVICE, "load a state_dict (strict) instead of seeded random weights; 'torchvision': the model's standard "
-           "torchvision weights from the local torch hub cache (never downloaded)", metavar="FILE"),
+    Option("--weights", TEXT, None, DEVICE, "load a state_dict (strict) instead of seeded random weights; "
+           "'torchvision': the model's standard torchvision weights from the local torch hub cache (never "
+           "downloaded)", metavar="FILE"),
     Option("--check-outputs", BOOL, False, DEVICE,
-           "after the timed steps, compare one batch against a float32 eager reference; disagreement makes the run invalid"),
+           "after the timed steps, compare one batch against a float32 eager reference; disagreement makes the "
+           "run invalid"),
     Option("--channels-last", BOOL, False, DEVICE, "channels_last memory format on CPU/CUDA",
            devices=_only("cpu", "cuda"), negatable=True),
     Option("--compile", CHOICE, "none", DEVICE, "torch.compile the model (CPU/CUDA)", choices=("none", "inductor"),
@@ -161,7 +163,8 @@ OPTIONS = (
 
     Option("--numa-aware", CHOICE, "yes", PLACEMENT, "pin each rank to its NUMA node's CPUs and memory",
            choices=("yes", "no")),
-    Option("--threads", OPTIONAL_POSITIVE_INT, None, PLACEMENT, "compute threads per rank (default: the rank's CPU share)"),
+    Option("--threads", OPTIONAL_POSITIVE_INT, None, PLACEMENT,
+           "compute threads per rank (default: the rank's CPU share)"),
     Option("--cpus-per-rank", OPTIONAL_POSITIVE_INT, None, PLACEMENT,
            "CPUs given to each rank (default: an equal share of its node)"),
 
@@ -257,14 +260,15 @@ def _cell(text):
 
 
 def _value(o):
+    """The value column of a runner flag or a report argument (an Option or a ReportFlag)."""
     if o.kind == CHOICE:
         return " \\| ".join(f"`{choice}`" for choice in o.choices)
-    if o.kind in (BOOL, ACTION, VERSION):
+    if o.kind in (BOOL, ACTION, VERSION) or not o.flag.startswith("-"):
         return ""
     return o.metavar or {POSITIVE_INT: "int >= 1", NON_NEGATIVE_INT: "int >= 0", OPTIONAL_POSITIVE_INT: "int >= 1",
                          POSITIVE_FLOAT: "number > 0", OPTIONAL_POSITIVE_FLOAT: "number > 0",
-                         NON_NEGATIVE_FLOAT: "number >= 0",
-                         TEXT: "text", CONFIG: "NAME or PATH", SIZES: "SIZES"}[o.kind]
+                         NON_NEGATIVE_FLOAT: "number >= 0", TEXT: "text", CONFIG: "NAME or PATH", SIZES: "SIZES",
+                         INT: "int", PERCENT: "PERCENT"}[o.kind]
 
 
 def flags_markdown():
@@ -282,11 +286,10 @@ def flags_markdown():
         "`-h`, `--help` prints the same list.",
     ]
     for group in GROUPS:
-        members = [o for o in OPTIONS if o.group == group]
         lines += ["", f"## {group or 'general'}", "",
                   "| flag | value | default | config key | devices | meaning |",
                   "|---|---|---|---|---|---|"]
-        for o in members:
+        for o in [o for o in OPTIONS if o.group == group]:
             flag = f"`{o.flag}`" + (f", `--no-{o.flag[2:]}`" if o.negatable else "")
             default = "" if o.default is None or o.kind in (ACTION, VERSION) else f"`{o.default}`"
             key = f"`{o.dest}`" if o.is_setting else ""
@@ -305,7 +308,8 @@ DEFAULT_SORT = ("model", "precision", "device", "world-size", "batch-size", "cre
 
 
 # One word of `mpirunner-report COMMAND`: a flag, or a positional when `flag` has no leading dashes (nargs '+' or '*').
-ReportFlag = namedtuple("ReportFlag", "command flag kind help default metavar choices nargs", defaults=(None, None, (), None))
+ReportFlag = namedtuple("ReportFlag", "command flag kind help default metavar choices nargs",
+                        defaults=(None, None, (), None))
 
 
 REPORT_FLAGS = (  # metavar: PERCENT and SIZES when not given
@@ -325,7 +329,8 @@ REPORT_FLAGS = (  # metavar: PERCENT and SIZES when not given
     ReportFlag("compare", "--threshold", PERCENT, "slow-down that counts as a regression (default: 5)", 5.0),
     ReportFlag("compare", "--noise-floor", PERCENT, "with one file per side, the smallest change that can count: the "
                f"run-to-run noise no single pair measures (default: {NOISE_FLOOR_PERCENT:g})", NOISE_FLOOR_PERCENT),
-    ReportFlag("compare", "--include-invalid", BOOL, "judge pairs with an INVALID run too (they are left out by default)"),
+    ReportFlag("compare", "--include-invalid", BOOL,
+               "judge pairs with an INVALID run too (they are left out by default)"),
     ReportFlag("compare", "--seed", INT, "seed of the bootstrap resampling (default: 0)", 0),
     ReportFlag("compare", "--json", TEXT, "one row per batch size: the verdict, what decided it and its numbers, as "
                "a JSON list ('-': stdout, the table left out)", metavar="PATH"),
@@ -358,14 +363,12 @@ def report_markdown():
     lines = ["", "# mpirunner-report", "", "The report's commands read result files only (no torch, no MPI); "
              "`--batch-size` takes the runner's grammar."]
     for command in dict.fromkeys(flag.command for flag in REPORT_FLAGS):
-        lines += ["", f"## mpirunner-report {command}", "", "| argument | value | default | meaning |", "|---|---|---|---|"]
+        lines += ["", f"## mpirunner-report {command}", "", "| argument | value | default | meaning |",
+                  "|---|---|---|---|"]
         for flag in (flag for flag in REPORT_FLAGS if flag.command == command):
-            value = (" \\| ".join(f"`{choice}`" for choice in flag.choices) if flag.kind == CHOICE
-                     else "" if flag.kind == BOOL or not flag.flag.startswith("-")
-                     else flag.metavar or {INT: "int", PERCENT: "PERCENT", SIZES: "SIZES"}[flag.kind])
             shown = f"`{flag.flag}`" if flag.flag.startswith("-") else flag.metavar
             default = "" if flag.default is None else f"`{flag.default:g}`"
-            lines.append(f"| {shown} | {value} | {default} | {_cell(flag.help)} |")
+            lines.append(f"| {shown} | {_value(flag)} | {default} | {_cell(flag.help)} |")
     return lines
 
 

@@ -1,6 +1,5 @@
 """The roofs of this rank (`--measure-peak`): GEMM peak and memory bandwidth (STREAM's "copy" convention), the best
-timed batch, with the median and count of batches beside it (a median far below the best: other load).
-"""
+timed batch, with the median and count of batches beside it (a median far below the best: other load)."""
 import statistics
 import time
 
@@ -34,14 +33,14 @@ def _roof_columns(name, rates):
     return {name: float(max(rates)), f"{name}_median": float(statistics.median(rates)), f"{name}_batches": len(rates)}
 
 
-def gemm_rates(dtype, seconds=1.5, size=2048, device="cpu"):
-    """FLOP/s of each timed batch of size x size x size matmuls (2 n^3 FLOPs each)."""
+def gemm_rates(dtype, seconds=1.5, size=2048, device="cpu", repeats=4):
+    """FLOP/s of each timed batch of `repeats` size x size x size matmuls (2 n^3 FLOPs each)."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
     a = torch.randn((size, size), generator=generator).to(device=device, dtype=dtype)
     b = torch.randn((size, size), generator=generator).to(device=device, dtype=dtype)
-    return _batch_rates(lambda: torch.mm(a, b), 2.0 * size ** 3, device, seconds, repeats=4)
+    return _batch_rates(lambda: torch.mm(a, b), 2.0 * size ** 3, device, seconds, repeats)
 
 
 def copy_rates(seconds=1.0, array_bytes=None, device="cpu"):
@@ -53,14 +52,6 @@ def copy_rates(seconds=1.0, array_bytes=None, device="cpu"):
     a = torch.ones(array_bytes // 4, dtype=torch.float32, device=device)
     b = torch.empty_like(a)
     return _batch_rates(lambda: b.copy_(a), 2.0 * a.numel() * 4, device, seconds, repeats=4)
-
-
-def measure_gemm_peak(dtype, seconds=1.5, size=2048, device="cpu"):
-    return max(gemm_rates(dtype, seconds, size, device))
-
-
-def measure_memory_bandwidth(seconds=1.0, array_bytes=None, device="cpu"):
-    return max(copy_rates(seconds, array_bytes, device))
 
 
 def measure_roofs(dtype, device="cpu"):

@@ -1,7 +1,6 @@
 """The peak-QPS search (--find-peak-qps): the highest total load a server holds, and the interval it lies in.
 No MPI, no torch: run_point(target_qps) returns a PointOutcome that is the same on every rank, so all ranks take
-the same path. Loads are bracketed by doubling (or halving), then bisected (docs/scenarios.md).
-"""
+the same path. Loads are bracketed by doubling (or halving), then bisected (docs/scenarios.md)."""
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional
@@ -51,16 +50,12 @@ class PeakSearch:
 
 
 def percentile_bounds(latency_seconds, percentile):
-    """(low, high): 99% confidence bounds of the percentile by stats.upper_bound_rank (the lower one by symmetry,
-    counted from the top); +inf latencies (unserved) count as over any bound; NaN with too few."""
-    from mpirunner.stats import upper_bound_rank
+    """(low, high): 99% confidence bounds of the percentile by stats.percentile_upper_bound (the lower one by
+    symmetry, on the negated values); +inf latencies (unserved) count as over any bound; NaN with too few."""
+    from mpirunner.stats import percentile_upper_bound
 
-    ordered = np.sort(np.asarray(latency_seconds, dtype=np.float64).ravel())
-    count = ordered.size
-    high_rank, low_rank = upper_bound_rank(count, percentile), upper_bound_rank(count, 100.0 - percentile)
-    high = float(ordered[high_rank - 1]) if high_rank is not None else float("nan")
-    low = float(ordered[count - low_rank]) if low_rank is not None else float("nan")
-    return low, high
+    values = np.asarray(latency_seconds, dtype=np.float64)
+    return -percentile_upper_bound(-values, 100.0 - percentile), percentile_upper_bound(values, percentile)
 
 
 def peak_interval(points):
@@ -87,10 +82,8 @@ def indistinguishable(passing, failing):
 
 def find_peak_qps(run_point: Callable, start_qps, percentile=99.0, bound_seconds=None, max_points=PEAK_MAX_POINTS,
                   min_qps=None):
-    """Highest total load whose point passes: bracket from start_qps (halving down to min_qps, default
-    start_qps x PEAK_LOWEST_SHARE), then bisect until the ends are indistinguishable or max_points were run.
-    Below a failing start it stops at once when the queries that found their rank idle are over bound_seconds
-    at 99% confidence: a lower load only makes more queries find it idle."""
+    """Highest total load whose point passes (docs/scenarios.md, "Search"): bracket from start_qps (halving down
+    to min_qps, default start_qps x PEAK_LOWEST_SHARE), then bisect until the ends are indistinguishable."""
     floor = start_qps * PEAK_LOWEST_SHARE if min_qps is None else min_qps
     points: List[PeakPoint] = []
 

@@ -1,6 +1,5 @@
 """Measure one point of the sweep on every rank: its inputs, its timed steps, its checks and, on rank 0, its Run.
-A rank out of memory fails the size on every rank alike (mpi/agreement.py) instead of leaving the others waiting.
-"""
+A rank out of memory fails the size on every rank alike (mpi/agreement.py) instead of leaving the others waiting."""
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,18 @@ class PointSetup:
 
         return RunPoint.of(self.config, self.backend.local_replicas(), self.model.image_size, batch_size, self.dtype)
 
+    def source_and_step(self, batch_size, micro_batches, agreement):
+        """This rank's input source (reads --data-path; out of memory: every rank leaves) and its backend step,
+        which the source follows (real data pairs each step's outputs with its labels)."""
+        from mpirunner.data import make_input_source, step_shape
+
+        shape = step_shape(batch_size, micro_batches, self.model.image_size)
+        source = agreement.agree(lambda: make_input_source(self.config, self.backend, shape, self.model.input_dtype,
+                                                           self.world.rank, world_size=self.world.size))
+        step = self.backend.make_step(batch_size, source.next_input())
+        source.follow(step)
+        return source, step
+
 
 def measure_point(setup, batch_size, keep):
     """Every rank measures `batch_size`; rank 0 keeps each Run at once. Returns None, or the OOM failure line."""
@@ -58,7 +69,8 @@ def _measure(setup, batch_size, agreement):
     config, backend = setup.config, setup.backend
     point = setup.point(batch_size)
     announced = _announce_long_step(setup, point) if setup.world.is_root else False  # before the inputs are made
-    source, step = _prepare_step(setup, point, agreement)
+    source, backend_step = setup.source_and_step(batch_size, point.micro_batches_per_step, agreement)
+    step = setup.faults.wrap_step(backend_step)
     if config.compile_only and backend.compiles_ahead():  # IPU: build the executable (cache), no timing
         log.info("--compile-only: compiled for batch size %d; nothing measured", batch_size)
         return None
@@ -120,19 +132,6 @@ def _rank_values(setup, timings, source, report):
 
     setup.faults.at_stage("rank-values")
     return rank_values_row(setup.world.host, timings.barrier_wait_seconds, source, report)
-
-
-def _prepare_step(setup, point, agreement):
-    """This rank's input source (--data-path is read here) and its step, wrapped for fault injection."""
-    from mpirunner.data import make_input_source, step_shape
-
-    config, world, backend, model = setup.config, setup.world, setup.backend, setup.model
-    shape = step_shape(point.batch_size, point.micro_batches_per_step, model.image_size)
-    source = agreement.agree(lambda: make_input_source(  # reads --data-path; out of memory: every rank leaves
-        config, backend, shape, model.input_dtype, world.rank, world_size=world.size))
-    backend_step = backend.make_step(point.batch_size, source.next_input())
-    source.follow(backend_step)  # real data pairs each step's outputs with its labels
-    return source, setup.faults.wrap_step(backend_step)
 
 
 def _time_steps(setup, point, source, step, agreement, announced):

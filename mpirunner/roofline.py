@@ -1,7 +1,6 @@
 """Which roof binds a model (`--measure-peak`): compute (GEMM peak) or memory bandwidth, by the roofline model.
 Its intensity is FLOPs over an ESTIMATE of the bytes moved per sample (every layer's output written and read
-once, the weights once per micro-batch): it only says which roof is nearer.
-"""
+once, the weights once per micro-batch): it only says which roof is nearer."""
 import math
 from dataclasses import dataclass
 from typing import List, Optional
@@ -37,13 +36,11 @@ def traffic_estimate(module, image_size, input_dtype, compute_dtype):
         if isinstance(output, torch.Tensor):
             outputs.append(output.numel())
 
-    hooks = [leaf.register_forward_hook(count) for leaf in model.modules() if not list(leaf.children())]
-    try:
-        with torch.no_grad():
-            model(torch.zeros((1, 3, image_size, image_size), dtype=input_dtype, device="meta"))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    for leaf in model.modules():  # the hooks stay on this throwaway copy
+        if not list(leaf.children()):
+            leaf.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros((1, 3, image_size, image_size), dtype=input_dtype, device="meta"))
     return int(weights), int(sum(outputs) * itemsize)
 
 
@@ -76,9 +73,8 @@ def roof_attrs(flops_per_sample, achieved_flops, rank_hosts, roofs, batch_size):
 
 
 def broken_roof(compute):
-    """The run's compute attributes, or, when any utilisation is above 1 (the roof was timed under load, so the
-    run beat it), the same without any utilisation, with `roof_broken` True and the largest share as
-    `achieved_over_roof`: a share above 1 is never stored as a utilisation."""
+    """The run's compute attributes, or, when any utilisation is above 1 (the roof was timed under load), the same
+    without any utilisation, with `roof_broken` True and the largest share as `achieved_over_roof`."""
     shares = [compute.get("utilization"), compute.get("roof_utilization"), *compute.get("utilization_per_host", [])]
     shares = [float(share) for share in shares if share is not None and math.isfinite(float(share))]
     if not shares or max(shares) <= 1.0:

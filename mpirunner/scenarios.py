@@ -1,11 +1,10 @@
 """Load scenarios (docs/scenarios.md): who issues queries when, and what each query waited. No MPI, no torch: the
 device is a `step(batch_size)` callable and time a Clock (VirtualClock in tests: a fake step advances it, so
-queueing is checked without sleeping). Results are raw per-query timestamps (QueryLog), summarized afterwards.
-"""
+queueing is checked without sleeping). Results are raw per-query timestamps (QueryLog), summarized afterwards."""
 import bisect
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -28,9 +27,7 @@ class PerfClock:
         return time.perf_counter() - self.origin
 
     def wait_until(self, seconds):
-        """Spin until `seconds`. Sleeping lets the core idle, and a CPU woken from idle ran resnet18's step
-        20% slower (p50) and 50% slower (p99) than back to back; spinning keeps the rank as ready as
-        single-stream keeps it, so low-load server latency is comparable with single-stream latency."""
+        """Spin until `seconds`: a core woken from idle runs the next step slower (docs/scenarios.md)."""
         while self.now() < seconds:
             pass
 
@@ -56,19 +53,11 @@ def schedule_rng(seed, rank):
     return np.random.default_rng([int(seed), int(rank), SCHEDULE_STREAM])
 
 
-def scheduled_count(rate_per_second, duration_seconds):
-    """How many queries a schedule of this rate offers on [0, duration): rate x duration, rounded."""
-    if rate_per_second <= 0 or duration_seconds <= 0:
-        return 0
-    return int(math.floor(float(rate_per_second) * float(duration_seconds) + 0.5))
-
-
 def poisson_schedule(rate_per_second, duration_seconds, rng):
     """Arrival instants (s) on [0, duration) of a Poisson process conditioned on N = round(rate x duration)
-    arrivals: the first N of N + 1 rate-1 arrivals, scaled so the (N + 1)-th falls on the end. One seed gives
-    the same gaps at every rate, stretched, so the points of a peak search differ by their load only."""
-    count = scheduled_count(rate_per_second, duration_seconds)
-    if count == 0:
+    arrivals (docs/scenarios.md); one seed gives the same gaps at every rate, stretched."""
+    count = int(math.floor(float(rate_per_second) * float(duration_seconds) + 0.5))
+    if rate_per_second <= 0 or duration_seconds <= 0 or count == 0:
         return np.zeros(0, dtype=np.float64)
     unit = _unit_arrivals(rng, count + 1)
     return unit[:count] * (float(duration_seconds) / unit[count])
@@ -111,11 +100,7 @@ def rank_share(total_qps, world_size):
 
 def prepared_batch_sizes(max_batch):
     """The batch sizes the server may run: powers of two below max_batch, and max_batch itself."""
-    sizes, size = [], 1
-    while size < max_batch:
-        sizes.append(size)
-        size *= 2
-    return sizes + [int(max_batch)]
+    return [1 << power for power in range((int(max_batch) - 1).bit_length())] + [int(max_batch)]
 
 
 def drain_bound_seconds(slowest_step_seconds):
@@ -158,16 +143,13 @@ class QueryLog:
 
 
 def concatenate_logs(logs):
-    return QueryLog(**{name: np.concatenate([getattr(log, name) for log in logs])
-                       for name in ("scheduled", "start", "end", "batch_size", "batch_queries", "served", "rank")})
+    return QueryLog(*(np.concatenate([getattr(log, f.name) for log in logs]) for f in fields(QueryLog)))
 
 
 def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, duration_seconds,
                drain_seconds, rank=0):
-    """Serve queries arriving at `scheduled` (sorted, all before duration_seconds) on one device: when it is
-    free, wait for more until the oldest waiting query has waited max_batch_wait_seconds (as Triton's dynamic
-    batcher, no peeking ahead), then run the oldest min(waiting, max_batch) padded to a prepared size. No batch
-    starts after duration + drain_seconds; queries not started by then are unserved."""
+    """Serve queries arriving at `scheduled` (sorted, all before duration_seconds) on one device, batched as
+    docs/scenarios.md says; no batch starts after duration + drain_seconds (queries not started are unserved)."""
     arrivals = [float(t) for t in scheduled]
     count, head = len(arrivals), 0
     log = QueryLog(scheduled=np.asarray(arrivals, dtype=np.float64), start=np.full(count, np.nan),
@@ -219,12 +201,8 @@ def latency_percentile(latency_seconds, percentile):
 
 def summarize_queries(log, scenario, percentiles=(50.0, 90.0, 99.0), duration_seconds=None,
                       target_qps=None, latency_bound_seconds=None, bound_percentile=99.0, max_batch=1):
-    """Flat summary of a (global) QueryLog: counts, QPS, latency percentiles (ms), padding, the bound.
-
-    keep_up (server): the share of the scheduled queries completed while issuing, counting IN_FLIGHT_BATCHES
-    full batches per rank as still in flight. A queue that keeps up ends issuing with a backlog that does not
-    grow with the run; an overload of e% leaves about e/(1+e) of the queries behind, however long the drain.
-    """
+    """Flat summary of a (global) QueryLog: counts, QPS, latency percentiles (ms), padding, the bound, and keep_up
+    (server: the share completed while issuing, IN_FLIGHT_BATCHES per rank counted in flight; docs/scenarios.md)."""
     from mpirunner.stats import percentile_upper_bound
 
     latency = log.latency()

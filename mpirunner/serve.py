@@ -1,7 +1,6 @@
 """The load scenarios on a real device (docs/scenarios.md): prepare every batch size the server may form, run
 the seeded schedule on the run's clock, gather every rank's queries and build each point's Run; every rank
-judges the gathered queries alike. Single-stream's queries are derived from bench.measure's steps.
-"""
+judges the gathered queries alike. Single-stream's queries are derived from bench.measure's steps."""
 import logging
 import time
 
@@ -34,7 +33,7 @@ def _scenario_record(queries, scenario, summary_args):
     latency_ms = queries.latency()[queries.served] * 1e3
     for q in (50.0, 99.0):
         name = f"query_latency_p{q:g}"
-        low, high = percentile_interval(latency_ms, q) if latency_ms.size else (float("nan"), float("nan"))
+        low, high = percentile_interval(latency_ms, q)  # NaN with too few
         attrs.update({f"{name}_ci95_low": low, f"{name}_ci95_high": high,
                       f"{name}_ci95": half_width(attrs[name], low, high) if np.isfinite(attrs[name]) else float("nan")})
     datasets = {name: getattr(queries, name) for name in ("scheduled", "start", "end", "rank", "batch_size",
@@ -44,27 +43,21 @@ def _scenario_record(queries, scenario, summary_args):
 
 class PreparedSteps:
     """One ready step per batch size the server may form: compiled/captured, warmed up, its inputs pooled. A rank
-    out of memory while preparing a size meets the others at that size's next point of `agreement` (the inputs,
-    the lag check, the closing barrier): all leave together and the size becomes a failed run."""
+    out of memory while preparing meets the others at the size's next point of `agreement`: all leave together."""
 
     def __init__(self, setup, max_batch, agreement):
-        from mpirunner.data import make_input_source, step_shape
         from mpirunner.errors import UsageError
         from mpirunner.scenarios import prepared_batch_sizes
 
-        config, world, backend, model = setup.config, setup.world, setup.backend, setup.model
+        config, backend = setup.config, setup.backend
         self.sizes = prepared_batch_sizes(max_batch)
         self.steps, self.sources = {}, {}
         self.compile_seconds, self.slowest_step_seconds = 0.0, 0.0
         for size in self.sizes:
-            shape = step_shape(size, 1, model.image_size)
-            source = agreement.agree(lambda: make_input_source(
-                config, backend, shape, model.input_dtype, world.rank, world_size=world.size))
-            backend_step = backend.make_step(size, source.next_input())
+            source, backend_step = setup.source_and_step(size, 1, agreement)
             if agreement.decide(int(bool(backend_step.output_lag_steps))):  # every rank alike
                 raise UsageError(f"--scenario {config.scenario} needs each step to return its own query's outputs; "
                                  f"add --min-latency (no IO overlap on {backend.name})")
-            source.follow(backend_step)
             step = source.observe(setup.faults.wrap_step(backend_step))
             begin = time.perf_counter()
             step(source.next_input())  # the first call compiles / captures: timed on its own
@@ -98,12 +91,8 @@ class ServingFailed(RuntimeError):
 
 def server_points(setup, name, batch_size, keep, agreement):
     """Run the server scenario (one --target-qps, or a --find-peak-qps search), every rank alike; rank 0 hands
-    each point's Run to `keep` as soon as it is measured, so a search stopped part way keeps its finished points
-    (peak_qps NaN until the search ends, then amended to the peak it found).
-
-    Out of memory while preparing is agreed by every rank (`agreement`) and the size becomes a failed run. After
-    preparation an error is a ServingFailed, never an out-of-memory error that measure_or_fail would answer with
-    a collective the other ranks are not in."""
+    each point's Run to `keep` at once (a search's peak_qps NaN until it ends, then amended). After preparation an
+    out-of-memory error is a ServingFailed: measure_or_fail would answer it with a collective the others are not in."""
     world = setup.world
     prepared = PreparedSteps(setup, batch_size, agreement)
     try:

@@ -1,6 +1,5 @@
 """Statistics recomputed from the raw timing arrays (so a reader of the file can check each one): throughput,
-latency percentiles, histograms, 95% intervals (docs/methodology-and-validity.md) and the input path's shares.
-"""
+latency percentiles, histograms, 95% intervals (docs/methodology-and-validity.md) and the input path's shares."""
 import numpy as np
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
@@ -64,15 +63,10 @@ def latency_summary(latency_seconds):
     values_ms = values_ms[~np.isnan(values_ms)]  # the NaN padding of ranks with fewer values (server runs)
     if values_ms.size == 0:
         return {}
-    summary = {
-        "latency_count": int(values_ms.size),
-        "latency_mean": float(values_ms.mean()),
-        "latency_min": float(values_ms.min()),
-        "latency_max": float(values_ms.max()),
-        "latency_std": float(values_ms.std(ddof=1)) if values_ms.size > 1 else 0.0,
-    }
-    for name, q in PERCENTILES.items():
-        summary[f"latency_{name}"] = float(np.percentile(values_ms, q))
+    summary = {"latency_count": int(values_ms.size), "latency_mean": float(values_ms.mean()),
+               "latency_min": float(values_ms.min()), "latency_max": float(values_ms.max()),
+               "latency_std": float(values_ms.std(ddof=1)) if values_ms.size > 1 else 0.0,
+               **{f"latency_{name}": float(np.percentile(values_ms, q)) for name, q in PERCENTILES.items()}}
     summary["latency_cv"] = summary["latency_std"] / summary["latency_mean"] if summary["latency_mean"] else 0.0
     return summary
 

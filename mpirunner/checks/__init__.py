@@ -22,8 +22,7 @@ def decide_validity(step_seconds, rules, checks=(), *, timed_seconds, windows=0,
                     device_busy=None, scenario_checks=None):
     """Whether a run can be trusted, with every reason a line a user can act on: the failed `checks` handed in
     (the output check), then the timing rules and the input path (device_busy None where batch latency is not
-    device time). scenario_checks (single-stream and server runs) replace the last two: a server's steps
-    follow its arrivals by design, and a single-stream run's latency, drift included, is its result."""
+    device time), or instead of those two a scenario's checks (docs/scenarios.md)."""
     if scenario_checks is not None:
         every = [*checks, *scenario_checks]
     else:

@@ -1,7 +1,6 @@
 """How much a run's step times wander on their own: the noise the trend and straggler rules judge against. Steps
 of a shared host correlate (a burst of load slows several in a row), so their median is less certain than that
-of independent ones. Measured robustly (ranks and MADs), so that a few outlier steps do not decide.
-"""
+of independent ones. Measured robustly (ranks and MADs), so that a few outlier steps do not decide."""
 import numpy as np
 
 MAX_AUTOCORRELATION = 0.9   # beyond this n_eff is 5% of n or less: the series says little, not nothing
@@ -23,12 +22,8 @@ def lag1_autocorrelation(segments):
     if not segments:
         return 0.0
     ranks = np.argsort(np.argsort(np.concatenate(segments), kind="stable")).astype(np.float64)
-    pairs, start = [], 0
-    for segment in segments:
-        part = ranks[start:start + segment.size]
-        pairs.append(np.stack([part[:-1], part[1:]]))
-        start += segment.size
-    before, after = np.concatenate(pairs, axis=1)
+    parts = np.split(ranks, np.cumsum([segment.size for segment in segments])[:-1])  # pairs never span two segments
+    before, after = np.concatenate([part[:-1] for part in parts]), np.concatenate([part[1:] for part in parts])
     if before.size < MIN_PAIRS or np.std(before) == 0 or np.std(after) == 0:
         return 0.0
     estimate = float(np.corrcoef(before, after)[0, 1])

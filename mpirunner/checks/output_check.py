@@ -1,7 +1,6 @@
 """--check-outputs: does the benchmarked step compute what a float32 eager model of the same weights does?
 Run after the timed steps (the first call stays the one timed as compile_seconds), on every rank's device, fed
-the same input in its exact host form (docs/inputs-and-precision.md, "Output check").
-"""
+the same input in its exact host form (docs/inputs-and-precision.md, "Output check")."""
 import functools
 
 from mpirunner.checks.check import Check

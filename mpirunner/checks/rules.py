@@ -1,6 +1,5 @@
 """The timing rules of validity (enough steps, long enough, stable, warmed up, no straggler, --until-stable windows
-that agree) on the raw step times [ranks, steps], and the input path's checks on stats.input_shares.
-"""
+that agree) on the raw step times [ranks, steps], and the input path's checks on stats.input_shares."""
 from dataclasses import dataclass
 from typing import Optional
 
@@ -131,8 +130,7 @@ def _median_error(row):
 
 def stragglers(steps, hosts):
     """One failed check per rank whose median step is STRAGGLER_PERCENT above the others' median and beyond
-    WARMUP_NOISE_SIGMAS standard errors of the difference, so that a short run on a loaded host does not name
-    a rank whose median wandered by chance."""
+    WARMUP_NOISE_SIGMAS standard errors of the difference (docs/methodology-and-validity.md)."""
     found = []
     if steps.shape[0] > 1:
         medians = np.nanmedian(steps, axis=1)
@@ -176,25 +174,18 @@ def timing_checks(step_seconds, rules, *, timed_seconds, windows=0, hosts=None):
             warmed_up(steps), *stragglers(steps, hosts), windows_stable(steps, rules, windows, hosts)]
 
 
-def host_gap_check(host_gap, hosts=None):
-    """Fails, naming the worst rank, when a rank spent more than HOST_GAP_LIMIT of its window between steps."""
+def input_path_checks(host_gap=None, device_busy=None, hosts=None):
+    """host_gap fails when a rank spent more than HOST_GAP_LIMIT of its window between steps, device_busy below
+    DEVICE_BUSY_LIMIT (None: nothing to judge); each names the worst rank."""
+    checks = [passed("host_gap"), passed("device_busy")]
     if host_gap is not None and np.any(np.asarray(host_gap) > HOST_GAP_LIMIT):
         rank = int(np.nanargmax(host_gap))
-        return failed("host_gap", f"runner overhead: {100 * host_gap[rank]:.1f}% of the window between steps "
-                                  f"on {rank_name(rank, hosts, bracketed=True)} (remedy: larger --batch-size or "
-                                  f"--device-iterations, --data generated to rule out the input)")
-    return passed("host_gap")
-
-
-def device_busy_check(device_busy, hosts=None):
-    """Fails, naming the least busy rank, below DEVICE_BUSY_LIMIT (None: nothing to judge)."""
+        checks[0] = failed("host_gap", f"runner overhead: {100 * host_gap[rank]:.1f}% of the window between steps "
+                                       f"on {rank_name(rank, hosts, bracketed=True)} (remedy: larger --batch-size or "
+                                       f"--device-iterations, --data generated to rule out the input)")
     if device_busy is not None and np.any(np.asarray(device_busy) < DEVICE_BUSY_LIMIT):
         rank = int(np.nanargmin(device_busy))
-        return failed("device_busy", f"input-bound: device busy {100 * device_busy[rank]:.0f}% of the window "
-                                     f"on {rank_name(rank, hosts, bracketed=True)} (remedy: --data generated, a "
-                                     f"larger --input-pool-mib, or more CPUs per rank for decoding)")
-    return passed("device_busy")
-
-
-def input_path_checks(host_gap=None, device_busy=None, hosts=None):
-    return [host_gap_check(host_gap, hosts), device_busy_check(device_busy, hosts)]
+        checks[1] = failed("device_busy", f"input-bound: device busy {100 * device_busy[rank]:.0f}% of the window "
+                                          f"on {rank_name(rank, hosts, bracketed=True)} (remedy: --data generated, "
+                                          f"a larger --input-pool-mib, or more CPUs per rank for decoding)")
+    return checks
