@@ -163,27 +163,24 @@ def scenario_lines(run):
     mean = scenario.query_latency_mean if scenario.query_latency_mean is not None else float("nan")
     lines = [f"{scenario.scenario}: {scenario.queries} queries, query latency ms: {'  '.join(parts)}  mean {mean:.3f}"]
     if scenario.scenario == "server":
-        bound = ""
-        if scenario.latency_bound is not None:
-            judged, upper = shown.judged_latency(scenario), shown.upper_bound(scenario)
-            over = (f"{scenario.queries_over_bound} queries ({100 * scenario.share_over_bound:.2f}%)"
-                    if scenario.queries_over_bound is not None else f"{100 * scenario.share_over_bound:.2f}%")
-            bound = (f"bound: p{scenario.bound_percentile:g} {f'{judged:.3f}' if judged is not None else 'n/a'} ms"
-                     + (f" (99% upper bound {upper:.3f} ms)" if upper is not None else "")
-                     + f" {'within' if shown.within_bound(scenario) else 'NOT within'} {scenario.latency_bound:g} ms; "
-                     f"{over} over it")
         wait = scenario.query_wait_mean if scenario.query_wait_mean is not None else float("nan")
         lines.append(f"load: target {scenario.target_qps:.1f} QPS, offered {scenario.offered_qps:.1f} (as scheduled), "
                      f"achieved {scenario.achieved_qps:.1f}, keep-up {scenario.keep_up:.2f}, "
                      f"{scenario.queries_unserved} unserved, mean wait {wait:.3f} ms, "
                      f"padding {100 * scenario.padding_share:.1f}%")
-        lines += [bound] if bound else []
+    if scenario.scenario == "server" and scenario.latency_bound is not None:
+        judged, upper = shown.judged_latency(scenario), shown.upper_bound(scenario)
+        over = (f"{scenario.queries_over_bound} queries ({100 * scenario.share_over_bound:.2f}%)"
+                if scenario.queries_over_bound is not None else f"{100 * scenario.share_over_bound:.2f}%")
+        lines.append(f"bound: p{scenario.bound_percentile:g} {f'{judged:.3f}' if judged is not None else 'n/a'} ms"
+                     + (f" (99% upper bound {upper:.3f} ms)" if upper is not None else "")
+                     + f" {'within' if shown.within_bound(scenario) else 'NOT within'} {scenario.latency_bound:g} ms; "
+                     f"{over} over it")
     return lines
 
 
 def hardware_line(job, rank_rows=()):
-    """'device: cpu backend on <CPU model>, 2 thread(s) per rank, 1 rank(s) on vm', from a Job (or root attributes
-    and /ranks rows given as dicts)."""
+    """'device: cpu backend on <CPU model>, 2 thread(s) per rank, 1 rank(s) on vm', from a Job (or its dicts)."""
     if isinstance(job, Mapping):
         job = Job.from_attrs(job, rank_rows)
     backend = text_value(job.backend or "?")

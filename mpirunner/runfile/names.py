@@ -8,7 +8,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from mpirunner.runfile.parts import Accuracy, Compute, RunPoint, ScenarioSummary, Summary
+from mpirunner.runfile.parts import Accuracy, Compute, Intervals, RunPoint, ScenarioIntervals, ScenarioSummary, Summary
 
 _LATENCY_STATS = ("mean", "min", "p50", "p90", "p95", "p99", "p99.9", "max", "std")
 _INTERVALS = ("_ci95", "_ci95_low", "_ci95_high")
@@ -81,9 +81,10 @@ def value_of(attrs, name, default=None):
     return default
 
 
-def _interval(prefix, path):
-    return [(f"{prefix}_ci95", f"{path}.half_width"), (f"{prefix}_ci95_low", f"{path}.low"),
-            (f"{prefix}_ci95_high", f"{path}.high")]
+def _intervals(part, path):
+    """(attribute, path) of each 95% interval of a part's `intervals` (`<name>_ci95`: its half-width)."""
+    return [(item.name + end, f"{path}.{item.name}.{side}") for item in fields(part)
+            for end, side in zip(_INTERVALS, ("half_width", "low", "high"))]
 
 
 def _own_fields(part, path, prefix=""):
@@ -101,13 +102,10 @@ FIELDS = [
     ("device_busy_min", "input.device_busy_min"),
     *_own_fields(Summary, "summary"),
     *[(f"latency_{stat}", f"summary.latency.{stat.replace('.', '_')}") for stat in (*_LATENCY_STATS, "cv", "count")],
-    *_interval("throughput", "summary.intervals.throughput"),
-    *_interval("latency_p50", "summary.intervals.latency_p50"),
-    *_interval("latency_p99", "summary.intervals.latency_p99"),
+    *_intervals(Intervals, "summary.intervals"),
     *_own_fields(Compute, "compute"),
     *_own_fields(ScenarioSummary, "scenario"),
-    *_interval("query_latency_p50", "scenario.intervals.query_latency_p50"),
-    *_interval("query_latency_p99", "scenario.intervals.query_latency_p99"),
+    *_intervals(ScenarioIntervals, "scenario.intervals"),
     *_own_fields(Accuracy, "accuracy", "accuracy_"),
 ]
 PATHS = dict(FIELDS)
