@@ -1,9 +1,4 @@
-"""The interface every backend implements: everything a job may ask of a device family is declared here.
-
-A step takes one host iteration's input (device_iterations x local replicas micro-batches along dim 0)
-and returns (host outputs, seconds of each micro-batch); bench.py times the call itself. Which flags a
-backend uses is declared in the option table (options.py, `devices`), and the capabilities derive from it.
-"""
+"""The interface every backend implements: everything a job may ask of a device family is declared here."""
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -31,7 +26,7 @@ class Backend(ABC):
         self.world = world
 
     def uses_option(self, dest):
-        """Whether this device family uses the flag `dest` (its `devices` in the option table)."""
+        """Whether this device family uses the flag `dest` (its `devices` in the option table, options.py)."""
         return self.name in option(dest).devices
 
     def unused_options(self):
@@ -79,9 +74,10 @@ class Backend(ABC):
 
     @abstractmethod
     def make_step(self, batch_size, example_input):
-        """Return step(step_input) -> (outputs, micro_batch_latencies_seconds) for this size, with attributes
-        output_lag_steps (its outputs are those of the input that many calls earlier) and reuses_outputs
-        (whether the returned tensor is overwritten by the next call)."""
+        """Return step(step_input) -> (outputs, micro_batch_latencies_seconds) for this size: the input is one host
+        iteration (device_iterations x local replicas micro-batches along dim 0); bench.py times the call. The step
+        has attributes output_lag_steps (its outputs are those of the input that many calls earlier) and
+        reuses_outputs (whether the returned tensor is overwritten by the next call)."""
 
     @abstractmethod
     def to_device(self, host_input):

@@ -1,4 +1,5 @@
 """CPU backend: PyTorch eval + inference_mode, one replica per rank, oneDNN kernels."""
+import functools
 import logging
 import platform
 import time
@@ -8,20 +9,17 @@ import torch
 from mpirunner.backends.base import Backend
 
 
-def cpu_has_bf16():
-    """True when this CPU runs bfloat16 natively (AVX512-BF16 / AMX), as oneDNN reports it."""
+def _onednn_supports(kind):
+    """True when this CPU runs `kind` natively, as oneDNN reports it (bf16: AVX512-BF16 / AMX, fp16: AVX512-FP16)."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        supported = getattr(torch.ops.mkldnn, f"_is_mkldnn_{kind}_supported")
+        return bool(torch.backends.mkldnn.is_available() and supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def cpu_has_fp16():
-    """True when this CPU runs float16 natively (AVX512-FP16 / AMX-FP16), as oneDNN reports it."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+cpu_has_bf16 = functools.partial(_onednn_supports, "bf16")
+cpu_has_fp16 = functools.partial(_onednn_supports, "fp16")
 
 
 def software_half_warning(precision, half_dtype, has_native):

@@ -1,8 +1,5 @@
-"""CUDA backend: one GPU per rank, NUMA-near placement, float16, CUDA graphs, torch.compile, overlapped IO.
-
-Imported only when the job uses CUDA. cuda_devices.py decides which GPU each rank uses, cuda_step.py is
-one batch size's step on that GPU, and this module wires them into a job (docs/backends.md: each option).
-"""
+"""CUDA backend: wires cuda_devices.py (which GPU each rank uses) and cuda_step.py (one batch size's step on it)
+into a job; each option: docs/backends.md."""
 import logging
 
 import torch
@@ -43,21 +40,16 @@ class CudaBackend(Backend):
         self.memory_after_load = 0
         self.runtime = CudaRuntime()
         self._last_step = None
-        self._configure_numerics()
+        # cuDNN autotune (inside the first call), reduced-precision reductions only with --half-partial, no TF32
+        # for 32-bit activations
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = config.half_partial
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = config.half_partial
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.activations_bits != 32
 
     def _check_half_dtype(self):
         if self.config.half_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             raise UsageError(f"--half-dtype bfloat16: {self.properties.name} has no bfloat16 support; use float16")
-
-    def _configure_numerics(self):
-        """cuDNN autotune (runs inside the first call), reduced-precision reductions only with --half-partial,
-        and true float32 (no TF32) for 32-bit activations."""
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = self.config.half_partial
-        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = self.config.half_partial
-        full_float32 = self.config.activations_bits == 32
-        torch.backends.cuda.matmul.allow_tf32 = not full_float32
-        torch.backends.cudnn.allow_tf32 = not full_float32
 
     def preferred_numa_node(self):
         return self.numa_node
@@ -78,7 +70,6 @@ class CudaBackend(Backend):
         return device_input
 
     def pin(self, host_input):
-        """Pinned copy of a host tensor, so a step copies it to the GPU without staging it first."""
         return self.runtime.pin(host_input)
 
     def io_overlap(self):

@@ -1,8 +1,4 @@
-"""Which GPU each rank uses, and facts about a GPU: pure planning over what the ranks see, sysfs and driver readers.
-
-Each rank takes `local rank % visible GPUs` (so CUDA_VISIBLE_DEVICES is respected); every rank reaches the
-same verdict on sharing from the same views. Everything but `local_gpu_view` is tested without a GPU.
-"""
+"""Which GPU each rank uses, and facts about a GPU: pure planning over what the ranks see, sysfs and driver readers."""
 import ctypes
 import os
 import re

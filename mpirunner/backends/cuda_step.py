@@ -1,9 +1,9 @@
 """One batch size's step on a rank's GPU (CudaStep), and the torch.cuda calls it makes behind a seam (CudaRuntime).
 
-A step runs on the rank's compute stream: host input -> pinned buffer -> non-blocking copy -> each
-micro-batch's forward between two CUDA events -> outputs copied to pinned host memory -> synchronise.
-CUDA graphs and IO overlap: docs/backends.md. Tests run the step on a CPU double of CudaRuntime.
+The step's stages, CUDA graphs and IO overlap: docs/backends.md. Tests run the step on a CPU double of CudaRuntime.
 """
+import contextlib
+
 import torch
 
 GRAPH_WARMUP_CALLS = 3  # forward passes on a side stream before capture, as the CUDA graphs docs ask
@@ -13,7 +13,12 @@ class CudaRuntime:
     """The torch.cuda calls CudaStep makes, in one place, so tests can run the step's logic on a CPU double."""
 
     def __init__(self):
-        self.graph_events = graph_events_supported()
+        # whether events recorded inside a captured graph can time micro-batches (torch with external events, not ROCm)
+        self.graph_events = False
+        if not getattr(torch.version, "hip", None):
+            with contextlib.suppress(TypeError):
+                torch.cuda.Event(enable_timing=True, external=True)
+                self.graph_events = True
 
     def stream(self, device):
         return torch.cuda.Stream(device)
@@ -49,17 +54,6 @@ class CudaRuntime:
 
     def is_pinned(self, tensor):
         return tensor.is_pinned()
-
-
-def graph_events_supported():
-    """Whether events recorded inside a captured graph can time micro-batches (torch with external events, not ROCm)."""
-    if getattr(torch.version, "hip", None):
-        return False
-    try:
-        torch.cuda.Event(enable_timing=True, external=True)
-    except TypeError:
-        return False
-    return True
 
 
 class CudaStep:
@@ -105,8 +99,6 @@ class CudaStep:
     def _event_pairs(self, inside_graph):
         return [(self.runtime.event(timing=True, inside_graph=inside_graph),
                  self.runtime.event(timing=True, inside_graph=inside_graph)) for _ in range(self.micro_batches)]
-
-    # -- device work, issued on the current (compute) stream
 
     def _forward(self, device_input, events):
         """Every micro-batch of one step, each between its two events; one output tensor for the step."""

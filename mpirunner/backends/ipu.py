@@ -1,10 +1,7 @@
 """IPU backend: each rank's replicas as one poptorch inference model, alone or under poprun (popdist).
 
-poptorch and popdist ship only with the Poplar SDK and are imported inside functions, so this module imports
-on any machine. Written against their documented API, verified only against the recording stand-in in
-tests/fake_poptorch, never on IPU hardware. SDK differences: docs/ipu.md; what the SDK's libraries do that
-this backend follows: ipu_sdk.py.
-"""
+poptorch and popdist (Poplar SDK only) are imported inside functions, so this module imports on any machine. Verified
+only against the recording stand-in in tests/fake_poptorch, never on IPU hardware (docs/ipu.md)."""
 import json
 import logging
 import os
@@ -78,7 +75,12 @@ class IpuBackend(Backend):
     def __init__(self, config, world):
         super().__init__(config, world)
         self.poptorch = _import_poptorch()
-        self._check_config()
+        low, high = IO_TILES_RANGE
+        if config.num_io_tiles and not (low <= config.num_io_tiles <= high and config.num_io_tiles % 2 == 0):
+            raise UsageError(f"--num-io-tiles {config.num_io_tiles}: poptorch needs 0 or an even number "
+                             f"from {low} to {high}")
+        if config.half_dtype == "bfloat16":
+            raise UsageError("--half-dtype bfloat16: the IPU's 16-bit type is float16; drop --half-dtype")
         self.popdist = _popdist_if_under_poprun()
         self.popdist_init = ""
         if self.popdist is not None:
@@ -123,15 +125,6 @@ class IpuBackend(Backend):
         self.compile_seconds = {}
         self.latencies = {}
         self._unread = []
-
-    def _check_config(self):
-        config = self.config
-        low, high = IO_TILES_RANGE
-        if config.num_io_tiles and not (low <= config.num_io_tiles <= high and config.num_io_tiles % 2 == 0):
-            raise UsageError(f"--num-io-tiles {config.num_io_tiles}: poptorch needs 0 or an even number "
-                             f"from {low} to {high}")
-        if config.half_dtype == "bfloat16":
-            raise UsageError("--half-dtype bfloat16: the IPU's 16-bit type is float16; drop --half-dtype")
 
     def _offline_target(self):
         """IPU version to compile for without attaching (--compile-only), or None to run on the hardware."""
