@@ -52,10 +52,9 @@ def estimate_text(value, interval, spec, ci_unavailable="", name=""):
 
 def percentile_text(latency: LatencyStats, name, spec=".3f"):
     """A stored latency percentile ('p50', 'p99.9'), or `n/a` when the run had too few latencies for it."""
-    from mpirunner import stats
+    from mpirunner.stats import PERCENTILES
 
-    count = latency.count
-    if isinstance(count, (int, np.integer)) and not stats.enough_for_percentile(int(count), stats.PERCENTILES[name]):
+    if not shown.enough(latency.count, PERCENTILES[name]):
         return "n/a"
     value = getattr(latency, name.replace(".", "_"))
     return f"{value:{spec}}" if finite_number(value) else "n/a"
