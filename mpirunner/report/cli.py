@@ -174,17 +174,12 @@ def summary(args):
     if args.html:
         written = write_page(args.html, page(found, runs, trends, args.paths))
         print(f"page written to {written}", file=notes)
-    return _gate(trends) if args.fail_on_regression else 0
-
-
-def _gate(trends):
-    """--fail-on-regression: compare's exit status over each configuration's latest step, each failure on stderr."""
-    failures = latest_failures(trends)
+    failures = latest_failures(trends) if args.fail_on_regression else []
     if not failures:
         return 0
-    print(gate_text(failures), file=sys.stderr)
-    statuses = {trend.steps[-1][1].row["trend"] for trend in failures}
-    return EXIT_REGRESSION if "regressed" in statuses else EXIT_INVALID_PAIR
+    print(gate_text(failures), file=sys.stderr)  # compare's exit status over each configuration's latest step
+    regressed = any(trend.steps[-1][1].row["trend"] == "regressed" for trend in failures)
+    return EXIT_REGRESSION if regressed else EXIT_INVALID_PAIR
 
 
 def _parser(command):

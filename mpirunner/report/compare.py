@@ -38,10 +38,10 @@ class PairResult:
     new_runs: int = 1
 
 
-def _rank_rows(attrs, step_seconds):
+def _rank_rows(row):
     """Per rank: its finite step times divided by samples per step (s per sample)."""
-    samples = attrs.get("samples_per_step") or 1
-    return [row / samples for row in finite_rows(step_seconds) if row.size]
+    samples = row.get("samples_per_step") or 1
+    return [times / samples for times in finite_rows(_arrays(row).get("step_seconds")) if times.size]
 
 
 def _job_values(row):
@@ -62,8 +62,7 @@ def _validity(base_rows, new_rows, include_invalid):
     reasons = "; ".join(f"{name}: {row.get('validity_reason', '')}" for name in ("base", "new") for row in bad[name])
     if include_invalid:
         return None, f"{which} INVALID, compared anyway (--include-invalid): {reasons}", base_rows, new_rows
-    kept_base = [row for row in base_rows if bool(row.get("valid", True))]
-    kept_new = [row for row in new_rows if bool(row.get("valid", True))]
+    kept_base, kept_new = ([row for row in rows if bool(row.get("valid", True))] for rows in (base_rows, new_rows))
     new_fails = bool(bad["new"]) and (len(new_rows) < 2 or 2 * len(kept_new) <= len(new_rows))
     if new_fails or not kept_base:
         return ("invalid-new" if new_fails else "excluded-invalid"), f"{which} INVALID ({reasons})", base_rows, new_rows
@@ -86,15 +85,13 @@ def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOI
     if decided_by == WHOLE_JOB:
         note = _join(note, f"world size differs ({_sizes_text(base_rows)} vs {_sizes_text(new_rows)}): "
                            "decided on whole-job throughput")
-    base_values = [_rank_rows(row, _arrays(row).get("step_seconds")) for row in base_rows]
-    new_values = [_rank_rows(row, _arrays(row).get("step_seconds")) for row in new_rows]
+    base_values, new_values = ([_rank_rows(row) for row in rows] for rows in (base_rows, new_rows))
     if not all(base_values + new_values):
         return PairResult("no-timings", decided_by, note=_join(note, "no per-step timings"), **counts)
     if decided_by == PER_RANK and len({len(values) for values in base_values + new_values}) > 1:
         decided_by = WHOLE_JOB  # a rank without timings: judge the job
     if decided_by == WHOLE_JOB:
-        base_values = [[_job_values(row)] for row in base_rows]
-        new_values = [[_job_values(row)] for row in new_rows]
+        base_values, new_values = ([[_job_values(row)] for row in rows] for rows in (base_rows, new_rows))
     # rank r against rank r: a rank that was already slow in BASE is no regression of NEW
     judged = [_judge_rank([values[rank] for values in base_values], [values[rank] for values in new_values],
                           seed, history) for rank in range(len(base_values[0]))]
@@ -173,37 +170,35 @@ def _arrays(row):
 
 def compare_files(bases, news, threshold, seed=0, include_invalid=False, noise_floor_percent=NOISE_FLOOR_PERCENT):
     """A result dict per batch size: 'pair', or 'differences', or only on one side; bases, news: lists of Jobs."""
-    # each batch size's first run in sweep order
-    bases, news = ([(job, {run.point.batch_size: run for run in reversed(sorted_runs(job))}) for job in side]
-                   for side in (bases, news))
+    # each side's files, with each batch size's first run in sweep order
+    sides = {side: [(job, {run.point.batch_size: run for run in reversed(sorted_runs(job))}) for job in jobs]
+             for side, jobs in (("base", bases), ("new", news))}
     results = []
-    sizes = {size for _job, runs in bases + news for size in runs}
+    sizes = {size for files in sides.values() for _job, runs in files for size in runs}
     for batch_size in sorted(sizes, key=lambda size: (size is None, size)):
-        base_here = [(job, runs[batch_size]) for job, runs in bases if batch_size in runs]
-        new_here = [(job, runs[batch_size]) for job, runs in news if batch_size in runs]
-        if not base_here or not new_here:
+        here = {side: [(job, runs[batch_size]) for job, runs in files if batch_size in runs]
+                for side, files in sides.items()}
+        if not here["base"] or not here["new"]:
             results.append({"batch_size": batch_size,
-                            "regression_verdict": "only in base" if base_here else "only in new"})
+                            "regression_verdict": "only in base" if here["base"] else "only in new"})
             continue
-        base_rows = [summary_row(job, run) for job, run in base_here]
-        new_rows = [summary_row(job, run) for job, run in new_here]
-        result = {"batch_size": batch_size, "base_files": len(base_rows), "new_files": len(new_rows),
-                  "base_valid": all(bool(row.get("valid", True)) for row in base_rows),
-                  "new_valid": all(bool(row.get("valid", True)) for row in new_rows),
-                  "base_throughput": _median(row["throughput"] for row in base_rows),
-                  "new_throughput": _median(row["throughput"] for row in new_rows)}
+        rows = {side: [summary_row(job, run) for job, run in pairs] for side, pairs in here.items()}
+        result = {"batch_size": batch_size}
+        for side, side_rows in rows.items():
+            result.update({f"{side}_files": len(side_rows),
+                           f"{side}_valid": all(bool(row.get("valid", True)) for row in side_rows),
+                           f"{side}_throughput": _median(row["throughput"] for row in side_rows)})
         result["throughput_ratio"] = _ratio(result["new_throughput"], result["base_throughput"])
-        differences = key_differences([configuration_key(job.attrs(), run.attrs()) for job, run in base_here],
-                                      [configuration_key(job.attrs(), run.attrs()) for job, run in new_here],
-                                      ignore=SCALING)
+        differences = key_differences(*([configuration_key(job.attrs(), run.attrs()) for job, run in pairs]
+                                        for pairs in here.values()), ignore=SCALING)
         if differences:
             result.update(regression_verdict="different-configuration", differences=differences)
             results.append(result)
             continue
-        pair = judge_groups(base_rows, new_rows, 100.0 * threshold, noise_floor_percent, include_invalid, seed)
+        pair = judge_groups(rows["base"], rows["new"], 100.0 * threshold, noise_floor_percent, include_invalid, seed)
         result.update(pair=pair, regression_verdict=pair.status)
-        base_latency = np.concatenate([run_latency(run) for _job, run in base_here])
-        new_latency = np.concatenate([run_latency(run) for _job, run in new_here])
+        base_latency, new_latency = (np.concatenate([run_latency(run) for _job, run in pairs])
+                                     for pairs in here.values())
         for name, q in (("p50", 50), ("p99", 99)):
             enough = min(base_latency.size, new_latency.size) >= stats.minimum_count(q)  # the one percentile rule
             result[f"{name}_ratio"] = (_ratio(np.percentile(new_latency, q), np.percentile(base_latency, q))

@@ -128,8 +128,10 @@ def plot(files, path, per_rank=False):
     if not runs:
         raise UsageError("--plot: the files hold no runs")
     plt = pyplot()
-    served = server_runs(files)
-    if len(served) > 1:  # a --find-peak-qps search or a set of server runs
+    if len(runs) > 1 and all(run.scenario is not None and run.scenario.scenario == "server" for _job, run in runs):
+        # a --find-peak-qps search or a set of server runs, by load (the axis a search moves along)
+        served = sorted(((float(run.scenario.target_qps), run, str(job.path or "")) for job in files
+                         for run in job.measured_runs), key=lambda point: point[0])
         figure = server_figure(plt, served, PNG_INCHES)
     elif len(runs) == 1:
         figure = _histogram_figure(plt, *runs[0], per_rank=per_rank)
@@ -185,12 +187,10 @@ def _histogram_figure(plt, job, run, per_rank):
 
 def _interval(rows, key):
     """Asymmetric error bars [[below], [above]] from the stored interval ends (0 where missing)."""
-    below, above = [], []
-    for row in rows:
-        value, low, high = row.get(key), row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")
-        below.append(max(value - low, 0.0) if finite_number(value) and finite_number(low) else 0.0)
-        above.append(max(high - value, 0.0) if finite_number(value) and finite_number(high) else 0.0)
-    return [below, above]
+    ends = [(row.get(key), row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")) for row in rows]
+    return [[max(value - low, 0.0) if finite_number(value) and finite_number(low) else 0.0 for value, low, _ in ends],
+            [max(high - value, 0.0) if finite_number(value) and finite_number(high) else 0.0
+             for value, _, high in ends]]
 
 
 def _series(axes, rows, x_key, style, label, png):
@@ -285,14 +285,6 @@ def _sweep_figure(plt, files):
         label = name + (f" ({', '.join(own)})" if own else "") if len(files) > 1 else "throughput (all ranks)"
         series.append((label, [summary_row(job, run) for run in sorted_runs(job)]))
     return sweep_figure(plt, title, series)
-
-
-def server_runs(files):
-    """(target QPS, Run, file) of every server run, by load (the axis a search moves along); [] unless all are."""
-    runs = [(run, str(job.path or "")) for job in files for run in job.measured_runs]
-    if not runs or any(run.scenario is None or run.scenario.scenario != "server" for run, _path in runs):
-        return []
-    return sorted(((float(run.scenario.target_qps), run, path) for run, path in runs), key=lambda point: point[0])
 
 
 def _or_nan(value):

@@ -42,7 +42,8 @@ def _image(svg_text, alt, kind):
 
 def _table(runs, with_trend):
     columns = [(title, cell) for title, _width, cell in table_columns(runs) if title != "file"]
-    headers = ["run"] + [title for title, _cell in columns] + (["trend"] if with_trend else []) + ["reasons"]
+    columns += [("trend", trend_cell)] if with_trend else []
+    headers = ["run"] + [title for title, _cell in columns] + ["reasons"]
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     lines = ['<div class="scroll"><table id="summary">', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
     for index, run in enumerate(runs):
@@ -51,8 +52,6 @@ def _table(runs, with_trend):
         for title, cell in columns:
             kind = ' class="verdict-invalid"' if title == "verdict" and not row["valid"] else ""
             cells.append(f"<td{kind}>{escape(cell(row))}</td>")
-        if with_trend:
-            cells.append(f"<td>{escape(trend_cell(row))}</td>")
         cells.append(f'<td class="reasons">{_reasons_cell(row)}</td>')
         marker = ' class="invalid"' if not row["valid"] else ""
         lines.append(f"<tr{marker}>" + "".join(cells) + "</tr>")
@@ -63,12 +62,6 @@ def _table(runs, with_trend):
 def _reasons(row):
     """A run's validity reasons as a list (stored as '; '-joined text in the summary's rows)."""
     return [reason for reason in str(row.get("validity_reason") or "").split("; ") if reason]
-
-
-def short_verdict(row):
-    """`VALID`, or `INVALID (n)` with the number of reasons: a heading or a cell, the reasons themselves elsewhere."""
-    count = len(_reasons(row))
-    return "VALID" if row["valid"] else f"INVALID ({count})" if count else "INVALID"
 
 
 def _reasons_cell(row):
@@ -136,9 +129,10 @@ def _runs(runs):
         row = run.row
         name = f"{row['file']}:{row['run']}"
         figure = "<p>(no histogram stored)</p>"
-        if run.histogram is not None:
-            title = (f"{row['model']} batch {row['batch_size']}, {row['device_name']}: latency histogram, "
-                     f"{short_verdict(row)}")
+        if run.histogram is not None:  # the verdict with the number of reasons; the reasons are in the table
+            count = len(_reasons(row))
+            verdict = "VALID" if row["valid"] else f"INVALID ({count})" if count else "INVALID"
+            title = f"{row['model']} batch {row['batch_size']}, {row['device_name']}: latency histogram, {verdict}"
             figure = _image(histogram_svg(title, *run.histogram, row), title, "histogram")
         parts.append(f'<section class="run" id="run-{index}"><h3>{escape(name)}</h3>'
                      f"<p>throughput {escape(interval_cell(row, 'throughput', '.2f'))} samples/s, "

@@ -29,11 +29,9 @@ def select(runs, models=(), devices=(), batch_sizes=(), valid_only=False):
         return not models or any(fnmatch.fnmatch(str(row["model"]).lower(), pattern.lower()) for pattern in models)
 
     def device_ok(row):
-        if not devices:
-            return True
         backend, name = str(row["backend"]).lower(), str(row["device_name"]).lower()
-        return any(pattern.lower() == backend or pattern.lower() in name or fnmatch.fnmatch(name, pattern.lower())
-                   for pattern in devices)
+        return not devices or any(pattern.lower() == backend or pattern.lower() in name
+                                  or fnmatch.fnmatch(name, pattern.lower()) for pattern in devices)
 
     return [run for run in runs if model_ok(run.row) and device_ok(run.row)
             and (not batch_sizes or run.row["batch_size"] in batch_sizes)

@@ -111,14 +111,6 @@ TABLE_COLUMNS = (("batch", "batch_size", 6, ""), ("samples/step", "samples_per_s
                  ("valid", "valid", 5, ""))
 
 
-def run_table(rows):
-    """The per-run tables of one file: offline runs, then single-stream and server runs (scenario_table)."""
-    offline = [row for row in rows if not row.get("scenario")]
-    scenario = [row for row in rows if row.get("scenario")]
-    return "\n".join(([offline_table(offline)] if offline or not scenario else []) +
-                     ([scenario_table(scenario)] if scenario else []))
-
-
 # (title, row key, width, spec) of a single-stream or server run: the loads, the achieved rate, query latency.
 SCENARIO_COLUMNS = (("batch", "batch_size", 5, ""), ("target QPS", "target_qps", 10, ".1f"),
                     ("offered QPS", "offered_qps", 11, ".1f"), ("QPS", "achieved_qps", 7, ".1f"),
@@ -126,12 +118,6 @@ SCENARIO_COLUMNS = (("batch", "batch_size", 5, ""), ("target QPS", "target_qps",
                     ("query p90 ms", "query_latency_p90", 12, ".3f"), ("query p99 ms", "query_latency_p99", 12, ".3f"),
                     ("query mean ms", "query_latency_mean", 13, ".3f"), ("bound ms", "latency_bound", 8, "g"),
                     ("upper ms", "bound_latency_upper", 9, ".3f"))
-
-
-def point_label(row):
-    """'batch 2' or, for a server run, 'batch 2 at 40.0 QPS' (a peak search's points share their batch size)."""
-    target = row.get("target_qps")
-    return f"batch {row['batch_size']}" + (f" at {target:.1f} QPS" if finite_number(target) else "")
 
 
 def scenario_table(rows):
@@ -145,7 +131,9 @@ def scenario_table(rows):
                                for _title, key, width, spec in SCENARIO_COLUMNS)
                      + f"  {'-' if within is None else 'yes' if within else 'NO':>6}"
                      + f"  {'yes' if row['valid'] else 'NO':>5}")
-        label, summary = point_label(row), row.run.summary or Summary()
+        target = row.get("target_qps")  # a peak search's points share their batch size: 'batch 2 at 40.0 QPS'
+        label = f"batch {row['batch_size']}" + (f" at {target:.1f} QPS" if finite_number(target) else "")
+        summary = row.run.summary or Summary()
         scenario = row.run.scenario
         names = {q: f"query_latency_p{q}" for q in (50, 99)}
         queries = [f"p{q} " + (estimate_text(row[name], getattr(scenario.intervals, name), ".3f",
@@ -249,7 +237,10 @@ def terminal_histogram(latency_seconds, width=50, max_rows=40):
 
 def file_text(job, runs, rows, ranks=False, histogram=False):
     """Everything `mpirunner-report FILE` prints for one file: headline, run table, --ranks and --histogram."""
-    parts = [headline(job), run_table(rows) if rows else "   (no runs stored)"]
+    offline = [row for row in rows if not row.get("scenario")]  # then single-stream and server runs
+    scenario = [row for row in rows if row.get("scenario")]
+    parts = [headline(job)] + ([offline_table(offline)] if offline else [])
+    parts += ([scenario_table(scenario)] if scenario else []) + ([] if rows else ["   (no runs stored)"])
     for run in runs:
         if ranks:
             parts.append(rank_table(job, run))
