@@ -96,6 +96,7 @@ def scenario_throughput(summary, scenario_attrs, samples_per_step):
     """A scenario run's throughput is its achieved rate in samples/s (docs/reports.md); the step-based reference
     harness figure does not apply, and a server's batches are not its steps, so their bootstrap interval goes too."""
     summary = {key: value for key, value in summary.items() if not key.startswith("throughput_reference")}
+    server = scenario_attrs.get("scenario") == "server"
     if "throughput" in scenario_attrs:  # the server (serve.py) stores its rate itself
         rate = scenario_attrs["throughput"]
         rate_sum = scenario_attrs.get("throughput_sum", rate)
@@ -103,11 +104,9 @@ def scenario_throughput(summary, scenario_attrs, samples_per_step):
         achieved = scenario_attrs.get("achieved_qps")
         if not isinstance(achieved, (int, float)) or achieved != achieved:
             return summary
-        per_query = 1 if scenario_attrs.get("scenario") == "server" else samples_per_step
-        rate = rate_sum = float(achieved) * per_query
-        if scenario_attrs.get("scenario") != "server":
-            rate_sum = summary.get("throughput_sum", rate)  # single-stream: each rank's own window, summed
-    if scenario_attrs.get("scenario") == "server":
+        rate = float(achieved) * (1 if server else samples_per_step)
+        rate_sum = rate if server else summary.get("throughput_sum", rate)  # single-stream: ranks' own windows, summed
+    if server:
         summary = {key: value for key, value in summary.items() if not key.startswith("throughput_ci95")}
     summary.update(throughput=rate, throughput_sum=rate_sum)
     return summary
@@ -167,12 +166,9 @@ def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, ju
         "valid": validity.valid, "validity_reason": list(validity.reasons),
         **summary, **device_attrs,
     }
-    attrs.update(gathered.accuracy or {})
-    for check in validity.checks:
-        attrs.update(check.attrs)
-    attrs.update(compute)
-    if scenario is not None:
-        attrs.update(scenario.attrs)
+    for later in (gathered.accuracy or {}, *(check.attrs for check in validity.checks), compute,
+                  scenario.attrs if scenario is not None else {}):
+        attrs.update(later)  # in this order: a later source's value wins
     attrs.update(unit_twins(attrs))  # latency_p50 -> latency_p50_ms, step_cv -> step_cv_percent (names.py)
     arrays = {**{key: timings[key] for key in (*TIMING_ARRAYS, "compile_seconds")},
               "histogram/counts": counts, "histogram/edges": edges, "barrier_wait_seconds": waits,

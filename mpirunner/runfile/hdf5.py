@@ -304,9 +304,8 @@ def read_light(path, root_names=None, run_names=None, histograms=False, config=F
                     twin = unit_name(key)
                     if key not in attrs and twin != key and twin in group.attrs:
                         attrs[twin] = plain(group.attrs[twin])
-                histogram = None
-                if histograms and "histogram" in group:
-                    histogram = (group["histogram/counts"][()], group["histogram/edges"][()])
+                histogram = ((group["histogram/counts"][()], group["histogram/edges"][()])
+                             if histograms and "histogram" in group else None)
                 light.runs.append(LightRun(name=name, attrs=attrs, histogram=histogram))
             return light
         except (KeyError, OSError, ValueError, TypeError) as error:

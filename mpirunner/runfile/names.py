@@ -29,8 +29,7 @@ UNITS = {
     **{name: ("ms", 1.0) for name in ("query_wait_mean", "latency_bound", "bound_latency", "bound_latency_upper")},
     **{name: ("qps", 1.0) for name in ("target_qps", "offered_qps")},
 }
-# Twins whose canonical name is not `<name>_<unit>`: the load a scenario point was asked for and the load its
-# schedule actually offered (docs/scenarios.md), exported as offered_qps_target / offered_qps_scheduled.
+# Twins not named `<name>_<unit>`: the load a scenario point asked for and the load it was offered (docs/scenarios.md).
 NAMED_TWINS = {"target_qps": "offered_qps_target", "offered_qps": "offered_qps_scheduled"}
 # Older names that repeat another attribute: left out of exports (the twin of what they repeat is there).
 ALIASES = {"cv": "step_cv", "std": "latency_std"}

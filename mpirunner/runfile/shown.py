@@ -5,8 +5,7 @@ rule for percentiles", "Single-stream and server runs"). numpy only (stats is nu
 import math
 
 SCENARIOS = ("single-stream", "server")
-# The scenario columns of a CSV/JSON row (unit-less names as the file stores them; exports carry the unit-named
-# twins: target_qps -> offered_qps_target, offered_qps -> offered_qps_scheduled, query_latency_p99 -> ..._ms).
+# The scenario columns of a CSV/JSON row, by their stored (unit-less) names: exports carry the twins (names.py).
 QUERY_COLUMNS = ("scenario", "queries", "queries_served", "target_qps", "offered_qps", "achieved_qps", "keep_up",
                  "query_latency_mean", "query_latency_p50", "query_latency_p50_ci95", "query_latency_p50_ci95_low",
                  "query_latency_p50_ci95_high", "query_latency_p90", "query_latency_p99", "query_latency_p99_ci95",
