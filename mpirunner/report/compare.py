@@ -111,10 +111,9 @@ def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOI
 def _judge_rank(base_files, new_files, seed, history):
     """(between-run Spread, (bootstrap low, high)) of one rank's time per sample; a list of arrays per side."""
     spread = between_runs([np.median(values) for values in base_files], [np.median(values) for values in new_files])
-    if history:
-        ratio, low, high = time_ratio_interval(base_files[-1], new_files[-1], seed=seed)
-    else:
-        ratio, low, high = time_ratio_interval(np.concatenate(base_files), np.concatenate(new_files), seed=seed)
+    # a trend's step: against the latest earlier run's steps; compare: the steps pooled over each side's files
+    base, new = (base_files[-1], new_files[-1]) if history else (np.concatenate(base_files), np.concatenate(new_files))
+    ratio, low, high = time_ratio_interval(base, new, seed=seed)
     if len(base_files) == 1 and len(new_files) == 1:
         spread.ratio = ratio  # one run per side: exactly the medians' ratio
     return spread, (low, high)

@@ -172,8 +172,7 @@ def _histogram_figure(plt, job, run, per_rank):
         axes.axvline(value_ms, color="black", linestyle=style, linewidth=1.5, label=f"{label} {value_ms:.3f} ms")
     axes.set_xscale("log")
     readable_log_axis(axes.xaxis, edges_ms[0], edges_ms[-1], "ms")
-    axes.set_xlabel("batch latency (ms, log scale)")
-    axes.set_ylabel("micro-batches (count)")
+    axes.set(xlabel="batch latency (ms, log scale)", ylabel="micro-batches (count)")
     attrs = run.attrs()
     axes.set_title(f"Latency histogram: {attrs.get('model', '?')}, batch {attrs.get('batch_size', '?')}, "
                    f"{attrs.get('precision', '?')} ({attrs.get('dtype', root.get('dtype', '?'))}), "
@@ -244,10 +243,8 @@ def sweep_figure(plt, title, series, svg=False):
         by_batch.set_xticks(sizes)
         by_batch.xaxis.set_major_formatter(ScalarFormatter())
         by_batch.xaxis.set_minor_formatter(NullFormatter())
-    by_batch.set_xlabel("batch size (samples per micro-batch, log2 scale)")
-    by_p99.set_xlabel("p99 batch latency (ms)")
-    by_batch.set_title("Throughput vs batch size (95% CI)")
-    by_p99.set_title("Throughput vs p99 latency (95% CI)")
+    by_batch.set(xlabel="batch size (samples per micro-batch, log2 scale)", title="Throughput vs batch size (95% CI)")
+    by_p99.set(xlabel="p99 batch latency (ms)", title="Throughput vs p99 latency (95% CI)")
     for axes in (by_batch, by_p99):
         axes.set_ylabel("throughput (samples/s)")
         axes.grid(True, which="both" if not svg else "major", alpha=0.3)
@@ -354,12 +351,10 @@ def server_figure(plt, runs, size_inches):
     everything = [qps for points in series.values() for qps, _s, _r in points]
     load.plot([min(everything), max(everything)], [min(everything), max(everything)], color="gray", linestyle="--",
               label="= target")
-    axis.set_xlabel("target load (queries/s, all ranks)")
-    axis.set_ylabel("query latency (ms, from the scheduled arrival)")
-    axis.set_title("server: query latency against the target load")
-    load.set_xlabel("target load (queries/s)")
-    load.set_ylabel("queries/s, all ranks")
-    load.set_title("offered (as scheduled) and achieved load")
+    axis.set(xlabel="target load (queries/s, all ranks)", ylabel="query latency (ms, from the scheduled arrival)",
+             title="server: query latency against the target load")
+    load.set(xlabel="target load (queries/s)", ylabel="queries/s, all ranks",
+             title="offered (as scheduled) and achieved load")
     for axes in (axis, load):  # each legend beside its panel, off the data
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -125,8 +125,7 @@ def summary_row(job, run):
         row.update(throughput=run.summary.throughput, throughput_sum=run.summary.throughput_sum, **query)
     if arrays.get("compile_seconds") is not None and np.size(arrays["compile_seconds"]):
         row["compile_seconds_max"] = float(np.nanmax(arrays["compile_seconds"]))
-    row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
-    row["valid"] = bool(attrs.get("valid", True))
+    row.update(validity_reason=text_value(attrs.get("validity_reason", "")), valid=bool(attrs.get("valid", True)))
     ordered = RunRow({key: row.get(key, "") for key in ROW_FIELDS[:ROW_FIELDS.index("throughput_sum") + 1]})
     ordered.update({key: row[key] for key in shown.QUERY_COLUMNS if key in query})
     ordered.update({key: row.get(key, "") for key in ROW_FIELDS if key not in ordered})
@@ -208,9 +207,8 @@ def read_file(path, histograms=False, keys=False):
                **{key: root.get(key, "") for key in ("backend", "device_name", "world_size", "created", "git_commit")},
                "hosts": text_value(root.get("hosts", "")),
                **{key: value_of(attrs, key, "") for key in RUN_KEYS}}  # a file without the old name: its twin
-        row["dtype"] = attrs.get("dtype", root.get("dtype", ""))
-        row["valid"] = run.verdict.valid
-        row["validity_reason"] = text_value(attrs.get("validity_reason", ""))
+        row.update(dtype=attrs.get("dtype", root.get("dtype", "")), valid=run.verdict.valid,
+                   validity_reason=text_value(attrs.get("validity_reason", "")))
         shown_by_rule(row, value_of(attrs, "latency_count"))
         row.update({name: "" if value is None else value for name, value in shown.query_columns(run).items()})
         key = configuration_key(root, attrs) if keys else None

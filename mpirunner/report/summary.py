@@ -258,9 +258,7 @@ def _set_details(trends):
     by_title = {}
     for trend in trends:
         by_title.setdefault(trend.configuration, []).append(trend)
-    for same_title in by_title.values():
-        if len(same_title) < 2:
-            continue
+    for same_title in by_title.values():  # a title of one trend: no field differs, no detail
         differing = [name for name in KEY_NAMES
                      if len({trend.key.get(name, UNKNOWN) for trend in same_title}) > 1]
         for trend in same_title:

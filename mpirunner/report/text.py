@@ -158,9 +158,7 @@ def _verdict_note(label, row):
 
 def offline_table(rows):
     """The table of offline runs, then a line per run for invalid verdicts and extra (CI, FLOPs) fields."""
-    header = "  ".join(f"{title:>{width}}" for title, _key, width, _spec in TABLE_COLUMNS)
-    lines = [header]
-    notes = []
+    lines, notes = ["  ".join(f"{title:>{width}}" for title, _key, width, _spec in TABLE_COLUMNS)], []
     for row in rows:
         cells = []
         for _title, key, width, spec in TABLE_COLUMNS:
@@ -175,9 +173,8 @@ def offline_table(rows):
                 cells.append(f"{str(value) or '-':>{width}}")
         lines.append("  ".join(cells))
         notes += _verdict_note(f"batch {row['batch_size']}", row)
-        for extra in (interval_line(row), flops_line(row), *accuracy_lines(row.run.accuracy)[:1]):
-            if extra:
-                notes.append(f"   batch {row['batch_size']}: {extra}")
+        notes += [f"   batch {row['batch_size']}: {extra}"
+                  for extra in (interval_line(row), flops_line(row), *accuracy_lines(row.run.accuracy)[:1]) if extra]
     return "\n".join(lines + notes)
 
 

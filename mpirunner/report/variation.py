@@ -153,8 +153,7 @@ class Spread:
 
 def between_runs(base_values, new_values):
     """Spread of NEW against BASE from one positive value per file on each side (median s per sample)."""
-    base = np.log(np.asarray(base_values, dtype=np.float64))
-    new = np.log(np.asarray(new_values, dtype=np.float64))
+    base, new = (np.log(np.asarray(values, dtype=np.float64)) for values in (base_values, new_values))
     n_base, n_new = base.size, new.size
     difference = float(new.mean() - base.mean())
     spread = Spread(ratio=math.exp(difference), base_runs=n_base, new_runs=n_new)
