@@ -236,10 +236,8 @@ def resolve_config(given, argv=()):
     """Layer defaults < config file < command line and validate; raise UsageError on bad input."""
     name = given.get("config")
     file_values, config_text, config_path = load_config_file(name) if name else ({}, "", None)
-    values = {**DEFAULTS, **file_values}
-    for key, value in given.items():
-        if key not in BY_DEST or BY_DEST[key].is_setting:
-            values[key] = value
+    values = {**DEFAULTS, **file_values,
+              **{key: value for key, value in given.items() if key not in BY_DEST or BY_DEST[key].is_setting}}
 
     def origin(key):
         if key in given:
@@ -252,9 +250,7 @@ def resolve_config(given, argv=()):
     batch_sizes = parse_batch_sizes(values.pop("batch_size"))
     _check_combinations(values)
     _check_scenario(values, batch_sizes)
-    for option in OPTIONS:  # aliases: --normalization-location ipu is device
-        if option.aliases:
-            values[option.dest] = option.aliases.get(values[option.dest], values[option.dest])
+    values.update({o.dest: o.aliases.get(values[o.dest], values[o.dest]) for o in OPTIONS if o.aliases})
     values["config"] = name
     config_device = file_values.get("device")
     return RunConfig(config_text=config_text, argv=tuple(argv), batch_sizes=batch_sizes,

@@ -47,8 +47,7 @@ def copy_rates(seconds=1.0, array_bytes=None, device="cpu"):
     """Bytes/s of each timed batch of streaming copies (2 x array bytes moved each)."""
     import torch
 
-    on_gpu = torch.device(device).type == "cuda"
-    array_bytes = array_bytes or (GPU_STREAM_BYTES if on_gpu else CPU_STREAM_BYTES)
+    array_bytes = array_bytes or (GPU_STREAM_BYTES if torch.device(device).type == "cuda" else CPU_STREAM_BYTES)
     a = torch.ones(array_bytes // 4, dtype=torch.float32, device=device)
     b = torch.empty_like(a)
     return _batch_rates(lambda: b.copy_(a), 2.0 * a.numel() * 4, device, seconds, repeats=4)

@@ -199,13 +199,10 @@ class ForwardCounter:
 
     def __init__(self, module, total):
         self.done, self.total = 0, total
-        self.hook = module.register_forward_hook(self._count)
+        self.remove = module.register_forward_hook(self._count).remove
 
     def _count(self, *_):
         self.done += 1
-
-    def remove(self):
-        self.hook.remove()
 
 
 def _record(setup, point, gathered, timings, rank_values, accuracy, checks, report):

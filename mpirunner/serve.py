@@ -155,7 +155,7 @@ def _serve_prepared(setup, name, batch_size, prepared, keep):
         scenario.attrs.update(drain_seconds=drain_seconds, max_batch_wait_ms=config.max_batch_wait_ms,
                               prepared_batch_sizes=list(prepared.sizes), throughput=scenario.attrs["achieved_qps"],
                               throughput_sum=scenario.attrs["achieved_qps"])
-        passed = not scenario_reasons(scenario.attrs, drain_seconds)
+        passed = not scenario_reasons(scenario.attrs, drain_seconds)  # the same on every rank
         return PointOutcome(every, duration, passed, record_of(queries, scenario, point_name))
 
     if not config.find_peak_qps:
@@ -163,8 +163,7 @@ def _serve_prepared(setup, name, batch_size, prepared, keep):
         if record is not None:
             keep(record)
         return
-    capacity = world.size * batch_size / max(slowest, 1e-9)
-    start_qps = config.target_qps or capacity / 2
+    start_qps = config.target_qps or world.size * batch_size / max(slowest, 1e-9) / 2  # half the ranks' capacity
     kept = []  # rank 0's records of the points so far
 
     def run_and_keep(total_qps):

@@ -14,11 +14,11 @@ CI_METHOD = (f"throughput: block bootstrap of each rank's window ({BOOTSTRAP_RES
              f"{BOOTSTRAP_SEED}, blocks of ~n^(1/3) steps, percentile interval); latency p50/p99: percentile "
              f"bootstrap on log latency ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})")
 
+
 def throughput(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0):
     """Headline throughput: all samples of all ranks / (latest step end - earliest step start + barrier skew).
     The barrier that aligns the ranks' clocks does not exit at once: the skew keeps the headline from gaining."""
-    step_start = np.atleast_2d(step_start)
-    step_seconds = np.atleast_2d(step_seconds)
+    step_start, step_seconds = np.atleast_2d(step_start, step_seconds)
     window = float(np.nanmax(step_start + step_seconds) - np.nanmin(step_start)) + barrier_skew_seconds
     total_samples = samples_per_step * int(np.count_nonzero(~np.isnan(step_seconds)))
     return total_samples / window if window > 0 else float("nan")
@@ -38,8 +38,7 @@ def reference_throughput(step_seconds, samples_per_step):
 
 def per_rank_throughput(step_start, step_seconds, samples_per_step):
     """Throughput of each rank over its own first-start-to-last-end window."""
-    step_start = np.atleast_2d(step_start)
-    step_seconds = np.atleast_2d(step_seconds)
+    step_start, step_seconds = np.atleast_2d(step_start, step_seconds)
     windows = np.max(step_start + step_seconds, axis=1) - np.min(step_start, axis=1)
     return samples_per_step * step_seconds.shape[1] / windows
 
@@ -47,9 +46,8 @@ def per_rank_throughput(step_start, step_seconds, samples_per_step):
 def input_shares(step_start, step_seconds, batch_latency):
     """(host_gap, device_busy) per rank over its own window: the share between steps (the runner's own cost)
     and the rank's batch latencies over the window (how much the device worked)."""
-    starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
-    durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
-    latencies = np.atleast_2d(np.asarray(batch_latency, dtype=np.float64))
+    starts, durations, latencies = (np.atleast_2d(np.asarray(values, dtype=np.float64))
+                                    for values in (step_start, step_seconds, batch_latency))
     windows = np.nanmax(starts + durations, axis=1) - np.nanmin(starts, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         host_gap = np.clip(1.0 - np.nansum(durations, axis=1) / windows, 0.0, 1.0)
@@ -156,12 +154,10 @@ def percentile_upper_bound(values, q, confidence=PERCENTILE_CONFIDENCE):
 def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew_seconds=0.0,
                         resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED):
     """95% block-bootstrap interval of the headline throughput; (nan, nan) with too few steps."""
-    starts = np.atleast_2d(np.asarray(step_start, dtype=np.float64))
-    durations = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
+    starts, durations = (np.atleast_2d(np.asarray(values, dtype=np.float64)) for values in (step_start, step_seconds))
     origin = np.nanmin(starts)
     rng = np.random.default_rng(seed)
-    samples = np.zeros(resamples)
-    window = np.zeros(resamples)
+    samples, window = np.zeros(resamples), np.zeros(resamples)
     for rank_starts, rank_seconds in zip(starts, durations):
         keep = np.isfinite(rank_starts) & np.isfinite(rank_seconds)
         rank_starts, rank_seconds = rank_starts[keep], rank_seconds[keep]

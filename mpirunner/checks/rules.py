@@ -80,15 +80,15 @@ def stable_steps(steps, rules, hosts):
     return passed("step_cv")
 
 
-def trend_evidence(steps):
-    """(first median, last median, noise, floor, monotone) of the warm-up rule, or None when too short
-    (docs/methodology-and-validity.md). The noise is measured on the two thirds the suspected trend leaves
-    alone; monotone: the middle third is not the slowest, so a burst of load mid-run is not a trend."""
+def warmed_up(steps):
+    """The median step of the first third against the last third: a monotone trend beyond the noise fails
+    (docs/methodology-and-validity.md). The noise is measured on the two thirds the suspected trend leaves alone;
+    monotone: the middle third is not the slowest, so a burst of load mid-run is not a trend."""
     series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)  # per step, the median over ranks
     series = series[np.isfinite(series)]
     third = series.size // 3
     if third < 2:
-        return None
+        return passed("warm_up")
     thirds = series[:third], series[third:-third], series[-third:]
     first, middle, last = thirds
     first_median, middle_median, last_median = np.median(first), np.median(middle), np.median(last)
@@ -99,17 +99,8 @@ def trend_evidence(steps):
     floor = max(WARMUP_MIN_PERCENT / 100.0, WARMUP_NOISE_SHARE * step_to_step_noise(np.concatenate(steady)))
     slack = WARMUP_NOISE_SIGMAS * np.hypot(middle_error, max(first_error, last_error))  # middle vs an end
     monotone = middle_median <= max(first_median, last_median) + slack
-    return first_median, last_median, noise, floor * last_median, monotone
-
-
-def warmed_up(steps):
-    """The median step of the first third against the last third: a monotone trend beyond the noise fails."""
-    evidence = trend_evidence(steps)
-    if evidence is None:
-        return passed("warm_up")
-    first_median, last_median, noise, floor, monotone = evidence
     difference = first_median - last_median
-    if monotone and abs(difference) > noise and abs(difference) > floor:
+    if monotone and abs(difference) > noise and abs(difference) > floor * last_median:
         if difference > 0:
             return failed("warm_up", f"not warmed up: first third {100 * difference / last_median:.1f}% slower "
                                      f"than the last (median step {1e3 * first_median:.3f} ms vs "

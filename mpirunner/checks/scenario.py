@@ -23,8 +23,7 @@ def scenario_reasons(summary, drain_seconds=None, percentile=None):
                        f"{summary['in_flight_allowance']} in flight; offered {summary['offered_qps']:.1f} QPS, "
                        f"target {summary['target_qps']:g}) — lower --target-qps or add instances")
     bounded = "latency_bound" in summary
-    if bounded:
-        percentile = summary["bound_percentile"]
+    percentile = summary["bound_percentile"] if bounded else percentile
     if percentile is not None and (bounded or single_stream):
         name, needed = f"p{percentile:g}", minimum_count(percentile)
         if summary["queries"] < needed:
