@@ -38,10 +38,6 @@ class Run:
         """The run group's attributes exactly as stored (names.py)."""
         return names.run_attrs(self)
 
-    def get(self, name, default=None):
-        """One stored attribute by its name (what a table column or a CSV cell names)."""
-        return self.attrs().get(name, default)
-
     @classmethod
     def from_attrs(cls, name, attrs, arrays=None):
         """The Run of a run group's attributes (plain Python, names.plain) and its datasets (RunArrays or dict)."""
