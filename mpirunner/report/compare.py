@@ -9,7 +9,7 @@ from mpirunner.report.rows import RunRow, finite_number, finite_rows, run_latenc
 # CHUNK_ELEMENTS, CONFIDENCE, RESAMPLES and resampled_medians: the bootstrap's, read from here by tests and benchmarks
 from mpirunner.report.variation import (CHUNK_ELEMENTS, CONFIDENCE, HISTORY_RUNS, NOISE_FLOOR_PERCENT,  # noqa: F401
                                         RESAMPLES, SCALING, between_runs, configuration_key, key_differences,
-                                        resampled_medians, runs_text, spread_text, time_ratio_interval)
+                                        resampled_medians, time_ratio_interval)
 from mpirunner.runfile.hdf5 import read_step_seconds
 
 PER_RANK = "per-rank time per sample"
@@ -70,10 +70,6 @@ def _validity(base_rows, new_rows, include_invalid):
     return None, f"{' and '.join(left_out)} left out ({reasons})", kept_base, kept_new
 
 
-def _sizes_text(rows):
-    return "/".join(str(size) for size in sorted({_world_size(row) for row in rows}))
-
-
 def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCENT,
                  include_invalid=False, seed=0, history=False):
     """Judge NEW against BASE rows (rows.summary_row's, with their arrays); history: BASE are a trend's earlier runs."""
@@ -83,8 +79,9 @@ def judge_groups(base_rows, new_rows, threshold_percent, noise_floor_percent=NOI
     if status is not None:
         return PairResult(status, decided_by, note=note, **counts)
     if decided_by == WHOLE_JOB:
-        note = _join(note, f"world size differs ({_sizes_text(base_rows)} vs {_sizes_text(new_rows)}): "
-                           "decided on whole-job throughput")
+        base_sizes, new_sizes = ("/".join(map(str, sorted({_world_size(row) for row in rows})))
+                                 for rows in (base_rows, new_rows))
+        note = _join(note, f"world size differs ({base_sizes} vs {new_sizes}): decided on whole-job throughput")
     base_values, new_values = ([_rank_rows(row) for row in rows] for rows in (base_rows, new_rows))
     if not all(base_values + new_values):
         return PairResult("no-timings", decided_by, note=_join(note, "no per-step timings"), **counts)
@@ -129,8 +126,10 @@ def _verdict(spread, low, high, threshold_percent, noise_floor_percent, history)
 
     past_threshold = beyond(threshold_percent)
     past_bootstrap = low > 1.0 if slower else high < 1.0
-    if spread.measured:
-        source, noise = BETWEEN_RUNS, f"run-to-run noise of {runs_text(spread, history)}: {spread_text(spread.percent)}"
+    if spread.measured:  # whose spread: '3+3 runs' (base+new files) or, for a trend, '6 earlier runs'
+        runs = f"{spread.base_runs} earlier runs" if history else f"{spread.base_runs}+{spread.new_runs} runs"
+        half = f"±{spread.percent:.1f}%" if spread.percent < 999.95 else "±>999%"  # the runs barely agree on anything
+        source, noise = BETWEEN_RUNS, f"run-to-run noise of {runs}: {half}"
         past_noise = spread.low > 1.0 if slower else spread.high < 1.0
         within = f"within {noise}"
     else:
@@ -251,8 +250,8 @@ def judge_trends(trends, by, threshold_percent, include_invalid=False, noise_flo
                 row = _load_row(run)
                 result = judge_groups([entry[1] for entry in earlier], [row], threshold_percent, noise_floor_percent,
                                       include_invalid=include_invalid, history=True)
-                base = earlier[-1][0]
-                run.row.update(trend=result.status, trend_base=f"{base.row['file']}:{base.row['run']}",
+                base = earlier[-1][0].row
+                run.row.update(trend=result.status, trend_base=f"{base['file']}:{base['run']}",
                                trend_decided_by=result.decided_by, trend_ratio=result.ratio,
                                trend_ratio_ci95_low=result.low, trend_ratio_ci95_high=result.high,
                                trend_note=result.note or "", trend_reason=result.reason,

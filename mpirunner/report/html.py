@@ -12,8 +12,8 @@ from mpirunner.errors import UsageError
 from mpirunner.report.figures import (INVALID_LABEL, PERCENTILE_DASHES, SVG_INCHES, _interval, fitted, log_ticks,
                                       server_figure, svg_figure, sweep_figure)
 from mpirunner.report.rows import finite_number
-from mpirunner.report.summary import (SWEEP_KEYS, configuration, configuration_text, interval_cell, table_columns,
-                                      trend_cell, trend_title)
+from mpirunner.report.summary import (SWEEP_KEYS, configuration_text, interval_cell, table_columns, trend_cell,
+                                      trend_title)
 from mpirunner.runfile.block import format_run_block, verdict_text
 
 STYLE = """
@@ -92,7 +92,7 @@ def _sweeps(runs):
     for run in runs:
         if run.row.get("scenario"):
             continue
-        key = configuration(run.row, SWEEP_KEYS)
+        key = tuple(run.row.get(name, "") for name in SWEEP_KEYS)
         groups.setdefault(key, {}).setdefault(run.row["file"], []).append(run.row)
     parts = []
     for key in sorted(groups, key=lambda key: tuple(str(part) for part in key)):
@@ -127,14 +127,13 @@ def _runs(runs):
     parts = []
     for index, run in enumerate(runs):
         row = run.row
-        name = f"{row['file']}:{row['run']}"
         figure = "<p>(no histogram stored)</p>"
         if run.histogram is not None:  # the verdict with the number of reasons; the reasons are in the table
             count = len(_reasons(row))
             verdict = "VALID" if row["valid"] else f"INVALID ({count})" if count else "INVALID"
             title = f"{row['model']} batch {row['batch_size']}, {row['device_name']}: latency histogram, {verdict}"
             figure = _image(histogram_svg(title, *run.histogram, row), title, "histogram")
-        parts.append(f'<section class="run" id="run-{index}"><h3>{escape(name)}</h3>'
+        parts.append(f'<section class="run" id="run-{index}"><h3>{escape(row["file"])}:{escape(row["run"])}</h3>'
                      f"<p>throughput {escape(interval_cell(row, 'throughput', '.2f'))} samples/s, "
                      f"created {escape(str(row['created']))}, commit {escape(str(row['git_commit']) or '-')}</p>"
                      f"<pre>{escape(run_block(run))}</pre>{figure}"

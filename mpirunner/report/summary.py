@@ -154,8 +154,7 @@ def summary_table(runs, with_trend=False):
     columns = table_columns(runs)
     if with_trend:
         columns.insert(-1, ("trend", 17, trend_cell))
-    lines = ["  ".join(f"{title:<{width}}" for title, width, _cell in columns).rstrip()]
-    notes = []
+    lines, notes = ["  ".join(f"{title:<{width}}" for title, width, _cell in columns).rstrip()], []
     for run in runs:
         lines.append("  ".join(f"{cell(run.row):<{width}}" for _title, width, cell in columns).rstrip())
         if not run.row["valid"]:
@@ -218,11 +217,6 @@ class Trend:
     detail: str = ""
 
 
-def configuration(row, keys=CONFIGURATION_KEYS):
-    """The title fields of a trend (or, keys=SWEEP_KEYS, the key of one sweep figure of the html page)."""
-    return tuple(row.get(key, "") for key in keys)
-
-
 def configuration_text(key):
     """A configuration in words: 'resnet18 32.32, Test CPU, 1 rank(s), batch 8' (a sweep's: no batch)."""
     model, precision, device, world, *batch = key
@@ -248,7 +242,8 @@ def build_trends(runs, by):
                            key=lambda step: (str(step[1].row.get("created", "")), step[1].row["file"]))
         else:
             steps = [(str(run.row.get("created", "")), run) for run in ordered]
-        trends.append(Trend(configuration=configuration(ordered[0].row), steps=steps, key=key))
+        title = tuple(ordered[0].row.get(name, "") for name in CONFIGURATION_KEYS)
+        trends.append(Trend(configuration=title, steps=steps, key=key))
     _set_details(trends)
     return sorted(trends, key=lambda trend: (tuple(str(part) for part in trend.configuration), trend.detail))
 

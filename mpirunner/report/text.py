@@ -134,9 +134,8 @@ def scenario_table(rows):
         target = row.get("target_qps")  # a peak search's points share their batch size: 'batch 2 at 40.0 QPS'
         label = f"batch {row['batch_size']}" + (f" at {target:.1f} QPS" if finite_number(target) else "")
         summary = row.run.summary or Summary()
-        scenario = row.run.scenario
         names = {q: f"query_latency_p{q}" for q in (50, 99)}
-        queries = [f"p{q} " + (estimate_text(row[name], getattr(scenario.intervals, name), ".3f",
+        queries = [f"p{q} " + (estimate_text(row[name], getattr(row.run.scenario.intervals, name), ".3f",
                                              summary.ci_unavailable, name)
                                if finite_number(row.get(name)) else "n/a") for q, name in names.items()]
         notes.append(f"   {label}: {row.get('queries')} queries, 95% CI: query {', '.join(queries)} ms")
@@ -287,10 +286,9 @@ def format_comparison(bases, news, results, threshold_percent, noise_floor_perce
             lines.append(f"{result['batch_size']!s:>6}  {'':>10}  {'':>10}  {'':>12}  {'':>9}  {'':>9}  {'':>26}  "
                          f"{'':<24}  {verdict}")
             continue
-        base_mark = "" if result["base_valid"] else "*"
-        new_mark = "" if result["new_valid"] else "*"
-        start = (f"{result['batch_size']!s:>6}  {result['base_throughput']:>9.2f}{base_mark or ' '}"
-                 f"  {result['new_throughput']:>9.2f}{new_mark or ' '}  {result['throughput_ratio']:>11.3f}x")
+        start = (f"{result['batch_size']!s:>6}  {result['base_throughput']:>9.2f}{' ' if result['base_valid'] else '*'}"
+                 f"  {result['new_throughput']:>9.2f}{' ' if result['new_valid'] else '*'}"
+                 f"  {result['throughput_ratio']:>11.3f}x")
         if "differences" in result:
             lines.append(f"{start}  {'':>9}  {'':>9}  {'':>26}  {'':<24}  {SHOWN[verdict]}")
             notes.extend(f"   batch {result['batch_size']}: configuration differs: {key}: {base_value} (base) vs "
@@ -318,7 +316,6 @@ def comparison_conclusion(results):
     def sizes(status):
         return ", ".join(str(r["batch_size"]) for r in results if r["regression_verdict"] == status)
 
-    judged = [r for r in results if r["regression_verdict"] in ("improved", "same", "regressed")]
     if sizes("regressed"):
         return f"REGRESSION at batch size {sizes('regressed')}"
     if sizes("different-configuration"):
@@ -328,6 +325,6 @@ def comparison_conclusion(results):
     if sizes("invalid-new"):
         return (f"INVALID: new run INVALID at batch size {sizes('invalid-new')} "
                 "(not judged; --include-invalid to compare)")
-    if not judged:
+    if not any(r["regression_verdict"] in ("improved", "same", "regressed") for r in results):
         return "INVALID: no pair could be judged (every pair excluded)"
     return "no regression"

@@ -78,12 +78,9 @@ def key_value(value):
 def configuration_key(root, run):
     """{key: value text} in FIELDS order from the file's (root) and the run group's attributes."""
     sources = {"run": run or {}, "root": root or {}, "settings": parse_settings((root or {}).get("config", ""))}
-    key = {}
-    for name, places in FIELDS:
-        values = [sources[where][field] for where, field in (place.split(":") for place in places)
-                  if field in sources[where]]
-        key[name] = key_value(values[0]) if values else UNKNOWN
-    return key
+    values = {name: [sources[where][field] for where, field in (place.split(":") for place in places)
+                     if field in sources[where]] for name, places in FIELDS}
+    return {name: key_value(found[0]) if found else UNKNOWN for name, found in values.items()}
 
 
 def key_differences(base_keys, new_keys, ignore=()):
@@ -124,8 +121,7 @@ _T975 = ((1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447)
 
 def t_quantile_95(df):
     """The 0.975 quantile of Student's t with `df` (>= 1, may be fractional, Welch's) degrees of freedom."""
-    if not df >= 1:
-        df = 1.0
+    df = df if df >= 1 else 1.0  # NaN too
     for (low_df, low_t), (high_df, high_t) in zip(_T975, _T975[1:]):
         if low_df <= df <= high_df:
             if df == low_df:
@@ -176,16 +172,6 @@ def between_runs(base_values, new_values):
     spread.low, spread.high = math.exp(difference - half), math.exp(difference + half)
     spread.percent = 100.0 * (math.exp(half) - 1.0)
     return spread
-
-
-def runs_text(spread, history=False):
-    """'3+3 runs' (base+new files) or, for a trend, '6 earlier runs': whose spread was measured."""
-    return f"{spread.base_runs} earlier runs" if history else f"{spread.base_runs}+{spread.new_runs} runs"
-
-
-def spread_text(percent):
-    """'±4.1%' (the between-run interval's half-width); '±>999%' when the runs barely agree on anything."""
-    return f"±{percent:.1f}%" if percent < 999.95 else "±>999%"
 
 
 RESAMPLES = 2000
