@@ -145,8 +145,7 @@ def write_job(path, job):
         os.replace(temporary, path)
         _fsync_folder(path.parent)
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        temporary.unlink(missing_ok=True)
     return path
 
 

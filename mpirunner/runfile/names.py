@@ -74,8 +74,7 @@ def value_of(attrs, name, default=None):
         return attrs[name]
     twin = unit_name(name)
     if twin in attrs and name in UNITS:
-        value = attrs[twin]
-        factor = UNITS[name][1]
+        value, factor = attrs[twin], UNITS[name][1]
         return value / factor if isinstance(value, (int, float)) and not isinstance(value, bool) else value
     return default
 

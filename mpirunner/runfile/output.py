@@ -184,10 +184,8 @@ def release_lock():
     if "stop" in _heartbeat:
         _heartbeat.pop("stop").set()
     lock, owner = HELD.pop("path", None), HELD.pop("owner", None)
-    if lock is None:
-        return
     with contextlib.suppress(OSError, ValueError):
-        if json.loads(lock.read_text()) == owner:
+        if lock is not None and json.loads(lock.read_text()) == owner:
             lock.unlink()
 
 
