@@ -1,8 +1,5 @@
 """Assembles the benchmarked model of a run: registry model + variants + weights + input normalisation + precision.
-
-Takes the run's settings as an object with the RunConfig attributes (and `is_default`) and imports nothing of
-mpirunner but errors, so the models package sits below the runner. Precisions: docs/inputs-and-precision.md.
-"""
+Imports nothing of mpirunner but errors, so the models package sits below the runner (docs/inputs-and-precision.md)."""
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -11,8 +8,8 @@ import torch
 
 from mpirunner.models.normalization import WithInputNormalization, normalization_location
 from mpirunner.models.registry import build_model, default_resolution, torchvision_name
-from mpirunner.models.variants import (DEFAULT_EXPAND_RATIO, efficientnet_expand_ratio, is_efficientnet,
-                             set_depthwise_group_dim, swap_norm_layers)
+from mpirunner.models.variants import (DEFAULT_EXPAND_RATIO, efficientnet_expand_ratio, set_depthwise_group_dim,
+                                       swap_norm_layers)
 from mpirunner.models.weights import load_weights
 from mpirunner.errors import UsageError
 
@@ -47,12 +44,11 @@ class BenchmarkModel:
 
 
 def build_network(config):
-    """The float32 eval-mode network of the run (registry model, variants, weights), seeded with --seed so every
-    rank (and the output check's reference) builds the same weights."""
+    """The run's float32 eval-mode network (registry model, variants, weights), seeded so every rank builds the same."""
     torch.manual_seed(config.seed)
     name = torchvision_name(config.model)
     group_dim, expand_ratio = config.efficientnet_group_dim, config.efficientnet_expand_ratio
-    if not is_efficientnet(name) and (group_dim != 1 or expand_ratio != DEFAULT_EXPAND_RATIO):
+    if not name.startswith("efficientnet_b") and (group_dim != 1 or expand_ratio != DEFAULT_EXPAND_RATIO):
         raise UsageError(f"--efficientnet-group-dim / --efficientnet-expand-ratio apply to efficientnet-b0..b7 only "
                          f"(this run's model is {config.model})")
     with efficientnet_expand_ratio(expand_ratio) if expand_ratio != DEFAULT_EXPAND_RATIO else contextlib.nullcontext():
@@ -75,13 +71,13 @@ def build_reference_model(config):
 
 def build_benchmark_model(config, half_dtype):
     """Build the model every rank benchmarks (seeded, so identical on all ranks), on the host."""
-    if config.eight_bit_io and config.normalization_location == "host":
+    location = normalization_location(config)
+    if location != config.normalization_location:
         log.warning("--eight-bit-io: inputs are uint8 and are normalised on the device; "
                     "--normalization-location host switched to device")
     if config.norm_type != "group" and not (config.is_default("norm_num_groups") and config.is_default("norm_eps")):
         log.warning("--norm-num-groups / --norm-eps are used only with --norm-type group (this run: %s)",
                     config.norm_type)
-    location = normalization_location(config)
     network = build_network(config)
     image_size = config.image_size or default_resolution(config.model)
     half = config.weights_bits == 16

@@ -22,7 +22,6 @@ def torchvision_name(name):
 
 
 def model_names():
-    """Every name the registry builds: our aliases, then torchvision's classification models."""
     import torchvision
 
     return sorted(ALIASES) + sorted(torchvision.models.list_models(module=torchvision.models))

@@ -1,7 +1,5 @@
 """Model variants of the reference flags: norm-layer swap (`--norm-type`) and EfficientNet group dim / expand ratio.
-
-They change the network before its weights are set, so `--weights` of a variant loads into that variant.
-"""
+They change the network before its weights are set, so `--weights` of a variant loads into that variant."""
 import contextlib
 import math
 
@@ -19,36 +17,26 @@ def _replace_modules(root, should_replace, make_replacement):
     for (name, _), replacement in zip(targets, replacements):
         parent_name, _, child = name.rpartition(".")
         setattr(root.get_submodule(parent_name) if parent_name else root, child, replacement)
-    return len(targets)
 
 
 def swap_norm_layers(network, norm_type, num_groups=32, eps=1e-5):
     """--norm-type: 'batch' keeps the BatchNorm layers, 'group' puts GroupNorm(num_groups, eps) in place of each,
-    'none' removes them. Returns the number of layers swapped."""
+    'none' removes them."""
     if norm_type == "batch":
-        return 0
+        return
 
     def is_batch_norm(module):
         return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
 
-    if norm_type == "none":
-        return _replace_modules(network, is_batch_norm, lambda _name, _bn: torch.nn.Identity())
-
-    channels = [module.num_features for module in network.modules() if is_batch_norm(module)]
-
     def group_norm(name, bn):
         if bn.num_features % num_groups:
+            largest = math.gcd(*[module.num_features for module in network.modules() if is_batch_norm(module)])
             raise UsageError(f"--norm-num-groups {num_groups} does not divide the {bn.num_features} channels of "
                              f"layer '{name}'; choose a divisor of every norm layer's channels "
-                             f"(largest for this model: {math.gcd(*channels)})")
+                             f"(largest for this model: {largest})")
         return torch.nn.GroupNorm(num_groups, bn.num_features, eps=eps, affine=True)
 
-    return _replace_modules(network, is_batch_norm, group_norm)
-
-
-def is_efficientnet(torchvision_name):
-    """EfficientNet v1 (b0..b7): the models the group-dim and expand-ratio options apply to."""
-    return torchvision_name.startswith("efficientnet_b")
+    _replace_modules(network, is_batch_norm, group_norm if norm_type == "group" else lambda *_: torch.nn.Identity())
 
 
 @contextlib.contextmanager
@@ -74,10 +62,9 @@ def efficientnet_expand_ratio(ratio):
 
 
 def set_depthwise_group_dim(network, group_dim):
-    """Depthwise convs (groups == channels) become group convs of `group_dim` channels per group
-    (the reference's G16 variants: group_dim 16). Returns the number of convs changed."""
+    """Depthwise convs become group convs of `group_dim` channels per group (the reference's G16 variants: 16)."""
     if group_dim == 1:
-        return 0
+        return
 
     def is_depthwise(module):
         return (isinstance(module, torch.nn.Conv2d) and module.groups > 1
@@ -95,4 +82,4 @@ def set_depthwise_group_dim(network, group_dim):
             torch.nn.init.zeros_(replacement.bias)
         return replacement
 
-    return _replace_modules(network, is_depthwise, group_conv)
+    _replace_modules(network, is_depthwise, group_conv)

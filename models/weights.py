@@ -1,5 +1,4 @@
-"""--weights FILE: load a saved state_dict into the benchmarked network, strictly; --weights torchvision:
-torchvision's standard weights of the model, from the local torch hub cache only."""
+"""--weights: a saved state_dict, or torchvision's standard weights from the local cache, loaded strictly."""
 import os
 from pathlib import Path
 
@@ -7,6 +6,7 @@ from mpirunner.errors import UsageError
 from mpirunner.models.registry import torchvision_name
 
 SHOWN_KEYS = 5
+TORCHVISION = "torchvision"  # --weights torchvision: the model's standard weights from torchvision's local cache
 
 
 def _first(keys):
@@ -33,9 +33,6 @@ def read_state_dict(path):
     return state
 
 
-TORCHVISION = "torchvision"  # --weights torchvision: the model's standard weights from torchvision's local cache
-
-
 def cached_torchvision_weights(model_name):
     """The cached file of torchvision's standard (DEFAULT) weights for the model; never downloads (benchmark hosts
     are often offline, and a download inside a timed job would be a surprise). UsageError says where to put it."""
@@ -55,19 +52,13 @@ def cached_torchvision_weights(model_name):
 
 
 def load_weights(network, path, model_name):
-    """Load `path` into `network` (strict); `torchvision` means the model's standard weights from the local
-    cache. Raises UsageError naming the first mismatching keys."""
+    """Load `path` (or `torchvision`: the cached standard weights) into `network`; UsageError names mismatches."""
     if path == TORCHVISION:
         path = cached_torchvision_weights(model_name)
     state = read_state_dict(path)
     expected = network.state_dict()
-    missing = set(expected) - set(state)
-    unexpected = set(state) - set(expected)
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_first(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_first(unexpected)}")
+    differences = {"missing": set(expected) - set(state), "unexpected": set(state) - set(expected)}
+    problems = [f"{kind} keys: {_first(keys)}" for kind, keys in differences.items() if keys]
     shapes = [key for key in sorted(set(expected) & set(state))
               if tuple(getattr(state[key], "shape", ())) != tuple(expected[key].shape)]
     if shapes:
@@ -77,4 +68,3 @@ def load_weights(network, path, model_name):
     if problems:
         raise UsageError(f"--weights {path} does not match model {model_name}: " + "; ".join(problems))
     network.load_state_dict(state, strict=True)
-    return network

@@ -29,8 +29,7 @@ def select_backend_name(device, ipu_available=_ipu_available, cuda_available=_cu
 
 
 def family_for(config, ipu_available=_ipu_available, cuda_available=_cuda_available):
-    """The device family of this job. `auto` keeps the family a config declares (`device: ipu` in the -mk2
-    configs), so a config never silently runs on another family; without one it picks ipu > cuda > cpu."""
+    """This job's device family: `auto` keeps the one a config declares (never silently another), else picks one."""
     if config.device == "auto" and config.config_device:
         return config.config_device
     # --compile-only builds an IPU executable cache, typically on a host without IPUs: auto means ipu then

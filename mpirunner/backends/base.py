@@ -9,8 +9,7 @@ from mpirunner.options import option, unused_on
 
 @dataclass
 class RunReport:
-    """What a backend adds to one run: `attrs` (rank 0's, run group attributes) and `per_rank` (one number per
-    key on every rank, gathered into a [world_size] dataset each)."""
+    """What a backend adds to one run: `attrs` (rank 0's run group attributes), `per_rank` (a [world_size] dataset)."""
 
     attrs: dict = field(default_factory=dict)
     per_rank: dict = field(default_factory=dict)
@@ -74,10 +73,9 @@ class Backend(ABC):
 
     @abstractmethod
     def make_step(self, batch_size, example_input):
-        """Return step(step_input) -> (outputs, micro_batch_latencies_seconds) for this size: the input is one host
-        iteration (device_iterations x local replicas micro-batches along dim 0); bench.py times the call. The step
-        has attributes output_lag_steps (its outputs are those of the input that many calls earlier) and
-        reuses_outputs (whether the returned tensor is overwritten by the next call)."""
+        """step(one host iteration: device_iterations x local replicas micro-batches along dim 0) -> (outputs,
+        micro_batch_latencies_seconds), timed by bench.py; attributes output_lag_steps (its outputs are those of the
+        input that many calls earlier) and reuses_outputs (the returned tensor is overwritten by the next call)."""
 
     @abstractmethod
     def to_device(self, host_input):

@@ -5,11 +5,8 @@ from pathlib import Path
 
 
 def compile_module(module, batch_sizes, cache_path=None):
-    """torch.compile with inductor for inference: static shapes, weight freezing, one graph per batch size.
-
-    Each batch size is one more specialisation of the same code object, so the recompile limit (past which
-    dynamo silently falls back to eager) is raised to cover the sweep.
-    """
+    """torch.compile with inductor for inference: static shapes, weight freezing, one graph per batch size (so the
+    recompile limit, past which dynamo silently falls back to eager, is raised to cover the sweep)."""
     import torch
     import torch._dynamo
     import torch._inductor.config as inductor_config

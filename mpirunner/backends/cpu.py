@@ -23,8 +23,7 @@ cpu_has_fp16 = functools.partial(_onednn_supports, "fp16")
 
 
 def software_half_warning(precision, half_dtype, has_native):
-    """The warning when --precision asks for 16-bit on a CPU without a native 16-bit type ('' otherwise): oneDNN
-    then converts in software, so the number measures the emulation."""
+    """The warning ('' if none) when a 16-bit --precision runs in software on this CPU: the number measures that."""
     if precision == "32.32" or has_native:
         return ""
     return (f"--precision {precision}: this CPU has no native 16-bit type (no AVX512-BF16, AMX or AVX512-FP16), so "

@@ -139,7 +139,6 @@ class CudaBackend(Backend):
             "cuda_graphs": bool(self.config.cuda_graphs),
         }
         if step is not None:
-            attrs["io_overlap"] = bool(step.overlap)
-            attrs["output_lag_steps"] = step.output_lag_steps
-            attrs["batch_latency_source"] = step.latency_source
+            attrs.update(io_overlap=bool(step.overlap), output_lag_steps=step.output_lag_steps,
+                         batch_latency_source=step.latency_source)
         return RunReport(attrs=attrs, per_rank={"gpu_peak_memory_allocated_bytes": self.peak_memory_allocated()})

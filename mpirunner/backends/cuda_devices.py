@@ -30,7 +30,6 @@ def describe_visibility(environ=None):
 
 
 def gpu_index_for_rank(local_rank, device_count):
-    """Index among this rank's visible GPUs: its local rank modulo their count."""
     if device_count < 1:
         raise UsageError("--device cuda: no CUDA GPU is visible")
     return local_rank % device_count

@@ -1,7 +1,5 @@
 """One batch size's step on a rank's GPU (CudaStep), and the torch.cuda calls it makes behind a seam (CudaRuntime).
-
-The step's stages, CUDA graphs and IO overlap: docs/backends.md. Tests run the step on a CPU double of CudaRuntime.
-"""
+The step's stages, CUDA graphs and IO overlap: docs/backends.md. Tests run the step on a CPU double of CudaRuntime."""
 import contextlib
 
 import torch
@@ -36,7 +34,6 @@ class CudaRuntime:
         return torch.cuda.Event(enable_timing=timing)
 
     def capture(self, forward, pool, stream):
-        """Capture forward() into a CUDA graph on `stream`; return (graph, its static output)."""
         graph = torch.cuda.CUDAGraph()
         # thread_local: other threads of the rank (the --timeout guard, MPI progress) may use CUDA meanwhile
         with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
@@ -126,7 +123,6 @@ class CudaStep:
         self.captures += 1
 
     def _compute(self, index):
-        """Run the step on buffer `index`; return the device output."""
         if not self.use_graphs:
             return self._forward(self.device_inputs[index], self.events[index])
         if self.graphs[index] is None:
@@ -138,28 +134,19 @@ class CudaStep:
         return self.graph_outputs[index]
 
     def _stage(self, step_input, index):
-        """Host input -> pinned buffer `index` (a no-op when it is pinned already)."""
         if self.runtime.is_pinned(step_input):
             return step_input
         return self.pinned_inputs[index].copy_(step_input)
 
-    def _adopt_device_input(self, step_input):
-        """Device input (synthetic data): compute on it in place, or copy it into the captured buffer."""
-        if not self.use_graphs or self.graphs[0] is None:
-            self.device_inputs[0] = step_input  # eager: use it as it is; graphs: capture on this very tensor
-        elif step_input.data_ptr() != self.device_inputs[0].data_ptr():
-            # another device tensor (the output check after the timed steps): into the captured buffer
-            self.device_inputs[0].copy_(step_input, non_blocking=True)
-        return 0
-
     def _load(self, step_input):
         """Hand this step's input to the device; return (buffer whose forward runs now, buffer pending after it)."""
         if self.runtime.is_device_tensor(step_input):
-            if not self.host_input:
-                return self._adopt_device_input(step_input), None
-            # a device tensor handed to a host-input step (the output check after the timed steps): computed
-            # now, in buffer 0, so its outputs are its own; the pipeline starts again with the next host input
-            self.device_inputs[0].copy_(step_input, non_blocking=True)
+            if not self.host_input and (not self.use_graphs or self.graphs[0] is None):
+                self.device_inputs[0] = step_input  # synthetic data: eager uses it as it is, graphs capture on it
+            elif step_input.data_ptr() != self.device_inputs[0].data_ptr():
+                # another device tensor (the output check after the timed steps): copied into buffer 0 and computed
+                # now, so its outputs are its own; a host-input pipeline starts again with the next host input
+                self.device_inputs[0].copy_(step_input, non_blocking=True)
             return 0, None
         if not self.overlap:
             self.device_inputs[0].copy_(self._stage(step_input, 0), non_blocking=True)

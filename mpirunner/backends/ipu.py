@@ -1,5 +1,4 @@
 """IPU backend: each rank's replicas as one poptorch inference model, alone or under poprun (popdist).
-
 poptorch and popdist (Poplar SDK only) are imported inside functions, so this module imports on any machine. Verified
 only against the recording stand-in in tests/fake_poptorch, never on IPU hardware (docs/ipu.md)."""
 import json
@@ -185,8 +184,7 @@ class IpuBackend(Backend):
         return opts
 
     def _release_device(self):
-        """Detach the previous batch size's model so the next one can attach, then destroy it (where the SDK
-        has destroy()) so its executable leaves host memory."""
+        """Detach the previous size's model so the next can attach; destroy() it where the SDK can (host memory)."""
         previous, self.inference_model = self.inference_model, None
         if previous is None:
             return
@@ -212,8 +210,7 @@ class IpuBackend(Backend):
         return self.config.data != "synthetic"
 
     def make_step(self, batch_size, example_input):
-        """A new inference model per batch size; the step's first call compiles it explicitly (kept alone as
-        ipu_compile_seconds), then runs. --compile-only compiles here."""
+        """A new inference model per batch size, compiled (timed alone) by its first call or here (--compile-only)."""
         self._forget_unread_latency()
         self._release_device()
         inference_model = self.poptorch.inferenceModel(self.model, self.options())
@@ -270,8 +267,8 @@ class IpuBackend(Backend):
         return {"device": f"ipu x{self.replicas_here * self.ipus_per_replica}", "ipu_replicas": self.replicas_here}
 
     def run_report(self, batch_size):
-        """The poptorch view of one run: compile time, getLatency() extremes of this rank and of every instance,
-        cache, and for offline runs the reference harness's latency formula (one allgather, on every rank)."""
+        """poptorch's view of one run: compile time, getLatency() extremes (this rank's, every instance's), cache, and
+        offline the reference harness's latency formula (one allgather, on every rank)."""
         self._forget_unread_latency()
         readings = self.latencies.get(batch_size, [])
         timed = readings[1 + self.config.warmup_iterations:]

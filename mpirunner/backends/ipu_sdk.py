@@ -15,7 +15,6 @@ MIN_LATENCY_ENGINE_OPTIONS = {"exchange.enablePrefetch": "false"}  # the referen
 UNKNOWN_HARDWARE_VERSION = -1  # what poptorch.ipuHardwareVersion() returns when it cannot tell
 
 CACHE_VARIABLE = "POPTORCH_CACHE_DIR"  # read by poptorch.Options()'s constructor (options.py, 2.4 and 3.4)
-CACHE_FROM_FLAG = "--model-cache-path"
 CACHE_DEFAULT = "default"
 
 
@@ -25,8 +24,7 @@ def default_cache_path():
 
 
 def init_popdist(popdist):
-    """Initialise popdist's backend once, where the SDK has it (3.x, after mpi4py's MPI_Init); returns what
-    happened, for the record."""
+    """Initialise popdist's backend once where the SDK has it (3.x, after MPI_Init); returns what happened."""
     if not hasattr(popdist, "init"):
         return "absent (SDK 2.x)"
     if getattr(popdist, "isBackendInitialized", lambda: False)():
@@ -68,13 +66,11 @@ def hardware_version_text(version):
 
 
 def nan_extreme(pick, values):
-    """min or max of the values that are not NaN (NaN when none is)."""
     return pick((value for value in values if value == value), default=float("nan"))
 
 
 def buffering_depth_option(popart_version):
-    """The PopART session option for the IO buffering depth: defaultBufferingDepth from PopART 2.5 on, the old
-    defaultPrefetchBufferingDepth before 2.5 or when the version is unknown (an empty tuple)."""
+    """PopART's IO buffering depth option: defaultBufferingDepth from 2.5 on, else (or unknown) the older name."""
     return "defaultBufferingDepth" if tuple(popart_version[:2]) >= (2, 5) else "defaultPrefetchBufferingDepth"
 
 
@@ -88,9 +84,8 @@ def popart_version():
 
 
 class LatencyReading(Sequence):
-    """The one batch latency of a step, [getLatency()'s average], read from poptorch only when first looked at
-    (bench.py looks after reading the step's end time, so the read stays outside the timed window, as in the
-    reference harness). The reading is appended to the batch size's (min, max, avg) list once, in call order."""
+    """A step's one batch latency, [getLatency()'s average], read when first looked at (after bench.py stopped its
+    clock, as the reference does: docs/ipu.md) and then appended once to the batch size's (min, max, avg) list."""
 
     def __init__(self, inference_model, readings):
         self._model, self._readings, self._seconds = inference_model, readings, None
@@ -118,15 +113,12 @@ class LatencyReading(Sequence):
     def __eq__(self, other):
         return list(self) == list(other) if isinstance(other, (list, tuple, LatencyReading)) else NotImplemented
 
-    __hash__ = None
-
 
 def choose_cache(config, world, under_poprun, environ):
-    """(executable cache directory or None, where it came from): --model-cache-path, then POPTORCH_CACHE_DIR,
-    then the host-local default, which only a poprun job with all its instances on one host gets (poptorch's
-    compile lock counts every instance in one file: on several hosts' own folders it never reaches that count)."""
+    """(executable cache directory or None, where it came from): --model-cache-path, then POPTORCH_CACHE_DIR, then
+    the host-local default, only for a poprun job on one host (docs/ipu.md: poptorch's compile lock)."""
     if config.model_cache_path:
-        return config.model_cache_path, CACHE_FROM_FLAG
+        return config.model_cache_path, "--model-cache-path"
     if environ.get(CACHE_VARIABLE):
         return environ[CACHE_VARIABLE], CACHE_VARIABLE
     if not under_poprun or world.local_size <= 1:
@@ -141,8 +133,7 @@ def choose_cache(config, world, under_poprun, environ):
 
 
 def warn_if_cache_not_shared(world, cache_path):
-    """A job on several hosts: rank 0 writes a file into the cache folder and every rank looks for it; one
-    warning names the hosts that do not see it (their own folder: poptorch's compile lock files stay)."""
+    """A job on several hosts: one warning names the hosts that do not see a file rank 0 wrote into the cache."""
     if not cache_path or world.local_size >= world.size:
         return
     marker = ""
@@ -168,8 +159,7 @@ def warn_if_cache_not_shared(world, cache_path):
 
 
 def warn_about_stale_locks(world, cache_path):
-    """Name poptorch compile-lock files already in the cache before this job compiles (a count left there
-    shifts every instance's position, so none compiles first)."""
+    """Name poptorch compile-lock files already in the cache before this job compiles (docs/ipu.md)."""
     if not (world.is_root and cache_path and world.size > 1 and os.path.isdir(cache_path)):
         return
     found = sorted(name for name in os.listdir(cache_path) if name.endswith(".lock"))
@@ -180,8 +170,7 @@ def warn_about_stale_locks(world, cache_path):
 
 
 def reference_latency(readings):
-    """This rank's (mean of the averages, min, max) in ms over EVERY call's getLatency() (the compile call,
-    warm-up and timed steps), as the reference harness takes them (docs/ipu.md)."""
+    """This rank's (mean of the averages, min, max) in ms over EVERY call's getLatency(), as the reference's."""
     if not readings:
         return float("nan"), float("nan"), float("nan")
     return (1000.0 * sum(r[2] for r in readings) / len(readings), 1000.0 * min(r[0] for r in readings),
