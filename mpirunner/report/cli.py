@@ -12,8 +12,8 @@ from mpirunner.report.compare import compare_files, judge_trends, result_rows
 from mpirunner.report.figures import plot
 from mpirunner.report.html import page, write_page
 from mpirunner.report.rows import load, read_summary, sorted_runs, summary_row, write_rows
-from mpirunner.report.summary import (TREND_COLUMNS, build_trends, gate_text, latest_failures, parse_sort, select,
-                                      skipped_text, sort_runs, summary_table, trends_text, write_summary)
+from mpirunner.report.summary import (TREND_COLUMNS, build_trends, gate_text, parse_sort, select, skipped_text,
+                                      sort_runs, summary_table, trends_text, write_summary)
 from mpirunner.report.text import failed_runs_text, file_text, format_comparison
 
 EXIT_REGRESSION = 1
@@ -174,10 +174,12 @@ def summary(args):
     if args.html:
         written = write_page(args.html, page(found, runs, trends, args.paths))
         print(f"page written to {written}", file=notes)
-    failures = latest_failures(trends) if args.fail_on_regression else []
+    # --fail-on-regression: the configurations whose latest step regressed or is an INVALID run not judged
+    failures = [trend for trend in (trends if args.fail_on_regression else ())
+                if len(trend.steps) > 1 and trend.steps[-1][1].row.get("trend") in ("regressed", "invalid-new")]
     if not failures:
         return 0
-    print(gate_text(failures), file=sys.stderr)  # compare's exit status over each configuration's latest step
+    print(gate_text(failures), file=sys.stderr)  # and compare's exit status
     regressed = any(trend.steps[-1][1].row["trend"] == "regressed" for trend in failures)
     return EXIT_REGRESSION if regressed else EXIT_INVALID_PAIR
 

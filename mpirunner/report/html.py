@@ -89,9 +89,7 @@ def _server_loads(runs):
 def _sweeps(runs):
     """One figure per configuration, a series per file (scenario runs are not sweeps: _server_loads draws them)."""
     groups = {}
-    for run in runs:
-        if run.row.get("scenario"):
-            continue
+    for run in (run for run in runs if not run.row.get("scenario")):
         key = tuple(run.row.get(name, "") for name in SWEEP_KEYS)
         groups.setdefault(key, {}).setdefault(run.row["file"], []).append(run.row)
     parts = []
@@ -105,11 +103,10 @@ def _sweeps(runs):
 
 def _trends(trends):
     parts = []
-    for trend in trends:
-        if len(trend.steps) >= 2:
-            title = f"Trend: {trend_title(trend)}"
-            parts.append(_image(svg_figure(_trend_figure, title, [run.row for _label, run in trend.steps],
-                                           [label for label, _run in trend.steps]), title, "trend"))
+    for trend in (trend for trend in trends if len(trend.steps) >= 2):
+        title = f"Trend: {trend_title(trend)}"
+        parts.append(_image(svg_figure(_trend_figure, title, [run.row for _label, run in trend.steps],
+                                       [label for label, _run in trend.steps]), title, "trend"))
     return "\n".join(parts) or "<p>No configuration has two or more runs.</p>"
 
 

@@ -186,9 +186,7 @@ def gate_text(failures):
 def trends_text(trends, threshold_percent, noise_floor_percent=NOISE_FLOOR_PERCENT):
     """Each configuration with two or more steps: its steps in order, each with its trend."""
     lines = []
-    for trend in trends:
-        if len(trend.steps) < 2:
-            continue
+    for trend in (trend for trend in trends if len(trend.steps) >= 2):
         lines.append(f"trend: {trend_title(trend)}")
         for label, run in trend.steps:
             row = run.row
@@ -263,9 +261,3 @@ def _set_details(trends):
 def trend_title(trend):
     """The trend in words: its configuration_text, and what tells it from a trend of the same title."""
     return configuration_text(trend.configuration) + (f" ({trend.detail})" if trend.detail else "")
-
-
-def latest_failures(trends):
-    """--fail-on-regression: the trends whose LATEST step regressed or is an INVALID run not judged."""
-    return [trend for trend in trends
-            if len(trend.steps) > 1 and trend.steps[-1][1].row.get("trend") in ("regressed", "invalid-new")]

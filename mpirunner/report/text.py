@@ -259,8 +259,7 @@ def interval_text(pair):
     """'ratio [low, high]': the between-run interval when a spread was measured, else the bootstrap one."""
     if not finite_number(pair.ratio):
         return "n/a"
-    low, high = ((pair.between_low, pair.between_high) if finite_number(pair.between_low)
-                 else (pair.low, pair.high))
+    low, high = (pair.between_low, pair.between_high) if finite_number(pair.between_low) else (pair.low, pair.high)
     return f"{pair.ratio:.3f} [{low:.3f}, {high:.3f}]"
 
 
