@@ -59,11 +59,9 @@ def until_stable_rule(window_steps, percentage, max_windows, agree=windows_agree
     """Stop rule for --until-stable: one more window until the last three agree or max_windows were run."""
 
     def more_steps(window_seconds, elapsed_seconds):
-        if len(window_seconds) >= max_windows:
-            return 0
-        if len(window_seconds) >= STABLE_WINDOWS and agree(window_seconds[-STABLE_WINDOWS:], percentage):
-            return 0
-        return window_steps
+        count = len(window_seconds)
+        done = count >= max_windows or count >= STABLE_WINDOWS and agree(window_seconds[-STABLE_WINDOWS:], percentage)
+        return 0 if done else window_steps
 
     return more_steps
 

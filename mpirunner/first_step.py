@@ -1,6 +1,7 @@
 """A first estimate of a point's step time, before its first step: is the step long enough to announce?
 (docs/methodology-and-validity.md, "A long first step"). No forward pass is run: a one-sample probe of
 efficientnet-b4 in software float16 takes 5-10 s on a 2-core CPU, and another shape would recompile the model."""
+import functools
 import logging
 import math
 import os
@@ -31,9 +32,7 @@ def long_step_seconds(environ=None):
     return seconds
 
 
-_gemm_rates = {}
-
-
+@functools.lru_cache(maxsize=None)
 def quick_gemm_rate(dtype, device):
     """FLOP/s of square matmuls in `dtype` on `device`, timed once per job and dtype. Sizes grow from 256: the
     first whose one call takes SLOW_CALL_SECONDS gives the rate (software float16 on a CPU is slow at 512
@@ -41,17 +40,13 @@ def quick_gemm_rate(dtype, device):
     (2 cores at a load of 6: 384-cubed 1-5 GFLOP/s, 1024-cubed 11-14; quiet: 150)."""
     from mpirunner.peak import gemm_rates
 
-    key = (str(dtype), str(device))
-    if key not in _gemm_rates:
-        size = 256
-        while size < GEMM_SIZE:
-            rate = gemm_rates(dtype, seconds=0.0, size=size, device=device, repeats=1)[0]  # one call, after a warm one
-            if 2.0 * size ** 3 / rate >= SLOW_CALL_SECONDS:
-                _gemm_rates[key] = rate
-                return rate
-            size *= 2
-        _gemm_rates[key] = max(gemm_rates(dtype, seconds=GEMM_SECONDS, size=GEMM_SIZE, device=device))
-    return _gemm_rates[key]
+    size = 256
+    while size < GEMM_SIZE:
+        rate = gemm_rates(dtype, seconds=0.0, size=size, device=device, repeats=1)[0]  # one call, after a warm one
+        if 2.0 * size ** 3 / rate >= SLOW_CALL_SECONDS:
+            return rate
+        size *= 2
+    return max(gemm_rates(dtype, seconds=GEMM_SECONDS, size=GEMM_SIZE, device=device))
 
 
 @dataclass(frozen=True)
@@ -79,8 +74,7 @@ def point_steps(config, step_seconds):
     return 1 + config.warmup_iterations + timed, at_least
 
 
-def estimate_step(config, samples_per_step, flops_per_sample, rate=None, rate_of=None, threshold=None,
-                  always=False):
+def estimate_step(config, samples_per_step, flops_per_sample, rate=None, rate_of=None, threshold=None, always=False):
     """The StepEstimate of a point when its step is long (or `always`), else None."""
     threshold = long_step_seconds() if threshold is None else threshold
     step_flops = float(flops_per_sample or 0) * samples_per_step

@@ -36,7 +36,6 @@ SCENARIO = "load scenarios (docs/scenarios.md)"
 IPU = "IPU (poptorch)"
 CUDA = "CUDA"
 OUTPUT = "output"
-GROUPS = (TOP, WHAT, DEVICE, PLACEMENT, MEASUREMENT, SCENARIO, IPU, CUDA, OUTPUT)
 
 
 @dataclass(frozen=True)
@@ -285,7 +284,7 @@ def flags_markdown():
         "(or, marked *refused elsewhere*, refuses a value other than the default: exit status 2 before anything runs).",
         "`-h`, `--help` prints the same list.",
     ]
-    for group in GROUPS:
+    for group in dict.fromkeys(o.group for o in OPTIONS):  # in the table's order, as --help
         lines += ["", f"## {group or 'general'}", "",
                   "| flag | value | default | config key | devices | meaning |",
                   "|---|---|---|---|---|---|"]

@@ -141,9 +141,8 @@ def _time_steps(setup, point, source, step, agreement, announced):
     from mpirunner.console import progress_bar, progress_wanted
 
     config = setup.config
-    stop_rule, keep_last_windows = choose_stop_rule(config.iterations, config.until_stable,
-                                                    config.stability_percentage, config.max_windows,
-                                                    config.min_duration)  # all ranks agree via world.max
+    stop_rule, keep_last_windows = choose_stop_rule(  # all ranks agree via world.max
+        config.iterations, config.until_stable, config.stability_percentage, config.max_windows, config.min_duration)
     progress = progress_bar(setup.world, not progress_wanted(config.progress, config.no_progress),
                             None if stop_rule else config.iterations, f"batch {point.batch_size}")
     if announced is not False:

@@ -21,19 +21,12 @@ def git_commit():
         return ""
 
 
-def mpi_version():
-    """First line of the MPI library's version (Open MPI ends it in a NUL byte, which HDF5 cannot store)."""
-    from mpi4py import MPI
-
-    from mpirunner.mpi.launcher import library_name
-
-    return library_name(MPI.Get_library_version())
-
-
 def job_attrs(config, world, backend, model, created, rank_rows):
     """The root attributes of the file (rank_rows: the gathered /ranks rows, on rank 0)."""
     import torch
+    from mpi4py import MPI
 
+    from mpirunner.mpi.launcher import library_name
     from mpirunner.mpi.world import detect_launcher
 
     attrs = {
@@ -49,7 +42,7 @@ def job_attrs(config, world, backend, model, created, rank_rows):
         "launcher": detect_launcher(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
         "torch_version": torch.__version__,
-        "mpi_version": mpi_version(),
+        "mpi_version": library_name(MPI.Get_library_version()),  # its first line (Open MPI's ends in a NUL byte)
         "poptorch_version": "",
         "git_commit": git_commit(),
         "image_size": model.image_size,

@@ -5,9 +5,9 @@ import math
 from dataclasses import dataclass
 from typing import List, Optional
 
-UTILIZATION_KEYS = ("utilization", "utilization_hosts", "utilization_per_host", "roof_utilization")
-
 from mpirunner.flops import per_host_sums
+
+UTILIZATION_KEYS = ("utilization", "utilization_hosts", "utilization_per_host", "roof_utilization")
 
 
 @dataclass(frozen=True)

@@ -146,8 +146,7 @@ def concatenate_logs(logs):
     return QueryLog(*(np.concatenate([getattr(log, f.name) for log in logs]) for f in fields(QueryLog)))
 
 
-def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, duration_seconds,
-               drain_seconds, rank=0):
+def run_server(step, clock, scheduled, max_batch, max_batch_wait_seconds, duration_seconds, drain_seconds, rank=0):
     """Serve queries arriving at `scheduled` (sorted, all before duration_seconds) on one device, batched as
     docs/scenarios.md says; no batch starts after duration + drain_seconds (queries not started are unserved)."""
     arrivals = [float(t) for t in scheduled]

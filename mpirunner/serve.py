@@ -129,11 +129,10 @@ def _serve_prepared(setup, name, batch_size, prepared, keep):
         rank_values = world.gather(rank_values_row(world.host, 0.0, prepared.largest, report))
         if not world.is_root:
             return None
-        return build_run(point_name, point, Gathered(gathered, rank_values, int(gathered["step_seconds"].shape[1])),
-                         DeviceFacts(report.attrs, backend.batch_latency_is_device_time(), setup.flops_per_sample,
-                                     setup.roofs),
-                         Judging(ValidityRules.from_config(config),
-                                 scenario_checks=scenario_checks(scenario.attrs, drain_seconds)), scenario)
+        device = DeviceFacts(report.attrs, backend.batch_latency_is_device_time(), setup.flops_per_sample, setup.roofs)
+        judging = Judging(ValidityRules.from_config(config), [], scenario_checks(scenario.attrs, drain_seconds))
+        steps = int(gathered["step_seconds"].shape[1])
+        return build_run(point_name, point, Gathered(gathered, rank_values, steps), device, judging, scenario)
 
     def measure(total_qps, point_name):
         """Serve one load -> PointOutcome, the same on every rank (rank 0's Run, None elsewhere)."""

@@ -177,8 +177,7 @@ def throughput_interval(step_start, step_seconds, samples_per_step, barrier_skew
     return float(min(low, headline)), float(max(high, headline))
 
 
-def percentile_interval(values, q, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
-                        max_values=BOOTSTRAP_MAX_VALUES):
+def percentile_interval(values, q, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, max_values=BOOTSTRAP_MAX_VALUES):
     """95% bootstrap interval of the q-th percentile of positive values, on a log scale (or nans)."""
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values) & (values > 0)]

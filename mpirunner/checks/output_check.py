@@ -30,8 +30,7 @@ def compare_outputs(outputs, reference, dtype):
     within_ties = ref_at_bench_top1 >= ref_best - tie_tolerance(dtype) * ref_scale
     return {
         "max_abs_error": float(difference.abs().max()) if finite else float("inf"),
-        "rel_error": (float(difference.norm()) / ref_norm if ref_norm > 0 else float(difference.norm())) if finite
-        else float("inf"),
+        "rel_error": float(difference.norm()) / (ref_norm if ref_norm > 0 else 1.0) if finite else float("inf"),
         "top1_agreement": float((bench_top1 == ref.argmax(dim=1)).float().mean()),
         "top1_agreement_within_ties": float(within_ties.float().mean()) if finite else 0.0,
         "finite": finite,
