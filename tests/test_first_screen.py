@@ -155,6 +155,23 @@ def test_a_lock_of_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_pat
     assert json.loads(lock.read_text())["host"] == "here"
 
 
+def test_a_lock_holding_json_that_is_not_an_object_counts_as_unreadable(tmp_path):
+    import pytest
+
+    from mpirunner.errors import UsageError
+    from mpirunner.runfile.output import LOCK_STALE_SECONDS, release_lock, take_lock
+
+    output = tmp_path / "run.h5"
+    lock = tmp_path / "run.h5.lock"
+    lock.write_text("[1, 2]")
+    with pytest.raises(UsageError, match="another job \\(unknown;"):
+        take_lock(output, "here")  # fresh: its writer may still be filling it in
+    old = time.time() - LOCK_STALE_SECONDS - 60
+    os.utime(lock, (old, old))
+    assert take_lock(output, "here") == lock
+    release_lock()
+
+
 # ---------------------------------------------------------------- a peak search needs only its bound
 
 def test_find_peak_qps_with_a_latency_bound_alone_is_a_server_search_sized_by_its_percentile():

@@ -207,8 +207,9 @@ def take_lock(path, host, argv=(), gone=None):
             owner = None
             with contextlib.suppress(OSError, ValueError):
                 owner = json.loads(lock.read_text())
+            owner = owner if isinstance(owner, dict) else None
             try:
-                why = _stale(lock, owner if isinstance(owner, dict) else None, host, time.time(), gone)
+                why = _stale(lock, owner, host, time.time(), gone)
             except FileNotFoundError:
                 continue  # the owner just released it
             if why is None:
