@@ -142,3 +142,21 @@ def test_a_point_shows_its_interval_upper_bound_and_pass_or_fail_and_the_peak_it
     (band,) = [patch for patch in axis.patches]
     assert (band.get_x(), band.get_x() + band.get_width()) == (100.0, 200.0)
     assert "peak [100.0, 200.0] QPS" in lines
+
+
+def test_the_text_and_csv_report_read_a_search_file_that_stored_no_summary(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    path = _write(tmp_path / "search.h5", SEARCH)
+    text = subprocess.run([sys.executable, "-m", "mpirunner.report", str(path)], capture_output=True, text=True)
+    assert text.returncode == 0, text.stderr
+    assert "batch 4 at 300.0 QPS: ? queries" in text.stdout and "peak 300.0 QPS" in text.stdout
+    table = tmp_path / "search.csv"
+    written = subprocess.run([sys.executable, "-m", "mpirunner.report", str(path), "--csv", str(table)],
+                             capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr
+    rows = list(csv.DictReader(table.open()))
+    assert [float(row["offered_qps_target"]) for row in rows] == sorted(qps for qps, *_ in SEARCH)
+    assert {row["throughput_samples_per_s"] for row in rows} == {""}  # not stored: blank, not made up

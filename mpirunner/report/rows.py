@@ -122,7 +122,9 @@ def summary_row(job, run):
     query = shown.query_columns(run)
     if query:  # single-stream, server: the achieved rate as stored (the runner's line), the query columns
         row = {key: value for key, value in row.items() if not key.startswith("throughput_reference")}
-        row.update(throughput=run.summary.throughput, throughput_sum=run.summary.throughput_sum, **query)
+        stored = run.summary  # None in a file with no stored summary: the rate is then blank, not recomputed
+        row.update(throughput=stored.throughput if stored else "",
+                   throughput_sum=stored.throughput_sum if stored else "", **query)
     if arrays.get("compile_seconds") is not None and np.size(arrays["compile_seconds"]):
         row["compile_seconds_max"] = float(np.nanmax(arrays["compile_seconds"]))
     row.update(validity_reason=text_value(attrs.get("validity_reason", "")), valid=bool(attrs.get("valid", True)))
