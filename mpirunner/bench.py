@@ -55,6 +55,15 @@ def min_duration_rule(min_seconds, margin=0.05):
     return more_steps
 
 
+def first_window_steps(iterations, min_seconds, warmup_seconds, margin=0.05):
+    """Timed steps asked for at once: --iterations, or enough to fill --min-duration (+5%) at the warm-up's median
+    pace, so that the ranks agree on the count before the timed window and not at a pause inside it."""
+    pace = float(np.median(warmup_seconds)) if len(warmup_seconds) else 0.0
+    if not min_seconds or pace <= 0:
+        return iterations
+    return max(iterations, math.ceil(min_seconds * (1 + margin) / pace))
+
+
 def until_stable_rule(window_steps, percentage, max_windows, agree=windows_agree):
     """Stop rule for --until-stable: one more window until the last three agree or max_windows were run."""
 
@@ -76,25 +85,33 @@ def choose_stop_rule(iterations, until_stable, stability_percentage, max_windows
 
 
 def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
-            stop_rule=None, decide=lambda wanted: wanted, keep_last_windows=None):
+            stop_rule=None, decide=lambda wanted: wanted, keep_last_windows=None, min_duration=None):
     """Run and time one configuration on this rank. step(input) -> (outputs, micro-batch latencies);
-    stop_rule(window_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`). The origin is
-    read right after a barrier; in a second barrier the rank whose origin was earliest waits longest, so max - min
-    of the waits over ranks estimates the origins' skew without a common clock."""
+    stop_rule(window_seconds, elapsed_seconds) -> more steps wanted (None: exactly `iterations`); with
+    min_duration the first window is sized from the warm-up (first_window_steps). The origin is read right after a
+    barrier; in a second barrier the rank whose origin was earliest waits longest, so max - min of the waits over
+    ranks estimates the origins' skew without a common clock."""
     first_input = source.next_input()
     start = time.perf_counter_ns()
     step(first_input)
     compile_seconds = (time.perf_counter_ns() - start) * 1e-9
 
+    warmup_seconds = []
     for _ in range(warmup_iterations):
-        step(source.next_input())
+        step_input = source.next_input()
+        begin = time.perf_counter_ns()
+        step(step_input)
+        warmup_seconds.append((time.perf_counter_ns() - begin) * 1e-9)
+    wanted = iterations
+    if min_duration:
+        wanted = int(decide(first_window_steps(iterations, min_duration, warmup_seconds)))
 
     windows: List[dict] = []
     barrier()
     origin_ns = time.perf_counter_ns()
     barrier()
     barrier_wait_ns = time.perf_counter_ns() - origin_ns
-    wanted, index = iterations, 0
+    index = 0
     while wanted > 0:
         window = {"starts": [], "durations": [], "latencies": []}
         for _ in range(wanted):

@@ -149,7 +149,7 @@ def _time_steps(setup, point, source, step, agreement, announced):
         step = _watched_first_step(setup, point, step, progress, announced)
     timings = measure(source.observe(step), source, config.iterations, config.warmup_iterations,
                       agreement.barrier, on_step=progress, stop_rule=stop_rule,
-                      decide=agreement.decide, keep_last_windows=keep_last_windows)
+                      decide=agreement.decide, keep_last_windows=keep_last_windows, min_duration=config.min_duration)
     if progress:
         progress.close()
     return timings

@@ -169,6 +169,27 @@ def test_measure_runs_what_the_ranks_decide_together_and_keeps_the_last_windows(
     assert np.all(np.diff(timings.step_start) > 0) and timings.step_start[0] > 0.001  # the last two windows
 
 
+def test_min_duration_sizes_the_first_window_from_the_warm_up_before_the_barrier():
+    assert bench.first_window_steps(20, 3.0, [0.1, 0.1, 0.5]) == 32  # 3 s + 5% at the median pace of 100 ms
+    assert bench.first_window_steps(20, 1.0, [0.1] * 3) == 20  # --iterations already fill it
+    assert bench.first_window_steps(20, 3.0, []) == 20  # no warm-up: the stop rule extends instead
+    calls = []
+
+    def decide(wanted):
+        calls.append(("decide", wanted))
+        time.sleep(0.05)  # waiting for a slower rank
+        return wanted + 1 if len(calls) == 1 else wanted  # another rank first asks for one step more
+
+    timings = bench.measure(_sleeping_step(0.002), _CountingSource(), 3, 4, lambda: calls.append(("barrier",)),
+                            stop_rule=bench.min_duration_rule(0.1), decide=decide, min_duration=0.1)
+    assert calls[0][0] == "decide" and calls[0][1] >= 0.1 * 1.05 / 0.003  # agreed before the timed window
+    assert calls[1:3] == [("barrier",), ("barrier",)]
+    first_window = calls[0][1] + 1
+    assert timings.measured_steps >= first_window
+    gaps = np.diff(timings.step_start) - timings.step_seconds[:-1]
+    assert gaps[:first_window - 1].max() < 0.04  # the 50 ms agreement is not inside the first window
+
+
 def test_measure_records_the_second_barrier_wait():
     calls = []
 
