@@ -8,12 +8,12 @@ import time
 from mpirunner import __version__
 from mpirunner.config import describe_configs, resolve_config
 from mpirunner.errors import InvalidRunError, SweepCutShort, UsageError, WriteFailed
+from mpirunner.mpi.ending import EXIT_FAILED
 from mpirunner.mpi.launcher import declared_world
 from mpirunner.options import ACTION, BOOL, CHOICE, FLOAT_KINDS, INT_KINDS, OPTIONS, VERSION
 
 EXIT_USAGE = 2
 EXIT_INVALID = 3
-EXIT_FAILED = 1
 EXIT_CUT_SHORT = 5  # a size failed (out of memory); the sweep stopped there, the file keeps the rest
 QUIET_RANK_DELAY_SECONDS = 1.0  # a rank that does not print a usage error ends this much after rank 0
 
