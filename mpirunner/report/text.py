@@ -138,7 +138,8 @@ def scenario_table(rows):
         queries = [f"p{q} " + (estimate_text(row[name], getattr(row.run.scenario.intervals, name), ".3f",
                                              summary.ci_unavailable, name)
                                if finite_number(row.get(name)) else "n/a") for q, name in names.items()]
-        notes.append(f"   {label}: {number_text(row.get('queries'), '.0f', 0, '?')} queries, 95% CI: query {', '.join(queries)} ms")
+        count = number_text(row.get("queries"), ".0f", 0, "?")
+        notes.append(f"   {label}: {count} queries, 95% CI: query {', '.join(queries)} ms")
         notes.append(f"   {label}: batch latency ms: p50 {percentile_text(_latency(row), 'p50')}  p99 "
                      f"{percentile_text(_latency(row), 'p99')}  mean {number_text(row.get('latency_mean'), '.3f')}")
         notes += _verdict_note(label, row)
