@@ -17,6 +17,7 @@ from mpirunner.roofline import broken_roof
 from mpirunner.runfile import hdf5, shown
 from mpirunner.runfile.block import finite_number, text_value  # noqa: F401 (the one test of a number to show)
 from mpirunner.runfile.names import exported, unit_name, value_of
+from mpirunner.runfile.parts import Summary as StoredSummary  # rows.Summary is the many-file table
 from mpirunner.runfile.run import Job, Run
 
 RESULT_SUFFIXES = (".h5", ".hdf5")
@@ -122,9 +123,8 @@ def summary_row(job, run):
     query = shown.query_columns(run)
     if query:  # single-stream, server: the achieved rate as stored (the runner's line), the query columns
         row = {key: value for key, value in row.items() if not key.startswith("throughput_reference")}
-        stored = run.summary  # None in a file with no stored summary: the rate is then blank, not recomputed
-        row.update(throughput=stored.throughput if stored else "",
-                   throughput_sum=stored.throughput_sum if stored else "", **query)
+        stored = run.summary or StoredSummary()  # none stored: the rate is blank, not recomputed
+        row.update(throughput=stored.throughput, throughput_sum=stored.throughput_sum, **query)
     if arrays.get("compile_seconds") is not None and np.size(arrays["compile_seconds"]):
         row["compile_seconds_max"] = float(np.nanmax(arrays["compile_seconds"]))
     row.update(validity_reason=text_value(attrs.get("validity_reason", "")), valid=bool(attrs.get("valid", True)))
