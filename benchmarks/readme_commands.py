@@ -16,6 +16,7 @@ machine's own unevenness at that moment, with no runner in the way. A try whose 
 runner's 10% --max-cv says the machine, not the runner, was uneven.
 """
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -64,8 +65,6 @@ print(f"{100 * seconds.std(ddof=1) / seconds.mean():.1f}")
 
 def machine_noise(seconds):
     """Each CPU's step-time cv (%) of the bare loop, run on every CPU at once (taskset pins one per CPU)."""
-    import os
-
     loops = [subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", BARE_LOOP, str(seconds)],
                               stdout=subprocess.PIPE, text=True) for cpu in sorted(os.sched_getaffinity(0))]
     return [float(loop.communicate()[0]) for loop in loops]

@@ -9,6 +9,7 @@ from typing import List
 import numpy as np
 
 STABLE_WINDOWS = 3  # --until-stable: this many consecutive windows must agree, and only they are kept
+MIN_DURATION_MARGIN = 0.05  # --min-duration: ask for this share more steps than the pace says fill it
 
 
 @dataclass
@@ -40,7 +41,7 @@ def windows_agree(windows, percentage):
     return True
 
 
-def min_duration_rule(min_seconds, margin=0.05):
+def min_duration_rule(min_seconds, margin=MIN_DURATION_MARGIN):
     """Stop rule for --min-duration: ask for enough further steps (at the pace so far, +5%) to fill it."""
 
     def more_steps(window_seconds, elapsed_seconds):
@@ -55,7 +56,7 @@ def min_duration_rule(min_seconds, margin=0.05):
     return more_steps
 
 
-def first_window_steps(iterations, min_seconds, warmup_seconds, margin=0.05):
+def first_window_steps(iterations, min_seconds, warmup_seconds, margin=MIN_DURATION_MARGIN):
     """Timed steps asked for at once: --iterations, or enough to fill --min-duration (+5%) at the warm-up's median
     pace, so that the ranks agree on the count before the timed window and not at a pause inside it."""
     pace = float(np.median(warmup_seconds)) if len(warmup_seconds) else 0.0

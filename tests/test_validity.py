@@ -177,17 +177,17 @@ def test_min_duration_sizes_the_first_window_from_the_warm_up_before_the_barrier
 
     def decide(wanted):
         calls.append(("decide", wanted))
-        time.sleep(0.05)  # waiting for a slower rank
+        time.sleep(0.2)  # waiting for a slower rank
         return wanted + 1 if len(calls) == 1 else wanted  # another rank first asks for one step more
 
     timings = bench.measure(_sleeping_step(0.002), _CountingSource(), 3, 4, lambda: calls.append(("barrier",)),
                             stop_rule=bench.min_duration_rule(0.1), decide=decide, min_duration=0.1)
-    assert calls[0][0] == "decide" and calls[0][1] >= 0.1 * 1.05 / 0.003  # agreed before the timed window
+    assert calls[0][0] == "decide" and calls[0][1] > 3  # sized from the warm-up, agreed before the timed window
     assert calls[1:3] == [("barrier",), ("barrier",)]
     first_window = calls[0][1] + 1
     assert timings.measured_steps >= first_window
     gaps = np.diff(timings.step_start) - timings.step_seconds[:-1]
-    assert gaps[:first_window - 1].max() < 0.04  # the 50 ms agreement is not inside the first window
+    assert gaps[:first_window - 1].max() < 0.1  # the 200 ms agreement is not inside the first window
 
 
 def test_measure_records_the_second_barrier_wait():
