@@ -5,9 +5,12 @@ import sys
 import threading
 from contextlib import contextmanager
 
+from mpirunner.mpi.world import LAST_LINES_SECONDS
+
 EXIT_FAILED = 1      # an exception or a crash on some rank
 EXIT_TIMEOUT = 4     # a run exceeded --timeout
-ABORT_DELAY_SECONDS = 0.3  # after world.abort's own pause: the launcher forwards a failing rank's traceback
+TRACEBACK_SECONDS = 0.55  # before MPI_Abort after an exception: longer than world.LAST_LINES_SECONDS, as the
+                          # launcher must forward a failing rank's whole traceback
 
 
 class JobEnd:
@@ -37,7 +40,7 @@ class JobEnd:
         """After an exception on this rank (already logged): end every rank of the job now."""
         if self.world.is_root and self.world.size > 1:
             print(f"mpirunner: ending the job; {self.kept_text()}", file=sys.stderr, flush=True)
-        self.now(code, pause=ABORT_DELAY_SECONDS)
+        self.now(code, pause=TRACEBACK_SECONDS)
 
     def from_root(self, event, code, running=lambda: None, consequence=""):
         """Rank 0, once a write in progress is done: one line with what happened, during which run (running(), read
@@ -52,7 +55,7 @@ class JobEnd:
                   flush=True)
             self.now(code)
 
-    def now(self, code, pause=0.0):
+    def now(self, code, pause=LAST_LINES_SECONDS):
         from mpirunner.runfile.output import release_lock
 
         release_lock()  # the output's lock (runfile/output.py): the launcher may kill rank 0 before its exit handlers

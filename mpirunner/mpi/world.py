@@ -101,13 +101,13 @@ class World:
         self.comm.Gatherv(row, (flat, counts), root=0)
         return np.split(flat, np.cumsum(counts)[:-1])
 
-    def abort(self, code=1, pause=0.0):
+    def abort(self, code=1, pause=LAST_LINES_SECONDS):
         """End every rank of the job now (MPI_Abort, whose code the launcher returns): a failing rank must never
         leave others waiting. Callable from any thread (mpi4py initialises MPI_THREAD_MULTIPLE)."""
         for stream in (sys.stdout, sys.stderr):
             with suppress(OSError, ValueError):
                 stream.flush()
-        time.sleep(LAST_LINES_SECONDS + pause)  # the launcher forwards what was flushed before MPI_Abort ends it
+        time.sleep(pause)  # the launcher forwards what was flushed before MPI_Abort ends it
         self.comm.Abort(code)
 
 
