@@ -171,6 +171,7 @@ TIMING_REASONS = [
     r"unstable: step-time cv ANY or a quieter machine\)",
     r"not warmed up: ANY --until-stable\)",
     r"slowing down: ANY --until-stable\)",
+    r"speed changed: ANY --until-stable\)",
     r"straggler: ANY --cpus-per-rank\)",
     # the page lists reasons split at '; ', which cuts the straggler's remedy in two
     r"straggler: ANY /ranks cpus(?=\s*$)",

@@ -51,7 +51,8 @@ def judge(path, rules, max_cv):
                 window_steps=config["iterations"], stability_percentage=config["stability_percentage"],
                 max_windows=config["max_windows"])
             checks = rules.timing_checks(run["step_seconds"][()], limits, timed_seconds=float(run.attrs["timed_seconds"]),
-                                         windows=int(run.attrs.get("windows", 0)), hosts=hosts)
+                                         windows=int(run.attrs.get("windows", 0)), hosts=hosts,
+                                         warmup_seconds=run["warmup_seconds"][()] if "warmup_seconds" in run else None)
             stored = "VALID" if bool(run.attrs["valid"]) else "INVALID"
             verdicts.append((name, stored, [check.reason for check in checks if not check.passed]))
     return verdicts

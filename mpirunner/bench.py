@@ -3,7 +3,7 @@ As in torch.utils.benchmark's adaptive_autorange, a *stop rule* says after each 
 this rank wants, and `decide` (an MPI max-reduction; no MPI here) makes every rank run the same number."""
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List
 
 import numpy as np
@@ -15,7 +15,8 @@ MIN_DURATION_MARGIN = 0.05  # --min-duration: ask for this share more steps than
 @dataclass
 class Timings:
     """Raw timings of one rank for one run, in seconds; step_start relative to the barrier exit.
-    windows were measured (blocks of steps asked for at once), kept_windows of them are in the arrays."""
+    windows were measured (blocks of steps asked for at once), kept_windows of them are in the arrays;
+    warmup_seconds: the warm-up steps, timed as the others, so that a slow start can be told from warm-up."""
 
     compile_seconds: float
     step_start: np.ndarray
@@ -25,6 +26,7 @@ class Timings:
     windows: int = 1
     kept_windows: int = 1
     measured_steps: int = 0
+    warmup_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def windows_agree(windows, percentage):
@@ -141,4 +143,4 @@ def measure(step, source, iterations, warmup_iterations, barrier, on_step=None,
     return Timings(compile_seconds=compile_seconds, step_start=joined("starts") * 1e-9,
                    step_seconds=joined("durations") * 1e-9, batch_latency=joined("latencies"),
                    barrier_wait_seconds=barrier_wait_ns * 1e-9, windows=len(windows), kept_windows=len(kept),
-                   measured_steps=index)
+                   measured_steps=index, warmup_seconds=np.asarray(warmup_seconds, dtype=np.float64))

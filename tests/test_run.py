@@ -34,6 +34,7 @@ def test_single_process_run_writes_the_schema(tmp_path, tiny_args):
         assert run["step_start"].shape == (1, 6)
         assert run["batch_latency"].shape == (1, 6)
         assert run["compile_seconds"].shape == (1,)
+        assert run["warmup_seconds"].shape == (1, 1) and run["warmup_seconds"][0, 0] > 0  # --warmup-iterations 1
         counts, edges = run["histogram/counts"][()], run["histogram/edges"][()]
         assert counts.sum() == 6 and edges.size == counts.size + 1
         starts, durations = run["step_start"][()], run["step_seconds"][()]
@@ -53,7 +54,8 @@ def test_sweep_makes_one_group_per_batch_size(tmp_path, tiny_args):
 
 def test_two_ranks_under_mpiexec(tmp_path, tiny_args):
     output = tmp_path / "two.h5"
-    result = run_cli([*tiny_args, "--batch-size", "1,2", "--iterations", "4", "--output", output], ranks=2)
+    result = run_cli([*tiny_args, "--batch-size", "1,2", "--iterations", "4", "--warmup-iterations", "3",
+                      "--output", output], ranks=2)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("throughput:") == 2  # rank 0 alone prints
     with h5py.File(output) as h5:
@@ -62,6 +64,8 @@ def test_two_ranks_under_mpiexec(tmp_path, tiny_args):
         for name in ("bs00001", "bs00002"):
             assert h5["runs"][name]["step_seconds"].shape == (2, 4)
             assert h5["runs"][name]["compile_seconds"].shape == (2,)
+            warmup = h5["runs"][name]["warmup_seconds"][()]
+            assert warmup.shape == (2, 3) and (warmup > 0).all()  # every rank's warm-up steps, timed
 
 
 def test_existing_output_is_kept_without_overwrite(tmp_path, tiny_args):

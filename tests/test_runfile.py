@@ -27,7 +27,7 @@ def _built(batch_size=4, steps=120, ranks=2, seed=0):
     seconds = 0.01 + 0.001 * rng.random((ranks, steps))
     starts = np.cumsum(seconds + 0.0001, axis=1) - seconds
     timings = {"step_seconds": seconds, "step_start": starts, "batch_latency": seconds * 0.9,
-               "compile_seconds": np.full(ranks, 0.5)}
+               "compile_seconds": np.full(ranks, 0.5), "warmup_seconds": 0.01 + 0.001 * rng.random((ranks, 3))}
     rows = [{"host": "a", "barrier_wait_seconds": 0.001 * rank, "pool_steps": 4, "pool_bytes": 1000 + rank,
              "gpu_peak_memory_allocated_bytes": 10 + rank} for rank in range(ranks)]
     return build_run(f"bs{batch_size:05d}", _point(batch_size), Gathered(timings, rows, steps),

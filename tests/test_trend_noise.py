@@ -61,6 +61,31 @@ def test_a_burst_of_load_in_the_middle_is_not_a_trend():
     assert warmed_up(steps).passed
 
 
+def _warm_up_steps(level, count=5):
+    """Timed warm-up steps of one rank at `level` x the steady median."""
+    return np.full((1, count), MEDIAN * level)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_slow_start_after_a_warm_up_at_speed_is_a_change_of_speed(seed):
+    """The warm-up ran at the last third's pace, so the slower first third is the machine's speed changing."""
+    check = warmed_up(_warming_up(seed), warmup_seconds=_warm_up_steps(1.0))
+    assert not check.passed and check.reason.startswith("speed changed: first third"), check.reason
+    assert "though the warm-up ran at 15.000 ms" in check.reason and "a quieter machine" in check.reason
+
+
+@pytest.mark.parametrize("warmup", [_warm_up_steps(1.3), _warm_up_steps(1.0, count=2), None])
+def test_a_slow_start_after_a_slower_or_short_warm_up_is_not_warmed_up(warmup):
+    """A warm-up still slower than the first third is a warm-up curve; with 2 warm-up steps nothing is known."""
+    check = warmed_up(_warming_up(0), warmup_seconds=warmup)
+    assert not check.passed and check.reason.startswith("not warmed up: first third"), check.reason
+
+
+def test_a_slowdown_stays_slowing_down_whatever_the_warm_up():
+    check = warmed_up(_slowing_down(0), warmup_seconds=_warm_up_steps(1.0))
+    assert not check.passed and check.reason.startswith("slowing down"), check.reason
+
+
 def test_the_noise_is_measured_from_the_steps():
     quiet = _wandering(0, phi=0.0, sigma=0.02, outliers=0.0)[0]
     wandering = _wandering(0, steps=2000, phi=0.7, outliers=0.0)[0]

@@ -19,15 +19,17 @@ class Validity:
 
 
 def decide_validity(step_seconds, rules, checks=(), *, timed_seconds, windows=0, hosts=None, host_gap=None,
-                    device_busy=None, scenario_checks=None):
+                    device_busy=None, scenario_checks=None, warmup_seconds=None):
     """Whether a run can be trusted, with every reason a line a user can act on: the failed `checks` handed in
     (the output check), then the timing rules and the input path (device_busy None where batch latency is not
-    device time), or instead of those two a scenario's checks (docs/scenarios.md)."""
+    device time), or instead of those two a scenario's checks (docs/scenarios.md); warmup_seconds [ranks, warm-up
+    steps] name a slow start's cause."""
     if scenario_checks is not None:
         every = [*checks, *scenario_checks]
     else:
         every = [*checks, *timing_checks(step_seconds, rules, timed_seconds=timed_seconds, windows=windows,
-                                         hosts=hosts), *input_path_checks(host_gap, device_busy, hosts)]
+                                         hosts=hosts, warmup_seconds=warmup_seconds),
+                 *input_path_checks(host_gap, device_busy, hosts)]
     reasons = [check.reason for check in every if not check.passed]
     return Validity(not reasons, reasons, every)
 

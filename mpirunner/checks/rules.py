@@ -15,6 +15,7 @@ MIN_TIMED_SECONDS = 1.0      # without --min-duration, a shorter timed window is
 WARMUP_NOISE_SIGMAS = 3.0    # first vs last third: a difference beyond this many standard errors (noise.py) ...
 WARMUP_MIN_PERCENT = 2.0     # ... and beyond this share of the median ...
 WARMUP_NOISE_SHARE = 0.5     # ... and beyond this share of the step-to-step noise is a trend, not noise
+WARM_START_STEPS = 3         # with this many warm-up steps or more, a slow first third can be told from warm-up
 HOST_GAP_LIMIT = 0.02      # more of a rank's window between steps than this: the runner measured itself
 DEVICE_BUSY_LIMIT = 0.8    # less of a rank's window in batch latency than this: the device waited for input
 
@@ -80,12 +81,31 @@ def stable_steps(steps, rules, hosts):
     return passed("step_cv")
 
 
-def warmed_up(steps):
+def _step_series(steps):
+    """Per step, the median over ranks (finite steps only)."""
+    series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)
+    return series[np.isfinite(series)]
+
+
+def warm_before(warmup_seconds, first_median, last_median):
+    """The warm-up's median step (or None): given when it lies nearer the last third's median than the first
+    third's, i.e. the runner was already at speed before the timed window, so a slower first third is the
+    machine's speed changing, not warm-up. None with fewer than WARM_START_STEPS warm-up steps."""
+    if warmup_seconds is None:
+        return None
+    series = _step_series(np.atleast_2d(np.asarray(warmup_seconds, dtype=np.float64)))
+    if series.size < WARM_START_STEPS:
+        return None
+    warm = float(np.median(series))
+    return warm if warm - last_median < (first_median - last_median) / 2 else None
+
+
+def warmed_up(steps, warmup_seconds=None):
     """The median step of the first third against the last third: a monotone trend beyond the noise fails
     (docs/methodology-and-validity.md). The noise is measured on the two thirds the suspected trend leaves alone;
-    monotone: the middle third is not the slowest, so a burst of load mid-run is not a trend."""
-    series = np.nanmedian(steps, axis=0) if steps.size else np.zeros(0)  # per step, the median over ranks
-    series = series[np.isfinite(series)]
+    monotone: the middle third is not the slowest, so a burst of load mid-run is not a trend. A slow first third
+    after a warm-up that already ran at the last third's pace (warm_before) is named a change of speed."""
+    series = _step_series(steps)
     third = series.size // 3
     if third < 2:
         return passed("warm_up")
@@ -101,6 +121,13 @@ def warmed_up(steps):
     monotone = middle_median <= max(first_median, last_median) + slack
     difference = first_median - last_median
     if monotone and abs(difference) > noise and abs(difference) > floor * last_median:
+        warm = warm_before(warmup_seconds, first_median, last_median) if difference > 0 else None
+        if warm is not None:
+            return failed("warm_up", f"speed changed: first third {100 * difference / last_median:.1f}% slower "
+                                     f"than the last (median step {1e3 * first_median:.3f} ms vs "
+                                     f"{1e3 * last_median:.3f} ms, beyond the noise), though the warm-up ran at "
+                                     f"{1e3 * warm:.3f} ms: not a warm-up (remedy: a quieter machine; "
+                                     f"--until-stable)")
         if difference > 0:
             return failed("warm_up", f"not warmed up: first third {100 * difference / last_median:.1f}% slower "
                                      f"than the last (median step {1e3 * first_median:.3f} ms vs "
@@ -158,11 +185,11 @@ def windows_stable(steps, rules, windows, hosts):
     return passed("until_stable")
 
 
-def timing_checks(step_seconds, rules, *, timed_seconds, windows=0, hosts=None):
-    """Every timing rule's Checks, in the order their reasons are listed."""
+def timing_checks(step_seconds, rules, *, timed_seconds, windows=0, hosts=None, warmup_seconds=None):
+    """Every timing rule's Checks, in the order their reasons are listed (warmup_seconds: see warmed_up)."""
     steps = np.atleast_2d(np.asarray(step_seconds, dtype=np.float64))
     return [enough_steps(steps, rules), long_enough(timed_seconds, rules), stable_steps(steps, rules, hosts),
-            warmed_up(steps), *stragglers(steps, hosts), windows_stable(steps, rules, windows, hosts)]
+            warmed_up(steps, warmup_seconds), *stragglers(steps, hosts), windows_stable(steps, rules, windows, hosts)]
 
 
 def input_path_checks(host_gap=None, device_busy=None, hosts=None):

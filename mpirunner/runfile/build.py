@@ -144,7 +144,7 @@ def build_run(name, point: RunPoint, gathered: Gathered, device: DeviceFacts, ju
     checks = [check for check in judging.checks if check is not None]
     validity = decide_validity(seconds, judging.rules, checks, timed_seconds=summary["timed_seconds"],
                                windows=gathered.windows, hosts=hosts, host_gap=host_gap, device_busy=judged_busy,
-                               scenario_checks=judging.scenario_checks)
+                               scenario_checks=judging.scenario_checks, warmup_seconds=timings["warmup_seconds"])
     counts, edges = log_histogram(latencies[~np.isnan(latencies)])
     rank_throughputs = per_rank_throughput(starts, seconds, point.samples_per_step)
     compute = utilization_attrs(device.flops_per_sample, summary["throughput"], list(rank_throughputs), hosts,

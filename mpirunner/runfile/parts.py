@@ -222,7 +222,7 @@ class Accuracy:
 
 DeviceReport = Dict[str, AttrValue]  # a backend's run report, name -> value (backends' RunReport.attrs)
 
-TIMING_ARRAYS = ("step_seconds", "step_start", "batch_latency")
+TIMING_ARRAYS = ("step_seconds", "step_start", "batch_latency", "warmup_seconds")
 
 
 class RunArrays:

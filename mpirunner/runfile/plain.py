@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mpirunner.runfile.hdf5 import read_job, write_job
+from mpirunner.runfile.parts import TIMING_ARRAYS
 from mpirunner.runfile.run import Job, Run
 
 
@@ -18,11 +19,12 @@ class RunResult:
     step_start: np.ndarray = None
     batch_latency: np.ndarray = None
     compile_seconds: np.ndarray = None
+    warmup_seconds: np.ndarray = None
     extra_datasets: dict = field(default_factory=dict)
 
     def run(self):
-        arrays = {name: getattr(self, name) for name in ("step_seconds", "step_start", "batch_latency",
-                                                          "compile_seconds") if getattr(self, name) is not None}
+        arrays = {name: getattr(self, name) for name in (*TIMING_ARRAYS, "compile_seconds")
+                  if getattr(self, name) is not None}
         return Run.from_attrs(self.name, self.attrs, {**arrays, **self.extra_datasets})
 
 
