@@ -21,7 +21,7 @@ def _stack_rows(rows):
 
 def gather_timings(world, timings):
     """Gather this rank's Timings to rank 0 -> a dict of [ranks, ...] arrays there, else None. Each rank packs
-    [compile_seconds, the three array lengths, the three arrays] into one float64 row: one message per rank."""
+    [compile_seconds, the TIMING_ARRAYS' lengths, the arrays] into one float64 row: one message per rank."""
     arrays = [np.asarray(getattr(timings, name), dtype=np.float64).ravel() for name in TIMING_ARRAYS]
     packed = np.concatenate([[timings.compile_seconds], [array.size for array in arrays], *arrays])
     rows = world.gather_rows(packed)
