@@ -121,18 +121,15 @@ def warmed_up(steps, warmup_seconds=None):
     monotone = middle_median <= max(first_median, last_median) + slack
     difference = first_median - last_median
     if monotone and abs(difference) > noise and abs(difference) > floor * last_median:
-        warm = warm_before(warmup_seconds, first_median, last_median) if difference > 0 else None
-        if warm is not None:
-            return failed("warm_up", f"speed changed: first third {100 * difference / last_median:.1f}% slower "
-                                     f"than the last (median step {1e3 * first_median:.3f} ms vs "
-                                     f"{1e3 * last_median:.3f} ms, beyond the noise), though the warm-up ran at "
-                                     f"{1e3 * warm:.3f} ms: not a warm-up (remedy: a quieter machine; "
-                                     f"--until-stable)")
         if difference > 0:
-            return failed("warm_up", f"not warmed up: first third {100 * difference / last_median:.1f}% slower "
-                                     f"than the last (median step {1e3 * first_median:.3f} ms vs "
-                                     f"{1e3 * last_median:.3f} ms, beyond the noise) (remedy: more "
-                                     f"--warmup-iterations, --min-duration or --until-stable)")
+            slow_start = (f"first third {100 * difference / last_median:.1f}% slower than the last (median step "
+                          f"{1e3 * first_median:.3f} ms vs {1e3 * last_median:.3f} ms, beyond the noise)")
+            warm = warm_before(warmup_seconds, first_median, last_median)
+            if warm is not None:
+                return failed("warm_up", f"speed changed: {slow_start}, though the warm-up ran at {1e3 * warm:.3f} "
+                                         f"ms: not a warm-up (remedy: a quieter machine; --until-stable)")
+            return failed("warm_up", f"not warmed up: {slow_start} (remedy: more --warmup-iterations, "
+                                     f"--min-duration or --until-stable)")
         return failed("warm_up", f"slowing down: last third {100 * -difference / first_median:.1f}% slower than "
                                  f"the first (median step {1e3 * last_median:.3f} ms vs {1e3 * first_median:.3f} ms, "
                                  f"beyond the noise) (remedy: check for thermal throttling or other load; "
